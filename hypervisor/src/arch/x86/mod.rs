@@ -1,0 +1,7 @@
+//! x86-64 host support: CPU identification, descriptor tables, exceptions, ports, power.
+pub mod cpu;
+pub mod exceptions;
+pub mod gdt;
+pub mod port;
+pub mod power;
+pub mod regs;

@@ -1,0 +1,37 @@
+//! Ending the machine's run: power off, reboot, halt.
+
+use super::port::{outb, outl};
+use crate::println;
+
+/// QEMU's `isa-debug-exit` device (configured at 0xf4 by xtask): QEMU exits with status
+/// `(value << 1) | 1`.
+const QEMU_DEBUG_EXIT: u16 = 0xf4;
+/// Bochs quits when the string "Shutdown" is written here (its BIOS shutdown port).
+const BOCHS_SHUTDOWN: u16 = 0x8900;
+/// 8042 keyboard controller command port; 0xFE pulses the CPU reset line.
+const KBD_CONTROLLER: u16 = 0x64;
+
+/// Powers the machine off. `code` 0 means success; it becomes an emulator's exit status.
+pub fn poweroff(code: u32) -> ! {
+    println!("ferrovisor: power off, exit code {code}");
+    outl(QEMU_DEBUG_EXIT, code);
+    for b in b"Shutdown" {
+        outb(BOCHS_SHUTDOWN, *b);
+    }
+    halt()
+}
+
+/// Resets the machine.
+pub fn reboot() -> ! {
+    println!("ferrovisor: rebooting");
+    outb(KBD_CONTROLLER, 0xfe);
+    halt()
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

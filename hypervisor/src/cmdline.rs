@@ -1,0 +1,414 @@
+//! The hypervisor command line, parsed into typed options.
+//!
+//! Syntax follows Xen: whitespace-separated `name=value` pairs and bare boolean flags
+//! (`noreboot`, or `name=yes|no|on|off|true|false|1|0`). A leading word that looks like
+//! the image path (loaders prepend it) is skipped. Every problem (an unknown option, a value
+//! that does not parse) is returned as a [`Diagnostic`] and the option keeps its default:
+//! the hypervisor reports these on the console and boots on.
+
+use arrayvec::ArrayVec;
+use core::fmt;
+
+/// Most diagnostics kept; any further ones are counted in [`Parsed::dropped`].
+pub const MAX_DIAGNOSTICS: usize = 16;
+
+/// Console verbosity, as Xen's `loglvl=` (plus `debug`/`trace` spelled out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(v: &str) -> Option<Self> {
+        Some(match v {
+            "error" | "err" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" | "all" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// Where console output goes. Several may be on at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Consoles {
+    /// The first 16550 UART at I/O port 0x3f8.
+    pub com1: bool,
+    /// Port 0xE9, which Bochs (`port_e9_hack`) and QEMU (`-debugcon`) print unbuffered.
+    pub e9: bool,
+}
+
+impl Consoles {
+    fn parse(v: &str) -> Option<Self> {
+        let mut c = Consoles {
+            com1: false,
+            e9: false,
+        };
+        for part in v.split(',') {
+            match part {
+                "com1" => c.com1 = true,
+                "e9" | "dbgp" => c.e9 = true,
+                "none" => {}
+                _ => return None,
+            }
+        }
+        Some(c)
+    }
+}
+
+/// What the hypervisor does once nothing is left to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleAction {
+    /// Stop the CPU and wait forever (the default, as on real hardware with no domains).
+    Halt,
+    /// Power the machine off; emulators exit (used by the test harness).
+    Poweroff,
+}
+
+/// Which virtualization backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Whatever the CPU offers (VMX on Intel, SVM on AMD).
+    Auto,
+    Vmx,
+    Svm,
+}
+
+/// Every hypervisor option, with its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `loglvl=` (default `info`).
+    pub loglvl: LogLevel,
+    /// `console=com1[,e9]` (default `com1`).
+    pub console: Consoles,
+    /// `dom0_mem=` in bytes, e.g. `512M`, `2G`, `65536K` (default: decided at dom0 build).
+    pub dom0_mem: Option<u64>,
+    /// `noreboot`: after a fatal error, halt instead of rebooting.
+    pub noreboot: bool,
+    /// `on_idle=halt|poweroff` (default `halt`).
+    pub on_idle: IdleAction,
+    /// `hvm=auto|vmx|svm` (default `auto`).
+    pub hvm: BackendChoice,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            loglvl: LogLevel::Info,
+            console: Consoles {
+                com1: true,
+                e9: false,
+            },
+            dom0_mem: None,
+            noreboot: false,
+            on_idle: IdleAction::Halt,
+            hvm: BackendChoice::Auto,
+        }
+    }
+}
+
+/// One problem found on the command line. The option it names keeps its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Diagnostic<'a> {
+    /// No option has this name.
+    UnknownOption { name: &'a str },
+    /// The option exists but the value does not parse.
+    BadValue {
+        name: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
+    /// A flag was given a value, or a valued option none.
+    MissingValue {
+        name: &'a str,
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for Diagnostic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Diagnostic::UnknownOption { name } => {
+                write!(f, "unknown option '{name}' ignored")
+            }
+            Diagnostic::BadValue { name, value, expected } => write!(
+                f,
+                "unknown value '{value}' for option {name}= (expected {expected}); using the default"
+            ),
+            Diagnostic::MissingValue { name, expected } => {
+                write!(f, "option {name} needs a value ({expected}); using the default")
+            }
+        }
+    }
+}
+
+/// The outcome of parsing: options plus what was wrong.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub options: Options,
+    pub diagnostics: ArrayVec<Diagnostic<'a>, MAX_DIAGNOSTICS>,
+    /// Diagnostics that did not fit.
+    pub dropped: usize,
+}
+
+impl<'a> Parsed<'a> {
+    fn report(&mut self, d: Diagnostic<'a>) {
+        if self.diagnostics.try_push(d).is_err() {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Parses a command line. Never fails: problems become diagnostics.
+pub fn parse(cmdline: &str) -> Parsed<'_> {
+    let mut out = Parsed {
+        options: Options::default(),
+        diagnostics: ArrayVec::new(),
+        dropped: 0,
+    };
+    let mut words = cmdline.split_ascii_whitespace().peekable();
+    if words
+        .peek()
+        .is_some_and(|w| !w.contains('=') && w.contains('/'))
+    {
+        words.next(); // the image path some loaders prepend
+    }
+    for word in words {
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (word, None),
+        };
+        apply(&mut out, name, value);
+    }
+    out
+}
+
+fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
+    // Each arm parses its value or reports what it expected.
+    macro_rules! valued {
+        ($expected:expr, $parse:expr, $set:expr) => {
+            match value {
+                None => out.report(Diagnostic::MissingValue {
+                    name,
+                    expected: $expected,
+                }),
+                Some(v) => match $parse(v) {
+                    Some(parsed) => $set(&mut out.options, parsed),
+                    None => out.report(Diagnostic::BadValue {
+                        name,
+                        value: v,
+                        expected: $expected,
+                    }),
+                },
+            }
+        };
+    }
+    match name {
+        "loglvl" => valued!(
+            "error, warn, info, debug or trace",
+            LogLevel::parse,
+            |o: &mut Options, v| o.loglvl = v
+        ),
+        "console" => valued!(
+            "a comma-separated list of com1, e9, none",
+            Consoles::parse,
+            |o: &mut Options, v| o.console = v
+        ),
+        "dom0_mem" => valued!(
+            "a size such as 512M or 2G",
+            parse_size,
+            |o: &mut Options, v| o.dom0_mem = Some(v)
+        ),
+        "on_idle" => valued!(
+            "halt or poweroff",
+            |v| match v {
+                "halt" => Some(IdleAction::Halt),
+                "poweroff" => Some(IdleAction::Poweroff),
+                _ => None,
+            },
+            |o: &mut Options, v| o.on_idle = v
+        ),
+        "hvm" => valued!(
+            "auto, vmx or svm",
+            |v| match v {
+                "auto" => Some(BackendChoice::Auto),
+                "vmx" => Some(BackendChoice::Vmx),
+                "svm" => Some(BackendChoice::Svm),
+                _ => None,
+            },
+            |o: &mut Options, v| o.hvm = v
+        ),
+        "noreboot" => match value.map_or(Some(true), parse_bool) {
+            Some(b) => out.options.noreboot = b,
+            None => out.report(Diagnostic::BadValue {
+                name,
+                value: value.unwrap_or(""),
+                expected: "a boolean",
+            }),
+        },
+        _ => out.report(Diagnostic::UnknownOption { name }),
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "yes" | "on" | "true" => Some(true),
+        "0" | "no" | "off" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `<digits>[K|M|G|T]` (binary units, case-insensitive; bare digits are bytes).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.as_bytes().last()?.to_ascii_uppercase() {
+        b'K' => (&v[..v.len() - 1], 10),
+        b'M' => (&v[..v.len() - 1], 20),
+        b'G' => (&v[..v.len() - 1], 30),
+        b'T' => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_empty() {
+        let p = parse("");
+        assert_eq!(p.options, Options::default());
+        assert!(p.diagnostics.is_empty());
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let p =
+            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert_eq!(
+            p.options,
+            Options {
+                loglvl: LogLevel::Debug,
+                console: Consoles {
+                    com1: true,
+                    e9: true
+                },
+                dom0_mem: Some(512 << 20),
+                noreboot: true,
+                on_idle: IdleAction::Poweroff,
+                hvm: BackendChoice::Svm,
+            }
+        );
+    }
+
+    #[test]
+    fn skips_leading_image_path() {
+        let p = parse("/boot/ferrovisor loglvl=warn");
+        assert!(p.diagnostics.is_empty());
+        assert_eq!(p.options.loglvl, LogLevel::Warn);
+    }
+
+    #[test]
+    fn bad_value_is_reported_and_default_kept() {
+        let p = parse("loglvl=nonsense console=com1");
+        assert_eq!(p.options.loglvl, LogLevel::Info);
+        assert_eq!(
+            p.diagnostics.as_slice(),
+            &[Diagnostic::BadValue {
+                name: "loglvl",
+                value: "nonsense",
+                expected: "error, warn, info, debug or trace"
+            }]
+        );
+        let msg = std::format!("{}", p.diagnostics[0]);
+        assert!(
+            msg.contains("loglvl=") && msg.contains("nonsense") && msg.contains("default"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_option_is_reported() {
+        let p = parse("frobnicate=3 loglvl=error");
+        assert_eq!(p.options.loglvl, LogLevel::Error);
+        assert_eq!(
+            p.diagnostics.as_slice(),
+            &[Diagnostic::UnknownOption { name: "frobnicate" }]
+        );
+    }
+
+    #[test]
+    fn missing_value_is_reported() {
+        let p = parse("dom0_mem loglvl");
+        assert_eq!(p.diagnostics.len(), 2);
+        assert!(matches!(
+            p.diagnostics[0],
+            Diagnostic::MissingValue {
+                name: "dom0_mem",
+                ..
+            }
+        ));
+        assert_eq!(p.options.dom0_mem, None);
+    }
+
+    #[test]
+    fn boolean_forms() {
+        assert!(parse("noreboot=yes").options.noreboot);
+        assert!(!parse("noreboot=off").options.noreboot);
+        let p = parse("noreboot=maybe");
+        assert!(!p.options.noreboot);
+        assert_eq!(p.diagnostics.len(), 1);
+    }
+
+    #[test]
+    fn console_list_rejects_unknown_device() {
+        let p = parse("console=com1,vga");
+        assert_eq!(
+            p.options.console,
+            Consoles {
+                com1: true,
+                e9: false
+            }
+        );
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(
+            parse("console=none").options.console,
+            Consoles {
+                com1: false,
+                e9: false
+            }
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("12X"), None);
+        assert_eq!(parse_size("-1M"), None);
+        assert_eq!(parse_size("99999999999999999999"), None);
+        assert_eq!(parse_size("17179869184G"), None, "overflow must not wrap");
+    }
+
+    #[test]
+    fn many_problems_are_counted_not_lost() {
+        let line = "a b c d e f g h i j k l m n o p q r s";
+        let p = parse(line);
+        assert_eq!(p.diagnostics.len(), MAX_DIAGNOSTICS);
+        assert_eq!(p.dropped, 19 - MAX_DIAGNOSTICS);
+    }
+}

@@ -1,0 +1,129 @@
+//! The hypervisor console: COM1 and/or the 0xE9 debug port, and the `log` backend.
+//!
+//! Output goes to every enabled device under one lock, so lines from different contexts do
+//! not interleave. The fatal paths (exceptions, panics) call [`force_unlock`] first: they
+//! may have interrupted a holder of the lock, and a stuck console would hide the very
+//! diagnostic we are about to print.
+
+use crate::arch::x86::port;
+use crate::cmdline::{Consoles, LogLevel};
+use core::fmt::{self, Write};
+use spin::Mutex;
+use uart_16550::SerialPort;
+
+/// I/O port of the first UART.
+const COM1: u16 = 0x3f8;
+/// Bochs' `port_e9_hack` and QEMU's `-debugcon` print bytes written here.
+const DEBUG_PORT: u16 = 0xe9;
+
+struct Console {
+    com1: Option<SerialPort>,
+    e9: bool,
+}
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    com1: None,
+    e9: false,
+});
+
+impl Console {
+    fn put(&mut self, b: u8) {
+        if let Some(port) = self.com1.as_mut() {
+            port.send_raw(b);
+        }
+        if self.e9 {
+            port::outb(DEBUG_PORT, b);
+        }
+    }
+}
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
+        Ok(())
+    }
+}
+
+/// Enables the chosen devices. Called once with the defaults before the command line is
+/// parsed, and again with the user's choice.
+pub fn configure(consoles: Consoles) {
+    let mut c = CONSOLE.lock();
+    c.com1 = consoles.com1.then(|| {
+        // SAFETY: 0x3f8 is the standard COM1 base; nothing else in the hypervisor drives
+        // these ports, and the UART is only reached through this locked console.
+        let mut port = unsafe { SerialPort::new(COM1) };
+        port.init();
+        port
+    });
+    c.e9 = consoles.e9;
+}
+
+/// Writes formatted text to the console.
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Breaks the console lock for a fatal diagnostic.
+pub fn force_unlock() {
+    if CONSOLE.is_locked() {
+        // SAFETY: only called on paths that never return to the interrupted lock holder
+        // (fatal exceptions and panics on a single CPU), so no one else will touch the
+        // console state concurrently once we take it over.
+        unsafe { CONSOLE.force_unlock() };
+    }
+}
+
+/// Prints to the hypervisor console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the hypervisor console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let tag = match record.level() {
+                log::Level::Error => "(E)",
+                log::Level::Warn => "(W)",
+                log::Level::Info => "(I)",
+                log::Level::Debug => "(D)",
+                log::Level::Trace => "(T)",
+            };
+            write_fmt(format_args!("{tag} {}\n", record.args()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger (idempotent) and sets its level.
+pub fn set_log_level(level: LogLevel) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    });
+}

@@ -1,0 +1,110 @@
+//! The direct map: every RAM byte at `DIRECT_MAP_BASE + physical address`.
+//!
+//! The boot tables map the first 4 GiB there; the final tables map all RAM (see `paging`).
+//! This module holds the only raw accesses to physical memory through that window.
+
+use super::frame::{FrameAllocator, FRAME_SIZE};
+use ferrovisor_boot::entry::DIRECT_MAP_BASE;
+use ferrovisor_boot::PhysRead;
+use spin::Mutex;
+
+/// The global frame allocator, set up once by `mm::paging::init`.
+pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// How much of physical memory the direct map covers right now. Starts at the 4 GiB of the
+/// boot tables; raised when the final tables are live.
+static MAPPED_LIMIT: Mutex<u64> = Mutex::new(1 << 32);
+
+/// Records how far the direct map reaches.
+pub fn set_mapped_limit(limit: u64) {
+    *MAPPED_LIMIT.lock() = limit;
+}
+
+/// The highest physical address (exclusive) the direct map currently covers.
+pub fn mapped_limit() -> u64 {
+    *MAPPED_LIMIT.lock()
+}
+
+/// Virtual address of physical address `pa` in the direct map.
+pub fn to_virt(pa: u64) -> *mut u8 {
+    (DIRECT_MAP_BASE + pa) as *mut u8
+}
+
+/// Fills a frame with zeros.
+pub fn zero_frame(pa: u64) {
+    assert!(
+        pa % FRAME_SIZE == 0 && pa + FRAME_SIZE <= mapped_limit(),
+        "zero_frame({pa:#x}) outside the direct map"
+    );
+    // SAFETY: the frame lies inside the direct map (checked above), is 4 KiB aligned, and
+    // the caller owns it (it came from the frame allocator), so nothing else is using it.
+    unsafe { core::ptr::write_bytes(to_virt(pa), 0, FRAME_SIZE as usize) };
+}
+
+/// Reads boot-loader structures through the direct map.
+pub struct BootMemory;
+
+impl PhysRead for BootMemory {
+    fn bytes(&self, addr: u64, len: u64) -> Option<&[u8]> {
+        let end = addr.checked_add(len)?;
+        if end > mapped_limit() {
+            return None;
+        }
+        // SAFETY: `[addr, end)` lies in the direct map (checked above). Boot-loader data is
+        // only read, and nothing writes it while the returned borrow lives (the frame
+        // allocator never hands out module or boot-information memory, which it reserves).
+        Some(unsafe { core::slice::from_raw_parts(to_virt(addr), len as usize) })
+    }
+}
+
+/// Page-table entry access through the direct map, for the `pagetable` engine.
+pub struct DirectMap;
+
+impl DirectMap {
+    fn entry_ptr(table: u64, index: usize) -> *mut u64 {
+        assert!(
+            table % FRAME_SIZE == 0
+                && table + FRAME_SIZE <= mapped_limit()
+                && index < pagetable::ENTRIES
+        );
+        to_virt(table).cast::<u64>().wrapping_add(index)
+    }
+}
+
+impl pagetable::PhysMem for DirectMap {
+    fn read_entry(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: `entry_ptr` checked the table is a mapped, aligned frame and the index is
+        // in range, so the pointer is valid and 8-byte aligned; a volatile load is a single
+        // 64-bit access, as the hardware walker requires.
+        unsafe { Self::entry_ptr(table, index).read_volatile() }
+    }
+
+    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
+        // SAFETY: as for `read_entry`; the engine only writes tables it owns.
+        unsafe { Self::entry_ptr(table, index).write_volatile(value) }
+    }
+}
+
+/// Hands page-table frames from the global allocator to the `pagetable` engine.
+pub struct TableFrames<'a>(pub &'a mut FrameAllocator<'static>);
+
+impl pagetable::FrameSource for TableFrames<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let frame = self.0.alloc().ok()?;
+        if frame.addr() + FRAME_SIZE > mapped_limit() {
+            // Not reachable yet through the direct map: give it back and report exhaustion.
+            let _ = self.0.free(frame);
+            return None;
+        }
+        zero_frame(frame.addr());
+        Some(frame.addr())
+    }
+
+    fn free_table(&mut self, table: u64) {
+        if let Some(frame) = super::frame::Frame::from_addr(table) {
+            if let Err(e) = self.0.free(frame) {
+                log::error!("page-table frame release failed: {e}");
+            }
+        }
+    }
+}

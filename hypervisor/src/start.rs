@@ -1,0 +1,207 @@
+//! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
+
+use crate::arch::x86::{cpu, exceptions, gdt, power};
+use crate::cmdline::{self, IdleAction, Options};
+use crate::mm::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
+use crate::mm::{heap, paging, phys};
+use crate::{console, println};
+use ferrovisor_boot::entry::image_layout;
+use ferrovisor_boot::{BootInfo, MemoryKind};
+use log::{info, warn};
+use spin::Once;
+
+/// The options in force, for code that runs after boot (fatal paths included).
+static OPTIONS: Once<Options> = Once::new();
+
+/// Below this, memory is left to firmware structures and (later) AP start-up trampolines.
+const LOW_MEMORY_END: u64 = 0x10_0000;
+
+/// Entered from the boot trampoline with the loader's magic and information address.
+#[no_mangle]
+extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
+    console::configure(Options::default().console);
+    gdt::init();
+    exceptions::init();
+
+    let boot = match BootInfo::parse(magic, u64::from(info_addr), &phys::BootMemory) {
+        Ok(b) => b,
+        Err(e) => fatal(format_args!("cannot use the boot information: {e}")),
+    };
+    let parsed = cmdline::parse(&boot.cmdline);
+    let options = *OPTIONS.call_once(|| parsed.options);
+    console::configure(options.console);
+    console::set_log_level(options.loglvl);
+
+    let cpu = cpu::identify();
+    banner(&boot, &cpu);
+    for d in &parsed.diagnostics {
+        warn!("cmdline: {d}");
+    }
+    if parsed.dropped > 0 {
+        warn!("cmdline: {} more problems not shown", parsed.dropped);
+    }
+
+    let frames = init_frames(&boot);
+    let image = image_layout();
+    match paging::init(&boot, &image, frames, cpu.virt.page_1g) {
+        Ok(r) if r.violations == 0 => info!(
+            "W^X check: {} leaf mappings, {} pages checked, 0 writable+executable: OK",
+            r.leaves, r.pages
+        ),
+        Ok(r) => fatal(format_args!(
+            "W^X check FAILED: {} writable+executable mappings",
+            r.violations
+        )),
+        Err(e) => fatal(format_args!("cannot build the hypervisor page tables: {e}")),
+    }
+    match heap::init(frames) {
+        Ok((base, size)) => info!("heap: {} MiB at {base:#x}", size >> 20),
+        Err(e) => fatal(format_args!("cannot set up the heap: {e}")),
+    }
+    info!(
+        "mm: {} of {} frames free ({} MiB)",
+        frames.free_frames(),
+        frames.total_frames(),
+        frames.free_frames() * FRAME_SIZE >> 20
+    );
+
+    idle(&options)
+}
+
+/// Prints who we are, what we run on and what the boot loader gave us.
+fn banner(boot: &BootInfo, cpu: &cpu::CpuInfo) {
+    println!("ferrovisor {} (x86_64) starting", env!("CARGO_PKG_VERSION"));
+    info!(
+        "CPU: {} family {:#x} model {:#x} stepping {} \"{}\"",
+        cpu.vendor, cpu.family, cpu.model, cpu.stepping, cpu.brand
+    );
+    info!("CPU virtualization: {}", cpu.virt);
+    info!("boot loader: \"{}\" ({})", boot.loader_name, boot.protocol);
+    info!("command line: \"{}\"", boot.cmdline);
+    info!(
+        "memory map ({} entries, {} MiB usable):",
+        boot.memory_map.len(),
+        boot.usable_bytes() >> 20
+    );
+    for r in &boot.memory_map {
+        info!(
+            "  [{:#018x}-{:#018x}] {}",
+            r.start,
+            r.end().saturating_sub(1),
+            r.kind
+        );
+    }
+    info!("modules: {}", boot.modules.len());
+    for (i, m) in boot.modules.iter().enumerate() {
+        info!(
+            "  module {i}: \"{}\" at {:#x}, {} bytes",
+            m.cmdline, m.start, m.len
+        );
+    }
+    if boot.truncated {
+        warn!("boot information was longer than kept; some entries were dropped");
+    }
+}
+
+/// Sets up the frame allocator over usable RAM minus the first MiB, the image and modules.
+fn init_frames(boot: &BootInfo) -> &'static mut FrameAllocator<'static> {
+    let image = paging::image_range(&image_layout());
+    let mut reserved = arrayvec::ArrayVec::<PhysRange, 24>::new();
+    reserved.push(PhysRange::new(0, LOW_MEMORY_END));
+    reserved.push(image);
+    for m in &boot.modules {
+        let _ = reserved.try_push(PhysRange::new(m.start, m.end()));
+    }
+    let (ranges, dropped) = frame::usable_ranges(&boot.memory_map, &reserved);
+    if dropped > 0 {
+        warn!("mm: {dropped} usable ranges dropped (too many)");
+    }
+    let words = frame::bitmap_words(&ranges);
+    let bytes = words as u64 * 8;
+    let Some(place) = frame::place_bitmap(&ranges, bytes, phys::mapped_limit()) else {
+        fatal(format_args!(
+            "no room below 4 GiB for the {bytes}-byte frame bitmap"
+        ));
+    };
+    // SAFETY: `place` is usable RAM inside the boot direct map, reserved from the allocator
+    // right below and never freed, so the slice is the only reference to that memory for
+    // the rest of the hypervisor's life; u64 has no invalid bit patterns.
+    let bitmap =
+        unsafe { core::slice::from_raw_parts_mut(phys::to_virt(place.start).cast::<u64>(), words) };
+    let mut alloc = match FrameAllocator::new(&ranges, bitmap) {
+        Ok(a) => a,
+        Err(e) => fatal(format_args!("frame allocator: {e}")),
+    };
+    alloc.reserve(place);
+    let usable: u64 = boot
+        .memory_map
+        .iter()
+        .filter(|r| r.kind == MemoryKind::Usable)
+        .map(|r| r.len)
+        .sum();
+    info!(
+        "mm: {} MiB usable, {} frames managed in {} ranges, bitmap {} KiB at {:#x}",
+        usable >> 20,
+        alloc.total_frames(),
+        ranges.len(),
+        bytes.div_ceil(1024),
+        place.start
+    );
+    let mut global = phys::FRAMES.lock();
+    *global = Some(alloc);
+    let ptr: *mut FrameAllocator<'static> = global
+        .as_mut()
+        .map(|a| a as *mut _)
+        .unwrap_or(core::ptr::null_mut());
+    drop(global);
+    // SAFETY: the allocator lives in a static and is never moved or replaced after this
+    // point; during single-threaded boot the caller is its only user (later users take the
+    // `FRAMES` lock once boot hands it over).
+    unsafe { &mut *ptr }
+}
+
+/// Nothing (yet) to run: do what `on_idle=` says.
+fn idle(options: &Options) -> ! {
+    match options.on_idle {
+        IdleAction::Poweroff => {
+            info!("nothing to run; powering off (on_idle=poweroff)");
+            power::poweroff(0)
+        }
+        IdleAction::Halt => {
+            info!("nothing to run; halting (on_idle=poweroff would power off)");
+            power::halt()
+        }
+    }
+}
+
+/// Reports a fatal boot error and stops.
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    console::force_unlock();
+    println!("*** ferrovisor: FATAL: {args}");
+    fatal_stop()
+}
+
+/// The end of every fatal path: power off with a failure code when the test harness asked
+/// for power-off (`on_idle=poweroff`), halt otherwise so the message stays on screen.
+pub fn fatal_stop() -> ! {
+    match OPTIONS.get().map(|o| o.on_idle) {
+        Some(IdleAction::Poweroff) => power::poweroff(1),
+        _ => power::halt(),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::force_unlock();
+    match info.location() {
+        Some(l) => println!(
+            "*** HYPERVISOR PANIC at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
+        None => println!("*** HYPERVISOR PANIC: {}", info.message()),
+    }
+    fatal_stop()
+}
