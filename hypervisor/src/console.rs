@@ -68,6 +68,19 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     let _ = CONSOLE.lock().write_fmt(args);
 }
 
+/// Waits until COM1 has sent every byte (line status bit 6, transmitter empty), so that
+/// nothing is lost when the machine powers off right after.
+pub fn drain() {
+    if CONSOLE.lock().com1.is_some() {
+        for _ in 0..1_000_000 {
+            if port::inb(COM1 + 5) & 0x40 != 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Breaks the console lock for a fatal diagnostic.
 pub fn force_unlock() {
     if CONSOLE.is_locked() {

@@ -41,8 +41,15 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         warn!("cmdline: {} more problems not shown", parsed.dropped);
     }
 
-    let frames = init_frames(&boot);
     let image = image_layout();
+    log::debug!(
+        "image: text {:#x}-{:#x}, rodata {:#x}-{:#x}, data+bss {:#x}-{:#x}, boot stack top {:#x}",
+        image.image_start, image.text_end, image.rodata_start, image.rodata_end,
+        image.data_start, image.image_end, image.boot_stack_top
+    );
+    init_frames(&boot);
+    let mut frames_guard = phys::FRAMES.lock();
+    let Some(frames) = frames_guard.as_mut() else { fatal(format_args!("frame allocator missing")) };
     match paging::init(&boot, &image, frames, cpu.virt.page_1g) {
         Ok(r) if r.violations == 0 => info!(
             "W^X check: {} leaf mappings, {} pages checked, 0 writable+executable: OK",
@@ -64,6 +71,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         frames.total_frames(),
         frames.free_frames() * FRAME_SIZE >> 20
     );
+    drop(frames_guard);
 
     idle(&options)
 }
@@ -104,7 +112,7 @@ fn banner(boot: &BootInfo, cpu: &cpu::CpuInfo) {
 }
 
 /// Sets up the frame allocator over usable RAM minus the first MiB, the image and modules.
-fn init_frames(boot: &BootInfo) -> &'static mut FrameAllocator<'static> {
+fn init_frames(boot: &BootInfo) {
     let image = paging::image_range(&image_layout());
     let mut reserved = arrayvec::ArrayVec::<PhysRange, 24>::new();
     reserved.push(PhysRange::new(0, LOW_MEMORY_END));
@@ -147,17 +155,7 @@ fn init_frames(boot: &BootInfo) -> &'static mut FrameAllocator<'static> {
         bytes.div_ceil(1024),
         place.start
     );
-    let mut global = phys::FRAMES.lock();
-    *global = Some(alloc);
-    let ptr: *mut FrameAllocator<'static> = global
-        .as_mut()
-        .map(|a| a as *mut _)
-        .unwrap_or(core::ptr::null_mut());
-    drop(global);
-    // SAFETY: the allocator lives in a static and is never moved or replaced after this
-    // point; during single-threaded boot the caller is its only user (later users take the
-    // `FRAMES` lock once boot hands it over).
-    unsafe { &mut *ptr }
+    *phys::FRAMES.lock() = Some(alloc);
 }
 
 /// Nothing (yet) to run: do what `on_idle=` says.

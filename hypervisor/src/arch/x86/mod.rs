@@ -5,3 +5,4 @@ pub mod gdt;
 pub mod port;
 pub mod power;
 pub mod regs;
+pub mod tsc;

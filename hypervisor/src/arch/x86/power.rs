@@ -14,6 +14,7 @@ const KBD_CONTROLLER: u16 = 0x64;
 /// Powers the machine off. `code` 0 means success; it becomes an emulator's exit status.
 pub fn poweroff(code: u32) -> ! {
     println!("ferrovisor: power off, exit code {code}");
+    crate::console::drain();
     outl(QEMU_DEBUG_EXIT, code);
     for b in b"Shutdown" {
         outb(BOCHS_SHUTDOWN, *b);

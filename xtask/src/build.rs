@@ -1,0 +1,111 @@
+//! Building the bare-metal and guest-side artifacts with cargo.
+//!
+//! Every artifact is one row of [`ARTIFACTS`]: add test guests (bare metal)
+//! or dom0 tools (static musl binaries) there as they appear, and
+//! `cargo xtask build` builds them, grouped into one cargo call per target.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use crate::util;
+
+/// Which cargo profile to build with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    pub fn from_debug(debug: bool) -> Self {
+        if debug {
+            Profile::Debug
+        } else {
+            Profile::Release
+        }
+    }
+
+    /// The directory name cargo uses below `target/<triple>/`.
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// One binary that cargo builds for a non-host target.
+pub struct Artifact {
+    /// Cargo package name (`-p`).
+    pub package: &'static str,
+    /// Binary target name inside the package (the output file name).
+    pub bin: &'static str,
+    /// Target triple.
+    pub target: &'static str,
+}
+
+/// The bare-metal target of the hypervisor and test guests.
+pub const BARE_METAL: &str = "x86_64-unknown-none";
+/// The target of dom0 user-space tools (static binaries for a busybox initramfs).
+#[allow(dead_code)] // used once dom0 tools exist
+pub const DOM0_TOOLS: &str = "x86_64-unknown-linux-musl";
+
+/// The hypervisor itself; always the first artifact.
+pub const HYPERVISOR: Artifact = Artifact {
+    package: "ferrovisor",
+    bin: "ferrovisor",
+    target: BARE_METAL,
+};
+
+/// Everything `cargo xtask build` builds. Append test guests and dom0 tools
+/// here, e.g. `Artifact { package: "guest-hello", bin: "guest-hello",
+/// target: BARE_METAL }`.
+pub const ARTIFACTS: &[Artifact] = &[HYPERVISOR];
+
+/// Where cargo leaves an artifact's binary.
+pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {
+    util::target_dir()
+        .join(artifact.target)
+        .join(profile.dir())
+        .join(artifact.bin)
+}
+
+/// Builds a set of artifacts: one cargo invocation per target triple, so
+/// cargo can share work between packages of the same target.
+pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> {
+    let mut targets: Vec<&str> = artifacts.iter().map(|a| a.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let mut cmd = util::cargo();
+        cmd.arg("build");
+        if profile == Profile::Release {
+            cmd.arg("--release");
+        }
+        for artifact in artifacts.iter().filter(|a| a.target == target) {
+            cmd.args(["-p", artifact.package]);
+        }
+        cmd.args(["--target", target]);
+        util::run_visible(&mut cmd)?;
+    }
+    let paths: Vec<PathBuf> = artifacts.iter().map(|a| output_path(a, profile)).collect();
+    for path in &paths {
+        if !path.is_file() {
+            bail!("cargo succeeded but {} is missing", path.display());
+        }
+    }
+    Ok(paths)
+}
+
+/// Builds everything in [`ARTIFACTS`].
+pub fn all(profile: Profile) -> Result<Vec<PathBuf>> {
+    let artifacts: Vec<&Artifact> = ARTIFACTS.iter().collect();
+    build(&artifacts, profile)
+}
+
+/// Builds the hypervisor and returns the path of its ELF.
+pub fn hypervisor(profile: Profile) -> Result<PathBuf> {
+    let mut paths = build(&[&HYPERVISOR], profile)?;
+    Ok(paths.remove(0))
+}

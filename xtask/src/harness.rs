@@ -1,0 +1,961 @@
+//! Running emulator tests, and the whole `cargo xtask test` suite.
+//!
+//! One test = one emulator process in its own process group. Reader threads
+//! turn its output into events on a channel; the main thread feeds console
+//! lines to a [`Checker`] as they arrive, types scripted input, and ends the
+//! run as soon as the verdict is known: the emulator exited, a forbidden line
+//! appeared, every expectation was met (for tests that never power off), or
+//! the timeout hit. The emulator's process group is always killed at the end.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+
+use crate::build::Profile;
+use crate::image::{self, Module};
+use crate::spec::{Emulator, Exit, QemuBoot, Test};
+use crate::{bochs, build, prereq, process, qemu, tests, util};
+
+/// The line the hypervisor prints right before it powers off.
+const POWER_OFF_PATTERN: &str = r"ferrovisor: power off, exit code (\d+)";
+
+/// How much console output `cargo xtask test` shows for a failed test.
+const TAIL_LINES: usize = 60;
+
+/// After the emulator exits: how long to wait for its output pipes to drain.
+const DRAIN: Duration = Duration::from_secs(2);
+/// After a forbidden line: how long to keep collecting output for the log
+/// (the lines after a panic message are the useful ones).
+const GRACE_AFTER_FORBID: Duration = Duration::from_secs(2);
+
+/// The hypervisor's power-off code in console text, if it printed the line.
+pub fn power_off_code(text: &str) -> Option<u32> {
+    let re = Regex::new(POWER_OFF_PATTERN).expect("valid regex");
+    re.captures_iter(text)
+        .last()
+        .and_then(|c| c[1].parse().ok())
+}
+
+// ---------------------------------------------------------------------------
+// Checking console lines
+
+/// The verdict logic, separate from processes so that it can be unit-tested.
+pub struct Checker {
+    expect: Vec<Regex>,
+    /// Index of the next `expect` pattern to find.
+    next: usize,
+    forbid: Vec<Regex>,
+    /// The first forbidden line and the pattern it matched.
+    pub forbidden: Option<(String, String)>,
+    power_off: Regex,
+    /// The code from the last power-off line seen.
+    pub power_off_code: Option<u32>,
+}
+
+impl Checker {
+    pub fn new(expect: &[&str], forbid: &[&str]) -> Result<Self> {
+        let compile = |p: &&str| Regex::new(p).with_context(|| format!("bad regex {p:?}"));
+        Ok(Checker {
+            expect: expect.iter().map(compile).collect::<Result<_>>()?,
+            next: 0,
+            forbid: forbid.iter().map(compile).collect::<Result<_>>()?,
+            forbidden: None,
+            power_off: Regex::new(POWER_OFF_PATTERN)?,
+            power_off_code: None,
+        })
+    }
+
+    /// Takes one complete console line (without its line ending).
+    pub fn line(&mut self, line: &str) {
+        // Several expectations may be met by the same line.
+        while self.next < self.expect.len() && self.expect[self.next].is_match(line) {
+            self.next += 1;
+        }
+        if self.forbidden.is_none() {
+            if let Some(re) = self.forbid.iter().find(|re| re.is_match(line)) {
+                self.forbidden = Some((line.to_string(), re.as_str().to_string()));
+            }
+        }
+        if let Some(c) = self.power_off.captures(line) {
+            self.power_off_code = c[1].parse().ok();
+        }
+    }
+
+    pub fn all_expected(&self) -> bool {
+        self.next == self.expect.len()
+    }
+
+    /// The first expectation not yet met.
+    pub fn waiting_for(&self) -> Option<&str> {
+        self.expect.get(self.next).map(Regex::as_str)
+    }
+
+    /// Describes the unmet expectations (`lines` is the whole console): the
+    /// first one in detail, noting when it did appear but too early; of the
+    /// rest, those that never appeared at all.
+    pub fn unmet(&self, lines: &[String]) -> Vec<String> {
+        let seen = |re: &Regex| lines.iter().any(|l| re.is_match(l));
+        let mut out = Vec::new();
+        let Some(first) = self.expect.get(self.next) else {
+            return out;
+        };
+        if self.next > 0 && seen(first) {
+            out.push(format!(
+                "/{}/ appeared only before /{}/",
+                first.as_str(),
+                self.expect[self.next - 1].as_str()
+            ));
+        } else {
+            out.push(format!("/{}/ never appeared", first.as_str()));
+        }
+        let never: Vec<String> = self.expect[self.next + 1..]
+            .iter()
+            .filter(|re| !seen(re))
+            .map(|re| format!("/{}/", re.as_str()))
+            .collect();
+        if !never.is_empty() {
+            out.push(format!("also never appeared: {}", never.join(", ")));
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Emulator output as events
+
+/// Which output of the emulator a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    /// The hypervisor's serial console (QEMU stdout, Bochs COM1 socket).
+    Console,
+    /// The emulator's stdout when it is not the console (Bochs: port 0xE9
+    /// bytes, banner, debugger lines).
+    Stdout,
+    /// The emulator's stderr.
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> &'static str {
+        match self {
+            Stream::Console => "console",
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+enum Event {
+    Data(Stream, Vec<u8>),
+    Eof(Stream),
+}
+
+/// Forwards everything `reader` yields as events, then an end-of-file event.
+fn spawn_reader(stream: Stream, mut reader: impl Read + Send + 'static, tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Event::Data(stream, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof(stream));
+    });
+}
+
+/// Splits a byte stream into lines (dropping CR), keeping the unfinished
+/// tail until more arrives or the stream ends.
+#[derive(Default)]
+struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for &b in bytes {
+            match b {
+                b'\n' => lines.push(self.take()),
+                b'\r' => {}
+                _ => self.partial.push(b),
+            }
+        }
+        lines
+    }
+
+    fn take(&mut self) -> String {
+        let line = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        line
+    }
+
+    /// The unfinished last line, if any (at end of stream).
+    fn finish(&mut self) -> Option<String> {
+        (!self.partial.is_empty()).then(|| self.take())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running one test
+
+/// The result of one test.
+pub struct Report {
+    pub passed: bool,
+    /// Why it failed (empty when it passed).
+    pub problems: Vec<String>,
+    pub elapsed: Duration,
+    pub console_log: PathBuf,
+    pub emulator_log: PathBuf,
+    /// The last console lines (or emulator lines when the console is empty).
+    pub tail: Vec<String>,
+}
+
+/// Per-suite settings a test run needs.
+pub struct RunContext {
+    pub kernel: PathBuf,
+    pub verbose: bool,
+}
+
+/// The emulator process of a test and where its console input goes.
+struct Launched {
+    group: process::Group,
+    input: Option<Box<dyn Write + Send>>,
+    command_line: String,
+}
+
+/// Log file names for a test: `target/xtask/logs/<name>.log` (the console,
+/// exactly as the hypervisor printed it) and `<name>.emu.log` (command line,
+/// the emulator's own output, exit status, verdict).
+fn log_paths(name: &str) -> (PathBuf, PathBuf) {
+    let base = util::xtask_dir().join("logs").join(name);
+    (
+        base.with_file_name(format!("{}.log", file_name(&base))),
+        base.with_file_name(format!("{}.emu.log", file_name(&base))),
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Materializes the modules of a test.
+fn modules_of(test: &Test) -> Result<Vec<Module>> {
+    test.modules
+        .iter()
+        .map(|m| {
+            let path = m.materialize()?;
+            if !path.is_file() {
+                bail!("module {} is missing", path.display());
+            }
+            Ok(Module {
+                path,
+                args: m.args.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Prepares boot files and starts the emulator. Output readers are attached
+/// to `tx`.
+fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Result<Launched> {
+    let modules = modules_of(test)?;
+    let iso = |loader| -> Result<PathBuf> {
+        let output = work.join("ferrovisor.iso");
+        image::build_iso(&image::IsoSpec {
+            kernel: ctx.kernel.clone(),
+            cmdline: test.cmdline.to_string(),
+            modules: modules.clone(),
+            loader,
+            output: output.clone(),
+        })?;
+        Ok(output)
+    };
+    match &test.emulator {
+        Emulator::Qemu { accel, boot, cpu } => {
+            let boot_dir = work.join("boot");
+            let boot = match boot {
+                QemuBoot::Kernel => {
+                    qemu::stage_kernel_dir(&boot_dir, &ctx.kernel, &modules)?;
+                    qemu::Boot::Kernel {
+                        cmdline: test.cmdline,
+                        modules: &modules,
+                    }
+                }
+                QemuBoot::Iso(loader) => {
+                    let path = iso(*loader)?;
+                    std::fs::create_dir_all(&boot_dir)?;
+                    std::fs::rename(&path, boot_dir.join("ferrovisor.iso"))?;
+                    qemu::Boot::Iso("ferrovisor.iso")
+                }
+            };
+            let memory = format!("{}M", test.memory_mib);
+            let mut cmd = qemu::command(&qemu::Config {
+                accel: *accel,
+                cpu: *cpu,
+                memory: &memory,
+                serial: qemu::Serial::Stdio,
+                boot_dir: &boot_dir,
+                boot,
+                extra_args: &[],
+            });
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let command_line = format!(
+                "(cd {} && {})",
+                boot_dir.display(),
+                util::show_command(&cmd)
+            );
+            let mut group = process::spawn_group(&mut cmd)?;
+            let stdin = group.child.stdin.take().expect("piped stdin");
+            spawn_reader(
+                Stream::Console,
+                group.child.stdout.take().expect("piped stdout"),
+                tx.clone(),
+            );
+            spawn_reader(
+                Stream::Stderr,
+                group.child.stderr.take().expect("piped stderr"),
+                tx.clone(),
+            );
+            Ok(Launched {
+                group,
+                input: Some(Box::new(stdin)),
+                command_line,
+            })
+        }
+        Emulator::Bochs => {
+            let iso = iso(image::Loader::Multiboot2)?;
+            let (listener, port) = bochs::com1_listener()?;
+            let mut cmd = bochs::prepare(
+                work,
+                &bochs::Config {
+                    iso: &iso,
+                    com1: bochs::Com1::Socket(port),
+                    log: &work.join("bochs.log"),
+                    megs: test.memory_mib,
+                },
+            )?;
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let command_line = format!("(cd {} && {})", work.display(), util::show_command(&cmd));
+            let mut group = process::spawn_group(&mut cmd)?;
+            spawn_reader(
+                Stream::Stdout,
+                group.child.stdout.take().expect("piped stdout"),
+                tx.clone(),
+            );
+            spawn_reader(
+                Stream::Stderr,
+                group.child.stderr.take().expect("piped stderr"),
+                tx.clone(),
+            );
+            let com1 = bochs::accept_com1(&listener, &mut group.child, Duration::from_secs(30))?;
+            spawn_reader(Stream::Console, com1.try_clone()?, tx.clone());
+            Ok(Launched {
+                group,
+                input: Some(Box::new(com1)),
+                command_line,
+            })
+        }
+    }
+}
+
+/// Runs one test to its verdict.
+pub fn run_test(test: &Test, ctx: &RunContext) -> Result<Report> {
+    let start = Instant::now();
+    let work = util::xtask_dir().join("tests").join(test.name);
+    std::fs::create_dir_all(&work)?;
+    let (console_path, emu_path) = log_paths(test.name);
+    util::create_parent(&console_path)?;
+    let mut console_log = BufWriter::new(File::create(&console_path)?);
+    let mut emu_log = BufWriter::new(File::create(&emu_path)?);
+
+    let mut checker = Checker::new(&test.expect, &test.forbid)?;
+    let sends: Vec<(Regex, &str)> = test
+        .send
+        .iter()
+        .map(|s| Ok((Regex::new(s.when)?, s.text)))
+        .collect::<Result<_>>()?;
+
+    let (tx, rx) = mpsc::channel();
+    let launched = launch(test, ctx, &work, &tx);
+    drop(tx);
+    let mut launched = match launched {
+        Ok(l) => l,
+        Err(e) => {
+            writeln!(emu_log, "launch failed: {e:#}")?;
+            return Ok(Report {
+                passed: false,
+                problems: vec![format!("could not start the emulator: {e:#}")],
+                elapsed: start.elapsed(),
+                console_log: console_path,
+                emulator_log: emu_path,
+                tail: Vec::new(),
+            });
+        }
+    };
+    writeln!(emu_log, "$ {}", launched.command_line)?;
+    emu_log.flush()?;
+
+    let run = watch(
+        test,
+        ctx,
+        &mut launched,
+        &rx,
+        &mut checker,
+        &sends,
+        &mut console_log,
+        &mut emu_log,
+        start,
+    )?;
+    // Whatever happened: no stray emulator.
+    launched.group.killer().kill();
+
+    let problems = judge(test, &checker, &run);
+    let passed = problems.is_empty();
+    writeln!(
+        emu_log,
+        "--- exit status: {}; verdict: {}",
+        run.status
+            .map_or("none (killed)".to_string(), |s| s.to_string()),
+        if passed { "ok" } else { "FAILED" }
+    )?;
+    for p in &problems {
+        writeln!(emu_log, "    {p}")?;
+    }
+    console_log.flush()?;
+    emu_log.flush()?;
+
+    let source = if run.console.is_empty() {
+        &run.emulator_lines
+    } else {
+        &run.console
+    };
+    let tail = source[source.len().saturating_sub(TAIL_LINES)..].to_vec();
+    Ok(Report {
+        passed,
+        problems,
+        elapsed: start.elapsed(),
+        console_log: console_path,
+        emulator_log: emu_path,
+        tail,
+    })
+}
+
+/// What was observed while the emulator ran.
+struct Run {
+    console: Vec<String>,
+    /// The emulator's own output lines (tagged).
+    emulator_lines: Vec<String>,
+    stderr_text: String,
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    /// We ended the run because every expectation was met.
+    ended_early: bool,
+}
+
+/// The event loop of one test.
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    test: &Test,
+    ctx: &RunContext,
+    launched: &mut Launched,
+    rx: &Receiver<Event>,
+    checker: &mut Checker,
+    sends: &[(Regex, &str)],
+    console_log: &mut impl Write,
+    emu_log: &mut impl Write,
+    start: Instant,
+) -> Result<Run> {
+    let deadline = start + test.timeout;
+    let mut run = Run {
+        console: Vec::new(),
+        emulator_lines: Vec::new(),
+        stderr_text: String::new(),
+        status: None,
+        timed_out: false,
+        ended_early: false,
+    };
+    let mut console_split = LineSplitter::default();
+    let mut stdout_split = LineSplitter::default();
+    let mut stderr_split = LineSplitter::default();
+    // Console text since the last send, matched against the next send's
+    // pattern (includes unfinished lines: prompts end without a newline).
+    let mut since_send = String::new();
+    let mut next_send = 0;
+    let mut open_streams = 3usize;
+    // Once set, the run ends at this instant at the latest.
+    let mut stop_at: Option<Instant> = None;
+
+    let mut on_console_line = |line: String, run: &mut Run, checker: &mut Checker| -> Result<()> {
+        writeln!(console_log, "{line}")?;
+        if ctx.verbose {
+            println!("    | {line}");
+        }
+        checker.line(&line);
+        run.console.push(line);
+        Ok(())
+    };
+
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            // A run that already ended (or failed on a forbidden line) is
+            // only draining; that is not a timeout.
+            run.timed_out = run.status.is_none() && checker.forbidden.is_none();
+            break;
+        }
+        if stop_at.is_some_and(|s| now >= s) {
+            break;
+        }
+        let limit = stop_at.map_or(deadline, |s| s.min(deadline));
+        let wait = (limit - now).min(Duration::from_millis(50));
+        match rx.recv_timeout(wait) {
+            Ok(Event::Data(Stream::Console, bytes)) => {
+                if run.console.is_empty() && console_split.partial.is_empty() {
+                    writeln!(
+                        emu_log,
+                        "[xtask] first console output after {}",
+                        secs(start.elapsed())
+                    )?;
+                }
+                for line in console_split.push(&bytes) {
+                    on_console_line(line, &mut run, checker)?;
+                }
+                since_send.push_str(&String::from_utf8_lossy(&bytes));
+                while let Some((re, text)) = sends.get(next_send) {
+                    let Some(m) = re.find(&since_send) else { break };
+                    let end = m.end();
+                    if let Some(input) = launched.input.as_mut() {
+                        // A guest that already died closed its input; the
+                        // verdict will say why, so a failed write is only
+                        // logged.
+                        match input
+                            .write_all(text.as_bytes())
+                            .and_then(|()| input.flush())
+                        {
+                            Ok(()) => {
+                                writeln!(emu_log, "[xtask] sent {text:?} after /{}/", re.as_str())?
+                            }
+                            Err(e) => writeln!(emu_log, "[xtask] could not send {text:?}: {e}")?,
+                        }
+                    }
+                    since_send.drain(..end);
+                    next_send += 1;
+                }
+                if since_send.len() > 1 << 16 {
+                    let cut = since_send.len() - (1 << 12);
+                    let cut = (cut..since_send.len())
+                        .find(|&i| since_send.is_char_boundary(i))
+                        .unwrap_or(since_send.len());
+                    since_send.drain(..cut);
+                }
+            }
+            Ok(Event::Data(stream, bytes)) => {
+                let split = if stream == Stream::Stdout {
+                    &mut stdout_split
+                } else {
+                    &mut stderr_split
+                };
+                if stream == Stream::Stderr {
+                    run.stderr_text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                for line in split.push(&bytes) {
+                    writeln!(emu_log, "[{}] {line}", stream.tag())?;
+                    run.emulator_lines
+                        .push(format!("[{}] {line}", stream.tag()));
+                }
+            }
+            Ok(Event::Eof(stream)) => {
+                open_streams -= 1;
+                let split = match stream {
+                    Stream::Console => &mut console_split,
+                    Stream::Stdout => &mut stdout_split,
+                    Stream::Stderr => &mut stderr_split,
+                };
+                if let Some(line) = split.finish() {
+                    if stream == Stream::Console {
+                        on_console_line(line, &mut run, checker)?;
+                    } else {
+                        writeln!(emu_log, "[{}] {line}", stream.tag())?;
+                        run.emulator_lines
+                            .push(format!("[{}] {line}", stream.tag()));
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every reader is done; only the exit status is left to see.
+                open_streams = 0;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        if run.status.is_none() {
+            if let Some(status) = launched.group.child.try_wait()? {
+                run.status = Some(status);
+                stop_at = Some(Instant::now() + DRAIN);
+            }
+        }
+        if run.status.is_some() && open_streams == 0 {
+            break;
+        }
+        if checker.forbidden.is_some() && stop_at.is_none() {
+            stop_at = Some(Instant::now() + GRACE_AFTER_FORBID);
+        }
+        if test.exit == Exit::WhenExpected && checker.all_expected() && run.status.is_none() {
+            run.ended_early = true;
+            break;
+        }
+    }
+    // Stop the emulator before judging; output read so far is all we use.
+    // A status still unknown here stays unknown: the kill is ours.
+    launched.group.killer().kill();
+    Ok(run)
+}
+
+/// Everything wrong with a finished run (empty = pass).
+fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    let emulator_name = if test.emulator.is_bochs() {
+        "Bochs"
+    } else {
+        "QEMU"
+    };
+    if let Some((line, pattern)) = &checker.forbidden {
+        problems.push(format!("forbidden output /{pattern}/: {line}"));
+    }
+    if !test.emulator.is_bochs() {
+        // QEMU also exits with status 1 when it cannot start; its stderr
+        // then says why ("qemu-system-x86_64: ..."), which must not pass as
+        // "powered off with code 0".
+        for line in run.stderr_text.lines() {
+            if line.starts_with("qemu-system") && !line.contains("warning:") {
+                problems.push(format!("QEMU: {line}"));
+            }
+        }
+    }
+    if run.timed_out {
+        let waiting = match (checker.waiting_for(), checker.power_off_code) {
+            (_, Some(code)) => format!(
+                "the hypervisor printed its power-off line (code {code}) but {emulator_name} did not quit ({})",
+                if test.emulator.is_bochs() {
+                    "write \"Shutdown\" to port 0x8900"
+                } else {
+                    "write the code to port 0xf4"
+                }
+            ),
+            (Some(p), None) => format!("still waiting for /{p}/"),
+            (None, None) => "every expectation met, but no power-off".to_string(),
+        };
+        problems.push(format!(
+            "timed out after {} s: {waiting}",
+            test.timeout.as_secs()
+        ));
+    }
+    if !run.ended_early && !run.timed_out && checker.forbidden.is_none() {
+        if let Exit::Code(want) = test.exit {
+            match exit_code(test, checker, run) {
+                Ok(got) if got == want => {}
+                Ok(got) => problems.push(format!(
+                    "the hypervisor powered off with exit code {got}, expected {want}"
+                )),
+                Err(why) => problems.push(why),
+            }
+        }
+    }
+    if !checker.all_expected() {
+        problems.extend(checker.unmet(&run.console));
+    }
+    problems
+}
+
+/// The hypervisor's exit code from a run that ended by itself.
+fn exit_code(test: &Test, checker: &Checker, run: &Run) -> Result<u32, String> {
+    let Some(status) = run.status else {
+        return Err("the emulator's exit status is unknown".into());
+    };
+    if test.emulator.is_bochs() {
+        return match (bochs::stop_reason(&run.stderr_text), checker.power_off_code) {
+            (bochs::Stop::Shutdown, Some(code)) => Ok(code),
+            (bochs::Stop::Shutdown, None) => Err(
+                "Bochs was shut down (port 0x8900) without a \"ferrovisor: power off, exit code N\" line"
+                    .into(),
+            ),
+            (bochs::Stop::Fatal(reason), _) => Err(format!("Bochs stopped: {reason}")),
+            (bochs::Stop::Unknown, _) => Err(format!("Bochs ended ({status}) without saying why")),
+        };
+    }
+    match qemu::outcome(status) {
+        qemu::Outcome::PowerOff(code) => {
+            if let Some(line_code) = checker.power_off_code {
+                if line_code != code {
+                    return Err(format!(
+                        "power-off line says code {line_code}, debug-exit port got {code}"
+                    ));
+                }
+            }
+            Ok(code)
+        }
+        qemu::Outcome::NoDebugExit => Err(
+            "QEMU ended without a debug-exit code: the guest reset or triple-faulted (-no-reboot)"
+                .into(),
+        ),
+        qemu::Outcome::Killed => Err(format!("QEMU was killed ({status})")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The suite
+
+/// `cargo xtask test` options.
+pub struct SuiteOptions {
+    pub filter: Option<String>,
+    pub skip_bochs: bool,
+    pub skip_host: bool,
+    pub verbose: bool,
+    pub kernel: Option<PathBuf>,
+}
+
+/// The emulator tests the options select, each with whether it is skipped.
+fn selection(opts: &SuiteOptions) -> Vec<(Test, bool)> {
+    tests::all()
+        .into_iter()
+        .filter(|t| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| t.name.contains(f.as_str()))
+        })
+        .map(|t| {
+            let skip = opts.skip_bochs && t.emulator.is_bochs();
+            (t, skip)
+        })
+        .collect()
+}
+
+/// `cargo xtask test --list`.
+pub fn list(opts: &SuiteOptions) {
+    for (test, skip) in selection(opts) {
+        let note = if skip {
+            "  (skipped: --skip-bochs)"
+        } else {
+            ""
+        };
+        println!("{}{note}", test.name);
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// `cargo xtask test`: host unit tests, the build, then every emulator test.
+/// Keeps going after failures so one run shows everything; exits non-zero
+/// if anything failed.
+pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
+    let selected = selection(opts);
+    let mut needs = vec![prereq::Need::RustTargets];
+    for (test, skip) in &selected {
+        if *skip {
+            continue;
+        }
+        match test.emulator {
+            Emulator::Qemu { .. } => needs.push(prereq::Need::Qemu),
+            Emulator::Bochs => needs.push(prereq::Need::Bochs),
+        }
+        if test.emulator.needs_iso() {
+            needs.push(prereq::Need::Grub);
+        }
+    }
+    prereq::ensure(&needs)?;
+
+    let mut passed = 0usize;
+    let mut failed: Vec<String> = Vec::new();
+    let mut skipped = 0usize;
+
+    if opts.skip_host {
+        println!("host unit tests ... skipped");
+        skipped += 1;
+    } else {
+        println!("host unit tests: cargo test --workspace");
+        let t = Instant::now();
+        let mut cmd = util::cargo();
+        cmd.args(["test", "--workspace"]);
+        match util::run_visible(&mut cmd) {
+            Ok(()) => {
+                println!("host unit tests ... ok ({})", secs(t.elapsed()));
+                passed += 1;
+            }
+            Err(e) => {
+                println!("host unit tests ... FAILED ({}): {e:#}", secs(t.elapsed()));
+                failed.push("host unit tests".into());
+            }
+        }
+    }
+
+    let kernel = match &opts.kernel {
+        Some(path) => {
+            if !path.is_file() {
+                bail!("--kernel {}: no such file", path.display());
+            }
+            Some(std::fs::canonicalize(path)?)
+        }
+        None => {
+            let t = Instant::now();
+            match build::all(Profile::Release) {
+                Ok(paths) => {
+                    println!("build ... ok ({})", secs(t.elapsed()));
+                    passed += 1;
+                    Some(paths[0].clone())
+                }
+                Err(e) => {
+                    println!("build ... FAILED: {e:#}");
+                    failed.push("build".into());
+                    None
+                }
+            }
+        }
+    };
+
+    match kernel {
+        None => {
+            println!(
+                "emulator tests ... not run ({} skipped: no hypervisor ELF)",
+                selected.len()
+            );
+            skipped += selected.len();
+        }
+        Some(kernel) => {
+            let ctx = RunContext {
+                kernel,
+                verbose: opts.verbose,
+            };
+            for (test, skip) in &selected {
+                if *skip {
+                    println!("test {} ... skipped", test.name);
+                    skipped += 1;
+                    continue;
+                }
+                if opts.verbose {
+                    println!("test {} ...", test.name);
+                } else {
+                    print!("test {} ... ", test.name);
+                    let _ = std::io::stdout().flush();
+                }
+                let report = run_test(test, &ctx)?;
+                if report.passed {
+                    println!("ok ({})", secs(report.elapsed));
+                    passed += 1;
+                    continue;
+                }
+                println!("FAILED ({})", secs(report.elapsed));
+                for p in &report.problems {
+                    println!("    {p}");
+                }
+                if !report.tail.is_empty() {
+                    println!("    --- last {} lines of output ---", report.tail.len());
+                    for line in &report.tail {
+                        println!("    | {line}");
+                    }
+                }
+                println!(
+                    "    logs: {} and {}",
+                    util::display_rel(&report.console_log),
+                    util::display_rel(&report.emulator_log)
+                );
+                failed.push(test.name.to_string());
+            }
+        }
+    }
+
+    println!();
+    if !failed.is_empty() {
+        println!("failed: {}", failed.join(", "));
+    }
+    println!(
+        "summary: {passed} passed, {} failed, {skipped} skipped",
+        failed.len()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn feed(checker: &mut Checker, lines: &[&str]) {
+        for l in lines {
+            checker.line(l);
+        }
+    }
+
+    #[test]
+    fn expectations_in_order() {
+        let mut c = Checker::new(&["a", "b", "c"], &[]).unwrap();
+        feed(&mut c, &["c", "a", "x", "b"]);
+        assert!(!c.all_expected());
+        assert_eq!(c.waiting_for(), Some("c"));
+        let seen: Vec<String> = ["c", "a", "x", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(c.unmet(&seen), ["/c/ appeared only before /b/"]);
+        let fresh = Checker::new(&["a", "b", "zz"], &[]).unwrap();
+        assert_eq!(
+            fresh.unmet(&seen),
+            ["/a/ never appeared", "also never appeared: /zz/"]
+        );
+        c.line("c");
+        assert!(c.all_expected());
+    }
+
+    #[test]
+    fn one_line_can_meet_several() {
+        let mut c = Checker::new(&[r"ferrovisor \d+", r"\d+\.\d+"], &[]).unwrap();
+        c.line("ferrovisor 0.1.0");
+        assert!(c.all_expected());
+    }
+
+    #[test]
+    fn forbid_and_power_off() {
+        let mut c = Checker::new(&[], crate::spec::DEFAULT_FORBID).unwrap();
+        c.line("all fine");
+        assert!(c.forbidden.is_none());
+        c.line("ferrovisor: power off, exit code 3");
+        assert_eq!(c.power_off_code, Some(3));
+        c.line("PANIC at src/main.rs:1");
+        assert_eq!(c.forbidden.as_ref().unwrap().1, "PANIC");
+    }
+
+    #[test]
+    fn lines_split_across_chunks() {
+        let mut s = LineSplitter::default();
+        assert!(s.push(b"hel").is_empty());
+        assert_eq!(s.push(b"lo\r\nwor"), ["hello"]);
+        assert_eq!(s.finish().as_deref(), Some("wor"));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn power_off_code_in_text() {
+        assert_eq!(
+            power_off_code("x\nferrovisor: power off, exit code 0"),
+            Some(0)
+        );
+        assert_eq!(power_off_code("nothing"), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! `cargo xtask`: ferrovisor's developer tasks.
+//!
+//! Everything a developer or CI does beyond plain `cargo build` lives here, in
+//! Rust rather than shell, so that it runs the same on every machine: building
+//! the hypervisor for bare metal, packing a GRUB boot ISO, booting it under QEMU
+//! or Bochs, and running the whole test suite (host unit tests plus emulator
+//! boot tests described as data in [`tests`]).
+//!
+//! The crate is host-only and depends on no workspace crate, so it keeps
+//! working while the hypervisor itself does not compile.
+
+mod bochs;
+mod build;
+mod harness;
+mod image;
+mod prereq;
+mod process;
+mod qemu;
+mod spec;
+mod tests;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use crate::build::Profile;
+use crate::image::{Loader, ModuleArg};
+
+/// Developer tasks for ferrovisor (run as `cargo xtask <command>`).
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command that boots the hypervisor.
+#[derive(clap::Args, Clone)]
+struct KernelOpts {
+    /// Use the debug build instead of the release build.
+    #[arg(long)]
+    debug: bool,
+    /// Boot this ELF instead of building the hypervisor (skips `cargo build`).
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// Add a boot module: a file, optionally followed by `=` and its arguments
+    /// (the module's command line is "<file name> <arguments>", as with Xen).
+    /// Repeatable; order is kept.
+    #[arg(long = "module", value_name = "PATH[=ARGS]")]
+    modules: Vec<ModuleArg>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the hypervisor ELF (and, as they appear, test guests and tools).
+    Build {
+        /// Build with the dev profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build a GRUB rescue ISO that boots the hypervisor with its modules.
+    Iso {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Hypervisor command line written into grub.cfg.
+        #[arg(long, default_value = "console=com1")]
+        cmdline: String,
+        /// GRUB loader command for the hypervisor: multiboot2 (as for Xen) or
+        /// multiboot (v1, a fallback).
+        #[arg(long, value_enum, default_value_t = Loader::Multiboot2)]
+        loader: Loader,
+        /// Where to write the ISO (default: target/xtask/ferrovisor.iso).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Boot the hypervisor in QEMU with its serial console on this terminal.
+    ///
+    /// Quit with Ctrl-A x. The exit status is the hypervisor's power-off code
+    /// (0 = success), or 2 when it did not power off through isa-debug-exit.
+    RunQemu {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Accelerator: kvm needs /dev/kvm with nested virtualization;
+        /// default: kvm when usable, else tcg.
+        #[arg(long, value_enum)]
+        accel: Option<qemu::Accel>,
+        /// Boot path: kernel = QEMU's own multiboot v1 loader (`-kernel`),
+        /// iso = GRUB multiboot2 from a CD image.
+        #[arg(long, value_enum, default_value_t = qemu::BootKind::Kernel)]
+        boot: qemu::BootKind,
+        /// Guest memory size as QEMU writes it.
+        #[arg(long, default_value = "1G")]
+        memory: String,
+        /// Extra arguments for QEMU itself, e.g. `--qemu-arg=-s`.
+        #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
+        qemu_args: Vec<String>,
+        /// Words appended to the hypervisor command line (after `console=com1`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cmdline: Vec<String>,
+    },
+    /// Boot the hypervisor ISO in Bochs (VMX-capable CPU model).
+    ///
+    /// The serial console (COM1) is relayed to this terminal (typed lines go
+    /// to the guest) or to --serial-file. The exit status is the hypervisor's
+    /// power-off code, or 2 when Bochs stopped for another reason.
+    RunBochs {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Write COM1 output to this file (live, unbuffered) instead of the
+        /// terminal; the terminal then shows Bochs's own output (port 0xE9).
+        #[arg(long, value_name = "PATH")]
+        serial_file: Option<PathBuf>,
+        /// Words appended to the hypervisor command line (after `console=com1,e9`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cmdline: Vec<String>,
+    },
+    /// Run every test: host unit tests, the build, and the emulator tests.
+    Test {
+        /// Run only emulator tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Skip the Bochs tests (slow).
+        #[arg(long)]
+        skip_bochs: bool,
+        /// Skip the host unit tests (`cargo test --workspace`).
+        #[arg(long)]
+        skip_host: bool,
+        /// List the emulator tests and exit.
+        #[arg(long)]
+        list: bool,
+        /// Echo each test's console output live.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Boot this ELF instead of building the hypervisor.
+        #[arg(long, value_name = "ELF")]
+        kernel: Option<PathBuf>,
+    },
+    /// Run benchmarks (none yet).
+    Bench,
+    /// Install (as root) or list the host packages and Rust targets every
+    /// command needs.
+    Prereq,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Gets the hypervisor ELF: the one given with `--kernel`, or a fresh build.
+fn kernel_elf(opts: &KernelOpts) -> Result<PathBuf> {
+    match &opts.kernel {
+        Some(path) => {
+            if !path.is_file() {
+                bail!("--kernel {}: no such file", path.display());
+            }
+            Ok(path.clone())
+        }
+        None => {
+            prereq::ensure(&[prereq::Need::RustTargets])?;
+            build::hypervisor(Profile::from_debug(opts.debug))
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Build { debug } => {
+            prereq::ensure(&[prereq::Need::RustTargets])?;
+            for path in build::all(Profile::from_debug(debug))? {
+                println!("built {}", util::display_rel(&path));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Iso {
+            kernel,
+            cmdline,
+            loader,
+            output,
+        } => {
+            prereq::ensure(&[prereq::Need::Grub])?;
+            let elf = kernel_elf(&kernel)?;
+            let output = output.unwrap_or_else(|| util::xtask_dir().join("ferrovisor.iso"));
+            let modules = image::modules_from_args(&kernel.modules)?;
+            image::build_iso(&image::IsoSpec {
+                kernel: elf,
+                cmdline,
+                modules,
+                loader,
+                output: output.clone(),
+            })?;
+            println!("wrote {}", util::display_rel(&output));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RunQemu {
+            kernel,
+            accel,
+            boot,
+            memory,
+            qemu_args,
+            cmdline,
+        } => {
+            let mut needs = vec![prereq::Need::Qemu];
+            if boot == qemu::BootKind::Iso {
+                needs.push(prereq::Need::Grub);
+            }
+            prereq::ensure(&needs)?;
+            let elf = kernel_elf(&kernel)?;
+            let modules = image::modules_from_args(&kernel.modules)?;
+            let cmdline = util::join_cmdline(qemu::DEFAULT_CMDLINE, &cmdline);
+            qemu::run_interactive(&qemu::RunSpec {
+                kernel: elf,
+                cmdline,
+                modules,
+                accel: accel.unwrap_or_else(qemu::Accel::detect),
+                boot,
+                memory,
+                extra_args: qemu_args,
+            })
+        }
+        Command::RunBochs {
+            kernel,
+            serial_file,
+            cmdline,
+        } => {
+            prereq::ensure(&[prereq::Need::Bochs, prereq::Need::Grub])?;
+            let elf = kernel_elf(&kernel)?;
+            let modules = image::modules_from_args(&kernel.modules)?;
+            let cmdline = util::join_cmdline(bochs::DEFAULT_CMDLINE, &cmdline);
+            bochs::run_interactive(&elf, &cmdline, modules, serial_file.as_deref())
+        }
+        Command::Test {
+            filter,
+            skip_bochs,
+            skip_host,
+            list,
+            verbose,
+            kernel,
+        } => {
+            let opts = harness::SuiteOptions {
+                filter,
+                skip_bochs,
+                skip_host,
+                verbose,
+                kernel,
+            };
+            if list {
+                harness::list(&opts);
+                return Ok(ExitCode::SUCCESS);
+            }
+            harness::run_suite(&opts)
+        }
+        Command::Bench => {
+            println!("no benchmarks yet");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prereq => {
+            prereq::ensure(prereq::Need::ALL)?;
+            println!("all prerequisites are present");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Host prerequisites: Debian packages and rustup targets.
+//!
+//! CI machines start fresh, so every command checks what it needs before it
+//! starts. As root the missing pieces are installed (apt-get, rustup); as any
+//! other user the exact commands are printed and the command fails, because
+//! silently calling sudo is worse than asking.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::build::BARE_METAL;
+use crate::util;
+
+/// A group of things a command needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The rustup targets for the hypervisor and the dom0 tools.
+    RustTargets,
+    /// QEMU for x86_64.
+    Qemu,
+    /// Bochs with the rfb display library, its BIOS and a VGA BIOS.
+    Bochs,
+    /// grub-mkrescue for BIOS (i386-pc) and what it calls.
+    Grub,
+    /// busybox and cpio, to pack a dom0 initramfs.
+    #[allow(dead_code)] // used once dom0 tests exist
+    Initramfs,
+}
+
+impl Need {
+    pub const ALL: &'static [Need] = &[
+        Need::RustTargets,
+        Need::Qemu,
+        Need::Bochs,
+        Need::Grub,
+        Need::Initramfs,
+    ];
+}
+
+/// How to tell whether something is installed.
+enum Probe {
+    /// An executable on `PATH`.
+    Program(&'static str),
+    /// A file or directory.
+    File(&'static str),
+}
+
+/// One installed thing and the Debian package that provides it. `extra`
+/// packages go into the same `apt-get install` (see the Bochs GUI note).
+struct Requirement {
+    need: Need,
+    probe: Probe,
+    package: &'static str,
+}
+
+/// The Debian 12 package map. The Bochs rfb display library
+/// (`libbx_rfb_gui.so`) is in the `bochs` package itself; `bochs` also depends
+/// on some GUI package and apt would pick the GTK one (bochs-wx) unless
+/// another is named, so [`BOCHS_GUI`] is installed alongside.
+const REQUIREMENTS: &[Requirement] = &[
+    Requirement {
+        need: Need::Qemu,
+        probe: Probe::Program("qemu-system-x86_64"),
+        package: "qemu-system-x86",
+    },
+    Requirement {
+        need: Need::Bochs,
+        probe: Probe::Program("bochs"),
+        package: "bochs",
+    },
+    Requirement {
+        need: Need::Bochs,
+        probe: Probe::File("/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_rfb_gui.so"),
+        package: "bochs",
+    },
+    Requirement {
+        need: Need::Bochs,
+        probe: Probe::File(crate::bochs::BIOS),
+        package: "bochsbios",
+    },
+    Requirement {
+        need: Need::Bochs,
+        probe: Probe::File(crate::bochs::VGA_BIOS),
+        package: "vgabios",
+    },
+    Requirement {
+        need: Need::Grub,
+        probe: Probe::Program("grub-mkrescue"),
+        package: "grub-common",
+    },
+    Requirement {
+        need: Need::Grub,
+        probe: Probe::File(crate::image::GRUB_PLATFORM_DIR),
+        package: "grub-pc-bin",
+    },
+    Requirement {
+        need: Need::Grub,
+        probe: Probe::Program("xorriso"),
+        package: "xorriso",
+    },
+    Requirement {
+        need: Need::Grub,
+        probe: Probe::Program("mformat"),
+        package: "mtools",
+    },
+    Requirement {
+        need: Need::Initramfs,
+        probe: Probe::Program("busybox"),
+        package: "busybox-static",
+    },
+    Requirement {
+        need: Need::Initramfs,
+        probe: Probe::Program("cpio"),
+        package: "cpio",
+    },
+];
+
+/// The smallest Bochs GUI package (ncurses); it satisfies `bochs`'s
+/// dependency on a GUI so apt does not pull in GTK via bochs-wx.
+const BOCHS_GUI: &str = "bochs-term";
+
+/// Rustup targets the workspace builds for.
+const RUST_TARGETS: &[&str] = &[BARE_METAL, crate::build::DOM0_TOOLS];
+
+impl Probe {
+    fn present(&self) -> bool {
+        match self {
+            Probe::Program(name) => util::on_path(name),
+            Probe::File(path) => Path::new(path).exists(),
+        }
+    }
+}
+
+/// Makes sure everything in `needs` is present, installing it as root.
+pub fn ensure(needs: &[Need]) -> Result<()> {
+    let mut packages: Vec<&str> = REQUIREMENTS
+        .iter()
+        .filter(|r| needs.contains(&r.need) && !r.probe.present())
+        .map(|r| r.package)
+        .collect();
+    if packages.contains(&"bochs") {
+        packages.push(BOCHS_GUI);
+    }
+    packages.sort_unstable();
+    packages.dedup();
+
+    let targets = if needs.contains(&Need::RustTargets) {
+        missing_rust_targets()
+    } else {
+        Vec::new()
+    };
+
+    if packages.is_empty() && targets.is_empty() {
+        return Ok(());
+    }
+
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
+    let rustup = format!("rustup target add {}", targets.join(" "));
+    if !root {
+        let mut msg = String::from("missing prerequisites; run:\n");
+        if !packages.is_empty() {
+            msg += &format!("  sudo sh -c '{apt}'\n");
+        }
+        if !targets.is_empty() {
+            msg += &format!("  {rustup}\n");
+        }
+        bail!("{}", msg.trim_end());
+    }
+
+    if !packages.is_empty() {
+        eprintln!("xtask: installing missing packages: {}", packages.join(" "));
+        apt_install(&packages)?;
+    }
+    if !targets.is_empty() {
+        eprintln!("xtask: adding rustup targets: {}", targets.join(" "));
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(util::repo_root())
+            .args(["target", "add"])
+            .args(&targets);
+        util::run_visible(&mut cmd)?;
+    }
+    // Re-probe: an install that "succeeded" but left a file missing means the
+    // package map above is wrong, which is better reported here than as a
+    // confusing failure later.
+    let still: Vec<String> = REQUIREMENTS
+        .iter()
+        .filter(|r| needs.contains(&r.need) && !r.probe.present())
+        .map(|r| match r.probe {
+            Probe::Program(p) => format!("program {p} ({})", r.package),
+            Probe::File(f) => format!("file {f} ({})", r.package),
+        })
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after install: {}", still.join(", "));
+    }
+    Ok(())
+}
+
+/// `apt-get update` (once per run) and `apt-get install`.
+fn apt_install(packages: &[&str]) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if !UPDATED.swap(true, Ordering::SeqCst) {
+        util::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages);
+    util::run_visible(&mut cmd)
+}
+
+/// Rustup targets of the repository's toolchain that are not installed. With
+/// no rustup (a distribution's cargo) there is nothing to check: the build
+/// will say what is missing.
+fn missing_rust_targets() -> Vec<&'static str> {
+    let output = Command::new("rustup")
+        .current_dir(util::repo_root())
+        .args(["target", "list", "--installed"])
+        .output();
+    let installed = match output {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            eprintln!(
+                "xtask: warning: `rustup target list --installed` failed; not checking targets"
+            );
+            return Vec::new();
+        }
+    };
+    RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect()
+}

@@ -1,0 +1,157 @@
+//! Small helpers shared by the commands: where things are, and running tools.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The repository root: xtask lives in `<root>/xtask`, so this holds however
+/// and from wherever `cargo xtask` is started.
+pub fn repo_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`, as cargo does).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => repo_root().join("target"),
+    }
+}
+
+/// Everything xtask generates (ISOs, fixtures, logs) goes below here, so that
+/// `cargo clean` removes it and git ignores it.
+pub fn xtask_dir() -> PathBuf {
+    target_dir().join("xtask")
+}
+
+/// The cargo that started us (`CARGO` is set by `cargo run`), so nested builds
+/// use the same toolchain; plain `cargo` otherwise.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root());
+    cmd
+}
+
+/// A path relative to the repository root when it is inside it, for shorter
+/// messages.
+pub fn display_rel(path: &Path) -> String {
+    let root = repo_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The hypervisor command line: `base`, then the user's extra words.
+pub fn join_cmdline(base: &str, extra: &[String]) -> String {
+    let mut line = base.to_string();
+    for word in extra {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    line
+}
+
+/// Renders a command the way a user could paste it into a shell (roughly).
+pub fn show_command(cmd: &Command) -> String {
+    let mut parts = vec![quote(cmd.get_program())];
+    parts.extend(cmd.get_args().map(quote));
+    parts.join(" ")
+}
+
+fn quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Runs a command with inherited stdio, echoing it first; fails on a non-zero
+/// exit status.
+pub fn run_visible(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", show_command(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show_command(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command quietly, capturing its output; on failure the output is part
+/// of the error, so noisy tools (grub-mkrescue) only speak when it matters.
+pub fn run_quiet(cmd: &mut Command) -> Result<String> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "`{}` failed ({}):\n{}{}",
+            show_command(cmd),
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// Whether an executable of this name is on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Creates the parent directory of a file about to be written.
+pub fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_joins_words() {
+        assert_eq!(join_cmdline("console=com1", &[]), "console=com1");
+        assert_eq!(
+            join_cmdline("console=com1", &["a=b".into(), "c".into()]),
+            "console=com1 a=b c"
+        );
+        assert_eq!(join_cmdline("", &["x".into()]), "x");
+    }
+
+    #[test]
+    fn quoting() {
+        let mut cmd = Command::new("qemu");
+        cmd.args(["-append", "a b", "-m", "1G"]);
+        assert_eq!(show_command(&cmd), "qemu -append 'a b' -m 1G");
+    }
+}
