@@ -17,9 +17,17 @@ mod arch;
 pub mod cmdline;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod domain;
+pub mod hvm;
 pub mod mm;
 #[cfg(target_os = "none")]
 mod start;
+#[cfg(target_os = "none")]
+mod svm;
+pub mod time;
+#[cfg(target_os = "none")]
+mod xen;
 
 #[cfg(target_os = "none")]
 pub use start::fatal_stop;

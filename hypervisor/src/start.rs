@@ -1,6 +1,11 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
-use crate::arch::x86::{cpu, exceptions, gdt, power};
+use crate::arch::x86::{cpu, exceptions, gdt, power, xcr};
+use crate::cmdline::BackendChoice;
+use crate::domain::build::{build, PvhConfig};
+use crate::hvm::{Backend, BackendError};
+use crate::svm::Svm;
+use crate::time;
 use crate::cmdline::{self, IdleAction, Options};
 use crate::mm::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
 use crate::mm::{heap, paging, phys};
@@ -73,6 +78,12 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     );
     drop(frames_guard);
 
+    let tb = time::init();
+    info!("time: TSC {}.{:03} MHz", tb.tsc_hz / 1_000_000, tb.tsc_hz / 1000 % 1000);
+    if xcr::init() {
+        log::debug!("XSAVE enabled for guests");
+    }
+    run_first_domain(&boot, &options, &cpu);
     idle(&options)
 }
 
@@ -156,6 +167,70 @@ fn init_frames(boot: &BootInfo) {
         place.start
     );
     *phys::FRAMES.lock() = Some(alloc);
+}
+
+/// Memory of the first domain when `dom0_mem=` does not say.
+const DEFAULT_DOM0_MEM: u64 = 64 << 20;
+
+/// Builds the first domain from boot module 0 (a PVH kernel; the module's command line is
+/// `<name> <kernel command line>`) and runs it to its end.
+fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
+    let Some(module) = boot.modules.first() else {
+        info!("no domain to start: no boot module given");
+        return;
+    };
+    let Some(kernel) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, module.start, module.len) else {
+        log::error!("domain 0: module 0 at {:#x} (+{:#x}) is not in memory", module.start, module.len);
+        return;
+    };
+    let (name, args) = module.cmdline.split_once(' ').unwrap_or((module.cmdline.as_str(), ""));
+    let cfg = PvhConfig {
+        domid: 0,
+        name: name.rsplit('/').next().unwrap_or(name),
+        kernel,
+        cmdline: args,
+        memory_bytes: options.dom0_mem.unwrap_or(DEFAULT_DOM0_MEM),
+    };
+    let want_svm = match options.hvm {
+        BackendChoice::Auto => !cpu.virt.vmx && cpu.virt.svm,
+        BackendChoice::Svm => true,
+        BackendChoice::Vmx => false,
+    };
+    if want_svm {
+        match Svm::init() {
+            Ok(mut svm) => {
+                info!("virtualization backend: {svm}");
+                launch(&mut svm, &cfg);
+            }
+            Err(e) => backend_unavailable("SVM", e),
+        }
+    } else {
+        backend_unavailable("VMX", BackendError::Unsupported("VMX (backend not built in yet)"));
+    }
+}
+
+fn backend_unavailable(name: &str, e: BackendError) {
+    log::error!("{name} backend unavailable: {e}; no domain can run");
+}
+
+/// Builds and runs one domain, reporting how it ended.
+fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
+    let mut dom = match build(backend, cfg) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("domain {} ({}): cannot build: {e}", cfg.domid, cfg.name);
+            return;
+        }
+    };
+    info!(
+        "domain {} ({}): {} MiB, {} backend, starting",
+        dom.id,
+        dom.name,
+        dom.mem.ram_size() >> 20,
+        B::NAME
+    );
+    let end = crate::domain::run::run(&mut dom);
+    info!("domain {} ({}) {end}; {} exits, {} hypercalls", dom.id, dom.name, dom.exits, dom.hypercalls);
 }
 
 /// Nothing (yet) to run: do what `on_idle=` says.

@@ -108,3 +108,27 @@ impl pagetable::FrameSource for TableFrames<'_> {
         }
     }
 }
+
+/// Allocates `count` contiguous zeroed frames aligned to `align` frames from the global
+/// allocator; None when memory is exhausted. For VMCS/VMCB pages, bitmaps and guest RAM.
+pub fn alloc_zeroed(count: u64, align: u64) -> Option<u64> {
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut()?;
+    let first = frames.alloc_contiguous(count, align).ok()?;
+    drop(guard);
+    for i in 0..count {
+        zero_frame(first.addr() + i * FRAME_SIZE);
+    }
+    Some(first.addr())
+}
+
+/// Returns frames obtained from [`alloc_zeroed`]. A double free is a hypervisor bug and is
+/// reported, not ignored.
+pub fn free_frames(first: u64, count: u64) {
+    let mut guard = FRAMES.lock();
+    if let (Some(frames), Some(f)) = (guard.as_mut(), super::frame::Frame::from_addr(first)) {
+        if let Err(e) = frames.free_contiguous(f, count) {
+            log::error!("frame release failed: {e}");
+        }
+    }
+}

@@ -123,3 +123,10 @@ pub fn identify() -> CpuInfo {
     }
     info
 }
+
+/// True on AMD (and Hygon) CPUs, which use `vmmcall` rather than `vmcall`.
+pub fn is_amd() -> bool {
+    CpuId::new()
+        .get_vendor_info()
+        .is_some_and(|v| matches!(v.as_str(), "AuthenticAMD" | "HygonGenuine"))
+}

@@ -6,3 +6,4 @@ pub mod port;
 pub mod power;
 pub mod regs;
 pub mod tsc;
+pub mod xcr;

@@ -28,3 +28,10 @@ pub fn control_registers() -> ControlRegisters {
         cr4: Cr4::read_raw(),
     }
 }
+
+/// Writes an MSR. Same contract as [`rdmsr`]; the caller is responsible for the effect.
+pub fn wrmsr(index: u32, value: u64) {
+    // SAFETY: the callers (backend bring-up) write architecturally defined MSRs that
+    // CPUID says exist, with values that keep the hypervisor's own state intact.
+    unsafe { Msr::new(index).write(value) }
+}

@@ -1,0 +1,237 @@
+//! A domain's guest-physical memory: its RAM, its nested page table (p2m) and the only
+//! sanctioned way for the hypervisor to read or write guest memory.
+//!
+//! RAM is allocated in 2 MiB-aligned chunks so the p2m can use large pages. Every access
+//! on a guest's behalf goes through [`GuestMemory::read`] / [`GuestMemory::write`], which
+//! translate page by page through the p2m (so a page replaced by `add_to_physmap`, such as
+//! shared_info, is honoured), check the p2m permissions, and copy with volatile accesses
+//! (the guest may be changing the memory at the same time). Nothing ever holds a Rust
+//! reference into guest memory.
+
+use crate::domain::walk::GuestPhysRead;
+use crate::mm::frame::FRAME_SIZE;
+use crate::mm::phys::{self, DirectMap, TableFrames};
+use alloc::vec::Vec;
+use core::fmt;
+use pagetable::{Format, MapError, MemType, PageSize, PageTable, Perm};
+
+/// Granule of guest RAM allocation and of large p2m pages.
+pub const CHUNK: u64 = 2 << 20;
+
+/// A guest access the p2m does not allow (or that lies outside guest memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFault {
+    pub gpa: u64,
+}
+
+impl fmt::Display for GuestFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest-physical address {:#x} is not accessible", self.gpa)
+    }
+}
+
+/// Why guest memory could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryError {
+    /// Not enough free host memory for the domain.
+    OutOfMemory { requested: u64 },
+    /// The p2m refused a mapping.
+    P2m(MapError),
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemoryError::OutOfMemory { requested } => {
+                write!(f, "out of host memory ({} MiB requested)", requested >> 20)
+            }
+            MemoryError::P2m(e) => write!(f, "nested page table: {e}"),
+        }
+    }
+}
+
+impl From<MapError> for MemoryError {
+    fn from(e: MapError) -> Self {
+        MemoryError::P2m(e)
+    }
+}
+
+/// Guest RAM plus the p2m of format `F` (EPT or NPT).
+pub struct GuestMemory<F: Format> {
+    p2m: PageTable<F>,
+    /// Host-physical address of each RAM chunk, in guest-physical order from 0.
+    chunks: Vec<u64>,
+    /// Extra hypervisor-owned frames mapped into the guest (shared_info, ...), as
+    /// (gpa, host frame); the RAM page they displaced is kept and restored on unmap.
+    overlays: Vec<(u64, u64)>,
+}
+
+impl<F: Format> GuestMemory<F> {
+    /// Allocates `bytes` of RAM (rounded up to 2 MiB) mapped read/write/execute from
+    /// guest-physical 0. Either everything is allocated or nothing is kept.
+    pub fn new(bytes: u64, large_pages: bool) -> Result<Self, MemoryError> {
+        let count = bytes.div_ceil(CHUNK);
+        let mut mem = GuestMemory {
+            p2m: Self::new_p2m()?,
+            chunks: Vec::with_capacity(count as usize),
+            overlays: Vec::new(),
+        };
+        let max = if large_pages { PageSize::Size2M } else { PageSize::Size4K };
+        for i in 0..count {
+            let host = phys::alloc_zeroed(CHUNK / FRAME_SIZE, CHUNK / FRAME_SIZE)
+                .ok_or(MemoryError::OutOfMemory { requested: count * CHUNK })?;
+            mem.chunks.push(host);
+            mem.with_p2m(|p2m, m, a| p2m.map_range(m, a, i * CHUNK, host, CHUNK, Perm::RWX, MemType::WriteBack, max))?;
+        }
+        Ok(mem)
+    }
+
+    fn new_p2m() -> Result<PageTable<F>, MemoryError> {
+        let mut guard = phys::FRAMES.lock();
+        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory { requested: FRAME_SIZE })?;
+        Ok(PageTable::new(&mut DirectMap, &mut TableFrames(frames))?)
+    }
+
+    fn with_p2m<R>(
+        &mut self,
+        f: impl FnOnce(&mut PageTable<F>, &mut DirectMap, &mut TableFrames<'_>) -> Result<R, MapError>,
+    ) -> Result<R, MemoryError> {
+        let mut guard = phys::FRAMES.lock();
+        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory { requested: FRAME_SIZE })?;
+        Ok(f(&mut self.p2m, &mut DirectMap, &mut TableFrames(frames))?)
+    }
+
+    /// Root of the p2m, for the backend (EPTP / nCR3).
+    pub fn p2m_root(&self) -> u64 {
+        self.p2m.root()
+    }
+
+    /// Bytes of RAM.
+    pub fn ram_size(&self) -> u64 {
+        self.chunks.len() as u64 * CHUNK
+    }
+
+    /// Host frames this memory holds (RAM chunks), for per-domain accounting.
+    pub fn host_frames(&self) -> u64 {
+        self.chunks.len() as u64 * (CHUNK / FRAME_SIZE)
+    }
+
+    /// Maps hypervisor frame `host` at guest page `gpa` (read/write, not executable),
+    /// replacing whatever RAM was there. The caller must flush the vCPUs' nested TLBs.
+    pub fn map_overlay(&mut self, gpa: u64, host: u64) -> Result<(), MemoryError> {
+        let gpa = gpa & !(FRAME_SIZE - 1);
+        if let Some(slot) = self.overlays.iter_mut().find(|o| o.0 == gpa) {
+            if slot.1 == host {
+                return Ok(());
+            }
+        }
+        self.with_p2m(|p2m, m, a| {
+            match p2m.unmap(m, a, gpa, PageSize::Size4K) {
+                Ok(_) | Err(MapError::NotMapped { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            p2m.map(m, a, gpa, host, PageSize::Size4K, Perm::RW, MemType::WriteBack)
+        })?;
+        self.overlays.retain(|o| o.0 != gpa);
+        self.overlays.push((gpa, host));
+        Ok(())
+    }
+
+    /// Host-physical address backing `gpa`, if the p2m allows `perm` there.
+    fn host_addr(&self, gpa: u64, write: bool) -> Result<u64, GuestFault> {
+        let t = self.p2m.translate(&DirectMap, gpa).ok_or(GuestFault { gpa })?;
+        let needed = if write { Perm::W } else { Perm::R };
+        if !t.perm.contains(needed) {
+            return Err(GuestFault { gpa });
+        }
+        Ok(t.phys)
+    }
+
+    /// Copies guest memory at `gpa` into `buf`; fails (copying nothing useful) if any byte
+    /// is not readable guest memory.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        self.for_each_page(gpa, buf.len(), false, |host, off, len| {
+            for (i, b) in buf[off..off + len].iter_mut().enumerate() {
+                // SAFETY: `host..host+len` lies within one frame of this domain's memory
+                // (translated through its p2m, which only maps frames the domain owns or
+                // hypervisor overlay frames), reached through the direct map; a volatile
+                // byte read tolerates concurrent guest writes.
+                *b = unsafe { phys::to_virt(host + i as u64).read_volatile() };
+            }
+        })
+    }
+
+    /// Copies `data` into guest memory at `gpa`; fails if any byte is not writable.
+    /// Nothing is written unless the whole range is writable.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), GuestFault> {
+        self.check(gpa, data.len(), true)?;
+        self.for_each_page(gpa, data.len(), true, |host, off, len| {
+            for (i, b) in data[off..off + len].iter().enumerate() {
+                // SAFETY: as in `read`, and the p2m grants the guest write access here, so
+                // the frame is the domain's own writable memory.
+                unsafe { phys::to_virt(host + i as u64).write_volatile(*b) };
+            }
+        })
+    }
+
+    /// Checks that every byte of `[gpa, gpa+len)` is accessible (writable if `write`).
+    pub fn check(&self, gpa: u64, len: usize, write: bool) -> Result<(), GuestFault> {
+        self.for_each_page(gpa, len, write, |_, _, _| {})
+    }
+
+    /// Calls `f(host_addr, buf_offset, len)` for each page-sized piece of `[gpa, gpa+len)`.
+    fn for_each_page(
+        &self,
+        gpa: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(u64, usize, usize),
+    ) -> Result<(), GuestFault> {
+        let mut done = 0usize;
+        while done < len {
+            let addr = gpa.checked_add(done as u64).ok_or(GuestFault { gpa })?;
+            let in_page = (FRAME_SIZE - (addr & (FRAME_SIZE - 1))) as usize;
+            let n = in_page.min(len - done);
+            f(self.host_addr(addr, write)?, done, n);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads a plain value.
+    pub fn read_obj<T: zerocopy::FromBytes + zerocopy::IntoBytes>(&self, gpa: u64) -> Result<T, GuestFault> {
+        let mut v = T::new_zeroed();
+        self.read(gpa, v.as_mut_bytes())?;
+        Ok(v)
+    }
+
+    /// Writes a plain value.
+    pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(&self, gpa: u64, v: &T) -> Result<(), GuestFault> {
+        self.write(gpa, v.as_bytes())
+    }
+}
+
+impl<F: Format> GuestPhysRead for GuestMemory<F> {
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(gpa, &mut b).ok().map(|_| u64::from_le_bytes(b))
+    }
+
+    fn read_u32(&self, gpa: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        self.read(gpa, &mut b).ok().map(|_| u32::from_le_bytes(b))
+    }
+}
+
+impl<F: Format> Drop for GuestMemory<F> {
+    fn drop(&mut self) {
+        let root = self.p2m.root();
+        let p2m = core::mem::replace(&mut self.p2m, PageTable::from_root(root));
+        if let Some(frames) = phys::FRAMES.lock().as_mut() {
+            p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
+        }
+        for &chunk in &self.chunks {
+            phys::free_frames(chunk, CHUNK / FRAME_SIZE);
+        }
+    }
+}

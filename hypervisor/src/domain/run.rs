@@ -1,0 +1,228 @@
+//! Running a domain: the exit policy shared by every backend.
+//!
+//! Each [`Exit`] is handled here the same way whichever backend produced it. Anything a
+//! guest can do either gets emulated, answered with the fault real hardware would raise, or
+//! ends the domain with a diagnostic; none of it can stop the hypervisor.
+
+use super::{Domain, DomainEnd};
+use crate::hvm::cpuid::{guest_cpuid, CpuidContext, CpuidResult};
+use crate::hvm::msr::{self, MsrRead, MsrWrite};
+use crate::hvm::{Backend, Event, Exit, IoAccess, Vcpu};
+use crate::xen::{self, Call, Reply};
+use crate::time;
+use log::{debug, warn};
+
+/// General-protection fault, injected for refused MSR and XCR accesses.
+const GP: Event = Event::Exception { vector: 13, error_code: Some(0) };
+/// Port where guests may write debug bytes (Bochs/QEMU convention).
+const DEBUG_PORT: u16 = 0xe9;
+/// Most bytes one `rep outsb` to the debug port may emit per exit.
+const REP_OUT_MAX: u64 = 4096;
+
+enum Flow {
+    Continue,
+    End(DomainEnd),
+}
+
+/// Runs `dom` until it shuts down, crashes or can never run again.
+pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
+    loop {
+        let exit = dom.vcpu.run();
+        dom.exits += 1;
+        if let Flow::End(end) = handle(dom, exit) {
+            dom.flush_console();
+            return end;
+        }
+    }
+}
+
+fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
+    match exit {
+        Exit::Cpuid => {
+            cpuid(dom);
+            dom.vcpu.skip_instruction();
+        }
+        Exit::Hlt => {
+            dom.vcpu.skip_instruction();
+            return block(dom, "HLT");
+        }
+        Exit::Hypercall => return hypercall(dom),
+        Exit::Io(io) => {
+            port_io(dom, io);
+            dom.vcpu.skip_instruction();
+        }
+        Exit::Msr { write } => {
+            if msr_access(dom, write) {
+                dom.vcpu.skip_instruction();
+            } else {
+                dom.vcpu.inject(GP);
+            }
+        }
+        Exit::Xsetbv => {
+            let r = *dom.vcpu.regs();
+            let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
+            if r.rcx & 0xffff_ffff != 0 || dom.vcpu.set_xcr0(value).is_err() {
+                dom.vcpu.inject(GP);
+            } else {
+                dom.vcpu.skip_instruction();
+            }
+        }
+        Exit::CacheFlush => dom.vcpu.skip_instruction(),
+        Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
+        Exit::NestedPageFault { gpa, access, gla } => {
+            let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
+            return crash(dom, format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"));
+        }
+        Exit::NestedPageMisconfig { gpa } => {
+            return crash(dom, format_args!("nested page table misconfigured at {gpa:#x} (hypervisor bug)"));
+        }
+        Exit::TripleFault => return crash(dom, format_args!("triple fault")),
+        Exit::EntryFailed { reason, detail } => {
+            return crash(dom, format_args!("VM entry failed: {reason} (detail {detail:#x})"));
+        }
+        Exit::Unhandled { code, qualification } => {
+            return crash(dom, format_args!("unhandled exit {code:#x} (qualification {qualification:#x})"));
+        }
+    }
+    Flow::Continue
+}
+
+fn cpuid<B: Backend>(dom: &mut Domain<B>) {
+    let regs = dom.vcpu.regs();
+    let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
+    let host = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
+    let ctx = CpuidContext { vcpu_id: 0, domid: dom.id, vcpus: 1 };
+    let r = guest_cpuid(leaf, subleaf, host, &ctx);
+    let regs = dom.vcpu.regs();
+    regs.rax = u64::from(r.eax);
+    regs.rbx = u64::from(r.ebx);
+    regs.rcx = u64::from(r.ecx);
+    regs.rdx = u64::from(r.edx);
+}
+
+fn hypercall<B: Backend>(dom: &mut Domain<B>) -> Flow {
+    let r = *dom.vcpu.regs();
+    let call = Call { nr: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8] };
+    let (rax, reply) = xen::dispatch(dom, call);
+    dom.vcpu.regs().rax = rax;
+    dom.vcpu.skip_instruction();
+    match reply {
+        Reply::Value(_) => Flow::Continue,
+        Reply::Block => block(dom, "SCHEDOP_block"),
+        Reply::Shutdown(reason) => Flow::End(DomainEnd::Shutdown(reason)),
+    }
+}
+
+/// The vCPU waits for a wake-up: its one-shot timer (the only event source so far).
+/// With a single vCPU and no timer, nothing can ever wake it.
+fn block<B: Backend>(dom: &mut Domain<B>, why: &str) -> Flow {
+    let Some(deadline) = dom.timer.deadline_ns.take() else {
+        log::warn!("domain {}: vCPU 0 blocked in {why} with no timer and no event source", dom.id);
+        return Flow::End(DomainEnd::Deadlocked);
+    };
+    let until = time::tsc_at(deadline);
+    while crate::arch::x86::tsc::rdtsc() < until {
+        core::hint::spin_loop();
+    }
+    xen::shared_info::update_time(dom);
+    Flow::Continue
+}
+
+fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
+    if io.write && io.port == DEBUG_PORT {
+        if io.string {
+            let regs = *dom.vcpu.regs();
+            let count = if io.rep { (regs.rcx & 0xffff_ffff).min(REP_OUT_MAX) } else { 1 };
+            let mut buf = [0u8; REP_OUT_MAX as usize];
+            let n = count as usize;
+            if xen::guest_access::copy_from_guest(dom, regs.rsi, &mut buf[..n]).is_ok() {
+                dom.console_write(&buf[..n]);
+            }
+            let regs = dom.vcpu.regs();
+            regs.rsi = regs.rsi.wrapping_add(count);
+            if io.rep {
+                regs.rcx -= count;
+            }
+        } else {
+            let b = dom.vcpu.regs().rax as u8;
+            dom.console_write(&[b]);
+        }
+        return;
+    }
+    if !io.write {
+        // Reads from absent devices float high, as on real buses.
+        let mask = match io.size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        let regs = dom.vcpu.regs();
+        regs.rax |= mask;
+        if io.size == 4 {
+            regs.rax &= 0xffff_ffff;
+        }
+    }
+    debug!("d{}: port {:#x} {} ignored", dom.id, io.port, if io.write { "write" } else { "read" });
+}
+
+/// Emulates RDMSR/WRMSR; false means the guest gets #GP.
+fn msr_access<B: Backend>(dom: &mut Domain<B>, write: bool) -> bool {
+    let regs = *dom.vcpu.regs();
+    let index = regs.rcx as u32;
+    if !write {
+        let value = match dom.vcpu.read_msr(index) {
+            Some(v) => v,
+            None => match index {
+                0x10 => crate::arch::x86::tsc::rdtsc(), // IA32_TSC: guests see the host TSC
+                _ => match msr::read(index) {
+                    MsrRead::Value(v) => v,
+                    MsrRead::Fault => {
+                        debug!("d{}: rdmsr {index:#x} refused", dom.id);
+                        return false;
+                    }
+                },
+            },
+        };
+        let regs = dom.vcpu.regs();
+        regs.rax = value & 0xffff_ffff;
+        regs.rdx = value >> 32;
+        return true;
+    }
+    let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+    match dom.vcpu.write_msr(index, value) {
+        Ok(true) => return true,
+        Err(()) => return false,
+        Ok(false) => {}
+    }
+    match msr::write(index, value) {
+        MsrWrite::Done => true,
+        MsrWrite::HypercallPage { gpa } => {
+            let amd = crate::arch::x86::cpu::is_amd();
+            if dom.mem.write(gpa, &msr::hypercall_page(amd)).is_err() {
+                warn!("d{}: hypercall page at {gpa:#x} is not guest RAM", dom.id);
+                return false;
+            }
+            true
+        }
+        MsrWrite::Fault => {
+            debug!("d{}: wrmsr {index:#x} <- {value:#x} refused", dom.id);
+            false
+        }
+    }
+}
+
+/// Ends the domain with a diagnostic: what happened, where, and the register state.
+fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flow {
+    dom.flush_console();
+    let s = dom.vcpu.control_state();
+    let r = *dom.vcpu.regs();
+    log::error!("domain {} crashed: {what}", dom.id);
+    log::error!("  RIP {:#018x}  RSP {:#018x}  RFLAGS {:#x}  CS {:#x} CPL {}", s.rip, s.rsp, s.rflags, s.cs_selector, s.cpl);
+    log::error!("  CR0 {:#x}  CR2 {:#x}  CR3 {:#x}  CR4 {:#x}  EFER {:#x}", s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
+    log::error!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
+    log::error!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}", r.rsi, r.rdi, r.rbp, r.r8);
+    log::error!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", r.r9, r.r10, r.r11, r.r12);
+    log::error!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", r.r13, r.r14, r.r15);
+    Flow::End(DomainEnd::Crashed)
+}

@@ -1,0 +1,148 @@
+//! The CPUID a guest sees: the host's leaves, filtered, plus the Xen leaves at 0x40000000.
+//!
+//! Policy (Xen `xen/arch/x86/cpuid.c` and the PVH spec §3.1, §6.4): the guest keeps the
+//! real vendor and most features, learns it runs under a hypervisor (leaf 1 ECX bit 31),
+//! and must not see what we do not virtualize: VMX/SVM (no nesting), SMX, MONITOR/MWAIT,
+//! architectural performance monitoring, SME/SEV, LA57 (the hypercall-argument walker
+//! handles 4-level paging only) and the TSC-deadline timer (no LAPIC timer yet).
+
+/// One CPUID result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuidResult {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Base of the Xen leaves.
+pub const XEN_CPUID_BASE: u32 = 0x4000_0000;
+/// Highest Xen leaf we answer (base + 5, as Xen does).
+pub const XEN_CPUID_MAX: u32 = XEN_CPUID_BASE + 5;
+/// The Xen version we report in leaf base+1: 4.19 (Linux needs major >= 4).
+pub const XEN_VERSION: (u32, u32) = (4, 19);
+/// The MSR through which a guest asks for the hypercall page (leaf base+2 EBX).
+pub const HYPERCALL_PAGE_MSR: u32 = 0x4000_0000;
+
+/// Leaf base+4 EAX: EBX holds the vCPU id.
+const XEN_HVM_CPUID_VCPU_ID_PRESENT: u32 = 1 << 3;
+/// Leaf base+4 EAX: ECX holds the domain id.
+const XEN_HVM_CPUID_DOMID_PRESENT: u32 = 1 << 4;
+
+/// Who is asking: the facts the guest-visible values depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuidContext {
+    pub vcpu_id: u32,
+    pub domid: u16,
+    pub vcpus: u32,
+}
+
+/// The guest-visible result of CPUID(`leaf`, `subleaf`), given what the host returned for
+/// the same leaf (ignored for the Xen leaves).
+pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContext) -> CpuidResult {
+    if (XEN_CPUID_BASE..XEN_CPUID_BASE + 0x1_0000).contains(&leaf) {
+        return xen_leaf(leaf, subleaf, ctx);
+    }
+    let mut r = host;
+    match leaf {
+        1 => {
+            // ECX: clear MONITOR(3), VMX(5), SMX(6), TSC-deadline(24); set hypervisor(31).
+            r.ecx &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24));
+            r.ecx |= 1 << 31;
+            // EBX: initial APIC id in 31..24, logical processor count in 23..16.
+            r.ebx = (r.ebx & 0xffff) | (ctx.vcpu_id << 24) | ((ctx.vcpus.min(255)) << 16);
+        }
+        5 | 0xa => r = CpuidResult::default(), // MONITOR/MWAIT, performance monitoring
+        7 if subleaf == 0 => r.ecx &= !(1 << 16), // LA57
+        0x8000_0001 => r.ecx &= !(1 << 2),       // SVM
+        0x8000_000a | 0x8000_001f => r = CpuidResult::default(), // SVM features, SME/SEV
+        _ => {}
+    }
+    r
+}
+
+/// The Xen leaves (base+0 ..= base+5); zeros elsewhere in the hypervisor range.
+fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
+    let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    match leaf {
+        XEN_CPUID_BASE => CpuidResult { eax: XEN_CPUID_MAX, ebx: sig(b"XenV"), ecx: sig(b"MMXe"), edx: sig(b"nVMM") },
+        0x4000_0001 => CpuidResult { eax: (XEN_VERSION.0 << 16) | XEN_VERSION.1, ..Default::default() },
+        0x4000_0002 => CpuidResult { eax: 1, ebx: HYPERCALL_PAGE_MSR, ecx: 0, edx: 0 },
+        0x4000_0003 => {
+            let _ = subleaf; // time leaf: Linux does not use it
+            CpuidResult::default()
+        }
+        0x4000_0004 => CpuidResult {
+            eax: XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT,
+            ebx: ctx.vcpu_id,
+            ecx: u32::from(ctx.domid),
+            edx: 0,
+        },
+        _ => CpuidResult::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: CpuidContext = CpuidContext { vcpu_id: 2, domid: 7, vcpus: 4 };
+    const ALL: CpuidResult = CpuidResult { eax: !0, ebx: !0, ecx: !0, edx: !0 };
+
+    #[test]
+    fn xen_signature_and_max_leaf() {
+        let r = guest_cpuid(0x4000_0000, 0, ALL, &CTX);
+        let mut sig = [0u8; 12];
+        sig[..4].copy_from_slice(&r.ebx.to_le_bytes());
+        sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+        sig[8..].copy_from_slice(&r.edx.to_le_bytes());
+        assert_eq!(&sig, b"XenVMMXenVMM");
+        assert!(r.eax - 0x4000_0000 >= 2, "Linux requires at least base+2");
+    }
+
+    #[test]
+    fn version_major_at_least_four() {
+        assert!(guest_cpuid(0x4000_0001, 0, ALL, &CTX).eax >> 16 >= 4);
+    }
+
+    #[test]
+    fn hypercall_page_leaf() {
+        assert_eq!(guest_cpuid(0x4000_0002, 0, ALL, &CTX), CpuidResult { eax: 1, ebx: 0x4000_0000, ecx: 0, edx: 0 });
+    }
+
+    #[test]
+    fn vcpu_and_domain_ids() {
+        let r = guest_cpuid(0x4000_0004, 0, ALL, &CTX);
+        assert_eq!(r.eax & (1 << 3 | 1 << 4), 1 << 3 | 1 << 4);
+        assert_eq!((r.ebx, r.ecx), (2, 7));
+        assert_eq!(r.eax & (1 << 6), 0, "no per-vCPU upcall vector yet");
+    }
+
+    #[test]
+    fn other_hypervisor_leaves_are_zero() {
+        for leaf in [0x4000_0006, 0x4000_0100, 0x4000_0101, 0x4000_ff00] {
+            assert_eq!(guest_cpuid(leaf, 0, ALL, &CTX), CpuidResult::default(), "{leaf:#x}");
+        }
+    }
+
+    #[test]
+    fn leaf1_hides_virtualization_and_sets_hypervisor_bit() {
+        let r = guest_cpuid(1, 0, ALL, &CTX);
+        assert_eq!(r.ecx & (1 << 5), 0, "VMX");
+        assert_eq!(r.ecx & (1 << 6), 0, "SMX");
+        assert_eq!(r.ecx & (1 << 3), 0, "MONITOR");
+        assert_ne!(r.ecx & (1 << 31), 0, "hypervisor bit");
+        assert_eq!(r.edx, !0, "EDX features pass through");
+        assert_eq!(r.ebx >> 24, 2, "APIC id = vCPU id");
+        assert_eq!((r.ebx >> 16) & 0xff, 4);
+    }
+
+    #[test]
+    fn amd_virtualization_and_memory_encryption_hidden() {
+        assert_eq!(guest_cpuid(0x8000_0001, 0, ALL, &CTX).ecx & (1 << 2), 0);
+        assert_eq!(guest_cpuid(0x8000_000a, 0, ALL, &CTX), CpuidResult::default());
+        assert_eq!(guest_cpuid(0x8000_001f, 0, ALL, &CTX), CpuidResult::default());
+        assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 16), 0, "LA57");
+        assert_eq!(guest_cpuid(7, 1, ALL, &CTX), ALL, "other subleaves untouched");
+    }
+}

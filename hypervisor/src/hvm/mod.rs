@@ -1,0 +1,235 @@
+//! The backend-neutral virtual CPU interface.
+//!
+//! Generic code (exit policy, hypercalls, domains, the scheduler) sees a vCPU only through
+//! [`Vcpu`] and learns why it stopped only through [`Exit`]. The VMX and SVM backends
+//! translate their hardware exit information (VMCS fields, VMCB exit codes) into [`Exit`]
+//! and keep every vendor detail (VMCS encodings, VMCB offsets, mode-switch bookkeeping such
+//! as IA-32e entry controls) to themselves. A backend may handle purely architectural
+//! exits internally and never report them (for example CR0 writes that only need the VMX
+//! long-mode bookkeeping).
+//!
+//! Backends are chosen once at boot and used through static dispatch.
+
+pub mod cpuid;
+pub mod msr;
+
+use core::fmt;
+
+/// Guest general-purpose registers that the hardware does not keep in the VMCS/VMCB
+/// (RSP always lives there; RAX lives in the VMCB on SVM, but the backend mirrors it here).
+/// The layout is shared with the backends' entry/exit assembly: do not reorder.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// Kinds of access in a nested page fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+    pub execute: bool,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.execute {
+            "execute"
+        } else if self.write {
+            "write"
+        } else {
+            "read"
+        };
+        f.write_str(kind)
+    }
+}
+
+/// A port I/O instruction that exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    pub port: u16,
+    /// Operand size in bytes: 1, 2 or 4.
+    pub size: u8,
+    /// OUT/OUTS (true) or IN/INS (false).
+    pub write: bool,
+    /// INS/OUTS.
+    pub string: bool,
+    /// With a REP prefix (count in RCX).
+    pub rep: bool,
+}
+
+/// Why a vCPU stopped running, decoded. Instruction exits leave RIP at the instruction;
+/// the handler calls [`Vcpu::skip_instruction`] once it has emulated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// CPUID: leaf in EAX, subleaf in ECX.
+    Cpuid,
+    /// HLT.
+    Hlt,
+    /// VMCALL/VMMCALL: a Xen hypercall, number in RAX.
+    Hypercall,
+    /// IN/OUT/INS/OUTS.
+    Io(IoAccess),
+    /// RDMSR (write = false) or WRMSR: index in ECX, value in EDX:EAX.
+    Msr { write: bool },
+    /// XSETBV: XCR index in ECX, value in EDX:EAX.
+    Xsetbv,
+    /// INVD or WBINVD.
+    CacheFlush,
+    /// The guest touched guest-physical memory its nested page tables do not allow.
+    NestedPageFault { gpa: u64, access: Access, gla: Option<u64> },
+    /// The nested page tables themselves are malformed (a hypervisor bug).
+    NestedPageMisconfig { gpa: u64 },
+    /// A host interrupt arrived while the guest ran; the host has handled or will handle it.
+    ExternalInterrupt,
+    /// The guest can now take an interrupt (requested with [`Vcpu::request_interrupt_window`]).
+    InterruptWindow,
+    /// The time slice set with [`Vcpu::set_slice_deadline`] ran out.
+    SliceExpired,
+    /// The guest triple-faulted (SVM: shutdown intercept).
+    TripleFault,
+    /// VM entry failed; `reason` says which check, decoded by the backend.
+    EntryFailed { reason: &'static str, detail: u64 },
+    /// Anything the backend does not decode: a raw exit code and qualification.
+    Unhandled { code: u64, qualification: u64 },
+}
+
+/// An event to inject at the next entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An external interrupt (e.g. the Xen event-channel callback vector).
+    Interrupt(u8),
+    /// An exception, with its error code if it has one.
+    Exception { vector: u8, error_code: Option<u32> },
+}
+
+/// Control and segment state the generic code reads (diagnostics, guest page walks).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ControlState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs_selector: u16,
+    /// Current privilege level.
+    pub cpl: u8,
+}
+
+/// Where a PVH vCPU starts (Xen `docs/misc/pvh.pandoc`): 32-bit protected mode, paging off,
+/// flat 4 GiB code and data segments, EBX = physical address of `hvm_start_info`.
+#[derive(Clone, Copy, Debug)]
+pub struct PvhEntry {
+    pub rip: u32,
+    pub rbx: u32,
+}
+
+/// What a backend can do, masked by the command line once at boot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caps {
+    /// Nested page tables may use 2 MiB pages.
+    pub p2m_2m: bool,
+    /// Nested page tables may use 1 GiB pages.
+    pub p2m_1g: bool,
+    /// Per-vCPU TLB tags (VPID / ASID).
+    pub tagged_tlb: bool,
+    /// A hardware timer that ends a guest slice (VMX preemption timer).
+    pub slice_timer: bool,
+}
+
+/// The per-vCPU hardware interface a backend provides.
+pub trait Vcpu {
+    /// Enters the guest and returns at the next exit the backend does not handle itself.
+    fn run(&mut self) -> Exit;
+    /// The guest's general-purpose registers (RSP excluded).
+    fn regs(&mut self) -> &mut GuestRegs;
+    /// Control state for diagnostics and guest-virtual address walks.
+    fn control_state(&self) -> ControlState;
+    /// Moves RIP past the instruction that caused the last exit.
+    fn skip_instruction(&mut self);
+    /// Queues an event for injection at the next entry.
+    fn inject(&mut self, event: Event);
+    /// True if the guest can take an external interrupt right now (IF set, no STI/MOV SS
+    /// shadow, no event already being injected).
+    fn interrupts_enabled(&self) -> bool;
+    /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an interrupt.
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Ends the guest's slice at this TSC value (None: no limit). Backends without a slice
+    /// timer may ignore it.
+    fn set_slice_deadline(&mut self, tsc: Option<u64>);
+    /// Reads a guest MSR that lives in the VMCS/VMCB (EFER, PAT, syscall MSRs, ...);
+    /// None if the backend does not hold it.
+    fn read_msr(&self, index: u32) -> Option<u64>;
+    /// Writes such an MSR; Err(()) if the value is invalid (the caller injects #GP),
+    /// Ok(false) if the backend does not hold this MSR.
+    fn write_msr(&mut self, index: u32, value: u64) -> Result<bool, ()>;
+    /// Sets XCR0 for the guest; Err(()) if the value is not allowed (the caller injects #GP).
+    fn set_xcr0(&mut self, value: u64) -> Result<(), ()>;
+    /// Asks the hardware to drop cached nested translations of this vCPU (after the p2m
+    /// changed).
+    fn flush_nested_tlb(&mut self);
+}
+
+/// A virtualization backend: brings up the CPU and creates vCPUs.
+pub trait Backend {
+    /// The backend's vCPU type.
+    type Vcpu: Vcpu;
+    /// The nested page-table format (EPT or NPT).
+    type P2m: pagetable::Format;
+    /// "VMX" or "SVM", for the banner.
+    const NAME: &'static str;
+    /// Capabilities after bring-up.
+    fn caps(&self) -> Caps;
+    /// Creates a vCPU that will start at `entry`, translating guest-physical addresses
+    /// through the nested page table rooted at `p2m_root`.
+    fn create_vcpu(&mut self, p2m_root: u64, entry: PvhEntry) -> Result<Self::Vcpu, BackendError>;
+}
+
+/// Why a backend could not start or create a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// The CPU lacks a required feature.
+    Unsupported(&'static str),
+    /// Firmware locked the feature off (IA32_FEATURE_CONTROL / VM_CR).
+    LockedByFirmware(&'static str),
+    /// A required control cannot be set on this CPU.
+    ControlUnavailable { msr: u32, bit: u32 },
+    /// No memory for a VMCS/VMCB or bitmap.
+    OutOfMemory,
+    /// A VMX instruction failed.
+    InstructionFailed { instruction: &'static str, error: u64 },
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Unsupported(what) => write!(f, "CPU does not support {what}"),
+            BackendError::LockedByFirmware(what) => write!(f, "{what} is disabled and locked by firmware"),
+            BackendError::ControlUnavailable { msr, bit } => {
+                write!(f, "required control bit {bit} not allowed by capability MSR {msr:#x}")
+            }
+            BackendError::OutOfMemory => write!(f, "out of memory"),
+            BackendError::InstructionFailed { instruction, error } => {
+                write!(f, "{instruction} failed (error {error})")
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! AMD SVM + NPT backend.
+//!
+//! Bring-up per CPU (EFER.SVME, the host save area), the permission maps shared by all
+//! vCPUs, and vCPU creation. The vCPU itself (VMCB set-up, VMRUN, exit decoding) is in
+//! [`vcpu`]. Only this module and `vmx` know the hardware interface; the rest of the
+//! hypervisor sees [`crate::hvm`].
+
+mod entry;
+mod vcpu;
+pub mod vmcb;
+
+use crate::arch::x86::regs::{rdmsr, wrmsr};
+use crate::hvm::{Backend, BackendError, Caps, PvhEntry};
+use crate::mm::phys;
+use core::fmt;
+use raw_cpuid::CpuId;
+pub use vcpu::SvmVcpu;
+
+const MSR_EFER: u32 = 0xc000_0080;
+const EFER_SVME: u64 = 1 << 12;
+const MSR_VM_CR: u32 = 0xc001_0114;
+const VM_CR_SVMDIS: u64 = 1 << 4;
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+
+/// The SVM backend on this CPU.
+pub struct Svm {
+    caps: Caps,
+    /// Host-state save area the CPU uses on VMRUN/#VMEXIT.
+    hsave: u64,
+    /// A VMCB holding the host's VMSAVE state (FS/GS/TR/LDTR/syscall MSRs).
+    host_vmcb: u64,
+    /// I/O permission map (12 KiB, all set: every port exits).
+    iopm: u64,
+    /// MSR permission map (8 KiB).
+    msrpm: u64,
+    /// ASIDs the CPU offers; ASID 0 is the host's.
+    max_asid: u32,
+    next_asid: u32,
+    nrips: bool,
+}
+
+impl fmt::Display for Svm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SVM with NPT, {} ASIDs, 2M pages {}, 1G pages {}, next-RIP save {}",
+            self.max_asid,
+            if self.caps.p2m_2m { "yes" } else { "no" },
+            if self.caps.p2m_1g { "yes" } else { "no" },
+            if self.nrips { "yes" } else { "no (instruction lengths decoded)" },
+        )
+    }
+}
+
+/// MSRs a guest may access directly: their state is swapped by VMLOAD/VMSAVE or VMRUN,
+/// so the guest cannot reach host state through them.
+const PASSTHROUGH_MSRS: [u32; 10] = [
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+];
+
+impl Svm {
+    /// Enables SVM on this CPU, or says why it cannot.
+    pub fn init() -> Result<Svm, BackendError> {
+        let cpuid = CpuId::new();
+        let has_svm = cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|e| e.has_svm());
+        if !has_svm {
+            return Err(BackendError::Unsupported("SVM"));
+        }
+        let info = cpuid.get_svm_info().ok_or(BackendError::Unsupported("SVM feature leaf"))?;
+        if rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
+            return Err(BackendError::LockedByFirmware("SVM (VM_CR.SVMDIS)"));
+        }
+        if !info.has_nested_paging() {
+            return Err(BackendError::Unsupported("nested paging (NPT)"));
+        }
+        let page_1g = cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|e| e.has_1gib_pages());
+        let alloc = |pages| phys::alloc_zeroed(pages, 1).ok_or(BackendError::OutOfMemory);
+        let (hsave, host_vmcb, iopm, msrpm) = (alloc(1)?, alloc(1)?, alloc(3)?, alloc(2)?);
+        fill(iopm, 3 * 4096, 0xff);
+        fill(msrpm, 2 * 4096, 0xff);
+        for msr in PASSTHROUGH_MSRS {
+            allow_msr(msrpm, msr);
+        }
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+        wrmsr(MSR_VM_HSAVE_PA, hsave);
+        Ok(Svm {
+            caps: Caps { p2m_2m: true, p2m_1g: page_1g, tagged_tlb: true, slice_timer: false },
+            hsave,
+            host_vmcb,
+            iopm,
+            msrpm,
+            max_asid: info.supported_asids(),
+            next_asid: 1,
+            nrips: info.has_nrip(),
+        })
+    }
+
+    /// Physical address of the host-state save area.
+    pub fn hsave(&self) -> u64 {
+        self.hsave
+    }
+}
+
+impl Backend for Svm {
+    type Vcpu = SvmVcpu;
+    type P2m = pagetable::Npt;
+    const NAME: &'static str = "SVM";
+
+    fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    fn create_vcpu(&mut self, p2m_root: u64, entry: PvhEntry) -> Result<SvmVcpu, BackendError> {
+        if self.next_asid >= self.max_asid {
+            return Err(BackendError::Unsupported("more ASIDs"));
+        }
+        let asid = self.next_asid;
+        self.next_asid += 1;
+        let vmcb = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
+        Ok(SvmVcpu::new(vmcb, self.host_vmcb, self.iopm, self.msrpm, asid, p2m_root, self.nrips, entry))
+    }
+}
+
+fn fill(pa: u64, len: usize, byte: u8) {
+    // SAFETY: `pa` is a run of `len` bytes of frames just allocated for this map and
+    // reached through the direct map; nothing else references them yet.
+    unsafe { core::ptr::write_bytes(phys::to_virt(pa), byte, len) };
+}
+
+/// Clears the read and write intercept bits of `msr` in the MSR permission map
+/// (APM Vol. 2 §15.11: two bits per MSR, three 2 KiB ranges).
+fn allow_msr(msrpm: u64, msr: u32) {
+    let (base, index) = match msr {
+        0..=0x1fff => (0, msr),
+        0xc000_0000..=0xc000_1fff => (0x800, msr - 0xc000_0000),
+        0xc001_0000..=0xc001_1fff => (0x1000, msr - 0xc001_0000),
+        _ => return,
+    };
+    let bit = index as usize * 2;
+    let byte = base + bit / 8;
+    let ptr = phys::to_virt(msrpm + byte as u64);
+    // SAFETY: `byte` < 0x1800, inside the 8 KiB map this backend owns.
+    unsafe { ptr.write_volatile(ptr.read_volatile() & !(0b11 << (bit % 8))) };
+}

@@ -1,0 +1,274 @@
+//! An SVM vCPU: its VMCB, the PVH start state, and exit decoding.
+
+use super::entry;
+use super::vmcb::{ctl, exit, save, Segment, Vmcb};
+use crate::hvm::{Access, ControlState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu};
+
+/// Intercepts in the first misc vector: INTR, NMI, INIT, CPUID, INVD, HLT, IOIO, MSR, SHUTDOWN.
+const MISC1: u32 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 18 | 1 << 22 | 1 << 24 | 1 << 27 | 1 << 28 | 1 << 31;
+/// Second vector: VMRUN (architecturally required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
+/// SKINIT, WBINVD, MONITOR, MWAIT, XSETBV.
+const MISC2: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 13;
+/// The VINTR intercept bit in MISC1, used for interrupt windows.
+const MISC1_VINTR: u32 = 1 << 4;
+const V_IRQ: u64 = 1 << 8;
+const V_IGN_TPR: u64 = 1 << 20;
+const V_INTR_MASKING: u64 = 1 << 24;
+const EFER_SVME: u64 = 1 << 12;
+/// EFER bits a guest may set: SCE, LME, LMA (read-only in effect), NXE, LMSLE, FFXSR, TCE.
+const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11 | 1 << 13 | 1 << 14 | 1 << 15;
+/// The architectural power-on PAT.
+const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
+const EVENT_VALID: u64 = 1 << 31;
+
+/// One virtual CPU on SVM.
+pub struct SvmVcpu {
+    vmcb: Vmcb,
+    host_vmcb: u64,
+    regs: GuestRegs,
+    nrips: bool,
+    /// Length of the instruction behind the last exit, when known.
+    insn_len: u64,
+    /// Next RIP reported by an IOIO exit.
+    io_next_rip: u64,
+}
+
+impl SvmVcpu {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        vmcb_pa: u64,
+        host_vmcb: u64,
+        iopm: u64,
+        msrpm: u64,
+        asid: u32,
+        ncr3: u64,
+        nrips: bool,
+        entry: PvhEntry,
+    ) -> SvmVcpu {
+        let mut v = Vmcb::new(vmcb_pa);
+        v.write32(ctl::INTERCEPT_MISC1, MISC1);
+        v.write32(ctl::INTERCEPT_MISC2, MISC2);
+        v.write64(ctl::IOPM_BASE_PA, iopm);
+        v.write64(ctl::MSRPM_BASE_PA, msrpm);
+        v.write32(ctl::GUEST_ASID, asid);
+        v.write8(ctl::TLB_CONTROL, 1); // flush this ASID on first entry
+        v.write64(ctl::V_INTR, V_INTR_MASKING | V_IGN_TPR);
+        v.write64(ctl::NP_ENABLE, 1);
+        v.write64(ctl::N_CR3, ncr3);
+
+        // PVH start state: 32-bit protected mode, paging off, flat segments.
+        let code = Segment { selector: 0x10, attrib: 0xc9b, limit: 0xffff_ffff, base: 0 };
+        let data = Segment { selector: 0x18, attrib: 0xc93, limit: 0xffff_ffff, base: 0 };
+        v.set_segment(save::CS, code);
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            v.set_segment(seg, data);
+        }
+        v.set_segment(save::TR, Segment { selector: 0x20, attrib: 0x08b, limit: 0x67, base: 0 });
+        v.set_segment(save::LDTR, Segment { selector: 0, attrib: 0x082, limit: 0xffff, base: 0 });
+        v.set_segment(save::GDTR, Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 });
+        v.set_segment(save::IDTR, Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 });
+        v.write8(save::CPL, 0);
+        v.write64(save::EFER, EFER_SVME);
+        v.write64(save::CR0, 0x11); // PE | ET
+        v.write64(save::CR4, 0);
+        v.write64(save::CR3, 0);
+        v.write64(save::DR7, 0x400);
+        v.write64(save::DR6, 0xffff_0ff0);
+        v.write64(save::RFLAGS, 0x2);
+        v.write64(save::RIP, u64::from(entry.rip));
+        v.write64(save::G_PAT, DEFAULT_PAT);
+        let regs = GuestRegs { rbx: u64::from(entry.rbx), ..GuestRegs::default() };
+        SvmVcpu { vmcb: v, host_vmcb, regs, nrips, insn_len: 0, io_next_rip: 0 }
+    }
+
+    /// The event the CPU was delivering when the exit happened must be delivered again.
+    fn requeue_interrupted_event(&mut self) {
+        let info = self.vmcb.read64(ctl::EXITINTINFO);
+        if info & EVENT_VALID != 0 && self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0 {
+            self.vmcb.write64(ctl::EVENTINJ, info);
+        }
+    }
+
+    fn decode(&mut self) -> Exit {
+        let code = self.vmcb.read64(ctl::EXITCODE);
+        let info1 = self.vmcb.read64(ctl::EXITINFO1);
+        let info2 = self.vmcb.read64(ctl::EXITINFO2);
+        // Instruction lengths without next-RIP save: each intercepted instruction has
+        // one fixed encoding (prefixes on these are architecturally meaningless).
+        self.insn_len = match code {
+            exit::CPUID | exit::INVD | exit::WBINVD | exit::MSR => 2,
+            exit::HLT => 1,
+            exit::VMMCALL | exit::XSETBV => 3,
+            _ => 0,
+        };
+        match code {
+            exit::CPUID => Exit::Cpuid,
+            exit::HLT => Exit::Hlt,
+            exit::VMMCALL => Exit::Hypercall,
+            exit::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            exit::XSETBV => Exit::Xsetbv,
+            exit::INVD | exit::WBINVD => Exit::CacheFlush,
+            exit::IOIO => {
+                self.io_next_rip = info2;
+                Exit::Io(IoAccess {
+                    port: (info1 >> 16) as u16,
+                    size: match (info1 >> 4) & 7 {
+                        1 => 1,
+                        2 => 2,
+                        _ => 4,
+                    },
+                    write: info1 & 1 == 0,
+                    string: info1 & (1 << 2) != 0,
+                    rep: info1 & (1 << 3) != 0,
+                })
+            }
+            exit::NPF => Exit::NestedPageFault {
+                gpa: info2,
+                access: Access { read: true, write: info1 & 2 != 0, execute: info1 & 16 != 0 },
+                gla: None,
+            },
+            exit::INTR | exit::NMI | exit::INIT => Exit::ExternalInterrupt,
+            exit::VINTR => {
+                self.request_interrupt_window(false);
+                Exit::InterruptWindow
+            }
+            exit::SHUTDOWN => Exit::TripleFault,
+            exit::INVALID => Exit::EntryFailed { reason: "VMCB state failed VMRUN consistency checks (VMEXIT_INVALID)", detail: code },
+            _ => Exit::Unhandled { code, qualification: info1 },
+        }
+    }
+
+    fn next_rip(&self) -> u64 {
+        let rip = self.vmcb.read64(save::RIP);
+        if self.nrips {
+            let n = self.vmcb.read64(ctl::NEXT_RIP);
+            if n != 0 {
+                return n;
+            }
+        }
+        rip + self.insn_len
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            self.vmcb.write64(save::RAX, self.regs.rax);
+            // SAFETY: the VMCB was fully initialised in `new` and only modified through
+            // this vCPU; `host_vmcb` is this CPU's VMSAVE area; SVM is enabled (Svm::init).
+            unsafe { entry::run(&mut self.regs, self.vmcb.pa(), self.host_vmcb) };
+            self.regs.rax = self.vmcb.read64(save::RAX);
+            self.vmcb.write8(ctl::TLB_CONTROL, 0);
+            self.requeue_interrupted_event();
+            let code = self.vmcb.read64(ctl::EXITCODE);
+            // SVM instructions, MONITOR/MWAIT and RDTSCP are hidden from guests by CPUID:
+            // executing them is an invalid opcode, as on a CPU without them.
+            if code == exit::VMRUN || (exit::VMLOAD..=exit::SKINIT).contains(&code) || code == exit::MONITOR || code == exit::MWAIT || code == exit::RDTSCP {
+                self.inject(Event::Exception { vector: 6, error_code: None });
+                continue;
+            }
+            return self.decode();
+        }
+    }
+
+    fn regs(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn control_state(&self) -> ControlState {
+        let cs = self.vmcb.segment(save::CS);
+        ControlState {
+            rip: self.vmcb.read64(save::RIP),
+            rsp: self.vmcb.read64(save::RSP),
+            rflags: self.vmcb.read64(save::RFLAGS),
+            cr0: self.vmcb.read64(save::CR0),
+            cr2: self.vmcb.read64(save::CR2),
+            cr3: self.vmcb.read64(save::CR3),
+            cr4: self.vmcb.read64(save::CR4),
+            efer: self.vmcb.read64(save::EFER) & !EFER_SVME,
+            cs_selector: cs.selector,
+            cpl: self.vmcb.read8(save::CPL),
+        }
+    }
+
+    fn skip_instruction(&mut self) {
+        let next = if self.vmcb.read64(ctl::EXITCODE) == exit::IOIO { self.io_next_rip } else { self.next_rip() };
+        self.vmcb.write64(save::RIP, next);
+        // Skipping an instruction ends any STI/MOV SS interrupt shadow.
+        self.vmcb.write64(ctl::INTERRUPT_SHADOW, 0);
+    }
+
+    fn inject(&mut self, event: Event) {
+        let v = match event {
+            Event::Interrupt(vector) => u64::from(vector) | EVENT_VALID,
+            Event::Exception { vector, error_code } => {
+                let mut v = u64::from(vector) | 3 << 8 | EVENT_VALID;
+                if let Some(e) = error_code {
+                    v |= 1 << 11 | u64::from(e) << 32;
+                }
+                v
+            }
+        };
+        self.vmcb.write64(ctl::EVENTINJ, v);
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        self.vmcb.read64(save::RFLAGS) & (1 << 9) != 0
+            && self.vmcb.read64(ctl::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let misc1 = self.vmcb.read32(ctl::INTERCEPT_MISC1);
+        let vintr = self.vmcb.read64(ctl::V_INTR);
+        if on {
+            self.vmcb.write32(ctl::INTERCEPT_MISC1, misc1 | MISC1_VINTR);
+            self.vmcb.write64(ctl::V_INTR, vintr | V_IRQ);
+        } else {
+            self.vmcb.write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
+            self.vmcb.write64(ctl::V_INTR, vintr & !V_IRQ);
+        }
+    }
+
+    fn set_slice_deadline(&mut self, _tsc: Option<u64>) {}
+
+    fn read_msr(&self, index: u32) -> Option<u64> {
+        Some(match index {
+            0xc000_0080 => self.vmcb.read64(save::EFER) & !EFER_SVME,
+            0x277 => self.vmcb.read64(save::G_PAT),
+            0x1d9 => self.vmcb.read64(save::DBGCTL),
+            _ => return None,
+        })
+    }
+
+    fn write_msr(&mut self, index: u32, value: u64) -> Result<bool, ()> {
+        match index {
+            0xc000_0080 => {
+                if value & !EFER_GUEST_BITS != 0 {
+                    return Err(());
+                }
+                // LMA is owned by the CPU: keep its current value.
+                let lma = self.vmcb.read64(save::EFER) & (1 << 10);
+                self.vmcb.write64(save::EFER, (value & !(1 << 10)) | lma | EFER_SVME);
+            }
+            0x277 => {
+                // Each PAT entry must be a valid memory type (0, 1, 4, 5, 6, 7).
+                if (0..8).any(|i| matches!((value >> (i * 8)) & 0xff, 2 | 3 | 8..)) {
+                    return Err(());
+                }
+                self.vmcb.write64(save::G_PAT, value);
+            }
+            0x1d9 => self.vmcb.write64(save::DBGCTL, value & 0x3),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+        crate::arch::x86::xcr::set_guest_xcr0(value)
+    }
+
+    fn flush_nested_tlb(&mut self) {
+        self.vmcb.write8(ctl::TLB_CONTROL, 1);
+    }
+}
