@@ -61,7 +61,27 @@ pub const HYPERVISOR: Artifact = Artifact {
 /// Everything `cargo xtask build` builds. Append test guests and dom0 tools
 /// here, e.g. `Artifact { package: "guest-hello", bin: "guest-hello",
 /// target: BARE_METAL }`.
-pub const ARTIFACTS: &[Artifact] = &[HYPERVISOR];
+pub const ARTIFACTS: &[Artifact] = &[
+    HYPERVISOR,
+    GUEST_HELLO,
+    GUEST_CPUID,
+    GUEST_HLT_WAKE,
+    GUEST_MEM_ISOLATION,
+    GUEST_TRIPLE_FAULT,
+    GUEST_BAD_HYPERCALL,
+];
+
+/// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
+const fn guest(name: &'static str) -> Artifact {
+    Artifact { package: name, bin: name, target: BARE_METAL }
+}
+
+pub const GUEST_HELLO: Artifact = guest("guest-hello");
+pub const GUEST_CPUID: Artifact = guest("guest-cpuid");
+pub const GUEST_HLT_WAKE: Artifact = guest("guest-hlt-wake");
+pub const GUEST_MEM_ISOLATION: Artifact = guest("guest-mem-isolation");
+pub const GUEST_TRIPLE_FAULT: Artifact = guest("guest-triple-fault");
+pub const GUEST_BAD_HYPERCALL: Artifact = guest("guest-bad-hypercall");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

@@ -172,6 +172,19 @@ fn kernel_elf(opts: &KernelOpts) -> Result<PathBuf> {
     }
 }
 
+/// The modules to boot: those given with `--module`, or by default the `hello` test guest
+/// (the first domain the hypervisor can run until dom0 arrives).
+fn boot_modules(opts: &KernelOpts) -> Result<Vec<image::Module>> {
+    if !opts.modules.is_empty() {
+        return image::modules_from_args(&opts.modules);
+    }
+    let built = build::build(&[&build::GUEST_HELLO], Profile::Release)?;
+    Ok(built
+        .into_iter()
+        .map(|path| image::Module { path, args: "hello".into() })
+        .collect())
+}
+
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Build { debug } => {
@@ -215,7 +228,7 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             prereq::ensure(&needs)?;
             let elf = kernel_elf(&kernel)?;
-            let modules = image::modules_from_args(&kernel.modules)?;
+            let modules = boot_modules(&kernel)?;
             let cmdline = util::join_cmdline(qemu::DEFAULT_CMDLINE, &cmdline);
             qemu::run_interactive(&qemu::RunSpec {
                 kernel: elf,
@@ -234,7 +247,7 @@ fn run(command: Command) -> Result<ExitCode> {
         } => {
             prereq::ensure(&[prereq::Need::Bochs, prereq::Need::Grub])?;
             let elf = kernel_elf(&kernel)?;
-            let modules = image::modules_from_args(&kernel.modules)?;
+            let modules = boot_modules(&kernel)?;
             let cmdline = util::join_cmdline(bochs::DEFAULT_CMDLINE, &cmdline);
             bochs::run_interactive(&elf, &cmdline, modules, serial_file.as_deref())
         }

@@ -107,6 +107,11 @@ impl ModuleSpec {
         }
     }
 
+    /// A module that `cargo xtask build` produces (a test guest).
+    pub const fn built(artifact: &'static Artifact) -> Self {
+        ModuleSpec { source: Source::Built(artifact), args: "" }
+    }
+
     /// Sets the module's arguments (after its name on its command line).
     pub const fn args(mut self, args: &'static str) -> Self {
         self.args = args;

@@ -6,6 +6,7 @@
 //! default forbid list (`panic`, `PANIC`, `EXCEPTION`, `page fault`,
 //! `triple fault`, `FAIL`).
 
+use crate::build::{self, Artifact};
 use crate::image::Loader;
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
 
@@ -50,7 +51,116 @@ fn mod_b() -> ModuleSpec {
 }
 
 /// All emulator tests, in the order they run.
+/// One conformance test guest: what the guest and the hypervisor must report.
+struct GuestCase {
+    artifact: &'static Artifact,
+    /// Module command line: `<name> <kernel args>`.
+    args: &'static str,
+    expect: &'static [&'static str],
+    /// Whether the test provokes a line the default forbid list would reject.
+    provokes_fault: bool,
+}
+
+/// Lines every guest test must end with: the hypervisor survived the domain and powered off.
+const SURVIVED: &[&str] = &[r"^\(I\) nothing to run; powering off", r"^ferrovisor: power off, exit code 0"];
+
+const GUESTS: &[GuestCase] = &[
+    GuestCase {
+        artifact: &build::GUEST_HELLO,
+        args: "hello",
+        expect: &[
+            r"^\(I\) domain 0 \(guest-hello\): \d+ MiB, (SVM|VMX) backend, starting",
+            r"^\(d0\) hello from a PVH guest",
+            r#"^\(d0\) cmdline: "hello""#,
+            r"^\(d0\) guest hello: PASS",
+            r"^\(I\) domain 0 \(guest-hello\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
+        artifact: &build::GUEST_CPUID,
+        args: "cpuid",
+        expect: &[
+            r#"^\(d0\) hypervisor signature "XenVMMXenVMM", max leaf 0x40000005"#,
+            r"^\(d0\) guest cpuid: PASS",
+            r"^\(I\) domain 0 \(guest-cpuid\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
+        artifact: &build::GUEST_HLT_WAKE,
+        args: "hlt-wake",
+        expect: &[
+            r"^\(d0\) timer \+20 ms: woke after \d+ us",
+            r"^\(d0\) guest hlt-wake: PASS",
+            r"^\(I\) domain 0 \(guest-hlt-wake\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
+        artifact: &build::GUEST_MEM_ISOLATION,
+        args: "mem-isolation",
+        expect: &[
+            r"^\(d0\) about to touch memory outside the domain",
+            r"^\(E\) domain 0 crashed: write access to guest-physical 0xc0000000 .*outside its memory",
+            r"^\(E\)   RIP 0x[0-9a-f]+",
+            r"^\(I\) domain 0 \(guest-mem-isolation\) crashed",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
+        artifact: &build::GUEST_TRIPLE_FAULT,
+        args: "triple-fault",
+        expect: &[
+            r"^\(d0\) about to triple fault",
+            r"^\(E\) domain 0 crashed: triple fault",
+            r"^\(E\)   RIP 0x[0-9a-f]+",
+            r"^\(I\) domain 0 \(guest-triple-fault\) crashed",
+        ],
+        provokes_fault: true,
+    },
+    GuestCase {
+        artifact: &build::GUEST_BAD_HYPERCALL,
+        args: "bad-hypercall",
+        expect: &[
+            r"^\(d0\) hypercall 63: got -ENOSYS",
+            r"^\(d0\) console_io\(write, 16, outside RAM\): got -EFAULT",
+            r"^\(d0\) memory_op\(add_to_physmap, shared_info index 1\): got -EINVAL",
+            r"^\(d0\) guest bad-hypercall: PASS",
+            r"^\(I\) domain 0 \(guest-bad-hypercall\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+];
+
+/// Every guest test on one emulator (and so one backend).
+fn guest_tests(prefix: &str, emulator: fn() -> Emulator, console: &'static str, timeout: u64) -> Vec<Test> {
+    GUESTS
+        .iter()
+        .map(|g| {
+            let name = format!("{prefix}/guest-{}", g.args.split(' ').next().unwrap_or(""));
+            let mut t = Test::new(Box::leak(name.into_boxed_str()), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::built(g.artifact).args(g.args))
+                .expect(g.expect)
+                .expect(SURVIVED)
+                .timeout_secs(timeout);
+            if g.provokes_fault {
+                t = t.no_default_forbid().forbid(&[r"panic", r"PANIC", r"EXCEPTION", r"page fault", r"FAIL"]);
+            }
+            t
+        })
+        .collect()
+}
+
 pub fn all() -> Vec<Test> {
+    let mut tests = base_tests();
+    tests.extend(guest_tests("qemu-tcg", || Emulator::qemu_tcg(QemuBoot::Kernel), "console=com1 on_idle=poweroff", 60));
+    tests.extend(guest_tests("bochs", || Emulator::Bochs, "console=com1,e9 on_idle=poweroff", 300));
+    tests
+}
+
+fn base_tests() -> Vec<Test> {
     vec![
         Test::new("qemu-tcg/boot", Emulator::qemu_tcg(QemuBoot::Kernel))
             .cmdline("loglvl=debug console=com1 on_idle=poweroff")

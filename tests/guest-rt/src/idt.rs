@@ -1,0 +1,284 @@
+//! The runtime's IDT: exceptions (vectors 0-31) fail the test, interrupts (32-255) are
+//! counted and otherwise ignored.
+//!
+//! Exception stubs are 16-byte slots starting at `guest_rt_exc_stubs` (slot `v` = vector
+//! `v`); each pushes a zero error code when the CPU does not, then the vector, and jumps to a
+//! common path that saves the general registers and calls [`exception`], which prints
+//! `guest <name>: FAIL: exception <vector> (<mnemonic>) at <rip> ...` and shuts down with
+//! `crash`. The interrupt stub increments [`INTERRUPT_COUNT`] and returns with IRETQ, without
+//! an EOI (the tests program no interrupt controller); its only purpose is to let `sti; hlt`
+//! wake up cleanly.
+//!
+//! Only built for the bare-metal target. Callers: the boot path (`init`).
+
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Number of interrupts (vectors 32-255) taken since boot.
+pub static INTERRUPT_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Code segment selector of the runtime's 64-bit code (see `boot.rs`).
+const KERNEL_CS: u16 = 0x08;
+
+global_asm!(
+    r#"
+    .pushsection .text.guest_rt.idt, "ax", @progbits
+    .code64
+    .macro GUEST_RT_EXC_NOERR vec
+    .balign 16
+    push 0
+    push \vec
+    jmp guest_rt_exc_common
+    .endm
+    .macro GUEST_RT_EXC_ERR vec
+    .balign 16
+    push \vec
+    jmp guest_rt_exc_common
+    .endm
+
+    .balign 16
+    .global guest_rt_exc_stubs
+guest_rt_exc_stubs:
+    GUEST_RT_EXC_NOERR 0
+    GUEST_RT_EXC_NOERR 1
+    GUEST_RT_EXC_NOERR 2
+    GUEST_RT_EXC_NOERR 3
+    GUEST_RT_EXC_NOERR 4
+    GUEST_RT_EXC_NOERR 5
+    GUEST_RT_EXC_NOERR 6
+    GUEST_RT_EXC_NOERR 7
+    GUEST_RT_EXC_ERR 8
+    GUEST_RT_EXC_NOERR 9
+    GUEST_RT_EXC_ERR 10
+    GUEST_RT_EXC_ERR 11
+    GUEST_RT_EXC_ERR 12
+    GUEST_RT_EXC_ERR 13
+    GUEST_RT_EXC_ERR 14
+    GUEST_RT_EXC_NOERR 15
+    GUEST_RT_EXC_NOERR 16
+    GUEST_RT_EXC_ERR 17
+    GUEST_RT_EXC_NOERR 18
+    GUEST_RT_EXC_NOERR 19
+    GUEST_RT_EXC_NOERR 20
+    GUEST_RT_EXC_ERR 21
+    GUEST_RT_EXC_NOERR 22
+    GUEST_RT_EXC_NOERR 23
+    GUEST_RT_EXC_NOERR 24
+    GUEST_RT_EXC_NOERR 25
+    GUEST_RT_EXC_NOERR 26
+    GUEST_RT_EXC_NOERR 27
+    GUEST_RT_EXC_NOERR 28
+    GUEST_RT_EXC_ERR 29
+    GUEST_RT_EXC_ERR 30
+    GUEST_RT_EXC_NOERR 31
+
+    .balign 16
+guest_rt_exc_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    and rsp, -16
+    call {handler}
+    ud2
+
+    .balign 16
+    .global guest_rt_irq_stub
+guest_rt_irq_stub:
+    lock inc qword ptr [rip + {count}]
+    iretq
+    .popsection
+    "#,
+    handler = sym exception,
+    count = sym INTERRUPT_COUNT,
+);
+
+extern "C" {
+    static guest_rt_exc_stubs: u8;
+    static guest_rt_irq_stub: u8;
+}
+
+/// The stack layout `guest_rt_exc_common` hands to [`exception`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    /// Saved general registers, last pushed first.
+    pub r15: u64,
+    #[allow(missing_docs)]
+    pub r14: u64,
+    #[allow(missing_docs)]
+    pub r13: u64,
+    #[allow(missing_docs)]
+    pub r12: u64,
+    #[allow(missing_docs)]
+    pub r11: u64,
+    #[allow(missing_docs)]
+    pub r10: u64,
+    #[allow(missing_docs)]
+    pub r9: u64,
+    #[allow(missing_docs)]
+    pub r8: u64,
+    #[allow(missing_docs)]
+    pub rbp: u64,
+    #[allow(missing_docs)]
+    pub rdi: u64,
+    #[allow(missing_docs)]
+    pub rsi: u64,
+    #[allow(missing_docs)]
+    pub rdx: u64,
+    #[allow(missing_docs)]
+    pub rcx: u64,
+    #[allow(missing_docs)]
+    pub rbx: u64,
+    #[allow(missing_docs)]
+    pub rax: u64,
+    /// Vector number pushed by the stub.
+    pub vector: u64,
+    /// Error code (0 if the exception has none).
+    pub error_code: u64,
+    /// Interrupted RIP, CS, RFLAGS, RSP, SS (pushed by the CPU).
+    pub rip: u64,
+    #[allow(missing_docs)]
+    pub cs: u64,
+    #[allow(missing_docs)]
+    pub rflags: u64,
+    #[allow(missing_docs)]
+    pub rsp: u64,
+    #[allow(missing_docs)]
+    pub ss: u64,
+}
+
+/// Mnemonic of an exception vector.
+pub fn mnemonic(vector: u64) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25",
+        "#26", "#27", "#HV", "#VC", "#SX", "#31",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("?")
+}
+
+extern "C" fn exception(frame: &ExceptionFrame) -> ! {
+    let v = frame.vector;
+    if v == 14 {
+        crate::fail_now(format_args!(
+            "exception {v} ({}) at {:#x}, error code {:#x}, cr2 {:#x}",
+            mnemonic(v),
+            frame.rip,
+            frame.error_code,
+            crate::arch::read_cr2()
+        ))
+    } else {
+        crate::fail_now(format_args!(
+            "exception {v} ({}) at {:#x}, error code {:#x}",
+            mnemonic(v),
+            frame.rip,
+            frame.error_code
+        ))
+    }
+}
+
+/// One 16-byte IDT gate.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    const EMPTY: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
+
+    /// A present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
+    fn interrupt(handler: u64) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector: KERNEL_CS,
+            ist: 0,
+            attributes: 0x8e,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt(UnsafeCell<[Gate; 256]>);
+
+// SAFETY: the IDT is written once by `init` on the only vCPU before interrupts are enabled,
+// and read afterwards only by the CPU.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([Gate::EMPTY; 256]));
+
+/// Operand of LIDT/LGDT.
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Loads `base`/`limit` into IDTR.
+///
+/// # Safety
+/// The table must stay valid while interrupts or exceptions can be delivered (a limit of 0
+/// makes any exception escalate to a triple fault, which is what the triple-fault test wants).
+pub unsafe fn lidt(base: u64, limit: u16) {
+    let ptr = DescriptorPointer { limit, base };
+    // SAFETY: the caller guarantees the table; LIDT only reads the 10-byte operand.
+    unsafe {
+        asm!("lidt [{}]", in(reg) core::ptr::addr_of!(ptr), options(readonly, nostack, preserves_flags));
+    }
+}
+
+/// Fills and loads the IDT. Called once by the boot path.
+pub fn init() {
+    // Only the addresses of the stubs (defined in the global_asm above) are taken.
+    let stubs = core::ptr::addr_of!(guest_rt_exc_stubs) as u64;
+    let irq = core::ptr::addr_of!(guest_rt_irq_stub) as u64;
+    let table = IDT.0.get();
+    for v in 0..256usize {
+        let handler = if v < 32 { stubs + 16 * v as u64 } else { irq };
+        // SAFETY: single-threaded boot path; nothing else accesses the IDT yet.
+        unsafe { (*table)[v] = Gate::interrupt(handler) };
+    }
+    // SAFETY: the IDT is a static that lives forever and has just been filled.
+    unsafe {
+        lidt(
+            table as u64,
+            (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        )
+    };
+}
+
+/// Number of interrupts taken so far.
+pub fn interrupt_count() -> u64 {
+    INTERRUPT_COUNT.load(Ordering::Relaxed)
+}
