@@ -2,7 +2,7 @@
 //!
 //! Syntax follows Xen: whitespace-separated `name=value` pairs and bare boolean flags
 //! (`noreboot`, or `name=yes|no|on|off|true|false|1|0`). A leading word that looks like
-//! the image path (loaders prepend it) is skipped. Every problem (an unknown option, a value
+//! the image path or name (loaders prepend it) is skipped. Every problem (an unknown option, a value
 //! that does not parse) is returned as a [`Diagnostic`] and the option keeps its default:
 //! the hypervisor reports these on the console and boots on.
 
@@ -165,6 +165,11 @@ impl<'a> Parsed<'a> {
     }
 }
 
+/// Every option name (used to tell a leading image name from a first option).
+const OPTION_NAMES: &[&str] = &[
+    "loglvl", "console", "dom0_mem", "noreboot", "on_idle", "hvm",
+];
+
 /// Parses a command line. Never fails: problems become diagnostics.
 pub fn parse(cmdline: &str) -> Parsed<'_> {
     let mut out = Parsed {
@@ -173,11 +178,13 @@ pub fn parse(cmdline: &str) -> Parsed<'_> {
         dropped: 0,
     };
     let mut words = cmdline.split_ascii_whitespace().peekable();
+    // Some loaders (QEMU's -kernel, GRUB's multiboot) prepend the image's path or name:
+    // a first word that is neither `name=value` nor an option name is that.
     if words
         .peek()
-        .is_some_and(|w| !w.contains('=') && w.contains('/'))
+        .is_some_and(|w| !w.contains('=') && !OPTION_NAMES.contains(w))
     {
-        words.next(); // the image path some loaders prepend
+        words.next();
     }
     for word in words {
         let (name, value) = match word.split_once('=') {
@@ -320,6 +327,14 @@ mod tests {
     }
 
     #[test]
+    fn skips_leading_image_name_but_not_a_flag() {
+        let p = parse("ferrovisor loglvl=warn");
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let p = parse("noreboot loglvl=warn");
+        assert!(p.options.noreboot);
+    }
+
+    #[test]
     fn bad_value_is_reported_and_default_kept() {
         let p = parse("loglvl=nonsense console=com1");
         assert_eq!(p.options.loglvl, LogLevel::Info);
@@ -406,7 +421,7 @@ mod tests {
 
     #[test]
     fn many_problems_are_counted_not_lost() {
-        let line = "a b c d e f g h i j k l m n o p q r s";
+        let line = "image a b c d e f g h i j k l m n o p q r s";
         let p = parse(line);
         assert_eq!(p.diagnostics.len(), MAX_DIAGNOSTICS);
         assert_eq!(p.dropped, 19 - MAX_DIAGNOSTICS);

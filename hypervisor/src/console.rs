@@ -81,6 +81,14 @@ pub fn drain() {
     }
 }
 
+/// Reads one byte of console input from COM1, if one is waiting.
+pub fn read_byte() -> Option<u8> {
+    let c = CONSOLE.lock();
+    c.com1.as_ref()?;
+    // Line status bit 0: data ready.
+    (port::inb(COM1 + 5) & 1 != 0).then(|| port::inb(COM1))
+}
+
 /// Breaks the console lock for a fatal diagnostic.
 pub fn force_unlock() {
     if CONSOLE.is_locked() {

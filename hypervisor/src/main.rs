@@ -26,6 +26,7 @@ mod start;
 #[cfg(target_os = "none")]
 mod svm;
 pub mod time;
+mod vmx;
 #[cfg(target_os = "none")]
 mod xen;
 

@@ -2,13 +2,14 @@
 
 use crate::arch::x86::{cpu, exceptions, gdt, power, xcr};
 use crate::cmdline::BackendChoice;
-use crate::domain::build::{build, PvhConfig};
-use crate::hvm::{Backend, BackendError};
-use crate::svm::Svm;
-use crate::time;
 use crate::cmdline::{self, IdleAction, Options};
+use crate::domain::build::{build, GuestModule, PvhConfig};
+use crate::domain::DomainEnd;
+use crate::hvm::{Backend, BackendError};
 use crate::mm::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
 use crate::mm::{heap, paging, phys};
+use crate::svm::Svm;
+use crate::time;
 use crate::{console, println};
 use ferrovisor_boot::entry::image_layout;
 use ferrovisor_boot::{BootInfo, MemoryKind};
@@ -49,12 +50,19 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     let image = image_layout();
     log::debug!(
         "image: text {:#x}-{:#x}, rodata {:#x}-{:#x}, data+bss {:#x}-{:#x}, boot stack top {:#x}",
-        image.image_start, image.text_end, image.rodata_start, image.rodata_end,
-        image.data_start, image.image_end, image.boot_stack_top
+        image.image_start,
+        image.text_end,
+        image.rodata_start,
+        image.rodata_end,
+        image.data_start,
+        image.image_end,
+        image.boot_stack_top
     );
     init_frames(&boot);
     let mut frames_guard = phys::FRAMES.lock();
-    let Some(frames) = frames_guard.as_mut() else { fatal(format_args!("frame allocator missing")) };
+    let Some(frames) = frames_guard.as_mut() else {
+        fatal(format_args!("frame allocator missing"))
+    };
     match paging::init(&boot, &image, frames, cpu.virt.page_1g) {
         Ok(r) if r.violations == 0 => info!(
             "W^X check: {} leaf mappings, {} pages checked, 0 writable+executable: OK",
@@ -79,7 +87,11 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     drop(frames_guard);
 
     let tb = time::init();
-    info!("time: TSC {}.{:03} MHz", tb.tsc_hz / 1_000_000, tb.tsc_hz / 1000 % 1000);
+    info!(
+        "time: TSC {}.{:03} MHz",
+        tb.tsc_hz / 1_000_000,
+        tb.tsc_hz / 1000 % 1000
+    );
     if xcr::init() {
         log::debug!("XSAVE enabled for guests");
     }
@@ -169,8 +181,17 @@ fn init_frames(boot: &BootInfo) {
     *phys::FRAMES.lock() = Some(alloc);
 }
 
-/// Memory of the first domain when `dom0_mem=` does not say.
-const DEFAULT_DOM0_MEM: u64 = 64 << 20;
+/// dom0's memory when `dom0_mem=` does not say: like Xen, most of what is free, keeping
+/// a reserve for the hypervisor (and capped, since nothing else runs yet to use it).
+fn default_dom0_mem() -> u64 {
+    const RESERVE: u64 = 64 << 20;
+    const CAP: u64 = 1 << 30;
+    let free = phys::FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |f| f.free_frames() * FRAME_SIZE);
+    free.saturating_sub(RESERVE).min(CAP) & !((2 << 20) - 1)
+}
 
 /// Builds the first domain from boot module 0 (a PVH kernel; the module's command line is
 /// `<name> <kernel command line>`) and runs it to its end.
@@ -179,17 +200,57 @@ fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
         info!("no domain to start: no boot module given");
         return;
     };
-    let Some(kernel) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, module.start, module.len) else {
-        log::error!("domain 0: module 0 at {:#x} (+{:#x}) is not in memory", module.start, module.len);
+    let Some(kernel) =
+        ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, module.start, module.len)
+    else {
+        log::error!(
+            "domain 0: module 0 at {:#x} (+{:#x}) is not in memory",
+            module.start,
+            module.len
+        );
         return;
     };
-    let (name, args) = module.cmdline.split_once(' ').unwrap_or((module.cmdline.as_str(), ""));
+    let (name, args) = module
+        .cmdline
+        .split_once(' ')
+        .unwrap_or((module.cmdline.as_str(), ""));
+    let name = name.rsplit('/').next().unwrap_or(name);
+    let elf = match crate::domain::kernel::extract(kernel) {
+        Ok(elf) => elf,
+        Err(e) => {
+            log::error!("domain 0 ({name}): cannot build: {e}");
+            return;
+        }
+    };
+    let mut extra: arrayvec::ArrayVec<GuestModule<'_>, 8> = arrayvec::ArrayVec::new();
+    for m in boot.modules.iter().skip(1) {
+        let Some(bytes) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, m.start, m.len)
+        else {
+            log::error!(
+                "domain 0 ({name}): module at {:#x} is not in memory",
+                m.start
+            );
+            return;
+        };
+        if extra
+            .try_push(GuestModule {
+                bytes,
+                cmdline: &m.cmdline,
+            })
+            .is_err()
+        {
+            log::warn!("domain 0 ({name}): more than 8 modules; the rest are ignored");
+            break;
+        }
+    }
     let cfg = PvhConfig {
         domid: 0,
-        name: name.rsplit('/').next().unwrap_or(name),
-        kernel,
+        name,
+        kernel: elf.bytes(),
         cmdline: args,
-        memory_bytes: options.dom0_mem.unwrap_or(DEFAULT_DOM0_MEM),
+        memory_bytes: options.dom0_mem.unwrap_or_else(default_dom0_mem),
+        modules: &extra,
+        initial: true,
     };
     let want_svm = match options.hvm {
         BackendChoice::Auto => !cpu.virt.vmx && cpu.virt.svm,
@@ -205,7 +266,13 @@ fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
             Err(e) => backend_unavailable("SVM", e),
         }
     } else {
-        backend_unavailable("VMX", BackendError::Unsupported("VMX (backend not built in yet)"));
+        match crate::vmx::Vmx::init() {
+            Ok(mut vmx) => {
+                info!("virtualization backend: VMX backend: {vmx}");
+                launch(&mut vmx, &cfg);
+            }
+            Err(e) => backend_unavailable("VMX", e),
+        }
     }
 }
 
@@ -223,14 +290,52 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
         }
     };
     info!(
-        "domain {} ({}): {} MiB, {} backend, starting",
+        "domain {} ({}): {} MiB, {} backend, {}starting",
         dom.id,
         dom.name,
         dom.mem.ram_size() >> 20,
-        B::NAME
+        B::NAME,
+        if dom.privileged {
+            "privileged (dom0), "
+        } else {
+            ""
+        }
     );
     let end = crate::domain::run::run(&mut dom);
-    info!("domain {} ({}) {end}; {} exits, {} hypercalls", dom.id, dom.name, dom.exits, dom.hypercalls);
+    info!(
+        "domain {} ({}) {end}; {} exits, {} hypercalls",
+        dom.id, dom.name, dom.exits, dom.hypercalls
+    );
+    if dom.privileged {
+        dom0_ended(end);
+    }
+}
+
+/// What the machine does when dom0 ends, as on Xen: power off with it, reboot with it,
+/// and after a crash reboot unless `noreboot` (then halt, keeping the report on screen).
+fn dom0_ended(end: DomainEnd) {
+    let noreboot = OPTIONS.get().is_some_and(|o| o.noreboot);
+    match end {
+        DomainEnd::Shutdown(0) => power::poweroff(0),
+        DomainEnd::Shutdown(1) => power::reboot(),
+        _ if noreboot => {
+            info!("dom0 is gone; halting (noreboot)");
+            fatal_stop_clean()
+        }
+        _ => {
+            info!("dom0 is gone; rebooting (use noreboot to halt instead)");
+            power::reboot()
+        }
+    }
+}
+
+/// Halts after dom0 ended abnormally with `noreboot`: powers off cleanly when the
+/// harness asked for `on_idle=poweroff`, so tests end at once.
+fn fatal_stop_clean() -> ! {
+    match OPTIONS.get().map(|o| o.on_idle) {
+        Some(IdleAction::Poweroff) => power::poweroff(0),
+        _ => power::halt(),
+    }
 }
 
 /// Nothing (yet) to run: do what `on_idle=` says.

@@ -29,12 +29,19 @@ impl Scale {
             shift += 1;
         }
         let mul = ((u128::from(ns) << 32) / u128::from(tps)) as u32;
-        Scale { mul, shift: shift as i8 }
+        Scale {
+            mul,
+            shift: shift as i8,
+        }
     }
 
     /// Converts a tick count to nanoseconds exactly as a pvclock guest does.
     pub fn ticks_to_ns(self, ticks: u64) -> u64 {
-        let shifted = if self.shift >= 0 { ticks << self.shift } else { ticks >> -self.shift };
+        let shifted = if self.shift >= 0 {
+            ticks << self.shift
+        } else {
+            ticks >> -self.shift
+        };
         ((u128::from(shifted) * u128::from(self.mul)) >> 32) as u64
     }
 
@@ -49,6 +56,33 @@ impl Scale {
     }
 }
 
+/// Seconds since the Unix epoch of a UTC calendar date (proleptic Gregorian), or None for
+/// an impossible date. Used to turn the RTC reading into the guests' wallclock.
+pub fn unix_seconds(year: u32, month: u32, day: u32, hour: u32, min: u32, sec: u32) -> Option<u64> {
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
+        return None;
+    }
+    // Days from 1970-01-01 by the civil-from-days inverse (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (i64::from(year) - 1, month + 9)
+    } else {
+        (i64::from(year), month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * i64::from(m) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + i64::from(hour) * 3600 + i64::from(min) * 60 + i64::from(sec))
+        .ok()
+}
+
 /// The measured TSC and the moment system time started.
 #[cfg(target_os = "none")]
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +90,8 @@ pub struct TimeBase {
     pub tsc_hz: u64,
     pub boot_tsc: u64,
     pub scale: Scale,
+    /// UTC wallclock (ns since the epoch) at system time 0, from the RTC.
+    pub boot_utc_ns: u64,
 }
 
 #[cfg(target_os = "none")]
@@ -66,28 +102,50 @@ static BASE: spin::Once<TimeBase> = spin::Once::new();
 pub fn init() -> TimeBase {
     *BASE.call_once(|| {
         let tsc_hz = crate::arch::x86::tsc::measure_hz().max(1_000_000);
-        TimeBase { tsc_hz, boot_tsc: crate::arch::x86::tsc::rdtsc(), scale: Scale::for_frequency(tsc_hz) }
+        let (y, mo, d, h, mi, s) = crate::arch::x86::rtc::read();
+        let boot_utc_ns = unix_seconds(y, mo, d, h, mi, s).map_or(0, |s| s * 1_000_000_000);
+        TimeBase {
+            tsc_hz,
+            boot_tsc: crate::arch::x86::tsc::rdtsc(),
+            scale: Scale::for_frequency(tsc_hz),
+            boot_utc_ns,
+        }
     })
 }
 
 /// The TSC-to-nanoseconds scale (identity-ish before `init`).
 #[cfg(target_os = "none")]
 pub fn scale() -> Scale {
-    BASE.get().map_or(Scale { mul: u32::MAX, shift: 0 }, |b| b.scale)
+    BASE.get().map_or(
+        Scale {
+            mul: u32::MAX,
+            shift: 0,
+        },
+        |b| b.scale,
+    )
 }
 
 /// The current TSC and Xen system time (ns since boot).
 #[cfg(target_os = "none")]
 pub fn now() -> (u64, u64) {
     let tsc = crate::arch::x86::tsc::rdtsc();
-    let ns = BASE.get().map_or(0, |b| b.scale.ticks_to_ns(tsc.wrapping_sub(b.boot_tsc)));
+    let ns = BASE
+        .get()
+        .map_or(0, |b| b.scale.ticks_to_ns(tsc.wrapping_sub(b.boot_tsc)));
     (tsc, ns)
+}
+
+/// UTC (ns since the epoch) at system time 0; 0 if the RTC was unreadable.
+#[cfg(target_os = "none")]
+pub fn boot_wallclock_ns() -> u64 {
+    BASE.get().map_or(0, |b| b.boot_utc_ns)
 }
 
 /// The TSC value at which system time reaches `ns`.
 #[cfg(target_os = "none")]
 pub fn tsc_at(ns: u64) -> u64 {
-    BASE.get().map_or(0, |b| b.boot_tsc.wrapping_add(b.scale.ns_to_ticks(ns)))
+    BASE.get()
+        .map_or(0, |b| b.boot_tsc.wrapping_add(b.scale.ns_to_ticks(ns)))
 }
 
 #[cfg(test)]
@@ -96,14 +154,37 @@ mod tests {
 
     #[test]
     fn scales_common_frequencies_accurately() {
-        for hz in [1_000_000u64, 14_318_180, 1_000_000_000, 2_400_000_000, 3_999_999_999, 5_000_000_000] {
+        for hz in [
+            1_000_000u64,
+            14_318_180,
+            1_000_000_000,
+            2_400_000_000,
+            3_999_999_999,
+            5_000_000_000,
+        ] {
             let s = Scale::for_frequency(hz);
             let one_second = s.ticks_to_ns(hz);
-            assert!(one_second.abs_diff(1_000_000_000) < 10, "{hz} Hz: {one_second} ns");
+            assert!(
+                one_second.abs_diff(1_000_000_000) < 10,
+                "{hz} Hz: {one_second} ns"
+            );
             let ten_ms = s.ns_to_ticks(10_000_000);
             // Rounding up before undoing a negative shift costs at most 2^-shift ticks.
-            assert!(ten_ms >= hz / 100 && ten_ms - hz / 100 <= 8, "{hz} Hz: {ten_ms} ticks for 10 ms");
+            assert!(
+                ten_ms >= hz / 100 && ten_ms - hz / 100 <= 8,
+                "{hz} Hz: {ten_ms} ticks for 10 ms"
+            );
         }
+    }
+
+    #[test]
+    fn unix_seconds_of_known_dates() {
+        assert_eq!(unix_seconds(1970, 1, 1, 0, 0, 0), Some(0));
+        assert_eq!(unix_seconds(2000, 3, 1, 0, 0, 0), Some(951_868_800));
+        assert_eq!(unix_seconds(2026, 11, 21, 23, 3, 7), Some(1_795_302_187));
+        assert_eq!(unix_seconds(2024, 2, 29, 12, 0, 0), Some(1_709_208_000));
+        assert_eq!(unix_seconds(2026, 13, 1, 0, 0, 0), None);
+        assert_eq!(unix_seconds(1969, 12, 31, 23, 59, 59), None);
     }
 
     #[test]

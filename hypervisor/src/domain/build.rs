@@ -5,25 +5,40 @@
 //! [`MEMMAP_GPA`], the command line at [`CMDLINE_GPA`].
 
 use super::memory::{GuestFault, GuestMemory, MemoryError};
-use super::{DomId, Domain, VcpuTimer};
+use super::{DomId, Domain, VcpuTimer, VcpuXenState};
 use crate::hvm::{Backend, BackendError, PvhEntry};
 use arrayvec::ArrayString;
 use core::fmt;
 use pvh_loader::{parse_pvh, LoadError};
-use xen_abi::hvm::start_info::{HvmMemmapTableEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+use xen_abi::hvm::start_info::{
+    HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED,
+    XEN_HVM_START_MAGIC_VALUE,
+};
 
 /// `hvm_start_info` goes here.
 pub const START_INFO_GPA: u64 = 0x6000;
+/// The module list, right after `hvm_start_info` (56 bytes).
+pub const MODLIST_GPA: u64 = 0x6040;
+/// Module command lines (one page).
+pub const MODULE_CMDLINE_GPA: u64 = 0x9000;
+/// Most modules passed to a domain (the initramfs is the only one Linux uses).
+const MAX_MODULES: usize = 4;
+/// Highest event-channel port of an unprivileged domain (libxl's default).
+const DOMU_MAX_PORT: u32 = 1023;
 /// The memory map table.
 pub const MEMMAP_GPA: u64 = 0x7000;
 /// The NUL-terminated command line (up to 4 KiB).
 pub const CMDLINE_GPA: u64 = 0x8000;
 const CMDLINE_MAX: usize = 4096;
-/// Start of the legacy VGA/ROM hole, reported reserved in the memory map.
+/// The legacy VGA/ROM hole: backed by RAM (Linux scans it) but reported reserved.
 const LEGACY_HOLE: (u64, u64) = (0xa_0000, 0x10_0000);
+/// The ACPI tables live in the upper part of the hole, where the legacy RSDP scan looks
+/// too; reported as ACPI NVS so the guest never reuses it.
+const ACPI_GPA: u64 = 0xe_0000;
 /// E820 types.
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
+const E820_NVS: u32 = 4;
 
 /// Why a domain could not be built. Nothing of it is left behind on error.
 #[derive(Debug)]
@@ -40,6 +55,14 @@ pub enum BuildError {
     Vcpu(BackendError),
     /// The command line is longer than the page reserved for it.
     CmdlineTooLong(usize),
+    /// A module does not fit in the domain's memory after the kernel.
+    ModuleTooLarge { index: usize, len: u64, ram: u64 },
+    /// More modules than start_info carries.
+    TooManyModules(usize),
+    /// The ACPI tables could not be built.
+    Acpi(acpi_tables::AcpiError),
+    /// The event-channel table could not be set up.
+    EventChannels(xen_abi::errno::Errno),
 }
 
 impl fmt::Display for BuildError {
@@ -54,9 +77,28 @@ impl fmt::Display for BuildError {
             BuildError::Memory(e) => write!(f, "guest memory: {e}"),
             BuildError::Fault(e) => write!(f, "writing boot data: {e}"),
             BuildError::Vcpu(e) => write!(f, "creating vCPU: {e}"),
-            BuildError::CmdlineTooLong(n) => write!(f, "command line of {n} bytes exceeds {CMDLINE_MAX}"),
+            BuildError::CmdlineTooLong(n) => {
+                write!(f, "command line of {n} bytes exceeds {CMDLINE_MAX}")
+            }
+            BuildError::ModuleTooLarge { index, len, ram } => write!(
+                f,
+                "module {index} ({} KiB) does not fit after the kernel in {} MiB of guest memory",
+                len >> 10,
+                ram >> 20
+            ),
+            BuildError::TooManyModules(n) => {
+                write!(f, "{n} modules given; at most {MAX_MODULES} are passed")
+            }
+            BuildError::Acpi(e) => write!(f, "ACPI tables: {e}"),
+            BuildError::EventChannels(e) => write!(f, "event channels: {e:?}"),
         }
     }
+}
+
+/// A module handed to the guest through start_info (the initramfs, for Linux).
+pub struct GuestModule<'a> {
+    pub bytes: &'a [u8],
+    pub cmdline: &'a str,
 }
 
 /// Everything needed to build a PVH domain.
@@ -66,6 +108,11 @@ pub struct PvhConfig<'a> {
     pub kernel: &'a [u8],
     pub cmdline: &'a str,
     pub memory_bytes: u64,
+    pub modules: &'a [GuestModule<'a>],
+    /// The initial domain: it becomes the privileged control domain (dom0) if its kernel
+    /// declares dom0 support (`XENFEAT_dom0` in its SUPPORTED_FEATURES note), as Xen
+    /// requires; otherwise it runs unprivileged.
+    pub initial: bool,
 }
 
 /// Builds a domain ready to run its first instruction.
@@ -74,12 +121,19 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
     if cfg.cmdline.len() >= CMDLINE_MAX {
         return Err(BuildError::CmdlineTooLong(cfg.cmdline.len()));
     }
-    let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m).map_err(BuildError::Memory)?;
+    if cfg.modules.len() > MAX_MODULES {
+        return Err(BuildError::TooManyModules(cfg.modules.len()));
+    }
+    let privileged = cfg.initial && image.supports_dom0();
+    let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m)
+        .map_err(BuildError::Memory)?;
     let ram = mem.ram_size();
 
     pvh_loader::load_segments(&image, |paddr, bytes, zero_len| {
         let len = bytes.len() as u64 + zero_len;
-        let end = paddr.checked_add(len).filter(|&e| e <= ram && paddr >= LEGACY_HOLE.1);
+        let end = paddr
+            .checked_add(len)
+            .filter(|&e| e <= ram && paddr >= LEGACY_HOLE.1);
         if end.is_none() {
             return Err(BuildError::SegmentOutsideMemory { paddr, len, ram });
         }
@@ -90,16 +144,30 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         let mut left = zero_len;
         while left > 0 {
             let n = left.min(zeros.len() as u64);
-            mem.write(at, &zeros[..n as usize]).map_err(BuildError::Fault)?;
+            mem.write(at, &zeros[..n as usize])
+                .map_err(BuildError::Fault)?;
             at += n;
             left -= n;
         }
         Ok(())
     })?;
 
-    write_start_info(&mem, cfg.cmdline, ram).map_err(BuildError::Fault)?;
-    let entry = PvhEntry { rip: image.entry, rbx: START_INFO_GPA as u32 };
-    let vcpu = backend.create_vcpu(mem.p2m_root(), entry).map_err(BuildError::Vcpu)?;
+    let flags = if privileged {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
+    let modules_at = image.highest_paddr_end.div_ceil(4096) * 4096;
+    let placed = place_modules(&mem, cfg.modules, modules_at, ram)?;
+    let rsdp = write_acpi(&mem)?;
+    write_start_info(&mem, cfg.cmdline, ram, flags, &placed, rsdp).map_err(BuildError::Fault)?;
+    let entry = PvhEntry {
+        rip: image.entry,
+        rbx: START_INFO_GPA as u32,
+    };
+    let vcpu = backend
+        .create_vcpu(mem.p2m_root(), entry)
+        .map_err(BuildError::Vcpu)?;
     let mut name = ArrayString::new();
     for c in cfg.name.chars().take(32) {
         let _ = name.try_push(c);
@@ -110,6 +178,23 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         mem,
         vcpu,
         timer: VcpuTimer::default(),
+        xen_vcpu: VcpuXenState::default(),
+        vlapic: crate::hvm::vlapic::Vlapic::new(0),
+        privileged,
+        hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
+        evtchn: evtchn::EventChannels::new(
+            cfg.domid,
+            evtchn::Config {
+                max_vcpus: 1,
+                max_port: if privileged {
+                    evtchn::NR_PORTS - 1
+                } else {
+                    DOMU_MAX_PORT
+                },
+            },
+        )
+        .map_err(BuildError::EventChannels)?,
+        callback_vector: None,
         shared_info: None,
         console_line: ArrayString::new(),
         hypercalls: 0,
@@ -117,15 +202,82 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
     })
 }
 
-/// Writes `hvm_start_info` (version 1), the memory map and the command line.
-fn write_start_info<F: pagetable::Format>(mem: &GuestMemory<F>, cmdline: &str, ram: u64) -> Result<(), GuestFault> {
+/// Copies the modules into guest RAM from `at` upward (page aligned) and writes their
+/// command lines; returns the module list entries.
+fn place_modules<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    modules: &[GuestModule<'_>],
+    mut at: u64,
+    ram: u64,
+) -> Result<arrayvec::ArrayVec<HvmModlistEntry, MAX_MODULES>, BuildError> {
+    let mut list = arrayvec::ArrayVec::new();
+    let mut cmdline_at = MODULE_CMDLINE_GPA;
+    for (index, m) in modules.iter().enumerate() {
+        let len = m.bytes.len() as u64;
+        if at.checked_add(len).is_none_or(|end| end > ram) {
+            return Err(BuildError::ModuleTooLarge { index, len, ram });
+        }
+        mem.write(at, m.bytes).map_err(BuildError::Fault)?;
+        let cmdline_paddr = if m.cmdline.is_empty()
+            || cmdline_at + m.cmdline.len() as u64 + 1 > MODULE_CMDLINE_GPA + 4096
+        {
+            0
+        } else {
+            mem.write(cmdline_at, m.cmdline.as_bytes())
+                .map_err(BuildError::Fault)?;
+            mem.write(cmdline_at + m.cmdline.len() as u64, &[0])
+                .map_err(BuildError::Fault)?;
+            let p = cmdline_at;
+            cmdline_at += m.cmdline.len() as u64 + 1;
+            p
+        };
+        list.push(HvmModlistEntry {
+            paddr: at,
+            size: len,
+            cmdline_paddr,
+            reserved: 0,
+        });
+        at = (at + len).div_ceil(4096) * 4096;
+    }
+    Ok(list)
+}
+
+/// Builds the guest's ACPI tables (RSDP, XSDT, hardware-reduced FADT, DSDT, MADT) at
+/// [`ACPI_GPA`]; returns the RSDP's address.
+fn write_acpi<F: pagetable::Format>(mem: &GuestMemory<F>) -> Result<u64, BuildError> {
+    let cfg = acpi_tables::AcpiConfig::new(1);
+    let mut buf = [0u8; 1024];
+    let layout = acpi_tables::build(&cfg, ACPI_GPA, &mut buf).map_err(BuildError::Acpi)?;
+    mem.write(ACPI_GPA, &buf[..layout.total_len])
+        .map_err(BuildError::Fault)?;
+    Ok(layout.rsdp_gpa)
+}
+
+/// Writes `hvm_start_info` (version 1), the module list, the memory map and the command line.
+fn write_start_info<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    cmdline: &str,
+    ram: u64,
+    flags: u32,
+    modules: &[HvmModlistEntry],
+    rsdp: u64,
+) -> Result<(), GuestFault> {
+    for (i, m) in modules.iter().enumerate() {
+        mem.write_obj(MODLIST_GPA + i as u64 * 32, m)?;
+    }
     let map = [
         (0, LEGACY_HOLE.0, E820_RAM),
-        (LEGACY_HOLE.0, LEGACY_HOLE.1 - LEGACY_HOLE.0, E820_RESERVED),
+        (LEGACY_HOLE.0, ACPI_GPA - LEGACY_HOLE.0, E820_RESERVED),
+        (ACPI_GPA, LEGACY_HOLE.1 - ACPI_GPA, E820_NVS),
         (LEGACY_HOLE.1, ram - LEGACY_HOLE.1, E820_RAM),
     ];
     for (i, (addr, size, kind)) in map.iter().enumerate() {
-        let e = HvmMemmapTableEntry { addr: *addr, size: *size, ty: *kind, reserved: 0 };
+        let e = HvmMemmapTableEntry {
+            addr: *addr,
+            size: *size,
+            ty: *kind,
+            reserved: 0,
+        };
         mem.write_obj(MEMMAP_GPA + i as u64 * 24, &e)?;
     }
     mem.write(CMDLINE_GPA, cmdline.as_bytes())?;
@@ -133,11 +285,11 @@ fn write_start_info<F: pagetable::Format>(mem: &GuestMemory<F>, cmdline: &str, r
     let info = HvmStartInfo {
         magic: XEN_HVM_START_MAGIC_VALUE,
         version: 1,
-        flags: 0,
-        nr_modules: 0,
-        modlist_paddr: 0,
+        flags,
+        nr_modules: modules.len() as u32,
+        modlist_paddr: if modules.is_empty() { 0 } else { MODLIST_GPA },
         cmdline_paddr: CMDLINE_GPA,
-        rsdp_paddr: 0,
+        rsdp_paddr: rsdp,
         memmap_paddr: MEMMAP_GPA,
         memmap_entries: map.len() as u32,
         reserved: 0,

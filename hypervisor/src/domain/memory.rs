@@ -26,7 +26,11 @@ pub struct GuestFault {
 
 impl fmt::Display for GuestFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "guest-physical address {:#x} is not accessible", self.gpa)
+        write!(
+            f,
+            "guest-physical address {:#x} is not accessible",
+            self.gpa
+        )
     }
 }
 
@@ -76,19 +80,39 @@ impl<F: Format> GuestMemory<F> {
             chunks: Vec::with_capacity(count as usize),
             overlays: Vec::new(),
         };
-        let max = if large_pages { PageSize::Size2M } else { PageSize::Size4K };
+        let max = if large_pages {
+            PageSize::Size2M
+        } else {
+            PageSize::Size4K
+        };
         for i in 0..count {
-            let host = phys::alloc_zeroed(CHUNK / FRAME_SIZE, CHUNK / FRAME_SIZE)
-                .ok_or(MemoryError::OutOfMemory { requested: count * CHUNK })?;
+            let host = phys::alloc_zeroed(CHUNK / FRAME_SIZE, CHUNK / FRAME_SIZE).ok_or(
+                MemoryError::OutOfMemory {
+                    requested: count * CHUNK,
+                },
+            )?;
             mem.chunks.push(host);
-            mem.with_p2m(|p2m, m, a| p2m.map_range(m, a, i * CHUNK, host, CHUNK, Perm::RWX, MemType::WriteBack, max))?;
+            mem.with_p2m(|p2m, m, a| {
+                p2m.map_range(
+                    m,
+                    a,
+                    i * CHUNK,
+                    host,
+                    CHUNK,
+                    Perm::RWX,
+                    MemType::WriteBack,
+                    max,
+                )
+            })?;
         }
         Ok(mem)
     }
 
     fn new_p2m() -> Result<PageTable<F>, MemoryError> {
         let mut guard = phys::FRAMES.lock();
-        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory { requested: FRAME_SIZE })?;
+        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory {
+            requested: FRAME_SIZE,
+        })?;
         Ok(PageTable::new(&mut DirectMap, &mut TableFrames(frames))?)
     }
 
@@ -97,7 +121,9 @@ impl<F: Format> GuestMemory<F> {
         f: impl FnOnce(&mut PageTable<F>, &mut DirectMap, &mut TableFrames<'_>) -> Result<R, MapError>,
     ) -> Result<R, MemoryError> {
         let mut guard = phys::FRAMES.lock();
-        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory { requested: FRAME_SIZE })?;
+        let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory {
+            requested: FRAME_SIZE,
+        })?;
         Ok(f(&mut self.p2m, &mut DirectMap, &mut TableFrames(frames))?)
     }
 
@@ -130,7 +156,15 @@ impl<F: Format> GuestMemory<F> {
                 Ok(_) | Err(MapError::NotMapped { .. }) => {}
                 Err(e) => return Err(e),
             }
-            p2m.map(m, a, gpa, host, PageSize::Size4K, Perm::RW, MemType::WriteBack)
+            p2m.map(
+                m,
+                a,
+                gpa,
+                host,
+                PageSize::Size4K,
+                Perm::RW,
+                MemType::WriteBack,
+            )
         })?;
         self.overlays.retain(|o| o.0 != gpa);
         self.overlays.push((gpa, host));
@@ -139,7 +173,10 @@ impl<F: Format> GuestMemory<F> {
 
     /// Host-physical address backing `gpa`, if the p2m allows `perm` there.
     fn host_addr(&self, gpa: u64, write: bool) -> Result<u64, GuestFault> {
-        let t = self.p2m.translate(&DirectMap, gpa).ok_or(GuestFault { gpa })?;
+        let t = self
+            .p2m
+            .translate(&DirectMap, gpa)
+            .ok_or(GuestFault { gpa })?;
         let needed = if write { Perm::W } else { Perm::R };
         if !t.perm.contains(needed) {
             return Err(GuestFault { gpa });
@@ -199,14 +236,21 @@ impl<F: Format> GuestMemory<F> {
     }
 
     /// Reads a plain value.
-    pub fn read_obj<T: zerocopy::FromBytes + zerocopy::IntoBytes>(&self, gpa: u64) -> Result<T, GuestFault> {
+    pub fn read_obj<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
+        &self,
+        gpa: u64,
+    ) -> Result<T, GuestFault> {
         let mut v = T::new_zeroed();
         self.read(gpa, v.as_mut_bytes())?;
         Ok(v)
     }
 
     /// Writes a plain value.
-    pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(&self, gpa: u64, v: &T) -> Result<(), GuestFault> {
+    pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(
+        &self,
+        gpa: u64,
+        v: &T,
+    ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
     }
 }

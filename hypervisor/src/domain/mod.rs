@@ -5,6 +5,7 @@
 //! fields; hardware is reached through [`crate::hvm::Vcpu`].
 
 pub mod build;
+pub mod kernel;
 pub mod memory;
 pub mod run;
 pub mod walk;
@@ -31,7 +32,9 @@ pub enum DomainEnd {
 impl fmt::Display for DomainEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DomainEnd::Shutdown(r) => write!(f, "shut down: {} (reason {r})", shutdown_reason_name(*r)),
+            DomainEnd::Shutdown(r) => {
+                write!(f, "shut down: {} (reason {r})", shutdown_reason_name(*r))
+            }
             DomainEnd::Crashed => write!(f, "crashed"),
             DomainEnd::Deadlocked => write!(f, "blocked forever (no timer, no events)"),
         }
@@ -51,11 +54,56 @@ pub fn shutdown_reason_name(reason: u32) -> &'static str {
     }
 }
 
-/// Per-vCPU scheduling state the generic code keeps.
+/// Per-vCPU timers the generic code keeps (Xen system time, ns).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct VcpuTimer {
-    /// Xen system time (ns) at which the one-shot timer fires (set_timer_op).
+    /// When the one-shot timer fires (set_timer_op / VCPUOP_set_singleshot_timer).
     pub deadline_ns: Option<u64>,
+    /// Period of the periodic timer (VCPUOP_set_periodic_timer), and its next expiry.
+    pub period_ns: Option<u64>,
+    pub next_period_ns: u64,
+}
+
+impl VcpuTimer {
+    /// The earliest time either timer fires.
+    pub fn next_expiry(&self) -> Option<u64> {
+        let periodic = self.period_ns.map(|_| self.next_period_ns);
+        match (self.deadline_ns, periodic) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Consumes the timers due at `now`; true if any fired.
+    pub fn fire_due(&mut self, now: u64) -> bool {
+        let mut fired = false;
+        if self.deadline_ns.is_some_and(|d| d <= now) {
+            self.deadline_ns = None;
+            fired = true;
+        }
+        if let Some(p) = self.period_ns {
+            if self.next_period_ns <= now {
+                // Skip missed periods rather than firing a burst.
+                let missed = (now - self.next_period_ns) / p + 1;
+                self.next_period_ns += missed * p;
+                fired = true;
+            }
+        }
+        fired
+    }
+}
+
+/// Per-vCPU Xen state the guest registered.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuXenState {
+    /// Guest-physical address of this vCPU's `vcpu_info` once moved out of shared_info
+    /// (VCPUOP_register_vcpu_info).
+    pub vcpu_info_gpa: Option<u64>,
+    /// Guest-virtual address of the runstate area (VCPUOP_register_runstate_memory_area).
+    pub runstate_gva: Option<u64>,
+    /// System time at which the current runstate began, and time spent per state.
+    pub runstate_entry_ns: u64,
+    pub runstate_time: [u64; 4],
 }
 
 /// A guest.
@@ -65,6 +113,18 @@ pub struct Domain<B: Backend> {
     pub mem: GuestMemory<B::P2m>,
     pub vcpu: B::Vcpu,
     pub timer: VcpuTimer,
+    /// Per-vCPU Xen registrations.
+    pub xen_vcpu: VcpuXenState,
+    /// The vCPU's local APIC (x2APIC mode).
+    pub vlapic: crate::hvm::vlapic::Vlapic,
+    /// Whether this is the control domain (dom0: `SIF_PRIVILEGED | SIF_INITDOMAIN`).
+    pub privileged: bool,
+    /// HVM parameters (HVMOP_set_param / get_param).
+    pub hvm_params: [u64; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
+    /// The domain's event channels (2-level ABI).
+    pub evtchn: evtchn::EventChannels,
+    /// The global callback vector (HVM_PARAM_CALLBACK_IRQ type 2), injected directly.
+    pub callback_vector: Option<u8>,
     /// Host frame of this domain's shared_info page, once the guest mapped it.
     pub shared_info: Option<u64>,
     /// Console output not yet ended by a newline.

@@ -7,13 +7,17 @@
 use super::{Domain, DomainEnd};
 use crate::hvm::cpuid::{guest_cpuid, CpuidContext, CpuidResult};
 use crate::hvm::msr::{self, MsrRead, MsrWrite};
+use crate::hvm::vlapic::{ApicEffect, Vlapic};
 use crate::hvm::{Backend, Event, Exit, IoAccess, Vcpu};
-use crate::xen::{self, Call, Reply};
 use crate::time;
+use crate::xen::{self, Call, Reply};
 use log::{debug, warn};
 
 /// General-protection fault, injected for refused MSR and XCR accesses.
-const GP: Event = Event::Exception { vector: 13, error_code: Some(0) };
+const GP: Event = Event::Exception {
+    vector: 13,
+    error_code: Some(0),
+};
 /// Port where guests may write debug bytes (Bochs/QEMU convention).
 const DEBUG_PORT: u16 = 0xe9;
 /// Most bytes one `rep outsb` to the debug port may emit per exit.
@@ -27,12 +31,54 @@ enum Flow {
 /// Runs `dom` until it shuts down, crashes or can never run again.
 pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
     loop {
+        poll_events(dom);
+        deliver_interrupt(dom);
         let exit = dom.vcpu.run();
         dom.exits += 1;
         if let Flow::End(end) = handle(dom, exit) {
             dom.flush_console();
             return end;
         }
+    }
+}
+
+/// Raises what became due while the guest ran or waited: expired timers (VIRQ_TIMER)
+/// and console input (VIRQ_CONSOLE).
+fn poll_events<B: Backend>(dom: &mut Domain<B>) {
+    let now = time::now().1;
+    if dom.timer.fire_due(now) {
+        xen::events::timer_fired(dom);
+    }
+    xen::console::poll_input(dom);
+}
+
+/// The interrupt the guest should take next: the event-channel callback vector while
+/// `evtchn_upcall_pending` is set (injected directly, bypassing the LAPIC, as Xen's
+/// global callback does), else the highest deliverable LAPIC vector.
+fn pending_interrupt<B: Backend>(dom: &Domain<B>) -> Option<(u8, bool)> {
+    if let Some(v) = dom.callback_vector {
+        if xen::shared_info::upcall_pending(dom) {
+            return Some((v, false));
+        }
+    }
+    dom.vlapic.next_interrupt().map(|v| (v, true))
+}
+
+/// Injects the pending interrupt if the guest can take it now, else asks for an exit
+/// as soon as it can.
+fn deliver_interrupt<B: Backend>(dom: &mut Domain<B>) {
+    let Some((vector, via_lapic)) = pending_interrupt(dom) else {
+        dom.vcpu.request_interrupt_window(false);
+        return;
+    };
+    if dom.vcpu.interrupts_enabled() {
+        if via_lapic {
+            dom.vlapic.ack(vector);
+        }
+        dom.vcpu.inject(Event::Interrupt(vector));
+        dom.vcpu.request_interrupt_window(false);
+    } else {
+        dom.vcpu.request_interrupt_window(true);
     }
 }
 
@@ -44,6 +90,15 @@ fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
         }
         Exit::Hlt => {
             dom.vcpu.skip_instruction();
+            // HLT with interrupts off can never end: the vCPU is down. When every vCPU
+            // is down the domain has powered itself off (Linux's PVH poweroff path).
+            if dom.vcpu.control_state().rflags & (1 << 9) == 0 {
+                log::info!(
+                    "domain {}: all vCPUs halted with interrupts disabled: powering off",
+                    dom.id
+                );
+                return Flow::End(DomainEnd::Shutdown(0));
+            }
             return block(dom, "HLT");
         }
         Exit::Hypercall => return hypercall(dom),
@@ -71,17 +126,32 @@ fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
-            return crash(dom, format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"));
+            return crash(
+                dom,
+                format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"),
+            );
         }
         Exit::NestedPageMisconfig { gpa } => {
-            return crash(dom, format_args!("nested page table misconfigured at {gpa:#x} (hypervisor bug)"));
+            return crash(
+                dom,
+                format_args!("nested page table misconfigured at {gpa:#x} (hypervisor bug)"),
+            );
         }
         Exit::TripleFault => return crash(dom, format_args!("triple fault")),
         Exit::EntryFailed { reason, detail } => {
-            return crash(dom, format_args!("VM entry failed: {reason} (detail {detail:#x})"));
+            return crash(
+                dom,
+                format_args!("VM entry failed: {reason} (detail {detail:#x})"),
+            );
         }
-        Exit::Unhandled { code, qualification } => {
-            return crash(dom, format_args!("unhandled exit {code:#x} (qualification {qualification:#x})"));
+        Exit::Unhandled {
+            code,
+            qualification,
+        } => {
+            return crash(
+                dom,
+                format_args!("unhandled exit {code:#x} (qualification {qualification:#x})"),
+            );
         }
     }
     Flow::Continue
@@ -91,8 +161,17 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
     let regs = dom.vcpu.regs();
     let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
     let host = core::arch::x86_64::__cpuid_count(leaf, subleaf);
-    let host = CpuidResult { eax: host.eax, ebx: host.ebx, ecx: host.ecx, edx: host.edx };
-    let ctx = CpuidContext { vcpu_id: 0, domid: dom.id, vcpus: 1 };
+    let host = CpuidResult {
+        eax: host.eax,
+        ebx: host.ebx,
+        ecx: host.ecx,
+        edx: host.edx,
+    };
+    let ctx = CpuidContext {
+        vcpu_id: 0,
+        domid: dom.id,
+        vcpus: 1,
+    };
     let r = guest_cpuid(leaf, subleaf, host, &ctx);
     let regs = dom.vcpu.regs();
     regs.rax = u64::from(r.eax);
@@ -103,7 +182,10 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
 
 fn hypercall<B: Backend>(dom: &mut Domain<B>) -> Flow {
     let r = *dom.vcpu.regs();
-    let call = Call { nr: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8] };
+    let call = Call {
+        nr: r.rax,
+        args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8],
+    };
     let (rax, reply) = xen::dispatch(dom, call);
     dom.vcpu.regs().rax = rax;
     dom.vcpu.skip_instruction();
@@ -114,26 +196,53 @@ fn hypercall<B: Backend>(dom: &mut Domain<B>) -> Flow {
     }
 }
 
-/// The vCPU waits for a wake-up: its one-shot timer (the only event source so far).
-/// With a single vCPU and no timer, nothing can ever wake it.
+/// The vCPU waits until something can wake it: an interrupt already pending, a timer,
+/// or console input (dom0). With none of these possible, nothing ever will.
 fn block<B: Backend>(dom: &mut Domain<B>, why: &str) -> Flow {
-    let Some(deadline) = dom.timer.deadline_ns.take() else {
-        log::warn!("domain {}: vCPU 0 blocked in {why} with no timer and no event source", dom.id);
-        return Flow::End(DomainEnd::Deadlocked);
-    };
-    let until = time::tsc_at(deadline);
-    while crate::arch::x86::tsc::rdtsc() < until {
+    loop {
+        if pending_interrupt(dom).is_some() {
+            return Flow::Continue;
+        }
+        let Some(deadline) = dom.timer.next_expiry() else {
+            if !dom.privileged {
+                log::warn!(
+                    "domain {}: vCPU 0 blocked in {why} with no timer and no event source",
+                    dom.id
+                );
+                return Flow::End(DomainEnd::Deadlocked);
+            }
+            // dom0 can still be woken by console input.
+            if xen::console::poll_input(dom) {
+                continue;
+            }
+            core::hint::spin_loop();
+            continue;
+        };
+        if time::now().1 >= deadline {
+            poll_events(dom);
+            xen::shared_info::update_time(dom);
+            // A timer with no event channel bound to it still ends the wait.
+            if pending_interrupt(dom).is_none() {
+                return Flow::Continue;
+            }
+            continue;
+        }
+        if xen::console::poll_input(dom) {
+            continue;
+        }
         core::hint::spin_loop();
     }
-    xen::shared_info::update_time(dom);
-    Flow::Continue
 }
 
 fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
     if io.write && io.port == DEBUG_PORT {
         if io.string {
             let regs = *dom.vcpu.regs();
-            let count = if io.rep { (regs.rcx & 0xffff_ffff).min(REP_OUT_MAX) } else { 1 };
+            let count = if io.rep {
+                (regs.rcx & 0xffff_ffff).min(REP_OUT_MAX)
+            } else {
+                1
+            };
             let mut buf = [0u8; REP_OUT_MAX as usize];
             let n = count as usize;
             if xen::guest_access::copy_from_guest(dom, regs.rsi, &mut buf[..n]).is_ok() {
@@ -163,13 +272,26 @@ fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
             regs.rax &= 0xffff_ffff;
         }
     }
-    debug!("d{}: port {:#x} {} ignored", dom.id, io.port, if io.write { "write" } else { "read" });
+    debug!(
+        "d{}: port {:#x} {} ignored",
+        dom.id,
+        io.port,
+        if io.write { "write" } else { "read" }
+    );
 }
 
 /// Emulates RDMSR/WRMSR; false means the guest gets #GP.
 fn msr_access<B: Backend>(dom: &mut Domain<B>, write: bool) -> bool {
     let regs = *dom.vcpu.regs();
     let index = regs.rcx as u32;
+    if Vlapic::owns(index) {
+        return x2apic_access(
+            dom,
+            index,
+            write,
+            (regs.rdx << 32) | (regs.rax & 0xffff_ffff),
+        );
+    }
     if !write {
         let value = match dom.vcpu.read_msr(index) {
             Some(v) => v,
@@ -212,17 +334,76 @@ fn msr_access<B: Backend>(dom: &mut Domain<B>, write: bool) -> bool {
     }
 }
 
+/// An x2APIC register access; false means #GP.
+fn x2apic_access<B: Backend>(dom: &mut Domain<B>, index: u32, write: bool, value: u64) -> bool {
+    if !write {
+        let Some(v) = dom.vlapic.read(index) else {
+            return false;
+        };
+        let regs = dom.vcpu.regs();
+        regs.rax = v & 0xffff_ffff;
+        regs.rdx = v >> 32;
+        return true;
+    }
+    match dom.vlapic.write(index, value) {
+        Ok(ApicEffect::None) => true,
+        Ok(effect) => {
+            // One vCPU per domain: IPIs to others have no target.
+            debug!("d{}: APIC {effect:?} has no target vCPU", dom.id);
+            true
+        }
+        Err(()) => false,
+    }
+}
+
 /// Ends the domain with a diagnostic: what happened, where, and the register state.
 fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flow {
     dom.flush_console();
     let s = dom.vcpu.control_state();
     let r = *dom.vcpu.regs();
     log::error!("domain {} crashed: {what}", dom.id);
-    log::error!("  RIP {:#018x}  RSP {:#018x}  RFLAGS {:#x}  CS {:#x} CPL {}", s.rip, s.rsp, s.rflags, s.cs_selector, s.cpl);
-    log::error!("  CR0 {:#x}  CR2 {:#x}  CR3 {:#x}  CR4 {:#x}  EFER {:#x}", s.cr0, s.cr2, s.cr3, s.cr4, s.efer);
-    log::error!("  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}", r.rax, r.rbx, r.rcx, r.rdx);
-    log::error!("  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}", r.rsi, r.rdi, r.rbp, r.r8);
-    log::error!("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", r.r9, r.r10, r.r11, r.r12);
-    log::error!("  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", r.r13, r.r14, r.r15);
+    log::error!(
+        "  RIP {:#018x}  RSP {:#018x}  RFLAGS {:#x}  CS {:#x} CPL {}",
+        s.rip,
+        s.rsp,
+        s.rflags,
+        s.cs_selector,
+        s.cpl
+    );
+    log::error!(
+        "  CR0 {:#x}  CR2 {:#x}  CR3 {:#x}  CR4 {:#x}  EFER {:#x}",
+        s.cr0,
+        s.cr2,
+        s.cr3,
+        s.cr4,
+        s.efer
+    );
+    log::error!(
+        "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}",
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx
+    );
+    log::error!(
+        "  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}",
+        r.rsi,
+        r.rdi,
+        r.rbp,
+        r.r8
+    );
+    log::error!(
+        "  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}",
+        r.r9,
+        r.r10,
+        r.r11,
+        r.r12
+    );
+    log::error!(
+        "  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}",
+        r.r13,
+        r.r14,
+        r.r15
+    );
     Flow::End(DomainEnd::Crashed)
 }

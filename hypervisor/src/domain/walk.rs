@@ -96,12 +96,25 @@ mod tests {
         }
     }
 
-    const LONG: PagingMode = PagingMode { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PAE, efer: EFER_LMA | (1 << 8) };
+    const LONG: PagingMode = PagingMode {
+        cr0: CR0_PG | 1,
+        cr3: 0x1000,
+        cr4: CR4_PAE,
+        efer: EFER_LMA | (1 << 8),
+    };
 
     #[test]
     fn paging_off_is_identity() {
-        let m = PagingMode { cr0: 1, cr3: 0, cr4: 0, efer: 0 };
-        assert_eq!(translate(&m, 0xdead_beef, &Mem::default()), Some(0xdead_beef));
+        let m = PagingMode {
+            cr0: 1,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        };
+        assert_eq!(
+            translate(&m, 0xdead_beef, &Mem::default()),
+            Some(0xdead_beef)
+        );
     }
 
     #[test]
@@ -115,9 +128,15 @@ mod tests {
         mem.0.insert(0x4000 + ((va >> 12) & 511) * 8, 0x77_7000 | 3);
         assert_eq!(translate(&LONG, va, &mem), Some(0x77_7678));
         mem.0.insert(0x3000 + l2 * 8, 0x60_0000 | 0x83);
-        assert_eq!(translate(&LONG, va, &mem), Some(0x60_0000 | (va & 0x1f_ffff)));
+        assert_eq!(
+            translate(&LONG, va, &mem),
+            Some(0x60_0000 | (va & 0x1f_ffff))
+        );
         mem.0.insert(0x2000 + l3 * 8, 0x4000_0000 | 0x83);
-        assert_eq!(translate(&LONG, va, &mem), Some(0x4000_0000 | (va & 0x3fff_ffff)));
+        assert_eq!(
+            translate(&LONG, va, &mem),
+            Some(0x4000_0000 | (va & 0x3fff_ffff))
+        );
     }
 
     #[test]
@@ -131,12 +150,25 @@ mod tests {
     #[test]
     fn pae_and_legacy_32bit() {
         let mut mem = Mem::default();
-        let pae = PagingMode { cr0: CR0_PG | 1, cr3: 0x1000, cr4: CR4_PAE, efer: 0 };
+        let pae = PagingMode {
+            cr0: CR0_PG | 1,
+            cr3: 0x1000,
+            cr4: CR4_PAE,
+            efer: 0,
+        };
         mem.0.insert(0x1000 + 3 * 8, 0x2000 | 1);
-        mem.0.insert(0x2000 + ((0xc040_0000u64 >> 21) & 511) * 8, 0x80_0000 | 0x83);
+        mem.0.insert(
+            0x2000 + ((0xc040_0000u64 >> 21) & 511) * 8,
+            0x80_0000 | 0x83,
+        );
         assert_eq!(translate(&pae, 0xc041_2345, &mem), Some(0x81_2345));
 
-        let legacy = PagingMode { cr0: CR0_PG | 1, cr3: 0x5000, cr4: CR4_PSE, efer: 0 };
+        let legacy = PagingMode {
+            cr0: CR0_PG | 1,
+            cr3: 0x5000,
+            cr4: CR4_PSE,
+            efer: 0,
+        };
         mem.0.insert(0x5000 + 0x300 * 4, 0x40_0000 | 0x83);
         assert_eq!(translate(&legacy, 0xc012_3456, &mem), Some(0x52_3456));
         mem.0.insert(0x5000 + 0x301 * 4, 0x6000 | 3);

@@ -46,15 +46,48 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
     let mut r = host;
     match leaf {
         1 => {
-            // ECX: clear MONITOR(3), VMX(5), SMX(6), TSC-deadline(24); set hypervisor(31).
+            // ECX: clear MONITOR(3), VMX(5), SMX(6), TSC-deadline(24); set x2APIC(21),
+            // which every vCPU starts in, and hypervisor(31).
             r.ecx &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24));
-            r.ecx |= 1 << 31;
+            r.ecx |= (1 << 21) | (1 << 31);
+            // ECX: also no debug store, SpeedStep, thermal monitor, xTPR, perfmon
+            // capabilities or DCA: all need MSRs or platform parts we do not emulate.
+            r.ecx &=
+                !((1 << 2) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 14) | (1 << 15) | (1 << 18));
+            // EDX: the APIC is present (it is emulated); no machine check (MCE, MCA),
+            // debug store, ACPI thermal, thermal monitor or PBE.
+            r.edx |= 1 << 9;
+            r.edx &= !((1 << 7) | (1 << 14) | (1 << 21) | (1 << 22) | (1 << 29) | (1 << 31));
             // EBX: initial APIC id in 31..24, logical processor count in 23..16.
             r.ebx = (r.ebx & 0xffff) | (ctx.vcpu_id << 24) | ((ctx.vcpus.min(255)) << 16);
         }
         5 | 0xa => r = CpuidResult::default(), // MONITOR/MWAIT, performance monitoring
+        // Extended topology: one thread per core, `vcpus` cores; x2APIC id = vCPU id, so
+        // it agrees with leaf 1, the MADT and the x2APIC ID register.
+        0xb | 0x1f => {
+            r = match subleaf {
+                0 => CpuidResult {
+                    eax: 0,
+                    ebx: 1,
+                    ecx: 1 << 8,
+                    edx: ctx.vcpu_id,
+                },
+                1 => CpuidResult {
+                    eax: 32 - ctx.vcpus.max(1).next_power_of_two().leading_zeros() - 1,
+                    ebx: ctx.vcpus,
+                    ecx: (2 << 8) | 1,
+                    edx: ctx.vcpu_id,
+                },
+                n => CpuidResult {
+                    eax: 0,
+                    ebx: 0,
+                    ecx: n & 0xff,
+                    edx: ctx.vcpu_id,
+                },
+            };
+        }
         7 if subleaf == 0 => r.ecx &= !(1 << 16), // LA57
-        0x8000_0001 => r.ecx &= !(1 << 2),       // SVM
+        0x8000_0001 => r.ecx &= !(1 << 2),        // SVM
         0x8000_000a | 0x8000_001f => r = CpuidResult::default(), // SVM features, SME/SEV
         _ => {}
     }
@@ -65,9 +98,22 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
 fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
     let sig = |s: &[u8; 4]| u32::from_le_bytes(*s);
     match leaf {
-        XEN_CPUID_BASE => CpuidResult { eax: XEN_CPUID_MAX, ebx: sig(b"XenV"), ecx: sig(b"MMXe"), edx: sig(b"nVMM") },
-        0x4000_0001 => CpuidResult { eax: (XEN_VERSION.0 << 16) | XEN_VERSION.1, ..Default::default() },
-        0x4000_0002 => CpuidResult { eax: 1, ebx: HYPERCALL_PAGE_MSR, ecx: 0, edx: 0 },
+        XEN_CPUID_BASE => CpuidResult {
+            eax: XEN_CPUID_MAX,
+            ebx: sig(b"XenV"),
+            ecx: sig(b"MMXe"),
+            edx: sig(b"nVMM"),
+        },
+        0x4000_0001 => CpuidResult {
+            eax: (XEN_VERSION.0 << 16) | XEN_VERSION.1,
+            ..Default::default()
+        },
+        0x4000_0002 => CpuidResult {
+            eax: 1,
+            ebx: HYPERCALL_PAGE_MSR,
+            ecx: 0,
+            edx: 0,
+        },
         0x4000_0003 => {
             let _ = subleaf; // time leaf: Linux does not use it
             CpuidResult::default()
@@ -86,8 +132,17 @@ fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
 mod tests {
     use super::*;
 
-    const CTX: CpuidContext = CpuidContext { vcpu_id: 2, domid: 7, vcpus: 4 };
-    const ALL: CpuidResult = CpuidResult { eax: !0, ebx: !0, ecx: !0, edx: !0 };
+    const CTX: CpuidContext = CpuidContext {
+        vcpu_id: 2,
+        domid: 7,
+        vcpus: 4,
+    };
+    const ALL: CpuidResult = CpuidResult {
+        eax: !0,
+        ebx: !0,
+        ecx: !0,
+        edx: !0,
+    };
 
     #[test]
     fn xen_signature_and_max_leaf() {
@@ -107,7 +162,15 @@ mod tests {
 
     #[test]
     fn hypercall_page_leaf() {
-        assert_eq!(guest_cpuid(0x4000_0002, 0, ALL, &CTX), CpuidResult { eax: 1, ebx: 0x4000_0000, ecx: 0, edx: 0 });
+        assert_eq!(
+            guest_cpuid(0x4000_0002, 0, ALL, &CTX),
+            CpuidResult {
+                eax: 1,
+                ebx: 0x4000_0000,
+                ecx: 0,
+                edx: 0
+            }
+        );
     }
 
     #[test]
@@ -121,7 +184,11 @@ mod tests {
     #[test]
     fn other_hypervisor_leaves_are_zero() {
         for leaf in [0x4000_0006, 0x4000_0100, 0x4000_0101, 0x4000_ff00] {
-            assert_eq!(guest_cpuid(leaf, 0, ALL, &CTX), CpuidResult::default(), "{leaf:#x}");
+            assert_eq!(
+                guest_cpuid(leaf, 0, ALL, &CTX),
+                CpuidResult::default(),
+                "{leaf:#x}"
+            );
         }
     }
 
@@ -132,17 +199,53 @@ mod tests {
         assert_eq!(r.ecx & (1 << 6), 0, "SMX");
         assert_eq!(r.ecx & (1 << 3), 0, "MONITOR");
         assert_ne!(r.ecx & (1 << 31), 0, "hypervisor bit");
-        assert_eq!(r.edx, !0, "EDX features pass through");
+        assert_ne!(r.ecx & (1 << 21), 0, "x2APIC");
+        assert_eq!(
+            r.edx & (1 << 7 | 1 << 14),
+            0,
+            "no machine-check architecture"
+        );
+        assert_eq!(
+            r.edx & 0x0000_1f7f,
+            0x0000_1f7f & !(1 << 7),
+            "basic EDX features pass through"
+        );
         assert_eq!(r.ebx >> 24, 2, "APIC id = vCPU id");
         assert_eq!((r.ebx >> 16) & 0xff, 4);
     }
 
     #[test]
+    fn topology_leaves_agree_with_apic_ids() {
+        let smt = guest_cpuid(0xb, 0, ALL, &CTX);
+        let core = guest_cpuid(0xb, 1, ALL, &CTX);
+        assert_eq!((smt.edx, core.edx), (2, 2), "x2APIC id = vCPU id");
+        assert_eq!(core.ebx, 4, "four logical CPUs in the package");
+        assert_eq!(core.eax, 2, "two bits of core id");
+        assert_eq!((smt.ecx >> 8) & 0xff, 1, "SMT level");
+        assert_eq!((core.ecx >> 8) & 0xff, 2, "core level");
+        assert_eq!(
+            (guest_cpuid(0xb, 2, ALL, &CTX).ecx >> 8) & 0xff,
+            0,
+            "end of levels"
+        );
+    }
+
+    #[test]
     fn amd_virtualization_and_memory_encryption_hidden() {
         assert_eq!(guest_cpuid(0x8000_0001, 0, ALL, &CTX).ecx & (1 << 2), 0);
-        assert_eq!(guest_cpuid(0x8000_000a, 0, ALL, &CTX), CpuidResult::default());
-        assert_eq!(guest_cpuid(0x8000_001f, 0, ALL, &CTX), CpuidResult::default());
+        assert_eq!(
+            guest_cpuid(0x8000_000a, 0, ALL, &CTX),
+            CpuidResult::default()
+        );
+        assert_eq!(
+            guest_cpuid(0x8000_001f, 0, ALL, &CTX),
+            CpuidResult::default()
+        );
         assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 16), 0, "LA57");
-        assert_eq!(guest_cpuid(7, 1, ALL, &CTX), ALL, "other subleaves untouched");
+        assert_eq!(
+            guest_cpuid(7, 1, ALL, &CTX),
+            ALL,
+            "other subleaves untouched"
+        );
     }
 }

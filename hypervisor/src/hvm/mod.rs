@@ -12,6 +12,7 @@
 
 pub mod cpuid;
 pub mod msr;
+pub mod vlapic;
 
 use core::fmt;
 
@@ -92,7 +93,11 @@ pub enum Exit {
     /// INVD or WBINVD.
     CacheFlush,
     /// The guest touched guest-physical memory its nested page tables do not allow.
-    NestedPageFault { gpa: u64, access: Access, gla: Option<u64> },
+    NestedPageFault {
+        gpa: u64,
+        access: Access,
+        gla: Option<u64>,
+    },
     /// The nested page tables themselves are malformed (a hypervisor bug).
     NestedPageMisconfig { gpa: u64 },
     /// A host interrupt arrived while the guest ran; the host has handled or will handle it.
@@ -215,16 +220,24 @@ pub enum BackendError {
     /// No memory for a VMCS/VMCB or bitmap.
     OutOfMemory,
     /// A VMX instruction failed.
-    InstructionFailed { instruction: &'static str, error: u64 },
+    InstructionFailed {
+        instruction: &'static str,
+        error: u64,
+    },
 }
 
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendError::Unsupported(what) => write!(f, "CPU does not support {what}"),
-            BackendError::LockedByFirmware(what) => write!(f, "{what} is disabled and locked by firmware"),
+            BackendError::LockedByFirmware(what) => {
+                write!(f, "{what} is disabled and locked by firmware")
+            }
             BackendError::ControlUnavailable { msr, bit } => {
-                write!(f, "required control bit {bit} not allowed by capability MSR {msr:#x}")
+                write!(
+                    f,
+                    "required control bit {bit} not allowed by capability MSR {msr:#x}"
+                )
             }
             BackendError::OutOfMemory => write!(f, "out of memory"),
             BackendError::InstructionFailed { instruction, error } => {

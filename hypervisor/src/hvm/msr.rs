@@ -3,8 +3,10 @@
 //! Unknown MSRs raise #GP, as on Xen: Linux probes optional MSRs with `rdmsr_safe` and
 //! survives the fault, while a silently invented value could mislead it.
 
-/// IA32_APIC_BASE value: xAPIC at the architectural address, enabled, this is the BSP.
-pub const APIC_BASE_VALUE: u64 = 0xfee0_0000 | (1 << 11) | (1 << 8);
+/// IA32_APIC_BASE value: APIC at the architectural address, enabled (bit 11), already in
+/// x2APIC mode (EXTD, bit 10), this is the BSP (bit 8). Starting in x2APIC mode means the
+/// guest never touches the xAPIC MMIO page.
+pub const APIC_BASE_VALUE: u64 = 0xfee0_0000 | (1 << 11) | (1 << 10) | (1 << 8);
 
 /// What a guest RDMSR yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,14 +30,14 @@ pub enum MsrWrite {
 /// Reads an MSR the backend did not claim.
 pub fn read(index: u32) -> MsrRead {
     MsrRead::Value(match index {
-        0x17 | 0x8b => 0,                            // platform id, microcode revision
-        0x1b => APIC_BASE_VALUE,                     // IA32_APIC_BASE
-        0x3a => 1,                                   // IA32_FEATURE_CONTROL: locked, VMX off
-        0x48 | 0x10a => 0,                           // SPEC_CTRL, ARCH_CAPABILITIES
-        0xfe => 0,                                   // MTRRcap: no ranges, no fixed MTRRs
-        0x2ff => (1 << 11) | 6,                      // MTRRdefType: enabled, write-back
-        0x1a0 => 1 | (1 << 11) | (1 << 12),          // MISC_ENABLE: fast strings, no BTS/PEBS
-        0x4000_0000 => 0,                            // hypercall page MSR reads as 0
+        0x17 | 0x8b => 0,                             // platform id, microcode revision
+        0x1b => APIC_BASE_VALUE,                      // IA32_APIC_BASE
+        0x3a => 1,                                    // IA32_FEATURE_CONTROL: locked, VMX off
+        0x48 | 0x10a => 0,                            // SPEC_CTRL, ARCH_CAPABILITIES
+        0xfe => 0,                                    // MTRRcap: no ranges, no fixed MTRRs
+        0x2ff => (1 << 11) | 6,                       // MTRRdefType: enabled, write-back
+        0x1a0 => 1 | (1 << 11) | (1 << 12),           // MISC_ENABLE: fast strings, no BTS/PEBS
+        0x4000_0000 => 0,                             // hypercall page MSR reads as 0
         0xc001_0015 | 0xc001_1029 | 0xc001_0114 => 0, // AMD HWCR, DE_CFG, VM_CR
         _ => return MsrRead::Fault,
     })
@@ -54,7 +56,9 @@ pub fn write(index: u32, value: u64) -> MsrWrite {
         }
         // Accepted and ignored: the APIC base may only be rewritten to its current value.
         0x1b if value == APIC_BASE_VALUE => MsrWrite::Done,
-        0x48 | 0x49 | 0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => MsrWrite::Done,
+        0x48 | 0x49 | 0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => {
+            MsrWrite::Done
+        }
         0x8b | 0xc001_0015 | 0xc001_1029 => MsrWrite::Done,
         _ => MsrWrite::Fault,
     }
@@ -64,7 +68,11 @@ pub fn write(index: u32, value: u64) -> MsrWrite {
 /// stub 23 (the PV-only iret) = `ud2` (Xen `docs/guest-guide/x86/hypercall-abi.rst`).
 pub fn hypercall_page(amd: bool) -> [u8; 4096] {
     let mut page = [0xcc_u8; 4096];
-    let call: [u8; 3] = if amd { [0x0f, 0x01, 0xd9] } else { [0x0f, 0x01, 0xc1] };
+    let call: [u8; 3] = if amd {
+        [0x0f, 0x01, 0xd9]
+    } else {
+        [0x0f, 0x01, 0xc1]
+    };
     for (i, stub) in page.chunks_exact_mut(32).enumerate() {
         if i == 23 {
             stub[..2].copy_from_slice(&[0x0f, 0x0b]);
@@ -86,12 +94,19 @@ mod tests {
     fn unknown_msrs_fault() {
         assert_eq!(read(0x1234), MsrRead::Fault);
         assert_eq!(write(0x1234, 0), MsrWrite::Fault);
-        assert_eq!(write(0x1b, 0), MsrWrite::Fault, "APIC relocation is refused");
+        assert_eq!(
+            write(0x1b, 0),
+            MsrWrite::Fault,
+            "APIC relocation is refused"
+        );
     }
 
     #[test]
     fn hypercall_page_msr() {
-        assert_eq!(write(0x4000_0000, 0x12_3000), MsrWrite::HypercallPage { gpa: 0x12_3000 });
+        assert_eq!(
+            write(0x4000_0000, 0x12_3000),
+            MsrWrite::HypercallPage { gpa: 0x12_3000 }
+        );
         assert_eq!(write(0x4000_0000, 0x12_3001), MsrWrite::Fault);
         assert_eq!(read(0x4000_0000), MsrRead::Value(0));
     }
@@ -99,7 +114,10 @@ mod tests {
     #[test]
     fn hypercall_page_layout() {
         let intel = hypercall_page(false);
-        assert_eq!(&intel[32 * 17..32 * 17 + 9], &[0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xc3]);
+        assert_eq!(
+            &intel[32 * 17..32 * 17 + 9],
+            &[0xb8, 17, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xc3]
+        );
         assert_eq!(&intel[32 * 23..32 * 23 + 2], &[0x0f, 0x0b]);
         let amd = hypercall_page(true);
         assert_eq!(&amd[32 * 29 + 5..32 * 29 + 8], &[0x0f, 0x01, 0xd9]);

@@ -132,3 +132,49 @@ pub fn free_frames(first: u64, count: u64) {
         }
     }
 }
+
+/// A run of contiguous frames owned by the hypervisor (decompression buffers and the
+/// like), freed when dropped. Reached only through the slices it hands out.
+pub struct FrameBuf {
+    first: u64,
+    count: u64,
+}
+
+impl FrameBuf {
+    /// Allocates `bytes` (rounded up to frames) of zeroed memory; None if there is not
+    /// enough contiguous free memory inside the direct map.
+    pub fn new(bytes: u64) -> Option<FrameBuf> {
+        let count = bytes.div_ceil(FRAME_SIZE).max(1);
+        let first = alloc_zeroed(count, 1)?;
+        if first + count * FRAME_SIZE > mapped_limit() {
+            free_frames(first, count);
+            return None;
+        }
+        Some(FrameBuf { first, count })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        (self.count * FRAME_SIZE) as usize
+    }
+
+    /// The contents.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the frames were allocated for this buffer alone, lie inside the direct
+        // map (checked in `new`) and stay allocated until `drop`; the borrow of `self`
+        // prevents a concurrent `as_mut_slice`.
+        unsafe { core::slice::from_raw_parts(to_virt(self.first), self.len()) }
+    }
+
+    /// The contents, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as for `as_slice`, with exclusive access through `&mut self`.
+        unsafe { core::slice::from_raw_parts_mut(to_virt(self.first), self.len()) }
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        free_frames(self.first, self.count);
+    }
+}

@@ -47,14 +47,18 @@ impl fmt::Display for Svm {
             self.max_asid,
             if self.caps.p2m_2m { "yes" } else { "no" },
             if self.caps.p2m_1g { "yes" } else { "no" },
-            if self.nrips { "yes" } else { "no (instruction lengths decoded)" },
+            if self.nrips {
+                "yes"
+            } else {
+                "no (instruction lengths decoded)"
+            },
         )
     }
 }
 
 /// MSRs a guest may access directly: their state is swapped by VMLOAD/VMSAVE or VMRUN,
 /// so the guest cannot reach host state through them.
-const PASSTHROUGH_MSRS: [u32; 10] = [
+const PASSTHROUGH_MSRS: [u32; 11] = [
     0xc000_0081, // STAR
     0xc000_0082, // LSTAR
     0xc000_0083, // CSTAR
@@ -65,24 +69,31 @@ const PASSTHROUGH_MSRS: [u32; 10] = [
     0x174,       // SYSENTER_CS
     0x175,       // SYSENTER_ESP
     0x176,       // SYSENTER_EIP
+    0xc000_0103, // TSC_AUX: unused by the hypervisor (it never executes RDTSCP/RDPID)
 ];
 
 impl Svm {
     /// Enables SVM on this CPU, or says why it cannot.
     pub fn init() -> Result<Svm, BackendError> {
         let cpuid = CpuId::new();
-        let has_svm = cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|e| e.has_svm());
+        let has_svm = cpuid
+            .get_extended_processor_and_feature_identifiers()
+            .is_some_and(|e| e.has_svm());
         if !has_svm {
             return Err(BackendError::Unsupported("SVM"));
         }
-        let info = cpuid.get_svm_info().ok_or(BackendError::Unsupported("SVM feature leaf"))?;
+        let info = cpuid
+            .get_svm_info()
+            .ok_or(BackendError::Unsupported("SVM feature leaf"))?;
         if rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
             return Err(BackendError::LockedByFirmware("SVM (VM_CR.SVMDIS)"));
         }
         if !info.has_nested_paging() {
             return Err(BackendError::Unsupported("nested paging (NPT)"));
         }
-        let page_1g = cpuid.get_extended_processor_and_feature_identifiers().is_some_and(|e| e.has_1gib_pages());
+        let page_1g = cpuid
+            .get_extended_processor_and_feature_identifiers()
+            .is_some_and(|e| e.has_1gib_pages());
         let alloc = |pages| phys::alloc_zeroed(pages, 1).ok_or(BackendError::OutOfMemory);
         let (hsave, host_vmcb, iopm, msrpm) = (alloc(1)?, alloc(1)?, alloc(3)?, alloc(2)?);
         fill(iopm, 3 * 4096, 0xff);
@@ -93,7 +104,12 @@ impl Svm {
         wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
         wrmsr(MSR_VM_HSAVE_PA, hsave);
         Ok(Svm {
-            caps: Caps { p2m_2m: true, p2m_1g: page_1g, tagged_tlb: true, slice_timer: false },
+            caps: Caps {
+                p2m_2m: true,
+                p2m_1g: page_1g,
+                tagged_tlb: true,
+                slice_timer: false,
+            },
             hsave,
             host_vmcb,
             iopm,
@@ -126,7 +142,16 @@ impl Backend for Svm {
         let asid = self.next_asid;
         self.next_asid += 1;
         let vmcb = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
-        Ok(SvmVcpu::new(vmcb, self.host_vmcb, self.iopm, self.msrpm, asid, p2m_root, self.nrips, entry))
+        Ok(SvmVcpu::new(
+            vmcb,
+            self.host_vmcb,
+            self.iopm,
+            self.msrpm,
+            asid,
+            p2m_root,
+            self.nrips,
+            entry,
+        ))
     }
 }
 

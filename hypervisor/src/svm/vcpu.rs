@@ -5,10 +5,21 @@ use super::vmcb::{ctl, exit, save, Segment, Vmcb};
 use crate::hvm::{Access, ControlState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu};
 
 /// Intercepts in the first misc vector: INTR, NMI, INIT, CPUID, INVD, HLT, IOIO, MSR, SHUTDOWN.
-const MISC1: u32 = 1 << 0 | 1 << 1 | 1 << 3 | 1 << 18 | 1 << 22 | 1 << 24 | 1 << 27 | 1 << 28 | 1 << 31;
+const MISC1: u32 =
+    1 << 0 | 1 << 1 | 1 << 3 | 1 << 18 | 1 << 22 | 1 << 24 | 1 << 27 | 1 << 28 | 1 << 31;
 /// Second vector: VMRUN (architecturally required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
 /// SKINIT, WBINVD, MONITOR, MWAIT, XSETBV.
-const MISC2: u32 = 1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 13;
+const MISC2: u32 = 1 << 0
+    | 1 << 1
+    | 1 << 2
+    | 1 << 3
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 9
+    | 1 << 10
+    | 1 << 11
+    | 1 << 13;
 /// The VINTR intercept bit in MISC1, used for interrupt windows.
 const MISC1_VINTR: u32 = 1 << 4;
 const V_IRQ: u64 = 1 << 8;
@@ -57,16 +68,58 @@ impl SvmVcpu {
         v.write64(ctl::N_CR3, ncr3);
 
         // PVH start state: 32-bit protected mode, paging off, flat segments.
-        let code = Segment { selector: 0x10, attrib: 0xc9b, limit: 0xffff_ffff, base: 0 };
-        let data = Segment { selector: 0x18, attrib: 0xc93, limit: 0xffff_ffff, base: 0 };
+        let code = Segment {
+            selector: 0x10,
+            attrib: 0xc9b,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        let data = Segment {
+            selector: 0x18,
+            attrib: 0xc93,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
         v.set_segment(save::CS, code);
         for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
             v.set_segment(seg, data);
         }
-        v.set_segment(save::TR, Segment { selector: 0x20, attrib: 0x08b, limit: 0x67, base: 0 });
-        v.set_segment(save::LDTR, Segment { selector: 0, attrib: 0x082, limit: 0xffff, base: 0 });
-        v.set_segment(save::GDTR, Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 });
-        v.set_segment(save::IDTR, Segment { selector: 0, attrib: 0, limit: 0xffff, base: 0 });
+        v.set_segment(
+            save::TR,
+            Segment {
+                selector: 0x20,
+                attrib: 0x08b,
+                limit: 0x67,
+                base: 0,
+            },
+        );
+        v.set_segment(
+            save::LDTR,
+            Segment {
+                selector: 0,
+                attrib: 0x082,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        v.set_segment(
+            save::GDTR,
+            Segment {
+                selector: 0,
+                attrib: 0,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        v.set_segment(
+            save::IDTR,
+            Segment {
+                selector: 0,
+                attrib: 0,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
         v.write8(save::CPL, 0);
         v.write64(save::EFER, EFER_SVME);
         v.write64(save::CR0, 0x11); // PE | ET
@@ -77,8 +130,18 @@ impl SvmVcpu {
         v.write64(save::RFLAGS, 0x2);
         v.write64(save::RIP, u64::from(entry.rip));
         v.write64(save::G_PAT, DEFAULT_PAT);
-        let regs = GuestRegs { rbx: u64::from(entry.rbx), ..GuestRegs::default() };
-        SvmVcpu { vmcb: v, host_vmcb, regs, nrips, insn_len: 0, io_next_rip: 0 }
+        let regs = GuestRegs {
+            rbx: u64::from(entry.rbx),
+            ..GuestRegs::default()
+        };
+        SvmVcpu {
+            vmcb: v,
+            host_vmcb,
+            regs,
+            nrips,
+            insn_len: 0,
+            io_next_rip: 0,
+        }
     }
 
     /// The event the CPU was delivering when the exit happened must be delivered again.
@@ -105,7 +168,9 @@ impl SvmVcpu {
             exit::CPUID => Exit::Cpuid,
             exit::HLT => Exit::Hlt,
             exit::VMMCALL => Exit::Hypercall,
-            exit::MSR => Exit::Msr { write: info1 & 1 != 0 },
+            exit::MSR => Exit::Msr {
+                write: info1 & 1 != 0,
+            },
             exit::XSETBV => Exit::Xsetbv,
             exit::INVD | exit::WBINVD => Exit::CacheFlush,
             exit::IOIO => {
@@ -124,7 +189,11 @@ impl SvmVcpu {
             }
             exit::NPF => Exit::NestedPageFault {
                 gpa: info2,
-                access: Access { read: true, write: info1 & 2 != 0, execute: info1 & 16 != 0 },
+                access: Access {
+                    read: true,
+                    write: info1 & 2 != 0,
+                    execute: info1 & 16 != 0,
+                },
                 gla: None,
             },
             exit::INTR | exit::NMI | exit::INIT => Exit::ExternalInterrupt,
@@ -133,8 +202,14 @@ impl SvmVcpu {
                 Exit::InterruptWindow
             }
             exit::SHUTDOWN => Exit::TripleFault,
-            exit::INVALID => Exit::EntryFailed { reason: "VMCB state failed VMRUN consistency checks (VMEXIT_INVALID)", detail: code },
-            _ => Exit::Unhandled { code, qualification: info1 },
+            exit::INVALID => Exit::EntryFailed {
+                reason: "VMCB state failed VMRUN consistency checks (VMEXIT_INVALID)",
+                detail: code,
+            },
+            _ => Exit::Unhandled {
+                code,
+                qualification: info1,
+            },
         }
     }
 
@@ -163,8 +238,16 @@ impl Vcpu for SvmVcpu {
             let code = self.vmcb.read64(ctl::EXITCODE);
             // SVM instructions, MONITOR/MWAIT and RDTSCP are hidden from guests by CPUID:
             // executing them is an invalid opcode, as on a CPU without them.
-            if code == exit::VMRUN || (exit::VMLOAD..=exit::SKINIT).contains(&code) || code == exit::MONITOR || code == exit::MWAIT || code == exit::RDTSCP {
-                self.inject(Event::Exception { vector: 6, error_code: None });
+            if code == exit::VMRUN
+                || (exit::VMLOAD..=exit::SKINIT).contains(&code)
+                || code == exit::MONITOR
+                || code == exit::MWAIT
+                || code == exit::RDTSCP
+            {
+                self.inject(Event::Exception {
+                    vector: 6,
+                    error_code: None,
+                });
                 continue;
             }
             return self.decode();
@@ -192,7 +275,11 @@ impl Vcpu for SvmVcpu {
     }
 
     fn skip_instruction(&mut self) {
-        let next = if self.vmcb.read64(ctl::EXITCODE) == exit::IOIO { self.io_next_rip } else { self.next_rip() };
+        let next = if self.vmcb.read64(ctl::EXITCODE) == exit::IOIO {
+            self.io_next_rip
+        } else {
+            self.next_rip()
+        };
         self.vmcb.write64(save::RIP, next);
         // Skipping an instruction ends any STI/MOV SS interrupt shadow.
         self.vmcb.write64(ctl::INTERRUPT_SHADOW, 0);
@@ -225,7 +312,8 @@ impl Vcpu for SvmVcpu {
             self.vmcb.write32(ctl::INTERCEPT_MISC1, misc1 | MISC1_VINTR);
             self.vmcb.write64(ctl::V_INTR, vintr | V_IRQ);
         } else {
-            self.vmcb.write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
+            self.vmcb
+                .write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
             self.vmcb.write64(ctl::V_INTR, vintr & !V_IRQ);
         }
     }
@@ -249,7 +337,8 @@ impl Vcpu for SvmVcpu {
                 }
                 // LMA is owned by the CPU: keep its current value.
                 let lma = self.vmcb.read64(save::EFER) & (1 << 10);
-                self.vmcb.write64(save::EFER, (value & !(1 << 10)) | lma | EFER_SVME);
+                self.vmcb
+                    .write64(save::EFER, (value & !(1 << 10)) | lma | EFER_SVME);
             }
             0x277 => {
                 // Each PAT entry must be a valid memory type (0, 1, 4, 5, 6, 7).

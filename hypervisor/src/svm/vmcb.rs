@@ -156,12 +156,20 @@ impl Vmcb {
     }
 
     pub fn set_segment(&mut self, off: usize, s: Segment) {
-        self.write64(off, u64::from(s.selector) | u64::from(s.attrib) << 16 | u64::from(s.limit) << 32);
+        self.write64(
+            off,
+            u64::from(s.selector) | u64::from(s.attrib) << 16 | u64::from(s.limit) << 32,
+        );
         self.write64(off + 8, s.base);
     }
 
     pub fn segment(&self, off: usize) -> Segment {
         let w = self.read64(off);
-        Segment { selector: w as u16, attrib: (w >> 16) as u16, limit: (w >> 32) as u32, base: self.read64(off + 8) }
+        Segment {
+            selector: w as u16,
+            attrib: (w >> 16) as u16,
+            limit: (w >> 32) as u32,
+            base: self.read64(off + 8),
+        }
     }
 }

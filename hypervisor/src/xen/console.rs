@@ -3,7 +3,7 @@
 //! Writes are allowed to every domain (as a Xen debug build does), so test guests and
 //! early dom0 output are visible; reads need the console input path (later).
 
-use super::guest_access::copy_from_guest;
+use super::guest_access::{copy_from_guest, copy_to_guest};
 use super::Reply;
 use crate::domain::Domain;
 use crate::hvm::Backend;
@@ -14,7 +14,12 @@ use xen_abi::xen::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 pub const WRITE_MAX: u64 = 64 * 1024;
 
 /// `HYPERVISOR_console_io(cmd, count, buffer)`.
-pub fn console_io<B: Backend>(dom: &mut Domain<B>, cmd: u64, count: u64, buffer: u64) -> Result<Reply, Errno> {
+pub fn console_io<B: Backend>(
+    dom: &mut Domain<B>,
+    cmd: u64,
+    count: u64,
+    buffer: u64,
+) -> Result<Reply, Errno> {
     match cmd {
         CONSOLEIO_WRITE => {
             if count > WRITE_MAX {
@@ -30,8 +35,62 @@ pub fn console_io<B: Backend>(dom: &mut Domain<B>, cmd: u64, count: u64, buffer:
             }
             Ok(Reply::Value(0))
         }
-        // No console input reaches guests yet: nothing to read.
-        CONSOLEIO_READ => Ok(Reply::Value(0)),
+        // Console input goes to the control domain only, as on Xen.
+        CONSOLEIO_READ if !dom.privileged => Err(Errno::EPERM),
+        CONSOLEIO_READ => {
+            let mut buf = [0u8; 256];
+            let n = {
+                let mut input = INPUT.lock();
+                let n = (count as usize).min(buf.len()).min(input.len());
+                for b in buf.iter_mut().take(n) {
+                    *b = input.pop_front().unwrap_or(0);
+                }
+                n
+            };
+            if let Err(e) = copy_to_guest(dom, buffer, &buf[..n]) {
+                // Put the bytes back so a retry gets them.
+                let mut input = INPUT.lock();
+                for &b in buf[..n].iter().rev() {
+                    let _ = input.push_front(b);
+                }
+                return Err(e);
+            }
+            Ok(Reply::Value(n as u64))
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Console input waiting for dom0 (bounded: the oldest input is kept, the excess dropped).
+static INPUT: spin::Mutex<arrayvec::ArrayVec<u8, 4096>> =
+    spin::Mutex::new(arrayvec::ArrayVec::new_const());
+
+trait Deque {
+    fn pop_front(&mut self) -> Option<u8>;
+    fn push_front(&mut self, b: u8) -> Result<(), ()>;
+}
+
+impl Deque for arrayvec::ArrayVec<u8, 4096> {
+    fn pop_front(&mut self) -> Option<u8> {
+        (!self.is_empty()).then(|| self.remove(0))
+    }
+    fn push_front(&mut self, b: u8) -> Result<(), ()> {
+        self.try_insert(0, b).map_err(|_| ())
+    }
+}
+
+/// Moves console input into dom0's buffer and raises VIRQ_CONSOLE; true if any arrived.
+pub fn poll_input<B: Backend>(dom: &mut Domain<B>) -> bool {
+    if !dom.privileged {
+        return false;
+    }
+    let mut got = false;
+    while let Some(b) = crate::console::read_byte() {
+        let _ = INPUT.lock().try_push(b);
+        got = true;
+    }
+    if got {
+        super::events::raise_virq(dom, xen_abi::xen::VIRQ_CONSOLE);
+    }
+    got
 }

@@ -15,7 +15,12 @@ const PAGE: u64 = 4096;
 
 fn paging_mode<B: Backend>(dom: &Domain<B>) -> PagingMode {
     let s = dom.vcpu.control_state();
-    PagingMode { cr0: s.cr0, cr3: s.cr3, cr4: s.cr4, efer: s.efer }
+    PagingMode {
+        cr0: s.cr0,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        efer: s.efer,
+    }
 }
 
 /// Calls `f(gpa, offset, len)` for each page-sized piece of `[gva, gva + len)`.
@@ -40,24 +45,41 @@ fn for_each_piece<B: Backend>(
 /// Copies `buf.len()` bytes from guest virtual address `gva`.
 pub fn copy_from_guest<B: Backend>(dom: &Domain<B>, gva: u64, buf: &mut [u8]) -> Result<(), Errno> {
     let len = buf.len();
-    for_each_piece(dom, gva, len, |gpa, off, n| dom.mem.read(gpa, &mut buf[off..off + n]).map_err(|_| Errno::EFAULT))
+    for_each_piece(dom, gva, len, |gpa, off, n| {
+        dom.mem
+            .read(gpa, &mut buf[off..off + n])
+            .map_err(|_| Errno::EFAULT)
+    })
 }
 
 /// Copies `data` to guest virtual address `gva`. Checks the whole range first so that a
 /// failing copy writes nothing.
 pub fn copy_to_guest<B: Backend>(dom: &Domain<B>, gva: u64, data: &[u8]) -> Result<(), Errno> {
-    for_each_piece(dom, gva, data.len(), |gpa, _, n| dom.mem.check(gpa, n, true).map_err(|_| Errno::EFAULT))?;
-    for_each_piece(dom, gva, data.len(), |gpa, off, n| dom.mem.write(gpa, &data[off..off + n]).map_err(|_| Errno::EFAULT))
+    for_each_piece(dom, gva, data.len(), |gpa, _, n| {
+        dom.mem.check(gpa, n, true).map_err(|_| Errno::EFAULT)
+    })?;
+    for_each_piece(dom, gva, data.len(), |gpa, off, n| {
+        dom.mem
+            .write(gpa, &data[off..off + n])
+            .map_err(|_| Errno::EFAULT)
+    })
 }
 
 /// Reads a plain `#[repr(C)]` argument structure.
-pub fn read_arg<T: FromBytes + IntoBytes, B: Backend>(dom: &Domain<B>, gva: u64) -> Result<T, Errno> {
+pub fn read_arg<T: FromBytes + IntoBytes, B: Backend>(
+    dom: &Domain<B>,
+    gva: u64,
+) -> Result<T, Errno> {
     let mut v = T::new_zeroed();
     copy_from_guest(dom, gva, v.as_mut_bytes())?;
     Ok(v)
 }
 
 /// Writes a plain `#[repr(C)]` result structure.
-pub fn write_arg<T: IntoBytes + Immutable, B: Backend>(dom: &Domain<B>, gva: u64, v: &T) -> Result<(), Errno> {
+pub fn write_arg<T: IntoBytes + Immutable, B: Backend>(
+    dom: &Domain<B>,
+    gva: u64,
+    v: &T,
+) -> Result<(), Errno> {
     copy_to_guest(dom, gva, v.as_bytes())
 }

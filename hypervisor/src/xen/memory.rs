@@ -32,7 +32,9 @@ fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Er
     match req.space {
         XENMAPSPACE_SHARED_INFO if req.idx == 0 => {
             let frame = super::shared_info::frame(dom).ok_or(Errno::ENOMEM)?;
-            dom.mem.map_overlay(req.gpfn << 12, frame).map_err(|_| Errno::ENOMEM)?;
+            dom.mem
+                .map_overlay(req.gpfn << 12, frame)
+                .map_err(|_| Errno::ENOMEM)?;
             dom.vcpu.flush_nested_tlb();
             Ok(Reply::Value(0))
         }

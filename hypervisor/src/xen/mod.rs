@@ -5,10 +5,13 @@
 //! to the negative value in RAX happens only here. `docs/compat.md` lists the same table.
 
 pub mod console;
+pub mod events;
 pub mod guest_access;
+pub mod hvm;
 pub mod memory;
 pub mod sched;
 pub mod shared_info;
+pub mod vcpu;
 pub mod version;
 
 use crate::domain::Domain;
@@ -48,6 +51,9 @@ pub fn dispatch<B: Backend>(dom: &mut Domain<B>, call: Call) -> (u64, Reply) {
         nr::HYPERVISOR_XEN_VERSION => version::xen_version(dom, a[0], a[1]),
         nr::HYPERVISOR_CONSOLE_IO => console::console_io(dom, a[0], a[1], a[2]),
         nr::HYPERVISOR_SCHED_OP => sched::sched_op(dom, a[0], a[1]),
+        nr::HYPERVISOR_VCPU_OP => vcpu::vcpu_op(dom, a[0], a[1], a[2]),
+        nr::HYPERVISOR_HVM_OP => hvm::hvm_op(dom, a[0], a[1]),
+        nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(dom, a[0], a[1]),
         _ => Err(Errno::ENOSYS),
     };
     match result {

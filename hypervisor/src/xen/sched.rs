@@ -5,7 +5,9 @@ use super::Reply;
 use crate::domain::Domain;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
-use xen_abi::sched::{SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD};
+use xen_abi::sched::{
+    SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD,
+};
 
 /// `HYPERVISOR_sched_op(cmd, arg)`.
 pub fn sched_op<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<Reply, Errno> {

@@ -6,11 +6,16 @@ use crate::domain::Domain;
 use crate::hvm::cpuid::XEN_VERSION;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
-use xen_abi::features::{xenfeat_bit, XENFEAT_AUTO_TRANSLATED_PHYSMAP, XENFEAT_HVM_SAFE_PVCLOCK};
+use xen_abi::features::{
+    xenfeat_bit, XENFEAT_AUTO_TRANSLATED_PHYSMAP, XENFEAT_DOM0, XENFEAT_HVM_CALLBACK_VECTOR,
+    XENFEAT_HVM_SAFE_PVCLOCK,
+};
 use xen_abi::version::*;
 
 /// The features we implement (XENVER_get_features submap 0). Grows with the ABI.
-pub const FEATURES: u32 = xenfeat_bit(XENFEAT_AUTO_TRANSLATED_PHYSMAP) | xenfeat_bit(XENFEAT_HVM_SAFE_PVCLOCK);
+pub const FEATURES: u32 = xenfeat_bit(XENFEAT_AUTO_TRANSLATED_PHYSMAP)
+    | xenfeat_bit(XENFEAT_HVM_SAFE_PVCLOCK)
+    | xenfeat_bit(XENFEAT_HVM_CALLBACK_VECTOR);
 
 /// Copies `s` into a zero-padded fixed-size guest buffer of `N` bytes.
 fn put_str<const N: usize, B: Backend>(dom: &Domain<B>, arg: u64, s: &str) -> Result<Reply, Errno> {
@@ -24,10 +29,16 @@ fn put_str<const N: usize, B: Backend>(dom: &Domain<B>, arg: u64, s: &str) -> Re
 /// `HYPERVISOR_xen_version(cmd, arg)`.
 pub fn xen_version<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<Reply, Errno> {
     match cmd {
-        XENVER_VERSION => Ok(Reply::Value(u64::from((XEN_VERSION.0 << 16) | XEN_VERSION.1))),
+        XENVER_VERSION => Ok(Reply::Value(u64::from(
+            (XEN_VERSION.0 << 16) | XEN_VERSION.1,
+        ))),
         XENVER_EXTRAVERSION => put_str::<16, B>(dom, arg, "-ferrovisor"),
-        XENVER_CAPABILITIES => put_str::<1024, B>(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64"),
-        XENVER_CHANGESET => put_str::<64, B>(dom, arg, concat!("ferrovisor ", env!("CARGO_PKG_VERSION"))),
+        XENVER_CAPABILITIES => {
+            put_str::<1024, B>(dom, arg, "hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64")
+        }
+        XENVER_CHANGESET => {
+            put_str::<64, B>(dom, arg, concat!("ferrovisor ", env!("CARGO_PKG_VERSION")))
+        }
         XENVER_PLATFORM_PARAMETERS => {
             // virt_start: where a PV guest's hypervisor hole would begin; fixed on x86-64.
             write_arg(dom, arg, &0xffff_8000_0000_0000u64)?;
@@ -35,7 +46,16 @@ pub fn xen_version<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Resul
         }
         XENVER_GET_FEATURES => {
             let mut info: XenFeatureInfo = super::guest_access::read_arg(dom, arg)?;
-            info.submap = if info.submap_idx == 0 { FEATURES } else { 0 };
+            let dom0 = if dom.privileged {
+                xenfeat_bit(XENFEAT_DOM0)
+            } else {
+                0
+            };
+            info.submap = if info.submap_idx == 0 {
+                FEATURES | dom0
+            } else {
+                0
+            };
             write_arg(dom, arg, &info)?;
             Ok(Reply::Value(0))
         }

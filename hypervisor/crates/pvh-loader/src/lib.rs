@@ -6,17 +6,18 @@
 //! * [`load_segments`] hands each segment to a caller-supplied copier, which writes guest
 //!   memory through the hypervisor's own checked accessor and zero-fills the BSS tail.
 //! * [`parse_bzimage`] recognises a Linux bzImage and slices out its compressed payload
-//!   (decompression happens elsewhere).
+//!   and [`xz::decompress`] decompresses an XZ payload into caller-provided buffers.
 //!
 //! Every offset and size read from an image is checked: a hostile image yields an error,
 //! never a panic or an arithmetic overflow. Nothing here allocates.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod bzimage;
 mod elf;
 mod fixed;
+pub mod xz;
 
 #[cfg(test)]
 mod testutil;

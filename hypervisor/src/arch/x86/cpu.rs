@@ -130,3 +130,11 @@ pub fn is_amd() -> bool {
         .get_vendor_info()
         .is_some_and(|v| matches!(v.as_str(), "AuthenticAMD" | "HygonGenuine"))
 }
+
+/// Whether the TSC runs at a constant rate in every power state (CPUID 0x80000007 EDX
+/// bit 8), which lets guests trust the pvclock without cross-checks.
+pub fn invariant_tsc() -> bool {
+    CpuId::new()
+        .get_advanced_power_mgmt_info()
+        .is_some_and(|a| a.has_invariant_tsc())
+}

@@ -5,5 +5,6 @@ pub mod gdt;
 pub mod port;
 pub mod power;
 pub mod regs;
+pub mod rtc;
 pub mod tsc;
 pub mod xcr;

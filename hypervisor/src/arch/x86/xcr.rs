@@ -9,7 +9,9 @@ use x86_64::registers::control::{Cr4, Cr4Flags};
 
 /// Enables XSETBV in the hypervisor (CR4.OSXSAVE) if the CPU has XSAVE. Call once per CPU.
 pub fn init() -> bool {
-    let has = CpuId::new().get_feature_info().is_some_and(|f| f.has_xsave());
+    let has = CpuId::new()
+        .get_feature_info()
+        .is_some_and(|f| f.has_xsave());
     if has {
         // SAFETY: setting OSXSAVE only enables the XGETBV/XSETBV instructions; it changes
         // no memory mapping and the hypervisor's own code uses no extended state.

@@ -1,0 +1,270 @@
+//! Guest CR0/CR4/EFER bookkeeping under unrestricted guest (Intel SDM Vol. 3C 25.6.6, 26.3.1,
+//! Vol. 3A 2.5, 9.8.5). Pure, host-tested.
+//!
+//! The guest sees the CR0/CR4 it wrote (read shadows). The real values add the bits VMX
+//! forces (CR0.NE, CR4.VMXE; CR0.PE/PG are exempt under unrestricted guest). CR0.PG is always
+//! intercepted so that the backend can switch EFER.LMA and the "IA-32e mode guest" entry
+//! control, which the hardware does not do by itself on VM entry.
+#![allow(dead_code)] // complete SDM tables: not every entry is used yet
+
+pub const CR0_PE: u64 = 1 << 0;
+pub const CR0_ET: u64 = 1 << 4;
+pub const CR0_NE: u64 = 1 << 5;
+pub const CR0_NW: u64 = 1 << 29;
+pub const CR0_CD: u64 = 1 << 30;
+pub const CR0_PG: u64 = 1 << 31;
+pub const CR4_PAE: u64 = 1 << 5;
+pub const CR4_VMXE: u64 = 1 << 13;
+pub const CR4_PCIDE: u64 = 1 << 17;
+pub const EFER_SCE: u64 = 1 << 0;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// The CR0/CR4 fixed-bit MSRs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fixed {
+    pub cr0_fixed0: u64,
+    pub cr0_fixed1: u64,
+    pub cr4_fixed0: u64,
+    pub cr4_fixed1: u64,
+}
+
+/// Guest mode state the backend keeps in sync with the VMCS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Modes {
+    /// CR0 as the guest sees it (refreshed from the VMCS at each CR exit).
+    pub cr0_shadow: u64,
+    /// CR4 as the guest sees it.
+    pub cr4_shadow: u64,
+    /// Guest EFER (LMA included).
+    pub efer: u64,
+}
+
+/// What a successful CR0 write changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cr0Update {
+    pub real: u64,
+    pub shadow: u64,
+    pub efer: u64,
+    /// The "IA-32e mode guest" entry control.
+    pub ia32e: bool,
+    /// PAE paging without long mode was entered: the PDPTEs must be loaded into the VMCS.
+    pub load_pdptes: bool,
+}
+
+impl Fixed {
+    /// CR0 bits whose guest writes must exit: PG always, plus every bit VMX forces either way
+    /// (except PE, which unrestricted guest lets the guest own).
+    pub const fn cr0_mask(&self) -> u64 {
+        ((self.cr0_fixed0 & !CR0_PE) | (!self.cr0_fixed1 & 0xffff_ffff)) | CR0_PG
+    }
+
+    /// CR4 bits whose guest writes must exit: VMXE and every other forced or unsupported bit.
+    pub const fn cr4_mask(&self) -> u64 {
+        self.cr4_fixed0 | (!self.cr4_fixed1 & 0xffff_ffff) | CR4_VMXE
+    }
+
+    /// The CR0 the guest sees: guest-owned bits from the real register, masked ones from
+    /// the read shadow (the guest changes unmasked bits such as TS or PE without an exit).
+    pub const fn cr0_visible(&self, real: u64, shadow: u64) -> u64 {
+        let mask = self.cr0_mask();
+        (real & !mask) | (shadow & mask)
+    }
+
+    /// The CR4 the guest sees (as for [`Fixed::cr0_visible`]).
+    pub const fn cr4_visible(&self, real: u64, shadow: u64) -> u64 {
+        let mask = self.cr4_mask();
+        (real & !mask) | (shadow & mask)
+    }
+
+    /// The real CR0 for a guest-visible value.
+    pub const fn cr0_real(&self, guest: u64) -> u64 {
+        ((guest | CR0_ET | (self.cr0_fixed0 & !(CR0_PE | CR0_PG))) & self.cr0_fixed1)
+            | (guest & (CR0_PE | CR0_PG))
+    }
+
+    /// The real CR4 for a guest-visible value.
+    pub const fn cr4_real(&self, guest: u64) -> u64 {
+        (guest | self.cr4_fixed0 | CR4_VMXE) & self.cr4_fixed1
+    }
+}
+
+impl Modes {
+    /// A guest MOV to CR0 (or LMSW/CLTS turned into one). Err: the write faults (#GP).
+    pub fn write_cr0(&self, value: u64, f: &Fixed) -> Result<Cr0Update, ()> {
+        if value >> 32 != 0 || (value & CR0_PG != 0 && value & CR0_PE == 0) {
+            return Err(());
+        }
+        if value & CR0_NW != 0 && value & CR0_CD == 0 {
+            return Err(());
+        }
+        let paging = value & CR0_PG != 0;
+        let was_paging = self.cr0_shadow & CR0_PG != 0;
+        let pae = self.cr4_shadow & CR4_PAE != 0;
+        let lme = self.efer & EFER_LME != 0;
+        if paging && !was_paging && lme && !pae {
+            return Err(());
+        }
+        let mut efer = self.efer & !EFER_LMA;
+        if paging && lme {
+            efer |= EFER_LMA;
+        }
+        Ok(Cr0Update {
+            real: f.cr0_real(value),
+            shadow: value,
+            efer,
+            ia32e: efer & EFER_LMA != 0,
+            load_pdptes: paging && !was_paging && pae && !lme,
+        })
+    }
+
+    /// A guest MOV to CR4. Ok((real, shadow, load_pdptes)); Err: #GP.
+    pub fn write_cr4(&self, value: u64, f: &Fixed) -> Result<(u64, u64, bool), ()> {
+        let supported = f.cr4_fixed1 & !CR4_VMXE;
+        if value & !supported != 0 {
+            return Err(());
+        }
+        let long = self.efer & EFER_LMA != 0;
+        if long && value & CR4_PAE == 0 {
+            return Err(());
+        }
+        let paging = self.cr0_shadow & CR0_PG != 0;
+        let pae_changed = (value ^ self.cr4_shadow) & CR4_PAE != 0;
+        Ok((
+            f.cr4_real(value),
+            value,
+            paging && !long && value & CR4_PAE != 0 && pae_changed,
+        ))
+    }
+
+    /// A guest WRMSR to EFER. LMA is read-only (kept as is); LME cannot change while paging
+    /// is on. Err: #GP. `nx` says whether NXE is supported.
+    pub fn write_efer(&self, value: u64, nx: bool) -> Result<u64, ()> {
+        let mut writable = EFER_SCE | EFER_LME | EFER_LMA;
+        if nx {
+            writable |= EFER_NXE;
+        }
+        if value & !writable != 0 {
+            return Err(());
+        }
+        if self.cr0_shadow & CR0_PG != 0 && (value ^ self.efer) & EFER_LME != 0 {
+            return Err(());
+        }
+        Ok((value & !EFER_LMA) | (self.efer & EFER_LMA))
+    }
+}
+
+/// True if `v` is a canonical 48-bit virtual address.
+pub const fn canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
+}
+
+/// True if every byte of a PAT value is a valid memory type (0, 1, 4, 5, 6, 7).
+pub fn valid_pat(v: u64) -> bool {
+    v.to_le_bytes()
+        .iter()
+        .all(|&t| matches!(t, 0 | 1 | 4 | 5 | 6 | 7))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: Fixed = Fixed {
+        cr0_fixed0: 0x8000_0021,
+        cr0_fixed1: 0xffff_ffff,
+        cr4_fixed0: 0x2000,
+        cr4_fixed1: 0x3727ff,
+    };
+
+    #[test]
+    fn pvh_entry_values() {
+        assert_eq!(F.cr0_real(0x11), 0x31);
+        assert_eq!(F.cr4_real(0), CR4_VMXE);
+        assert_eq!(F.cr0_mask(), CR0_PG | CR0_NE);
+        assert_eq!(F.cr4_mask() >> 32, 0);
+        assert_ne!(F.cr4_mask() & CR4_VMXE, 0);
+        assert_ne!(
+            F.cr4_mask() & (1 << 12),
+            0,
+            "LA57 unsupported by this CPU: intercepted"
+        );
+    }
+
+    #[test]
+    fn guest_owned_bits_come_from_the_real_register() {
+        // The guest set CR4.PAE and CR0.TS without exits.
+        assert_eq!(F.cr4_visible(CR4_VMXE | CR4_PAE, 0), CR4_PAE);
+        assert_eq!(F.cr0_visible(0x31 | 8, 0x11), 0x19);
+    }
+
+    #[test]
+    fn linux_pvh_long_mode_switch() {
+        let mut m = Modes {
+            cr0_shadow: 0x11,
+            cr4_shadow: 0,
+            efer: 0,
+        };
+        let (real4, shadow4, pdpte) = m.write_cr4(CR4_PAE, &F).unwrap();
+        assert_eq!(
+            (real4, shadow4, pdpte),
+            (CR4_PAE | CR4_VMXE, CR4_PAE, false)
+        );
+        m.cr4_shadow = shadow4;
+        m.efer = m.write_efer(EFER_LME, true).unwrap();
+        let u = m.write_cr0(CR0_PG | CR0_PE | CR0_ET, &F).unwrap();
+        assert_eq!(u.real, CR0_PG | CR0_PE | CR0_ET | CR0_NE);
+        assert_eq!(u.efer, EFER_LME | EFER_LMA);
+        assert!(u.ia32e && !u.load_pdptes);
+        m.cr0_shadow = u.shadow;
+        m.efer = u.efer;
+        // EFER writes keep LMA; LME cannot be cleared with paging on.
+        assert_eq!(
+            m.write_efer(EFER_LME | EFER_SCE | EFER_NXE, true),
+            Ok(EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE)
+        );
+        assert_eq!(m.write_efer(0, true), Err(()));
+        // CR4.PAE cannot be cleared in long mode; CR4.VMXE is refused.
+        assert_eq!(m.write_cr4(0, &F), Err(()));
+        assert_eq!(m.write_cr4(CR4_PAE | CR4_VMXE, &F), Err(()));
+        // Leaving paging leaves long mode.
+        let u = m.write_cr0(CR0_PE | CR0_ET, &F).unwrap();
+        assert!(!u.ia32e && u.efer == EFER_LME);
+    }
+
+    #[test]
+    fn invalid_cr0_writes() {
+        let m = Modes {
+            cr0_shadow: 0x11,
+            cr4_shadow: 0,
+            efer: EFER_LME,
+        };
+        assert_eq!(m.write_cr0(CR0_PG, &F), Err(()), "PG without PE");
+        assert_eq!(
+            m.write_cr0(CR0_PG | CR0_PE, &F),
+            Err(()),
+            "long mode without PAE"
+        );
+        assert_eq!(m.write_cr0(CR0_NW | CR0_PE, &F), Err(()), "NW without CD");
+        assert_eq!(m.write_efer(1 << 1, true), Err(()), "reserved EFER bit");
+    }
+
+    #[test]
+    fn pae_legacy_paging_needs_pdptes() {
+        let m = Modes {
+            cr0_shadow: 0x11,
+            cr4_shadow: CR4_PAE,
+            efer: 0,
+        };
+        let u = m.write_cr0(CR0_PG | CR0_PE, &F).unwrap();
+        assert!(u.load_pdptes && !u.ia32e);
+    }
+
+    #[test]
+    fn pat_and_canonical_checks() {
+        assert!(valid_pat(0x0007_0406_0007_0406));
+        assert!(!valid_pat(0x0007_0406_0007_0402));
+        assert!(canonical(0xffff_8000_0000_0000) && !canonical(0x0000_8000_0000_0000));
+    }
+}

@@ -1,0 +1,133 @@
+//! Guest MSRs the VMX backend holds: the ones in the VMCS guest area (EFER, PAT, FS/GS base,
+//! SYSENTER_*, DEBUGCTL) and the ones the VMCS does not switch but the hypervisor never uses
+//! itself (STAR/LSTAR/CSTAR/SFMASK, KERNEL_GS_BASE, TSC_AUX, XSS). The latter stay loaded in
+//! the CPU while the guest runs and are rewritten only when another vCPU ran in between
+//! or the guest changed them.
+
+use super::cpu::wrmsr;
+use super::fields::{Field, Seg};
+use super::modes::{canonical, valid_pat};
+use super::vcpu::VmxVcpu;
+use super::vmcs;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const EFER: u32 = 0xc000_0080;
+pub const STAR: u32 = 0xc000_0081;
+pub const LSTAR: u32 = 0xc000_0082;
+pub const CSTAR: u32 = 0xc000_0083;
+pub const SFMASK: u32 = 0xc000_0084;
+pub const FS_BASE: u32 = 0xc000_0100;
+pub const GS_BASE: u32 = 0xc000_0101;
+pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+pub const TSC_AUX: u32 = 0xc000_0103;
+pub const SYSENTER_CS: u32 = 0x174;
+pub const SYSENTER_ESP: u32 = 0x175;
+pub const SYSENTER_EIP: u32 = 0x176;
+pub const DEBUGCTL: u32 = 0x1d9;
+pub const PAT: u32 = 0x277;
+pub const XSS: u32 = 0xda0;
+
+/// Which vCPU's (by VMCS address) lazily switched MSRs the CPU holds (single CPU so far).
+static LOADED_FOR: AtomicU64 = AtomicU64::new(0);
+
+/// The lazily switched MSRs, in [`LAZY`] order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestMsrs {
+    values: [u64; 7],
+    dirty: bool,
+}
+
+const LAZY: [u32; 7] = [STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX, XSS];
+
+impl GuestMsrs {
+    /// Loads the values into the CPU unless they are there already. `xss` says whether
+    /// IA32_XSS exists.
+    pub fn load_if_needed(&mut self, owner: u64, xss: bool) {
+        if !self.dirty && LOADED_FOR.load(Ordering::Relaxed) == owner {
+            return;
+        }
+        for (i, index) in LAZY.iter().enumerate() {
+            if *index == XSS && !xss {
+                continue;
+            }
+            // SAFETY: these MSRs exist on every x86_64 CPU with VMX (XSS only when XSAVES is
+            // available, checked above); the hypervisor itself uses none of them (no
+            // SYSCALL, SWAPGS, RDTSCP or XSAVES), and the values were validated on write.
+            unsafe { wrmsr(*index, self.values[i]) };
+        }
+        self.dirty = false;
+        LOADED_FOR.store(owner, Ordering::Relaxed);
+    }
+
+    /// Forgets that `owner`'s values are loaded (the vCPU is gone).
+    pub fn forget(&self, owner: u64) {
+        let _ = LOADED_FOR.compare_exchange(owner, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn slot(index: u32) -> Option<usize> {
+        LAZY.iter().position(|&i| i == index)
+    }
+}
+
+/// The VMCS field holding a guest MSR, if it lives there.
+fn vmcs_field(index: u32) -> Option<Field> {
+    Some(match index {
+        PAT => Field::GUEST_IA32_PAT,
+        FS_BASE => Seg::Fs.base(),
+        GS_BASE => Seg::Gs.base(),
+        SYSENTER_CS => Field::GUEST_SYSENTER_CS,
+        SYSENTER_ESP => Field::GUEST_SYSENTER_ESP,
+        SYSENTER_EIP => Field::GUEST_SYSENTER_EIP,
+        DEBUGCTL => Field::GUEST_IA32_DEBUGCTL,
+        _ => return None,
+    })
+}
+
+impl VmxVcpu {
+    /// RDMSR of an MSR this backend holds (the VMCS must be current).
+    pub(super) fn read_held_msr(&self, index: u32) -> Option<u64> {
+        if index == EFER {
+            return Some(self.modes.efer);
+        }
+        if index == XSS && self.platform.xss_supported == 0 {
+            return None;
+        }
+        if let Some(field) = vmcs_field(index) {
+            return Some(vmcs::get(field));
+        }
+        GuestMsrs::slot(index).map(|i| self.msrs.values[i])
+    }
+
+    /// WRMSR of an MSR this backend holds: Ok(true) done, Ok(false) not ours, Err #GP.
+    pub(super) fn write_held_msr(&mut self, index: u32, value: u64) -> Result<bool, ()> {
+        let valid = match index {
+            EFER => {
+                let efer = self.modes.write_efer(value, self.platform.nx)?;
+                self.modes.efer = efer;
+                vmcs::set(Field::GUEST_IA32_EFER, efer);
+                return Ok(true);
+            }
+            PAT => valid_pat(value),
+            FS_BASE | GS_BASE | KERNEL_GS_BASE | LSTAR | CSTAR | SYSENTER_ESP | SYSENTER_EIP => {
+                canonical(value)
+            }
+            SYSENTER_CS | SFMASK | TSC_AUX => value >> 32 == 0,
+            // Only 0 (no LBR/BTF tracing is offered to guests).
+            DEBUGCTL => value == 0,
+            XSS if self.platform.xss_supported == 0 => return Ok(false),
+            XSS => value & !self.platform.xss_supported == 0,
+            STAR => true,
+            _ => return Ok(false),
+        };
+        if !valid {
+            return Err(());
+        }
+        if let Some(field) = vmcs_field(index) {
+            vmcs::set(field, value);
+        } else if let Some(i) = GuestMsrs::slot(index) {
+            self.msrs.values[i] = value;
+            self.msrs.dirty = true;
+        }
+        Ok(true)
+    }
+}

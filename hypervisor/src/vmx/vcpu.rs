@@ -1,0 +1,338 @@
+//! A VMX virtual CPU: one VMCS, its bitmaps, the guest registers, and the run loop that
+//! handles CR accesses and host NMIs itself and reports every other exit as [`Exit`].
+
+use super::controls::{pin, proc, Controls};
+use super::cpu::{self, rdtsc};
+use super::decode::{self, Action, RawExit};
+use super::entry::{self, Entered};
+use super::fields::{Field, Seg};
+use super::modes::{Fixed, Modes};
+use super::msr::GuestMsrs;
+use super::setup::Pages;
+use super::vmcs;
+use crate::hvm::{ControlState, Event, Exit, GuestRegs, Vcpu};
+use crate::mm::phys;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The VMCS current on this CPU (ferrovisor runs vCPUs on the boot CPU only so far; with
+/// SMP this becomes per-CPU state and a vCPU moving CPUs must be VMCLEARed first).
+static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+
+/// What every vCPU of the backend shares: CPU limits and features.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform {
+    pub fixed: Fixed,
+    /// Preemption-timer rate (timer ticks once every 2^rate TSC ticks), if usable.
+    pub timer_rate: Option<u32>,
+    /// INVEPT type for flushes: 1 single-context, 2 all-context.
+    pub invept: Option<u64>,
+    pub nx: bool,
+    /// XCR0 bits the CPU supports (0: no XSAVE).
+    pub xcr0_supported: u64,
+    /// IA32_XSS bits the CPU supports.
+    pub xss_supported: u64,
+}
+
+/// Number of frames behind a vCPU: VMCS, I/O bitmaps A and B, MSR bitmap.
+pub const FRAMES: u64 = 4;
+
+pub struct VmxVcpu {
+    pub(super) regs: GuestRegs,
+    /// Physical address of the VMCS; the I/O bitmaps and MSR bitmap follow it.
+    pub(super) vmcs: u64,
+    pub(super) vpid: u16,
+    pub(super) eptp: u64,
+    pub(super) p2m_root: u64,
+    pub(super) launched: bool,
+    pub(super) controls: Controls,
+    pub(super) modes: Modes,
+    pub(super) platform: Platform,
+    pub(super) deadline: Option<u64>,
+    pub(super) xcr0: u64,
+    pub(super) msrs: GuestMsrs,
+    /// Task priority seen through CR8 when the CPU forces CR8 exiting.
+    pub(super) cr8: u64,
+    /// Vector of the last host interrupt acknowledged by a VM exit.
+    pub(super) external_vector: Option<u8>,
+}
+
+impl VmxVcpu {
+    /// The vector of the host interrupt the last `Exit::ExternalInterrupt` acknowledged.
+    pub fn last_external_vector(&self) -> Option<u8> {
+        self.external_vector
+    }
+
+    /// The pages behind this vCPU.
+    pub fn pages(vmcs: u64) -> Pages {
+        Pages {
+            io_bitmaps: vmcs + 4096,
+            msr_bitmap: vmcs + 3 * 4096,
+        }
+    }
+
+    /// Makes this vCPU's VMCS current on this CPU.
+    pub(super) fn make_current(&self) {
+        if CURRENT_VMCS.load(Ordering::Relaxed) != self.vmcs {
+            // SAFETY: the VMCS region is owned by this vCPU, stamped with the revision id at
+            // creation, and (single CPU) not current anywhere else.
+            match unsafe { vmcs::vmptrld(self.vmcs) } {
+                Ok(()) => CURRENT_VMCS.store(self.vmcs, Ordering::Relaxed),
+                Err(e) => log::error!("vmx: {e} loading VMCS {:#x}", self.vmcs),
+            }
+        }
+    }
+
+    /// Per-entry state: VMCS, lazily switched MSRs, XCR0, slice timer.
+    fn prepare(&mut self) {
+        self.make_current();
+        self.msrs
+            .load_if_needed(self.vmcs, self.platform.xss_supported != 0);
+        if self.platform.xcr0_supported != 0 && cpu::xgetbv() != self.xcr0 {
+            // SAFETY: CR4.OSXSAVE was set at bring-up when XSAVE exists (xcr0_supported != 0)
+            // and `set_xcr0` only accepts values valid for this CPU.
+            unsafe { cpu::xsetbv(self.xcr0) };
+        }
+        if let Some(rate) = self.platform.timer_rate {
+            let mut pinctl = self.controls.pin & !pin::PREEMPTION_TIMER;
+            if let Some(deadline) = self.deadline {
+                let ticks = deadline.saturating_sub(rdtsc()) >> rate;
+                vmcs::set(
+                    Field::PREEMPTION_TIMER_VALUE,
+                    ticks.min(u64::from(u32::MAX)),
+                );
+                pinctl |= pin::PREEMPTION_TIMER;
+            }
+            if pinctl != self.controls.pin {
+                self.controls.pin = pinctl;
+                vmcs::set(Field::PIN_BASED_CONTROLS, pinctl.into());
+            }
+        }
+    }
+
+    /// Guest-visible CR0/CR4 from the VMCS (the guest owns the unmasked bits).
+    pub(super) fn visible_crs(&self) -> (u64, u64) {
+        let f = &self.platform.fixed;
+        (
+            f.cr0_visible(
+                vmcs::get(Field::GUEST_CR0),
+                vmcs::get(Field::CR0_READ_SHADOW),
+            ),
+            f.cr4_visible(
+                vmcs::get(Field::GUEST_CR4),
+                vmcs::get(Field::CR4_READ_SHADOW),
+            ),
+        )
+    }
+
+    fn read_exit() -> RawExit {
+        RawExit {
+            reason: vmcs::get(Field::EXIT_REASON) as u32,
+            qualification: vmcs::get(Field::EXIT_QUALIFICATION),
+            guest_physical: vmcs::get(Field::GUEST_PHYSICAL_ADDRESS),
+            guest_linear: vmcs::get(Field::GUEST_LINEAR_ADDRESS),
+            interruption_info: vmcs::get(Field::EXIT_INTERRUPTION_INFO) as u32,
+        }
+    }
+
+    /// An exit during event delivery: queue the event again (SDM 28.2.4, 27.2.3).
+    fn requeue_vectoring() {
+        let info = vmcs::get(Field::IDT_VECTORING_INFO);
+        if info & (1 << 31) == 0 {
+            return;
+        }
+        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, info & 0x8000_0fff);
+        if info & (1 << 11) != 0 {
+            vmcs::set(
+                Field::ENTRY_EXCEPTION_ERROR_CODE,
+                vmcs::get(Field::IDT_VECTORING_ERROR_CODE),
+            );
+        }
+        if matches!((info >> 8) & 7, 4..=6) {
+            vmcs::set(
+                Field::ENTRY_INSTRUCTION_LENGTH,
+                vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
+            );
+        }
+    }
+
+    fn entry_failed(entered: Entered) -> Exit {
+        match entered {
+            Entered::FailValid => {
+                let error = vmcs::get(Field::VM_INSTRUCTION_ERROR);
+                Exit::EntryFailed {
+                    reason: decode::instruction_error_name(error),
+                    detail: error,
+                }
+            }
+            Entered::FailInvalid => Exit::EntryFailed {
+                reason: "VMfailInvalid (no current VMCS)",
+                detail: 0,
+            },
+            _ => Exit::EntryFailed {
+                reason: "VMWRITE of HOST_RSP failed",
+                detail: 0,
+            },
+        }
+    }
+
+    fn set_proc_bit(&mut self, bit: u32, on: bool) {
+        let new = if on {
+            self.controls.proc | bit
+        } else {
+            self.controls.proc & !bit
+        };
+        if new != self.controls.proc {
+            self.controls.proc = new;
+            self.make_current();
+            vmcs::set(Field::PRIMARY_PROC_CONTROLS, new.into());
+        }
+    }
+}
+
+impl Vcpu for VmxVcpu {
+    fn run(&mut self) -> Exit {
+        loop {
+            self.prepare();
+            // SAFETY: `prepare` made this vCPU's fully initialised VMCS current (host state
+            // from this CPU at creation), `launched` tracks its launch state, and `regs` is
+            // borrowed exclusively for the call.
+            let entered = unsafe { entry::enter(&mut self.regs, self.launched) };
+            if entered != Entered::Exited {
+                return Self::entry_failed(entered);
+            }
+            let raw = Self::read_exit();
+            if raw.reason & (1 << 31) == 0 {
+                self.launched = true;
+                Self::requeue_vectoring();
+            }
+            match decode::classify(&raw) {
+                Action::Report(Exit::ExternalInterrupt) => {
+                    self.external_vector = Some(raw.interruption_info as u8);
+                    return Exit::ExternalInterrupt;
+                }
+                Action::Report(Exit::InterruptWindow) => {
+                    // One exit per request, as on SVM: the generic code asks again if needed.
+                    self.request_interrupt_window(false);
+                    return Exit::InterruptWindow;
+                }
+                Action::Report(exit) => return exit,
+                Action::Cr(access) => {
+                    (self.modes.cr0_shadow, self.modes.cr4_shadow) = self.visible_crs();
+                    self.cr_access(access);
+                }
+                // SAFETY: vector 2 is the host's NMI gate (on its own IST stack); the NMI
+                // that caused this exit is handed to it as the hardware would have.
+                Action::HostNmi => unsafe { core::arch::asm!("int 2") },
+            }
+        }
+    }
+
+    fn regs(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn control_state(&self) -> ControlState {
+        self.make_current();
+        let (cr0, cr4) = self.visible_crs();
+        ControlState {
+            rip: vmcs::get(Field::GUEST_RIP),
+            rsp: vmcs::get(Field::GUEST_RSP),
+            rflags: vmcs::get(Field::GUEST_RFLAGS),
+            cr0,
+            cr2: cpu::read_cr2(),
+            cr3: vmcs::get(Field::GUEST_CR3),
+            cr4,
+            efer: self.modes.efer,
+            cs_selector: vmcs::get(Seg::Cs.selector()) as u16,
+            cpl: ((vmcs::get(Seg::Ss.access_rights()) >> 5) & 3) as u8,
+        }
+    }
+
+    fn skip_instruction(&mut self) {
+        self.make_current();
+        let rip = vmcs::get(Field::GUEST_RIP);
+        let len = vmcs::get(Field::EXIT_INSTRUCTION_LENGTH);
+        let mut rip = rip.wrapping_add(len);
+        if self.modes.efer & super::modes::EFER_LMA == 0
+            || vmcs::get(Seg::Cs.access_rights()) & (1 << 13) == 0
+        {
+            rip &= 0xffff_ffff;
+        }
+        vmcs::set(Field::GUEST_RIP, rip);
+        // The instruction completed: STI/MOV SS blocking ends with it.
+        let blocking = vmcs::get(Field::GUEST_INTERRUPTIBILITY);
+        if blocking & 3 != 0 {
+            vmcs::set(Field::GUEST_INTERRUPTIBILITY, blocking & !3);
+        }
+    }
+
+    fn inject(&mut self, event: Event) {
+        self.make_current();
+        let (info, code) = decode::interruption_info(event);
+        if let Some(code) = code {
+            vmcs::set(Field::ENTRY_EXCEPTION_ERROR_CODE, code.into());
+        }
+        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, info.into());
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        self.make_current();
+        vmcs::get(Field::GUEST_RFLAGS) & (1 << 9) != 0
+            && vmcs::get(Field::GUEST_INTERRUPTIBILITY) & 3 == 0
+            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) == 0
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        self.set_proc_bit(proc::INTERRUPT_WINDOW_EXITING, on);
+    }
+
+    fn set_slice_deadline(&mut self, tsc: Option<u64>) {
+        self.deadline = tsc;
+    }
+
+    fn read_msr(&self, index: u32) -> Option<u64> {
+        self.make_current();
+        self.read_held_msr(index)
+    }
+
+    fn write_msr(&mut self, index: u32, value: u64) -> Result<bool, ()> {
+        self.make_current();
+        (self.modes.cr0_shadow, self.modes.cr4_shadow) = self.visible_crs();
+        self.write_held_msr(index, value)
+    }
+
+    fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
+        let ok = value & 1 != 0
+            && value & !self.platform.xcr0_supported == 0
+            && (value & 4 == 0 || value & 2 != 0)
+            && matches!(value & 0x18, 0 | 0x18)
+            && matches!(value & 0xe0, 0 | 0xe0)
+            && (value & 0xe0 == 0 || value & 4 != 0);
+        if !ok {
+            return Err(());
+        }
+        self.xcr0 = value;
+        Ok(())
+    }
+
+    fn flush_nested_tlb(&mut self) {
+        if let Some(kind) = self.platform.invept {
+            if let Err(e) = vmcs::invept(kind, self.eptp) {
+                log::error!("vmx: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        // SAFETY: the VMCS belongs to this vCPU; clearing it makes it not current, after
+        // which its frames can be returned.
+        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs) } {
+            log::error!("vmx: {e} clearing VMCS {:#x}", self.vmcs);
+        }
+        let _ = CURRENT_VMCS.compare_exchange(self.vmcs, 0, Ordering::Relaxed, Ordering::Relaxed);
+        self.msrs.forget(self.vmcs);
+        phys::free_frames(self.vmcs, FRAMES);
+    }
+}
