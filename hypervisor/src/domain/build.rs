@@ -197,6 +197,7 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         callback_vector: None,
         shared_info: None,
         console_line: ArrayString::new(),
+        console_started: false,
         hypercalls: 0,
         exits: 0,
     })

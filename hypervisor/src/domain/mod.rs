@@ -127,8 +127,10 @@ pub struct Domain<B: Backend> {
     pub callback_vector: Option<u8>,
     /// Host frame of this domain's shared_info page, once the guest mapped it.
     pub shared_info: Option<u64>,
-    /// Console output not yet ended by a newline.
+    /// Console output not yet sent.
     pub console_line: ArrayString<256>,
+    /// Whether the current console line's prefix has been printed.
+    pub console_started: bool,
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: u64,
     /// VM exits taken.
@@ -136,17 +138,26 @@ pub struct Domain<B: Backend> {
 }
 
 impl<B: Backend> Domain<B> {
-    /// Prints guest console text line by line, prefixed with the domain id (as Xen's
-    /// `(d1)` prefix), so guest output cannot forge hypervisor lines.
+    /// Prints guest console text, each line prefixed with the domain id (as Xen's `(d1)`
+    /// prefix) so guest output cannot pass for hypervisor lines. Text goes out as it
+    /// comes (prompts appear before their newline). Control characters are replaced,
+    /// except escape sequences from the control domain, whose console is interactive.
     pub fn console_write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            let c = match b {
-                b'\n' => {
-                    self.flush_console();
-                    continue;
+            if b == b'\n' {
+                self.flush_console();
+                if self.console_started {
+                    crate::println!();
+                } else {
+                    crate::println!("(d{})", self.id);
                 }
+                self.console_started = false;
+                continue;
+            }
+            let c = match b {
                 b'\r' => continue,
                 0x20..=0x7e | b'\t' => b as char,
+                0x1b if self.privileged => '\x1b',
                 _ => '?',
             };
             if self.console_line.try_push(c).is_err() {
@@ -154,13 +165,28 @@ impl<B: Backend> Domain<B> {
                 let _ = self.console_line.try_push(c);
             }
         }
+        self.flush_console();
     }
 
-    /// Ends the current console line, if any.
-    pub fn flush_console(&mut self) {
-        if !self.console_line.is_empty() {
-            crate::println!("(d{}) {}", self.id, self.console_line);
-            self.console_line.clear();
+    /// Finishes a partly printed console line, so hypervisor messages start on their own.
+    pub fn end_console_line(&mut self) {
+        self.flush_console();
+        if self.console_started {
+            crate::println!();
+            self.console_started = false;
         }
+    }
+
+    /// Sends buffered console text, starting the line with the domain prefix if needed.
+    pub fn flush_console(&mut self) {
+        if self.console_line.is_empty() {
+            return;
+        }
+        if !self.console_started {
+            crate::print!("(d{}) ", self.id);
+            self.console_started = true;
+        }
+        crate::print!("{}", self.console_line);
+        self.console_line.clear();
     }
 }

@@ -36,7 +36,7 @@ pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
         let exit = dom.vcpu.run();
         dom.exits += 1;
         if let Flow::End(end) = handle(dom, exit) {
-            dom.flush_console();
+            dom.end_console_line();
             return end;
         }
     }
@@ -358,7 +358,7 @@ fn x2apic_access<B: Backend>(dom: &mut Domain<B>, index: u32, write: bool, value
 
 /// Ends the domain with a diagnostic: what happened, where, and the register state.
 fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flow {
-    dom.flush_console();
+    dom.end_console_line();
     let s = dom.vcpu.control_state();
     let r = *dom.vcpu.regs();
     log::error!("domain {} crashed: {what}", dom.id);
