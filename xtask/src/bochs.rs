@@ -222,7 +222,8 @@ pub fn run_interactive(
             iso: &iso,
             com1: Com1::Socket(port),
             log: &log,
-            megs: 512,
+            // Room for dom0 (dom0_mem=512M), the hypervisor and the kernel decompression.
+            megs: 1024,
         },
     )?;
     // With the console in a file, the terminal shows Bochs's stdout (port

@@ -73,7 +73,11 @@ pub const ARTIFACTS: &[Artifact] = &[
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {
-    Artifact { package: name, bin: name, target: BARE_METAL }
+    Artifact {
+        package: name,
+        bin: name,
+        target: BARE_METAL,
+    }
 }
 
 pub const GUEST_HELLO: Artifact = guest("guest-hello");

@@ -19,7 +19,7 @@ use regex::Regex;
 
 use crate::build::Profile;
 use crate::image::{self, Module};
-use crate::spec::{Emulator, Exit, QemuBoot, Test};
+use crate::spec::{Check, Emulator, Exit, QemuBoot, Test, ValueCheck};
 use crate::{bochs, build, prereq, process, qemu, tests, util};
 
 /// The line the hypervisor prints right before it powers off.
@@ -56,7 +56,12 @@ pub struct Checker {
     power_off: Regex,
     /// The code from the last power-off line seen.
     pub power_off_code: Option<u32>,
+    /// Value checks: pattern, check, and the verdict once a line matched.
+    values: Vec<(Regex, ValueCheck, Option<Verdict>)>,
 }
+
+/// The outcome of one value check: `Err(why)` when it failed.
+type Verdict = Result<(), String>;
 
 impl Checker {
     pub fn new(expect: &[&str], forbid: &[&str]) -> Result<Self> {
@@ -68,11 +73,46 @@ impl Checker {
             forbidden: None,
             power_off: Regex::new(POWER_OFF_PATTERN)?,
             power_off_code: None,
+            values: Vec::new(),
         })
     }
 
-    /// Takes one complete console line (without its line ending).
+    /// Adds value checks (see [`ValueCheck`]).
+    pub fn with_values(mut self, checks: &[ValueCheck]) -> Result<Self> {
+        for c in checks {
+            let re = Regex::new(c.pattern).with_context(|| format!("bad regex {:?}", c.pattern))?;
+            if re.captures_len() < 2 {
+                bail!("value pattern {:?} has no capture group", c.pattern);
+            }
+            self.values.push((re, *c, None));
+        }
+        Ok(self)
+    }
+
+    /// Takes one complete console line (without its line ending), arrived now.
     pub fn line(&mut self, line: &str) {
+        self.line_at(line, crate::linux::host_epoch());
+    }
+
+    /// [`Checker::line`] with the host's clock given (seconds since the epoch).
+    pub fn line_at(&mut self, line: &str, host_epoch: f64) {
+        for (re, check, verdict) in &mut self.values {
+            if verdict.is_some() {
+                continue;
+            }
+            if let Some(c) = re.captures(line) {
+                let text = c.get(1).map_or("", |m| m.as_str());
+                let result = match check.check {
+                    Check::Number(f) => match text.parse::<f64>() {
+                        Ok(value) => f(value, host_epoch),
+                        Err(_) => Err(format!("{text:?} is not a number")),
+                    },
+                    Check::Equals(want) if text == want => Ok(()),
+                    Check::Equals(want) => Err(format!("got {text:?}, expected {want:?}")),
+                };
+                *verdict = Some(result.map_err(|why| format!("{line:?}: {why}")));
+            }
+        }
         // Several expectations may be met by the same line.
         while self.next < self.expect.len() && self.expect[self.next].is_match(line) {
             self.next += 1;
@@ -89,6 +129,14 @@ impl Checker {
 
     pub fn all_expected(&self) -> bool {
         self.next == self.expect.len()
+    }
+
+    /// Value checks that failed (unmatched ones show as unmet expectations).
+    pub fn value_failures(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .filter_map(|(_, _, v)| v.as_ref().and_then(|r| r.as_ref().err().cloned()))
+            .collect()
     }
 
     /// The first expectation not yet met.
@@ -383,7 +431,7 @@ pub fn run_test(test: &Test, ctx: &RunContext) -> Result<Report> {
     let mut console_log = BufWriter::new(File::create(&console_path)?);
     let mut emu_log = BufWriter::new(File::create(&emu_path)?);
 
-    let mut checker = Checker::new(&test.expect, &test.forbid)?;
+    let mut checker = Checker::new(&test.expect, &test.forbid)?.with_values(&test.values)?;
     let sends: Vec<(Regex, &str)> = test
         .send
         .iter()
@@ -515,7 +563,9 @@ fn watch(
         if now >= deadline {
             // A run that already ended (or failed on a forbidden line) is
             // only draining; that is not a timeout.
-            run.timed_out = run.status.is_none() && checker.forbidden.is_none();
+            run.timed_out = run.status.is_none()
+                && checker.forbidden.is_none()
+                && checker.value_failures().is_empty();
             break;
         }
         if stop_at.is_some_and(|s| now >= s) {
@@ -613,7 +663,8 @@ fn watch(
         if run.status.is_some() && open_streams == 0 {
             break;
         }
-        if checker.forbidden.is_some() && stop_at.is_none() {
+        let failed = checker.forbidden.is_some() || !checker.value_failures().is_empty();
+        if failed && stop_at.is_none() {
             stop_at = Some(Instant::now() + GRACE_AFTER_FORBID);
         }
         if test.exit == Exit::WhenExpected && checker.all_expected() && run.status.is_none() {
@@ -666,17 +717,28 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
             test.timeout.as_secs()
         ));
     }
-    if !run.ended_early && !run.timed_out && checker.forbidden.is_none() {
-        if let Exit::Code(want) = test.exit {
-            match exit_code(test, checker, run) {
+    if !run.ended_early
+        && !run.timed_out
+        && checker.forbidden.is_none()
+        && checker.value_failures().is_empty()
+    {
+        match test.exit {
+            Exit::Code(want) => match exit_code(test, checker, run) {
                 Ok(got) if got == want => {}
                 Ok(got) => problems.push(format!(
                     "the hypervisor powered off with exit code {got}, expected {want}"
                 )),
                 Err(why) => problems.push(why),
+            },
+            Exit::AnyCode => {
+                if let Err(why) = exit_code(test, checker, run) {
+                    problems.push(why);
+                }
             }
+            Exit::WhenExpected => {}
         }
     }
+    problems.extend(checker.value_failures());
     if !checker.all_expected() {
         problems.extend(checker.unmet(&run.console));
     }
@@ -726,8 +788,21 @@ pub struct SuiteOptions {
     pub filter: Option<String>,
     pub skip_bochs: bool,
     pub skip_host: bool,
+    /// Skip the tests that boot the Debian dom0 kernel.
+    pub skip_dom0: bool,
     pub verbose: bool,
     pub kernel: Option<PathBuf>,
+}
+
+/// Why a selected test is skipped, if it is.
+fn skip_reason(opts: &SuiteOptions, test: &Test) -> Option<&'static str> {
+    if opts.skip_bochs && test.emulator.is_bochs() {
+        Some("--skip-bochs")
+    } else if opts.skip_dom0 && test.dom0 {
+        Some("--skip-dom0")
+    } else {
+        None
+    }
 }
 
 /// The emulator tests the options select, each with whether it is skipped.
@@ -740,7 +815,7 @@ fn selection(opts: &SuiteOptions) -> Vec<(Test, bool)> {
                 .is_none_or(|f| t.name.contains(f.as_str()))
         })
         .map(|t| {
-            let skip = opts.skip_bochs && t.emulator.is_bochs();
+            let skip = skip_reason(opts, &t).is_some();
             (t, skip)
         })
         .collect()
@@ -748,13 +823,11 @@ fn selection(opts: &SuiteOptions) -> Vec<(Test, bool)> {
 
 /// `cargo xtask test --list`.
 pub fn list(opts: &SuiteOptions) {
-    for (test, skip) in selection(opts) {
-        let note = if skip {
-            "  (skipped: --skip-bochs)"
-        } else {
-            ""
-        };
-        println!("{}{note}", test.name);
+    for (test, _) in selection(opts) {
+        match skip_reason(opts, &test) {
+            Some(why) => println!("{}  (skipped: {why})", test.name),
+            None => println!("{}", test.name),
+        }
     }
 }
 
@@ -845,7 +918,8 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
             };
             for (test, skip) in &selected {
                 if *skip {
-                    println!("test {} ... skipped", test.name);
+                    let why = skip_reason(opts, test).unwrap_or("");
+                    println!("test {} ... skipped ({why})", test.name);
                     skipped += 1;
                     continue;
                 }
@@ -939,6 +1013,60 @@ mod unit {
         assert_eq!(c.power_off_code, Some(3));
         c.line("PANIC at src/main.rs:1");
         assert_eq!(c.forbidden.as_ref().unwrap().1, "PANIC");
+    }
+
+    #[test]
+    fn value_checks() {
+        use crate::spec::{Check, ValueCheck};
+        let near = |v: f64, now: f64| {
+            if (v - now).abs() <= 5.0 {
+                Ok(())
+            } else {
+                Err(format!("{:+.0} s from the host", v - now))
+            }
+        };
+        let ms = |v: f64, _| {
+            (1800.0..=2200.0)
+                .contains(&v)
+                .then_some(())
+                .ok_or("out of range".into())
+        };
+        let checks = [
+            ValueCheck {
+                pattern: r"EPOCH=(\d+)",
+                check: Check::Number(near),
+            },
+            ValueCheck {
+                pattern: r"SLEPT_MS=(\d+)",
+                check: Check::Number(ms),
+            },
+            ValueCheck {
+                pattern: r"HV=(\S*)$",
+                check: Check::Equals("xen"),
+            },
+        ];
+        let mut c = Checker::new(&[r"EPOCH=(\d+)", r"SLEPT_MS=(\d+)", r"HV=(\S*)$"], &[])
+            .unwrap()
+            .with_values(&checks)
+            .unwrap();
+        c.line_at("echo EPOCH=$(date +%s)", 1000.0);
+        c.line_at("EPOCH=1003", 1000.0);
+        // Only the first match counts.
+        c.line_at("EPOCH=5", 1000.0);
+        c.line_at("SLEPT_MS=2500", 1000.0);
+        c.line_at("HV=kvm", 1000.0);
+        assert!(c.all_expected());
+        let failures = c.value_failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("out of range"));
+        assert!(failures[1].contains(r#"got "kvm", expected "xen""#));
+        assert!(Checker::new(&[], &[])
+            .unwrap()
+            .with_values(&[ValueCheck {
+                pattern: "x",
+                check: Check::Number(ms)
+            }])
+            .is_err());
     }
 
     #[test]

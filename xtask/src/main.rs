@@ -13,11 +13,14 @@ mod bochs;
 mod build;
 mod harness;
 mod image;
+mod initramfs;
+mod linux;
 mod prereq;
 mod process;
 mod qemu;
 mod spec;
 mod tests;
+mod tests_dom0;
 mod util;
 
 use std::path::PathBuf;
@@ -51,6 +54,10 @@ struct KernelOpts {
     /// Repeatable; order is kept.
     #[arg(long = "module", value_name = "PATH[=ARGS]")]
     modules: Vec<ModuleArg>,
+    /// run-qemu/run-bochs: boot this test guest (tests/guests/NAME, e.g.
+    /// `hello`) instead of the default, the Debian dom0 (see `dom0-assets`).
+    #[arg(long, value_name = "NAME", conflicts_with = "modules")]
+    guest: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +135,10 @@ enum Command {
         /// Skip the host unit tests (`cargo test --workspace`).
         #[arg(long)]
         skip_host: bool,
+        /// Skip the tests that boot the Debian dom0 kernel (they download it
+        /// on first use; see `dom0-assets`).
+        #[arg(long)]
+        skip_dom0: bool,
         /// List the emulator tests and exit.
         #[arg(long)]
         list: bool,
@@ -137,6 +148,23 @@ enum Command {
         /// Boot this ELF instead of building the hypervisor.
         #[arg(long, value_name = "ELF")]
         kernel: Option<PathBuf>,
+    },
+    /// Fetch the Debian dom0 kernel (the package `linux-image-amd64` depends
+    /// on now) into target/dom0/ and pack the dom0 initramfs; print what is where.
+    ///
+    /// run-qemu, run-bochs and test do this by themselves when they need it.
+    Dom0Assets {
+        /// Also list the initramfs contents.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Boot the dom0 kernel and initramfs without the hypervisor (QEMU
+    /// `-kernel`, Bochs through GRUB `linux`) and report the time from
+    /// emulator start to the userspace banner, for comparison with dom0.
+    Dom0Baseline {
+        /// Which emulator; default: QEMU, then Bochs.
+        #[arg(long, value_enum, default_value_t = linux::BaselineEmulator::Both)]
+        emulator: linux::BaselineEmulator,
     },
     /// Run benchmarks (none yet).
     Bench,
@@ -172,17 +200,53 @@ fn kernel_elf(opts: &KernelOpts) -> Result<PathBuf> {
     }
 }
 
-/// The modules to boot: those given with `--module`, or by default the `hello` test guest
-/// (the first domain the hypervisor can run until dom0 arrives).
-fn boot_modules(opts: &KernelOpts) -> Result<Vec<image::Module>> {
+/// What run-qemu/run-bochs boot: the `--module`s, the `--guest`, or by
+/// default the Debian dom0 (kernel `console=hvc0 earlyprintk=xen` and the
+/// initramfs, as Xen is booted). Also says whether that is dom0.
+fn boot_modules(opts: &KernelOpts) -> Result<(Vec<image::Module>, bool)> {
     if !opts.modules.is_empty() {
-        return image::modules_from_args(&opts.modules);
+        return Ok((image::modules_from_args(&opts.modules)?, false));
     }
-    let built = build::build(&[&build::GUEST_HELLO], Profile::Release)?;
-    Ok(built
-        .into_iter()
-        .map(|path| image::Module { path, args: "hello".into() })
-        .collect())
+    if let Some(name) = &opts.guest {
+        let package = format!("guest-{name}");
+        let Some(artifact) = build::ARTIFACTS.iter().find(|a| a.package == package) else {
+            let known: Vec<&str> = build::ARTIFACTS
+                .iter()
+                .filter_map(|a| a.package.strip_prefix("guest-"))
+                .collect();
+            bail!(
+                "--guest {name}: no such test guest (known: {})",
+                known.join(", ")
+            );
+        };
+        let built = build::build(&[artifact], Profile::Release)?;
+        let modules = built
+            .into_iter()
+            .map(|path| image::Module {
+                path,
+                args: name.clone(),
+            })
+            .collect();
+        return Ok((modules, false));
+    }
+    let assets = linux::assets()?;
+    eprintln!(
+        "xtask: dom0 = Debian kernel {} + {}",
+        assets.version,
+        util::display_rel(&assets.initramfs)
+    );
+    Ok((assets.boot_modules(), true))
+}
+
+/// The hypervisor command line of run-qemu/run-bochs: `base`, `dom_mem`
+/// when booting dom0, then the user's words (which come last, so they win).
+fn run_cmdline(base: &str, dom0: bool, dom0_mem: &str, user: &[String]) -> String {
+    let base = if dom0 {
+        util::join_cmdline(base, &[dom0_mem.to_string()])
+    } else {
+        base.to_string()
+    };
+    util::join_cmdline(&base, user)
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -228,8 +292,13 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             prereq::ensure(&needs)?;
             let elf = kernel_elf(&kernel)?;
-            let modules = boot_modules(&kernel)?;
-            let cmdline = util::join_cmdline(qemu::DEFAULT_CMDLINE, &cmdline);
+            let (modules, dom0) = boot_modules(&kernel)?;
+            let cmdline = run_cmdline(
+                qemu::DEFAULT_CMDLINE,
+                dom0,
+                linux::DOM0_MEM_OPTION,
+                &cmdline,
+            );
             qemu::run_interactive(&qemu::RunSpec {
                 kernel: elf,
                 cmdline,
@@ -247,14 +316,22 @@ fn run(command: Command) -> Result<ExitCode> {
         } => {
             prereq::ensure(&[prereq::Need::Bochs, prereq::Need::Grub])?;
             let elf = kernel_elf(&kernel)?;
-            let modules = boot_modules(&kernel)?;
-            let cmdline = util::join_cmdline(bochs::DEFAULT_CMDLINE, &cmdline);
+            let (modules, dom0) = boot_modules(&kernel)?;
+            // run-bochs gives the machine 512 MiB (bochs::run_interactive),
+            // so dom0 gets less than under run-qemu.
+            let cmdline = run_cmdline(
+                bochs::DEFAULT_CMDLINE,
+                dom0,
+                linux::DOM0_MEM_OPTION,
+                &cmdline,
+            );
             bochs::run_interactive(&elf, &cmdline, modules, serial_file.as_deref())
         }
         Command::Test {
             filter,
             skip_bochs,
             skip_host,
+            skip_dom0,
             list,
             verbose,
             kernel,
@@ -263,6 +340,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 filter,
                 skip_bochs,
                 skip_host,
+                skip_dom0,
                 verbose,
                 kernel,
             };
@@ -272,6 +350,8 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             harness::run_suite(&opts)
         }
+        Command::Dom0Assets { list } => linux::cmd_assets(list),
+        Command::Dom0Baseline { emulator } => linux::cmd_baseline(emulator),
         Command::Bench => {
             println!("no benchmarks yet");
             Ok(ExitCode::SUCCESS)

@@ -24,8 +24,7 @@ pub enum Need {
     Bochs,
     /// grub-mkrescue for BIOS (i386-pc) and what it calls.
     Grub,
-    /// busybox and cpio, to pack a dom0 initramfs.
-    #[allow(dead_code)] // used once dom0 tests exist
+    /// busybox-static (packed into the dom0 initramfs) and cpio (to list it).
     Initramfs,
 }
 
@@ -105,9 +104,12 @@ const REQUIREMENTS: &[Requirement] = &[
         probe: Probe::Program("mformat"),
         package: "mtools",
     },
+    // The initramfs needs the static busybox at this path; the dynamically
+    // linked `busybox` package installs /bin/busybox too, so a present but
+    // dynamic one is reported by the initramfs builder, not here.
     Requirement {
         need: Need::Initramfs,
-        probe: Probe::Program("busybox"),
+        probe: Probe::File(crate::initramfs::BUSYBOX),
         package: "busybox-static",
     },
     Requirement {

@@ -89,6 +89,9 @@ pub enum Source {
     /// A binary built by `cargo xtask build` (release profile).
     #[allow(dead_code)] // for test guests and dom0 tools
     Built(&'static Artifact),
+    /// A file xtask fetches or derives before the test (the dom0 kernel and
+    /// initramfs, images made from them); the function returns its path.
+    Prepared(fn() -> anyhow::Result<PathBuf>),
 }
 
 /// One boot module of a test.
@@ -109,7 +112,18 @@ impl ModuleSpec {
 
     /// A module that `cargo xtask build` produces (a test guest).
     pub const fn built(artifact: &'static Artifact) -> Self {
-        ModuleSpec { source: Source::Built(artifact), args: "" }
+        ModuleSpec {
+            source: Source::Built(artifact),
+            args: "",
+        }
+    }
+
+    /// A module whose file a function provides (see [`Source::Prepared`]).
+    pub const fn prepared(make: fn() -> anyhow::Result<PathBuf>) -> Self {
+        ModuleSpec {
+            source: Source::Prepared(make),
+            args: "",
+        }
     }
 
     /// Sets the module's arguments (after its name on its command line).
@@ -129,6 +143,7 @@ impl ModuleSpec {
             }
             Source::File(path) => Ok(util::repo_root().join(path)),
             Source::Built(artifact) => Ok(build::output_path(artifact, Profile::Release)),
+            Source::Prepared(make) => make(),
         }
     }
 }
@@ -143,6 +158,30 @@ pub enum Exit {
     /// then killed (for runs that never power off, e.g. a dom0 shell).
     #[allow(dead_code)] // for interactive tests
     WhenExpected,
+    /// The hypervisor powers off, with any exit code (for runs whose code is
+    /// not the point, e.g. after a dom0 crash).
+    #[allow(dead_code)]
+    AnyCode,
+}
+
+/// A value on the console, checked: the first line matching `pattern` is
+/// judged by its capture group 1. A failed check fails the test and ends the
+/// run at once (a wrong answer need not wait for the timeout).
+#[derive(Clone, Copy, Debug)]
+pub struct ValueCheck {
+    pub pattern: &'static str,
+    pub check: Check,
+}
+
+/// How a [`ValueCheck`] judges its value.
+#[derive(Clone, Copy, Debug)]
+pub enum Check {
+    /// The value is a number, handed over with the host's clock (seconds
+    /// since the epoch) at the moment the line arrived: for a guest's
+    /// `date +%s`, a measured duration, ... `Err(why)` fails the test.
+    Number(fn(value: f64, host_epoch: f64) -> Result<(), String>),
+    /// The value must be exactly this text.
+    Equals(&'static str),
 }
 
 /// Text to type into the console once a pattern has appeared.
@@ -169,6 +208,10 @@ pub struct Test {
     pub exit: Exit,
     /// Guest memory: QEMU `-m` syntax; Bochs takes the MiB value.
     pub memory_mib: u32,
+    /// Values to check on the console (their patterns are also in `expect`).
+    pub values: Vec<ValueCheck>,
+    /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
+    pub dom0: bool,
 }
 
 impl Test {
@@ -187,6 +230,8 @@ impl Test {
             timeout: Duration::from_secs(60),
             exit: Exit::Code(0),
             memory_mib,
+            values: Vec::new(),
+            dom0: false,
         }
     }
 
@@ -203,6 +248,43 @@ impl Test {
     /// Patterns that must all appear, in this order.
     pub fn expect(mut self, patterns: &[&'static str]) -> Self {
         self.expect.extend_from_slice(patterns);
+        self
+    }
+
+    /// A pattern that must appear next (like [`Test::expect`]) and whose
+    /// capture group 1, a number, must pass `check` (see [`Check::Number`]),
+    /// e.g. `.expect_number(r"EPOCH=(\d+)", |n, now| ...)`.
+    #[allow(dead_code)]
+    pub fn expect_number(
+        mut self,
+        pattern: &'static str,
+        check: fn(value: f64, host_epoch: f64) -> Result<(), String>,
+    ) -> Self {
+        self.expect.push(pattern);
+        self.values.push(ValueCheck {
+            pattern,
+            check: Check::Number(check),
+        });
+        self
+    }
+
+    /// A pattern that must appear next and whose capture group 1 must be
+    /// `value`: `.expect_value(r"HV=(\S*)$", "xen")` fails at once on
+    /// `HV=kvm`, where `.expect(&["HV=xen$"])` would wait for the timeout.
+    #[allow(dead_code)]
+    pub fn expect_value(mut self, pattern: &'static str, value: &'static str) -> Self {
+        self.expect.push(pattern);
+        self.values.push(ValueCheck {
+            pattern,
+            check: Check::Equals(value),
+        });
+        self
+    }
+
+    /// Marks a test that boots the Debian dom0 (`--skip-dom0` skips it).
+    #[allow(dead_code)]
+    pub fn dom0(mut self) -> Self {
+        self.dom0 = true;
         self
     }
 

@@ -32,7 +32,8 @@ fn boot_expect(virt: &'static str) -> Vec<&'static str> {
 
 /// The banner line naming what the emulated CPU offers.
 const QEMU_VIRT: &str = r"^\(I\) CPU virtualization: VMX=no .*SVM=yes NPT=yes";
-const BOCHS_VIRT: &str = r"^\(I\) CPU virtualization: VMX=yes EPT=yes unrestricted-guest=yes VPID=yes";
+const BOCHS_VIRT: &str =
+    r"^\(I\) CPU virtualization: VMX=yes EPT=yes unrestricted-guest=yes VPID=yes";
 
 /// A small text module.
 fn mod_a() -> ModuleSpec {
@@ -62,7 +63,10 @@ struct GuestCase {
 }
 
 /// Lines every guest test must end with: the hypervisor survived the domain and powered off.
-const SURVIVED: &[&str] = &[r"^\(I\) nothing to run; powering off", r"^ferrovisor: power off, exit code 0"];
+const SURVIVED: &[&str] = &[
+    r"^\(I\) nothing to run; powering off",
+    r"^ferrovisor: power off, exit code 0",
+];
 
 const GUESTS: &[GuestCase] = &[
     GuestCase {
@@ -134,7 +138,12 @@ const GUESTS: &[GuestCase] = &[
 ];
 
 /// Every guest test on one emulator (and so one backend).
-fn guest_tests(prefix: &str, emulator: fn() -> Emulator, console: &'static str, timeout: u64) -> Vec<Test> {
+fn guest_tests(
+    prefix: &str,
+    emulator: fn() -> Emulator,
+    console: &'static str,
+    timeout: u64,
+) -> Vec<Test> {
     GUESTS
         .iter()
         .map(|g| {
@@ -146,7 +155,13 @@ fn guest_tests(prefix: &str, emulator: fn() -> Emulator, console: &'static str, 
                 .expect(SURVIVED)
                 .timeout_secs(timeout);
             if g.provokes_fault {
-                t = t.no_default_forbid().forbid(&[r"panic", r"PANIC", r"EXCEPTION", r"page fault", r"FAIL"]);
+                t = t.no_default_forbid().forbid(&[
+                    r"panic",
+                    r"PANIC",
+                    r"EXCEPTION",
+                    r"page fault",
+                    r"FAIL",
+                ]);
             }
             t
         })
@@ -155,8 +170,19 @@ fn guest_tests(prefix: &str, emulator: fn() -> Emulator, console: &'static str, 
 
 pub fn all() -> Vec<Test> {
     let mut tests = base_tests();
-    tests.extend(guest_tests("qemu-tcg", || Emulator::qemu_tcg(QemuBoot::Kernel), "console=com1 on_idle=poweroff", 60));
-    tests.extend(guest_tests("bochs", || Emulator::Bochs, "console=com1,e9 on_idle=poweroff", 300));
+    tests.extend(guest_tests(
+        "qemu-tcg",
+        || Emulator::qemu_tcg(QemuBoot::Kernel),
+        "console=com1 on_idle=poweroff",
+        60,
+    ));
+    tests.extend(guest_tests(
+        "bochs",
+        || Emulator::Bochs,
+        "console=com1,e9 on_idle=poweroff",
+        300,
+    ));
+    tests.extend(crate::tests_dom0::all());
     tests
 }
 

@@ -171,6 +171,7 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
         vcpu_id: 0,
         domid: dom.id,
         vcpus: 1,
+        cr4: dom.vcpu.control_state().cr4,
     };
     let r = guest_cpuid(leaf, subleaf, host, &ctx);
     let regs = dom.vcpu.regs();

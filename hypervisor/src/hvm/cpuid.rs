@@ -35,6 +35,8 @@ pub struct CpuidContext {
     pub vcpu_id: u32,
     pub domid: u16,
     pub vcpus: u32,
+    /// The guest's CR4: the OSXSAVE and OSPKE bits of CPUID mirror it, not the host's.
+    pub cr4: u64,
 }
 
 /// The guest-visible result of CPUID(`leaf`, `subleaf`), given what the host returned for
@@ -50,6 +52,8 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
             // which every vCPU starts in, and hypervisor(31).
             r.ecx &= !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24));
             r.ecx |= (1 << 21) | (1 << 31);
+            // OSXSAVE (27) reports the guest's own CR4.OSXSAVE (18).
+            r.ecx = (r.ecx & !(1 << 27)) | (((ctx.cr4 >> 18) & 1) as u32) << 27;
             // ECX: also no debug store, SpeedStep, thermal monitor, xTPR, perfmon
             // capabilities or DCA: all need MSRs or platform parts we do not emulate.
             r.ecx &=
@@ -61,7 +65,12 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
             // EBX: initial APIC id in 31..24, logical processor count in 23..16.
             r.ebx = (r.ebx & 0xffff) | (ctx.vcpu_id << 24) | ((ctx.vcpus.min(255)) << 16);
         }
-        5 | 0xa => r = CpuidResult::default(), // MONITOR/MWAIT, performance monitoring
+        // MONITOR/MWAIT, thermal and power management (APERF/MPERF MSRs), performance
+        // monitoring: none of it is virtualized.
+        5 | 6 | 0xa => r = CpuidResult::default(),
+        // XSAVES/XRSTORS need the IA32_XSS MSR and supervisor state, which are not
+        // virtualized: guests use XSAVE/XSAVEOPT/XSAVEC.
+        0xd if subleaf == 1 => r.eax &= !(1 << 3),
         // Extended topology: one thread per core, `vcpus` cores; x2APIC id = vCPU id, so
         // it agrees with leaf 1, the MADT and the x2APIC ID register.
         0xb | 0x1f => {
@@ -86,7 +95,12 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
                 },
             };
         }
-        7 if subleaf == 0 => r.ecx &= !(1 << 16), // LA57
+        7 if subleaf == 0 => {
+            r.ecx &= !(1 << 16); // LA57
+            r.ebx &= !(1 << 1); // TSC_ADJUST: the MSR is not emulated
+            // OSPKE (ECX 4) reports the guest's own CR4.PKE (22).
+            r.ecx = (r.ecx & !(1 << 4)) | (((ctx.cr4 >> 22) & 1) as u32) << 4;
+        }
         0x8000_0001 => r.ecx &= !(1 << 2),        // SVM
         0x8000_000a | 0x8000_001f => r = CpuidResult::default(), // SVM features, SME/SEV
         _ => {}
@@ -132,11 +146,7 @@ fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
 mod tests {
     use super::*;
 
-    const CTX: CpuidContext = CpuidContext {
-        vcpu_id: 2,
-        domid: 7,
-        vcpus: 4,
-    };
+    const CTX: CpuidContext = CpuidContext { vcpu_id: 2, domid: 7, vcpus: 4, cr4: 0 };
     const ALL: CpuidResult = CpuidResult {
         eax: !0,
         ebx: !0,
@@ -215,6 +225,17 @@ mod tests {
     }
 
     #[test]
+    fn os_enabled_bits_follow_the_guest_cr4() {
+        assert_eq!(guest_cpuid(1, 0, ALL, &CTX).ecx & (1 << 27), 0, "guest has not set OSXSAVE");
+        let on = CpuidContext { cr4: (1 << 18) | (1 << 22), ..CTX };
+        assert_ne!(guest_cpuid(1, 0, ALL, &on).ecx & (1 << 27), 0);
+        assert_ne!(guest_cpuid(7, 0, ALL, &on).ecx & (1 << 4), 0);
+        assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 4), 0);
+        assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 3), 0, "no XSAVES");
+        assert_eq!(guest_cpuid(6, 0, ALL, &CTX), CpuidResult::default(), "no APERF/MPERF");
+    }
+
+    #[test]
     fn topology_leaves_agree_with_apic_ids() {
         let smt = guest_cpuid(0xb, 0, ALL, &CTX);
         let core = guest_cpuid(0xb, 1, ALL, &CTX);
@@ -242,6 +263,7 @@ mod tests {
             CpuidResult::default()
         );
         assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 16), 0, "LA57");
+        assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ebx & (1 << 1), 0, "TSC_ADJUST");
         assert_eq!(
             guest_cpuid(7, 1, ALL, &CTX),
             ALL,

@@ -54,10 +54,12 @@ pub struct Cr0Update {
 }
 
 impl Fixed {
-    /// CR0 bits whose guest writes must exit: PG always, plus every bit VMX forces either way
-    /// (except PE, which unrestricted guest lets the guest own).
+    /// CR0 bits whose guest writes must exit: PG always, CD and NW (the guest's cache
+    /// disabling is recorded but not applied: guest memory is write-back in the EPT, and
+    /// a guest must not be able to slow the host's caches down), plus every bit VMX forces
+    /// either way (except PE, which unrestricted guest lets the guest own).
     pub const fn cr0_mask(&self) -> u64 {
-        ((self.cr0_fixed0 & !CR0_PE) | (!self.cr0_fixed1 & 0xffff_ffff)) | CR0_PG
+        ((self.cr0_fixed0 & !CR0_PE) | (!self.cr0_fixed1 & 0xffff_ffff)) | CR0_PG | CR0_CD | CR0_NW
     }
 
     /// CR4 bits whose guest writes must exit: VMXE and every other forced or unsupported bit.
@@ -80,7 +82,7 @@ impl Fixed {
 
     /// The real CR0 for a guest-visible value.
     pub const fn cr0_real(&self, guest: u64) -> u64 {
-        ((guest | CR0_ET | (self.cr0_fixed0 & !(CR0_PE | CR0_PG))) & self.cr0_fixed1)
+        (((guest & !(CR0_CD | CR0_NW)) | CR0_ET | (self.cr0_fixed0 & !(CR0_PE | CR0_PG))) & self.cr0_fixed1)
             | (guest & (CR0_PE | CR0_PG))
     }
 
@@ -182,7 +184,8 @@ mod tests {
     fn pvh_entry_values() {
         assert_eq!(F.cr0_real(0x11), 0x31);
         assert_eq!(F.cr4_real(0), CR4_VMXE);
-        assert_eq!(F.cr0_mask(), CR0_PG | CR0_NE);
+        assert_eq!(F.cr0_mask(), CR0_PG | CR0_NE | CR0_CD | CR0_NW);
+        assert_eq!(F.cr0_real(0x11 | CR0_CD | CR0_NW), 0x31, "guest cache-disable is not applied");
         assert_eq!(F.cr4_mask() >> 32, 0);
         assert_ne!(F.cr4_mask() & CR4_VMXE, 0);
         assert_ne!(

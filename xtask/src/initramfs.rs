@@ -1,0 +1,506 @@
+//! The dom0 test initramfs: busybox, `/init` from `tests/linux/`, and the Xen
+//! driver modules of the Debian kernel, as a gzip-compressed `newc` cpio.
+//!
+//! The archive is written here in Rust rather than with `cpio -o` from a
+//! staging directory, because it needs a `/dev/console` device node (the
+//! kernel opens it for init's stdin/stdout before init runs), and creating
+//! one in a staging directory needs root. Writing the format ourselves also
+//! makes the output byte-for-byte reproducible (every mtime is 0, owners are
+//! root), so "has anything changed" is a hash of the uncompressed archive.
+//!
+//! Linux unpacks the gzip itself (`CONFIG_RD_GZIP=y`); the hypervisor passes
+//! the file to the kernel as it is.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+/// The statically linked busybox of Debian's `busybox-static`.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Files of the initramfs that come from the repository.
+const INIT: &str = "tests/linux/init";
+const SHELLRC: &str = "tests/linux/shellrc";
+
+/// Xen driver modules packed into the initramfs (module names as `modinfo`
+/// prints them, `-` and `_` alike), with their dependencies. The Debian 6.1
+/// kernel builds these as modules (docs: xen-pvh-abi.md §0). `/init` loads
+/// all of them, in the order written to `/etc/xen-modules`, when it runs on
+/// Xen; the back- and front-ends are harmless without their xenstore nodes.
+pub const XEN_MODULES: &[&str] = &[
+    "xen-evtchn",
+    "xen-privcmd",
+    "xenfs",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-blkfront",
+    "xen-netfront",
+    "xen-blkback",
+    "xen-netback",
+];
+
+/// Bump when the layout changes in a way the content hash cannot see.
+const FORMAT: u32 = 1;
+
+// ---------------------------------------------------------------------------
+// The newc format
+
+/// One archive member.
+enum Entry {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+    CharDev { major: u32, minor: u32, mode: u32 },
+}
+
+/// A cpio archive in `newc` format (the one the kernel reads: "070701"
+/// headers of 13 eight-digit hex fields, names and data padded to 4 bytes).
+#[derive(Default)]
+pub struct Cpio {
+    /// Path (no leading `/`) to entry; sorted, so parents come first.
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Cpio {
+    /// Adds a directory and its parents.
+    pub fn dir(&mut self, path: &str) {
+        let path = path.trim_matches('/');
+        let mut prefix = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            self.entries.entry(prefix.clone()).or_insert(Entry::Dir);
+        }
+    }
+
+    fn parent(&mut self, path: &str) {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: Vec<u8>) {
+        let path = path.trim_start_matches('/').to_string();
+        self.parent(&path);
+        self.entries.insert(path, Entry::File { data, mode });
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        let path = path.trim_start_matches('/').to_string();
+        self.parent(&path);
+        self.entries
+            .insert(path, Entry::Symlink(target.to_string()));
+    }
+
+    pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) {
+        let path = path.trim_start_matches('/').to_string();
+        self.parent(&path);
+        self.entries
+            .insert(path, Entry::CharDev { major, minor, mode });
+    }
+
+    /// The archive bytes, ending with the `TRAILER!!!` record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (ino, (name, entry)) in self.entries.iter().enumerate() {
+            let (mode, data, nlink, rdev): (u32, &[u8], u32, (u32, u32)) = match entry {
+                Entry::Dir => (0o040755, &[], 2, (0, 0)),
+                Entry::File { data, mode } => (0o100000 | mode, data, 1, (0, 0)),
+                Entry::Symlink(target) => (0o120777, target.as_bytes(), 1, (0, 0)),
+                Entry::CharDev { major, minor, mode } => {
+                    (0o020000 | mode, &[], 1, (*major, *minor))
+                }
+            };
+            write_record(&mut out, ino as u32 + 1, mode, nlink, rdev, name, data);
+        }
+        write_record(&mut out, 0, 0, 1, (0, 0), "TRAILER!!!", &[]);
+        out
+    }
+
+    /// Member paths (for listings and tests).
+    #[allow(dead_code)] // used by the unit tests
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+fn write_record(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    rdev: (u32, u32),
+    name: &str,
+    data: &[u8],
+) {
+    let fields = [
+        ino,
+        mode,
+        0, // uid
+        0, // gid
+        nlink,
+        0, // mtime: reproducible archives
+        data.len() as u32,
+        0, // dev major
+        0, // dev minor
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1, // with its NUL
+        0,                     // check (unused by newc)
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+    out.extend_from_slice(data);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Kernel modules
+
+/// A module file found in the kernel's module tree.
+#[derive(Clone, Debug)]
+struct ModuleFile {
+    /// Path relative to `/lib/modules/<version>/`, without a compression
+    /// suffix (`kernel/drivers/xen/xen-evtchn.ko`).
+    rel: String,
+    /// The file on disk (maybe `.ko.xz` / `.ko.zst` / `.ko.gz`).
+    path: PathBuf,
+}
+
+/// The canonical module name: `-` and `_` are the same to modprobe.
+fn canonical(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Every module under `modules_dir`, by canonical name.
+fn index_modules(modules_dir: &Path) -> Result<BTreeMap<String, ModuleFile>> {
+    let mut index = BTreeMap::new();
+    let mut stack = vec![modules_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+            else {
+                continue;
+            };
+            let rel_dir = path
+                .parent()
+                .and_then(|p| p.strip_prefix(modules_dir).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let rel = if rel_dir.is_empty() {
+                format!("{stem}.ko")
+            } else {
+                format!("{rel_dir}/{stem}.ko")
+            };
+            index.insert(canonical(stem), ModuleFile { rel, path });
+        }
+    }
+    Ok(index)
+}
+
+/// A module's contents, decompressed with the system tool when Debian ships
+/// it compressed (Debian 12 does not, later releases use xz or zstd; busybox
+/// insmod reads only plain ELF).
+fn module_bytes(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool: Option<&[&str]> = if name.ends_with(".xz") {
+        Some(&["xz", "-dc"])
+    } else if name.ends_with(".zst") {
+        Some(&["zstd", "-dcq"])
+    } else if name.ends_with(".gz") {
+        Some(&["gzip", "-dc"])
+    } else {
+        None
+    };
+    match tool {
+        None => std::fs::read(path).with_context(|| format!("cannot read {}", path.display())),
+        Some(argv) => {
+            let out = Command::new(argv[0])
+                .args(&argv[1..])
+                .arg(path)
+                .output()
+                .with_context(|| format!("cannot run {} (to decompress {name})", argv[0]))?;
+            if !out.status.success() {
+                bail!(
+                    "{} {name} failed: {}",
+                    argv.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(out.stdout)
+        }
+    }
+}
+
+/// The `depends=` list in a module's `.modinfo` section (NUL-separated
+/// `key=value` strings; searching the whole file for the key is enough, as
+/// modpost writes it exactly once).
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    let Some(pos) = ko.windows(key.len()).position(|w| w == key) else {
+        return Vec::new();
+    };
+    let value = &ko[pos + key.len()..];
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resolves `wanted` and their dependencies into load order (dependencies
+/// first). Returns (module, contents) pairs.
+fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<(ModuleFile, Vec<u8>)>> {
+    let index = index_modules(modules_dir)?;
+    let mut order: Vec<(ModuleFile, Vec<u8>)> = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, ModuleFile>,
+        order: &mut Vec<(ModuleFile, Vec<u8>)>,
+        done: &mut std::collections::BTreeSet<String>,
+        path: &mut Vec<String>,
+    ) -> Result<()> {
+        let key = canonical(name);
+        if done.contains(&key) {
+            return Ok(());
+        }
+        if path.contains(&key) {
+            bail!("module dependency cycle: {} -> {key}", path.join(" -> "));
+        }
+        let Some(module) = index.get(&key) else {
+            bail!("module {name} is not in the kernel package");
+        };
+        let bytes = module_bytes(&module.path)?;
+        path.push(key.clone());
+        for dep in module_depends(&bytes) {
+            visit(&dep, index, order, done, path)?;
+        }
+        path.pop();
+        done.insert(key);
+        order.push((module.clone(), bytes));
+        Ok(())
+    }
+    for name in wanted {
+        visit(name, &index, &mut order, &mut done, &mut Vec::new())?;
+    }
+    Ok(order)
+}
+
+/// Whether an ELF64 executable asks for a dynamic loader (has PT_INTERP).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..phnum).any(|i| u32_at(phoff as usize + i * phentsize) == Some(3))
+}
+
+// ---------------------------------------------------------------------------
+// Building
+
+/// What went into an initramfs.
+pub struct Built {
+    pub path: PathBuf,
+    /// Modules in load order (relative to `/lib/modules/<version>/`).
+    pub modules: Vec<String>,
+    /// Whether it was (re)written now, or was already up to date.
+    pub rebuilt: bool,
+}
+
+/// The archive contents for kernel `version` with modules from `modules_dir`.
+fn contents(version: &str, modules_dir: &Path) -> Result<(Cpio, Vec<String>)> {
+    let root = util::repo_root();
+    let read = |rel: &str| -> Result<Vec<u8>> {
+        let path = root.join(rel);
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut cpio = Cpio::default();
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc",
+        "mnt",
+    ] {
+        cpio.dir(dir);
+    }
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.char_dev("dev/null", 0o666, 1, 3);
+    cpio.file("init", 0o755, read(INIT)?);
+    cpio.file("etc/shellrc", 0o644, read(SHELLRC)?);
+
+    let busybox = std::fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX}"))?;
+    if has_interpreter(&busybox) {
+        bail!("{BUSYBOX} is dynamically linked; install busybox-static (it replaces busybox)");
+    }
+    cpio.file("bin/busybox", 0o755, busybox);
+    // One symbolic link per applet, where busybox itself would install it.
+    let list = util::run_quiet(Command::new(BUSYBOX).arg("--list-full"))?;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if applet != "bin/busybox" {
+            cpio.symlink(applet, "/bin/busybox");
+        }
+    }
+
+    let resolved = resolve_modules(modules_dir, XEN_MODULES)?;
+    let mut load_order = Vec::new();
+    for (module, bytes) in resolved {
+        cpio.file(
+            &format!("lib/modules/{version}/{}", module.rel),
+            0o644,
+            bytes,
+        );
+        load_order.push(module.rel);
+    }
+    let mut list = load_order.join("\n");
+    list.push('\n');
+    cpio.file("etc/xen-modules", 0o644, list.into_bytes());
+    Ok((cpio, load_order))
+}
+
+/// Writes `output` (gzip) unless an identical archive is already there.
+pub fn build(version: &str, modules_dir: &Path, output: &Path) -> Result<Built> {
+    let (cpio, modules) = contents(version, modules_dir)?;
+    let bytes = cpio.to_bytes();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    FORMAT.hash(&mut hasher);
+    bytes.hash(&mut hasher);
+    let stamp_text = format!("{:016x}\n", hasher.finish());
+    let stamp = output.with_extension("gz.stamp");
+    let current = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if output.is_file() && current == stamp_text {
+        return Ok(Built {
+            path: output.to_path_buf(),
+            modules,
+            rebuilt: false,
+        });
+    }
+    util::create_parent(output)?;
+    let tmp = output.with_extension("gz.tmp");
+    gzip(&bytes, &tmp)?;
+    std::fs::rename(&tmp, output)?;
+    std::fs::write(&stamp, stamp_text)?;
+    Ok(Built {
+        path: output.to_path_buf(),
+        modules,
+        rebuilt: true,
+    })
+}
+
+/// `gzip -9n` (no name, no time stamp: reproducible) from memory to a file.
+fn gzip(data: &[u8], output: &Path) -> Result<()> {
+    let file = std::fs::File::create(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let mut child = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .context("cannot run gzip")?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let status = child.wait()?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("gzip writer thread panicked"))?
+        .context("writing to gzip")?;
+    if !status.success() {
+        bail!("gzip failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_layout() {
+        let mut c = Cpio::default();
+        c.file("a/b", 0o644, b"hi".to_vec());
+        c.char_dev("dev/console", 0o600, 5, 1);
+        let bytes = c.to_bytes();
+        // Parents first, then the file, the device and the trailer.
+        let names: Vec<&str> = c.paths().collect();
+        assert_eq!(names, ["a", "a/b", "dev", "dev/console"]);
+        assert!(bytes.starts_with(b"070701"));
+        assert_eq!(bytes.len() % 4, 0);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("TRAILER!!!"));
+        // Header (110 bytes) + "a\0" padded to 4: the first record is 112 bytes.
+        assert_eq!(&bytes[112..118], b"070701");
+        // The file record: mode 0100644, size 2.
+        let second = &bytes[112..];
+        assert_eq!(&second[14..22], b"000081a4");
+        assert_eq!(&second[54..62], b"00000002");
+        // The device: rdev 5:1.
+        let dev = text.find("dev/console").unwrap();
+        let hdr = &bytes[dev - 110..dev];
+        assert_eq!(&hdr[78..86], b"00000005");
+        assert_eq!(&hdr[86..94], b"00000001");
+    }
+
+    #[test]
+    fn static_busybox_check() {
+        let ls = std::fs::read("/bin/ls");
+        if let Ok(ls) = ls {
+            assert!(has_interpreter(&ls), "/bin/ls is dynamic on Debian");
+        }
+        assert!(!has_interpreter(b"not an elf"));
+    }
+
+    #[test]
+    fn depends_from_modinfo() {
+        let ko = b"\x7fELF...\0license=GPL\0depends=xen-privcmd,foo\0name=xenfs\0";
+        assert_eq!(module_depends(ko), ["xen-privcmd", "foo"]);
+        assert!(module_depends(b"\0depends=\0name=x\0").is_empty());
+        assert!(module_depends(b"nothing").is_empty());
+    }
+}
