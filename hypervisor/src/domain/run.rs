@@ -173,7 +173,18 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
         vcpus: 1,
         cr4: dom.vcpu.control_state().cr4,
     };
-    let r = guest_cpuid(leaf, subleaf, host, &ctx);
+    let mut r = guest_cpuid(leaf, subleaf, host, &ctx);
+    if leaf == 0xd && subleaf == 0 {
+        // EBX: size for the XCR0 in force (the guest's); ECX: for everything supported.
+        let component = |i| {
+            let c = core::arch::x86_64::__cpuid_count(0xd, i);
+            (c.eax, c.ebx)
+        };
+        let xcr0 = crate::arch::x86::xcr::current();
+        let supported = u64::from(r.edx) << 32 | u64::from(r.eax);
+        r.ebx = crate::hvm::cpuid::xsave_size(xcr0, component);
+        r.ecx = crate::hvm::cpuid::xsave_size(supported, component);
+    }
     let regs = dom.vcpu.regs();
     regs.rax = u64::from(r.eax);
     regs.rbx = u64::from(r.ebx);

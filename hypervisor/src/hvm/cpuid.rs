@@ -142,6 +142,22 @@ fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
     }
 }
 
+/// The standard-format XSAVE area size for the state components in `xcr0`: the end of
+/// the highest enabled component (SDM Vol. 1 §13.4.3; components 0 and 1 live in the
+/// 512-byte legacy area, followed by the 64-byte header). `component(i)` gives the
+/// (size, offset) that CPUID 0xD.i reports. Computed here rather than passed through
+/// because some CPUs (and emulators) report a size that ignores gaps in the layout.
+pub fn xsave_size(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
+    let mut end = 512 + 64;
+    for i in 2..63 {
+        if xcr0 & (1 << i) != 0 {
+            let (size, offset) = component(i);
+            end = end.max(offset.saturating_add(size));
+        }
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +249,24 @@ mod tests {
         assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 4), 0);
         assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 3), 0, "no XSAVES");
         assert_eq!(guest_cpuid(6, 0, ALL, &CTX), CpuidResult::default(), "no APERF/MPERF");
+    }
+
+    #[test]
+    fn xsave_size_ends_at_the_highest_component() {
+        // Skylake-X layout: AVX 256@576, MPX 64@960 and 64@1024, opmask 64@1088,
+        // ZMM_Hi256 512@1152, Hi16_ZMM 1024@1664.
+        let layout = |i| match i {
+            2 => (256, 576),
+            3 => (64, 960),
+            4 => (64, 1024),
+            5 => (64, 1088),
+            6 => (512, 1152),
+            7 => (1024, 1664),
+            _ => (0, 0),
+        };
+        assert_eq!(xsave_size(0x3, layout), 576);
+        assert_eq!(xsave_size(0x7, layout), 832);
+        assert_eq!(xsave_size(0xe7, layout), 2688, "the MPX gap still counts");
     }
 
     #[test]

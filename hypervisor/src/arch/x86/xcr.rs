@@ -38,6 +38,16 @@ pub fn valid(value: u64, supported: u64) -> bool {
         && (value & AVX512 == 0 || (value & AVX512 == AVX512 && value & AVX != 0))
 }
 
+/// The XCR0 in force (the last value a guest loaded); 0 without XSAVE.
+pub fn current() -> u64 {
+    if !Cr4::read().contains(Cr4Flags::OSXSAVE) {
+        return 0;
+    }
+    // SAFETY: XGETBV(0) is valid whenever CR4.OSXSAVE is set (checked above) and has no
+    // side effects.
+    unsafe { core::arch::x86_64::_xgetbv(0) }
+}
+
 /// Loads a guest's XCR0, or refuses it (the caller injects #GP).
 pub fn set_guest_xcr0(value: u64) -> Result<(), ()> {
     if !Cr4::read().contains(Cr4Flags::OSXSAVE) || !valid(value, supported()) {
