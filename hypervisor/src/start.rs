@@ -1,6 +1,6 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
-use crate::arch::x86::{cpu, exceptions, gdt, power, xcr};
+use crate::arch::x86::{cpu, exceptions, gdt, pic, power, xcr};
 use crate::cmdline::BackendChoice;
 use crate::cmdline::{self, IdleAction, Options};
 use crate::domain::build::{build, GuestModule, PvhConfig};
@@ -28,6 +28,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     console::configure(Options::default().console);
     gdt::init();
     exceptions::init();
+    pic::mask_all();
 
     let boot = match BootInfo::parse(magic, u64::from(info_addr), &phys::BootMemory) {
         Ok(b) => b,
@@ -301,6 +302,7 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
             ""
         }
     );
+    log::debug!("domain {}: {} host frames of RAM", dom.id, dom.mem.host_frames());
     let end = crate::domain::run::run(&mut dom);
     info!(
         "domain {} ({}) {end}; {} exits, {} hypercalls",

@@ -235,16 +235,6 @@ impl<F: Format> GuestMemory<F> {
         Ok(())
     }
 
-    /// Reads a plain value.
-    pub fn read_obj<T: zerocopy::FromBytes + zerocopy::IntoBytes>(
-        &self,
-        gpa: u64,
-    ) -> Result<T, GuestFault> {
-        let mut v = T::new_zeroed();
-        self.read(gpa, v.as_mut_bytes())?;
-        Ok(v)
-    }
-
     /// Writes a plain value.
     pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(
         &self,

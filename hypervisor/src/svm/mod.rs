@@ -25,7 +25,8 @@ const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// The SVM backend on this CPU.
 pub struct Svm {
     caps: Caps,
-    /// Host-state save area the CPU uses on VMRUN/#VMEXIT.
+    /// Host-state save area the CPU uses on VMRUN/#VMEXIT: owned while SVM is on.
+    #[allow(dead_code)]
     hsave: u64,
     /// A VMCB holding the host's VMSAVE state (FS/GS/TR/LDTR/syscall MSRs).
     host_vmcb: u64,
@@ -120,10 +121,6 @@ impl Svm {
         })
     }
 
-    /// Physical address of the host-state save area.
-    pub fn hsave(&self) -> u64 {
-        self.hsave
-    }
 }
 
 impl Backend for Svm {

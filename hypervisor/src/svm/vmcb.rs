@@ -6,7 +6,8 @@
 
 use crate::mm::phys;
 
-/// Control area.
+/// Control area. The whole layout is listed, used or not: it is the ABI reference.
+#[allow(dead_code)]
 pub mod ctl {
     pub const INTERCEPT_CR: usize = 0x000;
     pub const INTERCEPT_EXCEPTIONS: usize = 0x008;
@@ -31,6 +32,7 @@ pub mod ctl {
 }
 
 /// State-save area (starts at 0x400).
+#[allow(dead_code)]
 pub mod save {
     pub const ES: usize = 0x400;
     pub const CS: usize = 0x410;

@@ -49,5 +49,3 @@ mod vmcs;
 
 #[cfg(target_os = "none")]
 pub use backend::Vmx;
-#[cfg(target_os = "none")]
-pub use vcpu::VmxVcpu;

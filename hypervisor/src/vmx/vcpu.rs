@@ -58,6 +58,7 @@ pub struct VmxVcpu {
 
 impl VmxVcpu {
     /// The vector of the host interrupt the last `Exit::ExternalInterrupt` acknowledged.
+    #[allow(dead_code)] // for host interrupt dispatch, once the host takes interrupts
     pub fn last_external_vector(&self) -> Option<u8> {
         self.external_vector
     }

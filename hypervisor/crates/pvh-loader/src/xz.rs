@@ -10,9 +10,17 @@ use core::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XzError {
     /// The stream ended before its end marker: the image is truncated.
-    Truncated { consumed: usize, produced: usize },
+    Truncated {
+        /// Compressed bytes read.
+        consumed: usize,
+        /// Bytes decompressed.
+        produced: usize,
+    },
     /// The output would exceed the buffer (the size hint was wrong or hostile).
-    OutputTooSmall { capacity: usize },
+    OutputTooSmall {
+        /// Size of the output buffer.
+        capacity: usize,
+    },
     /// The decoder rejected the data (corruption, unsupported filter, dictionary too big).
     Corrupt(xz4rust::XzError),
 }

@@ -6,8 +6,6 @@ use arrayvec::ArrayString;
 use core::fmt;
 use raw_cpuid::CpuId;
 
-/// IA32_FEATURE_CONTROL: lock bit and "VMX outside SMX" enable bit.
-pub const MSR_IA32_FEATURE_CONTROL: u32 = 0x3a;
 /// Allowed settings of the primary processor-based VM-execution controls.
 pub const MSR_IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
 /// Allowed settings of the secondary processor-based VM-execution controls.

@@ -104,11 +104,6 @@ pub fn code_selector() -> u16 {
     GDT.get().map_or(0, |t| t.code.0)
 }
 
-/// Selector of the hypervisor data segment.
-pub fn data_selector() -> u16 {
-    GDT.get().map_or(0, |t| t.data.0)
-}
-
 /// Selector of the TSS (host TR for VM exits).
 pub fn tss_selector() -> u16 {
     GDT.get().map_or(0, |t| t.tss.0)
