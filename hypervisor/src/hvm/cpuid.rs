@@ -69,8 +69,9 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
         // monitoring: none of it is virtualized.
         5 | 6 | 0xa => r = CpuidResult::default(),
         // XSAVES/XRSTORS need the IA32_XSS MSR and supervisor state, which are not
-        // virtualized: guests use XSAVE/XSAVEOPT/XSAVEC.
-        0xd if subleaf == 1 => r.eax &= !(1 << 3),
+        // virtualized; the compacted format (XSAVEC) goes with them: the sizes this
+        // leaf reports are for the standard format only. Guests use XSAVE/XSAVEOPT.
+        0xd if subleaf == 1 => r.eax &= !((1 << 1) | (1 << 3)),
         // Extended topology: one thread per core, `vcpus` cores; x2APIC id = vCPU id, so
         // it agrees with leaf 1, the MADT and the x2APIC ID register.
         0xb | 0x1f => {
@@ -248,6 +249,7 @@ mod tests {
         assert_ne!(guest_cpuid(7, 0, ALL, &on).ecx & (1 << 4), 0);
         assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 4), 0);
         assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 3), 0, "no XSAVES");
+        assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 1), 0, "no XSAVEC");
         assert_eq!(guest_cpuid(6, 0, ALL, &CTX), CpuidResult::default(), "no APERF/MPERF");
     }
 
