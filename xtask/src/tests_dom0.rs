@@ -92,11 +92,11 @@ fn date_matches_host(value: f64, host: f64) -> Result<(), String> {
 }
 
 /// Bochs: with `clock: sync=none` (bochs.rs) the emulated clocks, the CMOS
-/// RTC included, run on instruction count, not on the host's clock; Linux
-/// alone on Bochs (`cargo xtask dom0-baseline --emulator bochs`) reads a
-/// date 19 to 20 minutes ahead of the host (the XZ decompressor's
-/// instructions), while its uptime runs 2.5 to 3.5 times slower than the
-/// host's clock. No hypervisor can do better than the emulated RTC, so this only
+/// RTC included, run on instruction count, not on the host's clock. With
+/// Bochs's default 4 MIPS, Linux alone on Bochs (`cargo xtask dom0-baseline
+/// --emulator bochs`) read a date 19 to 20 minutes ahead of the host; with
+/// `ips=40000000` dom0 under ferrovisor reads about a minute ahead
+/// (`clock: sync=realtime` was tried and read seven minutes ahead). No hypervisor can do better than the emulated RTC, so this only
 /// checks that dom0's wall clock was set from it at all: not behind the host
 /// (an unset clock reads 1970, a wrong time zone hours), and ahead by no more
 /// than an emulator could account for.
