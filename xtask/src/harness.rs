@@ -598,7 +598,12 @@ fn watch(
                             .and_then(|()| input.flush())
                         {
                             Ok(()) => {
-                                writeln!(emu_log, "[xtask] sent {text:?} after /{}/", re.as_str())?
+                                writeln!(
+                                    emu_log,
+                                    "[xtask] sent {text:?} after /{}/ at {}",
+                                    re.as_str(),
+                                    secs(start.elapsed())
+                                )?
                             }
                             Err(e) => writeln!(emu_log, "[xtask] could not send {text:?}: {e}")?,
                         }
