@@ -170,6 +170,7 @@ fn guest_tests(
 
 pub fn all() -> Vec<Test> {
     let mut tests = base_tests();
+    tests.extend(forced_backend_tests());
     tests.extend(guest_tests(
         "qemu-tcg",
         || Emulator::qemu_tcg(QemuBoot::Kernel),
@@ -184,6 +185,30 @@ pub fn all() -> Vec<Test> {
     ));
     tests.extend(crate::tests_dom0::all());
     tests
+}
+
+/// Forcing the backend the CPU lacks: a clear refusal, no domain, a clean power-off.
+fn forced_backend_tests() -> Vec<Test> {
+    vec![
+        Test::new("qemu-tcg/hvm-vmx-unavailable", Emulator::qemu_tcg(QemuBoot::Kernel))
+            .cmdline("console=com1 on_idle=poweroff hvm=vmx")
+            .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
+            .expect(&[
+                r"^\(E\) VMX backend unavailable: CPU does not support VMX; no domain can run",
+                r"^ferrovisor: power off, exit code 0",
+            ])
+            .forbid(&[r"domain 0 .*starting"])
+            .timeout_secs(60),
+        Test::new("bochs/hvm-svm-unavailable", Emulator::Bochs)
+            .cmdline("console=com1,e9 on_idle=poweroff hvm=svm")
+            .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
+            .expect(&[
+                r"^\(E\) SVM backend unavailable: CPU does not support SVM; no domain can run",
+                r"^ferrovisor: power off, exit code 0",
+            ])
+            .forbid(&[r"domain 0 .*starting"])
+            .timeout_secs(300),
+    ]
 }
 
 fn base_tests() -> Vec<Test> {
