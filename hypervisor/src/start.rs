@@ -302,7 +302,11 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
             ""
         }
     );
-    log::debug!("domain {}: {} host frames of RAM", dom.id, dom.mem.host_frames());
+    log::debug!(
+        "domain {}: {} host frames of RAM",
+        dom.id,
+        dom.mem.host_frames()
+    );
     let end = crate::domain::run::run(&mut dom);
     info!(
         "domain {} ({}) {end}; {} exits, {} hypercalls",

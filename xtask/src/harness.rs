@@ -597,14 +597,12 @@ fn watch(
                             .write_all(text.as_bytes())
                             .and_then(|()| input.flush())
                         {
-                            Ok(()) => {
-                                writeln!(
-                                    emu_log,
-                                    "[xtask] sent {text:?} after /{}/ at {}",
-                                    re.as_str(),
-                                    secs(start.elapsed())
-                                )?
-                            }
+                            Ok(()) => writeln!(
+                                emu_log,
+                                "[xtask] sent {text:?} after /{}/ at {}",
+                                re.as_str(),
+                                secs(start.elapsed())
+                            )?,
                             Err(e) => writeln!(emu_log, "[xtask] could not send {text:?}: {e}")?,
                         }
                     }

@@ -70,6 +70,19 @@ const SURVIVED: &[&str] = &[
 
 const GUESTS: &[GuestCase] = &[
     GuestCase {
+        artifact: &build::GUEST_XEN_ABI,
+        args: "xen-abi",
+        expect: &[
+            r"^\(d0\) grant table v1: frame 0 mapped at gfn 0x[0-9a-f]+",
+            r"^\(d0\) memory_map: \d+ entries, same as start_info",
+            r"^\(d0\) shared_info moved from 0x[0-9a-f]+ to 0x[0-9a-f]+; the RAM page at A came back",
+            r"^\(d0\) poll on masked port \d+: rc 0, woke after \d+ us",
+            r"^\(d0\) guest xen-abi: PASS",
+            r"^\(I\) domain 0 \(guest-xen-abi\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
         artifact: &build::GUEST_HELLO,
         args: "hello",
         expect: &[
@@ -190,15 +203,18 @@ pub fn all() -> Vec<Test> {
 /// Forcing the backend the CPU lacks: a clear refusal, no domain, a clean power-off.
 fn forced_backend_tests() -> Vec<Test> {
     vec![
-        Test::new("qemu-tcg/hvm-vmx-unavailable", Emulator::qemu_tcg(QemuBoot::Kernel))
-            .cmdline("console=com1 on_idle=poweroff hvm=vmx")
-            .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
-            .expect(&[
-                r"^\(E\) VMX backend unavailable: CPU does not support VMX; no domain can run",
-                r"^ferrovisor: power off, exit code 0",
-            ])
-            .forbid(&[r"domain 0 .*starting"])
-            .timeout_secs(60),
+        Test::new(
+            "qemu-tcg/hvm-vmx-unavailable",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+        )
+        .cmdline("console=com1 on_idle=poweroff hvm=vmx")
+        .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
+        .expect(&[
+            r"^\(E\) VMX backend unavailable: CPU does not support VMX; no domain can run",
+            r"^ferrovisor: power off, exit code 0",
+        ])
+        .forbid(&[r"domain 0 .*starting"])
+        .timeout_secs(60),
         Test::new("bochs/hvm-svm-unavailable", Emulator::Bochs)
             .cmdline("console=com1,e9 on_idle=poweroff hvm=svm")
             .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))

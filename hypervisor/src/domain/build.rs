@@ -196,6 +196,8 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         .map_err(BuildError::EventChannels)?,
         callback_vector: None,
         shared_info: None,
+        grant_frames: arrayvec::ArrayVec::new(),
+        e820: memory_map(ram).into_iter().collect(),
         console_line: ArrayString::new(),
         console_started: false,
         hypercalls: 0,
@@ -243,6 +245,17 @@ fn place_modules<F: pagetable::Format>(
     Ok(list)
 }
 
+/// The guest's e820 map: RAM from 0 with the legacy hole reserved and the ACPI tables
+/// in NVS. Given in start_info and by XENMEM_memory_map.
+fn memory_map(ram: u64) -> [(u64, u64, u32); 4] {
+    [
+        (0, LEGACY_HOLE.0, E820_RAM),
+        (LEGACY_HOLE.0, ACPI_GPA - LEGACY_HOLE.0, E820_RESERVED),
+        (ACPI_GPA, LEGACY_HOLE.1 - ACPI_GPA, E820_NVS),
+        (LEGACY_HOLE.1, ram - LEGACY_HOLE.1, E820_RAM),
+    ]
+}
+
 /// Builds the guest's ACPI tables (RSDP, XSDT, hardware-reduced FADT, DSDT, MADT) at
 /// [`ACPI_GPA`]; returns the RSDP's address.
 fn write_acpi<F: pagetable::Format>(mem: &GuestMemory<F>) -> Result<u64, BuildError> {
@@ -266,12 +279,7 @@ fn write_start_info<F: pagetable::Format>(
     for (i, m) in modules.iter().enumerate() {
         mem.write_obj(MODLIST_GPA + i as u64 * 32, m)?;
     }
-    let map = [
-        (0, LEGACY_HOLE.0, E820_RAM),
-        (LEGACY_HOLE.0, ACPI_GPA - LEGACY_HOLE.0, E820_RESERVED),
-        (ACPI_GPA, LEGACY_HOLE.1 - ACPI_GPA, E820_NVS),
-        (LEGACY_HOLE.1, ram - LEGACY_HOLE.1, E820_RAM),
-    ];
+    let map = memory_map(ram);
     for (i, (addr, size, kind)) in map.iter().enumerate() {
         let e = HvmMemmapTableEntry {
             addr: *addr,

@@ -142,14 +142,22 @@ impl<F: Format> GuestMemory<F> {
         self.chunks.len() as u64 * (CHUNK / FRAME_SIZE)
     }
 
-    /// Maps hypervisor frame `host` at guest page `gpa` (read/write, not executable),
-    /// replacing whatever RAM was there. The caller must flush the vCPUs' nested TLBs.
+    /// Maps hypervisor frame `host` (shared_info, a grant-table frame) at guest page
+    /// `gpa`, read/write and not executable, as Xen's `add_to_physmap` does: the frame
+    /// moves if it was mapped elsewhere (the RAM page it displaced there comes back), and
+    /// whatever RAM page was at `gpa` is hidden until the frame moves away. So a guest
+    /// cannot grow the p2m without bound by mapping one frame at many places. The
+    /// caller must flush the vCPUs' nested TLBs.
     pub fn map_overlay(&mut self, gpa: u64, host: u64) -> Result<(), MemoryError> {
         let gpa = gpa & !(FRAME_SIZE - 1);
-        if let Some(slot) = self.overlays.iter_mut().find(|o| o.0 == gpa) {
-            if slot.1 == host {
-                return Ok(());
-            }
+        if self.overlays.contains(&(gpa, host)) {
+            return Ok(());
+        }
+        if let Some(&(old, _)) = self.overlays.iter().find(|o| o.1 == host) {
+            self.unmap_overlay(old)?;
+        }
+        if self.overlays.iter().any(|o| o.0 == gpa) {
+            self.unmap_overlay(gpa)?;
         }
         self.with_p2m(|p2m, m, a| {
             match p2m.unmap(m, a, gpa, PageSize::Size4K) {
@@ -166,9 +174,39 @@ impl<F: Format> GuestMemory<F> {
                 MemType::WriteBack,
             )
         })?;
-        self.overlays.retain(|o| o.0 != gpa);
         self.overlays.push((gpa, host));
         Ok(())
+    }
+
+    /// Removes the overlay at `gpa`, putting back the RAM page it hid (if any).
+    fn unmap_overlay(&mut self, gpa: u64) -> Result<(), MemoryError> {
+        let ram = self.ram_host_addr(gpa);
+        self.with_p2m(|p2m, m, a| {
+            match p2m.unmap(m, a, gpa, PageSize::Size4K) {
+                Ok(_) | Err(MapError::NotMapped { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match ram {
+                Some(host) => p2m.map(
+                    m,
+                    a,
+                    gpa,
+                    host,
+                    PageSize::Size4K,
+                    Perm::RWX,
+                    MemType::WriteBack,
+                ),
+                None => Ok(()),
+            }
+        })?;
+        self.overlays.retain(|o| o.0 != gpa);
+        Ok(())
+    }
+
+    /// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).
+    fn ram_host_addr(&self, gpa: u64) -> Option<u64> {
+        let chunk = self.chunks.get(usize::try_from(gpa / CHUNK).ok()?)?;
+        Some(chunk + (gpa % CHUNK & !(FRAME_SIZE - 1)))
     }
 
     /// Host-physical address backing `gpa`, if the p2m allows `perm` there.

@@ -15,6 +15,9 @@ use arrayvec::ArrayString;
 use core::fmt;
 use memory::GuestMemory;
 
+/// Most grant-table frames a domain may have (Xen's default `max_grant_frames`).
+pub const MAX_GRANT_FRAMES: usize = 32;
+
 /// Domain identifier, as in Xen (`domid_t`).
 pub type DomId = u16;
 
@@ -127,6 +130,10 @@ pub struct Domain<B: Backend> {
     pub callback_vector: Option<u8>,
     /// Host frame of this domain's shared_info page, once the guest mapped it.
     pub shared_info: Option<u64>,
+    /// Host frames of the grant table (v1), allocated as the guest maps them.
+    pub grant_frames: arrayvec::ArrayVec<u64, MAX_GRANT_FRAMES>,
+    /// The memory map the guest was given: (start, length, e820 type).
+    pub e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
     /// Console output not yet sent.
     pub console_line: ArrayString<256>,
     /// Whether the current console line's prefix has been printed.
@@ -135,6 +142,21 @@ pub struct Domain<B: Backend> {
     pub hypercalls: u64,
     /// VM exits taken.
     pub exits: u64,
+}
+
+impl<B: Backend> Drop for Domain<B> {
+    /// Gives back the hypervisor-owned frames the domain used (its RAM and p2m go with
+    /// `GuestMemory`).
+    fn drop(&mut self) {
+        for frame in self
+            .shared_info
+            .take()
+            .into_iter()
+            .chain(self.grant_frames.drain(..))
+        {
+            crate::mm::phys::free_frames(frame, 1);
+        }
+    }
 }
 
 impl<B: Backend> Domain<B> {

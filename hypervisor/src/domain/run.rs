@@ -204,7 +204,31 @@ fn hypercall<B: Backend>(dom: &mut Domain<B>) -> Flow {
     match reply {
         Reply::Value(_) => Flow::Continue,
         Reply::Block => block(dom, "SCHEDOP_block"),
+        Reply::Poll { timeout } => poll_wait(dom, timeout),
         Reply::Shutdown(reason) => Flow::End(DomainEnd::Shutdown(reason)),
+    }
+}
+
+/// SCHEDOP_poll: wait until a polled port is set pending (the event-channel table then
+/// drops the vCPU from its pollers), the timeout passes, or an interrupt is deliverable.
+fn poll_wait<B: Backend>(dom: &mut Domain<B>, timeout: u64) -> Flow {
+    loop {
+        poll_events(dom);
+        let interrupt = pending_interrupt(dom).is_some() && dom.vcpu.interrupts_enabled();
+        let timed_out = timeout != 0 && time::now().1 >= timeout;
+        if !dom.evtchn.is_polling(0) || interrupt || timed_out {
+            dom.evtchn.poll_cancel(0);
+            return Flow::Continue;
+        }
+        if dom.timer.next_expiry().is_none() && timeout == 0 && !dom.privileged {
+            dom.evtchn.poll_cancel(0);
+            log::warn!(
+                "domain {}: vCPU 0 polls with no timer, timeout or event source",
+                dom.id
+            );
+            return Flow::End(DomainEnd::Deadlocked);
+        }
+        core::hint::spin_loop();
     }
 }
 

@@ -99,10 +99,10 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
         7 if subleaf == 0 => {
             r.ecx &= !(1 << 16); // LA57
             r.ebx &= !(1 << 1); // TSC_ADJUST: the MSR is not emulated
-            // OSPKE (ECX 4) reports the guest's own CR4.PKE (22).
+                                // OSPKE (ECX 4) reports the guest's own CR4.PKE (22).
             r.ecx = (r.ecx & !(1 << 4)) | (((ctx.cr4 >> 22) & 1) as u32) << 4;
         }
-        0x8000_0001 => r.ecx &= !(1 << 2),        // SVM
+        0x8000_0001 => r.ecx &= !(1 << 2), // SVM
         0x8000_000a | 0x8000_001f => r = CpuidResult::default(), // SVM features, SME/SEV
         _ => {}
     }
@@ -163,7 +163,12 @@ pub fn xsave_size(xcr0: u64, component: impl Fn(u32) -> (u32, u32)) -> u32 {
 mod tests {
     use super::*;
 
-    const CTX: CpuidContext = CpuidContext { vcpu_id: 2, domid: 7, vcpus: 4, cr4: 0 };
+    const CTX: CpuidContext = CpuidContext {
+        vcpu_id: 2,
+        domid: 7,
+        vcpus: 4,
+        cr4: 0,
+    };
     const ALL: CpuidResult = CpuidResult {
         eax: !0,
         ebx: !0,
@@ -243,14 +248,33 @@ mod tests {
 
     #[test]
     fn os_enabled_bits_follow_the_guest_cr4() {
-        assert_eq!(guest_cpuid(1, 0, ALL, &CTX).ecx & (1 << 27), 0, "guest has not set OSXSAVE");
-        let on = CpuidContext { cr4: (1 << 18) | (1 << 22), ..CTX };
+        assert_eq!(
+            guest_cpuid(1, 0, ALL, &CTX).ecx & (1 << 27),
+            0,
+            "guest has not set OSXSAVE"
+        );
+        let on = CpuidContext {
+            cr4: (1 << 18) | (1 << 22),
+            ..CTX
+        };
         assert_ne!(guest_cpuid(1, 0, ALL, &on).ecx & (1 << 27), 0);
         assert_ne!(guest_cpuid(7, 0, ALL, &on).ecx & (1 << 4), 0);
         assert_eq!(guest_cpuid(7, 0, ALL, &CTX).ecx & (1 << 4), 0);
-        assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 3), 0, "no XSAVES");
-        assert_eq!(guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 1), 0, "no XSAVEC");
-        assert_eq!(guest_cpuid(6, 0, ALL, &CTX), CpuidResult::default(), "no APERF/MPERF");
+        assert_eq!(
+            guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 3),
+            0,
+            "no XSAVES"
+        );
+        assert_eq!(
+            guest_cpuid(0xd, 1, ALL, &CTX).eax & (1 << 1),
+            0,
+            "no XSAVEC"
+        );
+        assert_eq!(
+            guest_cpuid(6, 0, ALL, &CTX),
+            CpuidResult::default(),
+            "no APERF/MPERF"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn read(index: u32) -> MsrRead {
         0x1a0 => 1 | (1 << 11) | (1 << 12),           // MISC_ENABLE: fast strings, no BTS/PEBS
         0x4000_0000 => 0,                             // hypercall page MSR reads as 0
         0xc001_0015 | 0xc001_1029 | 0xc001_0114 => 0, // AMD HWCR, DE_CFG, VM_CR
-        0xc001_0055 => 0,                            // AMD interrupt-pending message (C1E)
+        0xc001_0055 => 0,                             // AMD interrupt-pending message (C1E)
         _ => return MsrRead::Fault,
     })
 }

@@ -120,7 +120,6 @@ impl Svm {
             nrips: info.has_nrip(),
         })
     }
-
 }
 
 impl Backend for Svm {

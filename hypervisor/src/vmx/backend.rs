@@ -51,7 +51,6 @@ impl Vmx {
             vmxon_region,
         })
     }
-
 }
 
 fn platform(caps: &VmxCaps, controls: &Controls) -> Platform {

@@ -82,7 +82,8 @@ impl Fixed {
 
     /// The real CR0 for a guest-visible value.
     pub const fn cr0_real(&self, guest: u64) -> u64 {
-        (((guest & !(CR0_CD | CR0_NW)) | CR0_ET | (self.cr0_fixed0 & !(CR0_PE | CR0_PG))) & self.cr0_fixed1)
+        (((guest & !(CR0_CD | CR0_NW)) | CR0_ET | (self.cr0_fixed0 & !(CR0_PE | CR0_PG)))
+            & self.cr0_fixed1)
             | (guest & (CR0_PE | CR0_PG))
     }
 
@@ -185,7 +186,11 @@ mod tests {
         assert_eq!(F.cr0_real(0x11), 0x31);
         assert_eq!(F.cr4_real(0), CR4_VMXE);
         assert_eq!(F.cr0_mask(), CR0_PG | CR0_NE | CR0_CD | CR0_NW);
-        assert_eq!(F.cr0_real(0x11 | CR0_CD | CR0_NW), 0x31, "guest cache-disable is not applied");
+        assert_eq!(
+            F.cr0_real(0x11 | CR0_CD | CR0_NW),
+            0x31,
+            "guest cache-disable is not applied"
+        );
         assert_eq!(F.cr4_mask() >> 32, 0);
         assert_ne!(F.cr4_mask() & CR4_VMXE, 0);
         assert_ne!(

@@ -131,6 +131,17 @@ fn parts<B: Backend>(dom: &mut Domain<B>) -> (&mut EventChannels, GuestBits<'_, 
     (&mut dom.evtchn, bits)
 }
 
+/// SCHEDOP_poll on vCPU 0: true if one of `ports` is already pending (return at once);
+/// otherwise vCPU 0 is registered as a poller and must block until the table
+/// deregisters it (a polled port became pending, masked or not) or the timeout passes.
+pub fn poll<B: Backend>(dom: &mut Domain<B>, ports: &[Port]) -> Result<bool, Errno> {
+    let (table, bits) = parts(dom);
+    Ok(matches!(
+        table.poll(0, ports, &bits)?,
+        evtchn::PollOutcome::Ready
+    ))
+}
+
 /// A vCPU's timer expired: VIRQ_TIMER (and fresh time for the guest).
 pub fn timer_fired<B: Backend>(dom: &mut Domain<B>) {
     super::shared_info::update_time(dom);

@@ -5,7 +5,11 @@ use super::Reply;
 use crate::domain::Domain;
 use crate::hvm::{Backend, Vcpu};
 use xen_abi::errno::Errno;
-use xen_abi::memory::{XenAddToPhysmap, XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP};
+use xen_abi::memory::{
+    E820Entry, XenAddToPhysmap, XenMemoryMap, XENMAPIDX_GRANT_TABLE_STATUS,
+    XENMAPSPACE_GRANT_TABLE, XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP,
+    XENMEM_MACHINE_MEMORY_MAP, XENMEM_MEMORY_MAP,
+};
 use xen_abi::xen::DOMID_SELF;
 
 /// The low bits of `cmd` name the sub-op; the rest is a continuation index (MEMOP_EXTENT_SHIFT).
@@ -17,6 +21,10 @@ const MAX_GPFN: u64 = (1 << 40) - 1;
 pub fn memory_op<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<Reply, Errno> {
     match cmd & MEMOP_CMD_MASK {
         XENMEM_ADD_TO_PHYSMAP => add_to_physmap(dom, arg),
+        XENMEM_MEMORY_MAP => memory_map(dom, arg),
+        // A PVH dom0 sees its own map (it has no machine addresses to learn).
+        XENMEM_MACHINE_MEMORY_MAP if dom.privileged => memory_map(dom, arg),
+        XENMEM_MACHINE_MEMORY_MAP => Err(Errno::EPERM),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -39,6 +47,37 @@ fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Er
             Ok(Reply::Value(0))
         }
         XENMAPSPACE_SHARED_INFO => Err(Errno::EINVAL),
+        XENMAPSPACE_GRANT_TABLE => {
+            // Only v1 is offered, which has no status frames.
+            if req.idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let frame = super::grant_table::frame(dom, req.idx).ok_or(Errno::EINVAL)?;
+            dom.mem
+                .map_overlay(req.gpfn << 12, frame)
+                .map_err(|_| Errno::ENOMEM)?;
+            dom.vcpu.flush_nested_tlb();
+            Ok(Reply::Value(0))
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// XENMEM_memory_map: copies up to `nr_entries` e820 entries to the guest's buffer and
+/// reports how many were written.
+fn memory_map<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Errno> {
+    let mut req: XenMemoryMap = read_arg(dom, arg)?;
+    let n = (req.nr_entries as usize).min(dom.e820.len());
+    for (i, &(addr, size, ty)) in dom.e820.iter().take(n).enumerate() {
+        let e = E820Entry { addr, size, ty };
+        let at = req
+            .buffer
+            .addr()
+            .checked_add(i as u64 * 20)
+            .ok_or(Errno::EFAULT)?;
+        super::guest_access::write_arg(dom, at, &e)?;
+    }
+    req.nr_entries = n as u32;
+    super::guest_access::write_arg(dom, arg, &req)?;
+    Ok(Reply::Value(0))
 }

@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod events;
+pub mod grant_table;
 pub mod guest_access;
 pub mod hvm;
 pub mod memory;
@@ -28,6 +29,9 @@ pub enum Reply {
     Block,
     /// The domain shuts down with this SHUTDOWN_* reason.
     Shutdown(u32),
+    /// Return 0 once a polled port is pending (the vCPU is registered as a poller), or
+    /// at `timeout` (absolute system time, 0 = none) (SCHEDOP_poll).
+    Poll { timeout: u64 },
 }
 
 /// A decoded hypercall: number in RAX, arguments in RDI, RSI, RDX, R10, R8.
@@ -54,6 +58,7 @@ pub fn dispatch<B: Backend>(dom: &mut Domain<B>, call: Call) -> (u64, Reply) {
         nr::HYPERVISOR_VCPU_OP => vcpu::vcpu_op(dom, a[0], a[1], a[2]),
         nr::HYPERVISOR_HVM_OP => hvm::hvm_op(dom, a[0], a[1]),
         nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(dom, a[0], a[1]),
+        nr::HYPERVISOR_GRANT_TABLE_OP => grant_table::grant_table_op(dom, a[0], a[1], a[2]),
         _ => Err(Errno::ENOSYS),
     };
     match result {

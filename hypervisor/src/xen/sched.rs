@@ -6,7 +6,8 @@ use crate::domain::Domain;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::sched::{
-    SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE, SCHEDOP_YIELD,
+    SchedPoll, SchedShutdown, SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_SHUTDOWN, SCHEDOP_SHUTDOWN_CODE,
+    SCHEDOP_YIELD,
 };
 
 /// `HYPERVISOR_sched_op(cmd, arg)`.
@@ -22,6 +23,30 @@ pub fn sched_op<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<R
             // Only records the reason a later crash would report; validate the argument.
             let _: SchedShutdown = read_arg(dom, arg)?;
             Ok(Reply::Value(0))
+        }
+        SCHEDOP_POLL => {
+            let p: SchedPoll = read_arg(dom, arg)?;
+            if p.nr_ports as usize > evtchn::MAX_POLL_PORTS {
+                return Err(Errno::EINVAL);
+            }
+            let mut ports = [0u32; evtchn::MAX_POLL_PORTS];
+            let ports = &mut ports[..p.nr_ports as usize];
+            super::guest_access::copy_from_guest(
+                dom,
+                p.ports.addr(),
+                zerocopy::IntoBytes::as_mut_bytes(ports),
+            )?;
+            // An upcall the vCPU can take right now ends the poll at once (Xen's
+            // local_events_need_delivery).
+            if super::shared_info::upcall_pending(dom)
+                && crate::hvm::Vcpu::interrupts_enabled(&dom.vcpu)
+            {
+                return Ok(Reply::Value(0));
+            }
+            if super::events::poll(dom, ports)? {
+                return Ok(Reply::Value(0));
+            }
+            Ok(Reply::Poll { timeout: p.timeout })
         }
         _ => Err(Errno::ENOSYS),
     }

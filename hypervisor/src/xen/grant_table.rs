@@ -1,0 +1,76 @@
+//! `grant_table_op` (20), version 1: the table's frames and their size. Mapping,
+//! unmapping and copying grants (between domains) are not offered yet.
+
+use super::guest_access::{read_arg, write_arg};
+use super::Reply;
+use crate::domain::{Domain, MAX_GRANT_FRAMES};
+use crate::hvm::Backend;
+use crate::mm::phys;
+use xen_abi::errno::Errno;
+use xen_abi::grant_table::{
+    GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GNTST_OKAY, GNTTABOP_GET_VERSION,
+    GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION,
+};
+use xen_abi::xen::DOMID_SELF;
+
+/// `HYPERVISOR_grant_table_op(cmd, uop, count)`.
+pub fn grant_table_op<B: Backend>(
+    dom: &mut Domain<B>,
+    cmd: u64,
+    uop: u64,
+    count: u64,
+) -> Result<Reply, Errno> {
+    match cmd {
+        GNTTABOP_QUERY_SIZE => {
+            if count != 1 {
+                return Err(Errno::EINVAL);
+            }
+            let mut q: GnttabQuerySize = read_arg(dom, uop)?;
+            if q.dom != DOMID_SELF && q.dom != dom.id {
+                return Err(Errno::ESRCH);
+            }
+            q.nr_frames = dom.grant_frames.len() as u32;
+            q.max_nr_frames = MAX_GRANT_FRAMES as u32;
+            q.status = GNTST_OKAY;
+            write_arg(dom, uop, &q)?;
+            Ok(Reply::Value(0))
+        }
+        GNTTABOP_SET_VERSION => {
+            if count != 1 {
+                return Err(Errno::EINVAL);
+            }
+            let v: GnttabSetVersion = read_arg(dom, uop)?;
+            // Only version 1 exists here.
+            if v.version != 1 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(Reply::Value(0))
+        }
+        GNTTABOP_GET_VERSION => {
+            if count != 1 {
+                return Err(Errno::EINVAL);
+            }
+            let mut v: GnttabGetVersion = read_arg(dom, uop)?;
+            if v.dom != DOMID_SELF && v.dom != dom.id {
+                return Err(Errno::ESRCH);
+            }
+            v.version = 1;
+            write_arg(dom, uop, &v)?;
+            Ok(Reply::Value(0))
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Host frame `idx` of the domain's grant table, allocating frames up to it (zeroed, as
+/// an empty table) on first use; None beyond the maximum or when memory is exhausted.
+pub fn frame<B: Backend>(dom: &mut Domain<B>, idx: u64) -> Option<u64> {
+    let idx = usize::try_from(idx)
+        .ok()
+        .filter(|&i| i < MAX_GRANT_FRAMES)?;
+    while dom.grant_frames.len() <= idx {
+        let f = phys::alloc_zeroed(1, 1)?;
+        dom.grant_frames.push(f);
+    }
+    Some(dom.grant_frames[idx])
+}
