@@ -312,6 +312,19 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
         "domain {} ({}) {end}; {} exits, {} hypercalls",
         dom.id, dom.name, dom.exits, dom.hypercalls
     );
+    let mut by_kind = arrayvec::ArrayString::<256>::new();
+    for (k, n) in dom.exits_by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+        let name = crate::hvm::Exit::kind_name(k);
+        let _ = core::fmt::Write::write_fmt(&mut by_kind, format_args!(" {name}={n}"));
+    }
+    log::debug!("domain {} exits by kind:{by_kind}", dom.id);
+    if end == DomainEnd::Shutdown(3) {
+        log::error!(
+            "domain {} ({}) crashed: the guest reported a fatal error (its messages are above)",
+            dom.id,
+            dom.name
+        );
+    }
     if dom.privileged {
         dom0_ended(end);
     }

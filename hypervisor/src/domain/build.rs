@@ -202,6 +202,7 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         console_started: false,
         hypercalls: 0,
         exits: 0,
+        exits_by_kind: [0; crate::hvm::Exit::KINDS],
     })
 }
 

@@ -140,8 +140,9 @@ pub struct Domain<B: Backend> {
     pub console_started: bool,
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: u64,
-    /// VM exits taken.
+    /// VM exits taken, and per kind (`Exit::kind`).
     pub exits: u64,
+    pub exits_by_kind: [u64; crate::hvm::Exit::KINDS],
 }
 
 impl<B: Backend> Drop for Domain<B> {

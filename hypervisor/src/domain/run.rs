@@ -35,6 +35,7 @@ pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
         deliver_interrupt(dom);
         let exit = dom.vcpu.run();
         dom.exits += 1;
+        dom.exits_by_kind[exit.kind()] += 1;
         if let Flow::End(end) = handle(dom, exit) {
             dom.end_console_line();
             return end;

@@ -114,6 +114,40 @@ pub enum Exit {
     Unhandled { code: u64, qualification: u64 },
 }
 
+impl Exit {
+    /// Number of distinct kinds, for per-kind counters.
+    pub const KINDS: usize = 16;
+
+    /// A small index per kind (for statistics).
+    pub fn kind(&self) -> usize {
+        match self {
+            Exit::Cpuid => 0,
+            Exit::Hlt => 1,
+            Exit::Hypercall => 2,
+            Exit::Io(_) => 3,
+            Exit::Msr { .. } => 4,
+            Exit::Xsetbv => 5,
+            Exit::CacheFlush => 6,
+            Exit::NestedPageFault { .. } => 7,
+            Exit::NestedPageMisconfig { .. } => 8,
+            Exit::ExternalInterrupt => 9,
+            Exit::InterruptWindow => 10,
+            Exit::SliceExpired => 11,
+            Exit::TripleFault => 12,
+            Exit::EntryFailed { .. } => 13,
+            Exit::Unhandled { .. } => 14,
+        }
+    }
+
+    /// The name of kind `k`.
+    pub fn kind_name(k: usize) -> &'static str {
+        [
+            "cpuid", "hlt", "hypercall", "io", "msr", "xsetbv", "cache-flush", "npf", "npf-misconfig",
+            "ext-int", "int-window", "slice", "triple-fault", "entry-failed", "unhandled", "?",
+        ][k.min(15)]
+    }
+}
+
 /// An event to inject at the next entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
