@@ -80,6 +80,18 @@ pub enum BackendChoice {
     Svm,
 }
 
+/// A deliberate fault at the end of boot, to exercise the fatal-error reports (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    None,
+    /// Write through a null pointer: a page fault (nothing is mapped at 0).
+    PageFault,
+    /// A Rust panic.
+    Panic,
+    /// Unbounded recursion into the boot stack's guard page: a double fault on the IST stack.
+    StackOverflow,
+}
+
 /// Every hypervisor option, with its default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -95,6 +107,8 @@ pub struct Options {
     pub on_idle: IdleAction,
     /// `hvm=auto|vmx|svm` (default `auto`).
     pub hvm: BackendChoice,
+    /// `selftest=none|page-fault|panic|stack-overflow` (default `none`).
+    pub selftest: SelfTest,
 }
 
 impl Default for Options {
@@ -109,6 +123,7 @@ impl Default for Options {
             noreboot: false,
             on_idle: IdleAction::Halt,
             hvm: BackendChoice::Auto,
+            selftest: SelfTest::None,
         }
     }
 }
@@ -251,6 +266,17 @@ fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
             },
             |o: &mut Options, v| o.hvm = v
         ),
+        "selftest" => valued!(
+            "none, page-fault, panic or stack-overflow",
+            |v| match v {
+                "none" => Some(SelfTest::None),
+                "page-fault" => Some(SelfTest::PageFault),
+                "panic" => Some(SelfTest::Panic),
+                "stack-overflow" => Some(SelfTest::StackOverflow),
+                _ => None,
+            },
+            |o: &mut Options, v| o.selftest = v
+        ),
         "noreboot" => match value.map_or(Some(true), parse_bool) {
             Some(b) => out.options.noreboot = b,
             None => out.report(Diagnostic::BadValue {
@@ -315,6 +341,7 @@ mod tests {
                 noreboot: true,
                 on_idle: IdleAction::Poweroff,
                 hvm: BackendChoice::Svm,
+                selftest: SelfTest::None,
             }
         );
     }

@@ -1,7 +1,7 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
 use crate::arch::x86::{cpu, exceptions, gdt, pic, power, xcr};
-use crate::cmdline::BackendChoice;
+use crate::cmdline::{BackendChoice, SelfTest};
 use crate::cmdline::{self, IdleAction, Options};
 use crate::domain::build::{build, GuestModule, PvhConfig};
 use crate::domain::DomainEnd;
@@ -96,6 +96,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     if xcr::init() {
         log::debug!("XSAVE enabled for guests");
     }
+    selftest(options.selftest);
     run_first_domain(&boot, &options, &cpu);
     idle(&options)
 }
@@ -355,6 +356,35 @@ fn fatal_stop_clean() -> ! {
         Some(IdleAction::Poweroff) => power::poweroff(0),
         _ => power::halt(),
     }
+}
+
+/// Provokes the fault `selftest=` asks for, so tests can check the fatal reports and
+/// that the stack guard page works.
+fn selftest(which: SelfTest) {
+    match which {
+        SelfTest::None => {}
+        SelfTest::PageFault => {
+            info!("selftest: writing through a null pointer");
+            // SAFETY: deliberately invalid: nothing is mapped at address 8, so the write
+            // faults before touching memory; the exception handler reports and stops.
+            unsafe { core::ptr::write_volatile(core::hint::black_box(8usize) as *mut u64, 0) };
+        }
+        SelfTest::Panic => panic!("selftest: deliberate panic"),
+        SelfTest::StackOverflow => {
+            info!("selftest: recursing into the stack guard page");
+            core::hint::black_box(recurse(0));
+        }
+    }
+}
+
+/// Uses 512 bytes of stack per call until the guard page stops it.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if depth == u64::MAX {
+        return frame[0];
+    }
+    recurse(depth + 1).wrapping_add(frame[63])
 }
 
 /// Nothing (yet) to run: do what `on_idle=` says.

@@ -8,7 +8,7 @@
 
 use crate::build::{self, Artifact};
 use crate::image::Loader;
-use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::spec::{Emulator, Exit, ModuleSpec, QemuBoot, Test};
 
 /// Lines every successful boot prints, in order.
 const BOOT_EXPECT: &[&str] = &[
@@ -184,6 +184,7 @@ fn guest_tests(
 pub fn all() -> Vec<Test> {
     let mut tests = base_tests();
     tests.extend(forced_backend_tests());
+    tests.extend(fatal_report_tests());
     tests.extend(guest_tests(
         "qemu-tcg",
         || Emulator::qemu_tcg(QemuBoot::Kernel),
@@ -224,6 +225,52 @@ fn forced_backend_tests() -> Vec<Test> {
             ])
             .forbid(&[r"domain 0 .*starting"])
             .timeout_secs(300),
+    ]
+}
+
+/// The fatal paths, provoked with `selftest=`: each must print its report (what, where,
+/// the registers) and stop the machine with a failure code, never hang or reboot.
+fn fatal_report_tests() -> Vec<Test> {
+    let fatal = |name, which, expect: &'static [&'static str]| {
+        Test::new(name, Emulator::qemu_tcg(QemuBoot::Kernel))
+            .cmdline(which)
+            .expect(expect)
+            .no_default_forbid()
+            .exit(Exit::Code(1))
+            .timeout_secs(60)
+    };
+    const REGS: &str = r"^    RAX 0x[0-9a-f]{16}  RBX 0x[0-9a-f]{16}  RCX 0x[0-9a-f]{16}  RDX 0x[0-9a-f]{16}";
+    vec![
+        fatal(
+            "qemu-tcg/fatal-page-fault",
+            "console=com1 on_idle=poweroff selftest=page-fault",
+            &[
+                r"^\*\*\* HYPERVISOR EXCEPTION 14 \(page fault\), error code 0x2$",
+                r"^    RIP 0x[0-9a-f]{16}  CS 0x0008",
+                r"^    CR0 0x[0-9a-f]{16}  CR2 0x0000000000000008  CR3",
+                REGS,
+                r"^ferrovisor: power off, exit code 1",
+            ],
+        ),
+        fatal(
+            "qemu-tcg/fatal-panic",
+            "console=com1 on_idle=poweroff selftest=panic",
+            &[
+                r"^\*\*\* HYPERVISOR PANIC at hypervisor/src/start\.rs:\d+:\d+: selftest: deliberate panic$",
+                r"^ferrovisor: power off, exit code 1",
+            ],
+        ),
+        // The boot stack's guard page stops the recursion; the double fault runs on its own
+        // IST stack, so the report still comes out.
+        fatal(
+            "qemu-tcg/fatal-stack-overflow",
+            "console=com1 on_idle=poweroff selftest=stack-overflow",
+            &[
+                r"^\*\*\* HYPERVISOR EXCEPTION 8 \(double fault\), error code 0x0$",
+                REGS,
+                r"^ferrovisor: power off, exit code 1",
+            ],
+        ),
     ]
 }
 
