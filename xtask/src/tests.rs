@@ -216,6 +216,17 @@ fn forced_backend_tests() -> Vec<Test> {
         ])
         .forbid(&[r"domain 0 .*starting"])
         .timeout_secs(60),
+        // More memory than the machine has: a clear error, nothing half-built, clean power-off.
+        Test::new("qemu-tcg/domain-memory-too-large", Emulator::qemu_tcg(QemuBoot::Kernel))
+            .cmdline("console=com1 on_idle=poweroff dom0_mem=64G")
+            .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
+            .expect(&[
+                r"^\(E\) domain 0 \(guest-hello\): cannot build: guest memory: out of host memory \(65536 MiB requested\)",
+                r"^\(I\) nothing to run; powering off",
+                r"^ferrovisor: power off, exit code 0",
+            ])
+            .forbid(&[r"domain 0 .*starting"])
+            .timeout_secs(60),
         Test::new("bochs/hvm-svm-unavailable", Emulator::Bochs)
             .cmdline("console=com1,e9 on_idle=poweroff hvm=svm")
             .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))

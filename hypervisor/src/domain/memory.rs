@@ -75,6 +75,12 @@ impl<F: Format> GuestMemory<F> {
     /// guest-physical 0. Either everything is allocated or nothing is kept.
     pub fn new(bytes: u64, large_pages: bool) -> Result<Self, MemoryError> {
         let count = bytes.div_ceil(CHUNK);
+        // Refuse at once what cannot fit, rather than after allocating (and zeroing) all
+        // that does.
+        let free = phys::FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
+        if count.saturating_mul(CHUNK / FRAME_SIZE) > free {
+            return Err(MemoryError::OutOfMemory { requested: count.saturating_mul(CHUNK) });
+        }
         let mut mem = GuestMemory {
             p2m: Self::new_p2m()?,
             chunks: Vec::with_capacity(count as usize),
