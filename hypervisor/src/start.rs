@@ -1,8 +1,8 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
 use crate::arch::x86::{cpu, exceptions, gdt, pic, power, xcr};
-use crate::cmdline::{BackendChoice, SelfTest};
 use crate::cmdline::{self, IdleAction, Options};
+use crate::cmdline::{BackendChoice, SelfTest};
 use crate::domain::build::{build, GuestModule, PvhConfig};
 use crate::domain::DomainEnd;
 use crate::hvm::{Backend, BackendError};
@@ -314,7 +314,12 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
         dom.id, dom.name, dom.exits, dom.hypercalls
     );
     let mut by_kind = arrayvec::ArrayString::<256>::new();
-    for (k, n) in dom.exits_by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+    for (k, n) in dom
+        .exits_by_kind
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+    {
         let name = crate::hvm::Exit::kind_name(k);
         let _ = core::fmt::Write::write_fmt(&mut by_kind, format_args!(" {name}={n}"));
     }

@@ -121,6 +121,9 @@ const GUESTS: &[GuestCase] = &[
             r"^\(d0\) about to touch memory outside the domain",
             r"^\(E\) domain 0 crashed: write access to guest-physical 0xc0000000 .*outside its memory",
             r"^\(E\)   RIP 0x[0-9a-f]+",
+            // The faulting instruction: from AMD decode assists when the CPU has them,
+            // else fetched from guest memory (QEMU TCG and Bochs: the fallback).
+            r"^\(E\)   instruction bytes at RIP \((captured by the CPU|read from guest memory)\): ([0-9a-f]{2} ?)+$",
             r"^\(I\) domain 0 \(guest-mem-isolation\) crashed",
         ],
         provokes_fault: false,
@@ -250,7 +253,8 @@ fn fatal_report_tests() -> Vec<Test> {
             .exit(Exit::Code(1))
             .timeout_secs(60)
     };
-    const REGS: &str = r"^    RAX 0x[0-9a-f]{16}  RBX 0x[0-9a-f]{16}  RCX 0x[0-9a-f]{16}  RDX 0x[0-9a-f]{16}";
+    const REGS: &str =
+        r"^    RAX 0x[0-9a-f]{16}  RBX 0x[0-9a-f]{16}  RCX 0x[0-9a-f]{16}  RDX 0x[0-9a-f]{16}";
     vec![
         fatal(
             "qemu-tcg/fatal-page-fault",

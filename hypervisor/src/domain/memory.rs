@@ -79,7 +79,9 @@ impl<F: Format> GuestMemory<F> {
         // that does.
         let free = phys::FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
         if count.saturating_mul(CHUNK / FRAME_SIZE) > free {
-            return Err(MemoryError::OutOfMemory { requested: count.saturating_mul(CHUNK) });
+            return Err(MemoryError::OutOfMemory {
+                requested: count.saturating_mul(CHUNK),
+            });
         }
         let mut mem = GuestMemory {
             p2m: Self::new_p2m()?,

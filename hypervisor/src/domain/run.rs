@@ -442,5 +442,32 @@ fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flo
         r.r14,
         r.r15
     );
+    let mut bytes = arrayvec::ArrayString::<64>::new();
+    let source = match dom.vcpu.exit_instruction_bytes() {
+        Some((b, n)) => {
+            for x in &b[..n] {
+                let _ = core::fmt::Write::write_fmt(&mut bytes, format_args!("{x:02x} "));
+            }
+            "captured by the CPU"
+        }
+        None => {
+            let mut b = [0u8; 15];
+            // Fallback: fetch from guest memory through the guest's own page tables.
+            // Flat code segments (PVH) make RIP the linear address.
+            match xen::guest_access::copy_from_guest(dom, s.rip, &mut b) {
+                Ok(()) => {
+                    for x in &b {
+                        let _ = core::fmt::Write::write_fmt(&mut bytes, format_args!("{x:02x} "));
+                    }
+                    "read from guest memory"
+                }
+                Err(_) => "not readable",
+            }
+        }
+    };
+    log::error!(
+        "  instruction bytes at RIP ({source}): {}",
+        bytes.trim_end()
+    );
     Flow::End(DomainEnd::Crashed)
 }

@@ -142,8 +142,22 @@ impl Exit {
     /// The name of kind `k`.
     pub fn kind_name(k: usize) -> &'static str {
         [
-            "cpuid", "hlt", "hypercall", "io", "msr", "xsetbv", "cache-flush", "npf", "npf-misconfig",
-            "ext-int", "int-window", "slice", "triple-fault", "entry-failed", "unhandled", "?",
+            "cpuid",
+            "hlt",
+            "hypercall",
+            "io",
+            "msr",
+            "xsetbv",
+            "cache-flush",
+            "npf",
+            "npf-misconfig",
+            "ext-int",
+            "int-window",
+            "slice",
+            "triple-fault",
+            "entry-failed",
+            "unhandled",
+            "?",
         ][k.min(15)]
     }
 }
@@ -225,6 +239,12 @@ pub trait Vcpu {
     /// Asks the hardware to drop cached nested translations of this vCPU (after the p2m
     /// changed).
     fn flush_nested_tlb(&mut self);
+    /// The bytes of the instruction behind the last exit, when the hardware captured
+    /// them (AMD decode assists on nested page faults); None otherwise, and the caller
+    /// reads them from guest memory.
+    fn exit_instruction_bytes(&self) -> Option<([u8; 15], usize)> {
+        None
+    }
 }
 
 /// A virtualization backend: brings up the CPU and creates vCPUs.

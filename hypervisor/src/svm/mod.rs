@@ -38,13 +38,14 @@ pub struct Svm {
     max_asid: u32,
     next_asid: u32,
     nrips: bool,
+    decode_assists: bool,
 }
 
 impl fmt::Display for Svm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "SVM with NPT, {} ASIDs, 2M pages {}, 1G pages {}, next-RIP save {}",
+            "SVM with NPT, {} ASIDs, 2M pages {}, 1G pages {}, next-RIP save {}, decode assists {}",
             self.max_asid,
             if self.caps.p2m_2m { "yes" } else { "no" },
             if self.caps.p2m_1g { "yes" } else { "no" },
@@ -52,6 +53,11 @@ impl fmt::Display for Svm {
                 "yes"
             } else {
                 "no (instruction lengths decoded)"
+            },
+            if self.decode_assists {
+                "yes"
+            } else {
+                "no (instruction bytes read from guest memory)"
             },
         )
     }
@@ -118,6 +124,7 @@ impl Svm {
             max_asid: info.supported_asids(),
             next_asid: 1,
             nrips: info.has_nrip(),
+            decode_assists: info.has_decode_assists(),
         })
     }
 }
@@ -146,6 +153,7 @@ impl Backend for Svm {
             asid,
             p2m_root,
             self.nrips,
+            self.decode_assists,
             entry,
         ))
     }

@@ -38,6 +38,8 @@ pub struct SvmVcpu {
     host_vmcb: u64,
     regs: GuestRegs,
     nrips: bool,
+    /// The CPU fills in the faulting instruction's bytes on nested page faults.
+    decode_assists: bool,
     /// Length of the instruction behind the last exit, when known.
     insn_len: u64,
     /// Next RIP reported by an IOIO exit.
@@ -54,6 +56,7 @@ impl SvmVcpu {
         asid: u32,
         ncr3: u64,
         nrips: bool,
+        decode_assists: bool,
         entry: PvhEntry,
     ) -> SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
@@ -139,6 +142,7 @@ impl SvmVcpu {
             host_vmcb,
             regs,
             nrips,
+            decode_assists,
             insn_len: 0,
             io_next_rip: 0,
         }
@@ -359,5 +363,17 @@ impl Vcpu for SvmVcpu {
 
     fn flush_nested_tlb(&mut self) {
         self.vmcb.write8(ctl::TLB_CONTROL, 1);
+    }
+
+    fn exit_instruction_bytes(&self) -> Option<([u8; 15], usize)> {
+        if !self.decode_assists || self.vmcb.read64(ctl::EXITCODE) != exit::NPF {
+            return None;
+        }
+        let n = usize::from(self.vmcb.read8(ctl::INSN_LEN)).min(15);
+        let mut bytes = [0u8; 15];
+        for (i, b) in bytes.iter_mut().enumerate().take(n) {
+            *b = self.vmcb.read8(ctl::INSN_BYTES + i);
+        }
+        (n > 0).then_some((bytes, n))
     }
 }

@@ -29,6 +29,9 @@ pub mod ctl {
     pub const N_CR3: usize = 0x0b0;
     pub const VMCB_CLEAN: usize = 0x0c0;
     pub const NEXT_RIP: usize = 0x0c8;
+    /// Decode assists: number of instruction bytes fetched (0..=15), then the bytes.
+    pub const INSN_LEN: usize = 0x0d0;
+    pub const INSN_BYTES: usize = 0x0d1;
 }
 
 /// State-save area (starts at 0x400).
