@@ -217,8 +217,18 @@ fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
         .split_once(' ')
         .unwrap_or((module.cmdline.as_str(), ""));
     let name = name.rsplit('/').next().unwrap_or(name);
+    let started = time::now().1;
     let elf = match crate::domain::kernel::extract(kernel) {
-        Ok(elf) => elf,
+        Ok(elf) => {
+            if let crate::domain::kernel::KernelElf::Owned { len, .. } = &elf {
+                let ms = (time::now().1 - started) / 1_000_000;
+                info!(
+                    "domain 0 ({name}): kernel decompressed, {} KiB in {ms} ms",
+                    len >> 10
+                );
+            }
+            elf
+        }
         Err(e) => {
             log::error!("domain 0 ({name}): cannot build: {e}");
             return;
