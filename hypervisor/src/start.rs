@@ -355,21 +355,12 @@ fn dom0_ended(end: DomainEnd) {
         DomainEnd::Shutdown(1) => power::reboot(),
         _ if noreboot => {
             info!("dom0 is gone; halting (noreboot)");
-            fatal_stop_clean()
+            stop(0)
         }
         _ => {
             info!("dom0 is gone; rebooting (use noreboot to halt instead)");
             power::reboot()
         }
-    }
-}
-
-/// Halts after dom0 ended abnormally with `noreboot`: powers off cleanly when the
-/// harness asked for `on_idle=poweroff`, so tests end at once.
-fn fatal_stop_clean() -> ! {
-    match OPTIONS.get().map(|o| o.on_idle) {
-        Some(IdleAction::Poweroff) => power::poweroff(0),
-        _ => power::halt(),
     }
 }
 
@@ -423,11 +414,17 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     fatal_stop()
 }
 
-/// The end of every fatal path: power off with a failure code when the test harness asked
-/// for power-off (`on_idle=poweroff`), halt otherwise so the message stays on screen.
+/// The end of every fatal path: stop with a failure code.
 pub fn fatal_stop() -> ! {
+    stop(1)
+}
+
+/// Stops the machine for good: powers off with `code` when the test harness asked for
+/// power-off (`on_idle=poweroff`), so tests end at once; halts otherwise, so the last
+/// messages stay on screen.
+fn stop(code: u32) -> ! {
     match OPTIONS.get().map(|o| o.on_idle) {
-        Some(IdleAction::Poweroff) => power::poweroff(1),
+        Some(IdleAction::Poweroff) => power::poweroff(code),
         _ => power::halt(),
     }
 }

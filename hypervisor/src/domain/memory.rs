@@ -168,10 +168,7 @@ impl<F: Format> GuestMemory<F> {
             self.unmap_overlay(gpa)?;
         }
         self.with_p2m(|p2m, m, a| {
-            match p2m.unmap(m, a, gpa, PageSize::Size4K) {
-                Ok(_) | Err(MapError::NotMapped { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            unmap_page(p2m, m, a, gpa)?;
             p2m.map(
                 m,
                 a,
@@ -190,10 +187,7 @@ impl<F: Format> GuestMemory<F> {
     fn unmap_overlay(&mut self, gpa: u64) -> Result<(), MemoryError> {
         let ram = self.ram_host_addr(gpa);
         self.with_p2m(|p2m, m, a| {
-            match p2m.unmap(m, a, gpa, PageSize::Size4K) {
-                Ok(_) | Err(MapError::NotMapped { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            unmap_page(p2m, m, a, gpa)?;
             match ram {
                 Some(host) => p2m.map(
                     m,
@@ -288,6 +282,19 @@ impl<F: Format> GuestMemory<F> {
         v: &T,
     ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
+    }
+}
+
+/// Unmaps the 4 KiB page at `gpa` (splitting a large page), if anything is mapped there.
+fn unmap_page<F: Format>(
+    p2m: &mut PageTable<F>,
+    mem: &mut DirectMap,
+    alloc: &mut TableFrames<'_>,
+    gpa: u64,
+) -> Result<(), MapError> {
+    match p2m.unmap(mem, alloc, gpa, PageSize::Size4K) {
+        Ok(_) | Err(MapError::NotMapped { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -442,29 +442,23 @@ fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flo
         r.r14,
         r.r15
     );
-    let mut bytes = arrayvec::ArrayString::<64>::new();
-    let source = match dom.vcpu.exit_instruction_bytes() {
+    let mut fetched = [0u8; 15];
+    let (source, insn): (_, &[u8]) = match dom.vcpu.exit_instruction_bytes() {
         Some((b, n)) => {
-            for x in &b[..n] {
-                let _ = core::fmt::Write::write_fmt(&mut bytes, format_args!("{x:02x} "));
-            }
-            "captured by the CPU"
+            fetched = b;
+            ("captured by the CPU", &fetched[..n])
         }
-        None => {
-            let mut b = [0u8; 15];
-            // Fallback: fetch from guest memory through the guest's own page tables.
-            // Flat code segments (PVH) make RIP the linear address.
-            match xen::guest_access::copy_from_guest(dom, s.rip, &mut b) {
-                Ok(()) => {
-                    for x in &b {
-                        let _ = core::fmt::Write::write_fmt(&mut bytes, format_args!("{x:02x} "));
-                    }
-                    "read from guest memory"
-                }
-                Err(_) => "not readable",
-            }
-        }
+        // Fallback: fetch from guest memory through the guest's own page tables. Flat
+        // code segments (PVH) make RIP the linear address.
+        None => match xen::guest_access::copy_from_guest(dom, s.rip, &mut fetched) {
+            Ok(()) => ("read from guest memory", &fetched),
+            Err(_) => ("not readable", &[]),
+        },
     };
+    let mut bytes = arrayvec::ArrayString::<64>::new();
+    for x in insn {
+        let _ = core::fmt::Write::write_fmt(&mut bytes, format_args!("{x:02x} "));
+    }
     log::error!(
         "  instruction bytes at RIP ({source}): {}",
         bytes.trim_end()

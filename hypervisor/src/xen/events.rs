@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use evtchn::{Caller, EventChannels, Port, SendOutcome, SharedBits};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::*;
-use xen_abi::xen::{SharedInfo, VcpuInfo, DOMID_SELF, VIRQ_TIMER};
+use xen_abi::xen::{SharedInfo, VcpuInfo, VIRQ_TIMER};
 
 /// The 2-level bits of one domain: `evtchn_pending`/`evtchn_mask` in its shared_info
 /// frame, `evtchn_pending_sel`/`evtchn_upcall_pending` in vCPU 0's vcpu_info.
@@ -164,17 +164,10 @@ pub fn event_channel_op<B: Backend>(
         return Err(e);
     }
     let caller = Caller::new(dom.id, dom.privileged);
-    let own = |d: u16| d == DOMID_SELF || d == dom.id;
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {
             let mut a: EvtchnAllocUnbound = read_arg(dom, arg)?;
-            if !own(a.dom) {
-                return Err(if dom.privileged {
-                    Errno::ESRCH
-                } else {
-                    Errno::EPERM
-                });
-            }
+            super::require_self(dom, a.dom)?;
             a.port = dom
                 .evtchn
                 .alloc_unbound(caller, caller.resolve(a.remote_dom))?;
@@ -183,7 +176,7 @@ pub fn event_channel_op<B: Backend>(
         EVTCHNOP_BIND_INTERDOMAIN => {
             let mut a: EvtchnBindInterdomain = read_arg(dom, arg)?;
             // Only loopback channels exist while a domain is alone.
-            if !own(a.remote_dom) {
+            if !super::is_self(dom, a.remote_dom) {
                 return Err(Errno::ESRCH);
             }
             let (table, mut bits) = parts(dom);
@@ -221,13 +214,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_STATUS => {
             let mut a: EvtchnStatus = read_arg(dom, arg)?;
-            if !own(a.dom) {
-                return Err(if dom.privileged {
-                    Errno::ESRCH
-                } else {
-                    Errno::EPERM
-                });
-            }
+            super::require_self(dom, a.dom)?;
             let port = a.port;
             dom.evtchn.status(caller, port, &mut a)?;
             write_arg(dom, arg, &a)?;
@@ -243,13 +230,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_RESET => {
             let a: EvtchnReset = read_arg(dom, arg)?;
-            if !own(a.dom) {
-                return Err(if dom.privileged {
-                    Errno::ESRCH
-                } else {
-                    Errno::EPERM
-                });
-            }
+            super::require_self(dom, a.dom)?;
             let ports: alloc::vec::Vec<Port> = dom.evtchn.open_ports().map(|(p, _)| p).collect();
             for p in ports {
                 let (table, mut bits) = parts(dom);

@@ -11,7 +11,6 @@ use xen_abi::grant_table::{
     GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GNTST_OKAY, GNTTABOP_GET_VERSION,
     GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION,
 };
-use xen_abi::xen::DOMID_SELF;
 
 /// `HYPERVISOR_grant_table_op(cmd, uop, count)`.
 pub fn grant_table_op<B: Backend>(
@@ -26,7 +25,7 @@ pub fn grant_table_op<B: Backend>(
                 return Err(Errno::EINVAL);
             }
             let mut q: GnttabQuerySize = read_arg(dom, uop)?;
-            if q.dom != DOMID_SELF && q.dom != dom.id {
+            if !super::is_self(dom, q.dom) {
                 return Err(Errno::ESRCH);
             }
             q.nr_frames = dom.grant_frames.len() as u32;
@@ -51,7 +50,7 @@ pub fn grant_table_op<B: Backend>(
                 return Err(Errno::EINVAL);
             }
             let mut v: GnttabGetVersion = read_arg(dom, uop)?;
-            if v.dom != DOMID_SELF && v.dom != dom.id {
+            if !super::is_self(dom, v.dom) {
                 return Err(Errno::ESRCH);
             }
             v.version = 1;

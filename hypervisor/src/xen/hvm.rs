@@ -7,7 +7,6 @@ use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_GET_PARAM, HVMOP_SET_PARAM};
 use xen_abi::hvm::params::{HVM_NR_PARAMS, HVM_PARAM_CALLBACK_IRQ};
-use xen_abi::xen::DOMID_SELF;
 
 /// Callback type 2: a vector injected directly (bits 63..56 of HVM_PARAM_CALLBACK_IRQ).
 const CALLBACK_TYPE_VECTOR: u64 = 2;
@@ -17,14 +16,8 @@ pub fn hvm_op<B: Backend>(dom: &mut Domain<B>, op: u64, arg: u64) -> Result<Repl
     match op {
         HVMOP_SET_PARAM | HVMOP_GET_PARAM => {
             let mut p: XenHvmParam = read_arg(dom, arg)?;
-            if p.domid != DOMID_SELF && p.domid != dom.id {
-                // Other domains' parameters need the toolstack interface (later).
-                return Err(if dom.privileged {
-                    Errno::ESRCH
-                } else {
-                    Errno::EPERM
-                });
-            }
+            // Other domains' parameters need the toolstack interface (later).
+            super::require_self(dom, p.domid)?;
             if p.index >= HVM_NR_PARAMS {
                 return Err(Errno::EINVAL);
             }

@@ -10,7 +10,6 @@ use xen_abi::memory::{
     XENMAPSPACE_GRANT_TABLE, XENMAPSPACE_SHARED_INFO, XENMEM_ADD_TO_PHYSMAP,
     XENMEM_MACHINE_MEMORY_MAP, XENMEM_MEMORY_MAP,
 };
-use xen_abi::xen::DOMID_SELF;
 
 /// The low bits of `cmd` name the sub-op; the rest is a continuation index (MEMOP_EXTENT_SHIFT).
 const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
@@ -31,7 +30,7 @@ pub fn memory_op<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<
 
 fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Errno> {
     let req: XenAddToPhysmap = read_arg(dom, arg)?;
-    if req.domid != DOMID_SELF && req.domid != dom.id {
+    if !super::is_self(dom, req.domid) {
         return Err(Errno::ESRCH);
     }
     if req.gpfn > MAX_GPFN {

@@ -34,6 +34,22 @@ pub enum Reply {
     Poll { timeout: u64 },
 }
 
+/// Whether `domid` names the calling domain itself (`DOMID_SELF` or its own id).
+pub fn is_self<B: Backend>(dom: &Domain<B>, domid: u16) -> bool {
+    domid == xen_abi::xen::DOMID_SELF || domid == dom.id
+}
+
+/// For sub-ops that may target another domain only from the control domain: another
+/// domain is `-EPERM` for an unprivileged caller and `-ESRCH` for the control domain
+/// (no other domain exists yet).
+pub fn require_self<B: Backend>(dom: &Domain<B>, domid: u16) -> Result<(), Errno> {
+    match (is_self(dom, domid), dom.privileged) {
+        (true, _) => Ok(()),
+        (false, true) => Err(Errno::ESRCH),
+        (false, false) => Err(Errno::EPERM),
+    }
+}
+
 /// A decoded hypercall: number in RAX, arguments in RDI, RSI, RDX, R10, R8.
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
