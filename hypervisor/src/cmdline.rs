@@ -109,6 +109,8 @@ pub struct Options {
     pub hvm: BackendChoice,
     /// `selftest=none|page-fault|panic|stack-overflow` (default `none`).
     pub selftest: SelfTest,
+    /// `dom0_max_vcpus=N`: vCPUs of dom0 (default 1).
+    pub dom0_max_vcpus: u32,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             on_idle: IdleAction::Halt,
             hvm: BackendChoice::Auto,
             selftest: SelfTest::None,
+            dom0_max_vcpus: 1,
         }
     }
 }
@@ -182,7 +185,7 @@ impl<'a> Parsed<'a> {
 
 /// Every option name (used to tell a leading image name from a first option).
 const OPTION_NAMES: &[&str] = &[
-    "loglvl", "console", "dom0_mem", "noreboot", "on_idle", "hvm",
+    "loglvl", "console", "dom0_mem", "noreboot", "on_idle", "hvm", "dom0_max_vcpus",
 ];
 
 /// Parses a command line. Never fails: problems become diagnostics.
@@ -246,6 +249,11 @@ fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
             "a size such as 512M or 2G",
             parse_size,
             |o: &mut Options, v| o.dom0_mem = Some(v)
+        ),
+        "dom0_max_vcpus" => valued!(
+            "a vCPU count from 1 to 128",
+            |v: &str| v.parse::<u32>().ok().filter(|n| (1..=128).contains(n)),
+            |o: &mut Options, v| o.dom0_max_vcpus = v
         ),
         "on_idle" => valued!(
             "halt or poweroff",
@@ -313,9 +321,171 @@ pub fn parse_size(v: &str) -> Option<u64> {
     n.checked_mul(1u64 << shift)
 }
 
+/// A boot module that starts an unprivileged domain (a "boot-time domU", as Xen's
+/// dom0less): its module command line is
+/// `<image> domu[:key=value,...] [kernel command line]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomuSpec<'a> {
+    /// `name=` (default: the image's file name).
+    pub name: &'a str,
+    /// `mem=` in bytes (default 32 MiB).
+    pub mem: u64,
+    /// `vcpus=` (default 1).
+    pub vcpus: u32,
+    /// `weight=` (1..=65535, default 256).
+    pub weight: u16,
+    /// `cap=` in percent of one CPU (0 = none, default 0).
+    pub cap: u16,
+    /// What the guest's kernel gets as its command line.
+    pub kernel_args: &'a str,
+}
+
+/// What a boot module's command line says it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleLine<'a> {
+    /// `<image> domu...`: a domU kernel, or why its options are wrong.
+    Domu(Result<DomuSpec<'a>, alloc::string::String>),
+    /// Anything else: `<image> <arguments>`.
+    Plain { name: &'a str, args: &'a str },
+}
+
+/// Splits a module command line: the image (its path's last component is its name) and
+/// what follows, and recognises the `domu` marker.
+pub fn parse_module_line(line: &str) -> ModuleLine<'_> {
+    let line = line.trim_start();
+    let (image, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let rest = rest.trim_start();
+    let (first, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    let opts = match first.strip_prefix("domu") {
+        Some("") => "",
+        Some(o) if o.starts_with(':') => &o[1..],
+        _ => return ModuleLine::Plain { name, args: rest },
+    };
+    ModuleLine::Domu(parse_domu_opts(name, opts, args.trim_start()))
+}
+
+fn parse_domu_opts<'a>(
+    image: &'a str,
+    opts: &'a str,
+    kernel_args: &'a str,
+) -> Result<DomuSpec<'a>, alloc::string::String> {
+    use alloc::format;
+    let mut spec = DomuSpec {
+        name: image,
+        mem: 32 << 20,
+        vcpus: 1,
+        weight: 256,
+        cap: 0,
+        kernel_args,
+    };
+    for opt in opts.split(',').filter(|o| !o.is_empty()) {
+        let Some((key, value)) = opt.split_once('=') else {
+            return Err(format!("domu option `{opt}` needs a value (key=value)"));
+        };
+        let bad = |what: &str| format!("domu option `{key}={value}`: expected {what}");
+        match key {
+            "name" if !value.is_empty() && value.len() <= 32 => spec.name = value,
+            "name" => return Err(bad("a name of 1 to 32 characters")),
+            "mem" => {
+                spec.mem = parse_size(value)
+                    .filter(|&m| m >= 2 << 20)
+                    .ok_or_else(|| bad("a size of at least 2M, such as 32M"))?
+            }
+            "vcpus" => {
+                spec.vcpus = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=128).contains(n))
+                    .ok_or_else(|| bad("a vCPU count from 1 to 128"))?
+            }
+            "weight" => {
+                spec.weight = value
+                    .parse()
+                    .ok()
+                    .filter(|&w| w >= 1)
+                    .ok_or_else(|| bad("a weight from 1 to 65535"))?
+            }
+            "cap" => {
+                spec.cap = value
+                    .parse()
+                    .ok()
+                    .filter(|&c: &u16| c <= 12_800)
+                    .ok_or_else(|| bad("a cap in percent of one CPU (0 = none)"))?
+            }
+            _ => {
+                return Err(format!(
+                    "unknown domu option `{key}` (known: name, mem, vcpus, weight, cap)"
+                ))
+            }
+        }
+    }
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_lines() {
+        assert_eq!(
+            parse_module_line("/boot/vmlinuz console=hvc0"),
+            ModuleLine::Plain {
+                name: "vmlinuz",
+                args: "console=hvc0"
+            }
+        );
+        assert_eq!(
+            parse_module_line("guest-ping domu:mem=16M,weight=512,cap=25 role=ping peer=1"),
+            ModuleLine::Domu(Ok(DomuSpec {
+                name: "guest-ping",
+                mem: 16 << 20,
+                vcpus: 1,
+                weight: 512,
+                cap: 25,
+                kernel_args: "role=ping peer=1",
+            }))
+        );
+        assert_eq!(
+            parse_module_line("g domu"),
+            ModuleLine::Domu(Ok(DomuSpec {
+                name: "g",
+                mem: 32 << 20,
+                vcpus: 1,
+                weight: 256,
+                cap: 0,
+                kernel_args: "",
+            }))
+        );
+        let ModuleLine::Domu(Ok(s)) = parse_module_line("g domu:name=pong,vcpus=2") else {
+            panic!()
+        };
+        assert_eq!((s.name, s.vcpus), ("pong", 2));
+        // `domus` is not the marker.
+        assert!(matches!(
+            parse_module_line("g domus x"),
+            ModuleLine::Plain { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_domu_options_are_named() {
+        for (line, needle) in [
+            ("g domu:mem=1M", "mem=1M"),
+            ("g domu:vcpus=0", "vcpus=0"),
+            ("g domu:weight=0", "weight=0"),
+            ("g domu:weight=70000", "weight=70000"),
+            ("g domu:cap=x", "cap=x"),
+            ("g domu:color=red", "unknown domu option `color`"),
+            ("g domu:mem", "`mem` needs a value"),
+        ] {
+            match parse_module_line(line) {
+                ModuleLine::Domu(Err(e)) => assert!(e.contains(needle), "{line}: {e}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn defaults_when_empty() {
@@ -327,7 +497,7 @@ mod tests {
     #[test]
     fn parses_every_option() {
         let p =
-            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm");
+            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm dom0_max_vcpus=2");
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         assert_eq!(
             p.options,
@@ -342,6 +512,7 @@ mod tests {
                 on_idle: IdleAction::Poweroff,
                 hvm: BackendChoice::Svm,
                 selftest: SelfTest::None,
+                dom0_max_vcpus: 2,
             }
         );
     }

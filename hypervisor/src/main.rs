@@ -9,7 +9,6 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -21,6 +20,8 @@ mod console;
 mod domain;
 pub mod hvm;
 pub mod mm;
+#[cfg(target_os = "none")]
+mod schedule;
 #[cfg(target_os = "none")]
 mod start;
 #[cfg(target_os = "none")]

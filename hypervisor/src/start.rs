@@ -1,10 +1,11 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
 use crate::arch::x86::{cpu, exceptions, gdt, pic, power, xcr};
-use crate::cmdline::{self, IdleAction, Options};
+use crate::cmdline::{self, DomuSpec, IdleAction, ModuleLine, Options};
 use crate::cmdline::{BackendChoice, SelfTest};
 use crate::domain::build::{build, GuestModule, PvhConfig};
-use crate::domain::DomainEnd;
+use crate::domain::{DomId, DomainEnd, SchedParams};
+use crate::schedule::{self, Hv};
 use crate::hvm::{Backend, BackendError};
 use crate::mm::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
 use crate::mm::{heap, paging, phys};
@@ -97,7 +98,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         log::debug!("XSAVE enabled for guests");
     }
     selftest(options.selftest);
-    run_first_domain(&boot, &options, &cpu);
+    start_domains(&boot, &options, &cpu);
     idle(&options)
 }
 
@@ -185,85 +186,80 @@ fn init_frames(boot: &BootInfo) {
 
 /// dom0's memory when `dom0_mem=` does not say: like Xen, most of what is free, keeping
 /// a reserve for the hypervisor (and capped, since nothing else runs yet to use it).
-fn default_dom0_mem() -> u64 {
+/// `domus` is the memory the boot-time domUs will take.
+fn default_dom0_mem(domus: u64) -> u64 {
     const RESERVE: u64 = 64 << 20;
     const CAP: u64 = 1 << 30;
     let free = phys::FRAMES
         .lock()
         .as_ref()
         .map_or(0, |f| f.free_frames() * FRAME_SIZE);
-    free.saturating_sub(RESERVE).min(CAP) & !((2 << 20) - 1)
+    free.saturating_sub(RESERVE)
+        .saturating_sub(domus)
+        .min(CAP)
+        & !((2 << 20) - 1)
 }
 
-/// Builds the first domain from boot module 0 (a PVH kernel; the module's command line is
-/// `<name> <kernel command line>`) and runs it to its end.
-fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
-    let Some(module) = boot.modules.first() else {
-        info!("no domain to start: no boot module given");
-        return;
-    };
-    let Some(kernel) =
-        ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, module.start, module.len)
-    else {
-        log::error!(
-            "domain 0: module 0 at {:#x} (+{:#x}) is not in memory",
-            module.start,
-            module.len
-        );
-        return;
-    };
-    let (name, args) = module
-        .cmdline
-        .split_once(' ')
-        .unwrap_or((module.cmdline.as_str(), ""));
-    let name = name.rsplit('/').next().unwrap_or(name);
-    let started = time::now().1;
-    let elf = match crate::domain::kernel::extract(kernel) {
-        Ok(elf) => {
-            if let crate::domain::kernel::KernelElf::Owned { len, .. } = &elf {
-                let ms = (time::now().1 - started) / 1_000_000;
-                info!(
-                    "domain 0 ({name}): kernel decompressed, {} KiB in {ms} ms",
-                    len >> 10
-                );
+/// One domain to build from the boot modules: a kernel module and the plain modules
+/// after it (its initramfs), with what its command line asked for.
+struct DomainPlan<'a> {
+    kernel: &'a ferrovisor_boot::Module,
+    name: &'a str,
+    args: &'a str,
+    domu: Option<DomuSpec<'a>>,
+    modules: arrayvec::ArrayVec<&'a ferrovisor_boot::Module, 8>,
+}
+
+/// Groups the boot modules into domains: module 0 is domain 0's kernel, every module
+/// marked `domu` starts the next domain, and other modules belong to the kernel before
+/// them. A bad `domu` line is reported and that domain skipped.
+fn plan_domains(boot: &BootInfo) -> alloc::vec::Vec<DomainPlan<'_>> {
+    let mut plans: alloc::vec::Vec<DomainPlan<'_>> = alloc::vec::Vec::new();
+    let mut skipping = false;
+    for (i, m) in boot.modules.iter().enumerate() {
+        match cmdline::parse_module_line(&m.cmdline) {
+            ModuleLine::Domu(Ok(spec)) => {
+                skipping = false;
+                plans.push(DomainPlan {
+                    kernel: m,
+                    name: spec.name,
+                    args: spec.kernel_args,
+                    domu: Some(spec),
+                    modules: arrayvec::ArrayVec::new(),
+                });
             }
-            elf
-        }
-        Err(e) => {
-            log::error!("domain 0 ({name}): cannot build: {e}");
-            return;
-        }
-    };
-    let mut extra: arrayvec::ArrayVec<GuestModule<'_>, 8> = arrayvec::ArrayVec::new();
-    for m in boot.modules.iter().skip(1) {
-        let Some(bytes) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, m.start, m.len)
-        else {
-            log::error!(
-                "domain 0 ({name}): module at {:#x} is not in memory",
-                m.start
-            );
-            return;
-        };
-        if extra
-            .try_push(GuestModule {
-                bytes,
-                cmdline: &m.cmdline,
-            })
-            .is_err()
-        {
-            log::warn!("domain 0 ({name}): more than 8 modules; the rest are ignored");
-            break;
+            ModuleLine::Domu(Err(e)) => {
+                log::error!("module {i} (\"{}\"): {e}; not started", m.cmdline);
+                skipping = true;
+            }
+            ModuleLine::Plain { name, args } => match plans.last_mut() {
+                _ if i == 0 => plans.push(DomainPlan {
+                    kernel: m,
+                    name,
+                    args,
+                    domu: None,
+                    modules: arrayvec::ArrayVec::new(),
+                }),
+                _ if skipping => {}
+                Some(p) => {
+                    if p.modules.try_push(m).is_err() {
+                        warn!("domain {name}: more than 8 modules; the rest are ignored");
+                    }
+                }
+                None => {}
+            },
         }
     }
-    let cfg = PvhConfig {
-        domid: 0,
-        name,
-        kernel: elf.bytes(),
-        cmdline: args,
-        memory_bytes: options.dom0_mem.unwrap_or_else(default_dom0_mem),
-        modules: &extra,
-        initial: true,
-    };
+    plans
+}
+
+/// Brings up the virtualization backend, builds every domain the boot modules describe
+/// and hands the CPU to the scheduler. Returns only if nothing can run.
+fn start_domains(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
+    if boot.modules.is_empty() {
+        info!("no domain to start: no boot module given");
+        return;
+    }
     let want_svm = match options.hvm {
         BackendChoice::Auto => !cpu.virt.vmx && cpu.virt.svm,
         BackendChoice::Svm => true,
@@ -271,17 +267,17 @@ fn run_first_domain(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
     };
     if want_svm {
         match Svm::init() {
-            Ok(mut svm) => {
+            Ok(svm) => {
                 info!("virtualization backend: {svm}");
-                launch(&mut svm, &cfg);
+                boot_domains(svm, boot, options)
             }
             Err(e) => backend_unavailable("SVM", e),
         }
     } else {
         match crate::vmx::Vmx::init() {
-            Ok(mut vmx) => {
+            Ok(vmx) => {
                 info!("virtualization backend: VMX backend: {vmx}");
-                launch(&mut vmx, &cfg);
+                boot_domains(vmx, boot, options)
             }
             Err(e) => backend_unavailable("VMX", e),
         }
@@ -292,13 +288,123 @@ fn backend_unavailable(name: &str, e: BackendError) {
     log::error!("{name} backend unavailable: {e}; no domain can run");
 }
 
-/// Builds and runs one domain, reporting how it ended.
-fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
-    let mut dom = match build(backend, cfg) {
+/// Builds the planned domains and runs the scheduler (never returns: when nothing is
+/// left to run, the scheduler does what `on_idle=` says).
+fn boot_domains<B: Backend>(backend: B, boot: &BootInfo, options: &Options) -> ! {
+    let hv: &'static Hv<B> = alloc::boxed::Box::leak(alloc::boxed::Box::new(Hv::new(
+        backend, *options,
+    )));
+    let plans = plan_domains(boot);
+    let domus: u64 = plans
+        .iter()
+        .filter_map(|p| p.domu.as_ref())
+        .map(|d| d.mem)
+        .fold(0, u64::saturating_add);
+    let mut next_domu: DomId = 1;
+    for (i, plan) in plans.iter().enumerate() {
+        let domid = if i == 0 {
+            0
+        } else {
+            let id = next_domu;
+            next_domu += 1;
+            id
+        };
+        if plan.domu.is_some() && domid != 0 {
+            hv.note_baseline();
+        }
+        if let Some(dom) = build_one(hv, domid, plan, options, domus) {
+            let dom = alloc::sync::Arc::new(dom);
+            if !hv.start_domain(dom) {
+                log::error!("domain {domid}: id already in use");
+            }
+        }
+    }
+    schedule::run(hv)
+}
+
+/// Builds one domain (paused); reports and returns None on failure.
+fn build_one<B: Backend>(
+    hv: &Hv<B>,
+    domid: DomId,
+    plan: &DomainPlan<'_>,
+    options: &Options,
+    domus: u64,
+) -> Option<crate::domain::Domain<B>> {
+    let name = plan.name;
+    let module = plan.kernel;
+    let Some(kernel) =
+        ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, module.start, module.len)
+    else {
+        log::error!(
+            "domain {domid} ({name}): module at {:#x} (+{:#x}) is not in memory",
+            module.start,
+            module.len
+        );
+        return None;
+    };
+    let started = time::now().1;
+    let elf = match crate::domain::kernel::extract(kernel) {
+        Ok(elf) => {
+            if let crate::domain::kernel::KernelElf::Owned { len, .. } = &elf {
+                let ms = (time::now().1 - started) / 1_000_000;
+                info!(
+                    "domain {domid} ({name}): kernel decompressed, {} KiB in {ms} ms",
+                    len >> 10
+                );
+            }
+            elf
+        }
+        Err(e) => {
+            log::error!("domain {domid} ({name}): cannot build: {e}");
+            return None;
+        }
+    };
+    let mut extra: arrayvec::ArrayVec<GuestModule<'_>, 8> = arrayvec::ArrayVec::new();
+    for m in &plan.modules {
+        let Some(bytes) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, m.start, m.len)
+        else {
+            log::error!(
+                "domain {domid} ({name}): module at {:#x} is not in memory",
+                m.start
+            );
+            return None;
+        };
+        extra.push(GuestModule {
+            bytes,
+            cmdline: &m.cmdline,
+        });
+    }
+    let (memory_bytes, vcpus, params) = match &plan.domu {
+        Some(d) => (
+            d.mem,
+            d.vcpus,
+            SchedParams {
+                weight: d.weight,
+                cap: d.cap,
+            },
+        ),
+        None => (
+            options.dom0_mem.unwrap_or_else(|| default_dom0_mem(domus)),
+            options.dom0_max_vcpus,
+            SchedParams { weight: 256, cap: 0 },
+        ),
+    };
+    let cfg = PvhConfig {
+        domid,
+        name,
+        kernel: elf.bytes(),
+        cmdline: plan.args,
+        memory_bytes,
+        modules: &extra,
+        initial: domid == 0 && plan.domu.is_none(),
+        vcpus,
+        params,
+    };
+    let dom = match build(&mut *hv.backend.lock(), &cfg) {
         Ok(d) => d,
         Err(e) => {
-            log::error!("domain {} ({}): cannot build: {e}", cfg.domid, cfg.name);
-            return;
+            log::error!("domain {domid} ({name}): cannot build: {e}");
+            return None;
         }
     };
     info!(
@@ -307,48 +413,26 @@ fn launch<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) {
         dom.name,
         dom.mem.ram_size() >> 20,
         B::NAME,
-        if dom.privileged {
+        if dom.is_control() {
             "privileged (dom0), "
         } else {
             ""
         }
     );
     log::debug!(
-        "domain {}: {} host frames of RAM",
+        "domain {}: {} host frames of RAM, {} vCPUs, weight {}, cap {}%",
         dom.id,
-        dom.mem.host_frames()
+        dom.mem.host_frames(),
+        dom.vcpus.len(),
+        params.weight,
+        params.cap
     );
-    let end = crate::domain::run::run(&mut dom);
-    info!(
-        "domain {} ({}) {end}; {} exits, {} hypercalls",
-        dom.id, dom.name, dom.exits, dom.hypercalls
-    );
-    let mut by_kind = arrayvec::ArrayString::<256>::new();
-    for (k, n) in dom
-        .exits_by_kind
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-    {
-        let name = crate::hvm::Exit::kind_name(k);
-        let _ = core::fmt::Write::write_fmt(&mut by_kind, format_args!(" {name}={n}"));
-    }
-    log::debug!("domain {} exits by kind:{by_kind}", dom.id);
-    if end == DomainEnd::Shutdown(3) {
-        log::error!(
-            "domain {} ({}) crashed: the guest reported a fatal error (its messages are above)",
-            dom.id,
-            dom.name
-        );
-    }
-    if dom.privileged {
-        dom0_ended(end);
-    }
+    Some(dom)
 }
 
 /// What the machine does when dom0 ends, as on Xen: power off with it, reboot with it,
 /// and after a crash reboot unless `noreboot` (then halt, keeping the report on screen).
-fn dom0_ended(end: DomainEnd) {
+pub(crate) fn dom0_ended(end: DomainEnd) {
     let noreboot = OPTIONS.get().is_some_and(|o| o.noreboot);
     match end {
         DomainEnd::Shutdown(0) => power::poweroff(0),
@@ -394,7 +478,7 @@ fn recurse(depth: u64) -> u64 {
 }
 
 /// Nothing (yet) to run: do what `on_idle=` says.
-fn idle(options: &Options) -> ! {
+pub(crate) fn idle(options: &Options) -> ! {
     match options.on_idle {
         IdleAction::Poweroff => {
             info!("nothing to run; powering off (on_idle=poweroff)");

@@ -5,9 +5,15 @@
 //! [`MEMMAP_GPA`], the command line at [`CMDLINE_GPA`].
 
 use super::memory::{GuestFault, GuestMemory, MemoryError};
-use super::{DomId, Domain, VcpuTimer, VcpuXenState};
+use super::{
+    runstate, vflags, DomId, DomState, Domain, Life, Runstate, SchedParams, Vcpu, VcpuCtx,
+    VcpuTimer,
+};
 use crate::hvm::{Backend, BackendError, PvhEntry};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use arrayvec::ArrayString;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use core::fmt;
 use pvh_loader::{parse_pvh, LoadError};
 use xen_abi::hvm::start_info::{
@@ -63,6 +69,8 @@ pub enum BuildError {
     Acpi(acpi_tables::AcpiError),
     /// The event-channel table could not be set up.
     EventChannels(xen_abi::errno::Errno),
+    /// A vCPU count of 0 or above what the MADT and event channels carry.
+    Vcpus(u32),
 }
 
 impl fmt::Display for BuildError {
@@ -91,6 +99,11 @@ impl fmt::Display for BuildError {
             }
             BuildError::Acpi(e) => write!(f, "ACPI tables: {e}"),
             BuildError::EventChannels(e) => write!(f, "event channels: {e:?}"),
+            BuildError::Vcpus(n) => write!(
+                f,
+                "{n} vCPUs requested; between 1 and {} are supported",
+                acpi_tables::MAX_VCPUS.min(evtchn::MAX_VCPUS)
+            ),
         }
     }
 }
@@ -113,10 +126,18 @@ pub struct PvhConfig<'a> {
     /// declares dom0 support (`XENFEAT_dom0` in its SUPPORTED_FEATURES note), as Xen
     /// requires; otherwise it runs unprivileged.
     pub initial: bool,
+    /// vCPUs: vCPU 0 starts at the kernel's PVH entry, the others wait for an INIT/SIPI.
+    pub vcpus: u32,
+    pub params: SchedParams,
 }
 
-/// Builds a domain ready to run its first instruction.
+/// Builds a domain ready to run its first instruction, paused once (the caller unpauses
+/// it when it is in the domain table and the scheduler).
 pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, BuildError> {
+    let max_vcpus = acpi_tables::MAX_VCPUS.min(evtchn::MAX_VCPUS);
+    if cfg.vcpus == 0 || cfg.vcpus > max_vcpus {
+        return Err(BuildError::Vcpus(cfg.vcpus));
+    }
     let image = parse_pvh(cfg.kernel).map_err(BuildError::Image)?;
     if cfg.cmdline.len() >= CMDLINE_MAX {
         return Err(BuildError::CmdlineTooLong(cfg.cmdline.len()));
@@ -159,50 +180,85 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
     };
     let modules_at = image.highest_paddr_end.div_ceil(4096) * 4096;
     let placed = place_modules(&mem, cfg.modules, modules_at, ram)?;
-    let rsdp = write_acpi(&mem)?;
+    let rsdp = write_acpi(&mem, cfg.vcpus)?;
     write_start_info(&mem, cfg.cmdline, ram, flags, &placed, rsdp).map_err(BuildError::Fault)?;
     let entry = PvhEntry {
         rip: image.entry,
         rbx: START_INFO_GPA as u32,
     };
-    let vcpu = backend
-        .create_vcpu(mem.p2m_root(), entry)
-        .map_err(BuildError::Vcpu)?;
+    let now = crate::time::now().1;
+    let mut vcpus = Vec::with_capacity(cfg.vcpus as usize);
+    for id in 0..cfg.vcpus {
+        let hw = backend
+            .create_vcpu(mem.p2m_root(), entry)
+            .map_err(BuildError::Vcpu)?;
+        let ctx = VcpuCtx {
+            hw,
+            timer: VcpuTimer::default(),
+            vlapic: crate::hvm::vlapic::Vlapic::new(id),
+            flush_gen: 0,
+            poll_deadline: 0,
+            exits: 0,
+            exits_by_kind: [0; crate::hvm::Exit::KINDS],
+        };
+        // vCPU 0 starts at the PVH entry; the others are offline until a SIPI.
+        let (flags, state) = if id == 0 {
+            (0, runstate::RUNNABLE)
+        } else {
+            (vflags::DOWN | vflags::WAIT_SIPI, runstate::OFFLINE)
+        };
+        vcpus.push(Vcpu {
+            id,
+            domid: cfg.domid,
+            flags: AtomicU32::new(flags),
+            ipis: Default::default(),
+            next_timer: AtomicU64::new(u64::MAX),
+            runstate: spin::Mutex::new(Runstate {
+                state,
+                entry_ns: now,
+                ..Runstate::default()
+            }),
+            ctx: spin::Mutex::new(Some(Box::new(ctx))),
+        });
+    }
     let mut name = ArrayString::new();
     for c in cfg.name.chars().take(32) {
         let _ = name.try_push(c);
     }
+    let evtchn = evtchn::EventChannels::new(
+        cfg.domid,
+        evtchn::Config {
+            max_vcpus: cfg.vcpus,
+            max_port: if privileged {
+                evtchn::NR_PORTS - 1
+            } else {
+                DOMU_MAX_PORT
+            },
+        },
+    )
+    .map_err(BuildError::EventChannels)?;
     Ok(Domain {
         id: cfg.domid,
         name,
-        mem,
-        vcpu,
-        timer: VcpuTimer::default(),
-        xen_vcpu: VcpuXenState::default(),
-        vlapic: crate::hvm::vlapic::Vlapic::new(0),
         privileged,
-        hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
-        evtchn: evtchn::EventChannels::new(
-            cfg.domid,
-            evtchn::Config {
-                max_vcpus: 1,
-                max_port: if privileged {
-                    evtchn::NR_PORTS - 1
-                } else {
-                    DOMU_MAX_PORT
-                },
-            },
-        )
-        .map_err(BuildError::EventChannels)?,
-        callback_vector: None,
-        shared_info: None,
-        grant_frames: arrayvec::ArrayVec::new(),
+        mem,
+        vcpus,
+        params: cfg.params,
         e820: memory_map(ram).into_iter().collect(),
-        console_line: ArrayString::new(),
-        console_started: false,
-        hypercalls: 0,
-        exits: 0,
-        exits_by_kind: [0; crate::hvm::Exit::KINDS],
+        flush_gen: AtomicU64::new(0),
+        pause_count: AtomicU32::new(1),
+        hypercalls: AtomicU64::new(0),
+        st: spin::Mutex::new(DomState {
+            life: Life::Running,
+            hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
+            evtchn,
+            callback_vector: None,
+            shared_info: None,
+            vcpu_info: alloc::vec![None; cfg.vcpus as usize],
+            grant_frames: arrayvec::ArrayVec::new(),
+            console_line: ArrayString::new(),
+            console_started: false,
+        }),
     })
 }
 
@@ -259,9 +315,9 @@ fn memory_map(ram: u64) -> [(u64, u64, u32); 4] {
 
 /// Builds the guest's ACPI tables (RSDP, XSDT, hardware-reduced FADT, DSDT, MADT) at
 /// [`ACPI_GPA`]; returns the RSDP's address.
-fn write_acpi<F: pagetable::Format>(mem: &GuestMemory<F>) -> Result<u64, BuildError> {
-    let cfg = acpi_tables::AcpiConfig::new(1);
-    let mut buf = [0u8; 1024];
+fn write_acpi<F: pagetable::Format>(mem: &GuestMemory<F>, vcpus: u32) -> Result<u64, BuildError> {
+    let cfg = acpi_tables::AcpiConfig::new(vcpus);
+    let mut buf = [0u8; 4096];
     let layout = acpi_tables::build(&cfg, ACPI_GPA, &mut buf).map_err(BuildError::Acpi)?;
     mem.write(ACPI_GPA, &buf[..layout.total_len])
         .map_err(BuildError::Fault)?;

@@ -61,13 +61,27 @@ impl From<MapError> for MemoryError {
 }
 
 /// Guest RAM plus the p2m of format `F` (EPT or NPT).
+///
+/// Shared by every vCPU of the domain (and by other domains delivering events into it):
+/// all methods take `&self`. The p2m and the overlay list sit behind one lock, taken
+/// for the duration of a translation or a change (never across a VM entry); the RAM
+/// chunks never change after construction.
 pub struct GuestMemory<F: Format> {
-    p2m: PageTable<F>,
+    p2m: spin::Mutex<P2m<F>>,
+    /// Root of the p2m (fixed for the domain's life).
+    root: u64,
     /// Host-physical address of each RAM chunk, in guest-physical order from 0.
     chunks: Vec<u64>,
+}
+
+/// The mutable half of [`GuestMemory`].
+struct P2m<F: Format> {
+    table: PageTable<F>,
     /// Extra hypervisor-owned frames mapped into the guest (shared_info, ...), as
     /// (gpa, host frame); the RAM page they displaced is kept and restored on unmap.
     overlays: Vec<(u64, u64)>,
+    /// Frames the p2m's own tables use (root included), for per-domain accounting.
+    tables: u64,
 }
 
 impl<F: Format> GuestMemory<F> {
@@ -83,10 +97,15 @@ impl<F: Format> GuestMemory<F> {
                 requested: count.saturating_mul(CHUNK),
             });
         }
+        let table = Self::new_p2m()?;
         let mut mem = GuestMemory {
-            p2m: Self::new_p2m()?,
+            root: table.root(),
+            p2m: spin::Mutex::new(P2m {
+                table,
+                overlays: Vec::new(),
+                tables: 1,
+            }),
             chunks: Vec::with_capacity(count as usize),
-            overlays: Vec::new(),
         };
         let max = if large_pages {
             PageSize::Size2M
@@ -101,7 +120,7 @@ impl<F: Format> GuestMemory<F> {
             )?;
             mem.chunks.push(host);
             mem.with_p2m(|p2m, m, a| {
-                p2m.map_range(
+                p2m.table.map_range(
                     m,
                     a,
                     i * CHUNK,
@@ -124,20 +143,28 @@ impl<F: Format> GuestMemory<F> {
         Ok(PageTable::new(&mut DirectMap, &mut TableFrames(frames))?)
     }
 
+    /// Runs `f` on the p2m with the frame allocator (lock order: p2m, then frames).
     fn with_p2m<R>(
-        &mut self,
-        f: impl FnOnce(&mut PageTable<F>, &mut DirectMap, &mut TableFrames<'_>) -> Result<R, MapError>,
+        &self,
+        f: impl FnOnce(&mut P2m<F>, &mut DirectMap, &mut TableFrames<'_>) -> Result<R, MapError>,
     ) -> Result<R, MemoryError> {
+        let mut p2m = self.p2m.lock();
         let mut guard = phys::FRAMES.lock();
         let frames = guard.as_mut().ok_or(MemoryError::OutOfMemory {
             requested: FRAME_SIZE,
         })?;
-        Ok(f(&mut self.p2m, &mut DirectMap, &mut TableFrames(frames))?)
+        // The allocator is locked throughout, so the change in free frames is exactly
+        // what the p2m's tables took or gave back.
+        let before = frames.free_frames();
+        let r = f(&mut p2m, &mut DirectMap, &mut TableFrames(frames));
+        let after = frames.free_frames();
+        p2m.tables = (p2m.tables + before).saturating_sub(after);
+        Ok(r?)
     }
 
     /// Root of the p2m, for the backend (EPTP / nCR3).
     pub fn p2m_root(&self) -> u64 {
-        self.p2m.root()
+        self.root
     }
 
     /// Bytes of RAM.
@@ -150,26 +177,32 @@ impl<F: Format> GuestMemory<F> {
         self.chunks.len() as u64 * (CHUNK / FRAME_SIZE)
     }
 
+    /// Frames the p2m's tables use.
+    pub fn table_frames(&self) -> u64 {
+        self.p2m.lock().tables
+    }
+
     /// Maps hypervisor frame `host` (shared_info, a grant-table frame) at guest page
     /// `gpa`, read/write and not executable, as Xen's `add_to_physmap` does: the frame
     /// moves if it was mapped elsewhere (the RAM page it displaced there comes back), and
     /// whatever RAM page was at `gpa` is hidden until the frame moves away. So a guest
     /// cannot grow the p2m without bound by mapping one frame at many places. The
     /// caller must flush the vCPUs' nested TLBs.
-    pub fn map_overlay(&mut self, gpa: u64, host: u64) -> Result<(), MemoryError> {
+    pub fn map_overlay(&self, gpa: u64, host: u64) -> Result<(), MemoryError> {
         let gpa = gpa & !(FRAME_SIZE - 1);
-        if self.overlays.contains(&(gpa, host)) {
-            return Ok(());
-        }
-        if let Some(&(old, _)) = self.overlays.iter().find(|o| o.1 == host) {
-            self.unmap_overlay(old)?;
-        }
-        if self.overlays.iter().any(|o| o.0 == gpa) {
-            self.unmap_overlay(gpa)?;
-        }
+        let ram = |gpa| self.ram_host_addr(gpa);
         self.with_p2m(|p2m, m, a| {
-            unmap_page(p2m, m, a, gpa)?;
-            p2m.map(
+            if p2m.overlays.contains(&(gpa, host)) {
+                return Ok(());
+            }
+            if let Some(&(old, _)) = p2m.overlays.iter().find(|o| o.1 == host) {
+                unmap_overlay(p2m, m, a, old, ram(old))?;
+            }
+            if p2m.overlays.iter().any(|o| o.0 == gpa) {
+                unmap_overlay(p2m, m, a, gpa, ram(gpa))?;
+            }
+            unmap_page(&mut p2m.table, m, a, gpa)?;
+            p2m.table.map(
                 m,
                 a,
                 gpa,
@@ -177,32 +210,10 @@ impl<F: Format> GuestMemory<F> {
                 PageSize::Size4K,
                 Perm::RW,
                 MemType::WriteBack,
-            )
-        })?;
-        self.overlays.push((gpa, host));
-        Ok(())
-    }
-
-    /// Removes the overlay at `gpa`, putting back the RAM page it hid (if any).
-    fn unmap_overlay(&mut self, gpa: u64) -> Result<(), MemoryError> {
-        let ram = self.ram_host_addr(gpa);
-        self.with_p2m(|p2m, m, a| {
-            unmap_page(p2m, m, a, gpa)?;
-            match ram {
-                Some(host) => p2m.map(
-                    m,
-                    a,
-                    gpa,
-                    host,
-                    PageSize::Size4K,
-                    Perm::RWX,
-                    MemType::WriteBack,
-                ),
-                None => Ok(()),
-            }
-        })?;
-        self.overlays.retain(|o| o.0 != gpa);
-        Ok(())
+            )?;
+            p2m.overlays.push((gpa, host));
+            Ok(())
+        })
     }
 
     /// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).
@@ -215,6 +226,8 @@ impl<F: Format> GuestMemory<F> {
     fn host_addr(&self, gpa: u64, write: bool) -> Result<u64, GuestFault> {
         let t = self
             .p2m
+            .lock()
+            .table
             .translate(&DirectMap, gpa)
             .ok_or(GuestFault { gpa })?;
         let needed = if write { Perm::W } else { Perm::R };
@@ -275,6 +288,33 @@ impl<F: Format> GuestMemory<F> {
         Ok(())
     }
 
+    /// Atomically replaces the aligned u64 at `gpa` with `f(old)` (a compare-exchange loop
+    /// on the host frame, so the guest's own locked operations on it are not lost);
+    /// returns the old value. Fails if `gpa` is unaligned or not writable.
+    pub fn update_u64(&self, gpa: u64, f: impl Fn(u64) -> u64) -> Result<u64, GuestFault> {
+        if gpa % 8 != 0 {
+            return Err(GuestFault { gpa });
+        }
+        let host = self.host_addr(gpa, true)?;
+        // SAFETY: `host` is an 8-aligned address inside a frame the p2m lets this guest
+        // write (its own RAM or an overlay frame), reached through the direct map; the
+        // frame stays allocated while the domain (and so `self`) lives; AtomicU64 has u64's
+        // layout and only atomic operations are made through it.
+        let word = unsafe { &*phys::to_virt(host).cast::<core::sync::atomic::AtomicU64>() };
+        let mut cur = word.load(core::sync::atomic::Ordering::SeqCst);
+        loop {
+            match word.compare_exchange(
+                cur,
+                f(cur),
+                core::sync::atomic::Ordering::SeqCst,
+                core::sync::atomic::Ordering::SeqCst,
+            ) {
+                Ok(old) => return Ok(old),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// Writes a plain value.
     pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(
         &self,
@@ -283,6 +323,30 @@ impl<F: Format> GuestMemory<F> {
     ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
     }
+}
+
+/// Removes the overlay at `gpa`, putting back the RAM page `ram` it hid (if any).
+fn unmap_overlay<F: Format>(
+    p2m: &mut P2m<F>,
+    m: &mut DirectMap,
+    a: &mut TableFrames<'_>,
+    gpa: u64,
+    ram: Option<u64>,
+) -> Result<(), MapError> {
+    unmap_page(&mut p2m.table, m, a, gpa)?;
+    if let Some(host) = ram {
+        p2m.table.map(
+            m,
+            a,
+            gpa,
+            host,
+            PageSize::Size4K,
+            Perm::RWX,
+            MemType::WriteBack,
+        )?;
+    }
+    p2m.overlays.retain(|o| o.0 != gpa);
+    Ok(())
 }
 
 /// Unmaps the 4 KiB page at `gpa` (splitting a large page), if anything is mapped there.
@@ -312,8 +376,8 @@ impl<F: Format> GuestPhysRead for GuestMemory<F> {
 
 impl<F: Format> Drop for GuestMemory<F> {
     fn drop(&mut self) {
-        let root = self.p2m.root();
-        let p2m = core::mem::replace(&mut self.p2m, PageTable::from_root(root));
+        let root = self.root;
+        let p2m = core::mem::replace(&mut self.p2m.get_mut().table, PageTable::from_root(root));
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
             p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
         }

@@ -1,18 +1,29 @@
-//! Domains: a guest's memory, vCPU, Xen-visible state and life cycle.
+//! Domains: a guest's memory, vCPUs, Xen-visible state and life cycle.
 //!
-//! Built by [`build`] (a straight pipeline: memory → kernel image → start_info → vCPU,
-//! each step failing on its own) and driven by [`run`]. Nothing here names VMCS or VMCB
-//! fields; hardware is reached through [`crate::hvm::Vcpu`].
+//! Built by [`build`] (a straight pipeline: memory → kernel image → start_info → vCPUs,
+//! each step failing on its own), kept in the domain table ([`table`]), scheduled by
+//! [`crate::sched`] and run one exit at a time by [`run`]. Nothing here names VMCS or
+//! VMCB fields; hardware is reached through [`crate::hvm::Vcpu`].
+//!
+//! Locks, in the order they may nest (checked by construction: no function takes an
+//! earlier lock while holding a later one): the domain table, then domain locks
+//! (`Domain::st`, several only in ascending domid order), then a vCPU's parked context,
+//! then the scheduler, then the p2m and the frame allocator, then the console. None is
+//! held across a VM entry; interrupt handlers take none.
 
 pub mod build;
 pub mod kernel;
 pub mod memory;
 pub mod run;
+pub mod table;
 pub mod walk;
 
 use crate::hvm::Backend;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use memory::GuestMemory;
 
 /// Most grant-table frames a domain may have (Xen's default `max_grant_frames`).
@@ -96,32 +107,141 @@ impl VcpuTimer {
     }
 }
 
-/// Per-vCPU Xen state the guest registered.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct VcpuXenState {
-    /// Guest-physical address of this vCPU's `vcpu_info` once moved out of shared_info
-    /// (VCPUOP_register_vcpu_info).
-    pub vcpu_info_gpa: Option<u64>,
-    /// Guest-virtual address of the runstate area (VCPUOP_register_runstate_memory_area).
-    pub runstate_gva: Option<u64>,
-    /// System time at which the current runstate began, and time spent per state.
-    pub runstate_entry_ns: u64,
-    pub runstate_time: [u64; 4],
+/// Life-cycle state of a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Life {
+    /// Built and schedulable (subject to the pause count).
+    Running,
+    /// Ended: shut down with a reason, crashed or deadlocked; its vCPUs never run again
+    /// and it is torn down as soon as nothing runs on it.
+    Ended(DomainEnd),
+    /// Removed from the domain table; the last reference frees it.
+    Dying,
 }
 
-/// A guest.
-pub struct Domain<B: Backend> {
-    pub id: DomId,
-    pub name: ArrayString<32>,
-    pub mem: GuestMemory<B::P2m>,
-    pub vcpu: B::Vcpu,
+/// Per-vCPU flags (`Vcpu::flags`), set and cleared atomically from any CPU.
+pub mod vflags {
+    /// Waiting for an event, a timer or an IPI (HLT, SCHEDOP_block, SCHEDOP_poll).
+    pub const BLOCKED: u32 = 1 << 0;
+    /// Offline: not started yet (an AP before its SIPI), or halted with interrupts off.
+    pub const DOWN: u32 = 1 << 1;
+    /// Blocked in SCHEDOP_poll (a wake also ends the poll).
+    pub const POLLING: u32 = 1 << 2;
+    /// An AP received INIT and waits for a SIPI.
+    pub const WAIT_SIPI: u32 = 1 << 3;
+}
+
+/// Xen runstates.
+pub mod runstate {
+    pub const RUNNING: usize = 0;
+    pub const RUNNABLE: usize = 1;
+    pub const BLOCKED: usize = 2;
+    pub const OFFLINE: usize = 3;
+}
+
+/// A vCPU's runstate accounting (`vcpu_runstate_info`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Runstate {
+    pub state: usize,
+    pub entry_ns: u64,
+    pub time: [u64; 4],
+    /// Guest-virtual address of the vCPU's runstate area
+    /// (VCPUOP_register_runstate_memory_area), refreshed by the vCPU itself.
+    pub area: Option<u64>,
+}
+
+impl Runstate {
+    /// Moves to `state` at `now`, charging the time since the last change to the old one.
+    pub fn set(&mut self, state: usize, now: u64) {
+        let spent = now.saturating_sub(self.entry_ns);
+        self.time[self.state] = self.time[self.state].wrapping_add(spent);
+        self.state = state;
+        self.entry_ns = now;
+    }
+
+    /// The accounting as of `now` (the current state's time included).
+    pub fn snapshot(&self, now: u64) -> Runstate {
+        let mut r = *self;
+        r.set(self.state, now);
+        r
+    }
+}
+
+/// The shared half of a vCPU: what other CPUs and other domains may touch (flags,
+/// pending IPIs, the timer deadline mirror, runstate) while the vCPU runs elsewhere.
+/// The hardware half ([`VcpuCtx`]) belongs to whichever CPU runs the vCPU: it is taken
+/// out of `ctx` while running and parked there otherwise, so no lock is ever held across
+/// a VM entry.
+pub struct Vcpu<B: Backend> {
+    pub id: u32,
+    pub domid: DomId,
+    pub flags: AtomicU32,
+    /// Vectors other vCPUs sent through the virtual LAPIC (fixed IPIs), merged into the
+    /// owner's IRR before it enters the guest.
+    pub ipis: [AtomicU32; 8],
+    /// Earliest expiry of the vCPU's timers (Xen system time, ns), or u64::MAX: a
+    /// mirror the timer heap checks so stale heap entries are skipped.
+    pub next_timer: AtomicU64,
+    pub runstate: spin::Mutex<Runstate>,
+    pub ctx: spin::Mutex<Option<Box<VcpuCtx<B>>>>,
+}
+
+impl<B: Backend> Vcpu<B> {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags.load(Ordering::SeqCst) & flag != 0
+    }
+
+    pub fn set_flag(&self, flag: u32) {
+        self.flags.fetch_or(flag, Ordering::SeqCst);
+    }
+
+    /// Clears `flag`; true if it was set.
+    pub fn clear_flag(&self, flag: u32) -> bool {
+        self.flags.fetch_and(!flag, Ordering::SeqCst) & flag != 0
+    }
+
+    /// Whether the scheduler may run it (its domain's state aside).
+    pub fn runnable(&self) -> bool {
+        !self.has(vflags::BLOCKED | vflags::DOWN)
+    }
+
+    /// Queues a fixed-vector IPI from another vCPU.
+    pub fn post_ipi(&self, vector: u8) {
+        self.ipis[usize::from(vector / 32)].fetch_or(1 << (vector % 32), Ordering::SeqCst);
+    }
+
+    /// Whether an IPI is queued for the owner to merge.
+    pub fn ipi_queued(&self) -> bool {
+        self.ipis.iter().any(|w| w.load(Ordering::SeqCst) != 0)
+    }
+
+    /// The scheduler's name for this vCPU.
+    pub fn sref(&self) -> sched::VcpuRef {
+        sched::VcpuRef {
+            dom: self.domid,
+            vcpu: self.id,
+        }
+    }
+}
+
+/// The hardware half of a vCPU and the state only its own execution touches.
+pub struct VcpuCtx<B: Backend> {
+    pub hw: B::Vcpu,
     pub timer: VcpuTimer,
-    /// Per-vCPU Xen registrations.
-    pub xen_vcpu: VcpuXenState,
     /// The vCPU's local APIC (x2APIC mode).
     pub vlapic: crate::hvm::vlapic::Vlapic,
-    /// Whether this is the control domain (dom0: `SIF_PRIVILEGED | SIF_INITDOMAIN`).
-    pub privileged: bool,
+    /// The domain's p2m flush generation this vCPU's nested TLB has caught up with.
+    pub flush_gen: u64,
+    /// SCHEDOP_poll deadline (absolute system time; 0 = none) while polling.
+    pub poll_deadline: u64,
+    /// VM exits taken, and per kind (`Exit::kind`).
+    pub exits: u64,
+    pub exits_by_kind: [u64; crate::hvm::Exit::KINDS],
+}
+
+/// What other vCPUs and domains change under the domain lock.
+pub struct DomState {
+    pub life: Life,
     /// HVM parameters (HVMOP_set_param / get_param).
     pub hvm_params: [u64; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
     /// The domain's event channels (2-level ABI).
@@ -130,49 +250,110 @@ pub struct Domain<B: Backend> {
     pub callback_vector: Option<u8>,
     /// Host frame of this domain's shared_info page, once the guest mapped it.
     pub shared_info: Option<u64>,
+    /// Guest-physical address of each vCPU's `vcpu_info` once moved out of shared_info
+    /// (VCPUOP_register_vcpu_info).
+    pub vcpu_info: Vec<Option<u64>>,
     /// Host frames of the grant table (v1), allocated as the guest maps them.
     pub grant_frames: arrayvec::ArrayVec<u64, MAX_GRANT_FRAMES>,
-    /// The memory map the guest was given: (start, length, e820 type).
-    pub e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
     /// Console output not yet sent.
     pub console_line: ArrayString<256>,
     /// Whether the current console line's prefix has been printed.
     pub console_started: bool,
+}
+
+/// Scheduling parameters given at build time.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedParams {
+    pub weight: u16,
+    pub cap: u16,
+}
+
+/// A guest. Shared (`Arc`) between the domain table, the scheduler's vCPU look-ups and
+/// hypercalls of other domains; everything mutable is behind `st` (the domain lock), in
+/// a vCPU's atomics, or in a vCPU's owned context.
+pub struct Domain<B: Backend> {
+    pub id: DomId,
+    pub name: ArrayString<32>,
+    /// Whether this is the control domain (dom0: `SIF_PRIVILEGED | SIF_INITDOMAIN`).
+    /// The only place privilege is decided: see [`Domain::is_control`].
+    privileged: bool,
+    pub mem: GuestMemory<B::P2m>,
+    pub vcpus: Vec<Vcpu<B>>,
+    pub params: SchedParams,
+    /// The memory map the guest was given: (start, length, e820 type).
+    pub e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
+    /// Bumped whenever the p2m loses or moves a mapping; each vCPU flushes its nested
+    /// TLB before its next entry when it has not seen the latest value.
+    pub flush_gen: AtomicU64,
+    /// Times the domain is paused (by the toolstack; 0 = runs).
+    pub pause_count: AtomicU32,
     /// Hypercalls made, for accounting and diagnostics.
-    pub hypercalls: u64,
-    /// VM exits taken, and per kind (`Exit::kind`).
-    pub exits: u64,
-    pub exits_by_kind: [u64; crate::hvm::Exit::KINDS],
+    pub hypercalls: AtomicU64,
+    pub st: spin::Mutex<DomState>,
+}
+
+impl<B: Backend> Domain<B> {
+    /// Whether this domain may act on others (Xen's control domain). Every privilege
+    /// check goes through here.
+    pub fn is_control(&self) -> bool {
+        self.privileged
+    }
+
+    /// Host frames this domain holds: RAM, p2m tables, vCPU state and the hypervisor
+    /// pages given to it.
+    pub fn frames_held(&self) -> u64 {
+        let st = self.st.lock();
+        self.mem.host_frames()
+            + self.mem.table_frames()
+            + self.vcpus.len() as u64 * B::VCPU_FRAMES
+            + u64::from(st.shared_info.is_some())
+            + st.grant_frames.len() as u64
+    }
+
+    /// Asks every vCPU to flush its nested TLB before it next enters the guest.
+    pub fn p2m_changed(&self) {
+        self.flush_gen.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The domain's life-cycle state.
+    pub fn life(&self) -> Life {
+        self.st.lock().life
+    }
+
+    pub fn vcpu(&self, id: u32) -> Option<&Vcpu<B>> {
+        self.vcpus.get(usize::try_from(id).ok()?)
+    }
 }
 
 impl<B: Backend> Drop for Domain<B> {
     /// Gives back the hypervisor-owned frames the domain used (its RAM and p2m go with
     /// `GuestMemory`).
     fn drop(&mut self) {
-        for frame in self
+        let st = self.st.get_mut();
+        for frame in st
             .shared_info
             .take()
             .into_iter()
-            .chain(self.grant_frames.drain(..))
+            .chain(st.grant_frames.drain(..))
         {
             crate::mm::phys::free_frames(frame, 1);
         }
     }
 }
 
-impl<B: Backend> Domain<B> {
+impl DomState {
     /// Prints guest console text, each line prefixed with the domain id (as Xen's `(d1)`
     /// prefix) so guest output cannot pass for hypervisor lines. Text goes out as it
     /// comes (prompts appear before their newline). Control characters are replaced,
     /// except escape sequences from the control domain, whose console is interactive.
-    pub fn console_write(&mut self, bytes: &[u8]) {
+    pub fn console_write(&mut self, id: DomId, privileged: bool, bytes: &[u8]) {
         for &b in bytes {
             if b == b'\n' {
-                self.flush_console();
+                self.flush_console(id);
                 if self.console_started {
                     crate::println!();
                 } else {
-                    crate::println!("(d{})", self.id);
+                    crate::println!("(d{id})");
                 }
                 self.console_started = false;
                 continue;
@@ -180,20 +361,20 @@ impl<B: Backend> Domain<B> {
             let c = match b {
                 b'\r' => continue,
                 0x20..=0x7e | b'\t' => b as char,
-                0x1b if self.privileged => '\x1b',
+                0x1b if privileged => '\x1b',
                 _ => '?',
             };
             if self.console_line.try_push(c).is_err() {
-                self.flush_console();
+                self.flush_console(id);
                 let _ = self.console_line.try_push(c);
             }
         }
-        self.flush_console();
+        self.flush_console(id);
     }
 
     /// Finishes a partly printed console line, so hypervisor messages start on their own.
-    pub fn end_console_line(&mut self) {
-        self.flush_console();
+    pub fn end_console_line(&mut self, id: DomId) {
+        self.flush_console(id);
         if self.console_started {
             crate::println!();
             self.console_started = false;
@@ -201,12 +382,12 @@ impl<B: Backend> Domain<B> {
     }
 
     /// Sends buffered console text, starting the line with the domain prefix if needed.
-    pub fn flush_console(&mut self) {
+    pub fn flush_console(&mut self, id: DomId) {
         if self.console_line.is_empty() {
             return;
         }
         if !self.console_started {
-            crate::print!("(d{}) ", self.id);
+            crate::print!("(d{id}) ");
             self.console_started = true;
         }
         crate::print!("{}", self.console_line);

@@ -1,16 +1,21 @@
-//! Running a domain: the exit policy shared by every backend.
+//! Running a vCPU: the exit policy shared by every backend.
 //!
 //! Each [`Exit`] is handled here the same way whichever backend produced it. Anything a
 //! guest can do either gets emulated, answered with the fault real hardware would raise, or
-//! ends the domain with a diagnostic; none of it can stop the hypervisor.
+//! ends the domain with a diagnostic; none of it can stop the hypervisor. [`run_vcpu`] runs
+//! one vCPU for one slice and says why it stopped; the scheduler loop
+//! ([`crate::schedule`]) decides what runs next.
 
-use super::{Domain, DomainEnd};
+use super::{vflags, Domain, DomainEnd, Vcpu, VcpuCtx};
 use crate::hvm::cpuid::{guest_cpuid, CpuidContext, CpuidResult};
 use crate::hvm::msr::{self, MsrRead, MsrWrite};
 use crate::hvm::vlapic::{ApicEffect, Vlapic};
-use crate::hvm::{Backend, Event, Exit, IoAccess, Vcpu};
+use crate::hvm::{Backend, Event, Exit, IoAccess, Vcpu as _};
+use crate::schedule::Hv;
 use crate::time;
-use crate::xen::{self, Call, Reply};
+use crate::xen::{self, Call, Cx, Reply};
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 use log::{debug, warn};
 
 /// General-protection fault, injected for refused MSR and XCR accesses.
@@ -23,125 +28,184 @@ const DEBUG_PORT: u16 = 0xe9;
 /// Most bytes one `rep outsb` to the debug port may emit per exit.
 const REP_OUT_MAX: u64 = 4096;
 
-enum Flow {
-    Continue,
+/// Why [`run_vcpu`] gave the CPU back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The slice ended or the scheduler asked for the CPU; still runnable.
+    Preempted,
+    /// SCHEDOP_yield: still runnable, behind its equals.
+    Yield,
+    /// Blocked (the BLOCKED flag is set): waits for an event, a timer or an IPI.
+    Blocked,
+    /// Went offline (HLT with interrupts off) while other vCPUs of the domain still run.
+    Down,
+    /// The domain ended.
     End(DomainEnd),
 }
 
-/// Runs `dom` until it shuts down, crashes or can never run again.
-pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
+enum Flow {
+    Continue,
+    Out(Outcome),
+}
+
+/// Runs one vCPU until its slice ends (`slice_end`, system time), it blocks, yields or its
+/// domain ends. The caller owns `v` (taken out of the vCPU's parking place) and has loaded
+/// it on this CPU.
+pub fn run_vcpu<B: Backend>(
+    hv: &'static Hv<B>,
+    dom: &Arc<Domain<B>>,
+    vcpu: &Vcpu<B>,
+    v: &mut VcpuCtx<B>,
+    slice_end: u64,
+) -> Outcome {
+    let mut cx = Cx { hv, dom, vcpu, v };
+    if vcpu.clear_flag(vflags::POLLING) {
+        // Back from SCHEDOP_poll (a polled port, an upcall or the timeout woke it).
+        cx.v.poll_deadline = 0;
+        dom.st.lock().evtchn.poll_cancel(vcpu.id);
+        hv.timer_changed(vcpu, &cx.v.timer);
+    }
     loop {
-        poll_events(dom);
-        deliver_interrupt(dom);
-        let exit = dom.vcpu.run();
-        dom.exits += 1;
-        dom.exits_by_kind[exit.kind()] += 1;
-        if let Flow::End(end) = handle(dom, exit) {
-            dom.end_console_line();
-            return end;
+        if hv.should_preempt(slice_end) {
+            return Outcome::Preempted;
+        }
+        prepare_entry(&mut cx, slice_end);
+        let exit = cx.v.hw.run();
+        cx.v.exits += 1;
+        cx.v.exits_by_kind[exit.kind()] += 1;
+        if let Flow::Out(outcome) = handle(&mut cx, exit) {
+            if matches!(outcome, Outcome::End(_)) {
+                dom.st.lock().end_console_line(dom.id);
+            }
+            return outcome;
         }
     }
 }
 
-/// Raises what became due while the guest ran or waited: expired timers (VIRQ_TIMER)
-/// and console input (VIRQ_CONSOLE).
-fn poll_events<B: Backend>(dom: &mut Domain<B>) {
+/// Brings the vCPU up to date before it enters the guest: expired timers (VIRQ_TIMER),
+/// IPIs from other vCPUs, a pending nested-TLB flush, the next interrupt, and the host
+/// timer that ends the slice.
+fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
     let now = time::now().1;
-    if dom.timer.fire_due(now) {
-        xen::events::timer_fired(dom);
+    if cx.v.timer.fire_due(now) {
+        xen::events::timer_fired(cx.hv, cx.dom, cx.vcpu.id);
+        cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
     }
-    xen::console::poll_input(dom);
+    for (i, w) in cx.vcpu.ipis.iter().enumerate() {
+        let mut bits = w.swap(0, Ordering::SeqCst);
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            cx.v.vlapic.raise((i as u32 * 32 + b) as u8);
+        }
+    }
+    let gen = cx.dom.flush_gen.load(Ordering::SeqCst);
+    if cx.v.flush_gen != gen {
+        cx.v.flush_gen = gen;
+        cx.v.hw.flush_nested_tlb();
+    }
+    deliver_interrupt(cx);
+    let wake = cx.v.timer.next_expiry().map_or(slice_end, |t| t.min(slice_end));
+    crate::schedule::arm_host_timer(wake);
 }
 
 /// The interrupt the guest should take next: the event-channel callback vector while
 /// `evtchn_upcall_pending` is set (injected directly, bypassing the LAPIC, as Xen's
 /// global callback does), else the highest deliverable LAPIC vector.
-fn pending_interrupt<B: Backend>(dom: &Domain<B>) -> Option<(u8, bool)> {
-    if let Some(v) = dom.callback_vector {
-        if xen::shared_info::upcall_pending(dom) {
-            return Some((v, false));
+fn pending_interrupt<B: Backend>(cx: &Cx<'_, B>) -> Option<(u8, bool)> {
+    {
+        let st = cx.dom.st.lock();
+        if let Some(v) = st.callback_vector {
+            if xen::shared_info::upcall_pending(&cx.dom.mem, &st, cx.vcpu.id) {
+                return Some((v, false));
+            }
         }
     }
-    dom.vlapic.next_interrupt().map(|v| (v, true))
+    cx.v.vlapic.next_interrupt().map(|v| (v, true))
 }
 
 /// Injects the pending interrupt if the guest can take it now, else asks for an exit
 /// as soon as it can.
-fn deliver_interrupt<B: Backend>(dom: &mut Domain<B>) {
-    let Some((vector, via_lapic)) = pending_interrupt(dom) else {
-        dom.vcpu.request_interrupt_window(false);
+fn deliver_interrupt<B: Backend>(cx: &mut Cx<'_, B>) {
+    let Some((vector, via_lapic)) = pending_interrupt(cx) else {
+        cx.v.hw.request_interrupt_window(false);
         return;
     };
-    if dom.vcpu.interrupts_enabled() {
+    if cx.v.hw.interrupts_enabled() {
         if via_lapic {
-            dom.vlapic.ack(vector);
+            cx.v.vlapic.ack(vector);
         }
-        dom.vcpu.inject(Event::Interrupt(vector));
-        dom.vcpu.request_interrupt_window(false);
+        cx.v.hw.inject(Event::Interrupt(vector));
+        cx.v.hw.request_interrupt_window(false);
     } else {
-        dom.vcpu.request_interrupt_window(true);
+        cx.v.hw.request_interrupt_window(true);
     }
 }
 
-fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
+fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
     match exit {
         Exit::Cpuid => {
-            cpuid(dom);
-            dom.vcpu.skip_instruction();
+            cpuid(cx);
+            cx.v.hw.skip_instruction();
         }
         Exit::Hlt => {
-            dom.vcpu.skip_instruction();
+            cx.v.hw.skip_instruction();
             // HLT with interrupts off can never end: the vCPU is down. When every vCPU
             // is down the domain has powered itself off (Linux's PVH poweroff path).
-            if dom.vcpu.control_state().rflags & (1 << 9) == 0 {
-                log::info!(
-                    "domain {}: all vCPUs halted with interrupts disabled: powering off",
-                    dom.id
-                );
-                return Flow::End(DomainEnd::Shutdown(0));
+            if cx.v.hw.control_state().rflags & (1 << 9) == 0 {
+                cx.vcpu.set_flag(vflags::DOWN);
+                if cx.dom.vcpus.iter().all(|v| v.has(vflags::DOWN)) {
+                    cx.dom.st.lock().end_console_line(cx.dom.id);
+                    log::info!(
+                        "domain {}: all vCPUs halted with interrupts disabled: powering off",
+                        cx.dom.id
+                    );
+                    return Flow::Out(Outcome::End(DomainEnd::Shutdown(0)));
+                }
+                return Flow::Out(Outcome::Down);
             }
-            return block(dom, "HLT");
+            return block(cx, "HLT");
         }
-        Exit::Hypercall => return hypercall(dom),
+        Exit::Hypercall => return hypercall(cx),
         Exit::Io(io) => {
-            port_io(dom, io);
-            dom.vcpu.skip_instruction();
+            port_io(cx, io);
+            cx.v.hw.skip_instruction();
         }
         Exit::Msr { write } => {
-            if msr_access(dom, write) {
-                dom.vcpu.skip_instruction();
+            if msr_access(cx, write) {
+                cx.v.hw.skip_instruction();
             } else {
-                dom.vcpu.inject(GP);
+                cx.v.hw.inject(GP);
             }
         }
         Exit::Xsetbv => {
-            let r = *dom.vcpu.regs();
+            let r = *cx.v.hw.regs();
             let value = (r.rdx << 32) | (r.rax & 0xffff_ffff);
-            if r.rcx & 0xffff_ffff != 0 || dom.vcpu.set_xcr0(value).is_err() {
-                dom.vcpu.inject(GP);
+            if r.rcx & 0xffff_ffff != 0 || cx.v.hw.set_xcr0(value).is_err() {
+                cx.v.hw.inject(GP);
             } else {
-                dom.vcpu.skip_instruction();
+                cx.v.hw.skip_instruction();
             }
         }
-        Exit::CacheFlush => dom.vcpu.skip_instruction(),
+        Exit::CacheFlush => cx.v.hw.skip_instruction(),
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
             return crash(
-                dom,
+                cx,
                 format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"),
             );
         }
         Exit::NestedPageMisconfig { gpa } => {
             return crash(
-                dom,
+                cx,
                 format_args!("nested page table misconfigured at {gpa:#x} (hypervisor bug)"),
             );
         }
-        Exit::TripleFault => return crash(dom, format_args!("triple fault")),
+        Exit::TripleFault => return crash(cx, format_args!("triple fault")),
         Exit::EntryFailed { reason, detail } => {
             return crash(
-                dom,
+                cx,
                 format_args!("VM entry failed: {reason} (detail {detail:#x})"),
             );
         }
@@ -150,7 +214,7 @@ fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
             qualification,
         } => {
             return crash(
-                dom,
+                cx,
                 format_args!("unhandled exit {code:#x} (qualification {qualification:#x})"),
             );
         }
@@ -158,8 +222,8 @@ fn handle<B: Backend>(dom: &mut Domain<B>, exit: Exit) -> Flow {
     Flow::Continue
 }
 
-fn cpuid<B: Backend>(dom: &mut Domain<B>) {
-    let regs = dom.vcpu.regs();
+fn cpuid<B: Backend>(cx: &mut Cx<'_, B>) {
+    let regs = cx.v.hw.regs();
     let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
     let host = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     let host = CpuidResult {
@@ -169,10 +233,10 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
         edx: host.edx,
     };
     let ctx = CpuidContext {
-        vcpu_id: 0,
-        domid: dom.id,
-        vcpus: 1,
-        cr4: dom.vcpu.control_state().cr4,
+        vcpu_id: cx.vcpu.id,
+        domid: cx.dom.id,
+        vcpus: cx.dom.vcpus.len() as u32,
+        cr4: cx.v.hw.control_state().cr4,
     };
     let mut r = guest_cpuid(leaf, subleaf, host, &ctx);
     if leaf == 0xd && subleaf == 0 {
@@ -186,95 +250,110 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
         r.ebx = crate::hvm::cpuid::xsave_size(xcr0, component);
         r.ecx = crate::hvm::cpuid::xsave_size(supported, component);
     }
-    let regs = dom.vcpu.regs();
+    let regs = cx.v.hw.regs();
     regs.rax = u64::from(r.eax);
     regs.rbx = u64::from(r.ebx);
     regs.rcx = u64::from(r.ecx);
     regs.rdx = u64::from(r.edx);
 }
 
-fn hypercall<B: Backend>(dom: &mut Domain<B>) -> Flow {
-    let r = *dom.vcpu.regs();
+fn hypercall<B: Backend>(cx: &mut Cx<'_, B>) -> Flow {
+    let r = *cx.v.hw.regs();
     let call = Call {
         nr: r.rax,
         args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8],
     };
-    let (rax, reply) = xen::dispatch(dom, call);
-    dom.vcpu.regs().rax = rax;
-    dom.vcpu.skip_instruction();
+    let (rax, reply) = xen::dispatch(cx, call);
+    cx.v.hw.regs().rax = rax;
+    cx.v.hw.skip_instruction();
     match reply {
         Reply::Value(_) => Flow::Continue,
-        Reply::Block => block(dom, "SCHEDOP_block"),
-        Reply::Poll { timeout } => poll_wait(dom, timeout),
-        Reply::Shutdown(reason) => Flow::End(DomainEnd::Shutdown(reason)),
+        Reply::Yield => Flow::Out(Outcome::Yield),
+        Reply::Block => block(cx, "SCHEDOP_block"),
+        Reply::Poll { timeout } => {
+            cx.v.poll_deadline = timeout;
+            cx.vcpu.set_flag(vflags::POLLING);
+            cx.hv.timer_changed_with(cx.vcpu, &cx.v.timer, timeout);
+            match block(cx, "SCHEDOP_poll") {
+                Flow::Continue => {
+                    cx.vcpu.clear_flag(vflags::POLLING);
+                    cx.v.poll_deadline = 0;
+                    cx.dom.st.lock().evtchn.poll_cancel(cx.vcpu.id);
+                    cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
+                    Flow::Continue
+                }
+                out => out,
+            }
+        }
+        Reply::Shutdown(reason) => Flow::Out(Outcome::End(DomainEnd::Shutdown(reason))),
     }
 }
 
-/// SCHEDOP_poll: wait until a polled port is set pending (the event-channel table then
-/// drops the vCPU from its pollers), the timeout passes, or an interrupt is deliverable.
-fn poll_wait<B: Backend>(dom: &mut Domain<B>, timeout: u64) -> Flow {
-    loop {
-        poll_events(dom);
-        let interrupt = pending_interrupt(dom).is_some() && dom.vcpu.interrupts_enabled();
-        let timed_out = timeout != 0 && time::now().1 >= timeout;
-        if !dom.evtchn.is_polling(0) || interrupt || timed_out {
-            dom.evtchn.poll_cancel(0);
-            return Flow::Continue;
-        }
-        if dom.timer.next_expiry().is_none() && timeout == 0 && !dom.privileged {
-            dom.evtchn.poll_cancel(0);
-            log::warn!(
-                "domain {}: vCPU 0 polls with no timer, timeout or event source",
-                dom.id
-            );
-            return Flow::End(DomainEnd::Deadlocked);
-        }
-        core::hint::spin_loop();
-    }
+/// Whether something would wake the vCPU at once: a deliverable interrupt, an expired
+/// timer or poll timeout, an IPI from another vCPU, or (polling) a deregistration.
+fn wakeable<B: Backend>(cx: &Cx<'_, B>) -> bool {
+    let now = time::now().1;
+    let polling = cx.vcpu.has(vflags::POLLING);
+    // A poll with interrupts off is not ended by an upcall already pending (Xen's
+    // local_events_need_delivery); only a new kick or a polled port ends it.
+    let interrupt =
+        pending_interrupt(cx).is_some() && (!polling || cx.v.hw.interrupts_enabled());
+    interrupt
+        || cx.vcpu.ipi_queued()
+        || cx.v.timer.next_expiry().is_some_and(|t| t <= now)
+        || (polling
+            && ((cx.v.poll_deadline != 0 && cx.v.poll_deadline <= now)
+                || !cx.dom.st.lock().evtchn.is_polling(cx.vcpu.id)))
 }
 
-/// The vCPU waits until something can wake it: an interrupt already pending, a timer,
-/// or console input (dom0). With none of these possible, nothing ever will.
-fn block<B: Backend>(dom: &mut Domain<B>, why: &str) -> Flow {
-    loop {
-        if pending_interrupt(dom).is_some() {
-            return Flow::Continue;
-        }
-        let Some(deadline) = dom.timer.next_expiry() else {
-            if !dom.privileged {
-                log::warn!(
-                    "domain {}: vCPU 0 blocked in {why} with no timer and no event source",
-                    dom.id
-                );
-                return Flow::End(DomainEnd::Deadlocked);
-            }
-            // dom0 can still be woken by console input.
-            if xen::console::poll_input(dom) {
-                continue;
-            }
-            core::hint::spin_loop();
-            continue;
-        };
-        if time::now().1 >= deadline {
-            poll_events(dom);
-            xen::shared_info::update_time(dom);
-            // A timer with no event channel bound to it still ends the wait.
-            if pending_interrupt(dom).is_none() {
-                return Flow::Continue;
-            }
-            continue;
-        }
-        if xen::console::poll_input(dom) {
-            continue;
-        }
-        core::hint::spin_loop();
+/// The vCPU waits until something can wake it. The BLOCKED flag goes up before the last
+/// check, and every waker sets its condition before it tests the flag, so a wake-up
+/// cannot fall between the two. A domain that can never be woken ends as deadlocked.
+fn block<B: Backend>(cx: &mut Cx<'_, B>, why: &str) -> Flow {
+    if wakeable(cx) {
+        return Flow::Continue;
     }
+    cx.vcpu.set_flag(vflags::BLOCKED);
+    if wakeable(cx) {
+        cx.vcpu.clear_flag(vflags::BLOCKED);
+        return Flow::Continue;
+    }
+    if deadlocked(cx) {
+        cx.vcpu.clear_flag(vflags::BLOCKED);
+        cx.dom.st.lock().end_console_line(cx.dom.id);
+        warn!(
+            "domain {}: vCPU {} blocked in {why} with no timer and no event source",
+            cx.dom.id, cx.vcpu.id
+        );
+        return Flow::Out(Outcome::End(DomainEnd::Deadlocked));
+    }
+    Flow::Out(Outcome::Blocked)
 }
 
-fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
+/// Whether nothing can ever wake the domain: not the control domain (console input and
+/// domain events reach it), no timer or poll timeout on this vCPU, every other vCPU down
+/// or blocked without a timer, and no event channel another domain could signal.
+fn deadlocked<B: Backend>(cx: &Cx<'_, B>) -> bool {
+    if cx.dom.is_control() || cx.v.timer.next_expiry().is_some() || cx.v.poll_deadline != 0 {
+        return false;
+    }
+    let others_stuck = cx.dom.vcpus.iter().filter(|v| v.id != cx.vcpu.id).all(|v| {
+        v.has(vflags::DOWN)
+            || (v.has(vflags::BLOCKED) && v.next_timer.load(Ordering::SeqCst) == u64::MAX)
+    });
+    let reachable = cx.dom.st.lock().evtchn.open_ports().any(|(_, s)| {
+        matches!(
+            s,
+            evtchn::State::Interdomain { .. } | evtchn::State::Unbound { .. }
+        )
+    });
+    others_stuck && !reachable
+}
+
+fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
     if io.write && io.port == DEBUG_PORT {
         if io.string {
-            let regs = *dom.vcpu.regs();
+            let regs = *cx.v.hw.regs();
             let count = if io.rep {
                 (regs.rcx & 0xffff_ffff).min(REP_OUT_MAX)
             } else {
@@ -282,17 +361,17 @@ fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
             };
             let mut buf = [0u8; REP_OUT_MAX as usize];
             let n = count as usize;
-            if xen::guest_access::copy_from_guest(dom, regs.rsi, &mut buf[..n]).is_ok() {
-                dom.console_write(&buf[..n]);
+            if xen::guest_access::copy_from_guest(cx, regs.rsi, &mut buf[..n]).is_ok() {
+                console_write(cx, &buf[..n]);
             }
-            let regs = dom.vcpu.regs();
+            let regs = cx.v.hw.regs();
             regs.rsi = regs.rsi.wrapping_add(count);
             if io.rep {
                 regs.rcx -= count;
             }
         } else {
-            let b = dom.vcpu.regs().rax as u8;
-            dom.console_write(&[b]);
+            let b = cx.v.hw.regs().rax as u8;
+            console_write(cx, &[b]);
         }
         return;
     }
@@ -303,7 +382,7 @@ fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
             2 => 0xffff,
             _ => 0xffff_ffff,
         };
-        let regs = dom.vcpu.regs();
+        let regs = cx.v.hw.regs();
         regs.rax |= mask;
         if io.size == 4 {
             regs.rax &= 0xffff_ffff;
@@ -311,45 +390,45 @@ fn port_io<B: Backend>(dom: &mut Domain<B>, io: IoAccess) {
     }
     debug!(
         "d{}: port {:#x} {} ignored",
-        dom.id,
+        cx.dom.id,
         io.port,
         if io.write { "write" } else { "read" }
     );
 }
 
 /// Emulates RDMSR/WRMSR; false means the guest gets #GP.
-fn msr_access<B: Backend>(dom: &mut Domain<B>, write: bool) -> bool {
-    let regs = *dom.vcpu.regs();
+fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
+    let regs = *cx.v.hw.regs();
     let index = regs.rcx as u32;
     if Vlapic::owns(index) {
         return x2apic_access(
-            dom,
+            cx,
             index,
             write,
             (regs.rdx << 32) | (regs.rax & 0xffff_ffff),
         );
     }
     if !write {
-        let value = match dom.vcpu.read_msr(index) {
+        let value = match cx.v.hw.read_msr(index) {
             Some(v) => v,
             None => match index {
                 0x10 => crate::arch::x86::tsc::rdtsc(), // IA32_TSC: guests see the host TSC
                 _ => match msr::read(index) {
                     MsrRead::Value(v) => v,
                     MsrRead::Fault => {
-                        debug!("d{}: rdmsr {index:#x} refused", dom.id);
+                        debug!("d{}: rdmsr {index:#x} refused", cx.dom.id);
                         return false;
                     }
                 },
             },
         };
-        let regs = dom.vcpu.regs();
+        let regs = cx.v.hw.regs();
         regs.rax = value & 0xffff_ffff;
         regs.rdx = value >> 32;
         return true;
     }
     let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-    match dom.vcpu.write_msr(index, value) {
+    match cx.v.hw.write_msr(index, value) {
         Ok(true) => return true,
         Err(()) => return false,
         Ok(false) => {}
@@ -358,47 +437,64 @@ fn msr_access<B: Backend>(dom: &mut Domain<B>, write: bool) -> bool {
         MsrWrite::Done => true,
         MsrWrite::HypercallPage { gpa } => {
             let amd = crate::arch::x86::cpu::is_amd();
-            if dom.mem.write(gpa, &msr::hypercall_page(amd)).is_err() {
-                warn!("d{}: hypercall page at {gpa:#x} is not guest RAM", dom.id);
+            if cx.dom.mem.write(gpa, &msr::hypercall_page(amd)).is_err() {
+                warn!("d{}: hypercall page at {gpa:#x} is not guest RAM", cx.dom.id);
                 return false;
             }
             true
         }
         MsrWrite::Fault => {
-            debug!("d{}: wrmsr {index:#x} <- {value:#x} refused", dom.id);
+            debug!("d{}: wrmsr {index:#x} <- {value:#x} refused", cx.dom.id);
             false
         }
     }
 }
 
 /// An x2APIC register access; false means #GP.
-fn x2apic_access<B: Backend>(dom: &mut Domain<B>, index: u32, write: bool, value: u64) -> bool {
+fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value: u64) -> bool {
     if !write {
-        let Some(v) = dom.vlapic.read(index) else {
+        let Some(v) = cx.v.vlapic.read(index) else {
             return false;
         };
-        let regs = dom.vcpu.regs();
+        let regs = cx.v.hw.regs();
         regs.rax = v & 0xffff_ffff;
         regs.rdx = v >> 32;
         return true;
     }
-    match dom.vlapic.write(index, value) {
+    match cx.v.vlapic.write(index, value) {
         Ok(ApicEffect::None) => true,
-        Ok(effect) => {
-            // One vCPU per domain: IPIs to others have no target.
-            debug!("d{}: APIC {effect:?} has no target vCPU", dom.id);
+        Ok(ApicEffect::Ipi { dest, vector }) => {
+            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
+                if dest == u32::MAX || dest == t.id {
+                    t.post_ipi(vector);
+                    cx.hv.wake(cx.dom, t);
+                }
+            }
+            true
+        }
+        Ok(effect @ ApicEffect::Special { .. }) => {
+            crate::schedule::apic_special(cx, effect);
             true
         }
         Err(()) => false,
     }
 }
 
+/// Prints guest console text through the domain's line buffer.
+fn console_write<B: Backend>(cx: &Cx<'_, B>, bytes: &[u8]) {
+    let (id, control) = (cx.dom.id, cx.dom.is_control());
+    cx.dom.st.lock().console_write(id, control, bytes);
+}
+
 /// Ends the domain with a diagnostic: what happened, where, and the register state.
-fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flow {
-    dom.end_console_line();
-    let s = dom.vcpu.control_state();
-    let r = *dom.vcpu.regs();
-    log::error!("domain {} crashed: {what}", dom.id);
+fn crash<B: Backend>(cx: &mut Cx<'_, B>, what: core::fmt::Arguments<'_>) -> Flow {
+    cx.dom.st.lock().end_console_line(cx.dom.id);
+    let s = cx.v.hw.control_state();
+    let r = *cx.v.hw.regs();
+    log::error!("domain {} crashed: {what}", cx.dom.id);
+    if cx.dom.vcpus.len() > 1 {
+        log::error!("  on vCPU {}", cx.vcpu.id);
+    }
     log::error!(
         "  RIP {:#018x}  RSP {:#018x}  RFLAGS {:#x}  CS {:#x} CPL {}",
         s.rip,
@@ -443,14 +539,14 @@ fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flo
         r.r15
     );
     let mut fetched = [0u8; 15];
-    let (source, insn): (_, &[u8]) = match dom.vcpu.exit_instruction_bytes() {
+    let (source, insn): (_, &[u8]) = match cx.v.hw.exit_instruction_bytes() {
         Some((b, n)) => {
             fetched = b;
             ("captured by the CPU", &fetched[..n])
         }
         // Fallback: fetch from guest memory through the guest's own page tables. Flat
         // code segments (PVH) make RIP the linear address.
-        None => match xen::guest_access::copy_from_guest(dom, s.rip, &mut fetched) {
+        None => match xen::guest_access::copy_from_guest(cx, s.rip, &mut fetched) {
             Ok(()) => ("read from guest memory", &fetched),
             Err(_) => ("not readable", &[]),
         },
@@ -463,5 +559,5 @@ fn crash<B: Backend>(dom: &mut Domain<B>, what: core::fmt::Arguments<'_>) -> Flo
         "  instruction bytes at RIP ({source}): {}",
         bytes.trim_end()
     );
-    Flow::End(DomainEnd::Crashed)
+    Flow::Out(Outcome::End(DomainEnd::Crashed))
 }

@@ -248,13 +248,15 @@ pub trait Vcpu {
 }
 
 /// A virtualization backend: brings up the CPU and creates vCPUs.
-pub trait Backend {
+pub trait Backend: 'static {
     /// The backend's vCPU type.
     type Vcpu: Vcpu;
     /// The nested page-table format (EPT or NPT).
     type P2m: pagetable::Format;
     /// "VMX" or "SVM", for the banner.
     const NAME: &'static str;
+    /// Host frames each vCPU holds (VMCS/VMCB and the like), for per-domain accounting.
+    const VCPU_FRAMES: u64;
     /// Capabilities after bring-up.
     fn caps(&self) -> Caps;
     /// Creates a vCPU that will start at `entry`, translating guest-physical addresses

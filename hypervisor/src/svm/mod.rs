@@ -133,6 +133,7 @@ impl Backend for Svm {
     type Vcpu = SvmVcpu;
     type P2m = pagetable::Npt;
     const NAME: &'static str = "SVM";
+    const VCPU_FRAMES: u64 = 1;
 
     fn caps(&self) -> Caps {
         self.caps

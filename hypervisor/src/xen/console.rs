@@ -5,7 +5,8 @@
 
 use super::guest_access::{copy_from_guest, copy_to_guest};
 use super::Reply;
-use crate::domain::Domain;
+use super::Cx;
+use crate::schedule::Hv;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::xen::{CONSOLEIO_READ, CONSOLEIO_WRITE};
@@ -15,7 +16,7 @@ pub const WRITE_MAX: u64 = 64 * 1024;
 
 /// `HYPERVISOR_console_io(cmd, count, buffer)`.
 pub fn console_io<B: Backend>(
-    dom: &mut Domain<B>,
+    cx: &mut Cx<'_, B>,
     cmd: u64,
     count: u64,
     buffer: u64,
@@ -29,14 +30,15 @@ pub fn console_io<B: Backend>(
             let mut done = 0;
             while done < count {
                 let n = (count - done).min(chunk.len() as u64) as usize;
-                copy_from_guest(dom, buffer.wrapping_add(done), &mut chunk[..n])?;
-                dom.console_write(&chunk[..n]);
+                copy_from_guest(cx, buffer.wrapping_add(done), &mut chunk[..n])?;
+                let (id, control) = (cx.dom.id, cx.dom.is_control());
+                cx.dom.st.lock().console_write(id, control, &chunk[..n]);
                 done += n as u64;
             }
             Ok(Reply::Value(0))
         }
         // Console input goes to the control domain only, as on Xen.
-        CONSOLEIO_READ if !dom.privileged => Err(Errno::EPERM),
+        CONSOLEIO_READ if !cx.dom.is_control() => Err(Errno::EPERM),
         CONSOLEIO_READ => {
             let mut buf = [0u8; 256];
             let n = {
@@ -47,7 +49,7 @@ pub fn console_io<B: Backend>(
                 }
                 n
             };
-            if let Err(e) = copy_to_guest(dom, buffer, &buf[..n]) {
+            if let Err(e) = copy_to_guest(cx, buffer, &buf[..n]) {
                 // Put the bytes back so a retry gets them.
                 let mut input = INPUT.lock();
                 for &b in buf[..n].iter().rev() {
@@ -79,18 +81,19 @@ impl Deque for arrayvec::ArrayVec<u8, 4096> {
     }
 }
 
-/// Moves console input into dom0's buffer and raises VIRQ_CONSOLE; true if any arrived.
-pub fn poll_input<B: Backend>(dom: &mut Domain<B>) -> bool {
-    if !dom.privileged {
+/// Moves console input into the control domain's buffer and raises VIRQ_CONSOLE there;
+/// true if any arrived. Without a control domain, input is left in the UART.
+pub fn poll_input<B: Backend>(hv: &Hv<B>) -> bool {
+    let Some(dom0) = hv.control_domain() else {
         return false;
-    }
+    };
     let mut got = false;
     while let Some(b) = crate::console::read_byte() {
         let _ = INPUT.lock().try_push(b);
         got = true;
     }
     if got {
-        super::events::raise_virq(dom, xen_abi::xen::VIRQ_CONSOLE);
+        super::events::raise_virq(hv, &dom0, xen_abi::xen::VIRQ_CONSOLE, 0);
     }
     got
 }

@@ -8,23 +8,24 @@
 //! the run loop, which also wakes a vCPU blocked in HLT or `SCHEDOP_block`.
 
 use super::guest_access::{read_arg, write_arg};
-use super::Reply;
+use super::{Cx, Reply};
 use crate::domain::memory::GuestMemory;
-use crate::domain::Domain;
+use crate::domain::{DomState, Domain};
 use crate::hvm::Backend;
 use crate::mm::phys;
+use crate::schedule::Hv;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
-use evtchn::{Caller, EventChannels, Port, SendOutcome, SharedBits};
+use evtchn::{Caller, EventChannels, Kick, Port, SendOutcome, SharedBits};
 use xen_abi::errno::Errno;
 use xen_abi::event_channel::*;
 use xen_abi::xen::{SharedInfo, VcpuInfo, VIRQ_TIMER};
 
 /// The 2-level bits of one domain: `evtchn_pending`/`evtchn_mask` in its shared_info
-/// frame, `evtchn_pending_sel`/`evtchn_upcall_pending` in vCPU 0's vcpu_info.
+/// frame, `evtchn_pending_sel`/`evtchn_upcall_pending` in each vCPU's vcpu_info.
 pub struct GuestBits<'a, F: pagetable::Format> {
     shared_info: Option<u64>,
-    vcpu_info_gpa: Option<u64>,
+    vcpu_info: &'a [Option<u64>],
     mem: &'a GuestMemory<F>,
 }
 
@@ -42,36 +43,35 @@ impl<'a, F: pagetable::Format> GuestBits<'a, F> {
         Some(unsafe { &*phys::to_virt(frame + off as u64).cast::<AtomicU64>() })
     }
 
-    fn vcpu_info_rmw(&self, off: usize, f: impl Fn(&mut [u8; 8]) -> bool) -> bool {
-        let mut v = [0u8; 8];
-        match (self.vcpu_info_gpa, self.shared_info) {
-            (Some(gpa), _) => {
-                if self.mem.read(gpa + off as u64, &mut v).is_err() {
-                    return true; // unmapped vcpu_info: a sink (no kick requested)
-                }
-                let was = f(&mut v);
-                let _ = self.mem.write(gpa + off as u64, &v);
-                was
+    /// Atomically applies the test-and-set `f` to the 8 bytes at `off` (0 or 8) of vCPU
+    /// `vcpu`'s vcpu_info; returns what `f` says the old value was. A vcpu_info that does
+    /// not exist (or is unmapped) is a sink that reports "already set", so no kick follows.
+    fn vcpu_info_rmw(&self, vcpu: u32, off: usize, f: impl Fn(&mut [u8; 8]) -> bool) -> bool {
+        let apply = |old: u64| {
+            let mut b = old.to_le_bytes();
+            f(&mut b);
+            u64::from_le_bytes(b)
+        };
+        let was = |old: u64| f(&mut old.to_le_bytes());
+        if let Some(Some(gpa)) = self.vcpu_info.get(vcpu as usize) {
+            return self
+                .mem
+                .update_u64(gpa + off as u64, apply)
+                .map_or(true, was);
+        }
+        let (Some(frame), Some(slot)) = (self.shared_info, super::shared_info::legacy_slot(vcpu))
+        else {
+            return true;
+        };
+        // SAFETY: as in `word`: an 8-aligned u64 inside the shared_info frame (vcpu_info
+        // slots are 64 bytes and start 8-aligned; `off` is 0 or 8).
+        let word = unsafe { &*phys::to_virt(frame + (slot + off) as u64).cast::<AtomicU64>() };
+        let mut cur = word.load(Ordering::SeqCst);
+        loop {
+            match word.compare_exchange(cur, apply(cur), Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(old) => return was(old),
+                Err(actual) => cur = actual,
             }
-            (None, Some(frame)) => {
-                let at = frame + (offset_of!(SharedInfo, vcpu_info) + off) as u64;
-                // SAFETY: as in `word`: an 8-aligned u64 inside the shared_info frame
-                // (vcpu_info[0] lies at its start and `off` is 0 or 8).
-                let word = unsafe { &*phys::to_virt(at & !7).cast::<AtomicU64>() };
-                let shift = (at & 7) * 8;
-                let mut cur = word.load(Ordering::SeqCst);
-                loop {
-                    let mut bytes = (cur >> shift).to_le_bytes();
-                    let was = f(&mut bytes);
-                    let new = (cur & !(u64::MAX.checked_shl(shift as u32).unwrap_or(0)))
-                        | (u64::from_le_bytes(bytes) << shift);
-                    match word.compare_exchange(cur, new, Ordering::SeqCst, Ordering::SeqCst) {
-                        Ok(_) => return was,
-                        Err(actual) => cur = actual,
-                    }
-                }
-            }
-            (None, None) => true,
         }
     }
 }
@@ -103,8 +103,8 @@ impl<F: pagetable::Format> SharedBits for GuestBits<'_, F> {
             w.fetch_and(!(1 << (port % 64)), Ordering::SeqCst) & (1 << (port % 64)) != 0
         })
     }
-    fn test_and_set_pending_sel(&mut self, _vcpu: u32, word: u32) -> bool {
-        self.vcpu_info_rmw(offset_of!(VcpuInfo, evtchn_pending_sel), |b| {
+    fn test_and_set_pending_sel(&mut self, vcpu: u32, word: u32) -> bool {
+        self.vcpu_info_rmw(vcpu, offset_of!(VcpuInfo, evtchn_pending_sel), |b| {
             let mut v = u64::from_le_bytes(*b);
             let was = v & (1 << word) != 0;
             v |= 1 << word;
@@ -112,8 +112,8 @@ impl<F: pagetable::Format> SharedBits for GuestBits<'_, F> {
             was
         })
     }
-    fn test_and_set_upcall_pending(&mut self, _vcpu: u32) -> bool {
-        self.vcpu_info_rmw(0, |b| {
+    fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
+        self.vcpu_info_rmw(vcpu, 0, |b| {
             let was = b[0] != 0;
             b[0] = 1;
             was
@@ -121,121 +121,202 @@ impl<F: pagetable::Format> SharedBits for GuestBits<'_, F> {
     }
 }
 
-/// Splits a domain into its event-channel table and the bits it operates on.
-fn parts<B: Backend>(dom: &mut Domain<B>) -> (&mut EventChannels, GuestBits<'_, B::P2m>) {
-    let bits = GuestBits {
-        shared_info: dom.shared_info,
-        vcpu_info_gpa: dom.xen_vcpu.vcpu_info_gpa,
+/// Runs `f` on a domain's locked event-channel table and the bits it operates on.
+pub fn with_table<B: Backend, R>(
+    dom: &Domain<B>,
+    f: impl FnOnce(&mut EventChannels, &mut GuestBits<'_, B::P2m>) -> R,
+) -> R {
+    let mut st = dom.st.lock();
+    with_state(dom, &mut st, f)
+}
+
+/// [`with_table`] on an already locked domain.
+pub fn with_state<B: Backend, R>(
+    dom: &Domain<B>,
+    st: &mut DomState,
+    f: impl FnOnce(&mut EventChannels, &mut GuestBits<'_, B::P2m>) -> R,
+) -> R {
+    let mut bits = GuestBits {
+        shared_info: st.shared_info,
+        vcpu_info: &st.vcpu_info,
         mem: &dom.mem,
     };
-    (&mut dom.evtchn, bits)
+    f(&mut st.evtchn, &mut bits)
 }
 
-/// SCHEDOP_poll on vCPU 0: true if one of `ports` is already pending (return at once);
-/// otherwise vCPU 0 is registered as a poller and must block until the table
+/// Locks two different domains in the documented order (ascending domid); the guards
+/// come back in argument order.
+pub fn lock_pair<'a, B: Backend>(
+    a: &'a Domain<B>,
+    b: &'a Domain<B>,
+) -> (
+    spin::MutexGuard<'a, DomState>,
+    spin::MutexGuard<'a, DomState>,
+) {
+    debug_assert_ne!(a.id, b.id);
+    if a.id < b.id {
+        let ga = a.st.lock();
+        (ga, b.st.lock())
+    } else {
+        let gb = b.st.lock();
+        (a.st.lock(), gb)
+    }
+}
+
+/// SCHEDOP_poll on the calling vCPU: true if one of `ports` is already pending (return
+/// at once); otherwise the vCPU is registered as a poller and must block until the table
 /// deregisters it (a polled port became pending, masked or not) or the timeout passes.
-pub fn poll<B: Backend>(dom: &mut Domain<B>, ports: &[Port]) -> Result<bool, Errno> {
-    let (table, bits) = parts(dom);
-    Ok(matches!(
-        table.poll(0, ports, &bits)?,
-        evtchn::PollOutcome::Ready
-    ))
+pub fn poll<B: Backend>(cx: &Cx<'_, B>, ports: &[Port]) -> Result<bool, Errno> {
+    let vcpu = cx.vcpu.id;
+    with_table(cx.dom, |table, bits| {
+        Ok(matches!(
+            table.poll(vcpu, ports, bits)?,
+            evtchn::PollOutcome::Ready
+        ))
+    })
 }
 
-/// A vCPU's timer expired: VIRQ_TIMER (and fresh time for the guest).
-pub fn timer_fired<B: Backend>(dom: &mut Domain<B>) {
-    super::shared_info::update_time(dom);
-    raise_virq(dom, VIRQ_TIMER);
+/// vCPU `vcpu`'s timer expired: VIRQ_TIMER (and fresh time for the guest).
+pub fn timer_fired<B: Backend>(hv: &Hv<B>, dom: &Domain<B>, vcpu: u32) {
+    {
+        let st = dom.st.lock();
+        super::shared_info::update_time(&dom.mem, &st, vcpu);
+    }
+    raise_virq(hv, dom, VIRQ_TIMER, vcpu);
 }
 
-/// Raises a VIRQ on vCPU 0 (global VIRQs are bound there). Unbound VIRQs are dropped.
-pub fn raise_virq<B: Backend>(dom: &mut Domain<B>, virq: u32) {
-    let (table, mut bits) = parts(dom);
-    let _kick = table.raise_virq(virq, 0, &mut bits);
+/// Raises a VIRQ (global ones go to the port bound on vCPU 0). Unbound VIRQs are dropped.
+pub fn raise_virq<B: Backend>(hv: &Hv<B>, dom: &Domain<B>, virq: u32, vcpu: u32) {
+    let kick = with_table(dom, |table, bits| table.raise_virq(virq, vcpu, bits));
+    hv.kick(dom, kick);
+}
+
+/// Sends an interdomain notification that `from` (port `from_port`) addressed to `port` of
+/// domain `to`, if that domain still exists and the channel is still connected.
+fn deliver_remote<B: Backend>(hv: &Hv<B>, from: &Domain<B>, from_port: Port, to: u16, port: Port) {
+    let Some(rd) = hv.domains.get(to) else {
+        return;
+    };
+    let kick = with_table(&rd, |table, bits| {
+        table.deliver_interdomain(port, from.id, from_port, bits)
+    });
+    hv.kick(&rd, kick);
+}
+
+/// Closes `port` of `dom`, locking the peer domain first when the port is connected to
+/// another domain (Xen's `evtchn_close`).
+pub fn close_port<B: Backend>(hv: &Hv<B>, dom: &Domain<B>, port: Port) -> Result<(), Errno> {
+    let peer = dom.st.lock().evtchn.peer_of(port);
+    match peer.filter(|&p| p != dom.id).and_then(|p| hv.domains.get(p)) {
+        Some(rd) => {
+            let (mut ls, mut rs) = lock_pair(dom, &rd);
+            let rtable = &mut rs.evtchn;
+            with_state(dom, &mut ls, |table, bits| {
+                evtchn::close(table, port, Some(rtable), bits)
+            })
+        }
+        None => with_table(dom, |table, bits| evtchn::close(table, port, None, bits)),
+    }
+}
+
+/// Closes every open port of `dom` (EVTCHNOP_reset, domain teardown): peers' ends become
+/// unbound.
+pub fn close_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
+    let ports: alloc::vec::Vec<Port> = dom.st.lock().evtchn.open_ports().map(|(p, _)| p).collect();
+    for p in ports {
+        let _ = close_port(hv, dom, p);
+    }
 }
 
 /// `HYPERVISOR_event_channel_op(cmd, arg)`.
 pub fn event_channel_op<B: Backend>(
-    dom: &mut Domain<B>,
+    cx: &mut Cx<'_, B>,
     cmd: u64,
     arg: u64,
 ) -> Result<Reply, Errno> {
     if let Some(e) = evtchn::unsupported_op(cmd) {
         return Err(e);
     }
-    let caller = Caller::new(dom.id, dom.privileged);
+    let caller = Caller::new(cx.dom.id, cx.dom.is_control());
+    let hv = cx.hv;
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {
-            let mut a: EvtchnAllocUnbound = read_arg(dom, arg)?;
-            super::require_self(dom, a.dom)?;
-            a.port = dom
-                .evtchn
-                .alloc_unbound(caller, caller.resolve(a.remote_dom))?;
-            write_arg(dom, arg, &a)?;
+            let mut a: EvtchnAllocUnbound = read_arg(cx, arg)?;
+            let d = cx.target(a.dom)?;
+            a.port = d.st.lock().evtchn.alloc_unbound(caller, a.remote_dom)?;
+            write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
-            let mut a: EvtchnBindInterdomain = read_arg(dom, arg)?;
-            // Only loopback channels exist while a domain is alone.
-            if !super::is_self(dom, a.remote_dom) {
-                return Err(Errno::ESRCH);
-            }
-            let (table, mut bits) = parts(dom);
-            let (port, _kick) = evtchn::bind_interdomain(table, None, a.remote_port, &mut bits)?;
+            let mut a: EvtchnBindInterdomain = read_arg(cx, arg)?;
+            let (port, kick) = if cx.is_self(a.remote_dom) {
+                with_table(cx.dom, |table, bits| {
+                    evtchn::bind_interdomain(table, None, a.remote_port, bits)
+                })?
+            } else {
+                let rd = hv
+                    .domains
+                    .get(cx.resolve(a.remote_dom))
+                    .ok_or(Errno::ESRCH)?;
+                let (mut ls, mut rs) = lock_pair(cx.dom, &rd);
+                let rtable = &mut rs.evtchn;
+                with_state(cx.dom, &mut ls, |table, bits| {
+                    evtchn::bind_interdomain(table, Some(rtable), a.remote_port, bits)
+                })?
+            };
+            hv.kick(cx.dom, kick);
             a.local_port = port;
-            write_arg(dom, arg, &a)?;
+            write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_VIRQ => {
-            let mut a: EvtchnBindVirq = read_arg(dom, arg)?;
-            a.port = dom.evtchn.bind_virq(a.virq, a.vcpu)?;
-            write_arg(dom, arg, &a)?;
+            let mut a: EvtchnBindVirq = read_arg(cx, arg)?;
+            a.port = cx.dom.st.lock().evtchn.bind_virq(a.virq, a.vcpu)?;
+            write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_PIRQ => {
-            let a: EvtchnBindPirq = read_arg(dom, arg)?;
-            dom.evtchn.bind_pirq(a.pirq, a.flags)?;
+            let a: EvtchnBindPirq = read_arg(cx, arg)?;
+            cx.dom.st.lock().evtchn.bind_pirq(a.pirq, a.flags)?;
         }
         EVTCHNOP_BIND_IPI => {
-            let mut a: EvtchnBindIpi = read_arg(dom, arg)?;
-            a.port = dom.evtchn.bind_ipi(a.vcpu)?;
-            write_arg(dom, arg, &a)?;
+            let mut a: EvtchnBindIpi = read_arg(cx, arg)?;
+            a.port = cx.dom.st.lock().evtchn.bind_ipi(a.vcpu)?;
+            write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_CLOSE => {
-            let a: EvtchnClose = read_arg(dom, arg)?;
-            let (table, mut bits) = parts(dom);
-            evtchn::close(table, a.port, None, &mut bits)?;
+            let a: EvtchnClose = read_arg(cx, arg)?;
+            close_port(hv, cx.dom, a.port)?;
         }
         EVTCHNOP_SEND => {
-            let a: EvtchnSend = read_arg(dom, arg)?;
-            let (table, mut bits) = parts(dom);
-            match table.send(a.port, &mut bits)? {
-                SendOutcome::Local(_) | SendOutcome::Dropped => {}
-                // No other domain exists yet to receive it.
-                SendOutcome::Remote { .. } => {}
+            let a: EvtchnSend = read_arg(cx, arg)?;
+            match with_table(cx.dom, |table, bits| table.send(a.port, bits))? {
+                SendOutcome::Local(kick) => hv.kick(cx.dom, kick),
+                SendOutcome::Dropped => {}
+                SendOutcome::Remote {
+                    dom,
+                    port,
+                    from_port,
+                } => deliver_remote(hv, cx.dom, from_port, dom, port),
             }
         }
         EVTCHNOP_STATUS => {
-            let mut a: EvtchnStatus = read_arg(dom, arg)?;
-            super::require_self(dom, a.dom)?;
+            let mut a: EvtchnStatus = read_arg(cx, arg)?;
+            let d = cx.target(a.dom)?;
             let port = a.port;
-            dom.evtchn.status(caller, port, &mut a)?;
-            write_arg(dom, arg, &a)?;
+            d.st.lock().evtchn.status(caller, port, &mut a)?;
+            write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_VCPU => {
-            let a: EvtchnBindVcpu = read_arg(dom, arg)?;
-            dom.evtchn.bind_vcpu(a.port, a.vcpu)?;
+            let a: EvtchnBindVcpu = read_arg(cx, arg)?;
+            cx.dom.st.lock().evtchn.bind_vcpu(a.port, a.vcpu)?;
         }
         EVTCHNOP_UNMASK => {
-            let a: EvtchnUnmask = read_arg(dom, arg)?;
-            let (table, mut bits) = parts(dom);
-            table.unmask(a.port, &mut bits)?;
+            let a: EvtchnUnmask = read_arg(cx, arg)?;
+            let kick: Kick = with_table(cx.dom, |table, bits| table.unmask(a.port, bits))?;
+            hv.kick(cx.dom, kick);
         }
         EVTCHNOP_RESET => {
-            let a: EvtchnReset = read_arg(dom, arg)?;
-            super::require_self(dom, a.dom)?;
-            let ports: alloc::vec::Vec<Port> = dom.evtchn.open_ports().map(|(p, _)| p).collect();
-            for p in ports {
-                let (table, mut bits) = parts(dom);
-                let _ = evtchn::close(table, p, None, &mut bits);
-            }
+            let a: EvtchnReset = read_arg(cx, arg)?;
+            let d = cx.target(a.dom)?;
+            close_all(hv, &d);
         }
         _ => return Err(Errno::ENOSYS),
     }

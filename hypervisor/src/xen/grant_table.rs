@@ -3,7 +3,8 @@
 
 use super::guest_access::{read_arg, write_arg};
 use super::Reply;
-use crate::domain::{Domain, MAX_GRANT_FRAMES};
+use super::Cx;
+use crate::domain::MAX_GRANT_FRAMES;
 use crate::hvm::Backend;
 use crate::mm::phys;
 use xen_abi::errno::Errno;
@@ -14,7 +15,7 @@ use xen_abi::grant_table::{
 
 /// `HYPERVISOR_grant_table_op(cmd, uop, count)`.
 pub fn grant_table_op<B: Backend>(
-    dom: &mut Domain<B>,
+    cx: &mut Cx<'_, B>,
     cmd: u64,
     uop: u64,
     count: u64,
@@ -24,21 +25,21 @@ pub fn grant_table_op<B: Backend>(
             if count != 1 {
                 return Err(Errno::EINVAL);
             }
-            let mut q: GnttabQuerySize = read_arg(dom, uop)?;
-            if !super::is_self(dom, q.dom) {
+            let mut q: GnttabQuerySize = read_arg(cx, uop)?;
+            if !cx.is_self(q.dom) {
                 return Err(Errno::ESRCH);
             }
-            q.nr_frames = dom.grant_frames.len() as u32;
+            q.nr_frames = cx.dom.st.lock().grant_frames.len() as u32;
             q.max_nr_frames = MAX_GRANT_FRAMES as u32;
             q.status = GNTST_OKAY;
-            write_arg(dom, uop, &q)?;
+            write_arg(cx, uop, &q)?;
             Ok(Reply::Value(0))
         }
         GNTTABOP_SET_VERSION => {
             if count != 1 {
                 return Err(Errno::EINVAL);
             }
-            let v: GnttabSetVersion = read_arg(dom, uop)?;
+            let v: GnttabSetVersion = read_arg(cx, uop)?;
             // Only version 1 exists here.
             if v.version != 1 {
                 return Err(Errno::EINVAL);
@@ -49,12 +50,12 @@ pub fn grant_table_op<B: Backend>(
             if count != 1 {
                 return Err(Errno::EINVAL);
             }
-            let mut v: GnttabGetVersion = read_arg(dom, uop)?;
-            if !super::is_self(dom, v.dom) {
+            let mut v: GnttabGetVersion = read_arg(cx, uop)?;
+            if !cx.is_self(v.dom) {
                 return Err(Errno::ESRCH);
             }
             v.version = 1;
-            write_arg(dom, uop, &v)?;
+            write_arg(cx, uop, &v)?;
             Ok(Reply::Value(0))
         }
         _ => Err(Errno::ENOSYS),
@@ -63,13 +64,14 @@ pub fn grant_table_op<B: Backend>(
 
 /// Host frame `idx` of the domain's grant table, allocating frames up to it (zeroed, as
 /// an empty table) on first use; None beyond the maximum or when memory is exhausted.
-pub fn frame<B: Backend>(dom: &mut Domain<B>, idx: u64) -> Option<u64> {
+pub fn frame<B: Backend>(cx: &Cx<'_, B>, idx: u64) -> Option<u64> {
     let idx = usize::try_from(idx)
         .ok()
         .filter(|&i| i < MAX_GRANT_FRAMES)?;
-    while dom.grant_frames.len() <= idx {
+    let mut st = cx.dom.st.lock();
+    while st.grant_frames.len() <= idx {
         let f = phys::alloc_zeroed(1, 1)?;
-        dom.grant_frames.push(f);
+        st.grant_frames.push(f);
     }
-    Some(dom.grant_frames[idx])
+    Some(st.grant_frames[idx])
 }

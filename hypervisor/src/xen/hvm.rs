@@ -2,7 +2,7 @@
 
 use super::guest_access::{read_arg, write_arg};
 use super::Reply;
-use crate::domain::Domain;
+use super::Cx;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_GET_PARAM, HVMOP_SET_PARAM};
@@ -12,28 +12,29 @@ use xen_abi::hvm::params::{HVM_NR_PARAMS, HVM_PARAM_CALLBACK_IRQ};
 const CALLBACK_TYPE_VECTOR: u64 = 2;
 
 /// `HYPERVISOR_hvm_op(op, arg)`.
-pub fn hvm_op<B: Backend>(dom: &mut Domain<B>, op: u64, arg: u64) -> Result<Reply, Errno> {
+pub fn hvm_op<B: Backend>(cx: &mut Cx<'_, B>, op: u64, arg: u64) -> Result<Reply, Errno> {
     match op {
         HVMOP_SET_PARAM | HVMOP_GET_PARAM => {
-            let mut p: XenHvmParam = read_arg(dom, arg)?;
+            let mut p: XenHvmParam = read_arg(cx, arg)?;
             // Other domains' parameters need the toolstack interface (later).
-            super::require_self(dom, p.domid)?;
+            cx.require_self(p.domid)?;
             if p.index >= HVM_NR_PARAMS {
                 return Err(Errno::EINVAL);
             }
             if op == HVMOP_GET_PARAM {
-                p.value = dom.hvm_params[p.index as usize];
-                write_arg(dom, arg, &p)?;
+                p.value = cx.dom.st.lock().hvm_params[p.index as usize];
+                write_arg(cx, arg, &p)?;
                 return Ok(Reply::Value(0));
             }
             if p.index == HVM_PARAM_CALLBACK_IRQ {
                 // Only the vector form reaches a PVH guest; GSI/INTx forms need an
                 // emulated interrupt controller and are recorded but never delivered.
-                dom.callback_vector = (p.value >> 56 == CALLBACK_TYPE_VECTOR
+                let mut st = cx.dom.st.lock();
+                st.callback_vector = (p.value >> 56 == CALLBACK_TYPE_VECTOR
                     && p.value as u8 >= 0x10)
                     .then_some(p.value as u8);
             }
-            dom.hvm_params[p.index as usize] = p.value;
+            cx.dom.st.lock().hvm_params[p.index as usize] = p.value;
             Ok(Reply::Value(0))
         }
         _ => Err(Errno::ENOSYS),

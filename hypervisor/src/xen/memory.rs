@@ -2,8 +2,8 @@
 
 use super::guest_access::read_arg;
 use super::Reply;
-use crate::domain::Domain;
-use crate::hvm::{Backend, Vcpu};
+use super::Cx;
+use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::memory::{
     E820Entry, XenAddToPhysmap, XenMemoryMap, XENMAPIDX_GRANT_TABLE_STATUS,
@@ -17,20 +17,20 @@ const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 const MAX_GPFN: u64 = (1 << 40) - 1;
 
 /// `HYPERVISOR_memory_op(cmd, arg)`.
-pub fn memory_op<B: Backend>(dom: &mut Domain<B>, cmd: u64, arg: u64) -> Result<Reply, Errno> {
+pub fn memory_op<B: Backend>(cx: &mut Cx<'_, B>, cmd: u64, arg: u64) -> Result<Reply, Errno> {
     match cmd & MEMOP_CMD_MASK {
-        XENMEM_ADD_TO_PHYSMAP => add_to_physmap(dom, arg),
-        XENMEM_MEMORY_MAP => memory_map(dom, arg),
+        XENMEM_ADD_TO_PHYSMAP => add_to_physmap(cx, arg),
+        XENMEM_MEMORY_MAP => memory_map(cx, arg),
         // A PVH dom0 sees its own map (it has no machine addresses to learn).
-        XENMEM_MACHINE_MEMORY_MAP if dom.privileged => memory_map(dom, arg),
+        XENMEM_MACHINE_MEMORY_MAP if cx.dom.is_control() => memory_map(cx, arg),
         XENMEM_MACHINE_MEMORY_MAP => Err(Errno::EPERM),
         _ => Err(Errno::ENOSYS),
     }
 }
 
-fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Errno> {
-    let req: XenAddToPhysmap = read_arg(dom, arg)?;
-    if !super::is_self(dom, req.domid) {
+fn add_to_physmap<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
+    let req: XenAddToPhysmap = read_arg(cx, arg)?;
+    if !cx.is_self(req.domid) {
         return Err(Errno::ESRCH);
     }
     if req.gpfn > MAX_GPFN {
@@ -38,11 +38,12 @@ fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Er
     }
     match req.space {
         XENMAPSPACE_SHARED_INFO if req.idx == 0 => {
-            let frame = super::shared_info::frame(dom).ok_or(Errno::ENOMEM)?;
-            dom.mem
+            let frame = super::shared_info::frame(cx.dom).ok_or(Errno::ENOMEM)?;
+            cx.dom
+                .mem
                 .map_overlay(req.gpfn << 12, frame)
                 .map_err(|_| Errno::ENOMEM)?;
-            dom.vcpu.flush_nested_tlb();
+            cx.dom.p2m_changed();
             Ok(Reply::Value(0))
         }
         XENMAPSPACE_SHARED_INFO => Err(Errno::EINVAL),
@@ -51,11 +52,12 @@ fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Er
             if req.idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 {
                 return Err(Errno::EINVAL);
             }
-            let frame = super::grant_table::frame(dom, req.idx).ok_or(Errno::EINVAL)?;
-            dom.mem
+            let frame = super::grant_table::frame(cx, req.idx).ok_or(Errno::EINVAL)?;
+            cx.dom
+                .mem
                 .map_overlay(req.gpfn << 12, frame)
                 .map_err(|_| Errno::ENOMEM)?;
-            dom.vcpu.flush_nested_tlb();
+            cx.dom.p2m_changed();
             Ok(Reply::Value(0))
         }
         _ => Err(Errno::ENOSYS),
@@ -64,19 +66,19 @@ fn add_to_physmap<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Er
 
 /// XENMEM_memory_map: copies up to `nr_entries` e820 entries to the guest's buffer and
 /// reports how many were written.
-fn memory_map<B: Backend>(dom: &mut Domain<B>, arg: u64) -> Result<Reply, Errno> {
-    let mut req: XenMemoryMap = read_arg(dom, arg)?;
-    let n = (req.nr_entries as usize).min(dom.e820.len());
-    for (i, &(addr, size, ty)) in dom.e820.iter().take(n).enumerate() {
+fn memory_map<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
+    let mut req: XenMemoryMap = read_arg(cx, arg)?;
+    let n = (req.nr_entries as usize).min(cx.dom.e820.len());
+    for (i, &(addr, size, ty)) in cx.dom.e820.iter().take(n).enumerate() {
         let e = E820Entry { addr, size, ty };
         let at = req
             .buffer
             .addr()
             .checked_add(i as u64 * 20)
             .ok_or(Errno::EFAULT)?;
-        super::guest_access::write_arg(dom, at, &e)?;
+        super::guest_access::write_arg(cx, at, &e)?;
     }
     req.nr_entries = n as u32;
-    super::guest_access::write_arg(dom, arg, &req)?;
+    super::guest_access::write_arg(cx, arg, &req)?;
     Ok(Reply::Value(0))
 }

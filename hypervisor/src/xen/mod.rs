@@ -15,8 +15,10 @@ pub mod shared_info;
 pub mod vcpu;
 pub mod version;
 
-use crate::domain::Domain;
-use crate::hvm::{Backend, Vcpu};
+use crate::domain::{Domain, Vcpu, VcpuCtx};
+use crate::hvm::{Backend, Vcpu as _};
+use crate::schedule::Hv;
+use alloc::sync::Arc;
 use xen_abi::errno::Errno;
 use xen_abi::xen as nr;
 
@@ -27,6 +29,8 @@ pub enum Reply {
     Value(u64),
     /// Return 0, then block the vCPU until an event or its timer (SCHEDOP_block).
     Block,
+    /// Return 0 and let others run first (SCHEDOP_yield).
+    Yield,
     /// The domain shuts down with this SHUTDOWN_* reason.
     Shutdown(u32),
     /// Return 0 once a polled port is pending (the vCPU is registered as a poller), or
@@ -34,19 +38,49 @@ pub enum Reply {
     Poll { timeout: u64 },
 }
 
-/// Whether `domid` names the calling domain itself (`DOMID_SELF` or its own id).
-pub fn is_self<B: Backend>(dom: &Domain<B>, domid: u16) -> bool {
-    domid == xen_abi::xen::DOMID_SELF || domid == dom.id
+/// Everything a hypercall handler works on: the hypervisor (domain table, scheduler),
+/// the calling domain, and the calling vCPU, whose hardware half this CPU owns while the
+/// hypercall runs.
+pub struct Cx<'a, B: Backend> {
+    pub hv: &'static Hv<B>,
+    pub dom: &'a Arc<Domain<B>>,
+    pub vcpu: &'a Vcpu<B>,
+    pub v: &'a mut VcpuCtx<B>,
 }
 
-/// For sub-ops that may target another domain only from the control domain: another
-/// domain is `-EPERM` for an unprivileged caller and `-ESRCH` for the control domain
-/// (no other domain exists yet).
-pub fn require_self<B: Backend>(dom: &Domain<B>, domid: u16) -> Result<(), Errno> {
-    match (is_self(dom, domid), dom.privileged) {
-        (true, _) => Ok(()),
-        (false, true) => Err(Errno::ESRCH),
-        (false, false) => Err(Errno::EPERM),
+impl<B: Backend> Cx<'_, B> {
+    /// Resolves `DOMID_SELF`.
+    pub fn resolve(&self, domid: u16) -> u16 {
+        evtchn::resolve_domid(self.dom.id, domid)
+    }
+
+    /// Whether `domid` names the calling domain itself (`DOMID_SELF` or its own id).
+    pub fn is_self(&self, domid: u16) -> bool {
+        self.resolve(domid) == self.dom.id
+    }
+
+    /// The domain `domid` names, for sub-ops that may target another domain only from the
+    /// control domain, checked in Xen's order (look-up, then XSM_TARGET): the caller
+    /// itself; `-ESRCH` if no such domain exists; `-EPERM` if the caller is unprivileged.
+    pub fn target(&self, domid: u16) -> Result<Arc<Domain<B>>, Errno> {
+        if self.is_self(domid) {
+            return Ok(self.dom.clone());
+        }
+        let d = self.hv.domains.get(self.resolve(domid)).ok_or(Errno::ESRCH)?;
+        if !self.dom.is_control() {
+            return Err(Errno::EPERM);
+        }
+        Ok(d)
+    }
+
+    /// Like [`Cx::target`] for sub-ops that only accept the caller itself (the control
+    /// domain gets `-ESRCH` for others until the toolstack interface exists).
+    pub fn require_self(&self, domid: u16) -> Result<(), Errno> {
+        match (self.is_self(domid), self.dom.is_control()) {
+            (true, _) => Ok(()),
+            (false, true) => Err(Errno::ESRCH),
+            (false, false) => Err(Errno::EPERM),
+        }
     }
 }
 
@@ -57,24 +91,26 @@ pub struct Call {
     pub args: [u64; 5],
 }
 
-/// Runs hypercall `call` for `dom`, returning the value for RAX (already converted from an
-/// errno) and any scheduling effect.
-pub fn dispatch<B: Backend>(dom: &mut Domain<B>, call: Call) -> (u64, Reply) {
-    dom.hypercalls += 1;
-    if dom.vcpu.control_state().cpl != 0 {
+/// Runs hypercall `call`, returning the value for RAX (already converted from an errno)
+/// and any scheduling effect.
+pub fn dispatch<B: Backend>(cx: &mut Cx<'_, B>, call: Call) -> (u64, Reply) {
+    cx.dom
+        .hypercalls
+        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if cx.v.hw.control_state().cpl != 0 {
         return (Errno::EPERM.to_rax(), Reply::Value(0));
     }
     let a = call.args;
     let result = match call.nr {
-        nr::HYPERVISOR_SET_TIMER_OP => sched::set_timer_op(dom, a[0]),
-        nr::HYPERVISOR_MEMORY_OP => memory::memory_op(dom, a[0], a[1]),
-        nr::HYPERVISOR_XEN_VERSION => version::xen_version(dom, a[0], a[1]),
-        nr::HYPERVISOR_CONSOLE_IO => console::console_io(dom, a[0], a[1], a[2]),
-        nr::HYPERVISOR_SCHED_OP => sched::sched_op(dom, a[0], a[1]),
-        nr::HYPERVISOR_VCPU_OP => vcpu::vcpu_op(dom, a[0], a[1], a[2]),
-        nr::HYPERVISOR_HVM_OP => hvm::hvm_op(dom, a[0], a[1]),
-        nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(dom, a[0], a[1]),
-        nr::HYPERVISOR_GRANT_TABLE_OP => grant_table::grant_table_op(dom, a[0], a[1], a[2]),
+        nr::HYPERVISOR_SET_TIMER_OP => sched::set_timer_op(cx, a[0]),
+        nr::HYPERVISOR_MEMORY_OP => memory::memory_op(cx, a[0], a[1]),
+        nr::HYPERVISOR_XEN_VERSION => version::xen_version(cx, a[0], a[1]),
+        nr::HYPERVISOR_CONSOLE_IO => console::console_io(cx, a[0], a[1], a[2]),
+        nr::HYPERVISOR_SCHED_OP => sched::sched_op(cx, a[0], a[1]),
+        nr::HYPERVISOR_VCPU_OP => vcpu::vcpu_op(cx, a[0], a[1], a[2]),
+        nr::HYPERVISOR_HVM_OP => hvm::hvm_op(cx, a[0], a[1]),
+        nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(cx, a[0], a[1]),
+        nr::HYPERVISOR_GRANT_TABLE_OP => grant_table::grant_table_op(cx, a[0], a[1], a[2]),
         _ => Err(Errno::ENOSYS),
     };
     match result {

@@ -1,11 +1,15 @@
 //! The shared_info page and vcpu_info: event flags, pvclock time, the wallclock.
 //!
 //! The hypervisor owns the shared_info frame; the guest maps it with `add_to_physmap`.
-//! A vCPU's `vcpu_info` starts in shared_info's slot 0 and may move into guest RAM
+//! vCPU N's `vcpu_info` starts in shared_info's slot N (for N < 32, Xen's legacy limit;
+//! higher vCPUs have none until they register one) and may move into guest RAM
 //! (`VCPUOP_register_vcpu_info`). Time is published in both places: Linux reads the TSC
 //! frequency from slot 0 even after moving its vcpu_info.
+//!
+//! Every function here works on a domain whose lock the caller holds (`&DomState`).
 
-use crate::domain::Domain;
+use crate::domain::memory::GuestMemory;
+use crate::domain::{DomState, Domain};
 use crate::hvm::Backend;
 use crate::mm::phys;
 use core::mem::offset_of;
@@ -16,15 +20,21 @@ const VCPU_INFO_SIZE: usize = core::mem::size_of::<VcpuInfo>();
 /// `vcpu_time_info.flags` bit 0: the TSC is stable and synchronised.
 const PVCLOCK_TSC_STABLE: u8 = 1;
 
+/// Legacy vcpu_info slots in shared_info (`XEN_LEGACY_MAX_VCPUS`).
+pub const LEGACY_VCPUS: u32 = 32;
+
 /// The domain's shared_info frame, allocated (zeroed, time and wallclock filled in) on
 /// first use.
-pub fn frame<B: Backend>(dom: &mut Domain<B>) -> Option<u64> {
-    if dom.shared_info.is_none() {
-        dom.shared_info = Some(phys::alloc_zeroed(1, 1)?);
-        update_time(dom);
-        update_wallclock(dom);
+pub fn frame<B: Backend>(dom: &Domain<B>) -> Option<u64> {
+    let mut st = dom.st.lock();
+    if st.shared_info.is_none() {
+        st.shared_info = Some(phys::alloc_zeroed(1, 1)?);
+        for v in 0..dom.vcpus.len() as u32 {
+            update_time(&dom.mem, &st, v);
+        }
+        update_wallclock(&st);
     }
-    dom.shared_info
+    st.shared_info
 }
 
 fn frame_read(frame: u64, off: usize, out: &mut [u8]) {
@@ -45,49 +55,78 @@ fn frame_write(frame: u64, off: usize, data: &[u8]) {
     }
 }
 
-/// Reads bytes of vCPU 0's vcpu_info, wherever it lives; zeros if it does not exist yet.
-fn vcpu_info_read<B: Backend>(dom: &Domain<B>, off: usize, out: &mut [u8]) {
-    match (dom.xen_vcpu.vcpu_info_gpa, dom.shared_info) {
-        (Some(gpa), _) => {
-            if dom.mem.read(gpa + off as u64, out).is_err() {
+/// Offset of vCPU `vcpu`'s legacy slot in shared_info, if it has one.
+pub fn legacy_slot(vcpu: u32) -> Option<usize> {
+    (vcpu < LEGACY_VCPUS)
+        .then(|| offset_of!(SharedInfo, vcpu_info) + vcpu as usize * VCPU_INFO_SIZE)
+}
+
+/// Where vCPU `vcpu`'s vcpu_info lives now.
+enum Place {
+    Guest(u64),
+    Shared(u64, usize),
+    Nowhere,
+}
+
+fn place(st: &DomState, vcpu: u32) -> Place {
+    match (
+        st.vcpu_info.get(vcpu as usize).copied().flatten(),
+        st.shared_info,
+        legacy_slot(vcpu),
+    ) {
+        (Some(gpa), _, _) => Place::Guest(gpa),
+        (None, Some(frame), Some(slot)) => Place::Shared(frame, slot),
+        _ => Place::Nowhere,
+    }
+}
+
+/// Reads bytes of vCPU `vcpu`'s vcpu_info, wherever it lives; zeros if it does not exist.
+fn vcpu_info_read<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    st: &DomState,
+    vcpu: u32,
+    off: usize,
+    out: &mut [u8],
+) {
+    match place(st, vcpu) {
+        Place::Guest(gpa) => {
+            if mem.read(gpa + off as u64, out).is_err() {
                 out.fill(0);
             }
         }
-        (None, Some(frame)) => frame_read(frame, offset_of!(SharedInfo, vcpu_info) + off, out),
-        (None, None) => out.fill(0),
+        Place::Shared(frame, slot) => frame_read(frame, slot + off, out),
+        Place::Nowhere => out.fill(0),
     }
 }
 
-/// Writes bytes of vCPU 0's vcpu_info, wherever it lives.
-fn vcpu_info_write<B: Backend>(dom: &Domain<B>, off: usize, data: &[u8]) {
-    match (dom.xen_vcpu.vcpu_info_gpa, dom.shared_info) {
-        (Some(gpa), _) => {
-            let _ = dom.mem.write(gpa + off as u64, data);
-        }
-        (None, Some(frame)) => frame_write(frame, offset_of!(SharedInfo, vcpu_info) + off, data),
-        (None, None) => {}
-    }
-}
-
-/// A copy of vCPU 0's current vcpu_info.
-pub fn read_vcpu_info<B: Backend>(dom: &Domain<B>) -> [u8; VCPU_INFO_SIZE] {
+/// A copy of vCPU `vcpu`'s current vcpu_info.
+pub fn read_vcpu_info<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    st: &DomState,
+    vcpu: u32,
+) -> [u8; VCPU_INFO_SIZE] {
     let mut v = [0u8; VCPU_INFO_SIZE];
-    vcpu_info_read(dom, 0, &mut v);
+    vcpu_info_read(mem, st, vcpu, 0, &mut v);
     v
 }
 
-/// Whether vCPU 0 has `evtchn_upcall_pending` set.
-pub fn upcall_pending<B: Backend>(dom: &Domain<B>) -> bool {
+/// Whether vCPU `vcpu` has `evtchn_upcall_pending` set.
+pub fn upcall_pending<F: pagetable::Format>(mem: &GuestMemory<F>, st: &DomState, vcpu: u32) -> bool {
     let mut b = [0u8; 1];
-    vcpu_info_read(dom, offset_of!(VcpuInfo, evtchn_upcall_pending), &mut b);
+    vcpu_info_read(
+        mem,
+        st,
+        vcpu,
+        offset_of!(VcpuInfo, evtchn_upcall_pending),
+        &mut b,
+    );
     b[0] != 0
 }
 
-/// Publishes the current system time in vCPU 0's pvclock (in shared_info slot 0 and in
-/// the registered vcpu_info), with the version protocol (odd while updating) so that the
-/// guest never uses a torn record.
-pub fn update_time<B: Backend>(dom: &Domain<B>) {
-    let Some(frame) = dom.shared_info else { return };
+/// Publishes the current system time in vCPU `vcpu`'s pvclock (in its shared_info slot
+/// and in its registered vcpu_info), with the version protocol (odd while updating) so
+/// that the guest never uses a torn record.
+pub fn update_time<F: pagetable::Format>(mem: &GuestMemory<F>, st: &DomState, vcpu: u32) {
     let (tsc, ns) = crate::time::now();
     let scale = crate::time::scale();
     let stable = if crate::arch::x86::cpu::invariant_tsc() {
@@ -106,25 +145,29 @@ pub fn update_time<B: Backend>(dom: &Domain<B>) {
         pad1: [0; 2],
     };
     let time_off = offset_of!(VcpuInfo, time);
-    let slot0 = offset_of!(SharedInfo, vcpu_info) + time_off;
     let mut v = [0u8; 4];
-    frame_read(frame, slot0, &mut v);
-    let odd = u32::from_le_bytes(v) | 1;
-    frame_write(frame, slot0, &odd.to_le_bytes());
-    frame_write(frame, slot0, t(odd).as_bytes());
-    frame_write(frame, slot0, &(odd + 1).to_le_bytes());
-    if dom.xen_vcpu.vcpu_info_gpa.is_some() {
-        vcpu_info_read(dom, time_off, &mut v);
+    if let (Some(frame), Some(slot)) = (st.shared_info, legacy_slot(vcpu)) {
+        let at = slot + time_off;
+        frame_read(frame, at, &mut v);
         let odd = u32::from_le_bytes(v) | 1;
-        vcpu_info_write(dom, time_off, &odd.to_le_bytes());
-        vcpu_info_write(dom, time_off, t(odd).as_bytes());
-        vcpu_info_write(dom, time_off, &(odd + 1).to_le_bytes());
+        frame_write(frame, at, &odd.to_le_bytes());
+        frame_write(frame, at, t(odd).as_bytes());
+        frame_write(frame, at, &odd.wrapping_add(1).to_le_bytes());
+    }
+    if let Some(Some(gpa)) = st.vcpu_info.get(vcpu as usize) {
+        let at = gpa + time_off as u64;
+        if mem.read(at, &mut v).is_ok() {
+            let odd = u32::from_le_bytes(v) | 1;
+            let _ = mem.write(at, &odd.to_le_bytes());
+            let _ = mem.write(at, t(odd).as_bytes());
+            let _ = mem.write(at, &odd.wrapping_add(1).to_le_bytes());
+        }
     }
 }
 
 /// Publishes the wallclock: the UTC time at which system time was 0.
-pub fn update_wallclock<B: Backend>(dom: &Domain<B>) {
-    let Some(frame) = dom.shared_info else { return };
+pub fn update_wallclock(st: &DomState) {
+    let Some(frame) = st.shared_info else { return };
     let boot_utc_ns = crate::time::boot_wallclock_ns();
     let (sec, nsec) = (
         boot_utc_ns / 1_000_000_000,
@@ -146,5 +189,5 @@ pub fn update_wallclock<B: Backend>(dom: &Domain<B>) {
         offset_of!(SharedInfo, wc_sec_hi),
         &((sec >> 32) as u32).to_le_bytes(),
     );
-    frame_write(frame, ver, &(odd + 1).to_le_bytes());
+    frame_write(frame, ver, &odd.wrapping_add(1).to_le_bytes());
 }

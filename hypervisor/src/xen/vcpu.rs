@@ -1,8 +1,8 @@
 //! `vcpu_op` (24): vcpu_info placement, the runstate area and the timers.
 
 use super::guest_access::{copy_to_guest, read_arg, write_arg};
-use super::Reply;
-use crate::domain::Domain;
+use super::{Cx, Reply};
+use crate::domain::{runstate, vflags, VcpuTimer};
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::*;
@@ -10,102 +10,132 @@ use xen_abi::xen::VcpuInfo;
 
 /// Xen refuses periodic timers faster than 1 ms.
 const MIN_PERIOD_NS: u64 = 1_000_000;
-/// Runstate: running.
-const RUNSTATE_RUNNING: i32 = 0;
+
+/// Runs `f` on the timers of vCPU `id` of the caller's domain: the caller's own, or
+/// another vCPU's while it is parked (not running on any CPU).
+fn with_timer<B: Backend, R>(
+    cx: &mut Cx<'_, B>,
+    id: u32,
+    f: impl FnOnce(&mut VcpuTimer) -> R,
+) -> Result<R, Errno> {
+    if id == cx.vcpu.id {
+        let r = f(&mut cx.v.timer);
+        cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
+        return Ok(r);
+    }
+    let other = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
+    let mut parked = other.ctx.lock();
+    // A vCPU running on another CPU cannot have its timers changed from here (SMP
+    // needs a request to its CPU; with one CPU this never happens).
+    let ctx = parked.as_mut().ok_or(Errno::EBUSY)?;
+    let r = f(&mut ctx.timer);
+    cx.hv.timer_changed(other, &ctx.timer);
+    Ok(r)
+}
 
 /// `HYPERVISOR_vcpu_op(cmd, vcpuid, arg)`.
 pub fn vcpu_op<B: Backend>(
-    dom: &mut Domain<B>,
+    cx: &mut Cx<'_, B>,
     cmd: u64,
     vcpuid: u64,
     arg: u64,
 ) -> Result<Reply, Errno> {
-    // One vCPU per domain so far.
-    if vcpuid != 0 {
-        return Err(Errno::ENOENT);
-    }
+    // Xen: an id that names no vCPU of the domain is -ENOENT, before anything else.
+    let id = u32::try_from(vcpuid).map_err(|_| Errno::ENOENT)?;
+    let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
+    let is_current = id == cx.vcpu.id;
     match cmd {
-        VCPUOP_IS_UP => Ok(Reply::Value(1)),
+        VCPUOP_IS_UP => Ok(Reply::Value(u64::from(!target.has(vflags::DOWN)))),
         VCPUOP_REGISTER_VCPU_INFO => {
-            if dom.xen_vcpu.vcpu_info_gpa.is_some() {
-                return Err(Errno::EINVAL); // Xen: may be registered once
-            }
-            let r: VcpuRegisterVcpuInfo = read_arg(dom, arg)?;
+            let r: VcpuRegisterVcpuInfo = read_arg(cx, arg)?;
             let size = core::mem::size_of::<VcpuInfo>() as u64;
             if u64::from(r.offset) > 4096 - size {
                 return Err(Errno::EINVAL);
             }
             let gpa = r.mfn.checked_mul(4096).ok_or(Errno::EINVAL)? + u64::from(r.offset);
-            dom.mem
+            cx.dom
+                .mem
                 .check(gpa, size as usize, true)
                 .map_err(|_| Errno::EINVAL)?;
+            let mut st = cx.dom.st.lock();
+            if st.vcpu_info[id as usize].is_some() {
+                return Err(Errno::EINVAL); // Xen: may be registered once
+            }
             // Carry the current contents over (event flags and time), as Xen does.
-            let current = super::shared_info::read_vcpu_info(dom);
-            dom.mem.write(gpa, &current).map_err(|_| Errno::EFAULT)?;
-            dom.xen_vcpu.vcpu_info_gpa = Some(gpa);
-            super::shared_info::update_time(dom);
+            let current = super::shared_info::read_vcpu_info(&cx.dom.mem, &st, id);
+            cx.dom.mem.write(gpa, &current).map_err(|_| Errno::EFAULT)?;
+            st.vcpu_info[id as usize] = Some(gpa);
+            super::shared_info::update_time(&cx.dom.mem, &st, id);
             Ok(Reply::Value(0))
         }
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let r: VcpuRegisterRunstateMemoryArea = read_arg(dom, arg)?;
-            dom.xen_vcpu.runstate_gva = (r.addr != 0).then_some(r.addr);
-            if dom.xen_vcpu.runstate_entry_ns == 0 {
-                dom.xen_vcpu.runstate_entry_ns = crate::time::now().1;
+            let r: VcpuRegisterRunstateMemoryArea = read_arg(cx, arg)?;
+            target.runstate.lock().area = (r.addr != 0).then_some(r.addr);
+            if is_current {
+                update_runstate_area(cx);
             }
-            update_runstate(dom);
             Ok(Reply::Value(0))
         }
         VCPUOP_GET_RUNSTATE_INFO => {
-            let info = runstate(dom);
-            write_arg(dom, arg, &info)?;
+            let info = runstate_info(target.runstate.lock().snapshot(crate::time::now().1));
+            write_arg(cx, arg, &info)?;
             Ok(Reply::Value(0))
         }
         VCPUOP_SET_PERIODIC_TIMER => {
-            let r: VcpuSetPeriodicTimer = read_arg(dom, arg)?;
+            let r: VcpuSetPeriodicTimer = read_arg(cx, arg)?;
             if r.period_ns < MIN_PERIOD_NS {
                 return Err(Errno::EINVAL);
             }
-            dom.timer.period_ns = Some(r.period_ns);
-            dom.timer.next_period_ns = crate::time::now().1 + r.period_ns;
+            let now = crate::time::now().1;
+            with_timer(cx, id, |t| {
+                t.period_ns = Some(r.period_ns);
+                t.next_period_ns = now.saturating_add(r.period_ns);
+            })?;
             Ok(Reply::Value(0))
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            dom.timer.period_ns = None;
+            with_timer(cx, id, |t| t.period_ns = None)?;
             Ok(Reply::Value(0))
         }
+        // Xen: single-shot timers only on the calling vCPU (-EINVAL otherwise).
+        VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if !is_current => {
+            Err(Errno::EINVAL)
+        }
         VCPUOP_SET_SINGLESHOT_TIMER => {
-            let r: VcpuSetSingleshotTimer = read_arg(dom, arg)?;
+            let r: VcpuSetSingleshotTimer = read_arg(cx, arg)?;
             if r.flags & VCPU_SSHOTTMR_FUTURE != 0 && r.timeout_abs_ns < crate::time::now().1 {
                 return Err(Errno::ETIME);
             }
-            dom.timer.deadline_ns = Some(r.timeout_abs_ns);
+            with_timer(cx, id, |t| t.deadline_ns = Some(r.timeout_abs_ns))?;
             Ok(Reply::Value(0))
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
-            dom.timer.deadline_ns = None;
+            with_timer(cx, id, |t| t.deadline_ns = None)?;
             Ok(Reply::Value(0))
         }
         _ => Err(Errno::ENOSYS),
     }
 }
 
-fn runstate<B: Backend>(dom: &Domain<B>) -> VcpuRunstateInfo {
-    let now = crate::time::now().1;
-    let mut time = dom.xen_vcpu.runstate_time;
-    time[0] += now.saturating_sub(dom.xen_vcpu.runstate_entry_ns);
+fn runstate_info(r: crate::domain::Runstate) -> VcpuRunstateInfo {
     VcpuRunstateInfo {
-        state: RUNSTATE_RUNNING,
+        state: r.state as i32,
         _pad0: 0,
-        state_entry_time: dom.xen_vcpu.runstate_entry_ns,
-        time,
+        state_entry_time: r.entry_ns,
+        time: r.time,
     }
 }
 
-/// Refreshes the guest's runstate area, if registered. Failures are ignored, as in Xen:
-/// the area may be unmapped in the current address space (KPTI user page tables).
-pub fn update_runstate<B: Backend>(dom: &Domain<B>) {
-    if let Some(gva) = dom.xen_vcpu.runstate_gva {
-        let info = runstate(dom);
-        let _ = copy_to_guest(dom, gva, zerocopy::IntoBytes::as_bytes(&info));
+/// Refreshes the calling vCPU's runstate area, if registered. Failures are ignored, as
+/// in Xen: the area may be unmapped in the current address space (KPTI user page tables).
+pub fn update_runstate_area<B: Backend>(cx: &Cx<'_, B>) {
+    let (area, snap) = {
+        let r = cx.vcpu.runstate.lock();
+        (r.area, r.snapshot(crate::time::now().1))
+    };
+    if let Some(gva) = area {
+        let mut info = runstate_info(snap);
+        info.state = runstate::RUNNING as i32;
+        let _ = copy_to_guest(cx, gva, zerocopy::IntoBytes::as_bytes(&info));
     }
 }

@@ -2,6 +2,7 @@
 pub mod cpu;
 pub mod exceptions;
 pub mod gdt;
+pub mod percpu_shim;
 pub mod pic;
 pub mod port;
 pub mod power;

@@ -1,0 +1,422 @@
+//! The hypervisor instance and each CPU's scheduling loop.
+//!
+//! [`Hv`] holds what every CPU shares: the virtualization backend, the domain table, the
+//! scheduler policy (the host-tested `sched` crate, credit2-style) and the timer heap that
+//! wakes blocked vCPUs. [`run`] is a CPU's life after boot: take the vCPU the policy
+//! picks, run it for its slice ([`crate::domain::run::run_vcpu`]), put it back and act on
+//! why it stopped; with nothing to run, wait for the next timer.
+//!
+//! A vCPU's hardware half is owned by whichever CPU runs it: it is taken out of its
+//! parking place for the slice and put back after, so no lock is held across a VM entry
+//! and no other CPU can touch a running vCPU's registers. Others reach a vCPU through its
+//! atomic flags and pending bits (wake, IPI) and through the scheduler.
+//!
+//! Wake-ups are never lost: a waker first makes its condition visible (event bits, IPI
+//! bits, timer), then clears the BLOCKED flag and tells the scheduler; a vCPU that blocks
+//! raises the flag, re-checks every condition, and is put to sleep in the scheduler only
+//! if the flag is still up with the scheduler lock held.
+
+use crate::cmdline::Options;
+use crate::domain::run::{run_vcpu, Outcome};
+use crate::domain::table::DomainTable;
+use crate::domain::{runstate, vflags, DomId, Domain, DomainEnd, Life, Vcpu, VcpuTimer};
+use crate::hvm::vlapic::ApicEffect;
+use crate::hvm::Backend;
+use crate::time;
+use crate::xen::Cx;
+use alloc::collections::BinaryHeap;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use arrayvec::ArrayString;
+use core::cmp::Reverse;
+use core::sync::atomic::Ordering;
+use log::info;
+use sched::Scheduler;
+
+/// Longest slice when the policy gives no bound (ns).
+const MAX_SLICE_NS: u64 = 30_000_000;
+/// How often console input is looked for while the control domain waits (ns).
+const CONSOLE_POLL_NS: u64 = 10_000_000;
+
+/// A destroyed domain whose last reference may still be held.
+struct Grave<B: Backend> {
+    dom: Weak<Domain<B>>,
+    id: DomId,
+    name: ArrayString<32>,
+    frames: u64,
+}
+
+/// What every CPU shares.
+pub struct Hv<B: Backend> {
+    pub backend: spin::Mutex<B>,
+    pub domains: DomainTable<B>,
+    pub sched: spin::Mutex<sched::Credit2>,
+    /// (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale when a
+    /// vCPU re-arms; `Vcpu::next_timer` tells which are current.
+    timers: spin::Mutex<BinaryHeap<Reverse<(u64, DomId, u32)>>>,
+    graves: spin::Mutex<Vec<Grave<B>>>,
+    /// Free frames plus the frames held by domains that are not boot-time domUs, taken
+    /// before the first domU was built: once every domU is gone, the same sum must hold.
+    baseline: spin::Mutex<Option<u64>>,
+    pub options: Options,
+}
+
+impl<B: Backend> Hv<B> {
+    pub fn new(backend: B, options: Options) -> Self {
+        Hv {
+            backend: spin::Mutex::new(backend),
+            domains: DomainTable::new(),
+            sched: spin::Mutex::new(sched::Credit2::new(1, sched::Config::default())),
+            timers: spin::Mutex::new(BinaryHeap::new()),
+            graves: spin::Mutex::new(Vec::new()),
+            baseline: spin::Mutex::new(None),
+            options,
+        }
+    }
+
+    /// The control domain (dom0), if it runs.
+    pub fn control_domain(&self) -> Option<Arc<Domain<B>>> {
+        self.domains.control()
+    }
+
+    /// Adds a built (paused) domain to the table and the scheduler, then unpauses it.
+    pub fn start_domain(&self, dom: Arc<Domain<B>>) -> bool {
+        if !self.domains.insert(dom.clone()) {
+            return false;
+        }
+        let now = time::now().1;
+        {
+            let mut s = self.sched.lock();
+            for v in &dom.vcpus {
+                let params = sched::Params {
+                    weight: dom.params.weight,
+                    cap: dom.params.cap,
+                };
+                if let Err(e) = s.insert(v.sref(), params, sched::Affinity::ANY, now) {
+                    log::error!("domain {}: scheduler refused vCPU {}: {e:?}", dom.id, v.id);
+                }
+            }
+        }
+        self.unpause(&dom);
+        true
+    }
+
+    /// Stops the domain's vCPUs from being scheduled until a matching [`Hv::unpause`].
+    /// (The toolstack interface pauses and unpauses domains; boot only unpauses.)
+    #[allow(dead_code)]
+    pub fn pause(&self, dom: &Domain<B>) {
+        if dom.pause_count.fetch_add(1, Ordering::SeqCst) == 0 {
+            let now = time::now().1;
+            let mut s = self.sched.lock();
+            for v in &dom.vcpus {
+                s.sleep(v.sref(), now);
+            }
+        }
+    }
+
+    /// Undoes one [`Hv::pause`]; at zero the runnable vCPUs are scheduled again.
+    pub fn unpause(&self, dom: &Domain<B>) {
+        if dom.pause_count.fetch_sub(1, Ordering::SeqCst) == 1 && dom.life() == Life::Running {
+            let now = time::now().1;
+            let mut s = self.sched.lock();
+            for v in dom.vcpus.iter().filter(|v| v.runnable()) {
+                v.runstate.lock().set(runstate::RUNNABLE, now);
+                s.wake(v.sref(), now);
+            }
+        }
+    }
+
+    /// Wakes `v` if it is blocked: after a caller made a wake condition visible.
+    pub fn wake(&self, dom: &Domain<B>, v: &Vcpu<B>) {
+        if !v.clear_flag(vflags::BLOCKED) {
+            return;
+        }
+        if dom.pause_count.load(Ordering::SeqCst) != 0 || dom.life() != Life::Running {
+            return;
+        }
+        let now = time::now().1;
+        v.runstate.lock().set(runstate::RUNNABLE, now);
+        if let Some(_cpu) = self.sched.lock().wake(v.sref(), now) {
+            // One CPU: the loop notices at its next decision (SMP: an IPI to `_cpu`).
+            crate::arch::x86::percpu_shim::raise_schedule();
+        }
+    }
+
+    /// Acts on an event-channel kick: wakes every vCPU it names.
+    pub fn kick(&self, dom: &Domain<B>, kick: evtchn::Kick) {
+        for id in kick.vcpus().iter() {
+            if let Some(v) = dom.vcpu(id) {
+                self.wake(dom, v);
+            }
+        }
+    }
+
+    /// Records that `vcpu`'s timers changed.
+    pub fn timer_changed(&self, vcpu: &Vcpu<B>, t: &VcpuTimer) {
+        self.timer_changed_with(vcpu, t, 0);
+    }
+
+    /// [`Hv::timer_changed`], with one more deadline (a poll timeout; 0 = none).
+    pub fn timer_changed_with(&self, vcpu: &Vcpu<B>, t: &VcpuTimer, extra: u64) {
+        let mut next = t.next_expiry().unwrap_or(u64::MAX);
+        if extra != 0 {
+            next = next.min(extra);
+        }
+        let old = vcpu.next_timer.swap(next, Ordering::SeqCst);
+        if next != u64::MAX && next != old {
+            self.timers
+                .lock()
+                .push(Reverse((next, vcpu.domid, vcpu.id)));
+        }
+    }
+
+    /// Wakes the blocked vCPUs whose timers are due; returns the next deadline.
+    fn run_timers(&self, now: u64) -> Option<u64> {
+        let mut due: arrayvec::ArrayVec<(DomId, u32), 32> = arrayvec::ArrayVec::new();
+        let next = {
+            let mut heap = self.timers.lock();
+            while let Some(&Reverse((t, d, v))) = heap.peek() {
+                if t > now || due.is_full() {
+                    break;
+                }
+                heap.pop();
+                due.push((d, v));
+            }
+            heap.peek().map(|Reverse((t, _, _))| *t)
+        };
+        for (d, id) in due {
+            let Some(dom) = self.domains.get(d) else {
+                continue;
+            };
+            if let Some(v) = dom.vcpu(id) {
+                if v.next_timer.load(Ordering::SeqCst) <= now {
+                    self.wake(&dom, v);
+                }
+            }
+        }
+        next
+    }
+
+    /// Whether the running vCPU must give the CPU back now.
+    pub fn should_preempt(&self, slice_end: u64) -> bool {
+        crate::arch::x86::percpu_shim::schedule_pending() || time::now().1 >= slice_end
+    }
+
+    /// Ends `dom` (shutdown, crash, deadlock): its vCPUs stop, the end is reported, the
+    /// control domain hears of it (VIRQ_DOM_EXC), and a domU is destroyed at once
+    /// (nothing would collect it before the toolstack exists). The control domain's end
+    /// ends the machine, as with Xen.
+    pub fn end_domain(&self, dom: &Arc<Domain<B>>, end: DomainEnd) {
+        {
+            let mut st = dom.st.lock();
+            if st.life != Life::Running {
+                return;
+            }
+            st.life = Life::Ended(end);
+            st.end_console_line(dom.id);
+        }
+        let now = time::now().1;
+        {
+            let mut s = self.sched.lock();
+            for v in &dom.vcpus {
+                s.sleep(v.sref(), now);
+            }
+        }
+        let (mut exits, mut by_kind) = (0, [0u64; crate::hvm::Exit::KINDS]);
+        for v in &dom.vcpus {
+            if let Some(ctx) = v.ctx.lock().as_ref() {
+                exits += ctx.exits;
+                for (a, b) in by_kind.iter_mut().zip(ctx.exits_by_kind.iter()) {
+                    *a += b;
+                }
+            }
+        }
+        info!(
+            "domain {} ({}) {end}; {exits} exits, {} hypercalls",
+            dom.id,
+            dom.name,
+            dom.hypercalls.load(Ordering::Relaxed)
+        );
+        let mut kinds = ArrayString::<256>::new();
+        for (k, n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = crate::hvm::Exit::kind_name(k);
+            let _ = core::fmt::Write::write_fmt(&mut kinds, format_args!(" {name}={n}"));
+        }
+        log::debug!("domain {} exits by kind:{kinds}", dom.id);
+        if end == DomainEnd::Shutdown(3) {
+            log::error!(
+                "domain {} ({}) crashed: the guest reported a fatal error (its messages are above)",
+                dom.id,
+                dom.name
+            );
+        }
+        if dom.is_control() {
+            crate::start::dom0_ended(end);
+        }
+        if let Some(dom0) = self.control_domain() {
+            crate::xen::events::raise_virq(self, &dom0, xen_abi::xen::VIRQ_DOM_EXC, 0);
+        }
+        self.destroy(dom);
+    }
+
+    /// Takes an ended domain apart: its event channels close (peers see them unbound),
+    /// its vCPUs leave the scheduler and it leaves the table. Its memory goes back when
+    /// the last reference drops ([`Hv::reap`] reports it).
+    fn destroy(&self, dom: &Arc<Domain<B>>) {
+        crate::xen::events::close_all(self, dom);
+        {
+            let mut s = self.sched.lock();
+            for v in &dom.vcpus {
+                s.remove(v.sref());
+            }
+        }
+        let frames = dom.frames_held();
+        dom.st.lock().life = Life::Dying;
+        self.domains.remove(dom.id);
+        self.graves.lock().push(Grave {
+            dom: Arc::downgrade(dom),
+            id: dom.id,
+            name: dom.name.clone(),
+            frames,
+        });
+    }
+
+    /// Reports domains whose last reference has gone (their frames are back), and the
+    /// frame balance once no domU is left.
+    fn reap(&self) {
+        let mut graves = self.graves.lock();
+        if graves.is_empty() {
+            return;
+        }
+        graves.retain(|g| {
+            if g.dom.strong_count() > 0 {
+                return true;
+            }
+            info!(
+                "domain {} ({}) destroyed: {} frames returned",
+                g.id, g.name, g.frames
+            );
+            false
+        });
+        if !graves.is_empty() {
+            return;
+        }
+        drop(graves);
+        let domus_left = self.domains.all().iter().any(|d| d.id != 0);
+        if let (false, Some(before)) = (domus_left, *self.baseline.lock()) {
+            info!(
+                "all domUs gone: {} frames free or held by domain 0 ({before} before the domUs were built)",
+                self.frame_balance()
+            );
+        }
+    }
+
+    /// Free frames plus those held by the domains that exist now.
+    pub fn frame_balance(&self) -> u64 {
+        let free = crate::mm::phys::FRAMES
+            .lock()
+            .as_ref()
+            .map_or(0, |f| f.free_frames());
+        free + self
+            .domains
+            .all()
+            .iter()
+            .map(|d| d.frames_held())
+            .sum::<u64>()
+    }
+
+    /// Notes the frame balance before the first domU is built.
+    pub fn note_baseline(&self) {
+        let b = self.frame_balance();
+        self.baseline.lock().get_or_insert(b);
+    }
+}
+
+/// An INIT, SIPI or NMI sent through a vCPU's virtual LAPIC.
+pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
+    if let ApicEffect::Special { dest, mode, vector } = effect {
+        log::debug!(
+            "d{}v{}: APIC IPI mode {mode} vector {vector:#x} to {dest} not delivered (AP start-up comes with multi-vCPU guests)",
+            cx.dom.id,
+            cx.vcpu.id
+        );
+    }
+}
+
+/// Ends the guest's slice at system time `ns` at the latest (the host timer).
+pub fn arm_host_timer(ns: u64) {
+    crate::arch::x86::percpu_shim::arm(ns);
+}
+
+/// This CPU's scheduling loop.
+pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
+    const CPU: u32 = 0;
+    loop {
+        let now = time::now().1;
+        crate::arch::x86::percpu_shim::take_schedule();
+        let next_timer = hv.run_timers(now);
+        crate::xen::console::poll_input(hv);
+        hv.reap();
+        let decision = hv.sched.lock().do_schedule(CPU, now);
+        let Some(r) = decision.next else {
+            if hv.domains.is_empty() && hv.graves.lock().is_empty() {
+                crate::start::idle(&hv.options);
+            }
+            let mut until = next_timer.unwrap_or(u64::MAX);
+            if let Some(s) = decision.slice {
+                until = until.min(now.saturating_add(s));
+            }
+            if hv.control_domain().is_some() {
+                until = until.min(now + CONSOLE_POLL_NS);
+            }
+            crate::arch::x86::percpu_shim::wait_until(until);
+            continue;
+        };
+        let Some(dom) = hv.domains.get(r.dom) else {
+            hv.sched.lock().remove(r);
+            continue;
+        };
+        let Some(vcpu) = dom.vcpu(r.vcpu) else {
+            hv.sched.lock().remove(r);
+            continue;
+        };
+        let Some(mut ctx) = vcpu.ctx.lock().take() else {
+            log::error!("d{}v{}: picked while running elsewhere", r.dom, r.vcpu);
+            continue;
+        };
+        let slice_end = now.saturating_add(decision.slice.unwrap_or(MAX_SLICE_NS));
+        vcpu.runstate.lock().set(runstate::RUNNING, now);
+        {
+            let st = dom.st.lock();
+            crate::xen::shared_info::update_time(&dom.mem, &st, vcpu.id);
+        }
+        let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
+        *vcpu.ctx.lock() = Some(ctx);
+        let now = time::now().1;
+        match outcome {
+            Outcome::Preempted => vcpu.runstate.lock().set(runstate::RUNNABLE, now),
+            Outcome::Yield => {
+                vcpu.runstate.lock().set(runstate::RUNNABLE, now);
+                hv.sched.lock().yield_now(r, now);
+            }
+            Outcome::Blocked | Outcome::Down => {
+                let state = if outcome == Outcome::Down {
+                    runstate::OFFLINE
+                } else {
+                    runstate::BLOCKED
+                };
+                let mut s = hv.sched.lock();
+                // Still not runnable with the scheduler locked: a waker that cleared the
+                // flag first will find it asleep and wake it; one that comes later sees
+                // the flag clear and does nothing, so sleeping now would lose it.
+                if vcpu.runnable() {
+                    vcpu.runstate.lock().set(runstate::RUNNABLE, now);
+                } else {
+                    vcpu.runstate.lock().set(state, now);
+                    s.sleep(r, now);
+                }
+            }
+            Outcome::End(end) => hv.end_domain(&dom, end),
+        }
+    }
+}
