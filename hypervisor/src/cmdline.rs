@@ -185,7 +185,13 @@ impl<'a> Parsed<'a> {
 
 /// Every option name (used to tell a leading image name from a first option).
 const OPTION_NAMES: &[&str] = &[
-    "loglvl", "console", "dom0_mem", "noreboot", "on_idle", "hvm", "dom0_max_vcpus",
+    "loglvl",
+    "console",
+    "dom0_mem",
+    "noreboot",
+    "on_idle",
+    "hvm",
+    "dom0_max_vcpus",
 ];
 
 /// Parses a command line. Never fails: problems become diagnostics.

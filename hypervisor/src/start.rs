@@ -5,10 +5,10 @@ use crate::cmdline::{self, DomuSpec, IdleAction, ModuleLine, Options};
 use crate::cmdline::{BackendChoice, SelfTest};
 use crate::domain::build::{build, GuestModule, PvhConfig};
 use crate::domain::{DomId, DomainEnd, SchedParams};
-use crate::schedule::{self, Hv};
 use crate::hvm::{Backend, BackendError};
 use crate::mm::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
 use crate::mm::{heap, paging, phys};
+use crate::schedule::{self, Hv};
 use crate::svm::Svm;
 use crate::time;
 use crate::{console, println};
@@ -194,10 +194,7 @@ fn default_dom0_mem(domus: u64) -> u64 {
         .lock()
         .as_ref()
         .map_or(0, |f| f.free_frames() * FRAME_SIZE);
-    free.saturating_sub(RESERVE)
-        .saturating_sub(domus)
-        .min(CAP)
-        & !((2 << 20) - 1)
+    free.saturating_sub(RESERVE).saturating_sub(domus).min(CAP) & !((2 << 20) - 1)
 }
 
 /// One domain to build from the boot modules: a kernel module and the plain modules
@@ -291,9 +288,8 @@ fn backend_unavailable(name: &str, e: BackendError) {
 /// Builds the planned domains and runs the scheduler (never returns: when nothing is
 /// left to run, the scheduler does what `on_idle=` says).
 fn boot_domains<B: Backend>(backend: B, boot: &BootInfo, options: &Options) -> ! {
-    let hv: &'static Hv<B> = alloc::boxed::Box::leak(alloc::boxed::Box::new(Hv::new(
-        backend, *options,
-    )));
+    let hv: &'static Hv<B> =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(Hv::new(backend, *options)));
     let plans = plan_domains(boot);
     let domus: u64 = plans
         .iter()
@@ -386,7 +382,10 @@ fn build_one<B: Backend>(
         None => (
             options.dom0_mem.unwrap_or_else(|| default_dom0_mem(domus)),
             options.dom0_max_vcpus,
-            SchedParams { weight: 256, cap: 0 },
+            SchedParams {
+                weight: 256,
+                cap: 0,
+            },
         ),
     };
     let cfg = PvhConfig {

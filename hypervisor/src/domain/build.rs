@@ -13,8 +13,8 @@ use crate::hvm::{Backend, BackendError, PvhEntry};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
-use core::sync::atomic::{AtomicU32, AtomicU64};
 use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use pvh_loader::{parse_pvh, LoadError};
 use xen_abi::hvm::start_info::{
     HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, SIF_INITDOMAIN, SIF_PRIVILEGED,

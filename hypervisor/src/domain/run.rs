@@ -105,7 +105,10 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
         cx.v.hw.flush_nested_tlb();
     }
     deliver_interrupt(cx);
-    let wake = cx.v.timer.next_expiry().map_or(slice_end, |t| t.min(slice_end));
+    let wake =
+        cx.v.timer
+            .next_expiry()
+            .map_or(slice_end, |t| t.min(slice_end));
     crate::schedule::arm_host_timer(wake);
 }
 
@@ -296,8 +299,7 @@ fn wakeable<B: Backend>(cx: &Cx<'_, B>) -> bool {
     let polling = cx.vcpu.has(vflags::POLLING);
     // A poll with interrupts off is not ended by an upcall already pending (Xen's
     // local_events_need_delivery); only a new kick or a polled port ends it.
-    let interrupt =
-        pending_interrupt(cx).is_some() && (!polling || cx.v.hw.interrupts_enabled());
+    let interrupt = pending_interrupt(cx).is_some() && (!polling || cx.v.hw.interrupts_enabled());
     interrupt
         || cx.vcpu.ipi_queued()
         || cx.v.timer.next_expiry().is_some_and(|t| t <= now)
@@ -438,7 +440,10 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
         MsrWrite::HypercallPage { gpa } => {
             let amd = crate::arch::x86::cpu::is_amd();
             if cx.dom.mem.write(gpa, &msr::hypercall_page(amd)).is_err() {
-                warn!("d{}: hypercall page at {gpa:#x} is not guest RAM", cx.dom.id);
+                warn!(
+                    "d{}: hypercall page at {gpa:#x} is not guest RAM",
+                    cx.dom.id
+                );
                 return false;
             }
             true

@@ -4,10 +4,10 @@
 //! early dom0 output are visible; reads need the console input path (later).
 
 use super::guest_access::{copy_from_guest, copy_to_guest};
-use super::Reply;
 use super::Cx;
-use crate::schedule::Hv;
+use super::Reply;
 use crate::hvm::Backend;
+use crate::schedule::Hv;
 use xen_abi::errno::Errno;
 use xen_abi::xen::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 

@@ -207,7 +207,10 @@ fn deliver_remote<B: Backend>(hv: &Hv<B>, from: &Domain<B>, from_port: Port, to:
 /// another domain (Xen's `evtchn_close`).
 pub fn close_port<B: Backend>(hv: &Hv<B>, dom: &Domain<B>, port: Port) -> Result<(), Errno> {
     let peer = dom.st.lock().evtchn.peer_of(port);
-    match peer.filter(|&p| p != dom.id).and_then(|p| hv.domains.get(p)) {
+    match peer
+        .filter(|&p| p != dom.id)
+        .and_then(|p| hv.domains.get(p))
+    {
         Some(rd) => {
             let (mut ls, mut rs) = lock_pair(dom, &rd);
             let rtable = &mut rs.evtchn;

@@ -2,8 +2,8 @@
 //! unmapping and copying grants (between domains) are not offered yet.
 
 use super::guest_access::{read_arg, write_arg};
-use super::Reply;
 use super::Cx;
+use super::Reply;
 use crate::domain::MAX_GRANT_FRAMES;
 use crate::hvm::Backend;
 use crate::mm::phys;

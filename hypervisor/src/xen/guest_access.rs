@@ -46,7 +46,8 @@ fn for_each_piece<B: Backend>(
 pub fn copy_from_guest<B: Backend>(cx: &Cx<'_, B>, gva: u64, buf: &mut [u8]) -> Result<(), Errno> {
     let len = buf.len();
     for_each_piece(cx, gva, len, |gpa, off, n| {
-        cx.dom.mem
+        cx.dom
+            .mem
             .read(gpa, &mut buf[off..off + n])
             .map_err(|_| Errno::EFAULT)
     })
@@ -59,7 +60,8 @@ pub fn copy_to_guest<B: Backend>(cx: &Cx<'_, B>, gva: u64, data: &[u8]) -> Resul
         cx.dom.mem.check(gpa, n, true).map_err(|_| Errno::EFAULT)
     })?;
     for_each_piece(cx, gva, data.len(), |gpa, off, n| {
-        cx.dom.mem
+        cx.dom
+            .mem
             .write(gpa, &data[off..off + n])
             .map_err(|_| Errno::EFAULT)
     })

@@ -1,8 +1,8 @@
 //! `hvm_op` (34): HVM parameters, above all the event-channel callback vector.
 
 use super::guest_access::{read_arg, write_arg};
-use super::Reply;
 use super::Cx;
+use super::Reply;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_GET_PARAM, HVMOP_SET_PARAM};

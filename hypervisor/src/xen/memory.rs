@@ -1,8 +1,8 @@
 //! `memory_op` (12).
 
 use super::guest_access::read_arg;
-use super::Reply;
 use super::Cx;
+use super::Reply;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
 use xen_abi::memory::{

@@ -66,7 +66,11 @@ impl<B: Backend> Cx<'_, B> {
         if self.is_self(domid) {
             return Ok(self.dom.clone());
         }
-        let d = self.hv.domains.get(self.resolve(domid)).ok_or(Errno::ESRCH)?;
+        let d = self
+            .hv
+            .domains
+            .get(self.resolve(domid))
+            .ok_or(Errno::ESRCH)?;
         if !self.dom.is_control() {
             return Err(Errno::EPERM);
         }

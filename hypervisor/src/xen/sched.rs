@@ -28,11 +28,7 @@ pub fn sched_op<B: Backend>(cx: &mut Cx<'_, B>, cmd: u64, arg: u64) -> Result<Re
             // Xen: look the domain up (-ESRCH), then the XSM check (-EPERM for anyone but
             // the control domain); a domain may also shut itself down this way.
             let r: SchedRemoteShutdown = read_arg(cx, arg)?;
-            let target = cx
-                .hv
-                .domains
-                .get(r.domain_id)
-                .ok_or(Errno::ESRCH)?;
+            let target = cx.hv.domains.get(r.domain_id).ok_or(Errno::ESRCH)?;
             if !cx.dom.is_control() {
                 return Err(Errno::EPERM);
             }

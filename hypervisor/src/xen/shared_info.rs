@@ -111,7 +111,11 @@ pub fn read_vcpu_info<F: pagetable::Format>(
 }
 
 /// Whether vCPU `vcpu` has `evtchn_upcall_pending` set.
-pub fn upcall_pending<F: pagetable::Format>(mem: &GuestMemory<F>, st: &DomState, vcpu: u32) -> bool {
+pub fn upcall_pending<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    st: &DomState,
+    vcpu: u32,
+) -> bool {
     let mut b = [0u8; 1];
     vcpu_info_read(
         mem,

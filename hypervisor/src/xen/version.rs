@@ -1,8 +1,8 @@
 //! `xen_version` (17).
 
 use super::guest_access::{copy_to_guest, write_arg};
-use super::Reply;
 use super::Cx;
+use super::Reply;
 use crate::hvm::cpuid::XEN_VERSION;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
