@@ -68,6 +68,10 @@ struct Vcpu {
     run_start: Time,
     /// Cap budget taken from the domain's pool for the current slice (capped domains).
     grab: Option<i64>,
+    /// Cap period (`Dom::pid`) that `pused` counts.
+    pid: u64,
+    /// Running time in cap period `pid`.
+    pused: i64,
     yielded: bool,
 }
 
@@ -85,6 +89,20 @@ struct Dom {
     parked: BTreeSet<VcpuRef>,
     /// The key this domain has in `Credit2::replenish` (set iff `parked` is not empty).
     event: Option<Time>,
+    /// Fair part of `total` per vCPU: `total / nr_vcpus`.
+    quota: i64,
+    /// Number of the current cap period.
+    pid: u64,
+    /// vCPUs of the domain in a runqueue.
+    waiting: u32,
+    /// ... of which have already run `quota` in this period ("served").
+    waiting_served: u32,
+}
+
+impl Dom {
+    fn served(&self, v: &Vcpu) -> bool {
+        self.params.cap != 0 && v.pid == self.pid && v.pused >= self.quota
+    }
 }
 
 #[derive(Debug)]
@@ -308,6 +326,12 @@ impl Credit2 {
         let slot = Slot { class, key: QKey::new(v.credit, seq, r) };
         rq.insert(slot);
         v.loc = Loc::Queued(slot);
+        if let Some(dom) = self.doms.get_mut(&r.dom) {
+            dom.waiting += 1;
+            if dom.served(v) {
+                dom.waiting_served += 1;
+            }
+        }
     }
 
     fn dequeue(&mut self, r: VcpuRef) {
@@ -315,6 +339,25 @@ impl Credit2 {
         if let Loc::Queued(slot) = v.loc {
             self.rqs[v.rq].remove(&slot);
             v.loc = Loc::Asleep;
+            if let Some(dom) = self.doms.get_mut(&r.dom) {
+                dom.waiting -= 1;
+                if dom.served(v) {
+                    dom.waiting_served -= 1;
+                }
+            }
+        }
+    }
+
+    /// Recomputes the domain's quota and served count (after a change of cap or of the
+    /// number of vCPUs). O(vCPUs of the domain).
+    fn recount(&mut self, d: u16) {
+        let Some(dom) = self.doms.get_mut(&d) else { return };
+        dom.quota = (dom.total / i64::from(dom.nr_vcpus.max(1))).max(1);
+        dom.waiting_served = 0;
+        for (_, v) in self.vcpus.range(VcpuRef::new(d, 0)..=VcpuRef::new(d, u32::MAX)) {
+            if matches!(v.loc, Loc::Queued(_)) && dom.served(v) {
+                dom.waiting_served += 1;
+            }
         }
     }
 
@@ -332,6 +375,15 @@ impl Credit2 {
         v.runtime = v.runtime.saturating_add(elapsed);
         if let Some(g) = v.grab.as_mut() {
             *g = g.saturating_sub(time_as_credit(elapsed));
+        }
+        if let Some(dom) = self.doms.get(&r.dom) {
+            if dom.params.cap != 0 {
+                if v.pid != dom.pid {
+                    v.pid = dom.pid;
+                    v.pused = 0;
+                }
+                v.pused = v.pused.saturating_add(time_as_credit(elapsed));
+            }
         }
     }
 
@@ -383,14 +435,37 @@ impl Credit2 {
         let add = dom.total.saturating_mul(i64::try_from(periods).unwrap_or(i64::MAX));
         dom.budget = dom.budget.saturating_add(add).min(dom.total);
         dom.next_repl = dom.next_repl.saturating_add(periods.saturating_mul(period));
+        dom.pid = dom.pid.wrapping_add(periods);
+        dom.waiting_served = 0;
         self.sync_event(d);
         self.unpark_if_budget(d, now);
     }
 
-    /// Whether domain `d` may run now (uncapped, or budget left in the current period).
-    fn budget_ok(&mut self, d: u16, now: Time) -> bool {
-        self.refresh(d, now);
-        self.doms.get(&d).is_none_or(|dom| dom.params.cap == 0 || dom.budget > 0)
+    /// Cap budget `r` may take now (`i64::MAX` if uncapped). A vCPU that has not yet run
+    /// its `quota` in this period may take up to the rest of it; one that has ("served")
+    /// only what is left after reserving `quota` for each unserved sibling waiting in a
+    /// runqueue. So siblings cannot starve one another, while a lone busy vCPU can still use
+    /// the whole domain budget.
+    fn avail(&self, r: VcpuRef) -> i64 {
+        let (Some(dom), Some(v)) = (self.doms.get(&r.dom), self.vcpus.get(&r)) else { return 0 };
+        if dom.params.cap == 0 {
+            return i64::MAX;
+        }
+        let used = if v.pid == dom.pid { v.pused } else { 0 };
+        if used < dom.quota {
+            return dom.budget.min(dom.quota - used);
+        }
+        let mut unserved = i64::from(dom.waiting - dom.waiting_served);
+        if matches!(v.loc, Loc::Queued(_)) && !dom.served(v) {
+            unserved -= 1;
+        }
+        dom.budget.saturating_sub(dom.quota.saturating_mul(unserved))
+    }
+
+    /// Whether `r` may run now as far as its cap is concerned.
+    fn can_run(&mut self, r: VcpuRef, now: Time) -> bool {
+        self.refresh(r.dom, now);
+        self.avail(r) > 0
     }
 
     fn park(&mut self, r: VcpuRef) {
@@ -510,7 +585,7 @@ impl Credit2 {
     fn best_queued(&mut self, rq: usize, cpu: u32, now: Time) -> Option<Slot> {
         loop {
             let s = self.rqs[rq].best(cpu)?;
-            if self.budget_ok(s.key.vcpu.dom, now) {
+            if self.can_run(s.key.vcpu, now) {
                 return Some(s);
             }
             self.dequeue(s.key.vcpu);
@@ -562,7 +637,7 @@ impl Credit2 {
         let cfg = self.cfg;
         let max_weight = self.rqs[rq].max_weight();
         let other = self.rqs[rq].best(cpu).map(|s| s.key.credit());
-        let Some(v) = self.vcpus.get_mut(&r) else { return cfg.min_slice };
+        let Some(v) = self.vcpus.get(&r) else { return cfg.min_slice };
         // Run until the next candidate would have more credit, or until ours is gone.
         let diff = match other {
             Some(c) if c > 0 => v.credit.saturating_sub(c),
@@ -578,9 +653,9 @@ impl Credit2 {
                 t = t.min(tr - now);
             }
         }
-        if let Some(dom) = self.doms.get_mut(&r.dom) {
+        let avail = u64::try_from(self.avail(r)).unwrap_or(0);
+        if let (Some(dom), Some(v)) = (self.doms.get_mut(&r.dom), self.vcpus.get_mut(&r)) {
             if dom.params.cap != 0 {
-                let avail = u64::try_from(dom.budget).unwrap_or(0);
                 let g = t.min(avail).min(dom.next_repl.saturating_sub(now)).max(1);
                 dom.budget = dom.budget.saturating_sub(time_as_credit(g));
                 v.grab = Some(time_as_credit(g));
@@ -615,7 +690,7 @@ impl Credit2 {
         }
         self.process_events(now);
         if let Some(r) = cand {
-            if !self.budget_ok(r.dom, now) {
+            if !self.can_run(r, now) {
                 self.park(r);
                 cand = None;
             } else if !self.vcpus[&r].affinity.hard.contains(cpu) || self.vcpus[&r].rq != rq {
@@ -629,64 +704,76 @@ impl Credit2 {
             && self.cfg.ratelimit > 0
             && now.saturating_sub(prev_start) < self.cfg.ratelimit;
 
-        // 2. Pick: the previous vCPU against the best waiting one.
         let mut reset_done = false;
-        let mut chosen = loop {
-            let top = self.best_queued(rq, cpu, now);
-            let pick = match (cand, top) {
-                (None, None) => None,
-                (Some(p), None) => Some(p),
-                (None, Some(t)) => Some(t.key.vcpu),
-                (Some(p), Some(t)) => {
-                    let pc = self.vcpus[&p].credit;
-                    let keep = if ratelimited {
-                        true
-                    } else if yielded {
-                        t.key.credit() < pc.saturating_sub(YIELD_BIAS)
-                    } else {
-                        pc >= t.key.credit()
-                    };
-                    Some(if keep { p } else { t.key.vcpu })
+        let chosen = loop {
+            // 2. Pick: the previous vCPU against the best waiting one.
+            let mut chosen = loop {
+                let top = self.best_queued(rq, cpu, now);
+                let pick = match (cand, top) {
+                    (None, None) => None,
+                    (Some(p), None) => Some(p),
+                    (None, Some(t)) => Some(t.key.vcpu),
+                    (Some(p), Some(t)) => {
+                        let pc = self.vcpus[&p].credit;
+                        let keep = if ratelimited {
+                            true
+                        } else if yielded {
+                            t.key.credit() < pc.saturating_sub(YIELD_BIAS)
+                        } else {
+                            pc >= t.key.credit()
+                        };
+                        Some(if keep { p } else { t.key.vcpu })
+                    }
+                };
+                match pick {
+                    Some(r) if !reset_done && self.vcpus[&r].credit <= 0 => {
+                        let c = self.vcpus[&r].credit;
+                        self.reset(rq, c);
+                        reset_done = true;
+                    }
+                    other => break other,
                 }
             };
-            match pick {
-                Some(r) if !reset_done && self.vcpus[&r].credit <= 0 => {
-                    let c = self.vcpus[&r].credit;
-                    self.reset(rq, c);
-                    reset_done = true;
+            if chosen.is_none() {
+                chosen = self.steal(rq, cpu, now);
+            }
+
+            // 3. Take it out of its queue; requeue the previous one if it lost.
+            if let Some(r) = chosen {
+                if Some(r) != cand {
+                    self.dequeue(r);
+                    self.move_rq(r, rq);
+                }
+            }
+            if let Some(p) = cand.take() {
+                if chosen != Some(p) {
+                    self.enqueue(p);
+                    self.tickle_pending(p, now);
+                }
+            }
+            // A capped vCPU may have lost its budget to the reservation for the sibling
+            // just requeued: park it and pick again (each retry parks one vCPU).
+            match chosen {
+                Some(r) if self.avail(r) <= 0 => {
+                    self.park(r);
                 }
                 other => break other,
             }
         };
-        if chosen.is_none() {
-            chosen = self.steal(rq, cpu, now);
-        }
 
-        // 3. Install it; requeue the previous one if it lost.
-        if let Some(r) = chosen {
-            if Some(r) != cand {
-                self.dequeue(r);
-                self.move_rq(r, rq);
-            }
-            let v = self.vcpus.get_mut(&r).expect("chosen vCPU exists");
-            v.loc = Loc::Running(cpu);
-            v.accounted = now;
-            v.last_cpu = cpu;
-            if Some(r) != prev {
-                v.run_start = now;
-            }
-            self.cpus[ci].curr = Some(r);
-        }
-        if let Some(p) = cand {
-            if chosen != Some(p) {
-                self.enqueue(p);
-                self.tickle_pending(p, now);
-            }
-        }
-
-        // 4. Slice.
+        // 4. Install it, and its slice.
         let slice = match chosen {
-            Some(r) => Some(self.slice_for(r, rq, cpu, now)),
+            Some(r) => {
+                let v = self.vcpus.get_mut(&r).expect("chosen vCPU exists");
+                v.loc = Loc::Running(cpu);
+                v.accounted = now;
+                v.last_cpu = cpu;
+                if Some(r) != prev {
+                    v.run_start = now;
+                }
+                self.cpus[ci].curr = Some(r);
+                Some(self.slice_for(r, rq, cpu, now))
+            }
             None => self.replenish.first().map(|&(t, _)| t.saturating_sub(now).max(1)),
         };
         Decision { next: chosen, slice }
@@ -721,6 +808,10 @@ impl Scheduler for Credit2 {
                         next_repl: now.saturating_add(self.cfg.cap_period),
                         parked: BTreeSet::new(),
                         event: None,
+                        quota: total,
+                        pid: 0,
+                        waiting: 0,
+                        waiting_served: 0,
                     },
                 );
             }
@@ -746,19 +837,20 @@ impl Scheduler for Credit2 {
                 accounted: now,
                 run_start: now,
                 grab: None,
+                pid: 0,
+                pused: 0,
                 yielded: false,
             },
         );
         self.rqs[rq].add_member(v, params.weight);
+        self.recount(v.dom);
         Ok(())
     }
 
     fn remove(&mut self, r: VcpuRef) {
+        self.dequeue(r);
         let Some(v) = self.vcpus.remove(&r) else { return };
         match v.loc {
-            Loc::Queued(slot) => {
-                self.rqs[v.rq].remove(&slot);
-            }
             Loc::Parked => {
                 if let Some(dom) = self.doms.get_mut(&r.dom) {
                     dom.parked.remove(&r);
@@ -773,7 +865,7 @@ impl Scheduler for Credit2 {
                     }
                 }
             }
-            Loc::Asleep => {}
+            Loc::Asleep | Loc::Queued(_) => {}
         }
         self.rqs[v.rq].remove_member(r, v.weight);
         let gone = self.doms.get_mut(&r.dom).is_some_and(|dom| {
@@ -787,6 +879,7 @@ impl Scheduler for Credit2 {
                 }
             }
         } else {
+            self.recount(r.dom);
             self.sync_event(r.dom);
             self.unpark_if_budget(r.dom, self.last_now);
         }
@@ -824,7 +917,7 @@ impl Scheduler for Credit2 {
             // Still current on its CPU (sleep not yet acted upon): it simply keeps running.
             return None;
         }
-        if !self.budget_ok(r.dom, now) {
+        if !self.can_run(r, now) {
             self.park(r);
             return None;
         }
@@ -898,6 +991,7 @@ impl Scheduler for Credit2 {
         } else {
             dom.budget = dom.budget.min(total);
         }
+        self.recount(d);
         self.sync_event(d);
         self.unpark_if_budget(d, now);
     }

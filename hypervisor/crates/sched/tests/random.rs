@@ -287,7 +287,7 @@ fn random_interleavings_four_cpus_two_runqueues() {
 #[test]
 #[ignore]
 fn find_failing_seed() {
-    for seed in 2018..2019 {
+    for seed in 2000..2200 {
         let r = std::panic::catch_unwind(|| run(&[CpuMask(0b0011), CpuMask(0b1100)], seed..seed + 1, 1500));
         if r.is_err() {
             println!("FAILING SEED {seed}");
