@@ -340,7 +340,12 @@ mod check {
                 "duplicate test name {}",
                 t.name
             );
-            for p in t.expect.iter().chain(&t.forbid) {
+            for p in t
+                .expect
+                .iter()
+                .chain(&t.forbid)
+                .chain(t.expect_groups.iter().flatten())
+            {
                 Regex::new(p).unwrap_or_else(|e| panic!("{}: bad regex {p:?}: {e}", t.name));
             }
             for s in &t.send {
