@@ -200,6 +200,7 @@ pub fn all() -> Vec<Test> {
         "console=com1,e9 on_idle=poweroff",
         300,
     ));
+    tests.extend(crate::tests_multi::all());
     tests.extend(crate::tests_dom0::all());
     tests
 }

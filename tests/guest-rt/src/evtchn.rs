@@ -26,16 +26,16 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use xen_abi::event_channel::{
     EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnBindIpi, EvtchnBindVcpu, EvtchnBindVirq,
-    EvtchnClose, EvtchnSend, EvtchnStatus, EvtchnUnmask, EVTCHNOP_ALLOC_UNBOUND, EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI,
-    EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ, EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS,
-    EVTCHNOP_UNMASK, EVTCHN_2L_NR_CHANNELS,
+    EvtchnClose, EvtchnSend, EvtchnStatus, EvtchnUnmask, EVTCHNOP_ALLOC_UNBOUND,
+    EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ,
+    EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS, EVTCHNOP_UNMASK, EVTCHN_2L_NR_CHANNELS,
 };
 use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_SET_PARAM};
 use xen_abi::hvm::params::HVM_PARAM_CALLBACK_IRQ;
-use xen_abi::DomId;
 use xen_abi::xen::{
     SharedInfo, VcpuInfo, DOMID_SELF, HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_HVM_OP,
 };
+use xen_abi::DomId;
 
 use crate::{arch, hypercall, pvclock};
 
@@ -104,7 +104,11 @@ pub fn bind_interdomain(remote: DomId, remote_port: u32) -> i64 {
 
 /// `EVTCHNOP_bind_virq(virq, vcpu)`: returns the port or `-errno`.
 pub fn bind_virq(virq: u32, vcpu: u32) -> i64 {
-    let mut a = EvtchnBindVirq { virq, vcpu, port: 0 };
+    let mut a = EvtchnBindVirq {
+        virq,
+        vcpu,
+        port: 0,
+    };
     let rc = op_on(EVTCHNOP_BIND_VIRQ, &mut a);
     port_or(rc, a.port)
 }
@@ -339,5 +343,4 @@ mod tests {
         assert_eq!(port_or(0, 7), 7);
         assert_eq!(port_or(-22, 7), -22);
     }
-
 }

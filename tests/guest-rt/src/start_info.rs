@@ -115,11 +115,13 @@ impl StartInfo {
 
 /// The value of `key` among the whitespace-separated `key=value` words of `cmdline`.
 pub fn arg_in<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline.split_ascii_whitespace().find_map(|w| match w.split_once('=') {
-        Some((k, v)) if k == key => Some(v),
-        None if w == key => Some(""),
-        _ => None,
-    })
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|w| match w.split_once('=') {
+            Some((k, v)) if k == key => Some(v),
+            None if w == key => Some(""),
+            _ => None,
+        })
 }
 
 /// A decimal or `0x` hexadecimal number.

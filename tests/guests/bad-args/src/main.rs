@@ -74,7 +74,11 @@ impl Checks {
         };
         let mark = if ok { "" } else { "  <-- mismatch" };
         match want {
-            Expect::Eq(v) => println!("{name}: got {} expected {}{mark}", describe(got), describe(v)),
+            Expect::Eq(v) => println!(
+                "{name}: got {} expected {}{mark}",
+                describe(got),
+                describe(v)
+            ),
             Expect::Port => println!("{name}: got {} expected a port{mark}", describe(got)),
         }
         if !ok {
@@ -103,7 +107,11 @@ fn exists(dom: DomId) -> bool {
 
 fn test_main(si: &StartInfo) -> TestResult {
     let rc = pvclock::map_shared_info();
-    ensure!(rc == 0, "XENMEM_add_to_physmap(shared_info) returned {}", describe(rc));
+    ensure!(
+        rc == 0,
+        "XENMEM_add_to_physmap(shared_info) returned {}",
+        describe(rc)
+    );
     let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
     let other = match si.arg("other") {
         None => None,
@@ -124,10 +132,30 @@ fn test_main(si: &StartInfo) -> TestResult {
 
     // Ports to work with: the timer VIRQ, an unbound port for ourselves, one for a domain
     // that does not exist (Xen does not check remote_dom), one to close twice.
-    let timer = check!(c, evtchn::bind_virq(VIRQ_TIMER, 0), Expect::Port, "bind_virq(VIRQ_TIMER, vcpu 0)");
-    let own = check!(c, evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF), Expect::Port, "alloc_unbound(self, remote self)");
-    let foreign = check!(c, evtchn::alloc_unbound(DOMID_SELF, NO_SUCH_DOMAIN), Expect::Port, "alloc_unbound(self, remote {NO_SUCH_DOMAIN})");
-    let spare = check!(c, evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF), Expect::Port, "alloc_unbound(self, remote self) #2");
+    let timer = check!(
+        c,
+        evtchn::bind_virq(VIRQ_TIMER, 0),
+        Expect::Port,
+        "bind_virq(VIRQ_TIMER, vcpu 0)"
+    );
+    let own = check!(
+        c,
+        evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF),
+        Expect::Port,
+        "alloc_unbound(self, remote self)"
+    );
+    let foreign = check!(
+        c,
+        evtchn::alloc_unbound(DOMID_SELF, NO_SUCH_DOMAIN),
+        Expect::Port,
+        "alloc_unbound(self, remote {NO_SUCH_DOMAIN})"
+    );
+    let spare = check!(
+        c,
+        evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF),
+        Expect::Port,
+        "alloc_unbound(self, remote self) #2"
+    );
     ensure!(
         timer > 0 && own > 0 && foreign > 0 && spare > 0,
         "could not set up the ports the checks need"
@@ -135,30 +163,100 @@ fn test_main(si: &StartInfo) -> TestResult {
     let (timer, own, foreign, spare) = (timer as u32, own as u32, foreign as u32, spare as u32);
 
     // bind_interdomain
-    check!(c, evtchn::bind_interdomain(NO_SUCH_DOMAIN, 1), ESRCH, "bind_interdomain(domain {NO_SUCH_DOMAIN}, port 1)");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, 0), EINVAL, "bind_interdomain(self, port 0)");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, PORT_BEYOND), EINVAL, "bind_interdomain(self, port {PORT_BEYOND})");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, timer), EINVAL, "bind_interdomain(self, VIRQ port {timer})");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, foreign), EINVAL, "bind_interdomain(self, port {foreign} unbound for domain {NO_SUCH_DOMAIN})");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, own), Expect::Port, "bind_interdomain(self, port {own} unbound for self)");
-    check!(c, evtchn::bind_interdomain(DOMID_SELF, own), EINVAL, "bind_interdomain(self, port {own} already bound)");
+    check!(
+        c,
+        evtchn::bind_interdomain(NO_SUCH_DOMAIN, 1),
+        ESRCH,
+        "bind_interdomain(domain {NO_SUCH_DOMAIN}, port 1)"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, 0),
+        EINVAL,
+        "bind_interdomain(self, port 0)"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, PORT_BEYOND),
+        EINVAL,
+        "bind_interdomain(self, port {PORT_BEYOND})"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, timer),
+        EINVAL,
+        "bind_interdomain(self, VIRQ port {timer})"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, foreign),
+        EINVAL,
+        "bind_interdomain(self, port {foreign} unbound for domain {NO_SUCH_DOMAIN})"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, own),
+        Expect::Port,
+        "bind_interdomain(self, port {own} unbound for self)"
+    );
+    check!(
+        c,
+        evtchn::bind_interdomain(DOMID_SELF, own),
+        EINVAL,
+        "bind_interdomain(self, port {own} already bound)"
+    );
 
     // send
     check!(c, evtchn::send(0), EINVAL, "send(port 0)");
-    check!(c, evtchn::send(PORT_BEYOND), EINVAL, "send(port {PORT_BEYOND})");
-    check!(c, evtchn::send(PORT_FREE), EINVAL, "send(free port {PORT_FREE})");
+    check!(
+        c,
+        evtchn::send(PORT_BEYOND),
+        EINVAL,
+        "send(port {PORT_BEYOND})"
+    );
+    check!(
+        c,
+        evtchn::send(PORT_FREE),
+        EINVAL,
+        "send(free port {PORT_FREE})"
+    );
     check!(c, evtchn::send(foreign), OK, "send(unbound port {foreign})");
 
     // close
     check!(c, evtchn::close(0), EINVAL, "close(port 0)");
-    check!(c, evtchn::close(PORT_BEYOND), EINVAL, "close(port {PORT_BEYOND})");
-    check!(c, evtchn::close(PORT_FREE), EINVAL, "close(free port {PORT_FREE})");
+    check!(
+        c,
+        evtchn::close(PORT_BEYOND),
+        EINVAL,
+        "close(port {PORT_BEYOND})"
+    );
+    check!(
+        c,
+        evtchn::close(PORT_FREE),
+        EINVAL,
+        "close(free port {PORT_FREE})"
+    );
     check!(c, evtchn::close(foreign), OK, "close(port {foreign})");
-    check!(c, evtchn::close(foreign), EINVAL, "close(port {foreign}) again");
+    check!(
+        c,
+        evtchn::close(foreign),
+        EINVAL,
+        "close(port {foreign}) again"
+    );
 
     // status
-    check!(c, status_rc(DOMID_SELF, PORT_BEYOND), EINVAL, "status(self, port {PORT_BEYOND})");
-    check!(c, status_rc(NO_SUCH_DOMAIN, 1), ESRCH, "status(domain {NO_SUCH_DOMAIN}, port 1)");
+    check!(
+        c,
+        status_rc(DOMID_SELF, PORT_BEYOND),
+        EINVAL,
+        "status(self, port {PORT_BEYOND})"
+    );
+    check!(
+        c,
+        status_rc(NO_SUCH_DOMAIN, 1),
+        ESRCH,
+        "status(domain {NO_SUCH_DOMAIN}, port 1)"
+    );
     let st0 = evtchn::status(DOMID_SELF, 0).map(|s| s.status);
     check!(c, status_rc(DOMID_SELF, 0), OK, "status(self, port 0)");
     ensure!(
@@ -167,36 +265,116 @@ fn test_main(si: &StartInfo) -> TestResult {
     );
 
     // bind_virq, bind_ipi, bind_vcpu
-    check!(c, evtchn::bind_virq(VIRQ_TIMER, 1), ENOENT, "bind_virq(VIRQ_TIMER, vcpu 1)");
-    check!(c, evtchn::bind_virq(VIRQ_TIMER, 4096), ENOENT, "bind_virq(VIRQ_TIMER, vcpu 4096)");
-    check!(c, evtchn::bind_virq(VIRQ_TIMER, 0), EEXIST, "bind_virq(VIRQ_TIMER, vcpu 0) again");
-    check!(c, evtchn::bind_virq(NR_VIRQS, 0), EINVAL, "bind_virq(virq {NR_VIRQS}, vcpu 0)");
-    check!(c, evtchn::bind_virq(VIRQ_CONSOLE, 1), EINVAL, "bind_virq(global VIRQ_CONSOLE, vcpu 1)");
+    check!(
+        c,
+        evtchn::bind_virq(VIRQ_TIMER, 1),
+        ENOENT,
+        "bind_virq(VIRQ_TIMER, vcpu 1)"
+    );
+    check!(
+        c,
+        evtchn::bind_virq(VIRQ_TIMER, 4096),
+        ENOENT,
+        "bind_virq(VIRQ_TIMER, vcpu 4096)"
+    );
+    check!(
+        c,
+        evtchn::bind_virq(VIRQ_TIMER, 0),
+        EEXIST,
+        "bind_virq(VIRQ_TIMER, vcpu 0) again"
+    );
+    check!(
+        c,
+        evtchn::bind_virq(NR_VIRQS, 0),
+        EINVAL,
+        "bind_virq(virq {NR_VIRQS}, vcpu 0)"
+    );
+    check!(
+        c,
+        evtchn::bind_virq(VIRQ_CONSOLE, 1),
+        EINVAL,
+        "bind_virq(global VIRQ_CONSOLE, vcpu 1)"
+    );
     check!(c, evtchn::bind_ipi(1), ENOENT, "bind_ipi(vcpu 1)");
     check!(c, evtchn::bind_ipi(4096), ENOENT, "bind_ipi(vcpu 4096)");
-    check!(c, evtchn::bind_vcpu(spare, 1), ENOENT, "bind_vcpu(port {spare}, vcpu 1)");
-    check!(c, evtchn::bind_vcpu(PORT_BEYOND, 0), EINVAL, "bind_vcpu(port {PORT_BEYOND}, vcpu 0)");
-    check!(c, evtchn::bind_vcpu(timer, 0), EINVAL, "bind_vcpu(VIRQ_TIMER port {timer}, vcpu 0)");
-    check!(c, evtchn::bind_vcpu(spare, 0), OK, "bind_vcpu(port {spare}, vcpu 0)");
+    check!(
+        c,
+        evtchn::bind_vcpu(spare, 1),
+        ENOENT,
+        "bind_vcpu(port {spare}, vcpu 1)"
+    );
+    check!(
+        c,
+        evtchn::bind_vcpu(PORT_BEYOND, 0),
+        EINVAL,
+        "bind_vcpu(port {PORT_BEYOND}, vcpu 0)"
+    );
+    check!(
+        c,
+        evtchn::bind_vcpu(timer, 0),
+        EINVAL,
+        "bind_vcpu(VIRQ_TIMER port {timer}, vcpu 0)"
+    );
+    check!(
+        c,
+        evtchn::bind_vcpu(spare, 0),
+        OK,
+        "bind_vcpu(port {spare}, vcpu 0)"
+    );
 
     // vcpu_op
     let rs = |v| vcpu::runstate(v).map_or_else(|rc| rc, |_| 0);
     check!(c, rs(0), OK, "vcpu_op(get_runstate_info, vcpu 0)");
     check!(c, rs(1), ENOENT, "vcpu_op(get_runstate_info, vcpu 1)");
-    check!(c, rs(u32::MAX), ENOENT, "vcpu_op(get_runstate_info, vcpu 0xffffffff)");
+    check!(
+        c,
+        rs(u32::MAX),
+        ENOENT,
+        "vcpu_op(get_runstate_info, vcpu 0xffffffff)"
+    );
     check!(c, vcpu::is_up(0), Expect::Eq(1), "vcpu_op(is_up, vcpu 0)");
     check!(c, vcpu::is_up(1), ENOENT, "vcpu_op(is_up, vcpu 1)");
-    check!(c, vcpu::is_up(u32::MAX), ENOENT, "vcpu_op(is_up, vcpu 0xffffffff)");
-    check!(c, vcpu::set_singleshot_timer(1, 0, 0), ENOENT, "vcpu_op(set_singleshot_timer, vcpu 1)");
-    check!(c, vcpu::set_singleshot_timer(u32::MAX, 0, 0), ENOENT, "vcpu_op(set_singleshot_timer, vcpu 0xffffffff)");
+    check!(
+        c,
+        vcpu::is_up(u32::MAX),
+        ENOENT,
+        "vcpu_op(is_up, vcpu 0xffffffff)"
+    );
+    check!(
+        c,
+        vcpu::set_singleshot_timer(1, 0, 0),
+        ENOENT,
+        "vcpu_op(set_singleshot_timer, vcpu 1)"
+    );
+    check!(
+        c,
+        vcpu::set_singleshot_timer(u32::MAX, 0, 0),
+        ENOENT,
+        "vcpu_op(set_singleshot_timer, vcpu 0xffffffff)"
+    );
 
     // remote_shutdown (not privileged). If the hypervisor wrongly allowed the one on our own
     // id, the domain would end here and the test would miss its PASS line.
-    check!(c, sched_remote_shutdown(NO_SUCH_DOMAIN, SHUTDOWN_POWEROFF), ESRCH, "sched_op(remote_shutdown, domain {NO_SUCH_DOMAIN})");
-    check!(c, sched_remote_shutdown(DOMID_SELF, SHUTDOWN_POWEROFF), ESRCH, "sched_op(remote_shutdown, DOMID_SELF)");
+    check!(
+        c,
+        sched_remote_shutdown(NO_SUCH_DOMAIN, SHUTDOWN_POWEROFF),
+        ESRCH,
+        "sched_op(remote_shutdown, domain {NO_SUCH_DOMAIN})"
+    );
+    check!(
+        c,
+        sched_remote_shutdown(DOMID_SELF, SHUTDOWN_POWEROFF),
+        ESRCH,
+        "sched_op(remote_shutdown, DOMID_SELF)"
+    );
     match me {
         Some(me) => {
-            check!(c, sched_remote_shutdown(me, SHUTDOWN_POWEROFF), EPERM, "sched_op(remote_shutdown, own domain {me})");
+            check!(
+                c,
+                sched_remote_shutdown(me, SHUTDOWN_POWEROFF),
+                EPERM,
+                "sched_op(remote_shutdown, own domain {me})"
+            );
         }
         None => fail!("CPUID leaf 0x40000004 gives no domain id"),
     }
@@ -210,17 +388,41 @@ fn test_main(si: &StartInfo) -> TestResult {
             );
             sched_yield();
         }
-        check!(c, evtchn::alloc_unbound(other, DOMID_SELF), EPERM, "alloc_unbound(domain {other}, remote self)");
-        check!(c, status_rc(other, 0), EPERM, "status(domain {other}, port 0)");
-        check!(c, evtchn::bind_interdomain(other, 0), EINVAL, "bind_interdomain(domain {other}, port 0)");
-        check!(c, sched_remote_shutdown(other, SHUTDOWN_POWEROFF), EPERM, "sched_op(remote_shutdown, domain {other})");
+        check!(
+            c,
+            evtchn::alloc_unbound(other, DOMID_SELF),
+            EPERM,
+            "alloc_unbound(domain {other}, remote self)"
+        );
+        check!(
+            c,
+            status_rc(other, 0),
+            EPERM,
+            "status(domain {other}, port 0)"
+        );
+        check!(
+            c,
+            evtchn::bind_interdomain(other, 0),
+            EINVAL,
+            "bind_interdomain(domain {other}, port 0)"
+        );
+        check!(
+            c,
+            sched_remote_shutdown(other, SHUTDOWN_POWEROFF),
+            EPERM,
+            "sched_op(remote_shutdown, domain {other})"
+        );
         ensure!(
             exists(other),
             "domain {other} ended during the checks: the results above may be -ESRCH for that reason"
         );
     }
 
-    println!("bad-args: {} of {} checks as Xen", c.total - c.failures, c.total);
+    println!(
+        "bad-args: {} of {} checks as Xen",
+        c.total - c.failures,
+        c.total
+    );
     if c.failures > 0 {
         fail!("{} result(s) differ from Xen's", c.failures);
     }

@@ -39,14 +39,19 @@ fn tenths_arg(si: &StartInfo, key: &str, default: Option<u64>) -> Result<Option<
         None => Ok(default),
         Some(v) => match tenths(v) {
             Some(t) => Ok(Some(t)),
-            None => Err(Fail::new(format_args!("{key}={v}: expected a percentage like 33.3"))),
+            None => Err(Fail::new(format_args!(
+                "{key}={v}: expected a percentage like 33.3"
+            ))),
         },
     }
 }
 
 fn running_ns() -> Result<u64, Fail> {
     vcpu::runstate_running_ns().map_err(|rc| {
-        Fail::new(format_args!("VCPUOP_get_runstate_info(0) returned {}", describe(rc)))
+        Fail::new(format_args!(
+            "VCPUOP_get_runstate_info(0) returned {}",
+            describe(rc)
+        ))
     })
 }
 
@@ -65,7 +70,11 @@ fn burn_until(t: u64) -> Result<u64, Fail> {
 
 fn test_main(si: &StartInfo) -> TestResult {
     let rc = pvclock::map_shared_info();
-    ensure!(rc == 0, "XENMEM_add_to_physmap(shared_info) returned {}", describe(rc));
+    ensure!(
+        rc == 0,
+        "XENMEM_add_to_physmap(shared_info) returned {}",
+        describe(rc)
+    );
     let start = evtchn::now()?;
     let domid = arch::xen_vcpu_and_domid().map_or(-1, |(_, d)| i32::from(d));
     let mut label_buf = [0u8; 16];
@@ -116,7 +125,10 @@ fn test_main(si: &StartInfo) -> TestResult {
         t0 / 1_000_000,
         t1 / 1_000_000
     );
-    ensure!(r1 >= r0, "runstate running time went backwards: {r0} -> {r1}");
+    ensure!(
+        r1 >= r0,
+        "runstate running time went backwards: {r0} -> {r1}"
+    );
     ensure!(
         ran <= wall + wall / 100,
         "ran {ran} ns in a window of {wall} ns"

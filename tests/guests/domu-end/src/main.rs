@@ -24,7 +24,10 @@ guest_rt::entry!(test_main);
 
 fn test_main(si: &StartInfo) -> TestResult {
     let how = si.arg("how").unwrap_or("");
-    if !matches!(how, "shutdown" | "reboot" | "crash" | "triple-fault" | "deadlock") {
+    if !matches!(
+        how,
+        "shutdown" | "reboot" | "crash" | "triple-fault" | "deadlock"
+    ) {
         fail!("how={how}: expected shutdown, reboot, crash, triple-fault or deadlock");
     }
     let after_ms = si.arg_u64("after_ms", 0)?;

@@ -86,7 +86,12 @@ impl Side {
 
     fn send(&self) -> TestResult {
         let rc = evtchn::send(self.port);
-        ensure!(rc == 0, "EVTCHNOP_send({}) returned {}", self.port, describe(rc));
+        ensure!(
+            rc == 0,
+            "EVTCHNOP_send({}) returned {}",
+            self.port,
+            describe(rc)
+        );
         Ok(())
     }
 
@@ -134,14 +139,22 @@ fn test_main(si: &StartInfo) -> TestResult {
     } else {
         // Only the bitmaps are needed; no callback vector, so events never interrupt.
         let rc = pvclock::map_shared_info();
-        ensure!(rc == 0, "XENMEM_add_to_physmap(shared_info) returned {}", describe(rc));
+        ensure!(
+            rc == 0,
+            "XENMEM_add_to_physmap(shared_info) returned {}",
+            describe(rc)
+        );
     }
     let start = evtchn::now()?;
     let deadline = start + timeout_s * 1_000_000_000;
     println!(
         "{role}: domain {}, peer {peer}, {count} round trips, waiting with {}",
         me.map_or(-1, i32::from),
-        if wait == Wait::Hlt { "sti; hlt" } else { "SCHEDOP_poll" }
+        if wait == Wait::Hlt {
+            "sti; hlt"
+        } else {
+            "SCHEDOP_poll"
+        }
     );
     match role {
         "ping" => ping(peer, count, wait, deadline),
@@ -176,7 +189,10 @@ fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
         }
     };
     println!("ping: port {port} bound by domain {rdom} port {rport}");
-    ensure!(rdom == peer, "port {port} was bound by domain {rdom}, not {peer}");
+    ensure!(
+        rdom == peer,
+        "port {port} was bound by domain {rdom}, not {peer}"
+    );
 
     let mut side = Side {
         port,
@@ -186,10 +202,17 @@ fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     };
     if wait == Wait::Hlt {
         // The overall deadline wakes a halt that would otherwise last forever.
-        ensure!(set_timer_op(deadline) == 0, "set_timer_op({deadline}) failed");
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
     }
     side.next_event("pong's hello")?;
-    ensure!(side.received == 1, "{} events instead of one hello", side.received);
+    ensure!(
+        side.received == 1,
+        "{} events instead of one hello",
+        side.received
+    );
     println!("ping: hello received");
 
     let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
@@ -199,9 +222,8 @@ fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
         let t0 = evtchn::now()?;
         side.send()?;
         sent += 1;
-        side.next_event("a reply").map_err(|e| {
-            Fail::new(format_args!("round trip {i}: {e}"))
-        })?;
+        side.next_event("a reply")
+            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
         let rtt = evtchn::now()? - t0;
         sum += rtt;
         min = min.min(rtt);
@@ -251,7 +273,10 @@ fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     if wait == Wait::Hlt {
         evtchn::scan();
         evtchn::take_count(port);
-        ensure!(set_timer_op(deadline) == 0, "set_timer_op({deadline}) failed");
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
     }
     println!(
         "pong: local port {} pending after the bind",
@@ -271,9 +296,8 @@ fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     let mut sent = 0u32;
     let mut last_ping = None;
     for i in 0..count {
-        side.next_event("a ping").map_err(|e| {
-            Fail::new(format_args!("round trip {i}: {e}"))
-        })?;
+        side.next_event("a ping")
+            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
         let now = evtchn::now()?;
         if let Some(prev) = last_ping.replace(now) {
             let rtt = now - prev;
@@ -302,14 +326,21 @@ fn report(
     max: u64,
 ) -> TestResult {
     // ping times `count` round trips, pong `count - 1` intervals.
-    let n = if role == "ping" { count } else { count.saturating_sub(1) };
+    let n = if role == "ping" {
+        count
+    } else {
+        count.saturating_sub(1)
+    };
     let mean = sum.checked_div(u64::from(n)).unwrap_or(0);
     println!("{role}: received {received} events, sent {sent}");
     println!(
         "{role}: mean round trip {mean} ns (min {} ns, max {max} ns)",
         if n == 0 { 0 } else { min }
     );
-    ensure!(strays == 0, "{strays} event(s) arrived after the last round trip");
+    ensure!(
+        strays == 0,
+        "{strays} event(s) arrived after the last round trip"
+    );
     ensure!(
         received == count && sent == count,
         "received {received} and sent {sent}, expected {count} each"

@@ -161,7 +161,9 @@ fn test_main(si: &StartInfo) -> TestResult {
         }
         if reaped && watched.iter().flatten().all(|w| w.gone) {
             if after == 0 {
-                println!("reaper: every watched domain is gone; staying alive {after_ticks} more ticks");
+                println!(
+                    "reaper: every watched domain is gone; staying alive {after_ticks} more ticks"
+                );
             }
             after += 1;
             if after > after_ticks {
