@@ -162,6 +162,13 @@ fn test_main(si: &StartInfo) -> TestResult {
     );
     let (timer, own, foreign, spare) = (timer as u32, own as u32, foreign as u32, spare as u32);
 
+    check!(
+        c,
+        evtchn::alloc_unbound(NO_SUCH_DOMAIN, DOMID_SELF),
+        ESRCH,
+        "alloc_unbound(domain {NO_SUCH_DOMAIN}, remote self)"
+    );
+
     // bind_interdomain
     check!(
         c,
