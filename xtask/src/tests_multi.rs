@@ -82,7 +82,7 @@ const QEMU: Scale = Scale {
     cmdline: "console=com1 on_idle=poweroff dom0_mem=32M",
     pingpongs: 10_000,
     burn_secs: 5,
-    burn_from_ms: 4_000,
+    burn_from_ms: 3_000,
     max_late_ms: 100,
     slow: 1,
 };
@@ -93,9 +93,9 @@ const BOCHS: Scale = Scale {
     cmdline: "console=com1,e9 on_idle=poweroff dom0_mem=32M",
     pingpongs: 1_000,
     burn_secs: 2,
-    burn_from_ms: 8_000,
+    burn_from_ms: 5_000,
     max_late_ms: 200,
-    slow: 10,
+    slow: 5,
 };
 
 /// The hypervisor's line for a domain starting (`privileged (dom0), ` may precede
