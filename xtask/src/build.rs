@@ -70,6 +70,12 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_TRIPLE_FAULT,
     GUEST_BAD_HYPERCALL,
     GUEST_XEN_ABI,
+    GUEST_EVTCHN_PINGPONG,
+    GUEST_SPINNER,
+    GUEST_CPU_BURN,
+    GUEST_DOMU_END,
+    GUEST_BAD_ARGS,
+    GUEST_REAPER,
 ];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
@@ -88,6 +94,12 @@ pub const GUEST_MEM_ISOLATION: Artifact = guest("guest-mem-isolation");
 pub const GUEST_TRIPLE_FAULT: Artifact = guest("guest-triple-fault");
 pub const GUEST_BAD_HYPERCALL: Artifact = guest("guest-bad-hypercall");
 pub const GUEST_XEN_ABI: Artifact = guest("guest-xen-abi");
+pub const GUEST_EVTCHN_PINGPONG: Artifact = guest("guest-evtchn-pingpong");
+pub const GUEST_SPINNER: Artifact = guest("guest-spinner");
+pub const GUEST_CPU_BURN: Artifact = guest("guest-cpu-burn");
+pub const GUEST_DOMU_END: Artifact = guest("guest-domu-end");
+pub const GUEST_BAD_ARGS: Artifact = guest("guest-bad-args");
+pub const GUEST_REAPER: Artifact = guest("guest-reaper");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

@@ -50,6 +50,8 @@ pub struct Checker {
     expect: Vec<Regex>,
     /// Index of the next `expect` pattern to find.
     next: usize,
+    /// Independent ordered lists (see `Test::expect_group`), each with its next index.
+    groups: Vec<(Vec<Regex>, usize)>,
     forbid: Vec<Regex>,
     /// The first forbidden line and the pattern it matched.
     pub forbidden: Option<(String, String)>,
@@ -69,12 +71,25 @@ impl Checker {
         Ok(Checker {
             expect: expect.iter().map(compile).collect::<Result<_>>()?,
             next: 0,
+            groups: Vec::new(),
             forbid: forbid.iter().map(compile).collect::<Result<_>>()?,
             forbidden: None,
             power_off: Regex::new(POWER_OFF_PATTERN)?,
             power_off_code: None,
             values: Vec::new(),
         })
+    }
+
+    /// Adds independent ordered pattern lists (see `Test::expect_group`).
+    pub fn with_groups(mut self, groups: &[Vec<&str>]) -> Result<Self> {
+        for g in groups {
+            let res = g
+                .iter()
+                .map(|p| Regex::new(p).with_context(|| format!("bad regex {p:?}")))
+                .collect::<Result<_>>()?;
+            self.groups.push((res, 0));
+        }
+        Ok(self)
     }
 
     /// Adds value checks (see [`ValueCheck`]).
@@ -117,6 +132,11 @@ impl Checker {
         while self.next < self.expect.len() && self.expect[self.next].is_match(line) {
             self.next += 1;
         }
+        for (group, next) in &mut self.groups {
+            while *next < group.len() && group[*next].is_match(line) {
+                *next += 1;
+            }
+        }
         if self.forbidden.is_none() {
             if let Some(re) = self.forbid.iter().find(|re| re.is_match(line)) {
                 self.forbidden = Some((line.to_string(), re.as_str().to_string()));
@@ -128,7 +148,7 @@ impl Checker {
     }
 
     pub fn all_expected(&self) -> bool {
-        self.next == self.expect.len()
+        self.next == self.expect.len() && self.groups.iter().all(|(g, next)| *next == g.len())
     }
 
     /// Value checks that failed (unmatched ones show as unmet expectations).
@@ -141,36 +161,48 @@ impl Checker {
 
     /// The first expectation not yet met.
     pub fn waiting_for(&self) -> Option<&str> {
-        self.expect.get(self.next).map(Regex::as_str)
+        self.expect
+            .get(self.next)
+            .or_else(|| self.groups.iter().find_map(|(g, next)| g.get(*next)))
+            .map(Regex::as_str)
     }
 
     /// Describes the unmet expectations (`lines` is the whole console): the
     /// first one in detail, noting when it did appear but too early; of the
     /// rest, those that never appeared at all.
+    /// Groups (see `Test::expect_group`) are described the same way, each on its own.
     pub fn unmet(&self, lines: &[String]) -> Vec<String> {
-        let seen = |re: &Regex| lines.iter().any(|l| re.is_match(l));
         let mut out = Vec::new();
-        let Some(first) = self.expect.get(self.next) else {
-            return out;
-        };
-        if self.next > 0 && seen(first) {
-            out.push(format!(
-                "/{}/ appeared only before /{}/",
-                first.as_str(),
-                self.expect[self.next - 1].as_str()
-            ));
-        } else {
-            out.push(format!("/{}/ never appeared", first.as_str()));
-        }
-        let never: Vec<String> = self.expect[self.next + 1..]
-            .iter()
-            .filter(|re| !seen(re))
-            .map(|re| format!("/{}/", re.as_str()))
-            .collect();
-        if !never.is_empty() {
-            out.push(format!("also never appeared: {}", never.join(", ")));
+        unmet_in(&self.expect, self.next, lines, &mut out);
+        for (group, next) in &self.groups {
+            unmet_in(group, *next, lines, &mut out);
         }
         out
+    }
+}
+
+/// [`Checker::unmet`] for one ordered list whose first `next` patterns were met.
+fn unmet_in(expect: &[Regex], next: usize, lines: &[String], out: &mut Vec<String>) {
+    let seen = |re: &Regex| lines.iter().any(|l| re.is_match(l));
+    let Some(first) = expect.get(next) else {
+        return;
+    };
+    if next > 0 && seen(first) {
+        out.push(format!(
+            "/{}/ appeared only before /{}/",
+            first.as_str(),
+            expect[next - 1].as_str()
+        ));
+    } else {
+        out.push(format!("/{}/ never appeared", first.as_str()));
+    }
+    let never: Vec<String> = expect[next + 1..]
+        .iter()
+        .filter(|re| !seen(re))
+        .map(|re| format!("/{}/", re.as_str()))
+        .collect();
+    if !never.is_empty() {
+        out.push(format!("also never appeared: {}", never.join(", ")));
     }
 }
 
@@ -431,7 +463,9 @@ pub fn run_test(test: &Test, ctx: &RunContext) -> Result<Report> {
     let mut console_log = BufWriter::new(File::create(&console_path)?);
     let mut emu_log = BufWriter::new(File::create(&emu_path)?);
 
-    let mut checker = Checker::new(&test.expect, &test.forbid)?.with_values(&test.values)?;
+    let mut checker = Checker::new(&test.expect, &test.forbid)?
+        .with_groups(&test.expect_groups)?
+        .with_values(&test.values)?;
     let sends: Vec<(Regex, &str)> = test
         .send
         .iter()
@@ -1019,6 +1053,32 @@ mod unit {
         );
         c.line("c");
         assert!(c.all_expected());
+    }
+
+    #[test]
+    fn groups_are_ordered_but_independent() {
+        let groups = vec![vec!["d0 a", "d0 b"], vec!["d1 a", "d1 b"]];
+        let mut c = Checker::new(&["start", "end"], &[])
+            .unwrap()
+            .with_groups(&groups)
+            .unwrap();
+        feed(&mut c, &["start", "d1 a", "d0 a", "d1 b", "end"]);
+        assert!(!c.all_expected());
+        assert_eq!(c.waiting_for(), Some("d0 b"));
+        let seen: Vec<String> = ["d0 b", "start", "d0 a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(c.unmet(&seen), ["/d0 b/ appeared only before /d0 a/"]);
+        c.line("d0 b");
+        assert!(c.all_expected());
+        // Order within a group still counts.
+        let mut c = Checker::new(&[], &[])
+            .unwrap()
+            .with_groups(&groups[..1])
+            .unwrap();
+        feed(&mut c, &["d0 b", "d0 a"]);
+        assert!(!c.all_expected());
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod qemu;
 mod spec;
 mod tests;
 mod tests_dom0;
+mod tests_multi;
 mod util;
 
 use std::path::PathBuf;

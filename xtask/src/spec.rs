@@ -202,6 +202,9 @@ pub struct Test {
     pub cmdline: &'static str,
     pub modules: Vec<ModuleSpec>,
     pub expect: Vec<&'static str>,
+    /// More ordered pattern lists, each independent of `expect` and of the others: for
+    /// the lines of domains that run at the same time, whose interleaving is arbitrary.
+    pub expect_groups: Vec<Vec<&'static str>>,
     pub forbid: Vec<&'static str>,
     pub send: Vec<Send>,
     pub timeout: Duration,
@@ -225,6 +228,7 @@ impl Test {
             cmdline: "",
             modules: Vec::new(),
             expect: Vec::new(),
+            expect_groups: Vec::new(),
             forbid: DEFAULT_FORBID.to_vec(),
             send: Vec::new(),
             timeout: Duration::from_secs(60),
@@ -248,6 +252,14 @@ impl Test {
     /// Patterns that must all appear, in this order.
     pub fn expect(mut self, patterns: &[&'static str]) -> Self {
         self.expect.extend_from_slice(patterns);
+        self
+    }
+
+    /// Patterns that must all appear in this order among themselves, interleaved in any
+    /// way with [`Test::expect`] and other groups (e.g. one group per concurrent domain).
+    #[allow(dead_code)]
+    pub fn expect_group(mut self, patterns: &[&'static str]) -> Self {
+        self.expect_groups.push(patterns.to_vec());
         self
     }
 

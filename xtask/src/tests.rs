@@ -200,6 +200,7 @@ pub fn all() -> Vec<Test> {
         "console=com1,e9 on_idle=poweroff",
         300,
     ));
+    tests.extend(crate::tests_multi::all());
     tests.extend(crate::tests_dom0::all());
     tests
 }
@@ -340,7 +341,12 @@ mod check {
                 "duplicate test name {}",
                 t.name
             );
-            for p in t.expect.iter().chain(&t.forbid) {
+            for p in t
+                .expect
+                .iter()
+                .chain(&t.forbid)
+                .chain(t.expect_groups.iter().flatten())
+            {
                 Regex::new(p).unwrap_or_else(|e| panic!("{}: bad regex {p:?}: {e}", t.name));
             }
             for s in &t.send {

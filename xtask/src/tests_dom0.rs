@@ -32,12 +32,12 @@ macro_rules! d0 {
 
 /// Hypervisor command lines: dom0 gets 512 MiB; a crashed dom0 halts
 /// (`noreboot`) and the halt powers off (`on_idle=poweroff`).
-const QEMU_CMDLINE: &str = "console=com1 dom0_mem=512M noreboot on_idle=poweroff";
+pub(crate) const QEMU_CMDLINE: &str = "console=com1 dom0_mem=512M noreboot on_idle=poweroff";
 const BOCHS_CMDLINE: &str = "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff";
 
 /// Generous limits: Linux alone reaches userspace in about 6 s (QEMU TCG) and
 /// 80 s (Bochs); Xen's dom0 took 20 s and 146 s (docs/test-bed.md).
-const QEMU_TIMEOUT: u64 = 240;
+pub(crate) const QEMU_TIMEOUT: u64 = 240;
 const BOCHS_TIMEOUT: u64 = 600;
 /// Bad images never start a guest.
 const QEMU_BAD_TIMEOUT: u64 = 60;
@@ -80,7 +80,7 @@ const DOM0_FORBID: &[&str] = &[
 /// QEMU: dom0's `date +%s` must be within this many seconds of the host's.
 const DATE_TOLERANCE_S: f64 = 5.0;
 
-fn date_matches_host(value: f64, host: f64) -> Result<(), String> {
+pub(crate) fn date_matches_host(value: f64, host: f64) -> Result<(), String> {
     let off = value - host;
     if off.abs() <= DATE_TOLERANCE_S {
         Ok(())
@@ -115,7 +115,7 @@ fn date_plausible_on_bochs(value: f64, host: f64) -> Result<(), String> {
 }
 
 /// `sleep 2` by dom0's own clock: 2 s ± 10 %.
-fn slept_two_seconds(ms: f64, _host: f64) -> Result<(), String> {
+pub(crate) fn slept_two_seconds(ms: f64, _host: f64) -> Result<(), String> {
     if (1800.0..=2200.0).contains(&ms) {
         Ok(())
     } else {
@@ -172,7 +172,12 @@ fn with_sends(mut t: Test, sends: &[(&'static str, &'static str)]) -> Test {
 }
 
 /// A dom0 boot on one emulator, up to its shell.
-fn dom0_boot(name: &'static str, emulator: Emulator, cmdline: &'static str, timeout: u64) -> Test {
+pub(crate) fn dom0_boot(
+    name: &'static str,
+    emulator: Emulator,
+    cmdline: &'static str,
+    timeout: u64,
+) -> Test {
     let mut t = Test::new(name, emulator)
         .dom0()
         .cmdline(cmdline)
@@ -190,7 +195,7 @@ fn dom0_boot(name: &'static str, emulator: Emulator, cmdline: &'static str, time
 
 /// `poweroff -f` in dom0: Linux's power-off reaches the hypervisor, which
 /// reports dom0's shutdown and powers the machine off cleanly.
-const POWEROFF_EXPECT: &[&str] = &[
+pub(crate) const POWEROFF_EXPECT: &[&str] = &[
     r"^\(I\) domain 0 \(vmlinuz-\S+\) shut down: poweroff",
     r"^ferrovisor: power off, exit code 0",
 ];

@@ -62,6 +62,21 @@ pub fn regs_to_str(a: u32, b: u32, c: u32) -> [u8; 12] {
     out
 }
 
+/// This vCPU's id and its domain's id from Xen's HVM CPUID leaf (0x40000004: EBX and ECX,
+/// when EAX says they are present), or `None` without Xen or without the flags.
+pub fn xen_vcpu_and_domid() -> Option<(u32, u16)> {
+    use xen_abi::arch_x86::cpuid::{
+        xen_cpuid_leaf, XEN_CPUID_LEAF_HVM, XEN_HVM_CPUID_DOMID_PRESENT,
+        XEN_HVM_CPUID_VCPU_ID_PRESENT,
+    };
+    if !crate::hypercall::xen_signature_present() {
+        return None;
+    }
+    let r = cpuid(xen_cpuid_leaf(XEN_CPUID_LEAF_HVM), 0);
+    let want = XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT;
+    (r.eax & want == want).then_some((r.ebx, r.ecx as u16))
+}
+
 /// Reads a model-specific register.
 ///
 /// # Safety

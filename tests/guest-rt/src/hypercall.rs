@@ -16,7 +16,9 @@ use xen_abi::arch_x86::cpuid::{
     XEN_CPUID_FIRST_LEAF, XEN_CPUID_SIGNATURE_EBX, XEN_CPUID_SIGNATURE_ECX, XEN_CPUID_SIGNATURE_EDX,
 };
 use xen_abi::memory::XENMEM_ADD_TO_PHYSMAP;
-use xen_abi::sched::{SCHEDOP_BLOCK, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD};
+use xen_abi::sched::{
+    SCHEDOP_BLOCK, SCHEDOP_POLL, SCHEDOP_REMOTE_SHUTDOWN, SCHEDOP_SHUTDOWN, SCHEDOP_YIELD,
+};
 use xen_abi::version::XENVER_VERSION;
 use xen_abi::xen::{
     CONSOLEIO_WRITE, HYPERVISOR_CONSOLE_IO, HYPERVISOR_MEMORY_OP, HYPERVISOR_SCHED_OP,
@@ -206,6 +208,33 @@ pub fn sched_yield() -> i64 {
 pub fn sched_block() -> i64 {
     // SAFETY: block takes no argument and has no memory effects.
     unsafe { sched_op(SCHEDOP_BLOCK, 0) }
+}
+
+/// `SCHEDOP_poll`: waits until one of `ports` is pending (masked or not), or until
+/// `timeout_abs_ns` of system time (0 = no timeout). Returns the raw result (0 also after a
+/// timeout: check the ports).
+pub fn sched_poll(ports: &[u32], timeout_abs_ns: u64) -> i64 {
+    let arg = xen_abi::sched::SchedPoll {
+        ports: xen_abi::GuestHandle::new(ports.as_ptr() as u64),
+        nr_ports: ports.len() as u32,
+        _pad0: 0,
+        timeout: timeout_abs_ns,
+    };
+    // SAFETY: `arg` and the port array it points to live across the call; poll only reads
+    // them.
+    unsafe { sched_op(SCHEDOP_POLL, core::ptr::addr_of!(arg) as u64) }
+}
+
+/// `SCHEDOP_remote_shutdown(domid, reason)`: shuts another domain down (control domain
+/// only; Xen answers `-EPERM` to others, `-ESRCH` for a domain that does not exist).
+pub fn sched_remote_shutdown(domid: xen_abi::DomId, reason: u32) -> i64 {
+    let arg = xen_abi::sched::SchedRemoteShutdown {
+        domain_id: domid,
+        _pad0: 0,
+        reason,
+    };
+    // SAFETY: `arg` is a valid struct sched_remote_shutdown that lives across the call.
+    unsafe { sched_op(SCHEDOP_REMOTE_SHUTDOWN, core::ptr::addr_of!(arg) as u64) }
 }
 
 /// `SCHEDOP_shutdown` with `reason` (`xen_abi::sched::SHUTDOWN_*`). Returns the raw result;

@@ -45,12 +45,14 @@ pub mod arch;
 #[cfg(target_os = "none")]
 mod boot;
 pub mod console;
+pub mod evtchn;
 mod fail;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod idt;
 pub mod pvclock;
 pub mod start_info;
+pub mod vcpu;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};

@@ -81,6 +81,23 @@ impl StartInfo {
             .any(|e| e.addr < end && start < e.addr.saturating_add(e.size))
     }
 
+    /// The value of `key=value` on the command line (the first such word), `Some("")` for a
+    /// bare `key`, `None` if absent.
+    pub fn arg(&self, key: &str) -> Option<&'static str> {
+        arg_in(self.cmdline()?, key)
+    }
+
+    /// [`StartInfo::arg`] parsed as a number (decimal, or hex with `0x`); `Err` names the
+    /// key and the bad value.
+    pub fn arg_u64(&self, key: &str, default: u64) -> Result<u64, crate::Fail> {
+        match self.arg(key) {
+            None => Ok(default),
+            Some(v) => parse_u64(v).ok_or_else(|| {
+                crate::Fail::new(format_args!("command line: {key}={v:?} is not a number"))
+            }),
+        }
+    }
+
     /// The command line, if `cmdline_paddr` is set and the string is NUL-terminated UTF-8
     /// within [`MAX_CMDLINE`] bytes.
     pub fn cmdline(&self) -> Option<&'static str> {
@@ -93,5 +110,42 @@ impl StartInfo {
         let bytes = unsafe { core::slice::from_raw_parts(base as *const u8, MAX_CMDLINE) };
         let len = bytes.iter().position(|&b| b == 0)?;
         core::str::from_utf8(&bytes[..len]).ok()
+    }
+}
+
+/// The value of `key` among the whitespace-separated `key=value` words of `cmdline`.
+pub fn arg_in<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|w| match w.split_once('=') {
+            Some((k, v)) if k == key => Some(v),
+            None if w == key => Some(""),
+            _ => None,
+        })
+}
+
+/// A decimal or `0x` hexadecimal number.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_arguments() {
+        let c = "role=ping peer=1 count=10000 verbose";
+        assert_eq!(arg_in(c, "role"), Some("ping"));
+        assert_eq!(arg_in(c, "count"), Some("10000"));
+        assert_eq!(arg_in(c, "verbose"), Some(""));
+        assert_eq!(arg_in(c, "pe"), None);
+        assert_eq!(arg_in("a=1 a=2", "a"), Some("1"));
+        assert_eq!(parse_u64("0x10"), Some(16));
+        assert_eq!(parse_u64("12"), Some(12));
+        assert_eq!(parse_u64("x"), None);
     }
 }

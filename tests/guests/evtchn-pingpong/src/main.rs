@@ -1,0 +1,349 @@
+//! `evtchn-pingpong`: two domains bounce an interdomain event channel back and forth.
+//!
+//! Command line: `role=ping peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in one
+//! domain, `role=pong peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in the other (same
+//! `count`; default 10000, timeout 60 s of system time for the whole run).
+//!
+//! Rendezvous without xenstore:
+//! 1. ping: `EVTCHNOP_alloc_unbound(DOMID_SELF, remote = peer)` and prints the port;
+//! 2. pong: tries `EVTCHNOP_bind_interdomain(peer, p)` for p = 1..=[`MAX_REMOTE_PORT`]
+//!    (`-ESRCH` while the peer does not exist, `-EINVAL` for ports that are not unbound
+//!    for it), `SCHEDOP_yield` between rounds, until one succeeds; it checks with
+//!    `EVTCHNOP_status` that its port is interdomain to (peer, p), clears its own pending bit
+//!    (Xen sets it on bind: "we may have lost notifications") and sends one *hello*;
+//! 3. ping: polls `EVTCHNOP_status` (yielding) until its port is interdomain to the peer,
+//!    then waits for the hello.
+//!
+//! Exchange: `count` rounds, strictly alternating: ping sends and waits for the reply; pong
+//! waits, then replies. Each side clears the pending bit *before* it sends, so no event can
+//! coalesce with another and the counts must match exactly. Finally each side waits
+//! [`STRAY_WINDOW_NS`] for events nobody sent. ping times each round trip with the pvclock;
+//! pong reports the mean interval between pings (the same round trip, seen from its side).
+//!
+//! Waiting: `wait=hlt` (ping's default) halts with `sti; hlt` and is woken by the callback
+//! vector (a bound VIRQ_TIMER armed at the overall deadline bounds the wait);
+//! `wait=poll` (pong's default) uses `SCHEDOP_poll` on the port with the deadline as
+//! timeout, with no callback vector registered.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use guest_rt::evtchn;
+use guest_rt::hypercall::{describe, sched_poll, sched_yield, set_timer_op};
+use guest_rt::xen_abi::event_channel::{EVTCHNSTAT_INTERDOMAIN, EVTCHNSTAT_UNBOUND};
+use guest_rt::xen_abi::xen::DOMID_SELF;
+use guest_rt::{arch, ensure, fail, println, pvclock, Fail, StartInfo, TestResult};
+
+guest_rt::entry!(test_main);
+
+/// pong tries the peer's ports 1..=MAX_REMOTE_PORT.
+const MAX_REMOTE_PORT: u32 = 8;
+/// How long each side waits at the end for events nobody sent.
+const STRAY_WINDOW_NS: u64 = 100_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Hlt,
+    Poll,
+}
+
+struct Side {
+    port: u32,
+    wait: Wait,
+    deadline: u64,
+    /// Events consumed on `port` so far (hlt mode: counted by `evtchn::scan`).
+    received: u32,
+}
+
+impl Side {
+    /// Waits for the next event on the port; fails at the deadline.
+    fn next_event(&mut self, what: &str) -> TestResult {
+        match self.wait {
+            Wait::Hlt => {
+                let seen = self.received;
+                let mut late = false;
+                evtchn::wait_until(|| {
+                    late = pvclock::now_ns().is_none_or(|t| t >= self.deadline);
+                    late || evtchn::count(self.port) > seen
+                });
+                self.received = evtchn::count(self.port);
+                if self.received == seen {
+                    fail!("timed out waiting for {what} on port {}", self.port);
+                }
+            }
+            Wait::Poll => loop {
+                if evtchn::test_and_clear(self.port) {
+                    self.received += 1;
+                    break;
+                }
+                if evtchn::now()? >= self.deadline {
+                    fail!("timed out waiting for {what} on port {}", self.port);
+                }
+                let rc = sched_poll(&[self.port], self.deadline);
+                ensure!(rc == 0, "SCHEDOP_poll returned {}", describe(rc));
+            },
+        }
+        Ok(())
+    }
+
+    fn send(&self) -> TestResult {
+        let rc = evtchn::send(self.port);
+        ensure!(
+            rc == 0,
+            "EVTCHNOP_send({}) returned {}",
+            self.port,
+            describe(rc)
+        );
+        Ok(())
+    }
+
+    /// Events that arrive within [`STRAY_WINDOW_NS`] from now (none are expected).
+    fn strays(&mut self) -> Result<u32, Fail> {
+        let until = evtchn::now()? + STRAY_WINDOW_NS;
+        match self.wait {
+            Wait::Hlt => {
+                evtchn::sleep_until(until)?;
+                evtchn::scan();
+                Ok(evtchn::count(self.port) - self.received)
+            }
+            Wait::Poll => {
+                while evtchn::now()? < until && !evtchn::is_pending(self.port) {
+                    sched_poll(&[self.port], until);
+                }
+                Ok(u32::from(evtchn::test_and_clear(self.port)))
+            }
+        }
+    }
+}
+
+fn test_main(si: &StartInfo) -> TestResult {
+    let role = si.arg("role").unwrap_or("");
+    let Some(peer) = si.arg("peer").and_then(guest_rt::start_info::parse_u64) else {
+        fail!("command line needs peer=<domid>");
+    };
+    let peer = peer as u16;
+    let count = si.arg_u64("count", 10_000)? as u32;
+    let timeout_s = si.arg_u64("timeout", 60)?;
+    let wait = match si.arg("wait") {
+        Some("hlt") => Wait::Hlt,
+        Some("poll") => Wait::Poll,
+        None if role == "ping" => Wait::Hlt,
+        None => Wait::Poll,
+        Some(other) => fail!("wait={other}: expected hlt or poll"),
+    };
+    let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
+    if let Some(me) = me {
+        ensure!(me != peer, "peer={peer} is this domain itself");
+    }
+
+    if wait == Wait::Hlt {
+        evtchn::init_with_timer()?;
+    } else {
+        // Only the bitmaps are needed; no callback vector, so events never interrupt.
+        let rc = pvclock::map_shared_info();
+        ensure!(
+            rc == 0,
+            "XENMEM_add_to_physmap(shared_info) returned {}",
+            describe(rc)
+        );
+    }
+    let start = evtchn::now()?;
+    let deadline = start + timeout_s * 1_000_000_000;
+    println!(
+        "{role}: domain {}, peer {peer}, {count} round trips, waiting with {}",
+        me.map_or(-1, i32::from),
+        if wait == Wait::Hlt {
+            "sti; hlt"
+        } else {
+            "SCHEDOP_poll"
+        }
+    );
+    match role {
+        "ping" => ping(peer, count, wait, deadline),
+        "pong" => pong(peer, count, wait, deadline),
+        _ => fail!("role={role}: expected ping or pong"),
+    }
+}
+
+fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
+    let port = evtchn::alloc_unbound(DOMID_SELF, peer);
+    ensure!(
+        port > 0,
+        "EVTCHNOP_alloc_unbound(remote {peer}) returned {}",
+        describe(port)
+    );
+    let port = port as u32;
+    println!("ping: port {port} unbound for domain {peer}");
+
+    // Wait for pong to bind it.
+    let (rdom, rport) = loop {
+        let st = match evtchn::status(DOMID_SELF, port) {
+            Ok(st) => st,
+            Err(rc) => fail!("EVTCHNOP_status({port}) returned {}", describe(rc)),
+        };
+        match st.status {
+            EVTCHNSTAT_INTERDOMAIN => break st.interdomain(),
+            EVTCHNSTAT_UNBOUND if evtchn::now()? < deadline => {
+                sched_yield();
+            }
+            EVTCHNSTAT_UNBOUND => fail!("domain {peer} never bound port {port}"),
+            s => fail!("port {port} went from unbound to status {s}"),
+        }
+    };
+    println!("ping: port {port} bound by domain {rdom} port {rport}");
+    ensure!(
+        rdom == peer,
+        "port {port} was bound by domain {rdom}, not {peer}"
+    );
+
+    let mut side = Side {
+        port,
+        wait,
+        deadline,
+        received: 0,
+    };
+    if wait == Wait::Hlt {
+        // The overall deadline wakes a halt that would otherwise last forever.
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
+    }
+    side.next_event("pong's hello")?;
+    ensure!(
+        side.received == 1,
+        "{} events instead of one hello",
+        side.received
+    );
+    println!("ping: hello received");
+
+    let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
+    let mut sent = 0u32;
+    let before = side.received;
+    for i in 0..count {
+        let t0 = evtchn::now()?;
+        side.send()?;
+        sent += 1;
+        side.next_event("a reply")
+            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
+        let rtt = evtchn::now()? - t0;
+        sum += rtt;
+        min = min.min(rtt);
+        max = max.max(rtt);
+    }
+    let strays = side.strays()?;
+    let received = side.received - before + strays;
+    set_timer_op(0);
+    report("ping", received, sent, count, strays, sum, min, max)
+}
+
+fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
+    let mut tries = 0u32;
+    let mut last = 0i64;
+    let (port, remote_port) = 'found: loop {
+        for p in 1..=MAX_REMOTE_PORT {
+            tries += 1;
+            let rc = evtchn::bind_interdomain(peer, p);
+            if rc >= 0 {
+                break 'found (rc as u32, p);
+            }
+            last = rc;
+        }
+        if evtchn::now()? >= deadline {
+            fail!(
+                "no unbound port of domain {peer} in 1..={MAX_REMOTE_PORT} after {tries} \
+                 tries (last EVTCHNOP_bind_interdomain: {})",
+                describe(last)
+            );
+        }
+        sched_yield();
+    };
+    println!("pong: bound domain {peer} port {remote_port} as local port {port}");
+    match evtchn::status(DOMID_SELF, port) {
+        Ok(st) if st.status == EVTCHNSTAT_INTERDOMAIN => {
+            ensure!(
+                st.interdomain() == (peer, remote_port),
+                "status says port {port} goes to {:?}, not ({peer}, {remote_port})",
+                st.interdomain()
+            );
+        }
+        Ok(st) => fail!("new port {port} has status {}, not interdomain", st.status),
+        Err(rc) => fail!("EVTCHNOP_status({port}) returned {}", describe(rc)),
+    }
+    // Xen marks the new local port pending; drop that before the protocol starts.
+    let was = evtchn::test_and_clear(port);
+    if wait == Wait::Hlt {
+        evtchn::scan();
+        evtchn::take_count(port);
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
+    }
+    println!(
+        "pong: local port {} pending after the bind",
+        if was { "was" } else { "was not" }
+    );
+
+    let mut side = Side {
+        port,
+        wait,
+        deadline,
+        received: 0,
+    };
+    side.send()?;
+    println!("pong: hello sent");
+
+    let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
+    let mut sent = 0u32;
+    let mut last_ping = None;
+    for i in 0..count {
+        side.next_event("a ping")
+            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
+        let now = evtchn::now()?;
+        if let Some(prev) = last_ping.replace(now) {
+            let rtt = now - prev;
+            sum += rtt;
+            min = min.min(rtt);
+            max = max.max(rtt);
+        }
+        side.send()?;
+        sent += 1;
+    }
+    let strays = side.strays()?;
+    let received = side.received + strays;
+    set_timer_op(0);
+    report("pong", received, sent, count, strays, sum, min, max)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    role: &str,
+    received: u32,
+    sent: u32,
+    count: u32,
+    strays: u32,
+    sum: u64,
+    min: u64,
+    max: u64,
+) -> TestResult {
+    // ping times `count` round trips, pong `count - 1` intervals.
+    let n = if role == "ping" {
+        count
+    } else {
+        count.saturating_sub(1)
+    };
+    let mean = sum.checked_div(u64::from(n)).unwrap_or(0);
+    println!("{role}: received {received} events, sent {sent}");
+    println!(
+        "{role}: mean round trip {mean} ns (min {} ns, max {max} ns)",
+        if n == 0 { 0 } else { min }
+    );
+    ensure!(
+        strays == 0,
+        "{strays} event(s) arrived after the last round trip"
+    );
+    ensure!(
+        received == count && sent == count,
+        "received {received} and sent {sent}, expected {count} each"
+    );
+    Ok(())
+}
