@@ -396,8 +396,10 @@ impl Credit2 {
             .max(CREDIT_MIN)
     }
 
-    /// Returns what is left of the vCPU's slice budget to its domain's pool.
-    fn release(&mut self, r: VcpuRef, now: Time) {
+    /// Returns what is left of the vCPU's slice budget to its domain's pool. (Parked
+    /// siblings are reconsidered by the caller once the CPU has made its decision, so
+    /// that a vCPU that goes on running takes its budget back first.)
+    fn release(&mut self, r: VcpuRef) {
         let Some(v) = self.vcpus.get_mut(&r) else { return };
         let Some(g) = v.grab.take() else { return };
         if let Some(dom) = self.doms.get_mut(&r.dom) {
@@ -405,7 +407,6 @@ impl Credit2 {
                 dom.budget = dom.budget.saturating_add(g).min(dom.total);
             }
         }
-        self.unpark_if_budget(r.dom, now);
     }
 
     /// Keeps `replenish` in step with the domain: an entry at `next_repl` iff it has parked
@@ -438,7 +439,7 @@ impl Credit2 {
         dom.pid = dom.pid.wrapping_add(periods);
         dom.waiting_served = 0;
         self.sync_event(d);
-        self.unpark_if_budget(d, now);
+        self.unpark(d, now, true);
     }
 
     /// Cap budget `r` may take now (`i64::MAX` if uncapped). A vCPU that has not yet run
@@ -477,20 +478,37 @@ impl Credit2 {
         self.sync_event(r.dom);
     }
 
-    fn unpark_if_budget(&mut self, d: u16, now: Time) {
-        let Some(dom) = self.doms.get_mut(&d) else { return };
+    /// Requeues the parked vCPUs of domain `d` that may run now. `preempt`: their tickle
+    /// may preempt a running vCPU (at a replenishment or a parameter change); otherwise
+    /// (budget handed back by a descheduled sibling) only idle CPUs are tickled, which
+    /// keeps a burst of reschedules at one instant finite.
+    /// Returns whether it requeued any.
+    fn unpark(&mut self, d: u16, now: Time, preempt: bool) -> bool {
+        let Some(dom) = self.doms.get(&d) else { return false };
         if dom.parked.is_empty() || (dom.params.cap != 0 && dom.budget <= 0) {
-            return;
+            return false;
         }
-        let parked = core::mem::take(&mut dom.parked);
-        self.sync_event(d);
+        let mut any = false;
+        let parked: Vec<VcpuRef> = dom.parked.iter().copied().collect();
         for r in parked {
+            if self.avail(r) <= 0 {
+                continue;
+            }
+            if let Some(dom) = self.doms.get_mut(&d) {
+                dom.parked.remove(&r);
+            }
             if let Some(v) = self.vcpus.get_mut(&r) {
                 v.loc = Loc::Asleep;
                 self.enqueue(r);
-                self.tickle_pending(r, now);
+                any = true;
+                let prefer = self.vcpus[&r].last_cpu;
+                if let Some(c) = self.tickle(r, now, prefer, preempt) {
+                    self.tickles = self.tickles.with(c);
+                }
             }
         }
+        self.sync_event(d);
+        any
     }
 
     /// Replenishes the domains whose period ended and that have parked vCPUs.
@@ -515,7 +533,7 @@ impl Credit2 {
     /// Chooses a CPU to reschedule for a newly queued vCPU: an idle CPU, else the CPU of
     /// its runqueue running the vCPU with the least credit if `r` has more by the margin
     /// (subject to the ratelimit, else a deadline is recorded).
-    fn tickle(&mut self, r: VcpuRef, now: Time, prefer: u32) -> Option<u32> {
+    fn tickle(&mut self, r: VcpuRef, now: Time, prefer: u32, preempt: bool) -> Option<u32> {
         let v = self.vcpus.get(&r)?;
         let mut everywhere = v.affinity.hard & self.online;
         if let Some(c) = self.scheduling {
@@ -544,6 +562,9 @@ impl Credit2 {
         if let Some(c) = target {
             self.cpus[c as usize].tickled = true;
             return Some(c);
+        }
+        if !preempt {
+            return None;
         }
         let mut lowest: Option<(i64, bool, u32)> = None;
         for c in hard.iter() {
@@ -575,7 +596,7 @@ impl Credit2 {
 
     fn tickle_pending(&mut self, r: VcpuRef, now: Time) {
         let prefer = self.vcpus.get(&r).map_or(0, |v| v.last_cpu);
-        if let Some(c) = self.tickle(r, now, prefer) {
+        if let Some(c) = self.tickle(r, now, prefer, true) {
             self.tickles = self.tickles.with(c);
         }
     }
@@ -678,7 +699,7 @@ impl Credit2 {
         let mut prev_start = now;
         if let Some(r) = prev {
             self.charge(r, now);
-            self.release(r, now);
+            self.release(r);
             if let Some(v) = self.vcpus.get_mut(&r) {
                 v.loc = Loc::Asleep;
                 yielded = core::mem::take(&mut v.yielded);
@@ -774,8 +795,18 @@ impl Credit2 {
                 self.cpus[ci].curr = Some(r);
                 Some(self.slice_for(r, rq, cpu, now))
             }
-            None => self.replenish.first().map(|&(t, _)| t.saturating_sub(now).max(1)),
+            None => None,
         };
+        // Budget handed back by the previous vCPU (and not taken again) may let parked
+        // siblings run.
+        if let Some(p) = prev {
+            if self.unpark(p.dom, now, false) && chosen.is_none() {
+                // Going idle: look again (no previous vCPU this time, so this recurses
+                // once at most).
+                return self.schedule(cpu, now);
+            }
+        }
+        let slice = slice.or_else(|| self.replenish.first().map(|&(t, _)| t.saturating_sub(now).max(1)));
         Decision { next: chosen, slice }
     }
 }
@@ -881,7 +912,7 @@ impl Scheduler for Credit2 {
         } else {
             self.recount(r.dom);
             self.sync_event(r.dom);
-            self.unpark_if_budget(r.dom, self.last_now);
+            self.unpark(r.dom, self.last_now, false);
         }
     }
 
@@ -924,7 +955,7 @@ impl Scheduler for Credit2 {
         let cpu = self.pick_cpu(r);
         self.move_rq(r, self.cpus[cpu as usize].rq);
         self.enqueue(r);
-        self.tickle(r, now, cpu)
+        self.tickle(r, now, cpu, true)
     }
 
     fn yield_now(&mut self, r: VcpuRef, _now: Time) {
@@ -993,7 +1024,7 @@ impl Scheduler for Credit2 {
         }
         self.recount(d);
         self.sync_event(d);
-        self.unpark_if_budget(d, now);
+        self.unpark(d, now, true);
     }
 
     fn set_affinity(&mut self, r: VcpuRef, affinity: Affinity, now: Time) -> Result<(), SchedError> {

@@ -208,9 +208,15 @@ impl Case {
         self.ran.clear();
         let end = self.now + span;
         loop {
+            let mut storm = 0;
             while let Some(&c) = self.pending.iter().next() {
                 self.schedule(c);
                 self.collect_tickles();
+                storm += 1;
+                if storm > 1000 {
+                    eprintln!("cpu {c} now {} curr {:?} aff {:?}\n{:#?}", self.now, self.curr, self.aff, self.s);
+                }
+                assert!(storm < 1005, "reschedule storm at {}", self.now);
             }
             let next = (0..self.ncpus)
                 .filter_map(|c| {
@@ -289,6 +295,7 @@ fn random_interleavings_four_cpus_two_runqueues() {
 fn find_failing_seed() {
     for seed in 2000..2200 {
         let r = std::panic::catch_unwind(|| run(&[CpuMask(0b0011), CpuMask(0b1100)], seed..seed + 1, 1500));
+        println!("seed {seed}: {}", if r.is_ok() { "ok" } else { "FAIL" });
         if r.is_err() {
             println!("FAILING SEED {seed}");
             break;
