@@ -14,10 +14,13 @@ pub const CREDIT_INIT: i64 = 10_000_000;
 /// Credit a vCPU may keep beyond [`CREDIT_INIT`] across a reset (Xen
 /// `CSCHED2_CARRYOVER_MAX`): 500 µs. Bounds what a long sleeper can bank.
 pub const CARRYOVER_MAX: i64 = 500_000;
-/// Floor of a vCPU's credit: running never takes it lower. Without it one long slice
-/// of a light vCPU (e.g. granted before heavier vCPUs arrived) could put it so deep in
-/// debt that it waits for many credit resets; with it, any vCPU is positive again after at
-/// most two resets (Xen bounds credit from below for the same reason).
+/// Floor of a vCPU's credit: running never takes it lower than this, or than minus what one
+/// shortest slice (`max(min_slice, ratelimit)`) burns at its weight if that is more.
+/// Without a floor one long slice of a light vCPU (e.g. granted before heavier vCPUs
+/// arrived) could put it so deep in debt that it waits for many credit resets; with it,
+/// its debt is at most what its shortest slice costs, and keeping proportional shares for
+/// very different weights (a 1:100 vCPU runs one shortest slice per 100 of the other)
+/// still works.
 pub const CREDIT_MIN: i64 = -CREDIT_INIT;
 /// How much credit a yielding vCPU gives away for the decision that follows the yield:
 /// every waiting vCPU with at least its credit minus this runs first. 1 ms.
@@ -32,7 +35,9 @@ fn burn(elapsed: Time, weight: u16, max_weight: u16) -> i64 {
 
 /// Running time needed to burn `credit` (the inverse of [`burn`]); 0 if `credit` ≤ 0.
 fn credit_to_time(credit: i64, weight: u16, max_weight: u16) -> Time {
-    let Ok(c) = u64::try_from(credit) else { return 0 };
+    let Ok(c) = u64::try_from(credit) else {
+        return 0;
+    };
     let t = u128::from(c) * u128::from(weight.max(1)) / u128::from(max_weight.max(weight).max(1));
     // t ≤ c because weight ≤ max_weight.
     Time::try_from(t).unwrap_or(Time::MAX)
@@ -168,7 +173,12 @@ impl Credit2 {
         let online = runqueues.iter().fold(CpuMask::NONE, |a, &m| a | m);
         let ncpus = 64 - online.0.leading_zeros();
         let mut cpus: Vec<Pcpu> = (0..ncpus)
-            .map(|_| Pcpu { rq: 0, curr: None, tickled: false, deadline: None })
+            .map(|_| Pcpu {
+                rq: 0,
+                curr: None,
+                tickled: false,
+                deadline: None,
+            })
             .collect();
         for (i, m) in runqueues.iter().enumerate() {
             for c in m.iter() {
@@ -256,10 +266,13 @@ impl Credit2 {
 
     /// Idle (or about to reschedule because its vCPU went to sleep) and not yet tickled.
     fn cpu_free(&self, cpu: u32) -> bool {
-        let Some(p) = self.cpus.get(cpu as usize) else { return false };
+        let Some(p) = self.cpus.get(cpu as usize) else {
+            return false;
+        };
         self.online.contains(cpu)
             && !p.tickled
-            && p.curr.is_none_or(|c| self.vcpus.get(&c).is_none_or(|v| !v.runnable))
+            && p.curr
+                .is_none_or(|c| self.vcpus.get(&c).is_none_or(|v| !v.runnable))
     }
 
     fn pick_cpu_for(&self, aff: Affinity, last: u32) -> u32 {
@@ -292,7 +305,9 @@ impl Credit2 {
 
     /// Moves a vCPU that is not queued to runqueue `to`.
     fn move_rq(&mut self, r: VcpuRef, to: usize) {
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         if v.rq == to {
             return;
         }
@@ -317,13 +332,18 @@ impl Credit2 {
         self.ensure_rq(r);
         let seq = self.next_seq();
         let online = self.online;
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         let rq = &mut self.rqs[v.rq];
         // The class is the whole hard affinity, so that CPUs of other runqueues can tell
         // whether they may steal it.
         let class = (v.affinity.hard & online).0;
         debug_assert!(class & rq.cpus.0 != 0);
-        let slot = Slot { class, key: QKey::new(v.credit, seq, r) };
+        let slot = Slot {
+            class,
+            key: QKey::new(v.credit, seq, r),
+        };
         rq.insert(slot);
         v.loc = Loc::Queued(slot);
         if let Some(dom) = self.doms.get_mut(&r.dom) {
@@ -335,7 +355,9 @@ impl Credit2 {
     }
 
     fn dequeue(&mut self, r: VcpuRef) {
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         if let Loc::Queued(slot) = v.loc {
             self.rqs[v.rq].remove(&slot);
             v.loc = Loc::Asleep;
@@ -351,10 +373,15 @@ impl Credit2 {
     /// Recomputes the domain's quota and served count (after a change of cap or of the
     /// number of vCPUs). O(vCPUs of the domain).
     fn recount(&mut self, d: u16) {
-        let Some(dom) = self.doms.get_mut(&d) else { return };
+        let Some(dom) = self.doms.get_mut(&d) else {
+            return;
+        };
         dom.quota = (dom.total / i64::from(dom.nr_vcpus.max(1))).max(1);
         dom.waiting_served = 0;
-        for (_, v) in self.vcpus.range(VcpuRef::new(d, 0)..=VcpuRef::new(d, u32::MAX)) {
+        for (_, v) in self
+            .vcpus
+            .range(VcpuRef::new(d, 0)..=VcpuRef::new(d, u32::MAX))
+        {
             if matches!(v.loc, Loc::Queued(_)) && dom.served(v) {
                 dom.waiting_served += 1;
             }
@@ -364,14 +391,20 @@ impl Credit2 {
     /// Burns the credit (and cap budget) of a running vCPU for the time since its last
     /// accounting.
     fn charge(&mut self, r: VcpuRef, now: Time) {
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         let elapsed = now.saturating_sub(v.accounted);
         v.accounted = v.accounted.max(now);
         if elapsed == 0 {
             return;
         }
         let max_weight = self.rqs[v.rq].max_weight();
-        v.credit = v.credit.saturating_sub(burn(elapsed, v.weight, max_weight)).max(CREDIT_MIN);
+        let floor = Self::floor(&self.cfg, v.weight, max_weight);
+        v.credit = v
+            .credit
+            .saturating_sub(burn(elapsed, v.weight, max_weight))
+            .max(floor);
         v.runtime = v.runtime.saturating_add(elapsed);
         if let Some(g) = v.grab.as_mut() {
             *g = g.saturating_sub(time_as_credit(elapsed));
@@ -391,16 +424,25 @@ impl Credit2 {
     fn projected_credit(&self, r: VcpuRef, now: Time) -> i64 {
         let v = &self.vcpus[&r];
         let elapsed = now.saturating_sub(v.accounted);
+        let max_weight = self.rqs[v.rq].max_weight();
         v.credit
-            .saturating_sub(burn(elapsed, v.weight, self.rqs[v.rq].max_weight()))
-            .max(CREDIT_MIN)
+            .saturating_sub(burn(elapsed, v.weight, max_weight))
+            .max(Self::floor(&self.cfg, v.weight, max_weight))
+    }
+
+    /// Lowest credit of a vCPU of `weight` (see [`CREDIT_MIN`]).
+    fn floor(cfg: &Config, weight: u16, max_weight: u16) -> i64 {
+        let shortest = cfg.min_slice.max(cfg.ratelimit);
+        CREDIT_MIN.min(burn(shortest, weight, max_weight).saturating_neg())
     }
 
     /// Returns what is left of the vCPU's slice budget to its domain's pool. (Parked
     /// siblings are reconsidered by the caller once the CPU has made its decision, so
     /// that a vCPU that goes on running takes its budget back first.)
     fn release(&mut self, r: VcpuRef) {
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         let Some(g) = v.grab.take() else { return };
         if let Some(dom) = self.doms.get_mut(&r.dom) {
             if dom.params.cap != 0 {
@@ -412,8 +454,14 @@ impl Credit2 {
     /// Keeps `replenish` in step with the domain: an entry at `next_repl` iff it has parked
     /// vCPUs.
     fn sync_event(&mut self, d: u16) {
-        let Some(dom) = self.doms.get_mut(&d) else { return };
-        let want = if dom.parked.is_empty() { None } else { Some(dom.next_repl) };
+        let Some(dom) = self.doms.get_mut(&d) else {
+            return;
+        };
+        let want = if dom.parked.is_empty() {
+            None
+        } else {
+            Some(dom.next_repl)
+        };
         if dom.event != want {
             if let Some(t) = dom.event {
                 self.replenish.remove(&(t, d));
@@ -428,12 +476,16 @@ impl Credit2 {
     /// Starts a new cap period if the current one is over; unparks if budget is back.
     fn refresh(&mut self, d: u16, now: Time) {
         let period = self.cfg.cap_period;
-        let Some(dom) = self.doms.get_mut(&d) else { return };
+        let Some(dom) = self.doms.get_mut(&d) else {
+            return;
+        };
         if dom.params.cap == 0 || now < dom.next_repl {
             return;
         }
         let periods = (now - dom.next_repl) / period + 1;
-        let add = dom.total.saturating_mul(i64::try_from(periods).unwrap_or(i64::MAX));
+        let add = dom
+            .total
+            .saturating_mul(i64::try_from(periods).unwrap_or(i64::MAX));
         dom.budget = dom.budget.saturating_add(add).min(dom.total);
         dom.next_repl = dom.next_repl.saturating_add(periods.saturating_mul(period));
         dom.pid = dom.pid.wrapping_add(periods);
@@ -448,7 +500,9 @@ impl Credit2 {
     /// runqueue. So siblings cannot starve one another, while a lone busy vCPU can still use
     /// the whole domain budget.
     fn avail(&self, r: VcpuRef) -> i64 {
-        let (Some(dom), Some(v)) = (self.doms.get(&r.dom), self.vcpus.get(&r)) else { return 0 };
+        let (Some(dom), Some(v)) = (self.doms.get(&r.dom), self.vcpus.get(&r)) else {
+            return 0;
+        };
         if dom.params.cap == 0 {
             return i64::MAX;
         }
@@ -460,7 +514,8 @@ impl Credit2 {
         if matches!(v.loc, Loc::Queued(_)) && !dom.served(v) {
             unserved -= 1;
         }
-        dom.budget.saturating_sub(dom.quota.saturating_mul(unserved))
+        dom.budget
+            .saturating_sub(dom.quota.saturating_mul(unserved))
     }
 
     /// Whether `r` may run now as far as its cap is concerned.
@@ -469,13 +524,36 @@ impl Credit2 {
         self.avail(r) > 0
     }
 
-    fn park(&mut self, r: VcpuRef) {
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+    /// Parks `r` until its domain has budget for it. If that creates a new replenishment
+    /// event, some CPU allowed to run `r` must be awake at that time: the CPU inside
+    /// `do_schedule` arms its timer for it anyway; otherwise an idle CPU is returned (and
+    /// marked tickled), which must call `do_schedule` to arm its timer. Busy CPUs pick the
+    /// event up at their next decision.
+    #[must_use]
+    fn park(&mut self, r: VcpuRef) -> Option<u32> {
+        let v = self.vcpus.get_mut(&r)?;
         v.loc = Loc::Parked;
-        if let Some(dom) = self.doms.get_mut(&r.dom) {
-            dom.parked.insert(r);
-        }
+        let hard = v.affinity.hard & self.online;
+        let dom = self.doms.get_mut(&r.dom)?;
+        dom.parked.insert(r);
+        let fresh = dom.event.is_none();
         self.sync_event(r.dom);
+        if !fresh || self.scheduling.is_some_and(|c| hard.contains(c)) {
+            return None;
+        }
+        let c = hard.iter().find(|&c| {
+            let p = &self.cpus[c as usize];
+            p.curr.is_none() && !p.tickled
+        })?;
+        self.cpus[c as usize].tickled = true;
+        Some(c)
+    }
+
+    /// [`Self::park`], tickle through `take_tickles`.
+    fn park_pending(&mut self, r: VcpuRef) {
+        if let Some(c) = self.park(r) {
+            self.tickles = self.tickles.with(c);
+        }
     }
 
     /// Requeues the parked vCPUs of domain `d` that may run now. `preempt`: their tickle
@@ -484,7 +562,9 @@ impl Credit2 {
     /// keeps a burst of reschedules at one instant finite.
     /// Returns whether it requeued any.
     fn unpark(&mut self, d: u16, now: Time, preempt: bool) -> bool {
-        let Some(dom) = self.doms.get(&d) else { return false };
+        let Some(dom) = self.doms.get(&d) else {
+            return false;
+        };
         if dom.parked.is_empty() || (dom.params.cap != 0 && dom.budget <= 0) {
             return false;
         }
@@ -583,7 +663,10 @@ impl Credit2 {
             return None;
         }
         let p = &mut self.cpus[c as usize];
-        let run_start = p.curr.and_then(|cur| self.vcpus.get(&cur)).map_or(now, |x| x.run_start);
+        let run_start = p
+            .curr
+            .and_then(|cur| self.vcpus.get(&cur))
+            .map_or(now, |x| x.run_start);
         let until = run_start.saturating_add(self.cfg.ratelimit);
         if now >= until {
             p.tickled = true;
@@ -610,26 +693,32 @@ impl Credit2 {
                 return Some(s);
             }
             self.dequeue(s.key.vcpu);
-            self.park(s.key.vcpu);
+            self.park_pending(s.key.vcpu);
         }
     }
 
     /// Credit reset of runqueue `rq` (O(members)): everyone gets `m × CREDIT_INIT`, with `m`
     /// such that a vCPU at `best` ends up positive, clipped to `CREDIT_INIT +
-    /// CARRYOVER_MAX`.
+    /// CARRYOVER_MAX` (after raising debts to the current floor).
     fn reset(&mut self, rq: usize, best: i64) {
         let m = 1 + best.min(0).saturating_neg() / CREDIT_INIT;
         let add = m.saturating_mul(CREDIT_INIT);
         let ceiling = CREDIT_INIT + CARRYOVER_MAX;
+        let max_weight = self.rqs[rq].max_weight();
         for r in &self.rqs[rq].members {
             if let Some(v) = self.vcpus.get_mut(r) {
-                v.credit = v.credit.saturating_add(add).min(ceiling);
+                // Debt run up under other weights is cut to what the current ones allow.
+                let floor = Self::floor(&self.cfg, v.weight, max_weight);
+                v.credit = v.credit.max(floor).saturating_add(add).min(ceiling);
             }
         }
         for s in self.rqs[rq].drain() {
             let r = s.key.vcpu;
             if let Some(v) = self.vcpus.get_mut(&r) {
-                let slot = Slot { class: s.class, key: QKey::new(v.credit, s.key.seq, r) };
+                let slot = Slot {
+                    class: s.class,
+                    key: QKey::new(v.credit, s.key.seq, r),
+                };
                 self.rqs[rq].insert(slot);
                 v.loc = Loc::Queued(slot);
             }
@@ -658,7 +747,9 @@ impl Credit2 {
         let cfg = self.cfg;
         let max_weight = self.rqs[rq].max_weight();
         let other = self.rqs[rq].best(cpu).map(|s| s.key.credit());
-        let Some(v) = self.vcpus.get(&r) else { return cfg.min_slice };
+        let Some(v) = self.vcpus.get(&r) else {
+            return cfg.min_slice;
+        };
         // Run until the next candidate would have more credit, or until ours is gone.
         let diff = match other {
             Some(c) if c > 0 => v.credit.saturating_sub(c),
@@ -666,7 +757,11 @@ impl Credit2 {
         };
         let mut t = credit_to_time(diff, v.weight, max_weight).clamp(cfg.min_slice, cfg.max_slice);
         if cfg.ratelimit > 0 {
-            t = t.max(v.run_start.saturating_add(cfg.ratelimit).saturating_sub(now));
+            t = t.max(
+                v.run_start
+                    .saturating_add(cfg.ratelimit)
+                    .saturating_sub(now),
+            );
         }
         // Come back when a parked vCPU gets budget again.
         if let Some(&(tr, _)) = self.replenish.first() {
@@ -712,7 +807,7 @@ impl Credit2 {
         self.process_events(now);
         if let Some(r) = cand {
             if !self.can_run(r, now) {
-                self.park(r);
+                self.park_pending(r);
                 cand = None;
             } else if !self.vcpus[&r].affinity.hard.contains(cpu) || self.vcpus[&r].rq != rq {
                 self.enqueue(r);
@@ -776,7 +871,7 @@ impl Credit2 {
             // just requeued: park it and pick again (each retry parks one vCPU).
             match chosen {
                 Some(r) if self.avail(r) <= 0 => {
-                    self.park(r);
+                    self.park_pending(r);
                 }
                 other => break other,
             }
@@ -806,13 +901,26 @@ impl Credit2 {
                 return self.schedule(cpu, now);
             }
         }
-        let slice = slice.or_else(|| self.replenish.first().map(|&(t, _)| t.saturating_sub(now).max(1)));
-        Decision { next: chosen, slice }
+        let slice = slice.or_else(|| {
+            self.replenish
+                .first()
+                .map(|&(t, _)| t.saturating_sub(now).max(1))
+        });
+        Decision {
+            next: chosen,
+            slice,
+        }
     }
 }
 
 impl Scheduler for Credit2 {
-    fn insert(&mut self, v: VcpuRef, params: Params, affinity: Affinity, now: Time) -> Result<(), SchedError> {
+    fn insert(
+        &mut self,
+        v: VcpuRef,
+        params: Params,
+        affinity: Affinity,
+        now: Time,
+    ) -> Result<(), SchedError> {
         if self.vcpus.contains_key(&v) {
             return Err(SchedError::Exists);
         }
@@ -880,7 +988,9 @@ impl Scheduler for Credit2 {
 
     fn remove(&mut self, r: VcpuRef) {
         self.dequeue(r);
-        let Some(v) = self.vcpus.remove(&r) else { return };
+        let Some(v) = self.vcpus.remove(&r) else {
+            return;
+        };
         match v.loc {
             Loc::Parked => {
                 if let Some(dom) = self.doms.get_mut(&r.dom) {
@@ -918,7 +1028,9 @@ impl Scheduler for Credit2 {
 
     fn sleep(&mut self, r: VcpuRef, now: Time) {
         self.process_events(now);
-        let Some(v) = self.vcpus.get_mut(&r) else { return };
+        let Some(v) = self.vcpus.get_mut(&r) else {
+            return;
+        };
         if !v.runnable {
             return;
         }
@@ -949,8 +1061,8 @@ impl Scheduler for Credit2 {
             return None;
         }
         if !self.can_run(r, now) {
-            self.park(r);
-            return None;
+            // Parked; an idle CPU may have to arm a timer for the replenishment.
+            return self.park(r);
         }
         let cpu = self.pick_cpu(r);
         self.move_rq(r, self.cpus[cpu as usize].rq);
@@ -968,7 +1080,10 @@ impl Scheduler for Credit2 {
 
     fn do_schedule(&mut self, cpu: u32, now: Time) -> Decision {
         if !self.online.contains(cpu) {
-            return Decision { next: None, slice: None };
+            return Decision {
+                next: None,
+                slice: None,
+            };
         }
         self.last_now = self.last_now.max(now);
         self.scheduling = Some(cpu);
@@ -1010,15 +1125,22 @@ impl Scheduler for Credit2 {
         }
         let total = self.cap_total(params.cap);
         let period = self.cfg.cap_period;
-        let Some(dom) = self.doms.get_mut(&d) else { return };
+        let Some(dom) = self.doms.get_mut(&d) else {
+            return;
+        };
         let old_cap = dom.params.cap;
-        dom.params = Params { weight, cap: params.cap };
+        dom.params = Params {
+            weight,
+            cap: params.cap,
+        };
         dom.total = total;
         if params.cap == 0 {
             dom.budget = 0;
         } else if old_cap == 0 {
+            // A fresh period: nobody has used anything of it yet.
             dom.budget = total;
             dom.next_repl = now.saturating_add(period);
+            dom.pid = dom.pid.wrapping_add(1);
         } else {
             dom.budget = dom.budget.min(total);
         }
@@ -1027,7 +1149,12 @@ impl Scheduler for Credit2 {
         self.unpark(d, now, true);
     }
 
-    fn set_affinity(&mut self, r: VcpuRef, affinity: Affinity, now: Time) -> Result<(), SchedError> {
+    fn set_affinity(
+        &mut self,
+        r: VcpuRef,
+        affinity: Affinity,
+        now: Time,
+    ) -> Result<(), SchedError> {
         let hard = affinity.hard & self.online;
         if hard.is_empty() {
             return Err(SchedError::NoCpu);

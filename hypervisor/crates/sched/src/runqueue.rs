@@ -17,7 +17,11 @@ pub(crate) struct QKey {
 
 impl QKey {
     pub fn new(credit: i64, seq: u64, vcpu: VcpuRef) -> Self {
-        Self { credit: Reverse(credit), seq, vcpu }
+        Self {
+            credit: Reverse(credit),
+            seq,
+            vcpu,
+        }
     }
 
     pub fn credit(&self) -> i64 {
@@ -74,7 +78,9 @@ impl RunQueue {
     }
 
     pub fn remove(&mut self, slot: &Slot) -> bool {
-        let Some(set) = self.classes.get_mut(&slot.class) else { return false };
+        let Some(set) = self.classes.get_mut(&slot.class) else {
+            return false;
+        };
         let found = set.remove(&slot.key);
         if set.is_empty() {
             self.classes.remove(&slot.class);
@@ -155,9 +161,18 @@ mod tests {
     #[test]
     fn best_respects_classes_and_order() {
         let mut rq = RunQueue::new(CpuMask::all(4));
-        let a = Slot { class: 0b1111, key: QKey::new(100, 1, v(1)) };
-        let b = Slot { class: 0b0010, key: QKey::new(500, 2, v(2)) };
-        let c = Slot { class: 0b1111, key: QKey::new(100, 0, v(3)) };
+        let a = Slot {
+            class: 0b1111,
+            key: QKey::new(100, 1, v(1)),
+        };
+        let b = Slot {
+            class: 0b0010,
+            key: QKey::new(500, 2, v(2)),
+        };
+        let c = Slot {
+            class: 0b1111,
+            key: QKey::new(100, 0, v(3)),
+        };
         rq.insert(a);
         rq.insert(b);
         rq.insert(c);

@@ -151,7 +151,10 @@ impl Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Self { weight: Self::DEFAULT_WEIGHT, cap: 0 }
+        Self {
+            weight: Self::DEFAULT_WEIGHT,
+            cap: 0,
+        }
     }
 }
 
@@ -166,16 +169,25 @@ pub struct Affinity {
 
 impl Affinity {
     /// May run anywhere, no preference.
-    pub const ANY: Self = Self { hard: CpuMask::ANY, soft: CpuMask::ANY };
+    pub const ANY: Self = Self {
+        hard: CpuMask::ANY,
+        soft: CpuMask::ANY,
+    };
 
     /// Hard-pinned to `cpu`.
     pub const fn pinned(cpu: u32) -> Self {
-        Self { hard: CpuMask::single(cpu), soft: CpuMask::single(cpu) }
+        Self {
+            hard: CpuMask::single(cpu),
+            soft: CpuMask::single(cpu),
+        }
     }
 
     /// May run anywhere, prefers `cpus`.
     pub const fn prefer(cpus: CpuMask) -> Self {
-        Self { hard: CpuMask::ANY, soft: cpus }
+        Self {
+            hard: CpuMask::ANY,
+            soft: cpus,
+        }
     }
 }
 
@@ -283,16 +295,24 @@ pub enum VcpuState {
 pub trait Scheduler {
     /// Adds a vCPU, initially asleep (not runnable). `params` apply to its whole domain (as
     /// with [`Scheduler::adjust`]).
-    fn insert(&mut self, v: VcpuRef, params: Params, affinity: Affinity, now: Time) -> Result<(), SchedError>;
+    fn insert(
+        &mut self,
+        v: VcpuRef,
+        params: Params,
+        affinity: Affinity,
+        now: Time,
+    ) -> Result<(), SchedError>;
     /// Forgets a vCPU, whatever its state. If it was running, its CPU must call
     /// `do_schedule` (it is also reported by `take_tickles`).
     fn remove(&mut self, v: VcpuRef);
     /// The vCPU is no longer runnable (blocked, paused). If it was running, it stays the
     /// CPU's current vCPU until that CPU calls `do_schedule`, which the caller must do.
     fn sleep(&mut self, v: VcpuRef, now: Time);
-    /// The vCPU is runnable again. Returns a CPU that should call `do_schedule` now (to run
+    /// The vCPU is runnable again. Returns a CPU that should call `do_schedule` now: to run
     /// it on an idle CPU, or to preempt a vCPU with less credit that has run for at least
-    /// [`Config::ratelimit`]). No-op (returns `None`) if it is already runnable.
+    /// [`Config::ratelimit`], or (when its domain is out of cap budget, so it is parked) an
+    /// idle CPU that must arm its timer for the replenishment. No-op (returns `None`) if it
+    /// is already runnable.
     fn wake(&mut self, v: VcpuRef, now: Time) -> Option<u32>;
     /// The running vCPU yields: at the next `do_schedule` of its CPU it goes behind the
     /// runnable vCPUs of equal (or slightly lower) credit. The caller then calls
@@ -309,7 +329,8 @@ pub trait Scheduler {
     /// Changes a vCPU's affinity. `Err(NoCpu)` if `hard` holds no online CPU (nothing
     /// changes then). If the vCPU runs on a CPU outside the new hard affinity, that CPU is
     /// reported by `take_tickles`.
-    fn set_affinity(&mut self, v: VcpuRef, affinity: Affinity, now: Time) -> Result<(), SchedError>;
+    fn set_affinity(&mut self, v: VcpuRef, affinity: Affinity, now: Time)
+        -> Result<(), SchedError>;
     /// Total running time charged to the vCPU so far.
     fn runtime(&self, v: VcpuRef) -> Option<Time>;
 

@@ -17,7 +17,11 @@ fn busy_pair(wa: u16, wb: u16) -> (Time, Time) {
 fn weights_256_512_give_two_to_one() {
     let (a, b) = busy_pair(256, 512);
     let r = ratio_milli(b, a);
-    println!("256:512 over 5 s: {a} ns vs {b} ns, ratio {}.{:03}", r / 1000, r % 1000);
+    println!(
+        "256:512 over 5 s: {a} ns vs {b} ns, ratio {}.{:03}",
+        r / 1000,
+        r % 1000
+    );
     assert!((1900..=2100).contains(&r), "ratio {r}/1000");
 }
 
@@ -25,7 +29,11 @@ fn weights_256_512_give_two_to_one() {
 fn equal_weights_share_equally() {
     let (a, b) = busy_pair(256, 256);
     let r = ratio_milli(b, a);
-    println!("256:256 over 5 s: {a} ns vs {b} ns, ratio {}.{:03}", r / 1000, r % 1000);
+    println!(
+        "256:256 over 5 s: {a} ns vs {b} ns, ratio {}.{:03}",
+        r / 1000,
+        r % 1000
+    );
     assert!((980..=1020).contains(&r), "ratio {r}/1000");
 }
 
@@ -74,7 +82,10 @@ fn weights_one_to_ten_no_starvation() {
             sim.stat(v).dispatches
         );
         assert!(wait <= 200 * MS, "weight {weight} waited {wait} ns");
-        assert!(share.abs_diff(expect) <= 60, "weight {weight}: {share} bp vs {expect} bp");
+        assert!(
+            share.abs_diff(expect) <= 60,
+            "weight {weight}: {share} bp vs {expect} bp"
+        );
     }
     println!("worst wait {} ms", worst / MS);
     // The lightest one progresses steadily: it ran in every 200 ms window.
@@ -97,7 +108,10 @@ fn many_vcpus_share_equally() {
     let fair = 10 * SEC / 64;
     for &v in &vs {
         let ran = sim.stat(v).ran;
-        assert!(ran.abs_diff(fair) * 50 <= fair, "{v:?} ran {ran} vs fair {fair}");
+        assert!(
+            ran.abs_diff(fair) * 50 <= fair,
+            "{v:?} ran {ran} vs fair {fair}"
+        );
         let bound = 64 * (CREDIT_INIT + CARRYOVER_MAX) as Time + MS;
         assert!(sim.max_wait(v) <= bound, "{v:?} waited {}", sim.max_wait(v));
     }
@@ -134,5 +148,27 @@ fn smp_weights_on_two_cpus() {
     for (i, &x) in s.iter().enumerate() {
         let ideal = if i < 2 { 3333 } else { 6667 };
         assert!(x.abs_diff(ideal) <= 200, "{s:?}");
+    }
+}
+
+#[test]
+fn extreme_weight_ratios_stay_proportional() {
+    // The light vCPU's 1 ms slices cost it up to 1000 ms of credit; the credit floor must
+    // allow that debt, or it would get more than its share. Measured after a 1 s warm-up
+    // (at first the light vCPU, alone, is given a 10 ms slice).
+    for (heavy, ideal_bp) in [(20u16, 476u64), (100, 99), (1000, 10)] {
+        let mut sim = Sim::new(1, Config::default());
+        let (a, b) = (vr(1, 0), vr(2, 0));
+        sim.add(a, w(1), Affinity::ANY, Behaviour::Busy);
+        sim.add(b, w(heavy), Affinity::ANY, Behaviour::Busy);
+        sim.run_until(SEC);
+        let a0 = sim.stat(a).ran;
+        sim.run_until(21 * SEC);
+        let light_bp = (sim.stat(a).ran - a0) * 10_000 / (20 * SEC);
+        println!(
+            "1:{heavy}: light vCPU {light_bp} bp (proportional: {ideal_bp} bp), max wait {} ms",
+            sim.max_wait(a) / MS
+        );
+        assert!(light_bp.abs_diff(ideal_bp) * 20 <= ideal_bp, "{light_bp}");
     }
 }

@@ -8,7 +8,15 @@ fn io_vcpu_gets_low_latency_and_hog_keeps_the_rest() {
     let mut sim = Sim::new(1, Config::default());
     let (io, hog) = (vr(1, 0), vr(2, 0));
     sim.add(hog, w(256), Affinity::ANY, Behaviour::Busy);
-    sim.add(io, w(256), Affinity::ANY, Behaviour::Cycle { run: 100 * US, block: 2 * MS });
+    sim.add(
+        io,
+        w(256),
+        Affinity::ANY,
+        Behaviour::Cycle {
+            run: 100 * US,
+            block: 2 * MS,
+        },
+    );
     sim.run_until(100 * MS);
     sim.clear_latency_stats();
     sim.run_until(5 * SEC);
@@ -22,10 +30,24 @@ fn io_vcpu_gets_low_latency_and_hog_keeps_the_rest() {
         st.mean_latency() / US,
         st.max_latency() / US
     );
-    assert!(st.wake_tickles * 100 >= st.wakes * 95, "most wakes preempt the hog");
-    assert!(st.mean_latency() <= 50 * US, "mean latency {}", st.mean_latency());
-    assert!(st.max_latency() <= sim.s.config().ratelimit, "max latency {}", st.max_latency());
-    assert!(si + 20 >= demand_bp, "I/O vCPU got what it asked for: {si} bp");
+    assert!(
+        st.wake_tickles * 100 >= st.wakes * 95,
+        "most wakes preempt the hog"
+    );
+    assert!(
+        st.mean_latency() <= 50 * US,
+        "mean latency {}",
+        st.mean_latency()
+    );
+    assert!(
+        st.max_latency() <= sim.s.config().ratelimit,
+        "max latency {}",
+        st.max_latency()
+    );
+    assert!(
+        si + 20 >= demand_bp,
+        "I/O vCPU got what it asked for: {si} bp"
+    );
     assert!(sh >= 10_000 - demand_bp - 500, "hog {sh} bp");
 }
 
@@ -38,7 +60,15 @@ fn several_io_vcpus_beside_hogs() {
     }
     for (k, &io) in ios.iter().enumerate() {
         let block = (1 + k as Time) * MS;
-        sim.add(io, w(256), Affinity::ANY, Behaviour::Cycle { run: 200 * US, block });
+        sim.add(
+            io,
+            w(256),
+            Affinity::ANY,
+            Behaviour::Cycle {
+                run: 200 * US,
+                block,
+            },
+        );
     }
     sim.run_until(100 * MS);
     sim.clear_latency_stats();
@@ -47,10 +77,21 @@ fn several_io_vcpus_beside_hogs() {
         let st = sim.stat(io);
         let demand_bp = 200 * 10_000 / (200 + 1000 * (1 + k as u64));
         let share = sim.share_bp(io);
-        println!("io {k}: share {share} bp (demand {demand_bp}), mean latency {} µs, max {} µs", st.mean_latency() / US, st.max_latency() / US);
+        println!(
+            "io {k}: share {share} bp (demand {demand_bp}), mean latency {} µs, max {} µs",
+            st.mean_latency() / US,
+            st.max_latency() / US
+        );
         // The demand assumes zero latency; I/O vCPUs also queue behind each other.
-        assert!(share * 100 >= demand_bp * 85, "io {k}: {share} < {demand_bp}");
-        assert!(st.max_latency() <= 2 * sim.s.config().ratelimit, "io {k}: {}", st.max_latency());
+        assert!(
+            share * 100 >= demand_bp * 85,
+            "io {k}: {share} < {demand_bp}"
+        );
+        assert!(
+            st.max_latency() <= 2 * sim.s.config().ratelimit,
+            "io {k}: {}",
+            st.max_latency()
+        );
     }
     assert_eq!(sim.cpus[0].idle + sim.cpus[1].idle, 0);
 }
@@ -91,7 +132,15 @@ fn ratelimited_io_vcpu_latency_is_bounded_by_the_ratelimit() {
     let mut sim = Sim::new(1, Config::default());
     let (io, hog) = (vr(1, 0), vr(2, 0));
     sim.add(hog, w(256), Affinity::ANY, Behaviour::Busy);
-    sim.add(io, w(256), Affinity::ANY, Behaviour::Cycle { run: 100 * US, block: 300 * US });
+    sim.add(
+        io,
+        w(256),
+        Affinity::ANY,
+        Behaviour::Cycle {
+            run: 100 * US,
+            block: 300 * US,
+        },
+    );
     sim.run_until(100 * MS);
     sim.clear_latency_stats();
     sim.run_until(2 * SEC);
@@ -106,9 +155,15 @@ fn ratelimited_io_vcpu_latency_is_bounded_by_the_ratelimit() {
         sim.share_bp(io),
         sim.share_bp(hog)
     );
-    assert!(st.wake_tickles * 10 <= st.wakes, "the ratelimit held most preemptions back");
+    assert!(
+        st.wake_tickles * 10 <= st.wakes,
+        "the ratelimit held most preemptions back"
+    );
     assert!(st.max_latency() <= rl, "{}", st.max_latency());
-    assert!(st.mean_latency() >= rl / 2, "preemption really was deferred");
+    assert!(
+        st.mean_latency() >= rl / 2,
+        "preemption really was deferred"
+    );
     assert!(sim.share_bp(hog) >= 10_000 - 2500 - 500);
 }
 
@@ -120,10 +175,22 @@ fn without_deadlines_latency_is_bounded_by_the_slice() {
     sim.honour_deadlines = false;
     let (io, hog) = (vr(1, 0), vr(2, 0));
     sim.add(hog, w(256), Affinity::ANY, Behaviour::Busy);
-    sim.add(io, w(256), Affinity::ANY, Behaviour::Cycle { run: 100 * US, block: 300 * US });
+    sim.add(
+        io,
+        w(256),
+        Affinity::ANY,
+        Behaviour::Cycle {
+            run: 100 * US,
+            block: 300 * US,
+        },
+    );
     sim.run_until(2 * SEC);
     let st = sim.stat(io);
-    println!("ignoring deadlines: latency mean {} µs, max {} µs", st.mean_latency() / US, st.max_latency() / US);
+    println!(
+        "ignoring deadlines: latency mean {} µs, max {} µs",
+        st.mean_latency() / US,
+        st.max_latency() / US
+    );
     assert!(st.max_latency() <= sim.s.config().max_slice);
     assert!(sim.stat(io).bursts > 100);
 }
@@ -140,7 +207,11 @@ fn wake_preemption_needs_a_margin() {
     assert_eq!(s.wake(b, 50 * US), None);
     assert_eq!(s.resched_deadline(0), None);
     s.sleep(b, 50 * US);
-    assert_eq!(s.wake(b, 2 * MS), Some(0), "a burned 2 ms: now b has more by the margin");
+    assert_eq!(
+        s.wake(b, 2 * MS),
+        Some(0),
+        "a burned 2 ms: now b has more by the margin"
+    );
 }
 
 #[test]
@@ -182,7 +253,11 @@ fn yield_goes_behind_equals() {
     // A yield of a vCPU that is not running does nothing.
     s.yield_now(b, 400 * US);
     s.wake(b, 400 * US);
-    assert_eq!(s.do_schedule(0, 400 * US).next, Some(a), "a: ratelimit, no yield pending");
+    assert_eq!(
+        s.do_schedule(0, 400 * US).next,
+        Some(a),
+        "a: ratelimit, no yield pending"
+    );
 }
 
 #[test]
@@ -196,5 +271,9 @@ fn yielder_with_much_more_credit_keeps_the_cpu() {
     s.wake(a, 5 * MS); // preempts: b burned 5 ms
     assert_eq!(s.do_schedule(0, 5 * MS).next, Some(a));
     s.yield_now(a, 5 * MS + 10 * US);
-    assert_eq!(s.do_schedule(0, 5 * MS + 10 * US).next, Some(a), "5 ms ahead > bias");
+    assert_eq!(
+        s.do_schedule(0, 5 * MS + 10 * US).next,
+        Some(a),
+        "5 ms ahead > bias"
+    );
 }

@@ -268,7 +268,10 @@ impl Sim {
             for i in 0..self.cpus.len() {
                 let due_slice = self.cpus[i].slice_end.is_some_and(|e| e <= self.now);
                 let due_deadline = self.honour_deadlines
-                    && self.s.resched_deadline(i as u32).is_some_and(|d| d <= self.now);
+                    && self
+                        .s
+                        .resched_deadline(i as u32)
+                        .is_some_and(|d| d <= self.now);
                 if due_slice || due_deadline {
                     self.resched(i as u32);
                     busy = true;
@@ -346,9 +349,15 @@ impl Sim {
         if let Some(n) = d.next {
             let st = &self.v[&n];
             assert!(!st.blocked, "t={now}: picked {n:?} which is blocked");
-            assert!(st.aff.hard.contains(cpu), "t={now}: {n:?} on cpu {cpu} outside its hard affinity");
+            assert!(
+                st.aff.hard.contains(cpu),
+                "t={now}: {n:?} on cpu {cpu} outside its hard affinity"
+            );
             for (i, other) in self.cpus.iter().enumerate() {
-                assert!(i == cpu as usize || other.curr != Some(n), "t={now}: {n:?} on two CPUs");
+                assert!(
+                    i == cpu as usize || other.curr != Some(n),
+                    "t={now}: {n:?} on two CPUs"
+                );
             }
         }
         if old != d.next {
