@@ -166,7 +166,7 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
         rbx: START_INFO_GPA as u32,
     };
     let vcpu = backend
-        .create_vcpu(mem.p2m_root(), entry)
+        .create_vcpu(mem.p2m_root(), crate::hvm::VcpuStart::Pvh(entry))
         .map_err(BuildError::Vcpu)?;
     let mut name = ArrayString::new();
     for c in cfg.name.chars().take(32) {

@@ -30,6 +30,7 @@ enum Flow {
 
 /// Runs `dom` until it shuts down, crashes or can never run again.
 pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
+    dom.vcpu.load();
     loop {
         poll_events(dom);
         deliver_interrupt(dom);
@@ -37,6 +38,7 @@ pub fn run<B: Backend>(dom: &mut Domain<B>) -> DomainEnd {
         dom.exits += 1;
         dom.exits_by_kind[exit.kind()] += 1;
         if let Flow::End(end) = handle(dom, exit) {
+            dom.vcpu.put();
             dom.end_console_line();
             return end;
         }
@@ -181,7 +183,7 @@ fn cpuid<B: Backend>(dom: &mut Domain<B>) {
             let c = core::arch::x86_64::__cpuid_count(0xd, i);
             (c.eax, c.ebx)
         };
-        let xcr0 = crate::arch::x86::xcr::current();
+        let xcr0 = dom.vcpu.xcr0();
         let supported = u64::from(r.edx) << 32 | u64::from(r.eax);
         r.ebx = crate::hvm::cpuid::xsave_size(xcr0, component);
         r.ecx = crate::hvm::cpuid::xsave_size(supported, component);
