@@ -8,6 +8,10 @@
 //! until [`Vcpu::run`] takes it with `irq::take_pending` and reports
 //! `Exit::ExternalInterrupt`. An NMI exit needs nothing: the NMI is held while GIF = 0
 //! and delivered to the host's NMI handler (which counts it) at STGI.
+//!
+//! XCR0: the guest's value is loaded right before VMRUN and read back right after the
+//! exit (then the host's is restored), because QEMU 7.2 TCG ignores the XSETBV intercept:
+//! there the guest's XSETBV takes effect without an exit.
 
 use super::entry;
 use super::vmcb::{ctl, exit, save, Segment, Vmcb};
@@ -320,7 +324,7 @@ impl Vcpu for SvmVcpu {
             // this vCPU, with a valid ASID from `load`; `host_area` is this CPU's VMSAVE
             // area; SVM is enabled on this CPU (Svm::init).
             unsafe { entry::run(&mut self.regs, self.vmcb.pa(), host_area) };
-            xcr::leave_guest(self.xcr0);
+            xcr::leave_guest_sync(&mut self.xcr0);
             self.regs.rax = self.vmcb.read64(save::RAX);
             self.vmcb.write8(ctl::TLB_CONTROL, 0);
             self.requeue_interrupted_event();

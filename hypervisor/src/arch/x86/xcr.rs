@@ -122,3 +122,22 @@ pub fn leave_guest(guest: u64) {
         xsetbv(host);
     }
 }
+
+/// As [`leave_guest`], for a backend whose XSETBV intercept may not work: first adopts
+/// the XCR0 the guest left in the register as its value. QEMU 7.2 TCG does not implement
+/// SVM's XSETBV intercept, so a guest's XSETBV runs without an exit there (the CPU
+/// checked the value, so it is valid).
+#[inline]
+pub fn leave_guest_sync(guest: &mut u64) {
+    let host = host_xcr0();
+    if host == 0 {
+        return;
+    }
+    // SAFETY: XGETBV(0) is valid with CR4.OSXSAVE set, which a nonzero host XCR0 implies;
+    // it only reads.
+    let real = unsafe { core::arch::x86_64::_xgetbv(0) };
+    *guest = real;
+    if real != host {
+        xsetbv(host);
+    }
+}
