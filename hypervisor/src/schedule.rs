@@ -16,12 +16,14 @@
 //! raises the flag, re-checks every condition, and is put to sleep in the scheduler only
 //! if the flag is still up with the scheduler lock held.
 
+use crate::arch::x86::percpu::{self, softirq};
+use crate::arch::x86::{irq, lapic};
 use crate::cmdline::Options;
 use crate::domain::run::{run_vcpu, Outcome};
 use crate::domain::table::DomainTable;
 use crate::domain::{runstate, vflags, DomId, Domain, DomainEnd, Life, Vcpu, VcpuTimer};
 use crate::hvm::vlapic::ApicEffect;
-use crate::hvm::Backend;
+use crate::hvm::{Backend, Vcpu as _};
 use crate::time;
 use crate::xen::Cx;
 use alloc::collections::BinaryHeap;
@@ -48,7 +50,7 @@ struct Grave<B: Backend> {
 
 /// What every CPU shares.
 pub struct Hv<B: Backend> {
-    pub backend: spin::Mutex<B>,
+    pub backend: B,
     pub domains: DomainTable<B>,
     pub sched: spin::Mutex<sched::Credit2>,
     /// (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale when a
@@ -64,7 +66,7 @@ pub struct Hv<B: Backend> {
 impl<B: Backend> Hv<B> {
     pub fn new(backend: B, options: Options) -> Self {
         Hv {
-            backend: spin::Mutex::new(backend),
+            backend,
             domains: DomainTable::new(),
             sched: spin::Mutex::new(sched::Credit2::new(1, sched::Config::default())),
             timers: spin::Mutex::new(BinaryHeap::new()),
@@ -138,7 +140,22 @@ impl<B: Backend> Hv<B> {
         v.runstate.lock().set(runstate::RUNNABLE, now);
         if let Some(_cpu) = self.sched.lock().wake(v.sref(), now) {
             // One CPU: the loop notices at its next decision (SMP: an IPI to `_cpu`).
-            crate::arch::x86::percpu_shim::raise_schedule();
+            percpu::raise_softirq(softirq::SCHEDULE);
+        }
+    }
+
+    /// Brings an offline vCPU online (after its SIPI).
+    pub fn start_vcpu(&self, dom: &Domain<B>, v: &Vcpu<B>) {
+        if !v.clear_flag(vflags::DOWN) || v.has(vflags::BLOCKED) {
+            return;
+        }
+        if dom.pause_count.load(Ordering::SeqCst) != 0 || dom.life() != Life::Running {
+            return;
+        }
+        let now = time::now().1;
+        v.runstate.lock().set(runstate::RUNNABLE, now);
+        if self.sched.lock().wake(v.sref(), now).is_some() {
+            percpu::raise_softirq(softirq::SCHEDULE);
         }
     }
 
@@ -199,7 +216,8 @@ impl<B: Backend> Hv<B> {
 
     /// Whether the running vCPU must give the CPU back now.
     pub fn should_preempt(&self, slice_end: u64) -> bool {
-        crate::arch::x86::percpu_shim::schedule_pending() || time::now().1 >= slice_end
+        percpu::this().softirq.load(Ordering::SeqCst) & softirq::SCHEDULE != 0
+            || time::now().1 >= slice_end
     }
 
     /// Ends `dom` (shutdown, crash, deadlock): its vCPUs stop, the end is reported, the
@@ -332,20 +350,76 @@ impl<B: Backend> Hv<B> {
     }
 }
 
-/// An INIT, SIPI or NMI sent through a vCPU's virtual LAPIC.
+/// An INIT, SIPI or NMI sent through a vCPU's virtual LAPIC to another vCPU of its domain
+/// (Linux starts its APs with INIT, SIPI, SIPI through the x2APIC ICR).
 pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
-    if let ApicEffect::Special { dest, mode, vector } = effect {
+    const NMI: u8 = 4;
+    const INIT: u8 = 5;
+    const SIPI: u8 = 6;
+    let ApicEffect::Special { dest, mode, vector } = effect else {
+        return;
+    };
+    let Some(target) = cx.dom.vcpu(dest).filter(|t| t.id != cx.vcpu.id) else {
         log::debug!(
-            "d{}v{}: APIC IPI mode {mode} vector {vector:#x} to {dest} not delivered (AP start-up comes with multi-vCPU guests)",
+            "d{}v{}: APIC IPI mode {mode} to {dest}: no such vCPU (or itself); dropped",
             cx.dom.id,
             cx.vcpu.id
         );
+        return;
+    };
+    let icr = cx.v.vlapic.read(0x830).unwrap_or(0);
+    match mode {
+        // INIT level de-assert (level trigger, level 0) does nothing on modern CPUs.
+        INIT if icr & (1 << 15) != 0 && icr & (1 << 14) == 0 => {}
+        INIT if target.has(vflags::DOWN) => target.set_flag(vflags::WAIT_SIPI),
+        INIT => log::debug!(
+            "d{}: INIT to running vCPU {dest} ignored (only offline vCPUs are reset)",
+            cx.dom.id
+        ),
+        SIPI if target.clear_flag(vflags::WAIT_SIPI) => {
+            target
+                .sipi
+                .store(crate::domain::SIPI_PENDING | u32::from(vector), Ordering::SeqCst);
+            cx.hv.start_vcpu(cx.dom, target);
+        }
+        // A second SIPI (Linux sends two) or one without INIT is ignored, as on hardware.
+        SIPI => {}
+        NMI => log::debug!(
+            "d{}: NMI IPI to vCPU {dest} not delivered (no virtual NMIs yet)",
+            cx.dom.id
+        ),
+        _ => log::debug!(
+            "d{}: APIC IPI mode {mode} to vCPU {dest} not supported; dropped",
+            cx.dom.id
+        ),
     }
 }
 
-/// Ends the guest's slice at system time `ns` at the latest (the host timer).
+/// The TSC value at system time `ns` (saturating; u64::MAX for "never").
+fn tsc_at(ns: u64) -> u64 {
+    if ns == u64::MAX {
+        return u64::MAX;
+    }
+    let (tsc, now) = time::now();
+    tsc.saturating_add(time::scale().ns_to_ticks(ns.saturating_sub(now)))
+}
+
+/// Ends the guest's run at system time `ns` at the latest: the host timer interrupt makes
+/// the guest exit even if it never exits by itself.
 pub fn arm_host_timer(ns: u64) {
-    crate::arch::x86::percpu_shim::arm(ns);
+    if ns == u64::MAX {
+        lapic::disarm();
+    } else {
+        lapic::arm_deadline(tsc_at(ns));
+    }
+}
+
+/// Waits with interrupts enabled until system time `ns` or a softirq (a timer, an IPI).
+fn wait_until(ns: u64) {
+    arm_host_timer(ns);
+    while time::now().1 < ns && percpu::this().softirq.load(Ordering::SeqCst) == 0 {
+        irq::wait_for_interrupt();
+    }
 }
 
 /// This CPU's scheduling loop.
@@ -353,7 +427,8 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
     const CPU: u32 = 0;
     loop {
         let now = time::now().1;
-        crate::arch::x86::percpu_shim::take_schedule();
+        percpu::take_softirqs();
+        irq::report_nmis();
         let next_timer = hv.run_timers(now);
         crate::xen::console::poll_input(hv);
         hv.reap();
@@ -369,7 +444,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             if hv.control_domain().is_some() {
                 until = until.min(now + CONSOLE_POLL_NS);
             }
-            crate::arch::x86::percpu_shim::wait_until(until);
+            wait_until(until);
             continue;
         };
         let Some(dom) = hv.domains.get(r.dom) else {
@@ -390,7 +465,9 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             let st = dom.st.lock();
             crate::xen::shared_info::update_time(&dom.mem, &st, vcpu.id);
         }
+        ctx.hw.load();
         let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
+        ctx.hw.put();
         *vcpu.ctx.lock() = Some(ctx);
         let now = time::now().1;
         match outcome {

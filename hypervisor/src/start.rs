@@ -1,6 +1,6 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 
-use crate::arch::x86::{cpu, exceptions, gdt, pic, power, xcr};
+use crate::arch::x86::{cpu, exceptions, gdt, lapic, percpu, pic, power, xcr};
 use crate::cmdline::{self, DomuSpec, IdleAction, ModuleLine, Options};
 use crate::cmdline::{BackendChoice, SelfTest};
 use crate::domain::build::{build, GuestModule, PvhConfig};
@@ -94,6 +94,8 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         tb.tsc_hz / 1_000_000,
         tb.tsc_hz / 1000 % 1000
     );
+    percpu::init_boot_cpu();
+    lapic::init(tb.tsc_hz);
     if xcr::init() {
         log::debug!("XSAVE enabled for guests");
     }
@@ -399,7 +401,7 @@ fn build_one<B: Backend>(
         vcpus,
         params,
     };
-    let dom = match build(&mut *hv.backend.lock(), &cfg) {
+    let dom = match build(&hv.backend, &cfg) {
         Ok(d) => d,
         Err(e) => {
             log::error!("domain {domid} ({name}): cannot build: {e}");

@@ -200,8 +200,9 @@ pub fn all() -> Vec<Test> {
         "console=com1,e9 on_idle=poweroff",
         300,
     ));
-    tests.extend(crate::tests_multi::all());
+    // dom0 tests first: the first of them fetches the Debian kernel.
     tests.extend(crate::tests_dom0::all());
+    tests.extend(crate::tests_multi::all());
     tests
 }
 

@@ -9,7 +9,7 @@ use super::{
     runstate, vflags, DomId, DomState, Domain, Life, Runstate, SchedParams, Vcpu, VcpuCtx,
     VcpuTimer,
 };
-use crate::hvm::{Backend, BackendError, PvhEntry};
+use crate::hvm::{Backend, BackendError, PvhEntry, VcpuStart};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
@@ -133,7 +133,7 @@ pub struct PvhConfig<'a> {
 
 /// Builds a domain ready to run its first instruction, paused once (the caller unpauses
 /// it when it is in the domain table and the scheduler).
-pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, BuildError> {
+pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, BuildError> {
     let max_vcpus = acpi_tables::MAX_VCPUS.min(evtchn::MAX_VCPUS);
     if cfg.vcpus == 0 || cfg.vcpus > max_vcpus {
         return Err(BuildError::Vcpus(cfg.vcpus));
@@ -189,8 +189,13 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
     let now = crate::time::now().1;
     let mut vcpus = Vec::with_capacity(cfg.vcpus as usize);
     for id in 0..cfg.vcpus {
+        let start = if id == 0 {
+            VcpuStart::Pvh(entry)
+        } else {
+            VcpuStart::WaitForSipi
+        };
         let hw = backend
-            .create_vcpu(mem.p2m_root(), entry)
+            .create_vcpu(mem.p2m_root(), start)
             .map_err(BuildError::Vcpu)?;
         let ctx = VcpuCtx {
             hw,
@@ -212,6 +217,7 @@ pub fn build<B: Backend>(backend: &mut B, cfg: &PvhConfig<'_>) -> Result<Domain<
             domid: cfg.domid,
             flags: AtomicU32::new(flags),
             ipis: Default::default(),
+            sipi: AtomicU32::new(0),
             next_timer: AtomicU64::new(u64::MAX),
             runstate: spin::Mutex::new(Runstate {
                 state,

@@ -131,6 +131,9 @@ pub mod vflags {
     pub const WAIT_SIPI: u32 = 1 << 3;
 }
 
+/// `Vcpu::sipi`: a SIPI waits to be applied.
+pub const SIPI_PENDING: u32 = 1 << 8;
+
 /// Xen runstates.
 pub mod runstate {
     pub const RUNNING: usize = 0;
@@ -179,6 +182,9 @@ pub struct Vcpu<B: Backend> {
     /// Vectors other vCPUs sent through the virtual LAPIC (fixed IPIs), merged into the
     /// owner's IRR before it enters the guest.
     pub ipis: [AtomicU32; 8],
+    /// A SIPI for this vCPU (`SIPI_PENDING | vector`), applied by the CPU that next runs
+    /// it (only the running CPU may touch its hardware state).
+    pub sipi: AtomicU32,
     /// Earliest expiry of the vCPU's timers (Xen system time, ns), or u64::MAX: a
     /// mirror the timer heap checks so stale heap entries are skipped.
     pub next_timer: AtomicU64,

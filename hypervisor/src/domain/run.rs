@@ -59,6 +59,19 @@ pub fn run_vcpu<B: Backend>(
     slice_end: u64,
 ) -> Outcome {
     let mut cx = Cx { hv, dom, vcpu, v };
+    let sipi = vcpu.sipi.swap(0, Ordering::SeqCst);
+    if sipi & super::SIPI_PENDING != 0 {
+        // An AP's start-up: the architectural state after INIT and this SIPI.
+        cx.v.hw.reset_to_sipi(sipi as u8);
+        cx.v.vlapic = Vlapic::new(vcpu.id);
+        cx.v.timer = super::VcpuTimer::default();
+        debug!(
+            "d{}v{}: started by SIPI at {:#x}",
+            dom.id,
+            vcpu.id,
+            u32::from(sipi as u8) << 12
+        );
+    }
     if vcpu.clear_flag(vflags::POLLING) {
         // Back from SCHEDOP_poll (a polled port, an upcall or the timeout woke it).
         cx.v.poll_deadline = 0;
@@ -248,7 +261,7 @@ fn cpuid<B: Backend>(cx: &mut Cx<'_, B>) {
             let c = core::arch::x86_64::__cpuid_count(0xd, i);
             (c.eax, c.ebx)
         };
-        let xcr0 = crate::arch::x86::xcr::current();
+        let xcr0 = cx.v.hw.xcr0();
         let supported = u64::from(r.edx) << 32 | u64::from(r.eax);
         r.ebx = crate::hvm::cpuid::xsave_size(xcr0, component);
         r.ecx = crate::hvm::cpuid::xsave_size(supported, component);

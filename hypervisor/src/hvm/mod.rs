@@ -10,6 +10,7 @@
 //!
 //! Backends are chosen once at boot and used through static dispatch.
 
+pub mod asid;
 pub mod cpuid;
 pub mod msr;
 pub mod vlapic;
@@ -195,6 +196,15 @@ pub struct PvhEntry {
     pub rbx: u32,
 }
 
+/// How a new vCPU starts.
+#[derive(Clone, Copy, Debug)]
+pub enum VcpuStart {
+    /// At a PVH entry point (the boot vCPU).
+    Pvh(PvhEntry),
+    /// Waiting for INIT-SIPI (an AP): it must not be run until [`Vcpu::reset_to_sipi`].
+    WaitForSipi,
+}
+
 /// What a backend can do, masked by the command line once at boot.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Caps {
@@ -209,9 +219,32 @@ pub struct Caps {
 }
 
 /// The per-vCPU hardware interface a backend provides.
+///
+/// Hardware context: a vCPU is *loaded* on at most one CPU at a time. The scheduler calls
+/// [`load`](Vcpu::load) on the CPU that is about to run it (after that CPU ran anything
+/// else, or nothing), then [`run`](Vcpu::run) any number of times, then
+/// [`put`](Vcpu::put) before that CPU runs another vCPU or the vCPU may move. Every
+/// other method may be called only while the vCPU is loaded on the calling CPU, or before
+/// its first load. Interrupts are disabled throughout (host policy, see `arch::x86::irq`).
 pub trait Vcpu {
+    /// Makes this CPU ready to run the vCPU: VMX makes its VMCS current (refreshing the
+    /// host state if it last ran on another CPU); both backends check its ASID/VPID
+    /// (taking a new one if stale, see [`asid`]) and restore its extended (XSAVE) state.
+    fn load(&mut self);
+    /// This CPU stops running the vCPU: saves its extended state. It stays valid to `load`
+    /// again here; moving it to another CPU also needs the backend's VMCLEAR (VMX, later).
+    fn put(&mut self);
     /// Enters the guest and returns at the next exit the backend does not handle itself.
+    /// The vCPU must be loaded on this CPU. A host interrupt during the guest ends it with
+    /// [`Exit::ExternalInterrupt`] after the interrupt has been handled (softirq bits set).
     fn run(&mut self) -> Exit;
+    /// Puts the vCPU in the architectural state after INIT followed by a SIPI with
+    /// `vector`: real mode at `vector << 12` (CS = `vector << 8`, IP 0), CR0 0x60000010,
+    /// EFER 0, RFLAGS 2, EDX the CPU signature, other registers 0, extended state and
+    /// XCR0 reset, no pending event. Also ends "waiting for SIPI".
+    fn reset_to_sipi(&mut self, vector: u8);
+    /// The vCPU's XCR0 (what its guest last loaded with XSETBV; 1 at reset).
+    fn xcr0(&self) -> u64;
     /// The guest's general-purpose registers (RSP excluded).
     fn regs(&mut self) -> &mut GuestRegs;
     /// Control state for diagnostics and guest-virtual address walks.
@@ -259,9 +292,11 @@ pub trait Backend: 'static {
     const VCPU_FRAMES: u64;
     /// Capabilities after bring-up.
     fn caps(&self) -> Caps;
-    /// Creates a vCPU that will start at `entry`, translating guest-physical addresses
-    /// through the nested page table rooted at `p2m_root`.
-    fn create_vcpu(&mut self, p2m_root: u64, entry: PvhEntry) -> Result<Self::Vcpu, BackendError>;
+    /// Creates a vCPU that starts as `start` says, translating guest-physical addresses
+    /// through the nested page table rooted at `p2m_root`. Callable at any time through a
+    /// shared reference (the backend is meant to live in a `static`). The vCPU frees its
+    /// hardware structures when dropped (it must not be loaded on another CPU then).
+    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<Self::Vcpu, BackendError>;
 }
 
 /// Why a backend could not start or create a vCPU.

@@ -3,6 +3,8 @@
 //! * The image at its link address, page by page: text read+execute, rodata read-only,
 //!   data and BSS read+write and never executable. Stack guard pages are left unmapped.
 //! * The direct map: all RAM at `DIRECT_MAP_BASE`, read+write, never executable.
+//! * The xAPIC register page (when the CPU has no x2APIC) in its direct-map slot,
+//!   read+write, uncacheable, never executable.
 //!
 //! Nothing else is mapped: no identity map of low memory (so null and small-address
 //! dereferences fault). Before switching to the new tables, every leaf is audited and the
@@ -87,6 +89,18 @@ pub fn init(
             max,
         )?;
         top = top.max(r.end);
+    }
+
+    if let Some(apic) = crate::arch::x86::lapic::mmio_page() {
+        table.map(
+            &mut mem,
+            &mut alloc,
+            DIRECT_MAP_BASE + apic,
+            apic,
+            PageSize::Size4K,
+            Perm::RW,
+            MemType::Uncacheable,
+        )?;
     }
 
     let report = audit(&table, &mem);

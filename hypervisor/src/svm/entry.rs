@@ -5,6 +5,14 @@
 //! switched with VMSAVE/VMLOAD around it, and the general-purpose registers are swapped
 //! with the guest's by hand. GIF is cleared across the switch so no interrupt can arrive
 //! between loading guest state and entering the guest.
+//!
+//! The host's GS base (the per-CPU pointer) survives: VMSAVE stores it in the host area
+//! before the guest's is loaded, VMLOAD brings it back after the exit.
+//!
+//! IF is set inside the CLGI window right before VMRUN (GIF = 0 still holds every
+//! interrupt off), because with V_INTR_MASKING the host IF saved by VMRUN is what lets a
+//! physical interrupt end the guest. After the exit IF is cleared again before STGI, so
+//! the interrupt stays pending until the backend takes it (`irq::take_pending`).
 
 use crate::hvm::GuestRegs;
 
@@ -56,6 +64,7 @@ svm_enter:
     mov r15, [rdi + 112]
     mov rdi, [rdi + 40]
     vmload rax
+    sti
     vmrun rax
     vmsave rax
     mov rax, [rsp]           /* guest register block */
@@ -76,6 +85,7 @@ svm_enter:
     add rsp, 8
     pop rax                  /* host VMCB */
     vmload rax
+    cli
     stgi
     pop r15
     pop r14

@@ -9,10 +9,13 @@ mod entry;
 mod vcpu;
 pub mod vmcb;
 
+use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::percpu;
 use crate::arch::x86::regs::{rdmsr, wrmsr};
-use crate::hvm::{Backend, BackendError, Caps, PvhEntry};
+use crate::hvm::{Backend, BackendError, Caps, VcpuStart};
 use crate::mm::phys;
 use core::fmt;
+use core::sync::atomic::Ordering;
 use raw_cpuid::CpuId;
 pub use vcpu::SvmVcpu;
 
@@ -22,21 +25,17 @@ const MSR_VM_CR: u32 = 0xc001_0114;
 const VM_CR_SVMDIS: u64 = 1 << 4;
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 
-/// The SVM backend on this CPU.
+/// The SVM backend: what all CPUs and vCPUs share. Per CPU, [`enable_cpu`] turns SVM on
+/// and sets up the host save areas (the VMSAVE area lives in the per-CPU data).
 pub struct Svm {
     caps: Caps,
-    /// Host-state save area the CPU uses on VMRUN/#VMEXIT: owned while SVM is on.
-    #[allow(dead_code)]
-    hsave: u64,
-    /// A VMCB holding the host's VMSAVE state (FS/GS/TR/LDTR/syscall MSRs).
-    host_vmcb: u64,
     /// I/O permission map (12 KiB, all set: every port exits).
     iopm: u64,
     /// MSR permission map (8 KiB).
     msrpm: u64,
-    /// ASIDs the CPU offers; ASID 0 is the host's.
+    /// ASIDs the CPU offers; ASID 0 is the host's. Handed out per CPU by generation
+    /// (`hvm::asid`) when vCPUs are loaded.
     max_asid: u32,
-    next_asid: u32,
     nrips: bool,
     decode_assists: bool,
 }
@@ -101,15 +100,17 @@ impl Svm {
         let page_1g = cpuid
             .get_extended_processor_and_feature_identifiers()
             .is_some_and(|e| e.has_1gib_pages());
+        if info.supported_asids() < 2 {
+            return Err(BackendError::Unsupported("a guest ASID"));
+        }
         let alloc = |pages| phys::alloc_zeroed(pages, 1).ok_or(BackendError::OutOfMemory);
-        let (hsave, host_vmcb, iopm, msrpm) = (alloc(1)?, alloc(1)?, alloc(3)?, alloc(2)?);
+        let (iopm, msrpm) = (alloc(3)?, alloc(2)?);
         fill(iopm, 3 * 4096, 0xff);
         fill(msrpm, 2 * 4096, 0xff);
         for msr in PASSTHROUGH_MSRS {
             allow_msr(msrpm, msr);
         }
-        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-        wrmsr(MSR_VM_HSAVE_PA, hsave);
+        enable_cpu()?;
         Ok(Svm {
             caps: Caps {
                 p2m_2m: true,
@@ -117,12 +118,9 @@ impl Svm {
                 tagged_tlb: true,
                 slice_timer: false,
             },
-            hsave,
-            host_vmcb,
             iopm,
             msrpm,
             max_asid: info.supported_asids(),
-            next_asid: 1,
             nrips: info.has_nrip(),
             decode_assists: info.has_decode_assists(),
         })
@@ -139,25 +137,40 @@ impl Backend for Svm {
         self.caps
     }
 
-    fn create_vcpu(&mut self, p2m_root: u64, entry: PvhEntry) -> Result<SvmVcpu, BackendError> {
-        if self.next_asid >= self.max_asid {
-            return Err(BackendError::Unsupported("more ASIDs"));
-        }
-        let asid = self.next_asid;
-        self.next_asid += 1;
+    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<SvmVcpu, BackendError> {
+        let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let vmcb = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
         Ok(SvmVcpu::new(
             vmcb,
-            self.host_vmcb,
+            ext,
             self.iopm,
             self.msrpm,
-            asid,
+            self.max_asid,
             p2m_root,
             self.nrips,
             self.decode_assists,
-            entry,
+            start,
         ))
     }
+}
+
+/// Turns SVM on for the calling CPU: EFER.SVME, the host save area (VM_HSAVE_PA) and the
+/// host's VMSAVE area (kept in the per-CPU data). Once per CPU, after its per-CPU data;
+/// the frames stay owned for as long as SVM is on.
+pub fn enable_cpu() -> Result<(), BackendError> {
+    let pc = percpu::this();
+    if pc.host_save_area.load(Ordering::SeqCst) != 0 {
+        return Ok(());
+    }
+    let hsave = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
+    let Some(host_vmcb) = phys::alloc_zeroed(1, 1) else {
+        phys::free_frames(hsave, 1);
+        return Err(BackendError::OutOfMemory);
+    };
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+    wrmsr(MSR_VM_HSAVE_PA, hsave);
+    pc.host_save_area.store(host_vmcb, Ordering::SeqCst);
+    Ok(())
 }
 
 fn fill(pa: u64, len: usize, byte: u8) {

@@ -1,8 +1,27 @@
-//! An SVM vCPU: its VMCB, the PVH start state, and exit decoding.
+//! An SVM vCPU: its VMCB, the PVH and INIT-SIPI start states, hardware context
+//! (ASID by generation, extended state, XCR0), and exit decoding.
+//!
+//! Host interrupts: INTR is intercepted and V_INTR_MASKING is set, so the host's IF
+//! (the value saved at VMRUN, which `entry` sets to 1 inside the CLGI window) governs
+//! physical interrupts while the guest runs: one arriving ends the guest with #VMEXIT
+//! (INTR). The entry code clears IF again before STGI, so the interrupt stays pending
+//! until [`Vcpu::run`] takes it with `irq::take_pending` and reports
+//! `Exit::ExternalInterrupt`. An NMI exit needs nothing: the NMI is held while GIF = 0
+//! and delivered to the host's NMI handler (which counts it) at STGI.
+//!
+//! XCR0: the guest's value is loaded right before VMRUN and read back right after the
+//! exit (then the host's is restored), because QEMU 7.2 TCG ignores the XSETBV intercept:
+//! there the guest's XSETBV takes effect without an exit.
 
 use super::entry;
 use super::vmcb::{ctl, exit, save, Segment, Vmcb};
-use crate::hvm::{Access, ControlState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu};
+use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::{irq, percpu, xcr};
+use crate::hvm::asid::TlbTag;
+use crate::hvm::{
+    Access, ControlState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu, VcpuStart,
+};
+use core::sync::atomic::Ordering;
 
 /// Intercepts in the first misc vector: INTR, NMI, INIT, CPUID, INVD, HLT, IOIO, MSR, SHUTDOWN.
 const MISC1: u32 =
@@ -35,8 +54,19 @@ const EVENT_VALID: u64 = 1 << 31;
 /// One virtual CPU on SVM.
 pub struct SvmVcpu {
     vmcb: Vmcb,
-    host_vmcb: u64,
     regs: GuestRegs,
+    /// ASIDs the CPU offers (valid guest ASIDs are 1..max_asid).
+    max_asid: u32,
+    /// The ASID in the VMCB and where it is valid.
+    asid: Option<TlbTag>,
+    /// Extended state (x87/SSE/AVX...) while not loaded.
+    ext: ExtState,
+    /// The guest's XCR0.
+    xcr0: u64,
+    /// Loaded on this CPU (between `load` and `put`).
+    loaded: bool,
+    /// Created waiting for SIPI and not yet started.
+    waiting_for_sipi: bool,
     nrips: bool,
     /// The CPU fills in the faulting instruction's bytes on nested page faults.
     decode_assists: bool,
@@ -50,27 +80,55 @@ impl SvmVcpu {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         vmcb_pa: u64,
-        host_vmcb: u64,
+        ext: ExtState,
         iopm: u64,
         msrpm: u64,
-        asid: u32,
+        max_asid: u32,
         ncr3: u64,
         nrips: bool,
         decode_assists: bool,
-        entry: PvhEntry,
+        start: VcpuStart,
     ) -> SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
         v.write64(ctl::IOPM_BASE_PA, iopm);
         v.write64(ctl::MSRPM_BASE_PA, msrpm);
-        v.write32(ctl::GUEST_ASID, asid);
-        v.write8(ctl::TLB_CONTROL, 1); // flush this ASID on first entry
+        // The ASID is assigned by `load`; 0 (the host's) would fail VMRUN if it were not.
+        v.write32(ctl::GUEST_ASID, 0);
+        v.write8(ctl::TLB_CONTROL, 0);
+        // V_INTR_MASKING: physical interrupts follow the host's IF, not the guest's.
         v.write64(ctl::V_INTR, V_INTR_MASKING | V_IGN_TPR);
         v.write64(ctl::NP_ENABLE, 1);
         v.write64(ctl::N_CR3, ncr3);
+        v.write64(save::G_PAT, DEFAULT_PAT);
+        let mut vcpu = SvmVcpu {
+            vmcb: v,
+            regs: GuestRegs::default(),
+            max_asid,
+            asid: None,
+            ext,
+            xcr0: 1,
+            loaded: false,
+            waiting_for_sipi: false,
+            nrips,
+            decode_assists,
+            insn_len: 0,
+            io_next_rip: 0,
+        };
+        match start {
+            VcpuStart::Pvh(entry) => vcpu.pvh_state(entry),
+            VcpuStart::WaitForSipi => {
+                vcpu.reset_to_sipi(0);
+                vcpu.waiting_for_sipi = true;
+            }
+        }
+        vcpu
+    }
 
-        // PVH start state: 32-bit protected mode, paging off, flat segments.
+    /// PVH start state: 32-bit protected mode, paging off, flat segments, EBX = start info.
+    fn pvh_state(&mut self, entry: PvhEntry) {
+        let v = &mut self.vmcb;
         let code = Segment {
             selector: 0x10,
             attrib: 0xc9b,
@@ -132,20 +190,10 @@ impl SvmVcpu {
         v.write64(save::DR6, 0xffff_0ff0);
         v.write64(save::RFLAGS, 0x2);
         v.write64(save::RIP, u64::from(entry.rip));
-        v.write64(save::G_PAT, DEFAULT_PAT);
-        let regs = GuestRegs {
+        self.regs = GuestRegs {
             rbx: u64::from(entry.rbx),
             ..GuestRegs::default()
         };
-        SvmVcpu {
-            vmcb: v,
-            host_vmcb,
-            regs,
-            nrips,
-            decode_assists,
-            insn_len: 0,
-            io_next_rip: 0,
-        }
     }
 
     /// The event the CPU was delivering when the exit happened must be delivered again.
@@ -230,16 +278,61 @@ impl SvmVcpu {
 }
 
 impl Vcpu for SvmVcpu {
+    fn load(&mut self) {
+        let pc = percpu::this();
+        let a = pc.asids.lock().assign(pc.index, self.max_asid, self.asid);
+        if a.flush_all {
+            // A new generation: stale translations of every ASID go at the next VMRUN,
+            // whichever vCPU it runs.
+            pc.tlb_flush_pending.store(true, Ordering::SeqCst);
+        }
+        if a.changed {
+            self.vmcb.write32(ctl::GUEST_ASID, a.tag.tag);
+        }
+        self.asid = Some(a.tag);
+        self.ext.restore();
+        self.loaded = true;
+    }
+
+    fn put(&mut self) {
+        if self.loaded {
+            self.ext.save();
+            self.loaded = false;
+        }
+    }
+
     fn run(&mut self) -> Exit {
+        if !self.loaded || self.waiting_for_sipi {
+            return Exit::EntryFailed {
+                reason: if self.loaded {
+                    "vCPU waiting for SIPI was run"
+                } else {
+                    "vCPU run without load"
+                },
+                detail: 0,
+            };
+        }
+        let pc = percpu::this();
+        let host_area = pc.host_save_area.load(Ordering::Relaxed);
         loop {
+            if pc.tlb_flush_pending.swap(false, Ordering::SeqCst) {
+                self.vmcb.write8(ctl::TLB_CONTROL, 1);
+            }
             self.vmcb.write64(save::RAX, self.regs.rax);
+            xcr::enter_guest(self.xcr0);
             // SAFETY: the VMCB was fully initialised in `new` and only modified through
-            // this vCPU; `host_vmcb` is this CPU's VMSAVE area; SVM is enabled (Svm::init).
-            unsafe { entry::run(&mut self.regs, self.vmcb.pa(), self.host_vmcb) };
+            // this vCPU, with a valid ASID from `load`; `host_area` is this CPU's VMSAVE
+            // area; SVM is enabled on this CPU (Svm::init).
+            unsafe { entry::run(&mut self.regs, self.vmcb.pa(), host_area) };
+            xcr::leave_guest_sync(&mut self.xcr0);
             self.regs.rax = self.vmcb.read64(save::RAX);
             self.vmcb.write8(ctl::TLB_CONTROL, 0);
             self.requeue_interrupted_event();
             let code = self.vmcb.read64(ctl::EXITCODE);
+            if code == exit::INTR {
+                // The interrupt is still pending (IF = 0 since the exit): handle it now.
+                irq::take_pending();
+            }
             // SVM instructions, MONITOR/MWAIT and RDTSCP are hidden from guests by CPUID:
             // executing them is an invalid opcode, as on a CPU without them.
             if code == exit::VMRUN
@@ -358,7 +451,89 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
-        crate::arch::x86::xcr::set_guest_xcr0(value)
+        xcr::check_guest_xcr0(value)?;
+        self.xcr0 = value;
+        Ok(())
+    }
+
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+
+    fn reset_to_sipi(&mut self, vector: u8) {
+        let v = &mut self.vmcb;
+        let base = u64::from(vector) << 12;
+        v.set_segment(
+            save::CS,
+            Segment {
+                selector: u16::from(vector) << 8,
+                attrib: 0x09b,
+                limit: 0xffff,
+                base,
+            },
+        );
+        let data = Segment {
+            selector: 0,
+            attrib: 0x093,
+            limit: 0xffff,
+            base: 0,
+        };
+        for seg in [save::DS, save::ES, save::SS, save::FS, save::GS] {
+            v.set_segment(seg, data);
+        }
+        let table = Segment {
+            selector: 0,
+            attrib: 0,
+            limit: 0xffff,
+            base: 0,
+        };
+        v.set_segment(save::GDTR, table);
+        v.set_segment(save::IDTR, table);
+        v.set_segment(
+            save::LDTR,
+            Segment {
+                selector: 0,
+                attrib: 0x082,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        // A busy 16-bit TSS, as after INIT.
+        v.set_segment(
+            save::TR,
+            Segment {
+                selector: 0,
+                attrib: 0x083,
+                limit: 0xffff,
+                base: 0,
+            },
+        );
+        v.write8(save::CPL, 0);
+        v.write64(save::EFER, EFER_SVME);
+        v.write64(save::CR0, 0x6000_0010); // CD | NW | ET
+        v.write64(save::CR2, 0);
+        v.write64(save::CR3, 0);
+        v.write64(save::CR4, 0);
+        v.write64(save::DR7, 0x400);
+        v.write64(save::DR6, 0xffff_0ff0);
+        v.write64(save::RFLAGS, 0x2);
+        v.write64(save::RIP, 0);
+        v.write64(save::RSP, 0);
+        v.write64(ctl::EVENTINJ, 0);
+        v.write64(ctl::INTERRUPT_SHADOW, 0);
+        let misc1 = v.read32(ctl::INTERCEPT_MISC1);
+        v.write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
+        v.write64(ctl::V_INTR, V_INTR_MASKING | V_IGN_TPR);
+        self.regs = GuestRegs {
+            rdx: u64::from(core::arch::x86_64::__cpuid_count(1, 0).eax),
+            ..GuestRegs::default()
+        };
+        self.xcr0 = 1;
+        self.ext.reset();
+        if self.loaded {
+            self.ext.restore();
+        }
+        self.waiting_for_sipi = false;
     }
 
     fn flush_nested_tlb(&mut self) {
@@ -375,5 +550,13 @@ impl Vcpu for SvmVcpu {
             *b = self.vmcb.read8(ctl::INSN_BYTES + i);
         }
         (n > 0).then_some((bytes, n))
+    }
+}
+
+impl Drop for SvmVcpu {
+    /// Frees the VMCB (its save area goes with `ext`). Its ASID needs no flush: it is
+    /// never handed out again before a new generation flushes the whole TLB.
+    fn drop(&mut self) {
+        crate::mm::phys::free_frames(self.vmcb.pa(), 1);
     }
 }

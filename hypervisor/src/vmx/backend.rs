@@ -7,14 +7,12 @@ use super::msr::GuestMsrs;
 use super::setup::{self, PAT_RESET};
 use super::vcpu::{Platform, VmxVcpu, FRAMES};
 use super::vmcs;
-use crate::hvm::{Backend, BackendError, Caps, GuestRegs, PvhEntry};
+use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::percpu;
+use crate::hvm::{Backend, BackendError, Caps, GuestRegs, PvhEntry, VcpuStart};
 use crate::mm::phys;
 use core::fmt;
-use core::sync::atomic::{AtomicU16, Ordering};
 use pagetable::Ept;
-
-/// Next VPID to hand out (0 is the host's).
-static NEXT_VPID: AtomicU16 = AtomicU16::new(1);
 
 /// VMX on the boot CPU, ready to create vCPUs.
 pub struct Vmx {
@@ -32,7 +30,10 @@ impl Vmx {
     /// operation on the calling (boot) CPU. Print the result with `Display`.
     pub fn init() -> Result<Vmx, BackendError> {
         let caps = cpu::detect()?;
-        let use_vpid = caps.vpid();
+        // VPIDs are recycled by generation, which needs INVVPID (all- or single-context).
+        let use_vpid = caps.vpid()
+            && caps.has_ept(ept_cap::INVVPID)
+            && caps.has_ept(ept_cap::INVVPID_ALL | ept_cap::INVVPID_SINGLE);
         let use_timer = caps.preemption_timer();
         let controls = Controls::derive(&caps, use_vpid, use_timer)?;
         let vmxon_region = cpu::enable(&caps)?;
@@ -76,7 +77,14 @@ fn platform(caps: &VmxCaps, controls: &Controls) -> Platform {
     } else {
         None
     };
+    let vpid_on = controls.proc2 & proc2::ENABLE_VPID != 0;
     Platform {
+        vpid_limit: if vpid_on { 1 << 16 } else { 0 },
+        invvpid: if caps.has_ept(ept_cap::INVVPID_ALL) {
+            2
+        } else {
+            1
+        },
         fixed: Fixed {
             cr0_fixed0: caps.cr0_fixed0,
             cr0_fixed1: caps.cr0_fixed1,
@@ -103,7 +111,8 @@ impl Backend for Vmx {
         self.hvm_caps
     }
 
-    fn create_vcpu(&mut self, p2m_root: u64, entry: PvhEntry) -> Result<VmxVcpu, BackendError> {
+    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<VmxVcpu, BackendError> {
+        let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let region = phys::alloc_zeroed(FRAMES, 1).ok_or(BackendError::OutOfMemory)?;
         // SAFETY: the frames were just allocated (exclusively ours) and are in the direct
         // map: stamp the VMCS revision id and set every I/O and MSR bitmap bit (all exit).
@@ -113,14 +122,18 @@ impl Backend for Vmx {
                 .write_volatile(self.caps.revision_id());
             core::ptr::write_bytes(phys::to_virt(region + 4096), 0xff, 3 * 4096);
         }
-        let vpid = NEXT_VPID.fetch_add(1, Ordering::Relaxed).max(1);
-        let vcpu = VmxVcpu {
+        let (entry, rbx) = match start {
+            VcpuStart::Pvh(e) => (e, e.rbx),
+            VcpuStart::WaitForSipi => (PvhEntry { rip: 0, rbx: 0 }, 0),
+        };
+        let mut vcpu = VmxVcpu {
             regs: GuestRegs {
-                rbx: entry.rbx.into(),
+                rbx: rbx.into(),
                 ..GuestRegs::default()
             },
             vmcs: region,
-            vpid,
+            // Assigned by `load` (VPID 0 with VPIDs enabled would fail VM entry).
+            vpid: 0,
             eptp: Ept::eptp(p2m_root, false),
             p2m_root,
             launched: false,
@@ -136,16 +149,25 @@ impl Backend for Vmx {
             msrs: GuestMsrs::default(),
             cr8: 0,
             external_vector: None,
+            tag: None,
+            ext,
+            cpu: percpu::this().index,
+            loaded: false,
+            waiting_for_sipi: false,
         };
         // SAFETY: the region is this vCPU's own stamped VMCS; VMCLEAR initialises its launch
         // state before the first VMPTRLD. On error, dropping `vcpu` clears and frees it.
         unsafe { vmcs::vmclear(region) }?;
         vcpu.make_current();
         let pages = VmxVcpu::pages(region);
-        setup::controls(&vcpu.controls, &pages, vcpu.eptp, vpid)?;
+        setup::controls(&vcpu.controls, &pages, vcpu.eptp, 0)?;
         setup::host_state()?;
         setup::guest_state(entry, &self.platform.fixed)?;
         debug_assert_eq!(vmcs::get(super::fields::Field::GUEST_IA32_PAT), PAT_RESET);
+        if matches!(start, VcpuStart::WaitForSipi) {
+            crate::hvm::Vcpu::reset_to_sipi(&mut vcpu, 0);
+            vcpu.waiting_for_sipi = true;
+        }
         Ok(vcpu)
     }
 }

@@ -127,27 +127,6 @@ pub fn enable(caps: &VmxCaps) -> Result<u64, BackendError> {
     Ok(region)
 }
 
-/// XSETBV for XCR0.
-///
-/// # Safety
-/// CR4.OSXSAVE must be set and `value` must be a valid XCR0 for this CPU.
-pub unsafe fn xsetbv(value: u64) {
-    // SAFETY: forwarded to the caller; the hypervisor itself uses no XSAVE state.
-    unsafe {
-        asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nomem, nostack, preserves_flags));
-    }
-}
-
-pub fn xgetbv() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: XGETBV of XCR0 only reads; callers check CR4.OSXSAVE first.
-    unsafe {
-        asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    u64::from(hi) << 32 | u64::from(lo)
-}
-
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only reads the time-stamp counter.

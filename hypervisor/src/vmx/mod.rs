@@ -7,23 +7,20 @@
 //!
 //! Exits handled inside [`Vcpu::run`](crate::hvm::Vcpu::run) and never reported: CR
 //! accesses (CR0.PG / long-mode switch, CR4 with VMXE hidden, CR3/CR8 if the CPU forces
-//! their exiting) and NMIs (handed to the host's NMI gate).
+//! their exiting).
 //!
 //! LEAD: (1) "acknowledge interrupt on exit" is on: a host interrupt that arrives while a
-//! guest runs is acknowledged by the exit (vector in [`VmxVcpu::last_external_vector`]) and
-//! reported as `Exit::ExternalInterrupt`. Nothing dispatches or EOIs it yet (the host IDT has
-//! no IRQ gates): the interrupting PIC line / APIC priority stays in service, which is
-//! what keeps e.g. the BIOS-programmed PIT (IRQ0, vector 8 from the legacy PIC!) from
-//! livelocking the run loop. Once the host takes interrupts, add `vector: u8` to
-//! `Exit::ExternalInterrupt` and dispatch it; also mask the legacy PIC at boot.
+//! guest runs is acknowledged by the exit and dispatched in software (`irq::dispatch`,
+//! which EOIs it) before `Exit::ExternalInterrupt` is reported; an NMI exit is counted
+//! and reported the same way (see `vcpu`).
 //! (2) Declare this module without a cfg (`mod vmx;`) to run the host tests of the pure
 //! submodules; the hardware ones are gated here.
 //! (3) The backend holds these guest MSRs for `read_msr`/`write_msr`: EFER, PAT, FS/GS
 //! base, KERNEL_GS_BASE, STAR/LSTAR/CSTAR/SFMASK, SYSENTER_CS/ESP/EIP, DEBUGCTL (0 only),
 //! TSC_AUX, XSS. The non-VMCS ones stay loaded in the CPU while guests run (the hypervisor
 //! does not use them) and are switched lazily between vCPUs.
-//! (4) Guest FPU/SSE/AVX state is not saved between vCPUs yet (the hypervisor itself uses
-//! none); needed once two vCPUs share a CPU.
+//! (4) Guest FPU/SSE/AVX state is saved by `Vcpu::put` and restored by `Vcpu::load`
+//! (`arch::x86::fpu`); XCR0 is switched around each entry (`arch::x86::xcr`).
 
 pub mod controls;
 pub mod decode;

@@ -9,7 +9,8 @@ use super::fields::{Field, Seg};
 use super::modes::{canonical, valid_pat};
 use super::vcpu::VmxVcpu;
 use super::vmcs;
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::arch::x86::percpu;
+use core::sync::atomic::Ordering;
 
 pub const EFER: u32 = 0xc000_0080;
 pub const STAR: u32 = 0xc000_0081;
@@ -27,9 +28,6 @@ pub const DEBUGCTL: u32 = 0x1d9;
 pub const PAT: u32 = 0x277;
 pub const XSS: u32 = 0xda0;
 
-/// Which vCPU's (by VMCS address) lazily switched MSRs the CPU holds (single CPU so far).
-static LOADED_FOR: AtomicU64 = AtomicU64::new(0);
-
 /// The lazily switched MSRs, in [`LAZY`] order.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GuestMsrs {
@@ -43,7 +41,8 @@ impl GuestMsrs {
     /// Loads the values into the CPU unless they are there already. `xss` says whether
     /// IA32_XSS exists.
     pub fn load_if_needed(&mut self, owner: u64, xss: bool) {
-        if !self.dirty && LOADED_FOR.load(Ordering::Relaxed) == owner {
+        let loaded_for = &percpu::this().lazy_msr_owner;
+        if !self.dirty && loaded_for.load(Ordering::Relaxed) == owner {
             return;
         }
         for (i, index) in LAZY.iter().enumerate() {
@@ -56,12 +55,23 @@ impl GuestMsrs {
             unsafe { wrmsr(*index, self.values[i]) };
         }
         self.dirty = false;
-        LOADED_FOR.store(owner, Ordering::Relaxed);
+        loaded_for.store(owner, Ordering::Relaxed);
     }
 
-    /// Forgets that `owner`'s values are loaded (the vCPU is gone).
+    /// Forgets that `owner`'s values are loaded on this CPU (the vCPU is gone).
     pub fn forget(&self, owner: u64) {
-        let _ = LOADED_FOR.compare_exchange(owner, 0, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = percpu::this().lazy_msr_owner.compare_exchange(
+            owner,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Forces a reload at the next entry (the vCPU moved here from another CPU, whose
+    /// record of what it holds says nothing about this one).
+    pub fn invalidate(&mut self) {
+        self.dirty = true;
     }
 
     fn slot(index: u32) -> Option<usize> {

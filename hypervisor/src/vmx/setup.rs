@@ -169,3 +169,71 @@ pub fn guest_state(start: PvhEntry, fixed: &Fixed) -> Result<(), BackendError> {
     write(Field::VMCS_LINK_POINTER, u64::MAX)?;
     Ok(())
 }
+
+/// Writes the state after INIT followed by a SIPI with `vector` (SDM Vol. 3A table 9-1,
+/// 9.4.4): real mode (unrestricted guest), CS = vector << 8 with base vector << 12, IP 0,
+/// CR0 0x60000010 as the guest sees it (CD/NW not applied to the real CR0), 16-bit
+/// segments with limit 0xffff, EFER 0. Activity state stays active: a vCPU waiting for
+/// SIPI is simply not run.
+pub fn sipi_state(vector: u8, fixed: &Fixed) -> Result<(), BackendError> {
+    use vmcs::write;
+    const CR0_INIT: u64 = 0x6000_0010;
+    write(Field::CR0_GUEST_HOST_MASK, fixed.cr0_mask())?;
+    write(Field::CR0_READ_SHADOW, CR0_INIT)?;
+    write(Field::GUEST_CR0, fixed.cr0_real(CR0_INIT))?;
+    write(Field::CR4_GUEST_HOST_MASK, fixed.cr4_mask())?;
+    write(Field::CR4_READ_SHADOW, 0)?;
+    write(Field::GUEST_CR4, fixed.cr4_real(0))?;
+    write(Field::GUEST_CR3, 0)?;
+    write(Field::GUEST_DR7, 0x400)?;
+    write(Field::GUEST_RSP, 0)?;
+    write(Field::GUEST_RIP, 0)?;
+    write(Field::GUEST_RFLAGS, 0x2)?;
+    let real = |typ: u8| {
+        AccessRights {
+            typ,
+            s: true,
+            dpl: 0,
+            present: true,
+            l: false,
+            db: false,
+            g: false,
+        }
+        .encode()
+    };
+    for seg in Seg::ALL {
+        let (sel, base, ar) = match seg {
+            // Accessed read/execute code; accessed read/write data.
+            Seg::Cs => (u64::from(vector) << 8, u64::from(vector) << 12, real(0xb)),
+            // A busy 16-bit TSS, as after INIT (allowed outside IA-32e mode).
+            Seg::Tr => (
+                0,
+                0,
+                AccessRights {
+                    typ: 0x3,
+                    s: false,
+                    ..AccessRights::TSS_BUSY
+                }
+                .encode(),
+            ),
+            Seg::Ldtr => (0, 0, AR_UNUSABLE),
+            _ => (0, 0, real(0x3)),
+        };
+        write(seg.selector(), sel)?;
+        write(seg.base(), base)?;
+        write(seg.limit(), 0xffff)?;
+        write(seg.access_rights(), ar.into())?;
+    }
+    write(Field::GUEST_GDTR_BASE, 0)?;
+    write(Field::GUEST_GDTR_LIMIT, 0xffff)?;
+    write(Field::GUEST_IDTR_BASE, 0)?;
+    write(Field::GUEST_IDTR_LIMIT, 0xffff)?;
+    write(Field::GUEST_IA32_DEBUGCTL, 0)?;
+    write(Field::GUEST_IA32_EFER, 0)?;
+    write(Field::GUEST_INTERRUPTIBILITY, 0)?;
+    write(Field::GUEST_ACTIVITY_STATE, 0)?;
+    write(Field::GUEST_PENDING_DEBUG, 0)?;
+    write(Field::ENTRY_INTERRUPTION_INFO, 0)?;
+    write(Field::VMCS_LINK_POINTER, u64::MAX)?;
+    Ok(())
+}

@@ -1,5 +1,18 @@
-//! A VMX virtual CPU: one VMCS, its bitmaps, the guest registers, and the run loop that
-//! handles CR accesses and host NMIs itself and reports every other exit as [`Exit`].
+//! A VMX virtual CPU: one VMCS, its bitmaps, the guest registers, hardware context
+//! (VMCS current per CPU, VPID by generation, extended state, XCR0), and the run loop
+//! that handles CR accesses itself and reports every other exit as [`Exit`].
+//!
+//! Host interrupts: pin-based external-interrupt exiting with "acknowledge interrupt on
+//! exit": the exit takes the interrupt from the APIC, and [`Vcpu::run`] hands its vector
+//! to `irq::dispatch` (which EOIs exactly as the IDT path does) before reporting
+//! `Exit::ExternalInterrupt`. NMI exiting: an NMI exit is counted like a host NMI and
+//! reported as `Exit::ExternalInterrupt` too. Host RFLAGS.IF is 0 after every exit.
+//!
+//! VMCS launch state: `launched` follows the VMCS (set by the first successful VMLAUNCH,
+//! cleared with every VMCLEAR). The VMCS stays current on its CPU across `put`; another
+//! vCPU's `load` makes its own current with VMPTRLD. Before a vCPU runs on another CPU its
+//! VMCS must be VMCLEARed on the old one ([`VmxVcpu::vmclear`], to be called there by the
+//! scheduler's migration path); `load` then refreshes the host state for the new CPU.
 
 use super::controls::{pin, proc, Controls};
 use super::cpu::{self, rdtsc};
@@ -10,13 +23,12 @@ use super::modes::{Fixed, Modes};
 use super::msr::GuestMsrs;
 use super::setup::Pages;
 use super::vmcs;
+use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::{irq, percpu, xcr};
+use crate::hvm::asid::TlbTag;
 use crate::hvm::{ControlState, Event, Exit, GuestRegs, Vcpu};
 use crate::mm::phys;
-use core::sync::atomic::{AtomicU64, Ordering};
-
-/// The VMCS current on this CPU (ferrovisor runs vCPUs on the boot CPU only so far; with
-/// SMP this becomes per-CPU state and a vCPU moving CPUs must be VMCLEARed first).
-static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+use core::sync::atomic::Ordering;
 
 /// What every vCPU of the backend shares: CPU limits and features.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +43,11 @@ pub struct Platform {
     pub xcr0_supported: u64,
     /// IA32_XSS bits the CPU supports.
     pub xss_supported: u64,
+    /// VPIDs in use: guests get 1..vpid_limit (0: VPID off).
+    pub vpid_limit: u32,
+    /// INVVPID type that flushes every VPID at a new generation: 2 all-context, or 1
+    /// single-context (then each newly assigned VPID is flushed on its own).
+    pub invvpid: u64,
 }
 
 /// Number of frames behind a vCPU: VMCS, I/O bitmaps A and B, MSR bitmap.
@@ -54,6 +71,17 @@ pub struct VmxVcpu {
     pub(super) cr8: u64,
     /// Vector of the last host interrupt acknowledged by a VM exit.
     pub(super) external_vector: Option<u8>,
+    /// The VPID in the VMCS and where it is valid.
+    pub(super) tag: Option<TlbTag>,
+    /// Extended state (x87/SSE/AVX...) while not loaded.
+    pub(super) ext: ExtState,
+    /// Index of the CPU whose host state the VMCS holds and where it was last current
+    /// (u32::MAX: VMCLEARed, host state to be written at the next `load`).
+    pub(super) cpu: u32,
+    /// Loaded on `cpu` (between `load` and `put`).
+    pub(super) loaded: bool,
+    /// Created waiting for SIPI and not yet started.
+    pub(super) waiting_for_sipi: bool,
 }
 
 impl VmxVcpu {
@@ -73,26 +101,41 @@ impl VmxVcpu {
 
     /// Makes this vCPU's VMCS current on this CPU.
     pub(super) fn make_current(&self) {
-        if CURRENT_VMCS.load(Ordering::Relaxed) != self.vmcs {
+        let current = &percpu::this().current_vmcs;
+        if current.load(Ordering::Relaxed) != self.vmcs {
             // SAFETY: the VMCS region is owned by this vCPU, stamped with the revision id at
-            // creation, and (single CPU) not current anywhere else.
+            // creation, and not current on another CPU (it is VMCLEARed before it moves).
             match unsafe { vmcs::vmptrld(self.vmcs) } {
-                Ok(()) => CURRENT_VMCS.store(self.vmcs, Ordering::Relaxed),
+                Ok(()) => current.store(self.vmcs, Ordering::Relaxed),
                 Err(e) => log::error!("vmx: {e} loading VMCS {:#x}", self.vmcs),
             }
         }
     }
 
-    /// Per-entry state: VMCS, lazily switched MSRs, XCR0, slice timer.
+    /// VMCLEARs the VMCS on this CPU (its launch state becomes clear and its data is
+    /// written back to memory), so it can be made current on another CPU or freed. The
+    /// vCPU must be put first if it was loaded.
+    pub fn vmclear(&mut self) {
+        // SAFETY: the VMCS belongs to this vCPU; clearing it only makes it not current.
+        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs) } {
+            log::error!("vmx: {e} clearing VMCS {:#x}", self.vmcs);
+        }
+        let _ = percpu::this().current_vmcs.compare_exchange(
+            self.vmcs,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.launched = false;
+        self.cpu = u32::MAX;
+        self.loaded = false;
+    }
+
+    /// Per-entry state: VMCS, lazily switched MSRs, slice timer.
     fn prepare(&mut self) {
         self.make_current();
         self.msrs
             .load_if_needed(self.vmcs, self.platform.xss_supported != 0);
-        if self.platform.xcr0_supported != 0 && cpu::xgetbv() != self.xcr0 {
-            // SAFETY: CR4.OSXSAVE was set at bring-up when XSAVE exists (xcr0_supported != 0)
-            // and `set_xcr0` only accepts values valid for this CPU.
-            unsafe { cpu::xsetbv(self.xcr0) };
-        }
         if let Some(rate) = self.platform.timer_rate {
             let mut pinctl = self.controls.pin & !pin::PREEMPTION_TIMER;
             if let Some(deadline) = self.deadline {
@@ -191,13 +234,73 @@ impl VmxVcpu {
 }
 
 impl Vcpu for VmxVcpu {
+    fn load(&mut self) {
+        let pc = percpu::this();
+        if self.cpu != pc.index {
+            // First load here (or after VMCLEAR): the host state names this CPU's
+            // GS base (per-CPU data), TR, GDT and IDT.
+            self.make_current();
+            if let Err(e) = super::setup::host_state() {
+                log::error!("vmx: {e} writing the host state");
+            }
+            self.msrs.invalidate();
+            self.cpu = pc.index;
+        } else {
+            self.make_current();
+        }
+        if self.platform.vpid_limit != 0 {
+            let a = pc
+                .asids
+                .lock()
+                .assign(pc.index, self.platform.vpid_limit, self.tag);
+            let flush = if a.flush_all && self.platform.invvpid == 2 {
+                Some((2, 0))
+            } else if self.platform.invvpid == 1 && a.changed {
+                Some((1, a.tag.tag as u16))
+            } else {
+                None
+            };
+            if let Some((kind, vpid)) = flush {
+                if let Err(e) = vmcs::invvpid(kind, vpid) {
+                    log::error!("vmx: {e}");
+                }
+            }
+            if a.changed {
+                self.vpid = a.tag.tag as u16;
+                vmcs::set(Field::VPID, a.tag.tag.into());
+            }
+            self.tag = Some(a.tag);
+        }
+        self.ext.restore();
+        self.loaded = true;
+    }
+
+    fn put(&mut self) {
+        if self.loaded {
+            self.ext.save();
+            self.loaded = false;
+        }
+    }
+
     fn run(&mut self) -> Exit {
+        if !self.loaded || self.waiting_for_sipi {
+            return Exit::EntryFailed {
+                reason: if self.loaded {
+                    "vCPU waiting for SIPI was run"
+                } else {
+                    "vCPU run without load"
+                },
+                detail: 0,
+            };
+        }
         loop {
             self.prepare();
+            xcr::enter_guest(self.xcr0);
             // SAFETY: `prepare` made this vCPU's fully initialised VMCS current (host state
-            // from this CPU at creation), `launched` tracks its launch state, and `regs` is
-            // borrowed exclusively for the call.
+            // written for this CPU by `load`), `launched` tracks its launch state, and
+            // `regs` is borrowed exclusively for the call.
             let entered = unsafe { entry::enter(&mut self.regs, self.launched) };
+            xcr::leave_guest(self.xcr0);
             if entered != Entered::Exited {
                 return Self::entry_failed(entered);
             }
@@ -208,7 +311,13 @@ impl Vcpu for VmxVcpu {
             }
             match decode::classify(&raw) {
                 Action::Report(Exit::ExternalInterrupt) => {
-                    self.external_vector = Some(raw.interruption_info as u8);
+                    // Acknowledged by the exit: handle it now, as the IDT stub would.
+                    self.external_vector = None;
+                    if raw.interruption_info & (1 << 31) != 0 {
+                        let vector = raw.interruption_info as u8;
+                        self.external_vector = Some(vector);
+                        irq::dispatch(vector);
+                    }
                     return Exit::ExternalInterrupt;
                 }
                 Action::Report(Exit::InterruptWindow) => {
@@ -221,9 +330,12 @@ impl Vcpu for VmxVcpu {
                     (self.modes.cr0_shadow, self.modes.cr4_shadow) = self.visible_crs();
                     self.cr_access(access);
                 }
-                // SAFETY: vector 2 is the host's NMI gate (on its own IST stack); the NMI
-                // that caused this exit is handed to it as the hardware would have.
-                Action::HostNmi => unsafe { core::arch::asm!("int 2") },
+                Action::HostNmi => {
+                    // The exit consumed the NMI: count it as the host handler would.
+                    irq::nmi();
+                    irq::report_nmis();
+                    return Exit::ExternalInterrupt;
+                }
             }
         }
     }
@@ -316,6 +428,40 @@ impl Vcpu for VmxVcpu {
         Ok(())
     }
 
+    fn xcr0(&self) -> u64 {
+        self.xcr0
+    }
+
+    fn reset_to_sipi(&mut self, vector: u8) {
+        self.make_current();
+        if let Err(e) = super::setup::sipi_state(vector, &self.platform.fixed) {
+            log::error!("vmx: {e} writing the INIT-SIPI state");
+        }
+        self.modes = Modes {
+            cr0_shadow: 0x6000_0010,
+            cr4_shadow: 0,
+            efer: 0,
+        };
+        let entry = self.controls.entry & !super::controls::entry::IA32E_MODE_GUEST;
+        if entry != self.controls.entry {
+            self.controls.entry = entry;
+            vmcs::set(Field::ENTRY_CONTROLS, entry.into());
+        }
+        self.request_interrupt_window(false);
+        self.deadline = None;
+        self.cr8 = 0;
+        self.regs = GuestRegs {
+            rdx: u64::from(cpu::cpuid(1, 0).0),
+            ..GuestRegs::default()
+        };
+        self.xcr0 = 1;
+        self.ext.reset();
+        if self.loaded {
+            self.ext.restore();
+        }
+        self.waiting_for_sipi = false;
+    }
+
     fn flush_nested_tlb(&mut self) {
         if let Some(kind) = self.platform.invept {
             if let Err(e) = vmcs::invept(kind, self.eptp) {
@@ -326,13 +472,18 @@ impl Vcpu for VmxVcpu {
 }
 
 impl Drop for VmxVcpu {
+    /// VMCLEARs and frees the VMCS and bitmaps (the save area goes with `ext`), and drops
+    /// cached EPT translations of its p2m root so a later domain whose EPT root reuses
+    /// that frame cannot hit them. (Its VPID needs no flush: it is not handed out again
+    /// before a new generation flushes them all.) Must run on the CPU the VMCS was last
+    /// current on; with SMP the other CPUs need the INVEPT too.
     fn drop(&mut self) {
-        // SAFETY: the VMCS belongs to this vCPU; clearing it makes it not current, after
-        // which its frames can be returned.
-        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs) } {
-            log::error!("vmx: {e} clearing VMCS {:#x}", self.vmcs);
+        self.vmclear();
+        if let Some(kind) = self.platform.invept {
+            if let Err(e) = vmcs::invept(kind, self.eptp) {
+                log::error!("vmx: {e}");
+            }
         }
-        let _ = CURRENT_VMCS.compare_exchange(self.vmcs, 0, Ordering::Relaxed, Ordering::Relaxed);
         self.msrs.forget(self.vmcs);
         phys::free_frames(self.vmcs, FRAMES);
     }

@@ -4,6 +4,9 @@
 //! exits, not here), so the handler prints everything useful (vector, name, error code,
 //! RIP, CR2, all registers) and halts. Double fault, NMI and machine check run on their
 //! own IST stacks so that a blown stack still produces a report.
+//!
+//! NMIs are not fatal: their gate goes to `irq`'s NMI stub, which counts them and
+//! returns. Vectors 32-255 go to `irq`'s interrupt stubs.
 
 use super::gdt;
 use super::regs::control_registers;
@@ -144,6 +147,14 @@ pub fn init() {
             _ => 0,
         };
         idt[vector] = Gate::new(stub, cs, ist as u8);
+    }
+    idt[2] = Gate::new(
+        super::irq::nmi_stub_address(),
+        cs,
+        (gdt::IST_NMI_MCE + 1) as u8,
+    );
+    for vector in 32..=255u8 {
+        idt[usize::from(vector)] = Gate::new(super::irq::stub_address(vector), cs, 0);
     }
     let ptr = DescriptorTablePointer {
         limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,

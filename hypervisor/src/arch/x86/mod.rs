@@ -1,8 +1,12 @@
-//! x86-64 host support: CPU identification, descriptor tables, exceptions, ports, power.
+//! x86-64 host support: CPU identification, descriptor tables, exceptions, interrupts and
+//! the local APIC, per-CPU data, extended-state switching, ports, power.
 pub mod cpu;
 pub mod exceptions;
+pub mod fpu;
 pub mod gdt;
-pub mod percpu_shim;
+pub mod irq;
+pub mod lapic;
+pub mod percpu;
 pub mod pic;
 pub mod port;
 pub mod power;
