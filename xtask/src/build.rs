@@ -70,6 +70,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_TRIPLE_FAULT,
     GUEST_BAD_HYPERCALL,
     GUEST_XEN_ABI,
+    GUEST_BENCH,
 ];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
@@ -88,6 +89,7 @@ pub const GUEST_MEM_ISOLATION: Artifact = guest("guest-mem-isolation");
 pub const GUEST_TRIPLE_FAULT: Artifact = guest("guest-triple-fault");
 pub const GUEST_BAD_HYPERCALL: Artifact = guest("guest-bad-hypercall");
 pub const GUEST_XEN_ABI: Artifact = guest("guest-xen-abi");
+pub const GUEST_BENCH: Artifact = guest("guest-bench");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {
