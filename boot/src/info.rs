@@ -302,7 +302,7 @@ pub(crate) mod tests {
             if end > self.len {
                 return None;
             }
-            // SAFETY (test only): the words vector is initialised and at least `self.len`
+            // SAFETY: (test only) the words vector is initialised and at least `self.len`
             // bytes long; u8 has no alignment or validity requirements.
             let all =
                 unsafe { core::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) };

@@ -12,7 +12,7 @@ pub(crate) fn parse(addr: u64, mem: &impl PhysRead) -> Result<BootInfo, BootInfo
     let total = mem
         .read_u32(addr)
         .ok_or(BootInfoError::Unreadable { addr, len: 8 })?;
-    if !(16..=MAX_INFO_SIZE).contains(&total) || addr % 8 != 0 {
+    if !(16..=MAX_INFO_SIZE).contains(&total) || !addr.is_multiple_of(8) {
         return Err(BootInfoError::Malformed(
             "multiboot2 information size or alignment",
         ));
@@ -85,7 +85,7 @@ mod tests {
     /// The builder's result as the raw bytes a loader would leave in memory.
     fn bytes_of(mbi: &multiboot2_common::DynSizedStructure<BootInformationHeader>) -> Vec<u8> {
         let len = mbi.header().total_size() as usize;
-        // SAFETY (test only): the structure is one allocation that starts with its header and
+        // SAFETY: (test only) the structure is one allocation that starts with its header and
         // is `total_size` bytes long, as the builder guarantees.
         unsafe { core::slice::from_raw_parts(mbi as *const _ as *const u8, len) }.to_vec()
     }

@@ -880,6 +880,27 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
                 failed.push("host unit tests".into());
             }
         }
+        println!("lints: cargo clippy --workspace --all-targets -- -D warnings");
+        let t = Instant::now();
+        let mut cmd = util::cargo();
+        cmd.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        match util::run_visible(&mut cmd) {
+            Ok(()) => {
+                println!("clippy ... ok ({})", secs(t.elapsed()));
+                passed += 1;
+            }
+            Err(e) => {
+                println!("clippy ... FAILED ({}): {e:#}", secs(t.elapsed()));
+                failed.push("clippy".into());
+            }
+        }
     }
 
     let kernel = match &opts.kernel {

@@ -134,7 +134,7 @@ enum Command {
         /// Skip the Bochs tests (slow).
         #[arg(long)]
         skip_bochs: bool,
-        /// Skip the host unit tests (`cargo test --workspace`).
+        /// Skip the host unit tests (`cargo test --workspace`) and clippy.
         #[arg(long)]
         skip_host: bool,
         /// Skip the tests that boot the Debian dom0 kernel (they download it

@@ -26,7 +26,7 @@ pub struct Frame(u64);
 impl Frame {
     /// The frame starting at `addr`, if `addr` is frame aligned.
     pub const fn from_addr(addr: u64) -> Option<Frame> {
-        if addr % FRAME_SIZE == 0 {
+        if addr.is_multiple_of(FRAME_SIZE) {
             Some(Frame(addr))
         } else {
             None
@@ -77,7 +77,7 @@ impl PhysRange {
 
 fn align_up(a: u64) -> u64 {
     a.checked_add(FRAME_SIZE - 1)
-        .map_or(u64::MAX & !(FRAME_SIZE - 1), |v| v & !(FRAME_SIZE - 1))
+        .map_or(!(FRAME_SIZE - 1), |v| v & !(FRAME_SIZE - 1))
 }
 
 /// The frame-aligned usable memory: every `Usable` map entry, minus every other map entry
@@ -309,12 +309,12 @@ impl<'a> FrameAllocator<'a> {
             let span = self.spans[s];
             let end = span.first_frame + span.frames;
             let mut start = span.first_frame.div_ceil(align) * align;
-            'candidates: while start.checked_add(count).is_some_and(|e| e <= end) {
-                for f in start..start + count {
-                    if !self.bit(span.first_bit + (f - span.first_frame)) {
-                        start = (f + 1).div_ceil(align) * align;
-                        continue 'candidates;
-                    }
+            while start.checked_add(count).is_some_and(|e| e <= end) {
+                let busy = (start..start + count)
+                    .find(|&f| !self.bit(span.first_bit + (f - span.first_frame)));
+                if let Some(f) = busy {
+                    start = (f + 1).div_ceil(align) * align;
+                    continue;
                 }
                 for f in start..start + count {
                     self.set_bit(span.first_bit + (f - span.first_frame), false);
@@ -393,7 +393,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     fn bit_of_frame(&self, addr: u64) -> Option<u64> {
-        if addr % FRAME_SIZE != 0 {
+        if !addr.is_multiple_of(FRAME_SIZE) {
             return None;
         }
         let n = addr / FRAME_SIZE;
@@ -564,7 +564,7 @@ mod tests {
         ];
         let (mut bits, _) = allocator(&ranges);
         let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
-        for addr in [0, 0x10_2000, 0x2f_f000, 0x30_1000, u64::MAX & !0xfff] {
+        for addr in [0, 0x10_2000, 0x2f_f000, 0x30_1000, !0xfff] {
             let f = Frame::from_addr(addr).unwrap();
             assert_eq!(a.free(f), Err(FrameError::NotManaged { addr }));
         }
