@@ -183,6 +183,11 @@ fn iso(
     loader: Loader,
 ) -> Result<PathBuf> {
     let output = dir.join("boot.iso");
+    // For the record in bench.md.
+    std::fs::write(
+        dir.join("grub.cfg"),
+        image::grub_cfg(cmdline, &modules, loader),
+    )?;
     image::build_iso(&image::IsoSpec {
         kernel: kernel.to_path_buf(),
         cmdline: cmdline.to_string(),
@@ -222,17 +227,13 @@ fn start_ferrovisor(
         Emu::QemuTcg => {
             let boot_dir = dir.join("boot");
             qemu::stage_kernel_dir(&boot_dir, &ctx.hypervisor, &modules)?;
-            let mut session = start_qemu(
+            start_qemu(
                 &boot_dir,
                 qemu::Boot::Kernel {
                     cmdline,
                     modules: &modules,
                 },
-            );
-            if let Ok(s) = &mut session {
-                s.command = format!("{} ({})", s.command, dir.display());
-            }
-            session
+            )
         }
         Emu::Bochs => {
             let iso = iso(dir, &ctx.hypervisor, cmdline, modules, Loader::Multiboot2)?;
@@ -370,7 +371,7 @@ fn measure(
             let dir = util::xtask_dir()
                 .join("bench")
                 .join(emu.name())
-                .join(setup.name.replace([' ', '+', ','], "_"));
+                .join(slug(setup.name));
             eprintln!(
                 "xtask: bench {} / {}: run {i} of {runs}",
                 emu.name(),
@@ -380,7 +381,16 @@ fn measure(
                 Ok((sample, command)) => {
                     eprintln!("xtask: {:.1} s: {}", sample.secs, sample.line.trim());
                     if i == 1 {
-                        commands.push(format!("{} / {}: {command}", emu.name(), setup.name));
+                        let mut text = format!("{} / {}: `{command}`", emu.name(), setup.name);
+                        if let Ok(cfg) = std::fs::read_to_string(dir.join("grub.cfg")) {
+                            let boot = cfg
+                                .lines()
+                                .filter(|l| l.starts_with("    ") && l.trim() != "boot");
+                            for line in boot {
+                                let _ = write!(text, "\n  - `{}`", line.trim());
+                            }
+                        }
+                        commands.push(text);
                     }
                     samples.push(sample);
                 }
@@ -391,6 +401,16 @@ fn measure(
             }
         }
     }
+}
+
+/// A directory name for a setup: `ferrovisor + bench guest` -> `ferrovisor-bench-guest`.
+fn slug(name: &str) -> String {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.join("-")
 }
 
 /// The median (mean of the middle two for an even count); `None` when empty.
@@ -589,11 +609,14 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         .collect();
     let _ = writeln!(
         md,
-        "Medians of alternating runs ({}); ratio = ferrovisor / reference.\n\n```\n{table}```\n\nCommands (first run of each setup):\n",
+        "Medians of alternating runs ({}); ratio = ferrovisor / reference. Boot times are \
+         host seconds from emulator start to the line; guest figures are the guest's TSC \
+         converted with its pvclock rate (on Bochs: emulated time, `ips` per second).\n\n\
+         ```\n{table}```\n\nCommands (first run of each setup; GRUB lines where GRUB boots):\n",
         runs_text.join(", ")
     );
     for c in &commands {
-        let _ = writeln!(md, "- `{c}`");
+        let _ = writeln!(md, "- {c}");
     }
     let path = util::xtask_dir().join("bench.md");
     util::create_parent(&path)?;
@@ -673,6 +696,12 @@ mod tests {
         let table = render(&[r]);
         assert!(table.starts_with("figure "));
         assert_eq!(table.lines().count(), 2);
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("ferrovisor + bench guest"), "ferrovisor-bench-guest");
+        assert_eq!(slug("Debian kernel, bare"), "debian-kernel-bare");
     }
 
     #[test]
