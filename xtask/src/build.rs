@@ -76,6 +76,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_DOMU_END,
     GUEST_BAD_ARGS,
     GUEST_REAPER,
+    GUEST_BENCH,
 ];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
@@ -100,6 +101,7 @@ pub const GUEST_CPU_BURN: Artifact = guest("guest-cpu-burn");
 pub const GUEST_DOMU_END: Artifact = guest("guest-domu-end");
 pub const GUEST_BAD_ARGS: Artifact = guest("guest-bad-args");
 pub const GUEST_REAPER: Artifact = guest("guest-reaper");
+pub const GUEST_BENCH: Artifact = guest("guest-bench");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

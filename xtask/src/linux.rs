@@ -18,6 +18,7 @@
 //! | `baseline-<emulator>/` | logs of `dom0-baseline` |
 
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -209,8 +210,21 @@ fn resolve_package() -> Result<String> {
 }
 
 /// `apt-get download` into `dir`, unless the .deb of the current version is
-/// already there. Returns its path.
-fn download(package: &str, dir: &Path) -> Result<PathBuf> {
+/// already there. Returns its path. When apt does not know the package or
+/// the download fails (an index older than the mirror), runs `apt-get
+/// update` once as root and tries again.
+pub fn download(package: &str, dir: &Path) -> Result<PathBuf> {
+    match try_download(package, dir) {
+        Err(e) if is_root() => {
+            eprintln!("xtask: {e:#}; updating apt's package lists and retrying");
+            util::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
+            try_download(package, dir)
+        }
+        result => result,
+    }
+}
+
+fn try_download(package: &str, dir: &Path) -> Result<PathBuf> {
     let show = apt_cache(&["show", "--no-all-versions", package])?
         .ok_or_else(|| anyhow!("apt-cache show {package}: unknown package"))?;
     let version =
@@ -232,7 +246,7 @@ fn download(package: &str, dir: &Path) -> Result<PathBuf> {
         cmd.args(["-o", "APT::Sandbox::User=root"]);
     }
     cmd.arg(package);
-    eprintln!("xtask: downloading {package} {version} (about 70 MB)");
+    eprintln!("xtask: downloading {package} {version}");
     util::run_visible(&mut cmd)?;
     if !deb.is_file() {
         bail!(
@@ -244,7 +258,7 @@ fn download(package: &str, dir: &Path) -> Result<PathBuf> {
 }
 
 /// Unpacks the .deb into `pkg_dir` unless that already holds it.
-fn extract(deb: &Path, pkg_dir: &Path) -> Result<()> {
+pub fn extract(deb: &Path, pkg_dir: &Path) -> Result<()> {
     let name = deb
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -338,22 +352,87 @@ pub enum BaselineEmulator {
     Both,
 }
 
-/// An emulator with Linux on its serial console, driven line by line.
-struct Session {
+/// An emulator with a guest on its serial console, driven line by line
+/// (here and by `cargo xtask bench`).
+pub struct Session {
     group: process::Group,
     input: Box<dyn Write + Send>,
     rx: Receiver<Vec<u8>>,
     /// Console text not yet consumed by a wait.
     pending: String,
-    start: Instant,
+    /// Just before the emulator was spawned.
+    pub start: Instant,
+    /// The command line, as a user could paste it.
+    pub command: String,
     log: std::fs::File,
     closed: bool,
 }
 
 impl Session {
+    /// Starts an emulator whose serial console is its stdin/stdout (QEMU
+    /// `-serial stdio`). The console goes to `dir/console.log` too, the
+    /// emulator's stderr to `dir/emulator.stderr`.
+    pub fn stdio(cmd: &mut Command, dir: &Path) -> Result<Session> {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command = format!("(cd {} && {})", dir.display(), util::show_command(cmd));
+        eprintln!("$ {command}");
+        let start = Instant::now();
+        let mut group = process::spawn_group(cmd)?;
+        let (tx, rx) = mpsc::channel();
+        spawn_reader(group.child.stdout.take().expect("piped stdout"), tx);
+        spawn_sink(
+            group.child.stderr.take().expect("piped stderr"),
+            dir.join("emulator.stderr"),
+        );
+        let input = Box::new(group.child.stdin.take().expect("piped stdin"));
+        Ok(Session {
+            group,
+            input,
+            rx,
+            pending: String::new(),
+            start,
+            command,
+            log: std::fs::File::create(dir.join("console.log"))?,
+            closed: false,
+        })
+    }
+
+    /// Starts Bochs (a command from [`bochs::prepare`] in `dir`) with its COM1
+    /// connecting to `listener`; Bochs's own output goes to files in `dir`.
+    pub fn bochs(cmd: &mut Command, listener: &TcpListener, dir: &Path) -> Result<Session> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let command = format!("(cd {} && {})", dir.display(), util::show_command(cmd));
+        eprintln!("$ {command}");
+        let start = Instant::now();
+        let mut group = process::spawn_group(cmd)?;
+        spawn_sink(
+            group.child.stdout.take().expect("piped stdout"),
+            dir.join("bochs.stdout"),
+        );
+        spawn_sink(
+            group.child.stderr.take().expect("piped stderr"),
+            dir.join("bochs.stderr"),
+        );
+        let com1 = bochs::accept_com1(listener, &mut group.child, Duration::from_secs(30))?;
+        let (tx, rx) = mpsc::channel();
+        spawn_reader(com1.try_clone()?, tx);
+        Ok(Session {
+            group,
+            input: Box::new(com1),
+            rx,
+            pending: String::new(),
+            start,
+            command,
+            log: std::fs::File::create(dir.join("console.log"))?,
+            closed: false,
+        })
+    }
+
     /// Waits until `pattern` matches a complete console line received since
     /// the last match; returns its capture groups (0 = the whole match).
-    fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
         let re = Regex::new(pattern)?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -403,6 +482,11 @@ impl Session {
         }
     }
 
+    /// Kills the emulator (harmless when it already ended).
+    pub fn stop(&mut self) {
+        self.group.killer().kill();
+    }
+
     fn send(&mut self, text: &str) -> Result<()> {
         self.input.write_all(text.as_bytes())?;
         self.input.flush()?;
@@ -446,7 +530,8 @@ fn spawn_sink(mut reader: impl Read + Send + 'static, path: PathBuf) {
     });
 }
 
-fn start_qemu(a: &Dom0Assets, dir: &Path) -> Result<Session> {
+/// The kernel and initramfs on bare QEMU TCG (`-kernel`, no BIOS or GRUB).
+pub fn start_qemu(a: &Dom0Assets, dir: &Path) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Qemu])?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.current_dir(dir)
@@ -457,29 +542,8 @@ fn start_qemu(a: &Dom0Assets, dir: &Path) -> Result<Session> {
         .arg(&a.vmlinuz)
         .arg("-initrd")
         .arg(&a.initramfs)
-        .args(["-append", BASELINE_CMDLINE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    eprintln!("$ {}", util::show_command(&cmd));
-    let start = Instant::now();
-    let mut group = process::spawn_group(&mut cmd)?;
-    let (tx, rx) = mpsc::channel();
-    spawn_reader(group.child.stdout.take().expect("piped stdout"), tx);
-    spawn_sink(
-        group.child.stderr.take().expect("piped stderr"),
-        dir.join("qemu.stderr"),
-    );
-    let input = Box::new(group.child.stdin.take().expect("piped stdin"));
-    Ok(Session {
-        group,
-        input,
-        rx,
-        pending: String::new(),
-        start,
-        log: std::fs::File::create(dir.join("console.log"))?,
-        closed: false,
-    })
+        .args(["-append", BASELINE_CMDLINE]);
+    Session::stdio(&mut cmd, dir)
 }
 
 /// A GRUB ISO that boots the kernel with `linux` and `initrd` (BIOS only, as
@@ -514,7 +578,8 @@ fn linux_iso(a: &Dom0Assets, dir: &Path) -> Result<PathBuf> {
     Ok(iso)
 }
 
-fn start_bochs(a: &Dom0Assets, dir: &Path) -> Result<Session> {
+/// The kernel and initramfs on bare Bochs, through GRUB `linux`.
+pub fn start_bochs(a: &Dom0Assets, dir: &Path) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Bochs, prereq::Need::Grub])?;
     let iso = linux_iso(a, dir)?;
     let (listener, port) = bochs::com1_listener()?;
@@ -527,34 +592,7 @@ fn start_bochs(a: &Dom0Assets, dir: &Path) -> Result<Session> {
             megs: 1024,
         },
     )?;
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    eprintln!(
-        "$ (cd {} && {})",
-        util::display_rel(dir),
-        util::show_command(&cmd)
-    );
-    let start = Instant::now();
-    let mut group = process::spawn_group(&mut cmd)?;
-    spawn_sink(
-        group.child.stdout.take().expect("piped stdout"),
-        dir.join("bochs.stdout"),
-    );
-    spawn_sink(
-        group.child.stderr.take().expect("piped stderr"),
-        dir.join("bochs.stderr"),
-    );
-    let com1 = bochs::accept_com1(&listener, &mut group.child, Duration::from_secs(30))?;
-    let (tx, rx) = mpsc::channel();
-    spawn_reader(com1.try_clone()?, tx);
-    Ok(Session {
-        group,
-        input: Box::new(com1),
-        rx,
-        pending: String::new(),
-        start,
-        log: std::fs::File::create(dir.join("console.log"))?,
-        closed: false,
-    })
+    Session::bochs(&mut cmd, &listener, dir)
 }
 
 /// The host's clock as seconds since the epoch.
@@ -644,7 +682,7 @@ pub fn cmd_baseline(which: BaselineEmulator) -> Result<ExitCode> {
         };
         let result = session.and_then(|mut s| {
             let figures = measure(&mut s, slow);
-            s.group.killer().kill();
+            s.stop();
             figures
         });
         let log = util::display_rel(&dir.join("console.log"));

@@ -9,6 +9,7 @@
 //! The crate is host-only and depends on no workspace crate, so it keeps
 //! working while the hypervisor itself does not compile.
 
+mod bench;
 mod bochs;
 mod build;
 mod harness;
@@ -23,6 +24,7 @@ mod tests;
 mod tests_dom0;
 mod tests_multi;
 mod util;
+mod xen;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -167,8 +169,27 @@ enum Command {
         #[arg(long, value_enum, default_value_t = linux::BaselineEmulator::Both)]
         emulator: linux::BaselineEmulator,
     },
-    /// Run benchmarks (none yet).
-    Bench,
+    /// Measure ferrovisor against references booted in the same run: boot
+    /// time to dom0 userspace (against the same kernel without hypervisor),
+    /// hypercall and CPUID exit cost (against Debian's Xen 4.17), on QEMU TCG
+    /// and Bochs. Prints medians and ratios; writes target/xtask/bench.md.
+    Bench {
+        /// Runs per setup (default: 5 on QEMU, 3 on Bochs).
+        #[arg(long)]
+        runs: Option<u32>,
+        /// Skip Bochs (slow: about half an hour).
+        #[arg(long)]
+        skip_bochs: bool,
+        /// Skip QEMU.
+        #[arg(long)]
+        skip_qemu: bool,
+        /// Only the figures whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Boot this ELF instead of building the hypervisor.
+        #[arg(long, value_name = "ELF")]
+        kernel: Option<PathBuf>,
+    },
     /// Install (as root) or list the host packages and Rust targets every
     /// command needs.
     Prereq,
@@ -353,10 +374,19 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Dom0Assets { list } => linux::cmd_assets(list),
         Command::Dom0Baseline { emulator } => linux::cmd_baseline(emulator),
-        Command::Bench => {
-            println!("no benchmarks yet");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench {
+            runs,
+            skip_bochs,
+            skip_qemu,
+            filter,
+            kernel,
+        } => bench::run(&bench::Options {
+            runs,
+            skip_bochs,
+            skip_qemu,
+            filter,
+            kernel,
+        }),
         Command::Prereq => {
             prereq::ensure(prereq::Need::ALL)?;
             println!("all prerequisites are present");

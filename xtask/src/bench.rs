@@ -1,0 +1,730 @@
+//! `cargo xtask bench`: ferrovisor's figures against a reference measured in
+//! the same run, on QEMU TCG and Bochs.
+//!
+//! A [`Setup`] is one way of booting something plus the console line that
+//! ends its run; a [`Figure`] reads one number from the runs of a setup
+//! (ferrovisor's) and the same number from a reference setup. Each emulator
+//! runs every setup its figures need, alternating (A B C D A B C D ...) so
+//! that drift in the machine's load hits all of them alike; a figure is the
+//! median over its runs. Adding a figure = adding a row to [`FIGURES`] (and a
+//! [`Setup`] when nothing boots the right thing yet).
+//!
+//! Timing here is wall-clock time on a shared machine: nothing of it belongs
+//! in `cargo xtask test`, which only checks that the bench guest prints sane
+//! numbers.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use regex::Regex;
+
+use crate::build::{self, Profile};
+use crate::image::{self, Loader, Module};
+use crate::linux::{self, Session};
+use crate::{bochs, prereq, qemu, util, xen};
+
+/// The emulators a figure is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Emu {
+    QemuTcg,
+    Bochs,
+}
+
+impl Emu {
+    fn name(self) -> &'static str {
+        match self {
+            Emu::QemuTcg => "qemu-tcg",
+            Emu::Bochs => "bochs",
+        }
+    }
+}
+
+/// What every run boots.
+struct Ctx {
+    hypervisor: PathBuf,
+}
+
+/// One way of booting something, and the console line that ends the run.
+pub struct Setup {
+    pub name: &'static str,
+    /// Regex; its first match ends the run (and is what figures read).
+    pub until: &'static str,
+    /// Time limit under QEMU TCG; Bochs gets ten times as much.
+    pub qemu_timeout_s: u64,
+    /// Prepares the files in the run's directory and starts the emulator.
+    boot: fn(Emu, &Ctx, &Path) -> Result<Session>,
+}
+
+/// What a figure reads from a run.
+#[derive(Clone, Copy, Debug)]
+pub enum Metric {
+    /// Seconds from emulator start to the setup's `until` line.
+    TimeToLine,
+    /// Capture group 1 of this regex on the `until` line, in nanoseconds.
+    Nanos(&'static str),
+}
+
+/// A row of the table.
+pub struct Figure {
+    pub name: &'static str,
+    /// ferrovisor's side; `None` until the feature it needs exists.
+    pub subject: Option<&'static Setup>,
+    /// The reference and what it is, e.g. `(&XEN_BENCH, "Xen 4.17")`.
+    pub reference: Option<(&'static Setup, &'static str)>,
+    pub metric: Metric,
+    /// Shown while `subject` is `None`: the feature the figure waits for.
+    pub pending: &'static str,
+}
+
+/// The line `tests/guests/bench` prints.
+const BENCH_LINE: &str = r"bench: hypercall_ns=\d+ cpuid_ns=\d+ .*";
+
+static FERROVISOR_DOM0: Setup = Setup {
+    name: "ferrovisor + Debian dom0",
+    until: linux::BANNER_PATTERN,
+    qemu_timeout_s: 180,
+    boot: boot_ferrovisor_dom0,
+};
+static LINUX_BARE: Setup = Setup {
+    name: "Debian kernel, bare",
+    until: linux::BANNER_PATTERN,
+    qemu_timeout_s: 120,
+    boot: boot_linux_bare,
+};
+static FERROVISOR_BENCH: Setup = Setup {
+    name: "ferrovisor + bench guest",
+    until: BENCH_LINE,
+    qemu_timeout_s: 120,
+    boot: boot_ferrovisor_bench,
+};
+static XEN_BENCH: Setup = Setup {
+    name: "Xen + bench guest",
+    until: BENCH_LINE,
+    qemu_timeout_s: 180,
+    boot: boot_xen_bench,
+};
+
+/// The table, in the order printed.
+pub static FIGURES: &[Figure] = &[
+    Figure {
+        name: "boot to dom0 userspace",
+        subject: Some(&FERROVISOR_DOM0),
+        reference: Some((&LINUX_BARE, "same kernel, bare")),
+        metric: Metric::TimeToLine,
+        pending: "",
+    },
+    Figure {
+        name: "hypercall round trip",
+        subject: Some(&FERROVISOR_BENCH),
+        reference: Some((&XEN_BENCH, "Xen 4.17")),
+        metric: Metric::Nanos(r"hypercall_ns=(\d+)"),
+        pending: "",
+    },
+    Figure {
+        name: "trivial exit (CPUID)",
+        subject: Some(&FERROVISOR_BENCH),
+        reference: Some((&XEN_BENCH, "Xen 4.17")),
+        metric: Metric::Nanos(r"cpuid_ns=(\d+)"),
+        pending: "",
+    },
+    // Once multi-domain lands: Setups booting a ping-pong guest pair under
+    // ferrovisor and under Xen 4.17, until = the line the metric reads.
+    Figure {
+        name: "evtchn round trip (interdomain)",
+        subject: None,
+        reference: None,
+        metric: Metric::Nanos(r"mean round trip ([0-9.]+) ns"),
+        pending: "multi-domain",
+    },
+    // Likewise: two domains sharing one CPU, each counting how long it was
+    // switched out.
+    Figure {
+        name: "scheduler context switch",
+        subject: None,
+        reference: None,
+        metric: Metric::Nanos(r"context switch ([0-9.]+) ns"),
+        pending: "multi-domain",
+    },
+];
+
+// ---------------------------------------------------------------------------
+// Booting
+
+/// ferrovisor's command line for dom0 (as `run-qemu` boots it).
+const DOM0_CMDLINE: &str = "console=com1 dom0_mem=512M";
+/// ferrovisor's command line for the bench guest: the same memory as Xen gives it.
+const BENCH_CMDLINE: &str = "console=com1 dom0_mem=64M on_idle=poweroff";
+
+/// QEMU TCG with `-cpu max` (the machine of the tests) and 1 GiB.
+fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
+    prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
+    let mut cmd = qemu::command(&qemu::Config {
+        accel: qemu::Accel::Tcg,
+        cpu: None,
+        memory: "1G",
+        serial: qemu::Serial::Stdio,
+        boot_dir: dir,
+        boot,
+        extra_args: &[],
+    });
+    Session::stdio(&mut cmd, dir)
+}
+
+/// A GRUB ISO in `dir` with `kernel` loaded by `loader`.
+fn iso(
+    dir: &Path,
+    kernel: &Path,
+    cmdline: &str,
+    modules: Vec<Module>,
+    loader: Loader,
+) -> Result<PathBuf> {
+    let output = dir.join("boot.iso");
+    // For the record in bench.md.
+    std::fs::write(
+        dir.join("grub.cfg"),
+        image::grub_cfg(cmdline, &modules, loader),
+    )?;
+    image::build_iso(&image::IsoSpec {
+        kernel: kernel.to_path_buf(),
+        cmdline: cmdline.to_string(),
+        modules,
+        loader,
+        output: output.clone(),
+    })?;
+    Ok(output)
+}
+
+fn start_bochs(dir: &Path, iso: &Path, megs: u32) -> Result<Session> {
+    prereq::ensure(&[prereq::Need::Bochs, prereq::Need::Grub])?;
+    let (listener, port) = bochs::com1_listener()?;
+    let mut cmd = bochs::prepare(
+        dir,
+        &bochs::Config {
+            iso,
+            com1: bochs::Com1::Socket(port),
+            log: &dir.join("bochs.log"),
+            megs,
+        },
+    )?;
+    Session::bochs(&mut cmd, &listener, dir)
+}
+
+/// ferrovisor with `modules`: QEMU `-kernel` (multiboot v1, the way the
+/// tests boot it), Bochs GRUB `multiboot2`.
+fn start_ferrovisor(
+    emu: Emu,
+    ctx: &Ctx,
+    dir: &Path,
+    cmdline: &str,
+    modules: Vec<Module>,
+    megs: u32,
+) -> Result<Session> {
+    match emu {
+        Emu::QemuTcg => {
+            let boot_dir = dir.join("boot");
+            qemu::stage_kernel_dir(&boot_dir, &ctx.hypervisor, &modules)?;
+            start_qemu(
+                &boot_dir,
+                qemu::Boot::Kernel {
+                    cmdline,
+                    modules: &modules,
+                },
+            )
+        }
+        Emu::Bochs => {
+            let iso = iso(dir, &ctx.hypervisor, cmdline, modules, Loader::Multiboot2)?;
+            start_bochs(dir, &iso, megs)
+        }
+    }
+}
+
+fn boot_ferrovisor_dom0(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let modules = linux::assets()?.boot_modules();
+    start_ferrovisor(emu, ctx, dir, DOM0_CMDLINE, modules, 1024)
+}
+
+/// The kernel without hypervisor, as `dom0-baseline` boots it: QEMU
+/// `-kernel` (as ferrovisor), Bochs GRUB `linux` (ferrovisor: GRUB `multiboot2`).
+fn boot_linux_bare(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let assets = linux::assets()?;
+    match emu {
+        Emu::QemuTcg => linux::start_qemu(assets, dir),
+        Emu::Bochs => linux::start_bochs(assets, dir),
+    }
+}
+
+fn bench_guest() -> Result<Vec<Module>> {
+    let path = build::build(&[&build::GUEST_BENCH], Profile::Release)?.remove(0);
+    Ok(vec![Module {
+        path,
+        args: "bench".into(),
+    }])
+}
+
+fn boot_ferrovisor_bench(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    start_ferrovisor(emu, ctx, dir, BENCH_CMDLINE, bench_guest()?, 256)
+}
+
+/// Xen with the bench guest as its PVH dom0, through GRUB: `multiboot2` on
+/// QEMU; on Bochs `multiboot` (v1), because GRUB's `multiboot2` triple-faults
+/// there setting the video mode Xen's header asks for (docs/test-bed.md).
+fn boot_xen_bench(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let xen = xen::hypervisor()?;
+    let modules = bench_guest()?;
+    match emu {
+        Emu::QemuTcg => {
+            iso(
+                dir,
+                &xen,
+                xen::GUEST_DOM0_CMDLINE,
+                modules,
+                Loader::Multiboot2,
+            )?;
+            start_qemu(dir, qemu::Boot::Iso("boot.iso"))
+        }
+        Emu::Bochs => {
+            let iso = iso(
+                dir,
+                &xen,
+                xen::GUEST_DOM0_CMDLINE,
+                modules,
+                Loader::Multiboot,
+            )?;
+            start_bochs(dir, &iso, 256)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+/// What one run gave: the time to the `until` line and the line itself.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub secs: f64,
+    pub line: String,
+}
+
+/// Runs of each (emulator, setup): samples, or why the setup failed (it is
+/// not run again after a failure).
+type Runs = HashMap<(Emu, &'static str), Result<Vec<Sample>, String>>;
+
+fn run_once(emu: Emu, setup: &Setup, ctx: &Ctx, dir: &Path) -> Result<(Sample, String)> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut session = (setup.boot)(emu, ctx, dir)?;
+    let timeout = match emu {
+        Emu::QemuTcg => setup.qemu_timeout_s,
+        Emu::Bochs => setup.qemu_timeout_s * 10,
+    };
+    let found = session.wait_for(setup.until, Duration::from_secs(timeout));
+    let secs = session.start.elapsed().as_secs_f64();
+    session.stop();
+    let groups = found.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#} (console: {})",
+            util::display_rel(&dir.join("console.log"))
+        )
+    })?;
+    Ok((
+        Sample {
+            secs,
+            line: groups[0].clone(),
+        },
+        session.command.clone(),
+    ))
+}
+
+/// The setups the figures need, in first-use order.
+fn setups(figures: &[&'static Figure]) -> Vec<&'static Setup> {
+    let mut out: Vec<&'static Setup> = Vec::new();
+    for f in figures {
+        for s in f.subject.into_iter().chain(f.reference.map(|r| r.0)) {
+            if !out.iter().any(|o| std::ptr::eq(*o, s)) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Runs every setup `runs` times, alternating; returns the samples and each
+/// setup's command line.
+fn measure(
+    emu: Emu,
+    setups: &[&'static Setup],
+    runs: u32,
+    ctx: &Ctx,
+    all: &mut Runs,
+    commands: &mut Vec<String>,
+) {
+    for i in 1..=runs {
+        for setup in setups {
+            let entry = all.entry((emu, setup.name)).or_insert(Ok(Vec::new()));
+            let Ok(samples) = entry else { continue };
+            let dir = util::xtask_dir()
+                .join("bench")
+                .join(emu.name())
+                .join(slug(setup.name));
+            eprintln!(
+                "xtask: bench {} / {}: run {i} of {runs}",
+                emu.name(),
+                setup.name
+            );
+            match run_once(emu, setup, ctx, &dir) {
+                Ok((sample, command)) => {
+                    eprintln!("xtask: {:.1} s: {}", sample.secs, sample.line.trim());
+                    if i == 1 {
+                        let mut text = format!("{} / {}: `{command}`", emu.name(), setup.name);
+                        if let Ok(cfg) = std::fs::read_to_string(dir.join("grub.cfg")) {
+                            let boot = cfg
+                                .lines()
+                                .filter(|l| l.starts_with("    ") && l.trim() != "boot");
+                            for line in boot {
+                                let _ = write!(text, "\n  - `{}`", line.trim());
+                            }
+                        }
+                        commands.push(text);
+                    }
+                    samples.push(sample);
+                }
+                Err(e) => {
+                    eprintln!("xtask: bench {} / {} failed: {e:#}", emu.name(), setup.name);
+                    *entry = Err(format!("{e:#}"));
+                }
+            }
+        }
+    }
+}
+
+/// A directory name for a setup: `ferrovisor + bench guest` -> `ferrovisor-bench-guest`.
+fn slug(name: &str) -> String {
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.join("-")
+}
+
+/// The median (mean of the middle two for an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// A figure's value in one sample: seconds, or nanoseconds from the line.
+pub fn value(metric: Metric, sample: &Sample) -> Option<f64> {
+    match metric {
+        Metric::TimeToLine => Some(sample.secs),
+        Metric::Nanos(pattern) => Regex::new(pattern)
+            .ok()?
+            .captures(&sample.line)?
+            .get(1)?
+            .as_str()
+            .parse()
+            .ok(),
+    }
+}
+
+/// A figure's median over a setup's runs, or why there is none.
+fn figure_value(metric: Metric, runs: Option<&Result<Vec<Sample>, String>>) -> Result<f64, String> {
+    match runs {
+        None => Err("not run".into()),
+        Some(Err(why)) => Err(why.clone()),
+        Some(Ok(samples)) => {
+            let values: Vec<f64> = samples.iter().filter_map(|s| value(metric, s)).collect();
+            median(&values).ok_or_else(|| "no value in the output".into())
+        }
+    }
+}
+
+/// `10.1 s`, `1.23 µs`, `567 ns`.
+pub fn format_value(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::TimeToLine => format!("{v:.1} s"),
+        Metric::Nanos(_) if v >= 1e6 => format!("{:.2} ms", v / 1e6),
+        Metric::Nanos(_) if v >= 1e3 => format!("{:.2} µs", v / 1e3),
+        Metric::Nanos(_) => format!("{v:.0} ns"),
+    }
+}
+
+/// One printed row.
+#[derive(Debug, PartialEq)]
+pub struct Row {
+    pub figure: String,
+    pub emulator: String,
+    pub ferrovisor: String,
+    pub reference: String,
+    pub ratio: String,
+}
+
+fn first_line(s: &str) -> &str {
+    let line = s.lines().next().unwrap_or("");
+    line.char_indices()
+        .nth(60)
+        .map_or(line, |(i, _)| &line[..i])
+}
+
+fn row(f: &Figure, emu: Emu, runs: &Runs) -> Row {
+    let get = |s: &Setup| figure_value(f.metric, runs.get(&(emu, s.name)));
+    let (ours, ours_text) = match f.subject {
+        None => (None, format!("pending: needs {}", f.pending)),
+        Some(s) => match get(s) {
+            Ok(v) => (Some(v), format_value(f.metric, v)),
+            Err(why) => (None, format!("failed: {}", first_line(&why))),
+        },
+    };
+    let (theirs, theirs_text) = match f.reference {
+        None => (None, "-".to_string()),
+        Some((s, what)) => match get(s) {
+            Ok(v) => (Some(v), format!("{} ({what})", format_value(f.metric, v))),
+            Err(why) => (None, format!("no reference ({what}: {})", first_line(&why))),
+        },
+    };
+    let ratio = match (ours, theirs) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "-".into(),
+    };
+    Row {
+        figure: f.name.into(),
+        emulator: emu.name().into(),
+        ferrovisor: ours_text,
+        reference: theirs_text,
+        ratio,
+    }
+}
+
+/// The plain-text table.
+pub fn render(rows: &[Row]) -> String {
+    let header = Row {
+        figure: "figure".into(),
+        emulator: "emulator".into(),
+        ferrovisor: "ferrovisor".into(),
+        reference: "reference (what)".into(),
+        ratio: "ratio".into(),
+    };
+    let width = |f: fn(&Row) -> &String| {
+        std::iter::once(&header)
+            .chain(rows)
+            .map(|r| f(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let w = [
+        width(|r| &r.figure),
+        width(|r| &r.emulator),
+        width(|r| &r.ferrovisor),
+        width(|r| &r.reference),
+    ];
+    let mut out = String::new();
+    for r in std::iter::once(&header).chain(rows) {
+        let line = format!(
+            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {}",
+            r.figure,
+            r.emulator,
+            r.ferrovisor,
+            r.reference,
+            r.ratio,
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `cargo xtask bench` options.
+pub struct Options {
+    /// Runs per setup; default 5 (QEMU) / 3 (Bochs).
+    pub runs: Option<u32>,
+    pub skip_bochs: bool,
+    pub skip_qemu: bool,
+    /// Only figures whose name contains this.
+    pub filter: Option<String>,
+    /// Boot this ELF instead of building the hypervisor.
+    pub kernel: Option<PathBuf>,
+}
+
+pub fn run(opts: &Options) -> Result<ExitCode> {
+    let figures: Vec<&'static Figure> = FIGURES
+        .iter()
+        .filter(|f| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|s| f.name.contains(s.as_str()))
+        })
+        .collect();
+    if figures.is_empty() {
+        bail!("no figure matches --filter");
+    }
+    prereq::ensure(&[prereq::Need::RustTargets])?;
+    let hypervisor = match &opts.kernel {
+        Some(path) => path.clone(),
+        None => build::hypervisor(Profile::Release)?,
+    };
+    let ctx = Ctx { hypervisor };
+    let mut emulators = Vec::new();
+    if !opts.skip_qemu {
+        emulators.push((Emu::QemuTcg, opts.runs.unwrap_or(5)));
+    }
+    if !opts.skip_bochs {
+        emulators.push((Emu::Bochs, opts.runs.unwrap_or(3)));
+    }
+    let mut runs = Runs::new();
+    let mut commands = Vec::new();
+    for &(emu, n) in &emulators {
+        measure(emu, &setups(&figures), n, &ctx, &mut runs, &mut commands);
+    }
+    let rows: Vec<Row> = emulators
+        .iter()
+        .flat_map(|&(emu, _)| figures.iter().map(move |f| (f, emu)))
+        .map(|(f, emu)| row(f, emu, &runs))
+        .collect();
+    let table = render(&rows);
+    print!("\n{table}");
+
+    let mut md = String::from("# `cargo xtask bench`\n\n");
+    let runs_text: Vec<String> = emulators
+        .iter()
+        .map(|(e, n)| format!("{} {n} runs", e.name()))
+        .collect();
+    let _ = writeln!(
+        md,
+        "Medians of alternating runs ({}); ratio = ferrovisor / reference. Boot times are \
+         host seconds from emulator start to the line; guest figures are the guest's TSC \
+         converted with its pvclock rate (on Bochs: emulated time, `ips` per second).\n\n\
+         ```\n{table}```\n\nCommands (first run of each setup; GRUB lines where GRUB boots):\n",
+        runs_text.join(", ")
+    );
+    for c in &commands {
+        let _ = writeln!(md, "- {c}");
+    }
+    let path = util::xtask_dir().join("bench.md");
+    util::create_parent(&path)?;
+    std::fs::write(&path, md)?;
+    println!("\nwrote {}", util::display_rel(&path));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(secs: f64, line: &str) -> Sample {
+        Sample {
+            secs,
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+    }
+
+    #[test]
+    fn values_come_from_both_hypervisors_lines() {
+        let ours = "(d0) bench: hypercall_ns=19084 cpuid_ns=18290 hypercall_cycles=49787 cpuid_cycles=47715 tsc_khz=2608730";
+        let xen = "bench: hypercall_ns=533669 cpuid_ns=428238 hypercall_cycles=1385483";
+        let until = Regex::new(BENCH_LINE).unwrap();
+        assert!(until.is_match(ours) && until.is_match(xen));
+        let hc = FIGURES[1].metric;
+        let cpuid = FIGURES[2].metric;
+        assert_eq!(value(hc, &sample(1.0, ours)), Some(19084.0));
+        assert_eq!(value(cpuid, &sample(1.0, xen)), Some(428238.0));
+        assert_eq!(value(Metric::TimeToLine, &sample(9.4, ours)), Some(9.4));
+        assert_eq!(value(hc, &sample(1.0, "nothing")), None);
+    }
+
+    #[test]
+    fn rows_show_ratio_pending_and_missing_reference() {
+        let mut runs = Runs::new();
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_BENCH.name),
+            Ok(vec![
+                sample(1.0, "bench: hypercall_ns=1000 cpuid_ns=500 x"),
+                sample(1.0, "bench: hypercall_ns=1300 cpuid_ns=600 x"),
+                sample(1.0, "bench: hypercall_ns=1200 cpuid_ns=700 x"),
+            ]),
+        );
+        runs.insert(
+            (Emu::QemuTcg, XEN_BENCH.name),
+            Ok(vec![sample(
+                1.0,
+                "bench: hypercall_ns=2400 cpuid_ns=1000 x",
+            )]),
+        );
+        runs.insert(
+            (Emu::Bochs, XEN_BENCH.name),
+            Err("Bochs stopped: triple fault".into()),
+        );
+        let r = row(&FIGURES[1], Emu::QemuTcg, &runs);
+        assert_eq!(r.ferrovisor, "1.20 µs");
+        assert_eq!(r.reference, "2.40 µs (Xen 4.17)");
+        assert_eq!(r.ratio, "0.50×");
+        let r = row(&FIGURES[1], Emu::Bochs, &runs);
+        assert_eq!(r.ferrovisor, "failed: not run");
+        assert_eq!(
+            r.reference,
+            "no reference (Xen 4.17: Bochs stopped: triple fault)"
+        );
+        assert_eq!(r.ratio, "-");
+        let r = row(&FIGURES[3], Emu::QemuTcg, &runs);
+        assert!(r.ferrovisor.starts_with("pending: needs multi-domain"));
+        let table = render(&[r]);
+        assert!(table.starts_with("figure "));
+        assert_eq!(table.lines().count(), 2);
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("ferrovisor + bench guest"), "ferrovisor-bench-guest");
+        assert_eq!(slug("Debian kernel, bare"), "debian-kernel-bare");
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_value(Metric::TimeToLine, 10.06), "10.1 s");
+        assert_eq!(format_value(Metric::Nanos(""), 567.0), "567 ns");
+        assert_eq!(format_value(Metric::Nanos(""), 1234.0), "1.23 µs");
+        assert_eq!(format_value(Metric::Nanos(""), 533_669.0), "533.67 µs");
+        assert_eq!(format_value(Metric::Nanos(""), 2_500_000.0), "2.50 ms");
+    }
+
+    #[test]
+    fn setups_are_shared_between_figures() {
+        let all: Vec<&'static Figure> = FIGURES.iter().collect();
+        let names: Vec<&str> = setups(&all).iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                FERROVISOR_DOM0.name,
+                LINUX_BARE.name,
+                FERROVISOR_BENCH.name,
+                XEN_BENCH.name
+            ]
+        );
+    }
+}
