@@ -159,8 +159,22 @@ impl<B: Backend> Hv<B> {
         }
     }
 
-    /// Acts on an event-channel kick: wakes every vCPU it names.
+    /// Acts on an event-channel kick: a vCPU whose `evtchn_upcall_pending` went up gets
+    /// its per-vCPU upcall vector in its LAPIC (if it registered one; otherwise the global
+    /// callback is injected while the flag stays up), and every vCPU named is woken.
     pub fn kick(&self, dom: &Domain<B>, kick: evtchn::Kick) {
+        if kick.is_empty() {
+            return;
+        }
+        if !kick.upcalls.is_empty() {
+            let st = dom.st.lock();
+            for id in kick.upcalls.iter() {
+                let vector = st.upcall_vector.get(id as usize).copied().unwrap_or(0);
+                if let (Some(v), true) = (dom.vcpu(id), vector != 0) {
+                    v.post_ipi(vector);
+                }
+            }
+        }
         for id in kick.vcpus().iter() {
             if let Some(v) = dom.vcpu(id) {
                 self.wake(dom, v);

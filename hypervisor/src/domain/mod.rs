@@ -254,6 +254,9 @@ pub struct DomState {
     pub evtchn: evtchn::EventChannels,
     /// The global callback vector (HVM_PARAM_CALLBACK_IRQ type 2), injected directly.
     pub callback_vector: Option<u8>,
+    /// Per-vCPU upcall vectors (HVMOP_set_evtchn_upcall_vector; 0 = none): delivered
+    /// through that vCPU's LAPIC, instead of the global callback.
+    pub upcall_vector: Vec<u8>,
     /// Host frame of this domain's shared_info page, once the guest mapped it.
     pub shared_info: Option<u64>,
     /// Guest-physical address of each vCPU's `vcpu_info` once moved out of shared_info

@@ -131,7 +131,8 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
 fn pending_interrupt<B: Backend>(cx: &Cx<'_, B>) -> Option<(u8, bool)> {
     {
         let st = cx.dom.st.lock();
-        if let Some(v) = st.callback_vector {
+        let per_vcpu = st.upcall_vector[cx.vcpu.id as usize] != 0;
+        if let (Some(v), false) = (st.callback_vector, per_vcpu) {
             if xen::shared_info::upcall_pending(&cx.dom.mem, &st, cx.vcpu.id) {
                 return Some((v, false));
             }

@@ -28,6 +28,8 @@ pub const HYPERCALL_PAGE_MSR: u32 = 0x4000_0000;
 const XEN_HVM_CPUID_VCPU_ID_PRESENT: u32 = 1 << 3;
 /// Leaf base+4 EAX: ECX holds the domain id.
 const XEN_HVM_CPUID_DOMID_PRESENT: u32 = 1 << 4;
+/// Leaf 0x40000004 EAX: HVMOP_set_evtchn_upcall_vector (per-vCPU upcall vectors) works.
+const XEN_HVM_CPUID_UPCALL_VECTOR: u32 = 1 << 6;
 
 /// Who is asking: the facts the guest-visible values depend on.
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +136,9 @@ fn xen_leaf(leaf: u32, subleaf: u32, ctx: &CpuidContext) -> CpuidResult {
             CpuidResult::default()
         }
         0x4000_0004 => CpuidResult {
-            eax: XEN_HVM_CPUID_VCPU_ID_PRESENT | XEN_HVM_CPUID_DOMID_PRESENT,
+            eax: XEN_HVM_CPUID_VCPU_ID_PRESENT
+                | XEN_HVM_CPUID_DOMID_PRESENT
+                | XEN_HVM_CPUID_UPCALL_VECTOR,
             ebx: ctx.vcpu_id,
             ecx: u32::from(ctx.domid),
             edx: 0,
@@ -210,7 +214,7 @@ mod tests {
         let r = guest_cpuid(0x4000_0004, 0, ALL, &CTX);
         assert_eq!(r.eax & (1 << 3 | 1 << 4), 1 << 3 | 1 << 4);
         assert_eq!((r.ebx, r.ecx), (2, 7));
-        assert_eq!(r.eax & (1 << 6), 0, "no per-vCPU upcall vector yet");
+        assert_eq!(r.eax & (1 << 6), 1 << 6, "per-vCPU upcall vectors offered");
     }
 
     #[test]

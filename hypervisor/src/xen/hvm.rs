@@ -5,7 +5,10 @@ use super::Cx;
 use super::Reply;
 use crate::hvm::Backend;
 use xen_abi::errno::Errno;
-use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_GET_PARAM, HVMOP_SET_PARAM};
+use xen_abi::hvm::hvm_op::{
+    XenHvmEvtchnUpcallVector, XenHvmParam, HVMOP_GET_PARAM, HVMOP_SET_EVTCHN_UPCALL_VECTOR,
+    HVMOP_SET_PARAM,
+};
 use xen_abi::hvm::params::{HVM_NR_PARAMS, HVM_PARAM_CALLBACK_IRQ};
 
 /// Callback type 2: a vector injected directly (bits 63..56 of HVM_PARAM_CALLBACK_IRQ).
@@ -35,6 +38,25 @@ pub fn hvm_op<B: Backend>(cx: &mut Cx<'_, B>, op: u64, arg: u64) -> Result<Reply
                     .then_some(p.value as u8);
             }
             cx.dom.st.lock().hvm_params[p.index as usize] = p.value;
+            Ok(Reply::Value(0))
+        }
+        HVMOP_SET_EVTCHN_UPCALL_VECTOR => {
+            // Xen's order: the vector, then the vCPU.
+            let a: XenHvmEvtchnUpcallVector = read_arg(cx, arg)?;
+            if a.vector < 0x10 {
+                return Err(Errno::EINVAL);
+            }
+            let v = cx.dom.vcpu(a.vcpu).ok_or(Errno::ENOENT)?;
+            let pending = {
+                let mut st = cx.dom.st.lock();
+                st.upcall_vector[a.vcpu as usize] = a.vector;
+                super::shared_info::upcall_pending(&cx.dom.mem, &st, a.vcpu)
+            };
+            // An upcall already pending is delivered through the new vector.
+            if pending {
+                v.post_ipi(a.vector);
+                cx.hv.wake(cx.dom, v);
+            }
             Ok(Reply::Value(0))
         }
         _ => Err(Errno::ENOSYS),
