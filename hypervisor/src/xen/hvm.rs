@@ -47,6 +47,12 @@ pub fn hvm_op<B: Backend>(cx: &mut Cx<'_, B>, op: u64, arg: u64) -> Result<Reply
                 return Err(Errno::EINVAL);
             }
             let v = cx.dom.vcpu(a.vcpu).ok_or(Errno::ENOENT)?;
+            log::debug!(
+                "d{}: vCPU {} takes event upcalls on LAPIC vector {:#x}",
+                cx.dom.id,
+                a.vcpu,
+                a.vector
+            );
             let pending = {
                 let mut st = cx.dom.st.lock();
                 st.upcall_vector[a.vcpu as usize] = a.vector;
