@@ -336,9 +336,10 @@ impl<B: Backend> Hv<B> {
         drop(graves);
         let domus_left = self.domains.all().iter().any(|d| d.id != 0);
         if let (false, Some(before)) = (domus_left, *self.baseline.lock()) {
+            let now = self.frame_balance();
             info!(
-                "all domUs gone: {} frames free or held by domain 0 ({before} before the domUs were built)",
-                self.frame_balance()
+                "all domUs gone: frame balance {:+} ({now} frames free or held by the remaining domains, {before} before the domUs were built)",
+                now as i64 - before as i64
             );
         }
     }
@@ -391,9 +392,10 @@ pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
             cx.dom.id
         ),
         SIPI if target.clear_flag(vflags::WAIT_SIPI) => {
-            target
-                .sipi
-                .store(crate::domain::SIPI_PENDING | u32::from(vector), Ordering::SeqCst);
+            target.sipi.store(
+                crate::domain::SIPI_PENDING | u32::from(vector),
+                Ordering::SeqCst,
+            );
             cx.hv.start_vcpu(cx.dom, target);
         }
         // A second SIPI (Linux sends two) or one without INIT is ignored, as on hardware.

@@ -218,6 +218,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
             flags: AtomicU32::new(flags),
             ipis: Default::default(),
             sipi: AtomicU32::new(0),
+            hw_frames: crate::hvm::Vcpu::frames(&ctx.hw),
             next_timer: AtomicU64::new(u64::MAX),
             runstate: spin::Mutex::new(Runstate {
                 state,

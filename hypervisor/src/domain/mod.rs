@@ -185,6 +185,8 @@ pub struct Vcpu<B: Backend> {
     /// A SIPI for this vCPU (`SIPI_PENDING | vector`), applied by the CPU that next runs
     /// it (only the running CPU may touch its hardware state).
     pub sipi: AtomicU32,
+    /// Host frames its hardware half holds (for accounting while it runs elsewhere).
+    pub hw_frames: u64,
     /// Earliest expiry of the vCPU's timers (Xen system time, ns), or u64::MAX: a
     /// mirror the timer heap checks so stale heap entries are skipped.
     pub next_timer: AtomicU64,
@@ -314,7 +316,7 @@ impl<B: Backend> Domain<B> {
         let st = self.st.lock();
         self.mem.host_frames()
             + self.mem.table_frames()
-            + self.vcpus.len() as u64 * B::VCPU_FRAMES
+            + self.vcpus.iter().map(|v| v.hw_frames).sum::<u64>()
             + u64::from(st.shared_info.is_some())
             + st.grant_frames.len() as u64
     }

@@ -243,6 +243,9 @@ pub trait Vcpu {
     /// EFER 0, RFLAGS 2, EDX the CPU signature, other registers 0, extended state and
     /// XCR0 reset, no pending event. Also ends "waiting for SIPI".
     fn reset_to_sipi(&mut self, vector: u8);
+    /// Host frames the vCPU holds (VMCS/VMCB, bitmaps, XSAVE area), for per-domain
+    /// accounting.
+    fn frames(&self) -> u64;
     /// The vCPU's XCR0 (what its guest last loaded with XSETBV; 1 at reset).
     fn xcr0(&self) -> u64;
     /// The guest's general-purpose registers (RSP excluded).
@@ -288,8 +291,6 @@ pub trait Backend: 'static {
     type P2m: pagetable::Format;
     /// "VMX" or "SVM", for the banner.
     const NAME: &'static str;
-    /// Host frames each vCPU holds (VMCS/VMCB and the like), for per-domain accounting.
-    const VCPU_FRAMES: u64;
     /// Capabilities after bring-up.
     fn caps(&self) -> Caps;
     /// Creates a vCPU that starts as `start` says, translating guest-physical addresses

@@ -131,7 +131,6 @@ impl Backend for Svm {
     type Vcpu = SvmVcpu;
     type P2m = pagetable::Npt;
     const NAME: &'static str = "SVM";
-    const VCPU_FRAMES: u64 = 1;
 
     fn caps(&self) -> Caps {
         self.caps

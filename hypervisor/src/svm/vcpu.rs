@@ -456,6 +456,10 @@ impl Vcpu for SvmVcpu {
         Ok(())
     }
 
+    fn frames(&self) -> u64 {
+        1 + self.ext.frames()
+    }
+
     fn xcr0(&self) -> u64 {
         self.xcr0
     }

@@ -105,7 +105,6 @@ impl Backend for Vmx {
     type Vcpu = VmxVcpu;
     type P2m = Ept;
     const NAME: &'static str = "VMX";
-    const VCPU_FRAMES: u64 = FRAMES;
 
     fn caps(&self) -> Caps {
         self.hvm_caps

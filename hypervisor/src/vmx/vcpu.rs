@@ -428,6 +428,10 @@ impl Vcpu for VmxVcpu {
         Ok(())
     }
 
+    fn frames(&self) -> u64 {
+        FRAMES + self.ext.frames()
+    }
+
     fn xcr0(&self) -> u64 {
         self.xcr0
     }

@@ -28,6 +28,11 @@ pub struct ExtState {
 }
 
 impl ExtState {
+    /// Frames the area takes.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
     /// Allocates an area in the init state; None when out of memory.
     pub fn new() -> Option<ExtState> {
         let frames = xcr::area_size().div_ceil(4096).max(1);
