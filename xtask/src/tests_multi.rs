@@ -485,6 +485,55 @@ fn dom0_beside_spinner() -> Test {
     .expect(tests_dom0::POWEROFF_EXPECT)
 }
 
+/// Linux dom0 beside domUs that end by triple fault, crash and shutdown while it boots:
+/// each end is reported and the domU destroyed, every frame comes back, and dom0's shell
+/// still answers afterwards (the domUs end within a second; dom0's shell is ready after
+/// several).
+fn dom0_survives_domus() -> Test {
+    tests_dom0::dom0_boot(
+        "qemu-tcg/dom0-survives-domus",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        tests_dom0::QEMU_CMDLINE,
+        tests_dom0::QEMU_TIMEOUT,
+    )
+    .module(
+        ModuleSpec::prepared(|| built_copy(&build::GUEST_DOMU_END, "domu-end-tf"))
+            .args("domu:name=end-triple-fault,mem=16M how=triple-fault after_ms=200"),
+    )
+    .module(
+        ModuleSpec::prepared(|| built_copy(&build::GUEST_DOMU_END, "domu-end-crash"))
+            .args("domu:name=end-crash,mem=16M how=crash after_ms=400"),
+    )
+    .module(
+        ModuleSpec::prepared(|| built_copy(&build::GUEST_DOMU_END, "domu-end-off"))
+            .args("domu:name=end-shutdown,mem=16M how=shutdown after_ms=600"),
+    )
+    .expect_group(&[
+        starts(1, "end-triple-fault", Some(16)),
+        r"^\(E\) domain 1 crashed: triple fault",
+        r"^\(I\) domain 1 \(end-triple-fault\) destroyed",
+    ])
+    .expect_group(&[
+        starts(2, "end-crash", Some(16)),
+        shut_down(2, "end-crash", "crash", 3),
+        r"^\(I\) domain 2 \(end-crash\) destroyed",
+    ])
+    .expect_group(&[
+        starts(3, "end-shutdown", Some(16)),
+        shut_down(3, "end-shutdown", "poweroff", 0),
+        r"^\(I\) domain 3 \(end-shutdown\) destroyed",
+        r"^\(I\) all domUs gone: frame balance \+0 \(",
+    ])
+    .send(r"dom0: shell ready", "echo ALIVE=$((6 * 7))\n")
+    .expect(&[d0!(r"ALIVE=42$")])
+    .send(r"ALIVE=42", "poweroff -f\n")
+    .expect(tests_dom0::POWEROFF_EXPECT)
+    // The domUs' triple fault is provoked: only failures of the hypervisor or of dom0
+    // fail the test.
+    .no_default_forbid()
+    .forbid(&[r"panic", r"PANIC", r"EXCEPTION", r"page fault", r"FAIL"])
+}
+
 /// The command that reports whether both vCPUs took timer interrupts: Linux names its
 /// per-CPU Xen timer IRQs `timer0`, `timer1` (arch/x86/xen/time.c, `xen_setup_timer`);
 /// column 2 of /proc/interrupts counts CPU 0, column 3 CPU 1.
@@ -523,6 +572,7 @@ pub fn all() -> Vec<Test> {
     let mut v = scaled(&QEMU);
     v.push(dom0_beside_spinner());
     v.push(dom0_two_vcpus());
+    v.push(dom0_survives_domus());
     v.extend(scaled(&BOCHS));
     v
 }
