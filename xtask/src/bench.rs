@@ -3,7 +3,9 @@
 //!
 //! A [`Setup`] is one way of booting something plus the console line that
 //! ends its run; a [`Figure`] reads one number from the runs of a setup
-//! (ferrovisor's) and the same number from a reference setup. Each emulator
+//! (ferrovisor's) and one from a reference setup, each a [`Source`]: a
+//! median over a setup's runs, or derived from the medians of two setups
+//! (the context switch: half the difference of two round trips). Each emulator
 //! runs every setup its figures need, alternating (A B C D A B C D ...) so
 //! that drift in the machine's load hits all of them alike; a figure is the
 //! median over its runs. Adding a figure = adding a row to [`FIGURES`] (and a
@@ -68,14 +70,62 @@ pub enum Metric {
     Nanos(&'static str),
 }
 
+/// Where one side of a figure comes from.
+#[derive(Clone, Copy)]
+pub enum Source {
+    /// The metric's median over a setup's runs.
+    Median(&'static Setup, Metric),
+    /// `(median of a − median of b) / 2`, one metric read from both setups: the cost of
+    /// each of two events that `a` has on top of `b`.
+    HalfDifference {
+        a: &'static Setup,
+        b: &'static Setup,
+        metric: Metric,
+    },
+}
+
+impl Source {
+    fn metric(self) -> Metric {
+        match self {
+            Source::Median(_, m) | Source::HalfDifference { metric: m, .. } => m,
+        }
+    }
+
+    fn setups(self) -> Vec<&'static Setup> {
+        match self {
+            Source::Median(s, _) => vec![s],
+            Source::HalfDifference { a, b, .. } => vec![a, b],
+        }
+    }
+
+    /// The value over the runs of `emu`, or why there is none.
+    fn value(self, emu: Emu, runs: &Runs) -> Result<f64, String> {
+        let get = |s: &Setup, m| figure_value(m, runs.get(&(emu, s.name)));
+        match self {
+            Source::Median(s, m) => get(s, m),
+            Source::HalfDifference { a, b, metric } => {
+                half_difference(get(a, metric)?, get(b, metric)?)
+            }
+        }
+    }
+}
+
+/// `(a − b) / 2`; an error unless `a > b` (a negative cost is noise, not a figure).
+pub fn half_difference(a: f64, b: f64) -> Result<f64, String> {
+    if a > b {
+        Ok((a - b) / 2.0)
+    } else {
+        Err(format!("no difference ({a:.0} <= {b:.0})"))
+    }
+}
+
 /// A row of the table.
 pub struct Figure {
     pub name: &'static str,
     /// ferrovisor's side; `None` until the feature it needs exists.
-    pub subject: Option<&'static Setup>,
-    /// The reference and what it is, e.g. `(&XEN_BENCH, "Xen 4.17")`.
-    pub reference: Option<(&'static Setup, &'static str)>,
-    pub metric: Metric,
+    pub subject: Option<Source>,
+    /// The reference and what it is, e.g. `(Source::Median(&XEN_BENCH, ..), "Xen 4.17")`.
+    pub reference: Option<(Source, &'static str)>,
     /// Shown while `subject` is `None`: the feature the figure waits for.
     pub pending: &'static str,
 }
@@ -107,47 +157,82 @@ static XEN_BENCH: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_xen_bench,
 };
+/// ping's result line (pong prints its own, `pong: mean round trip ...`).
+const PING_LINE: &str = r"ping: mean round trip \d+ ns .*";
+/// The loopback's result line.
+const LOOPBACK_LINE: &str = r"loopback: mean round trip \d+ ns .*";
+static FERROVISOR_PINGPONG: Setup = Setup {
+    name: "ferrovisor + evtchn ping/pong domains",
+    until: PING_LINE,
+    qemu_timeout_s: 180,
+    boot: boot_ferrovisor_pingpong,
+};
+static FERROVISOR_LOOPBACK: Setup = Setup {
+    name: "ferrovisor + evtchn loopback guest",
+    until: LOOPBACK_LINE,
+    qemu_timeout_s: 120,
+    boot: boot_ferrovisor_loopback,
+};
+
+const HYPERCALL_NS: Metric = Metric::Nanos(r"hypercall_ns=(\d+)");
+/// The median round trip of `tests/guests/evtchn-pingpong` (ping's or the loopback's).
+const RTT_NS: Metric = Metric::Nanos(r"median (\d+) ns");
 
 /// The table, in the order printed.
 pub static FIGURES: &[Figure] = &[
     Figure {
         name: "boot to dom0 userspace",
-        subject: Some(&FERROVISOR_DOM0),
-        reference: Some((&LINUX_BARE, "same kernel, bare")),
-        metric: Metric::TimeToLine,
+        subject: Some(Source::Median(&FERROVISOR_DOM0, Metric::TimeToLine)),
+        reference: Some((
+            Source::Median(&LINUX_BARE, Metric::TimeToLine),
+            "same kernel, bare",
+        )),
         pending: "",
     },
     Figure {
         name: "hypercall round trip",
-        subject: Some(&FERROVISOR_BENCH),
-        reference: Some((&XEN_BENCH, "Xen 4.17")),
-        metric: Metric::Nanos(r"hypercall_ns=(\d+)"),
+        subject: Some(Source::Median(&FERROVISOR_BENCH, HYPERCALL_NS)),
+        reference: Some((Source::Median(&XEN_BENCH, HYPERCALL_NS), "Xen 4.17")),
         pending: "",
     },
     Figure {
         name: "trivial exit (CPUID)",
-        subject: Some(&FERROVISOR_BENCH),
-        reference: Some((&XEN_BENCH, "Xen 4.17")),
-        metric: Metric::Nanos(r"cpuid_ns=(\d+)"),
+        subject: Some(Source::Median(
+            &FERROVISOR_BENCH,
+            Metric::Nanos(r"cpuid_ns=(\d+)"),
+        )),
+        reference: Some((
+            Source::Median(&XEN_BENCH, Metric::Nanos(r"cpuid_ns=(\d+)")),
+            "Xen 4.17",
+        )),
         pending: "",
     },
-    // Once multi-domain lands: Setups booting a ping-pong guest pair under
-    // ferrovisor and under Xen 4.17, until = the line the metric reads.
+    // Xen 4.17 cannot start a second domain without its toolstack, so the reference
+    // is the same guest's loopback: the same hypercalls and event delivery, no
+    // domain switch.
     Figure {
         name: "evtchn round trip (interdomain)",
-        subject: None,
-        reference: None,
-        metric: Metric::Nanos(r"mean round trip ([0-9.]+) ns"),
-        pending: "multi-domain",
+        subject: Some(Source::Median(&FERROVISOR_PINGPONG, RTT_NS)),
+        reference: Some((
+            Source::Median(&FERROVISOR_LOOPBACK, RTT_NS),
+            "same steps, loopback in one domain",
+        )),
+        pending: "",
     },
-    // Likewise: two domains sharing one CPU, each counting how long it was
-    // switched out.
+    // An interdomain round trip = the loopback's steps + two domain switches (ping
+    // blocks in hlt -> pong runs; pong blocks in SCHEDOP_poll -> ping runs).
     Figure {
         name: "scheduler context switch",
-        subject: None,
-        reference: None,
-        metric: Metric::Nanos(r"context switch ([0-9.]+) ns"),
-        pending: "multi-domain",
+        subject: Some(Source::HalfDifference {
+            a: &FERROVISOR_PINGPONG,
+            b: &FERROVISOR_LOOPBACK,
+            metric: RTT_NS,
+        }),
+        reference: Some((
+            Source::Median(&FERROVISOR_BENCH, HYPERCALL_NS),
+            "ferrovisor null hypercall",
+        )),
+        pending: "",
     },
 ];
 
@@ -158,6 +243,8 @@ pub static FIGURES: &[Figure] = &[
 const DOM0_CMDLINE: &str = "console=com1 dom0_mem=512M";
 /// ferrovisor's command line for the bench guest: the same memory as Xen gives it.
 const BENCH_CMDLINE: &str = "console=com1 dom0_mem=64M on_idle=poweroff";
+/// ferrovisor's command line for the event-channel guests (as the multi-domain tests).
+const EVTCHN_CMDLINE: &str = "console=com1 dom0_mem=32M on_idle=poweroff";
 
 /// QEMU TCG with `-cpu max` (the machine of the tests) and 1 GiB.
 fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
@@ -269,6 +356,50 @@ fn boot_ferrovisor_bench(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
     start_ferrovisor(emu, ctx, dir, BENCH_CMDLINE, bench_guest()?, 256)
 }
 
+/// Round trips per run of the event-channel guests, and the guests' own time limit (s
+/// of system time).
+fn evtchn_scale(emu: Emu) -> (u32, u32) {
+    match emu {
+        Emu::QemuTcg => (2000, 120),
+        Emu::Bochs => (500, 600),
+    }
+}
+
+fn pingpong_guest() -> Result<PathBuf> {
+    Ok(build::build(&[&build::GUEST_EVTCHN_PINGPONG], Profile::Release)?.remove(0))
+}
+
+/// Domain 0 = `evtchn-pingpong role=ping`, domain 1 = a copy (QEMU's `-kernel` boot needs
+/// unique module names) as `role=pong`, waiting as in the tests (ping `sti; hlt`, pong
+/// `SCHEDOP_poll`).
+fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let (n, timeout) = evtchn_scale(emu);
+    let ping = pingpong_guest()?;
+    let pong = dir.join("pingpong-b");
+    std::fs::copy(&ping, &pong)?;
+    let modules = vec![
+        Module {
+            path: ping,
+            args: format!("role=ping peer=1 count={n} timeout={timeout}"),
+        },
+        Module {
+            path: pong,
+            args: format!("domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"),
+        },
+    ];
+    start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
+}
+
+/// `evtchn-pingpong role=loopback` alone, as many round trips as the pair.
+fn boot_ferrovisor_loopback(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let (n, timeout) = evtchn_scale(emu);
+    let modules = vec![Module {
+        path: pingpong_guest()?,
+        args: format!("role=loopback count={n} timeout={timeout}"),
+    }];
+    start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
+}
+
 /// Xen with the bench guest as its PVH dom0, through GRUB: `multiboot2` on
 /// QEMU; on Bochs `multiboot` (v1), because GRUB's `multiboot2` triple-faults
 /// there setting the video mode Xen's header asks for (docs/test-bed.md).
@@ -345,7 +476,8 @@ fn run_once(emu: Emu, setup: &Setup, ctx: &Ctx, dir: &Path) -> Result<(Sample, S
 fn setups(figures: &[&'static Figure]) -> Vec<&'static Setup> {
     let mut out: Vec<&'static Setup> = Vec::new();
     for f in figures {
-        for s in f.subject.into_iter().chain(f.reference.map(|r| r.0)) {
+        let sources = f.subject.into_iter().chain(f.reference.map(|r| r.0));
+        for s in sources.flat_map(Source::setups) {
             if !out.iter().any(|o| std::ptr::eq(*o, s)) {
                 out.push(s);
             }
@@ -482,18 +614,17 @@ fn first_line(s: &str) -> &str {
 }
 
 fn row(f: &Figure, emu: Emu, runs: &Runs) -> Row {
-    let get = |s: &Setup| figure_value(f.metric, runs.get(&(emu, s.name)));
     let (ours, ours_text) = match f.subject {
         None => (None, format!("pending: needs {}", f.pending)),
-        Some(s) => match get(s) {
-            Ok(v) => (Some(v), format_value(f.metric, v)),
+        Some(s) => match s.value(emu, runs) {
+            Ok(v) => (Some(v), format_value(s.metric(), v)),
             Err(why) => (None, format!("failed: {}", first_line(&why))),
         },
     };
     let (theirs, theirs_text) = match f.reference {
         None => (None, "-".to_string()),
-        Some((s, what)) => match get(s) {
-            Ok(v) => (Some(v), format!("{} ({what})", format_value(f.metric, v))),
+        Some((s, what)) => match s.value(emu, runs) {
+            Ok(v) => (Some(v), format!("{} ({what})", format_value(s.metric(), v))),
             Err(why) => (None, format!("no reference ({what}: {})", first_line(&why))),
         },
     };
@@ -650,8 +781,8 @@ mod tests {
         let xen = "bench: hypercall_ns=533669 cpuid_ns=428238 hypercall_cycles=1385483";
         let until = Regex::new(BENCH_LINE).unwrap();
         assert!(until.is_match(ours) && until.is_match(xen));
-        let hc = FIGURES[1].metric;
-        let cpuid = FIGURES[2].metric;
+        let hc = FIGURES[1].subject.unwrap().metric();
+        let cpuid = FIGURES[2].reference.unwrap().0.metric();
         assert_eq!(value(hc, &sample(1.0, ours)), Some(19084.0));
         assert_eq!(value(cpuid, &sample(1.0, xen)), Some(428238.0));
         assert_eq!(value(Metric::TimeToLine, &sample(9.4, ours)), Some(9.4));
@@ -691,11 +822,95 @@ mod tests {
             "no reference (Xen 4.17: Bochs stopped: triple fault)"
         );
         assert_eq!(r.ratio, "-");
-        let r = row(&FIGURES[3], Emu::QemuTcg, &runs);
-        assert!(r.ferrovisor.starts_with("pending: needs multi-domain"));
+        let pending = Figure {
+            name: "later",
+            subject: None,
+            reference: None,
+            pending: "multi-domain",
+        };
+        let r = row(&pending, Emu::QemuTcg, &runs);
+        assert_eq!(r.ferrovisor, "pending: needs multi-domain");
+        assert_eq!(r.reference, "-");
         let table = render(&[r]);
         assert!(table.starts_with("figure "));
         assert_eq!(table.lines().count(), 2);
+    }
+
+    /// The lines `tests/guests/evtchn-pingpong` prints (QEMU, 2000 round trips).
+    const PING: &str =
+        "(d0) ping: mean round trip 380064 ns (min 131826 ns, median 375661 ns, max 15188763 ns)";
+    const PONG: &str =
+        "(d1) pong: mean round trip 380203 ns (min 131647 ns, median 376108 ns, max 14700586 ns)";
+    const LOOPBACK: &str =
+        "(d0) loopback: mean round trip 194386 ns (min 95467 ns, median 188980 ns, max 1930032 ns)";
+
+    #[test]
+    fn round_trips_are_the_medians_of_ping_and_loopback() {
+        let ping = Regex::new(PING_LINE).unwrap();
+        assert!(ping.is_match(PING));
+        assert!(!ping.is_match(PONG), "the run must end on ping's line");
+        assert!(!ping.is_match("(d0) ping: hello received"));
+        assert!(Regex::new(LOOPBACK_LINE).unwrap().is_match(LOOPBACK));
+        let rtt = FIGURES[3].subject.unwrap().metric();
+        assert_eq!(value(rtt, &sample(1.0, PING)), Some(375_661.0));
+        assert_eq!(value(rtt, &sample(1.0, LOOPBACK)), Some(188_980.0));
+        // A line without the median (an older guest) gives no value rather than the mean.
+        let old = "(d0) ping: mean round trip 321344 ns (min 129803 ns, max 4794831 ns)";
+        assert_eq!(value(rtt, &sample(1.0, old)), None);
+    }
+
+    #[test]
+    fn half_differences() {
+        assert_eq!(half_difference(300.0, 100.0), Ok(100.0));
+        assert!(half_difference(100.0, 100.0).is_err());
+        assert!(half_difference(90.0, 100.0)
+            .unwrap_err()
+            .contains("90 <= 100"));
+    }
+
+    #[test]
+    fn context_switch_is_half_the_extra_round_trip_in_hypercalls() {
+        let mut runs = Runs::new();
+        let rtt = |median: u32| {
+            sample(
+                1.0,
+                &format!("ping: mean round trip 1 ns (min 1 ns, median {median} ns, max 1 ns)"),
+            )
+        };
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_PINGPONG.name),
+            Ok(vec![rtt(400_000), rtt(350_000), rtt(900_000)]),
+        );
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_LOOPBACK.name),
+            Ok(vec![rtt(200_000), rtt(150_000)]),
+        );
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_BENCH.name),
+            Ok(vec![sample(1.0, "bench: hypercall_ns=25000 cpuid_ns=1 x")]),
+        );
+        let inter = row(&FIGURES[3], Emu::QemuTcg, &runs);
+        assert_eq!(inter.figure, "evtchn round trip (interdomain)");
+        assert_eq!(inter.ferrovisor, "400.00 µs");
+        assert_eq!(
+            inter.reference,
+            "175.00 µs (same steps, loopback in one domain)"
+        );
+        assert_eq!(inter.ratio, "2.29×");
+        let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
+        assert_eq!(switch.figure, "scheduler context switch");
+        // (400 - 175) / 2 = 112.5 µs = 4.5 hypercalls of 25 µs.
+        assert_eq!(switch.ferrovisor, "112.50 µs");
+        assert_eq!(switch.reference, "25.00 µs (ferrovisor null hypercall)");
+        assert_eq!(switch.ratio, "4.50×");
+        // Without the loopback there is no context switch either.
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_LOOPBACK.name),
+            Err("timed out".into()),
+        );
+        let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
+        assert_eq!(switch.ferrovisor, "failed: timed out");
+        assert_eq!(switch.ratio, "-");
     }
 
     #[test]
@@ -717,13 +932,25 @@ mod tests {
     fn setups_are_shared_between_figures() {
         let all: Vec<&'static Figure> = FIGURES.iter().collect();
         let names: Vec<&str> = setups(&all).iter().map(|s| s.name).collect();
+        let switch: Vec<&'static Figure> = vec![&FIGURES[4]];
+        let only: Vec<&str> = setups(&switch).iter().map(|s| s.name).collect();
+        assert_eq!(
+            only,
+            [
+                FERROVISOR_PINGPONG.name,
+                FERROVISOR_LOOPBACK.name,
+                FERROVISOR_BENCH.name
+            ]
+        );
         assert_eq!(
             names,
             [
                 FERROVISOR_DOM0.name,
                 LINUX_BARE.name,
                 FERROVISOR_BENCH.name,
-                XEN_BENCH.name
+                XEN_BENCH.name,
+                FERROVISOR_PINGPONG.name,
+                FERROVISOR_LOOPBACK.name,
             ]
         );
     }
