@@ -689,20 +689,25 @@ pub struct Options {
     pub runs: Option<u32>,
     pub skip_bochs: bool,
     pub skip_qemu: bool,
-    /// Only figures whose name contains this.
+    /// Only figures whose name contains this (or one of several, comma-separated).
     pub filter: Option<String>,
     /// Boot this ELF instead of building the hypervisor.
     pub kernel: Option<PathBuf>,
 }
 
+/// Whether `--filter` selects the figure `name`: it contains one of the filter's
+/// comma-separated parts (empty parts are ignored).
+pub fn selected(filter: &str, name: &str) -> bool {
+    filter
+        .split(',')
+        .map(str::trim)
+        .any(|part| !part.is_empty() && name.contains(part))
+}
+
 pub fn run(opts: &Options) -> Result<ExitCode> {
     let figures: Vec<&'static Figure> = FIGURES
         .iter()
-        .filter(|f| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|s| f.name.contains(s.as_str()))
-        })
+        .filter(|f| opts.filter.as_ref().is_none_or(|s| selected(s, f.name)))
         .collect();
     if figures.is_empty() {
         bail!("no figure matches --filter");
@@ -911,6 +916,25 @@ mod tests {
         let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
         assert_eq!(switch.ferrovisor, "failed: timed out");
         assert_eq!(switch.ratio, "-");
+    }
+
+    #[test]
+    fn filters() {
+        assert!(selected("hypercall", "hypercall round trip"));
+        assert!(!selected("hypercall", "trivial exit (CPUID)"));
+        let both: Vec<&str> = FIGURES
+            .iter()
+            .map(|f| f.name)
+            .filter(|n| selected("interdomain, context switch", n))
+            .collect();
+        assert_eq!(
+            both,
+            [
+                "evtchn round trip (interdomain)",
+                "scheduler context switch"
+            ]
+        );
+        assert!(!selected(",", "hypercall round trip"));
     }
 
     #[test]
