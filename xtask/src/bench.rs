@@ -4,8 +4,9 @@
 //! A [`Setup`] is one way of booting something plus the console line that
 //! ends its run; a [`Figure`] reads one number from the runs of a setup
 //! (ferrovisor's) and one from a reference setup, each a [`Source`]: a
-//! median over a setup's runs, or derived from the medians of two setups
-//! (the context switch: half the difference of two round trips). Each emulator
+//! median over a setup's runs of a number on its line, or of a number
+//! derived from two on the same line (the context switch: half the
+//! difference of two round trips measured in the same run). Each emulator
 //! runs every setup its figures need, alternating (A B C D A B C D ...) so
 //! that drift in the machine's load hits all of them alike; a figure is the
 //! median over its runs. Adding a figure = adding a row to [`FIGURES`] (and a
@@ -75,48 +76,58 @@ pub enum Metric {
 pub enum Source {
     /// The metric's median over a setup's runs.
     Median(&'static Setup, Metric),
-    /// `(median of a − median of b) / 2`, one metric read from both setups: the cost of
-    /// each of two events that `a` has on top of `b`.
+    /// The median over a setup's runs of `(a − b) / 2`, both read from the same run's
+    /// line: the cost of each of two events that `a` has on top of `b`.
     HalfDifference {
-        a: &'static Setup,
-        b: &'static Setup,
-        metric: Metric,
+        setup: &'static Setup,
+        a: Metric,
+        b: Metric,
     },
 }
 
 impl Source {
+    /// What the value is (for formatting).
     fn metric(self) -> Metric {
         match self {
-            Source::Median(_, m) | Source::HalfDifference { metric: m, .. } => m,
+            Source::Median(_, m) | Source::HalfDifference { a: m, .. } => m,
         }
     }
 
-    fn setups(self) -> Vec<&'static Setup> {
+    fn setup(self) -> &'static Setup {
         match self {
-            Source::Median(s, _) => vec![s],
-            Source::HalfDifference { a, b, .. } => vec![a, b],
+            Source::Median(s, _) | Source::HalfDifference { setup: s, .. } => s,
         }
     }
 
-    /// The value over the runs of `emu`, or why there is none.
+    /// The value in one sample.
+    fn sample_value(self, sample: &Sample) -> Option<f64> {
+        match self {
+            Source::Median(_, m) => value(m, sample),
+            Source::HalfDifference { a, b, .. } => {
+                half_difference(value(a, sample)?, value(b, sample)?)
+            }
+        }
+    }
+
+    /// The median over the runs of `emu`, or why there is none.
     fn value(self, emu: Emu, runs: &Runs) -> Result<f64, String> {
-        let get = |s: &Setup, m| figure_value(m, runs.get(&(emu, s.name)));
-        match self {
-            Source::Median(s, m) => get(s, m),
-            Source::HalfDifference { a, b, metric } => {
-                half_difference(get(a, metric)?, get(b, metric)?)
+        match runs.get(&(emu, self.setup().name)) {
+            None => Err("not run".into()),
+            Some(Err(why)) => Err(why.clone()),
+            Some(Ok(samples)) => {
+                let values: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| self.sample_value(s))
+                    .collect();
+                median(&values).ok_or_else(|| "no value in the output".into())
             }
         }
     }
 }
 
-/// `(a − b) / 2`; an error unless `a > b` (a negative cost is noise, not a figure).
-pub fn half_difference(a: f64, b: f64) -> Result<f64, String> {
-    if a > b {
-        Ok((a - b) / 2.0)
-    } else {
-        Err(format!("no difference ({a:.0} <= {b:.0})"))
-    }
+/// `(a − b) / 2`; `None` unless `a > b` (a negative cost is noise, not a figure).
+pub fn half_difference(a: f64, b: f64) -> Option<f64> {
+    (a > b).then(|| (a - b) / 2.0)
 }
 
 /// A row of the table.
@@ -157,26 +168,20 @@ static XEN_BENCH: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_xen_bench,
 };
-/// ping's result line (pong prints its own, `pong: mean round trip ...`).
-const PING_LINE: &str = r"ping: mean round trip \d+ ns .*";
-/// The loopback's result line.
-const LOOPBACK_LINE: &str = r"loopback: mean round trip \d+ ns .*";
+/// ping's last line with `loopback=N`: both medians of one run.
+const INTERLEAVED_LINE: &str = r"ping: interdomain median \d+ ns, loopback median \d+ ns";
 static FERROVISOR_PINGPONG: Setup = Setup {
     name: "ferrovisor + evtchn ping/pong domains",
-    until: PING_LINE,
+    until: INTERLEAVED_LINE,
     qemu_timeout_s: 180,
     boot: boot_ferrovisor_pingpong,
 };
-static FERROVISOR_LOOPBACK: Setup = Setup {
-    name: "ferrovisor + evtchn loopback guest",
-    until: LOOPBACK_LINE,
-    qemu_timeout_s: 120,
-    boot: boot_ferrovisor_loopback,
-};
 
 const HYPERCALL_NS: Metric = Metric::Nanos(r"hypercall_ns=(\d+)");
-/// The median round trip of `tests/guests/evtchn-pingpong` (ping's or the loopback's).
-const RTT_NS: Metric = Metric::Nanos(r"median (\d+) ns");
+/// The median round trips of `tests/guests/evtchn-pingpong`: with pong, and the
+/// loopback's in ping's domain, interleaved in the same run.
+const INTERDOMAIN_NS: Metric = Metric::Nanos(r"interdomain median (\d+) ns");
+const LOOPBACK_NS: Metric = Metric::Nanos(r"loopback median (\d+) ns");
 
 /// The table, in the order printed.
 pub static FIGURES: &[Figure] = &[
@@ -208,13 +213,13 @@ pub static FIGURES: &[Figure] = &[
         pending: "",
     },
     // Xen 4.17 cannot start a second domain without its toolstack, so the reference
-    // is the same guest's loopback: the same hypercalls and event delivery, no
-    // domain switch.
+    // is a loopback in ping's own domain, interleaved with the round trips to pong: the
+    // same hypercalls, exits and event delivery, no domain switch.
     Figure {
         name: "evtchn round trip (interdomain)",
-        subject: Some(Source::Median(&FERROVISOR_PINGPONG, RTT_NS)),
+        subject: Some(Source::Median(&FERROVISOR_PINGPONG, INTERDOMAIN_NS)),
         reference: Some((
-            Source::Median(&FERROVISOR_LOOPBACK, RTT_NS),
+            Source::Median(&FERROVISOR_PINGPONG, LOOPBACK_NS),
             "same steps, loopback in one domain",
         )),
         pending: "",
@@ -224,9 +229,9 @@ pub static FIGURES: &[Figure] = &[
     Figure {
         name: "scheduler context switch",
         subject: Some(Source::HalfDifference {
-            a: &FERROVISOR_PINGPONG,
-            b: &FERROVISOR_LOOPBACK,
-            metric: RTT_NS,
+            setup: &FERROVISOR_PINGPONG,
+            a: INTERDOMAIN_NS,
+            b: LOOPBACK_NS,
         }),
         reference: Some((
             Source::Median(&FERROVISOR_BENCH, HYPERCALL_NS),
@@ -369,9 +374,9 @@ fn pingpong_guest() -> Result<PathBuf> {
     Ok(build::build(&[&build::GUEST_EVTCHN_PINGPONG], Profile::Release)?.remove(0))
 }
 
-/// Domain 0 = `evtchn-pingpong role=ping`, domain 1 = a copy (QEMU's `-kernel` boot needs
-/// unique module names) as `role=pong`, waiting as in the tests (ping `sti; hlt`, pong
-/// `SCHEDOP_poll`).
+/// Domain 0 = `evtchn-pingpong role=ping loopback=100`, domain 1 = a copy (QEMU's
+/// `-kernel` boot needs unique module names) as `role=pong`, waiting as in the tests (ping
+/// `sti; hlt`, pong `SCHEDOP_poll`).
 fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
     let (n, timeout) = evtchn_scale(emu);
     let ping = pingpong_guest()?;
@@ -380,23 +385,13 @@ fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> 
     let modules = vec![
         Module {
             path: ping,
-            args: format!("role=ping peer=1 count={n} timeout={timeout}"),
+            args: format!("role=ping peer=1 count={n} timeout={timeout} loopback=100"),
         },
         Module {
             path: pong,
             args: format!("domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"),
         },
     ];
-    start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
-}
-
-/// `evtchn-pingpong role=loopback` alone, as many round trips as the pair.
-fn boot_ferrovisor_loopback(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
-    let (n, timeout) = evtchn_scale(emu);
-    let modules = vec![Module {
-        path: pingpong_guest()?,
-        args: format!("role=loopback count={n} timeout={timeout}"),
-    }];
     start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
 }
 
@@ -477,7 +472,7 @@ fn setups(figures: &[&'static Figure]) -> Vec<&'static Setup> {
     let mut out: Vec<&'static Setup> = Vec::new();
     for f in figures {
         let sources = f.subject.into_iter().chain(f.reference.map(|r| r.0));
-        for s in sources.flat_map(Source::setups) {
+        for s in sources.map(Source::setup) {
             if !out.iter().any(|o| std::ptr::eq(*o, s)) {
                 out.push(s);
             }
@@ -571,18 +566,6 @@ pub fn value(metric: Metric, sample: &Sample) -> Option<f64> {
             .as_str()
             .parse()
             .ok(),
-    }
-}
-
-/// A figure's median over a setup's runs, or why there is none.
-fn figure_value(metric: Metric, runs: Option<&Result<Vec<Sample>, String>>) -> Result<f64, String> {
-    match runs {
-        None => Err("not run".into()),
-        Some(Err(why)) => Err(why.clone()),
-        Some(Ok(samples)) => {
-            let values: Vec<f64> = samples.iter().filter_map(|s| value(metric, s)).collect();
-            median(&values).ok_or_else(|| "no value in the output".into())
-        }
     }
 }
 
@@ -841,54 +824,53 @@ mod tests {
         assert_eq!(table.lines().count(), 2);
     }
 
-    /// The lines `tests/guests/evtchn-pingpong` prints (QEMU, 2000 round trips).
-    const PING: &str =
-        "(d0) ping: mean round trip 380064 ns (min 131826 ns, median 375661 ns, max 15188763 ns)";
-    const PONG: &str =
-        "(d1) pong: mean round trip 380203 ns (min 131647 ns, median 376108 ns, max 14700586 ns)";
-    const LOOPBACK: &str =
-        "(d0) loopback: mean round trip 194386 ns (min 95467 ns, median 188980 ns, max 1930032 ns)";
+    /// ping's last line with `loopback=100` (QEMU, 2000 round trips).
+    const INTERLEAVED: &str = "(d0) ping: interdomain median 254177 ns, loopback median 179398 ns (interleaved in blocks of 100)";
+
+    fn interleaved(inter: u32, lo: u32) -> Sample {
+        sample(
+            1.0,
+            &format!("ping: interdomain median {inter} ns, loopback median {lo} ns (x)"),
+        )
+    }
 
     #[test]
-    fn round_trips_are_the_medians_of_ping_and_loopback() {
-        let ping = Regex::new(PING_LINE).unwrap();
-        assert!(ping.is_match(PING));
-        assert!(!ping.is_match(PONG), "the run must end on ping's line");
-        assert!(!ping.is_match("(d0) ping: hello received"));
-        assert!(Regex::new(LOOPBACK_LINE).unwrap().is_match(LOOPBACK));
-        let rtt = FIGURES[3].subject.unwrap().metric();
-        assert_eq!(value(rtt, &sample(1.0, PING)), Some(375_661.0));
-        assert_eq!(value(rtt, &sample(1.0, LOOPBACK)), Some(188_980.0));
-        // A line without the median (an older guest) gives no value rather than the mean.
-        let old = "(d0) ping: mean round trip 321344 ns (min 129803 ns, max 4794831 ns)";
-        assert_eq!(value(rtt, &sample(1.0, old)), None);
+    fn round_trips_come_from_pings_last_line() {
+        let until = Regex::new(INTERLEAVED_LINE).unwrap();
+        assert!(until.is_match(INTERLEAVED));
+        for other in [
+            "(d0) ping: mean round trip 273983 ns (min 129986 ns, median 254177 ns, max 1742001 ns)",
+            "(d0) loopback: mean round trip 192441 ns (min 95185 ns, median 179398 ns, max 1194514 ns)",
+            "(d1) pong: mean round trip 459355 ns (min 130154 ns, median 256820 ns, max 31175117 ns)",
+        ] {
+            assert!(!until.is_match(other), "{other}");
+        }
+        let s = sample(1.0, INTERLEAVED);
+        assert_eq!(value(INTERDOMAIN_NS, &s), Some(254_177.0));
+        assert_eq!(value(LOOPBACK_NS, &s), Some(179_398.0));
+        let switch = FIGURES[4].subject.unwrap();
+        assert_eq!(switch.sample_value(&s), Some((254_177.0 - 179_398.0) / 2.0));
+        assert_eq!(switch.sample_value(&interleaved(100, 100)), None);
     }
 
     #[test]
     fn half_differences() {
-        assert_eq!(half_difference(300.0, 100.0), Ok(100.0));
-        assert!(half_difference(100.0, 100.0).is_err());
-        assert!(half_difference(90.0, 100.0)
-            .unwrap_err()
-            .contains("90 <= 100"));
+        assert_eq!(half_difference(300.0, 100.0), Some(100.0));
+        assert_eq!(half_difference(100.0, 100.0), None);
+        assert_eq!(half_difference(90.0, 100.0), None);
     }
 
     #[test]
-    fn context_switch_is_half_the_extra_round_trip_in_hypercalls() {
+    fn context_switch_is_the_median_of_each_runs_half_difference() {
         let mut runs = Runs::new();
-        let rtt = |median: u32| {
-            sample(
-                1.0,
-                &format!("ping: mean round trip 1 ns (min 1 ns, median {median} ns, max 1 ns)"),
-            )
-        };
         runs.insert(
             (Emu::QemuTcg, FERROVISOR_PINGPONG.name),
-            Ok(vec![rtt(400_000), rtt(350_000), rtt(900_000)]),
-        );
-        runs.insert(
-            (Emu::QemuTcg, FERROVISOR_LOOPBACK.name),
-            Ok(vec![rtt(200_000), rtt(150_000)]),
+            // Host load moves both numbers of a run together.
+            Ok(vec![
+                interleaved(400_000, 200_000),
+                interleaved(300_000, 150_000),
+                interleaved(600_000, 500_000),
+            ]),
         );
         runs.insert(
             (Emu::QemuTcg, FERROVISOR_BENCH.name),
@@ -899,18 +881,18 @@ mod tests {
         assert_eq!(inter.ferrovisor, "400.00 µs");
         assert_eq!(
             inter.reference,
-            "175.00 µs (same steps, loopback in one domain)"
+            "200.00 µs (same steps, loopback in one domain)"
         );
-        assert_eq!(inter.ratio, "2.29×");
+        assert_eq!(inter.ratio, "2.00×");
         let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
         assert_eq!(switch.figure, "scheduler context switch");
-        // (400 - 175) / 2 = 112.5 µs = 4.5 hypercalls of 25 µs.
-        assert_eq!(switch.ferrovisor, "112.50 µs");
+        // Per run: 100, 75, 50 µs; the median is 75 µs = 3 hypercalls of 25 µs (the
+        // difference of the medians would say 100 µs).
+        assert_eq!(switch.ferrovisor, "75.00 µs");
         assert_eq!(switch.reference, "25.00 µs (ferrovisor null hypercall)");
-        assert_eq!(switch.ratio, "4.50×");
-        // Without the loopback there is no context switch either.
+        assert_eq!(switch.ratio, "3.00×");
         runs.insert(
-            (Emu::QemuTcg, FERROVISOR_LOOPBACK.name),
+            (Emu::QemuTcg, FERROVISOR_PINGPONG.name),
             Err("timed out".into()),
         );
         let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
@@ -958,14 +940,7 @@ mod tests {
         let names: Vec<&str> = setups(&all).iter().map(|s| s.name).collect();
         let switch: Vec<&'static Figure> = vec![&FIGURES[4]];
         let only: Vec<&str> = setups(&switch).iter().map(|s| s.name).collect();
-        assert_eq!(
-            only,
-            [
-                FERROVISOR_PINGPONG.name,
-                FERROVISOR_LOOPBACK.name,
-                FERROVISOR_BENCH.name
-            ]
-        );
+        assert_eq!(only, [FERROVISOR_PINGPONG.name, FERROVISOR_BENCH.name]);
         assert_eq!(
             names,
             [
@@ -974,7 +949,6 @@ mod tests {
                 FERROVISOR_BENCH.name,
                 XEN_BENCH.name,
                 FERROVISOR_PINGPONG.name,
-                FERROVISOR_LOOPBACK.name,
             ]
         );
     }

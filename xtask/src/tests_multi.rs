@@ -173,6 +173,46 @@ fn pingpong(s: &Scale) -> Test {
         ])
 }
 
+/// The pair as `cargo xtask bench` runs it: ping with `loopback=N` also makes as many
+/// round trips on a channel bound to itself, in blocks between those with pong, and ends
+/// with both medians (timing belongs to the bench; here: exact counts, sane numbers).
+fn pingpong_interleaved(s: &Scale) -> Test {
+    let n = s.pingpongs / 10;
+    let timeout = 60 * s.slow;
+    base(s, "pingpong-interleaved", 120)
+        .module(
+            ModuleSpec::built(&build::GUEST_EVTCHN_PINGPONG).args(leak(format!(
+                "role=ping peer=1 count={n} timeout={timeout} loopback=50"
+            ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_EVTCHN_PINGPONG, "pingpong-b")).args(
+                leak(format!(
+                    "domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"
+                )),
+            ),
+        )
+        .expect_group(&[
+            starts(0, "guest-evtchn-pingpong", None),
+            line(0, "ping: hello received"),
+            line(0, r"loopback: port \d+ bound to own port \d+$"),
+            line(0, &format!("ping: received {n} events, sent {n}$")),
+            line(0, &format!("loopback: received {n} events, sent {n}$")),
+            line(
+                0,
+                r"ping: interdomain median [1-9]\d{0,7} ns, loopback median [1-9]\d{0,7} ns \(interleaved in blocks of 50\)$",
+            ),
+            pass(0, "evtchn-pingpong"),
+            shut_down(0, "guest-evtchn-pingpong", "poweroff", 0),
+        ])
+        .expect_group(&[
+            starts(1, "pong", Some(16)),
+            line(1, &format!("pong: received {n} events, sent {n}$")),
+            pass(1, "evtchn-pingpong"),
+            shut_down(1, "pong", "poweroff", 0),
+        ])
+}
+
 /// Domain 0 = the privileged reaper, domain 1 = a spinner (interrupts off, never yields),
 /// domain 2 = `hlt-wake`: hlt-wake's timer wake-ups and the reaper's ticks still happen
 /// beside the spinner; the reaper ends the spinner with `SCHEDOP_remote_shutdown` once
@@ -460,6 +500,7 @@ fn scaled(s: &Scale) -> Vec<Test> {
     let mut v = single(s);
     v.extend([
         pingpong(s),
+        pingpong_interleaved(s),
         spinner(s),
         weights(s),
         cap(s),

@@ -1,7 +1,7 @@
 //! `evtchn-pingpong`: two domains bounce an interdomain event channel back and forth.
 //!
-//! Command line: `role=ping peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in one
-//! domain, `role=pong peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in the other (same
+//! Command line: `role=ping peer=<domid> [count=N] [wait=hlt|poll] [loopback=N] [timeout=S]`
+//! in one domain, `role=pong peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in the other (same
 //! `count`; default 10000, timeout 60 s of system time for the whole run).
 //!
 //! Rendezvous without xenstore:
@@ -32,6 +32,11 @@
 //! a. What it lacks against the pair is the two domain switches (each with the blocking of
 //! one side and the wake-up of the other).
 //!
+//! `role=ping loopback=N` (with `wait=hlt`) also opens such a pair in ping's domain and,
+//! after every N round trips with pong, makes N loopback round trips: both figures come
+//! from the same run under the same host load, and ping ends with `ping: interdomain
+//! median X ns, loopback median Y ns` (after its own and the loopback's result lines).
+//!
 //! Waiting: `wait=hlt` (ping's default) halts with `sti; hlt` and is woken by the callback
 //! vector (a bound VIRQ_TIMER armed at the overall deadline bounds the wait);
 //! `wait=poll` (pong's default) uses `SCHEDOP_poll` on the port with the deadline as
@@ -53,6 +58,8 @@ const STRAY_WINDOW_NS: u64 = 100_000_000;
 /// Round trips kept for the median (the first this many of a run).
 const MAX_SAMPLES: usize = 16_384;
 static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+/// The same for the loopback's round trips.
+static mut LOOPBACK_SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
 
 /// Round-trip times: mean, min, max over all, median over the first [`MAX_SAMPLES`].
 struct Stats {
@@ -64,12 +71,23 @@ struct Stats {
 }
 
 impl Stats {
-    /// Call once per run (each role makes one).
+    /// Call once per run (ping and pong make one; the loopback uses [`Stats::loopback`]).
     fn new() -> Self {
+        // SAFETY: one vCPU, and each run calls this once, so this is the only reference
+        // to SAMPLES.
+        Self::with(unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) })
+    }
+
+    /// Call once per run (by [`Loopback::open`]).
+    fn loopback() -> Self {
+        // SAFETY: one vCPU, and each run opens at most one loopback, so this is the only
+        // reference to LOOPBACK_SAMPLES.
+        Self::with(unsafe { &mut *core::ptr::addr_of_mut!(LOOPBACK_SAMPLES) })
+    }
+
+    fn with(samples: &'static mut [u64; MAX_SAMPLES]) -> Self {
         Stats {
-            // SAFETY: one vCPU, and each run makes one `Stats`, so this is the only
-            // reference to SAMPLES.
-            samples: unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) },
+            samples,
             n: 0,
             sum: 0,
             min: u64::MAX,
@@ -187,6 +205,7 @@ fn test_main(si: &StartInfo) -> TestResult {
         fail!("command line needs peer=<domid>");
     };
     let peer = peer as u16;
+    let interleave = si.arg_u64("loopback", 0)? as u32;
     let wait = match si.arg("wait") {
         Some("hlt") => Wait::Hlt,
         Some("poll") => Wait::Poll,
@@ -194,6 +213,10 @@ fn test_main(si: &StartInfo) -> TestResult {
         None => Wait::Poll,
         Some(other) => fail!("wait={other}: expected hlt or poll"),
     };
+    ensure!(
+        interleave == 0 || (role == "ping" && wait == Wait::Hlt),
+        "loopback=N is for role=ping with wait=hlt"
+    );
     let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
     if let Some(me) = me {
         ensure!(me != peer, "peer={peer} is this domain itself");
@@ -222,13 +245,15 @@ fn test_main(si: &StartInfo) -> TestResult {
         }
     );
     match role {
-        "ping" => ping(peer, count, wait, deadline),
+        "ping" => ping(peer, count, wait, deadline, interleave),
         "pong" => pong(peer, count, wait, deadline),
         _ => fail!("role={role}: expected ping, pong or loopback"),
     }
 }
 
-fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
+/// `interleave` > 0: after every `interleave` round trips with pong, as many loopback round
+/// trips in this domain (see the module documentation).
+fn ping(peer: u16, count: u32, wait: Wait, deadline: u64, interleave: u32) -> TestResult {
     let port = evtchn::alloc_unbound(DOMID_SELF, peer);
     ensure!(
         port > 0,
@@ -280,21 +305,45 @@ fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     );
     println!("ping: hello received");
 
+    let mut lo = match interleave {
+        0 => None,
+        _ => Some(Loopback::open(deadline)?),
+    };
+    let block = if interleave > 0 { interleave } else { count };
     let mut stats = Stats::new();
     let mut sent = 0u32;
     let before = side.received;
-    for i in 0..count {
-        let t0 = evtchn::now()?;
-        side.send()?;
-        sent += 1;
-        side.next_event("a reply")
-            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
-        stats.add(evtchn::now()? - t0);
+    let mut done = 0;
+    while done < count {
+        let n = block.min(count - done);
+        for i in done..done + n {
+            let t0 = evtchn::now()?;
+            side.send()?;
+            sent += 1;
+            side.next_event("a reply")
+                .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
+            stats.add(evtchn::now()? - t0);
+        }
+        if let Some(lo) = lo.as_mut() {
+            for i in done..done + n {
+                lo.round_trip(i)?;
+            }
+        }
+        done += n;
     }
     let strays = side.strays()?;
     let received = side.received - before + strays;
     set_timer_op(0);
-    report("ping", received, sent, count, strays, &mut stats)
+    report("ping", received, sent, count, strays, &mut stats)?;
+    if let Some(lo) = lo.as_mut() {
+        let loopback = lo.finish("loopback", count)?;
+        println!(
+            "ping: interdomain median {} ns, loopback median {loopback} ns (interleaved in \
+             blocks of {interleave})",
+            stats.median()
+        );
+    }
+    Ok(())
 }
 
 fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
@@ -380,85 +429,123 @@ fn loopback(count: u32, timeout_s: u64) -> TestResult {
     let deadline = start + timeout_s * 1_000_000_000;
     let me = arch::xen_vcpu_and_domid().map_or(-1, |(_, d)| i32::from(d));
     println!("loopback: domain {me}, {count} round trips, waiting with sti; hlt");
-
-    let a = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF);
-    ensure!(
-        a > 0,
-        "EVTCHNOP_alloc_unbound(remote self) returned {}",
-        describe(a)
-    );
-    let a = a as u32;
-    let b = evtchn::bind_interdomain(DOMID_SELF, a);
-    ensure!(
-        b > 0,
-        "EVTCHNOP_bind_interdomain(self, {a}) returned {}",
-        describe(b)
-    );
-    let b = b as u32;
-    // Masked, so the upcall's scan never consumes it: only SCHEDOP_poll (which ignores
-    // masks) and test_and_clear see it, as with pong's port in the pair. (Interrupts are
-    // off until the first halt, so nothing scans before this.)
-    evtchn::set_masked(b, true);
-    let me16 = arch::xen_vcpu_and_domid().map(|(_, d)| d);
-    for (port, other) in [(a, b), (b, a)] {
-        match evtchn::status(DOMID_SELF, port) {
-            Ok(st) if st.status == EVTCHNSTAT_INTERDOMAIN => {
-                let (dom, p) = st.interdomain();
-                ensure!(
-                    p == other && me16.is_none_or(|m| m == dom),
-                    "status says port {port} goes to ({dom}, {p}), not (self, {other})"
-                );
-            }
-            Ok(st) => fail!("port {port} has status {}, not interdomain", st.status),
-            Err(rc) => fail!("EVTCHNOP_status({port}) returned {}", describe(rc)),
-        }
-    }
-    println!("loopback: port {a} bound to own port {b}");
-    // Xen marks the newly bound port pending; drop that before the round trips.
-    evtchn::test_and_clear(b);
-    evtchn::scan();
-    evtchn::take_count(a);
-    ensure!(
-        set_timer_op(deadline) == 0,
-        "set_timer_op({deadline}) failed"
-    );
-
-    let mut stats = Stats::new();
-    let (mut received, mut sent) = (0u32, 0u32);
+    let mut lo = Loopback::open(deadline)?;
     for i in 0..count {
+        lo.round_trip(i)?;
+    }
+    lo.finish("loopback", count).map(|_| ())
+}
+
+/// A channel bound to itself (see the module documentation); needs the callback vector
+/// ([`evtchn::init_with_timer`]).
+struct Loopback {
+    /// ping's end (unmasked: the upcall's scan counts it).
+    a: u32,
+    /// pong's end (masked: only `SCHEDOP_poll` and `test_and_clear` see it).
+    b: u32,
+    deadline: u64,
+    received: u32,
+    sent: u32,
+    stats: Stats,
+}
+
+impl Loopback {
+    /// Binds the pair and arms the one-shot timer at `deadline`. Once per run.
+    fn open(deadline: u64) -> Result<Self, Fail> {
+        let a = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF);
+        ensure!(
+            a > 0,
+            "EVTCHNOP_alloc_unbound(remote self) returned {}",
+            describe(a)
+        );
+        let a = a as u32;
+        let b = evtchn::bind_interdomain(DOMID_SELF, a);
+        ensure!(
+            b > 0,
+            "EVTCHNOP_bind_interdomain(self, {a}) returned {}",
+            describe(b)
+        );
+        let b = b as u32;
+        // Masked, so the upcall's scan never consumes it, as with pong's port in the pair.
+        // (Interrupts are off outside halts, so nothing scans before this.)
+        evtchn::set_masked(b, true);
+        let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
+        for (port, other) in [(a, b), (b, a)] {
+            match evtchn::status(DOMID_SELF, port) {
+                Ok(st) if st.status == EVTCHNSTAT_INTERDOMAIN => {
+                    let (dom, p) = st.interdomain();
+                    ensure!(
+                        p == other && me.is_none_or(|m| m == dom),
+                        "status says port {port} goes to ({dom}, {p}), not (self, {other})"
+                    );
+                }
+                Ok(st) => fail!("port {port} has status {}, not interdomain", st.status),
+                Err(rc) => fail!("EVTCHNOP_status({port}) returned {}", describe(rc)),
+            }
+        }
+        println!("loopback: port {a} bound to own port {b}");
+        // Xen marks the newly bound port pending; drop that before the round trips.
+        evtchn::test_and_clear(b);
+        evtchn::scan();
+        evtchn::take_count(a);
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
+        Ok(Loopback {
+            a,
+            b,
+            deadline,
+            received: 0,
+            sent: 0,
+            stats: Stats::loopback(),
+        })
+    }
+
+    /// One timed round trip: ping's send, pong's poll, consume and reply, ping's wait.
+    fn round_trip(&mut self, i: u32) -> TestResult {
+        let (a, b) = (self.a, self.b);
         let t0 = evtchn::now()?;
-        // ping's send.
         let rc = evtchn::send(a);
         ensure!(rc == 0, "EVTCHNOP_send({a}) returned {}", describe(rc));
-        sent += 1;
-        // pong's side: poll (returns at once), consume, reply.
-        let rc = sched_poll(&[b], deadline);
+        self.sent += 1;
+        // pong's side: poll (returns at once: b is pending), consume, reply.
+        let rc = sched_poll(&[b], self.deadline);
         ensure!(rc == 0, "SCHEDOP_poll returned {}", describe(rc));
         ensure!(
             evtchn::test_and_clear(b),
-            "round trip {i}: port {b} not pending after the send on {a}"
+            "loopback round trip {i}: port {b} not pending after the send on {a}"
         );
         let rc = evtchn::send(b);
         ensure!(rc == 0, "EVTCHNOP_send({b}) returned {}", describe(rc));
         // ping's wait: the callback vector ends the halt at once, then the scan.
         arch::sti_hlt_cli();
-        let mut late = false;
+        let deadline = self.deadline;
+        let seen = self.received;
         evtchn::wait_until(|| {
-            late = pvclock::now_ns().is_none_or(|t| t >= deadline);
-            late || evtchn::count(a) > received
+            pvclock::now_ns().is_none_or(|t| t >= deadline) || evtchn::count(a) > seen
         });
-        if evtchn::count(a) == received {
-            fail!("round trip {i}: timed out waiting for the event on port {a}");
+        self.received = evtchn::count(a);
+        if self.received == seen {
+            fail!("loopback round trip {i}: timed out waiting for the event on port {a}");
         }
-        received = evtchn::count(a);
-        stats.add(evtchn::now()? - t0);
+        self.stats.add(evtchn::now()? - t0);
+        Ok(())
     }
-    let until = evtchn::now()? + STRAY_WINDOW_NS;
-    evtchn::sleep_until(until)?;
-    evtchn::scan();
-    let strays = evtchn::count(a) - received + u32::from(evtchn::test_and_clear(b));
-    set_timer_op(0);
-    report("loopback", received + strays, sent, count, strays, &mut stats)
+
+    /// Waits [`STRAY_WINDOW_NS`] for strays, then prints the result lines as `role`;
+    /// returns the median round trip.
+    fn finish(&mut self, role: &str, count: u32) -> Result<u64, Fail> {
+        let until = evtchn::now()? + STRAY_WINDOW_NS;
+        evtchn::sleep_until(until)?;
+        evtchn::scan();
+        let strays =
+            evtchn::count(self.a) - self.received + u32::from(evtchn::test_and_clear(self.b));
+        set_timer_op(0);
+        let received = self.received + strays;
+        report(role, received, self.sent, count, strays, &mut self.stats)?;
+        Ok(self.stats.median())
+    }
 }
 
 /// The result lines: counts, then `mean round trip X ns (min X ns, median X ns, max X ns)`
