@@ -3,7 +3,10 @@
 //!
 //! A [`Setup`] is one way of booting something plus the console line that
 //! ends its run; a [`Figure`] reads one number from the runs of a setup
-//! (ferrovisor's) and the same number from a reference setup. Each emulator
+//! (ferrovisor's) and one from a reference setup, each a [`Source`]: a
+//! median over a setup's runs of a number on its line, or of a number
+//! derived from two on the same line (the context switch: half the
+//! difference of two round trips measured in the same run). Each emulator
 //! runs every setup its figures need, alternating (A B C D A B C D ...) so
 //! that drift in the machine's load hits all of them alike; a figure is the
 //! median over its runs. Adding a figure = adding a row to [`FIGURES`] (and a
@@ -68,14 +71,72 @@ pub enum Metric {
     Nanos(&'static str),
 }
 
+/// Where one side of a figure comes from.
+#[derive(Clone, Copy)]
+pub enum Source {
+    /// The metric's median over a setup's runs.
+    Median(&'static Setup, Metric),
+    /// The median over a setup's runs of `(a − b) / 2`, both read from the same run's
+    /// line: the cost of each of two events that `a` has on top of `b`.
+    HalfDifference {
+        setup: &'static Setup,
+        a: Metric,
+        b: Metric,
+    },
+}
+
+impl Source {
+    /// What the value is (for formatting).
+    fn metric(self) -> Metric {
+        match self {
+            Source::Median(_, m) | Source::HalfDifference { a: m, .. } => m,
+        }
+    }
+
+    fn setup(self) -> &'static Setup {
+        match self {
+            Source::Median(s, _) | Source::HalfDifference { setup: s, .. } => s,
+        }
+    }
+
+    /// The value in one sample.
+    fn sample_value(self, sample: &Sample) -> Option<f64> {
+        match self {
+            Source::Median(_, m) => value(m, sample),
+            Source::HalfDifference { a, b, .. } => {
+                half_difference(value(a, sample)?, value(b, sample)?)
+            }
+        }
+    }
+
+    /// The median over the runs of `emu`, or why there is none.
+    fn value(self, emu: Emu, runs: &Runs) -> Result<f64, String> {
+        match runs.get(&(emu, self.setup().name)) {
+            None => Err("not run".into()),
+            Some(Err(why)) => Err(why.clone()),
+            Some(Ok(samples)) => {
+                let values: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| self.sample_value(s))
+                    .collect();
+                median(&values).ok_or_else(|| "no value in the output".into())
+            }
+        }
+    }
+}
+
+/// `(a − b) / 2`; `None` unless `a > b` (a negative cost is noise, not a figure).
+pub fn half_difference(a: f64, b: f64) -> Option<f64> {
+    (a > b).then(|| (a - b) / 2.0)
+}
+
 /// A row of the table.
 pub struct Figure {
     pub name: &'static str,
     /// ferrovisor's side; `None` until the feature it needs exists.
-    pub subject: Option<&'static Setup>,
-    /// The reference and what it is, e.g. `(&XEN_BENCH, "Xen 4.17")`.
-    pub reference: Option<(&'static Setup, &'static str)>,
-    pub metric: Metric,
+    pub subject: Option<Source>,
+    /// The reference and what it is, e.g. `(Source::Median(&XEN_BENCH, ..), "Xen 4.17")`.
+    pub reference: Option<(Source, &'static str)>,
     /// Shown while `subject` is `None`: the feature the figure waits for.
     pub pending: &'static str,
 }
@@ -107,47 +168,76 @@ static XEN_BENCH: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_xen_bench,
 };
+/// ping's last line with `loopback=N`: both medians of one run.
+const INTERLEAVED_LINE: &str = r"ping: interdomain median \d+ ns, loopback median \d+ ns";
+static FERROVISOR_PINGPONG: Setup = Setup {
+    name: "ferrovisor + evtchn ping/pong domains",
+    until: INTERLEAVED_LINE,
+    qemu_timeout_s: 180,
+    boot: boot_ferrovisor_pingpong,
+};
+
+const HYPERCALL_NS: Metric = Metric::Nanos(r"hypercall_ns=(\d+)");
+/// The median round trips of `tests/guests/evtchn-pingpong`: with pong, and the
+/// loopback's in ping's domain, interleaved in the same run.
+const INTERDOMAIN_NS: Metric = Metric::Nanos(r"interdomain median (\d+) ns");
+const LOOPBACK_NS: Metric = Metric::Nanos(r"loopback median (\d+) ns");
 
 /// The table, in the order printed.
 pub static FIGURES: &[Figure] = &[
     Figure {
         name: "boot to dom0 userspace",
-        subject: Some(&FERROVISOR_DOM0),
-        reference: Some((&LINUX_BARE, "same kernel, bare")),
-        metric: Metric::TimeToLine,
+        subject: Some(Source::Median(&FERROVISOR_DOM0, Metric::TimeToLine)),
+        reference: Some((
+            Source::Median(&LINUX_BARE, Metric::TimeToLine),
+            "same kernel, bare",
+        )),
         pending: "",
     },
     Figure {
         name: "hypercall round trip",
-        subject: Some(&FERROVISOR_BENCH),
-        reference: Some((&XEN_BENCH, "Xen 4.17")),
-        metric: Metric::Nanos(r"hypercall_ns=(\d+)"),
+        subject: Some(Source::Median(&FERROVISOR_BENCH, HYPERCALL_NS)),
+        reference: Some((Source::Median(&XEN_BENCH, HYPERCALL_NS), "Xen 4.17")),
         pending: "",
     },
     Figure {
         name: "trivial exit (CPUID)",
-        subject: Some(&FERROVISOR_BENCH),
-        reference: Some((&XEN_BENCH, "Xen 4.17")),
-        metric: Metric::Nanos(r"cpuid_ns=(\d+)"),
+        subject: Some(Source::Median(
+            &FERROVISOR_BENCH,
+            Metric::Nanos(r"cpuid_ns=(\d+)"),
+        )),
+        reference: Some((
+            Source::Median(&XEN_BENCH, Metric::Nanos(r"cpuid_ns=(\d+)")),
+            "Xen 4.17",
+        )),
         pending: "",
     },
-    // Once multi-domain lands: Setups booting a ping-pong guest pair under
-    // ferrovisor and under Xen 4.17, until = the line the metric reads.
+    // Xen 4.17 cannot start a second domain without its toolstack, so the reference
+    // is a loopback in ping's own domain, interleaved with the round trips to pong: the
+    // same hypercalls, exits and event delivery, no domain switch.
     Figure {
         name: "evtchn round trip (interdomain)",
-        subject: None,
-        reference: None,
-        metric: Metric::Nanos(r"mean round trip ([0-9.]+) ns"),
-        pending: "multi-domain",
+        subject: Some(Source::Median(&FERROVISOR_PINGPONG, INTERDOMAIN_NS)),
+        reference: Some((
+            Source::Median(&FERROVISOR_PINGPONG, LOOPBACK_NS),
+            "same steps, loopback in one domain",
+        )),
+        pending: "",
     },
-    // Likewise: two domains sharing one CPU, each counting how long it was
-    // switched out.
+    // An interdomain round trip = the loopback's steps + two domain switches (ping
+    // blocks in hlt -> pong runs; pong blocks in SCHEDOP_poll -> ping runs).
     Figure {
         name: "scheduler context switch",
-        subject: None,
-        reference: None,
-        metric: Metric::Nanos(r"context switch ([0-9.]+) ns"),
-        pending: "multi-domain",
+        subject: Some(Source::HalfDifference {
+            setup: &FERROVISOR_PINGPONG,
+            a: INTERDOMAIN_NS,
+            b: LOOPBACK_NS,
+        }),
+        reference: Some((
+            Source::Median(&FERROVISOR_BENCH, HYPERCALL_NS),
+            "ferrovisor null hypercall",
+        )),
+        pending: "",
     },
 ];
 
@@ -158,6 +248,8 @@ pub static FIGURES: &[Figure] = &[
 const DOM0_CMDLINE: &str = "console=com1 dom0_mem=512M";
 /// ferrovisor's command line for the bench guest: the same memory as Xen gives it.
 const BENCH_CMDLINE: &str = "console=com1 dom0_mem=64M on_idle=poweroff";
+/// ferrovisor's command line for the event-channel guests (as the multi-domain tests).
+const EVTCHN_CMDLINE: &str = "console=com1 dom0_mem=32M on_idle=poweroff";
 
 /// QEMU TCG with `-cpu max` (the machine of the tests) and 1 GiB.
 fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
@@ -269,6 +361,40 @@ fn boot_ferrovisor_bench(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
     start_ferrovisor(emu, ctx, dir, BENCH_CMDLINE, bench_guest()?, 256)
 }
 
+/// Round trips per run of the event-channel guests, and the guests' own time limit (s
+/// of system time).
+fn evtchn_scale(emu: Emu) -> (u32, u32) {
+    match emu {
+        Emu::QemuTcg => (2000, 120),
+        Emu::Bochs => (500, 600),
+    }
+}
+
+fn pingpong_guest() -> Result<PathBuf> {
+    Ok(build::build(&[&build::GUEST_EVTCHN_PINGPONG], Profile::Release)?.remove(0))
+}
+
+/// Domain 0 = `evtchn-pingpong role=ping loopback=100`, domain 1 = a copy (QEMU's
+/// `-kernel` boot needs unique module names) as `role=pong`, waiting as in the tests (ping
+/// `sti; hlt`, pong `SCHEDOP_poll`).
+fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let (n, timeout) = evtchn_scale(emu);
+    let ping = pingpong_guest()?;
+    let pong = dir.join("pingpong-b");
+    std::fs::copy(&ping, &pong)?;
+    let modules = vec![
+        Module {
+            path: ping,
+            args: format!("role=ping peer=1 count={n} timeout={timeout} loopback=100"),
+        },
+        Module {
+            path: pong,
+            args: format!("domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"),
+        },
+    ];
+    start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
+}
+
 /// Xen with the bench guest as its PVH dom0, through GRUB: `multiboot2` on
 /// QEMU; on Bochs `multiboot` (v1), because GRUB's `multiboot2` triple-faults
 /// there setting the video mode Xen's header asks for (docs/test-bed.md).
@@ -345,7 +471,8 @@ fn run_once(emu: Emu, setup: &Setup, ctx: &Ctx, dir: &Path) -> Result<(Sample, S
 fn setups(figures: &[&'static Figure]) -> Vec<&'static Setup> {
     let mut out: Vec<&'static Setup> = Vec::new();
     for f in figures {
-        for s in f.subject.into_iter().chain(f.reference.map(|r| r.0)) {
+        let sources = f.subject.into_iter().chain(f.reference.map(|r| r.0));
+        for s in sources.map(Source::setup) {
             if !out.iter().any(|o| std::ptr::eq(*o, s)) {
                 out.push(s);
             }
@@ -442,18 +569,6 @@ pub fn value(metric: Metric, sample: &Sample) -> Option<f64> {
     }
 }
 
-/// A figure's median over a setup's runs, or why there is none.
-fn figure_value(metric: Metric, runs: Option<&Result<Vec<Sample>, String>>) -> Result<f64, String> {
-    match runs {
-        None => Err("not run".into()),
-        Some(Err(why)) => Err(why.clone()),
-        Some(Ok(samples)) => {
-            let values: Vec<f64> = samples.iter().filter_map(|s| value(metric, s)).collect();
-            median(&values).ok_or_else(|| "no value in the output".into())
-        }
-    }
-}
-
 /// `10.1 s`, `1.23 µs`, `567 ns`.
 pub fn format_value(metric: Metric, v: f64) -> String {
     match metric {
@@ -482,18 +597,17 @@ fn first_line(s: &str) -> &str {
 }
 
 fn row(f: &Figure, emu: Emu, runs: &Runs) -> Row {
-    let get = |s: &Setup| figure_value(f.metric, runs.get(&(emu, s.name)));
     let (ours, ours_text) = match f.subject {
         None => (None, format!("pending: needs {}", f.pending)),
-        Some(s) => match get(s) {
-            Ok(v) => (Some(v), format_value(f.metric, v)),
+        Some(s) => match s.value(emu, runs) {
+            Ok(v) => (Some(v), format_value(s.metric(), v)),
             Err(why) => (None, format!("failed: {}", first_line(&why))),
         },
     };
     let (theirs, theirs_text) = match f.reference {
         None => (None, "-".to_string()),
-        Some((s, what)) => match get(s) {
-            Ok(v) => (Some(v), format!("{} ({what})", format_value(f.metric, v))),
+        Some((s, what)) => match s.value(emu, runs) {
+            Ok(v) => (Some(v), format!("{} ({what})", format_value(s.metric(), v))),
             Err(why) => (None, format!("no reference ({what}: {})", first_line(&why))),
         },
     };
@@ -558,20 +672,25 @@ pub struct Options {
     pub runs: Option<u32>,
     pub skip_bochs: bool,
     pub skip_qemu: bool,
-    /// Only figures whose name contains this.
+    /// Only figures whose name contains this (or one of several, comma-separated).
     pub filter: Option<String>,
     /// Boot this ELF instead of building the hypervisor.
     pub kernel: Option<PathBuf>,
 }
 
+/// Whether `--filter` selects the figure `name`: it contains one of the filter's
+/// comma-separated parts (empty parts are ignored).
+pub fn selected(filter: &str, name: &str) -> bool {
+    filter
+        .split(',')
+        .map(str::trim)
+        .any(|part| !part.is_empty() && name.contains(part))
+}
+
 pub fn run(opts: &Options) -> Result<ExitCode> {
     let figures: Vec<&'static Figure> = FIGURES
         .iter()
-        .filter(|f| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|s| f.name.contains(s.as_str()))
-        })
+        .filter(|f| opts.filter.as_ref().is_none_or(|s| selected(s, f.name)))
         .collect();
     if figures.is_empty() {
         bail!("no figure matches --filter");
@@ -650,8 +769,8 @@ mod tests {
         let xen = "bench: hypercall_ns=533669 cpuid_ns=428238 hypercall_cycles=1385483";
         let until = Regex::new(BENCH_LINE).unwrap();
         assert!(until.is_match(ours) && until.is_match(xen));
-        let hc = FIGURES[1].metric;
-        let cpuid = FIGURES[2].metric;
+        let hc = FIGURES[1].subject.unwrap().metric();
+        let cpuid = FIGURES[2].reference.unwrap().0.metric();
         assert_eq!(value(hc, &sample(1.0, ours)), Some(19084.0));
         assert_eq!(value(cpuid, &sample(1.0, xen)), Some(428238.0));
         assert_eq!(value(Metric::TimeToLine, &sample(9.4, ours)), Some(9.4));
@@ -691,11 +810,113 @@ mod tests {
             "no reference (Xen 4.17: Bochs stopped: triple fault)"
         );
         assert_eq!(r.ratio, "-");
-        let r = row(&FIGURES[3], Emu::QemuTcg, &runs);
-        assert!(r.ferrovisor.starts_with("pending: needs multi-domain"));
+        let pending = Figure {
+            name: "later",
+            subject: None,
+            reference: None,
+            pending: "multi-domain",
+        };
+        let r = row(&pending, Emu::QemuTcg, &runs);
+        assert_eq!(r.ferrovisor, "pending: needs multi-domain");
+        assert_eq!(r.reference, "-");
         let table = render(&[r]);
         assert!(table.starts_with("figure "));
         assert_eq!(table.lines().count(), 2);
+    }
+
+    /// ping's last line with `loopback=100` (QEMU, 2000 round trips).
+    const INTERLEAVED: &str = "(d0) ping: interdomain median 254177 ns, loopback median 179398 ns (interleaved in blocks of 100)";
+
+    fn interleaved(inter: u32, lo: u32) -> Sample {
+        sample(
+            1.0,
+            &format!("ping: interdomain median {inter} ns, loopback median {lo} ns (x)"),
+        )
+    }
+
+    #[test]
+    fn round_trips_come_from_pings_last_line() {
+        let until = Regex::new(INTERLEAVED_LINE).unwrap();
+        assert!(until.is_match(INTERLEAVED));
+        for other in [
+            "(d0) ping: mean round trip 273983 ns (min 129986 ns, median 254177 ns, max 1742001 ns)",
+            "(d0) loopback: mean round trip 192441 ns (min 95185 ns, median 179398 ns, max 1194514 ns)",
+            "(d1) pong: mean round trip 459355 ns (min 130154 ns, median 256820 ns, max 31175117 ns)",
+        ] {
+            assert!(!until.is_match(other), "{other}");
+        }
+        let s = sample(1.0, INTERLEAVED);
+        assert_eq!(value(INTERDOMAIN_NS, &s), Some(254_177.0));
+        assert_eq!(value(LOOPBACK_NS, &s), Some(179_398.0));
+        let switch = FIGURES[4].subject.unwrap();
+        assert_eq!(switch.sample_value(&s), Some((254_177.0 - 179_398.0) / 2.0));
+        assert_eq!(switch.sample_value(&interleaved(100, 100)), None);
+    }
+
+    #[test]
+    fn half_differences() {
+        assert_eq!(half_difference(300.0, 100.0), Some(100.0));
+        assert_eq!(half_difference(100.0, 100.0), None);
+        assert_eq!(half_difference(90.0, 100.0), None);
+    }
+
+    #[test]
+    fn context_switch_is_the_median_of_each_runs_half_difference() {
+        let mut runs = Runs::new();
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_PINGPONG.name),
+            // Host load moves both numbers of a run together.
+            Ok(vec![
+                interleaved(400_000, 200_000),
+                interleaved(300_000, 150_000),
+                interleaved(600_000, 500_000),
+            ]),
+        );
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_BENCH.name),
+            Ok(vec![sample(1.0, "bench: hypercall_ns=25000 cpuid_ns=1 x")]),
+        );
+        let inter = row(&FIGURES[3], Emu::QemuTcg, &runs);
+        assert_eq!(inter.figure, "evtchn round trip (interdomain)");
+        assert_eq!(inter.ferrovisor, "400.00 µs");
+        assert_eq!(
+            inter.reference,
+            "200.00 µs (same steps, loopback in one domain)"
+        );
+        assert_eq!(inter.ratio, "2.00×");
+        let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
+        assert_eq!(switch.figure, "scheduler context switch");
+        // Per run: 100, 75, 50 µs; the median is 75 µs = 3 hypercalls of 25 µs (the
+        // difference of the medians would say 100 µs).
+        assert_eq!(switch.ferrovisor, "75.00 µs");
+        assert_eq!(switch.reference, "25.00 µs (ferrovisor null hypercall)");
+        assert_eq!(switch.ratio, "3.00×");
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_PINGPONG.name),
+            Err("timed out".into()),
+        );
+        let switch = row(&FIGURES[4], Emu::QemuTcg, &runs);
+        assert_eq!(switch.ferrovisor, "failed: timed out");
+        assert_eq!(switch.ratio, "-");
+    }
+
+    #[test]
+    fn filters() {
+        assert!(selected("hypercall", "hypercall round trip"));
+        assert!(!selected("hypercall", "trivial exit (CPUID)"));
+        let both: Vec<&str> = FIGURES
+            .iter()
+            .map(|f| f.name)
+            .filter(|n| selected("interdomain, context switch", n))
+            .collect();
+        assert_eq!(
+            both,
+            [
+                "evtchn round trip (interdomain)",
+                "scheduler context switch"
+            ]
+        );
+        assert!(!selected(",", "hypercall round trip"));
     }
 
     #[test]
@@ -717,13 +938,17 @@ mod tests {
     fn setups_are_shared_between_figures() {
         let all: Vec<&'static Figure> = FIGURES.iter().collect();
         let names: Vec<&str> = setups(&all).iter().map(|s| s.name).collect();
+        let switch: Vec<&'static Figure> = vec![&FIGURES[4]];
+        let only: Vec<&str> = setups(&switch).iter().map(|s| s.name).collect();
+        assert_eq!(only, [FERROVISOR_PINGPONG.name, FERROVISOR_BENCH.name]);
         assert_eq!(
             names,
             [
                 FERROVISOR_DOM0.name,
                 LINUX_BARE.name,
                 FERROVISOR_BENCH.name,
-                XEN_BENCH.name
+                XEN_BENCH.name,
+                FERROVISOR_PINGPONG.name,
             ]
         );
     }

@@ -171,8 +171,11 @@ enum Command {
     },
     /// Measure ferrovisor against references booted in the same run: boot
     /// time to dom0 userspace (against the same kernel without hypervisor),
-    /// hypercall and CPUID exit cost (against Debian's Xen 4.17), on QEMU TCG
-    /// and Bochs. Prints medians and ratios; writes target/xtask/bench.md.
+    /// hypercall and CPUID exit cost (against Debian's Xen 4.17), interdomain
+    /// event-channel round trip (against the same guest's loopback in one
+    /// domain) and scheduler context switch (derived from those two, against
+    /// the null hypercall), on QEMU TCG and Bochs. Prints medians and ratios;
+    /// writes target/xtask/bench.md.
     Bench {
         /// Runs per setup (default: 5 on QEMU, 3 on Bochs).
         #[arg(long)]
@@ -183,7 +186,8 @@ enum Command {
         /// Skip QEMU.
         #[arg(long)]
         skip_qemu: bool,
-        /// Only the figures whose name contains this text.
+        /// Only the figures whose name contains this text (several texts:
+        /// comma-separated, e.g. `interdomain,context switch`).
         #[arg(long)]
         filter: Option<String>,
         /// Boot this ELF instead of building the hypervisor.

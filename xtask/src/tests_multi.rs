@@ -173,6 +173,46 @@ fn pingpong(s: &Scale) -> Test {
         ])
 }
 
+/// The pair as `cargo xtask bench` runs it: ping with `loopback=N` also makes as many
+/// round trips on a channel bound to itself, in blocks between those with pong, and ends
+/// with both medians (timing belongs to the bench; here: exact counts, sane numbers).
+fn pingpong_interleaved(s: &Scale) -> Test {
+    let n = s.pingpongs / 10;
+    let timeout = 60 * s.slow;
+    base(s, "pingpong-interleaved", 120)
+        .module(
+            ModuleSpec::built(&build::GUEST_EVTCHN_PINGPONG).args(leak(format!(
+                "role=ping peer=1 count={n} timeout={timeout} loopback=50"
+            ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_EVTCHN_PINGPONG, "pingpong-b")).args(
+                leak(format!(
+                    "domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"
+                )),
+            ),
+        )
+        .expect_group(&[
+            starts(0, "guest-evtchn-pingpong", None),
+            line(0, "ping: hello received"),
+            line(0, r"loopback: port \d+ bound to own port \d+$"),
+            line(0, &format!("ping: received {n} events, sent {n}$")),
+            line(0, &format!("loopback: received {n} events, sent {n}$")),
+            line(
+                0,
+                r"ping: interdomain median [1-9]\d{0,7} ns, loopback median [1-9]\d{0,7} ns \(interleaved in blocks of 50\)$",
+            ),
+            pass(0, "evtchn-pingpong"),
+            shut_down(0, "guest-evtchn-pingpong", "poweroff", 0),
+        ])
+        .expect_group(&[
+            starts(1, "pong", Some(16)),
+            line(1, &format!("pong: received {n} events, sent {n}$")),
+            pass(1, "evtchn-pingpong"),
+            shut_down(1, "pong", "poweroff", 0),
+        ])
+}
+
 /// Domain 0 = the privileged reaper, domain 1 = a spinner (interrupts off, never yields),
 /// domain 2 = `hlt-wake`: hlt-wake's timer wake-ups and the reaper's ticks still happen
 /// beside the spinner; the reaper ends the spinner with `SCHEDOP_remote_shutdown` once
@@ -397,8 +437,9 @@ fn bad_args(s: &Scale) -> Test {
 }
 
 /// Single-domain runs of the new guests (they need no second domain, so they also run on
-/// a hypervisor with one domain): bad-args without another domain, the reaper's privilege
-/// and timer ticks, cpu-burn's share when alone (all of one CPU).
+/// a hypervisor with one domain): bad-args without another domain, evtchn-pingpong's
+/// loopback, the reaper's privilege and timer ticks, cpu-burn's share when alone (all of
+/// one CPU).
 fn single(s: &Scale) -> Vec<Test> {
     vec![
         base(s, "bad-args-alone", 60)
@@ -409,6 +450,27 @@ fn single(s: &Scale) -> Vec<Test> {
                 r"^\(d0\) bad-args: \d+ of \d+ checks as Xen",
                 r"^\(d0\) guest bad-args: PASS$",
                 r"^\(I\) domain 0 \(guest-bad-args\) shut down: poweroff \(reason 0\)",
+            ]),
+        // The reference of `cargo xtask bench`'s interdomain round trip; timing belongs
+        // there, so here only: exact counts, and mean, min and median positive and below
+        // 0.1 s.
+        base(s, "evtchn-loopback", 60)
+            .module(ModuleSpec::built(&build::GUEST_EVTCHN_PINGPONG).args(leak(format!(
+                "role=loopback count={} timeout={}",
+                s.pingpongs / 10,
+                30 * s.slow
+            ))))
+            .expect(&[
+                starts(0, "guest-evtchn-pingpong", None),
+                line(0, &format!("loopback: domain 0, {} round trips, waiting with sti; hlt$", s.pingpongs / 10)),
+                line(0, r"loopback: port \d+ bound to own port \d+$"),
+                line(0, &format!("loopback: received {n} events, sent {n}$", n = s.pingpongs / 10)),
+                line(
+                    0,
+                    r"loopback: mean round trip [1-9]\d{0,7} ns \(min [1-9]\d{0,7} ns, median [1-9]\d{0,7} ns, max \d+ ns\)$",
+                ),
+                pass(0, "evtchn-pingpong"),
+                shut_down(0, "guest-evtchn-pingpong", "poweroff", 0),
             ]),
         base(s, "reaper-alone", 60)
             .module(
@@ -441,6 +503,7 @@ fn scaled(s: &Scale) -> Vec<Test> {
     let mut v = single(s);
     v.extend([
         pingpong(s),
+        pingpong_interleaved(s),
         spinner(s),
         weights(s),
         cap(s),
@@ -607,6 +670,14 @@ mod check {
         assert!(re(shut_down(2, "end-crash", "crash", 3)).is_match(
             "(I) domain 2 (end-crash) shut down: crash (reason 3); 40 exits, 9 hypercalls"
         ));
+        let loopback = all()
+            .into_iter()
+            .find(|t| t.name == "qemu-tcg/multi/evtchn-loopback")
+            .expect("the loopback test");
+        let seen = "(d0) loopback: mean round trip 194386 ns (min 95467 ns, median 188980 ns, max 1930032 ns)";
+        assert!(loopback.expect.iter().any(|p| re(p).is_match(seen)));
+        let zero = "(d0) loopback: mean round trip 0 ns (min 0 ns, median 0 ns, max 0 ns)";
+        assert!(!loopback.expect.iter().any(|p| re(p).is_match(zero)));
         assert!(re(line(1, r"cpu-burn w256: share within 33\.3"))
             .is_match("(d1) cpu-burn w256: share within 33.3 +- 2.3 %"));
     }

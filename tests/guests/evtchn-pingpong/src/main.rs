@@ -1,7 +1,7 @@
 //! `evtchn-pingpong`: two domains bounce an interdomain event channel back and forth.
 //!
-//! Command line: `role=ping peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in one
-//! domain, `role=pong peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in the other (same
+//! Command line: `role=ping peer=<domid> [count=N] [wait=hlt|poll] [loopback=N] [timeout=S]`
+//! in one domain, `role=pong peer=<domid> [count=N] [wait=hlt|poll] [timeout=S]` in the other (same
 //! `count`; default 10000, timeout 60 s of system time for the whole run).
 //!
 //! Rendezvous without xenstore:
@@ -18,7 +18,24 @@
 //! waits, then replies. Each side clears the pending bit *before* it sends, so no event can
 //! coalesce with another and the counts must match exactly. Finally each side waits
 //! [`STRAY_WINDOW_NS`] for events nobody sent. ping times each round trip with the pvclock;
-//! pong reports the mean interval between pings (the same round trip, seen from its side).
+//! pong times the intervals between pings (the same round trip, seen from its side). Each
+//! prints `mean round trip X ns (min X ns, median X ns, max X ns)` (the median over the
+//! first [`MAX_SAMPLES`]).
+//!
+//! `role=loopback [count=N] [timeout=S]` runs alone: the reference for the interdomain round
+//! trip (`cargo xtask bench`). It binds a channel to itself (`alloc_unbound(DOMID_SELF,
+//! remote = DOMID_SELF)` = port a, `bind_interdomain(DOMID_SELF, a)` = port b, b masked so
+//! only `SCHEDOP_poll` sees it) and times `count` round trips made of the same steps as one
+//! ping/pong round trip, in one domain: send on a (ping), `SCHEDOP_poll` on b (returns at
+//! once: b is pending), clear b, send on b (pong), then ping's wait: `sti; hlt` woken by the
+//! callback vector (a is already pending, so the vCPU never blocks) and a scan that finds
+//! a. What it lacks against the pair is the two domain switches (each with the blocking of
+//! one side and the wake-up of the other).
+//!
+//! `role=ping loopback=N` (with `wait=hlt`) also opens such a pair in ping's domain and,
+//! after every N round trips with pong, makes N loopback round trips: both figures come
+//! from the same run under the same host load, and ping ends with `ping: interdomain
+//! median X ns, loopback median Y ns` (after its own and the loopback's result lines).
 //!
 //! Waiting: `wait=hlt` (ping's default) halts with `sti; hlt` and is woken by the callback
 //! vector (a bound VIRQ_TIMER armed at the overall deadline bounds the wait);
@@ -38,6 +55,69 @@ guest_rt::entry!(test_main);
 const MAX_REMOTE_PORT: u32 = 8;
 /// How long each side waits at the end for events nobody sent.
 const STRAY_WINDOW_NS: u64 = 100_000_000;
+/// Round trips kept for the median (the first this many of a run).
+const MAX_SAMPLES: usize = 16_384;
+static mut SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+/// The same for the loopback's round trips.
+static mut LOOPBACK_SAMPLES: [u64; MAX_SAMPLES] = [0; MAX_SAMPLES];
+
+/// Round-trip times: mean, min, max over all, median over the first [`MAX_SAMPLES`].
+struct Stats {
+    samples: &'static mut [u64; MAX_SAMPLES],
+    n: u64,
+    sum: u64,
+    min: u64,
+    max: u64,
+}
+
+impl Stats {
+    /// Call once per run (ping and pong make one; the loopback uses [`Stats::loopback`]).
+    fn new() -> Self {
+        // SAFETY: one vCPU, and each run calls this once, so this is the only reference
+        // to SAMPLES.
+        Self::with(unsafe { &mut *core::ptr::addr_of_mut!(SAMPLES) })
+    }
+
+    /// Call once per run (by [`Loopback::open`]).
+    fn loopback() -> Self {
+        // SAFETY: one vCPU, and each run opens at most one loopback, so this is the only
+        // reference to LOOPBACK_SAMPLES.
+        Self::with(unsafe { &mut *core::ptr::addr_of_mut!(LOOPBACK_SAMPLES) })
+    }
+
+    fn with(samples: &'static mut [u64; MAX_SAMPLES]) -> Self {
+        Stats {
+            samples,
+            n: 0,
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+
+    fn add(&mut self, ns: u64) {
+        if let Some(slot) = self.samples.get_mut(self.n as usize) {
+            *slot = ns;
+        }
+        self.n += 1;
+        self.sum += ns;
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+    }
+
+    fn mean(&self) -> u64 {
+        self.sum.checked_div(self.n).unwrap_or(0)
+    }
+
+    fn median(&mut self) -> u64 {
+        let kept = &mut self.samples[..(self.n as usize).min(MAX_SAMPLES)];
+        if kept.is_empty() {
+            return 0;
+        }
+        kept.sort_unstable();
+        kept[kept.len() / 2]
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wait {
@@ -116,12 +196,16 @@ impl Side {
 
 fn test_main(si: &StartInfo) -> TestResult {
     let role = si.arg("role").unwrap_or("");
+    let count = si.arg_u64("count", 10_000)? as u32;
+    let timeout_s = si.arg_u64("timeout", 60)?;
+    if role == "loopback" {
+        return loopback(count, timeout_s);
+    }
     let Some(peer) = si.arg("peer").and_then(guest_rt::start_info::parse_u64) else {
         fail!("command line needs peer=<domid>");
     };
     let peer = peer as u16;
-    let count = si.arg_u64("count", 10_000)? as u32;
-    let timeout_s = si.arg_u64("timeout", 60)?;
+    let interleave = si.arg_u64("loopback", 0)? as u32;
     let wait = match si.arg("wait") {
         Some("hlt") => Wait::Hlt,
         Some("poll") => Wait::Poll,
@@ -129,6 +213,10 @@ fn test_main(si: &StartInfo) -> TestResult {
         None => Wait::Poll,
         Some(other) => fail!("wait={other}: expected hlt or poll"),
     };
+    ensure!(
+        interleave == 0 || (role == "ping" && wait == Wait::Hlt),
+        "loopback=N is for role=ping with wait=hlt"
+    );
     let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
     if let Some(me) = me {
         ensure!(me != peer, "peer={peer} is this domain itself");
@@ -157,13 +245,15 @@ fn test_main(si: &StartInfo) -> TestResult {
         }
     );
     match role {
-        "ping" => ping(peer, count, wait, deadline),
+        "ping" => ping(peer, count, wait, deadline, interleave),
         "pong" => pong(peer, count, wait, deadline),
-        _ => fail!("role={role}: expected ping or pong"),
+        _ => fail!("role={role}: expected ping, pong or loopback"),
     }
 }
 
-fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
+/// `interleave` > 0: after every `interleave` round trips with pong, as many loopback round
+/// trips in this domain (see the module documentation).
+fn ping(peer: u16, count: u32, wait: Wait, deadline: u64, interleave: u32) -> TestResult {
     let port = evtchn::alloc_unbound(DOMID_SELF, peer);
     ensure!(
         port > 0,
@@ -215,24 +305,45 @@ fn ping(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     );
     println!("ping: hello received");
 
-    let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
+    let mut lo = match interleave {
+        0 => None,
+        _ => Some(Loopback::open(deadline)?),
+    };
+    let block = if interleave > 0 { interleave } else { count };
+    let mut stats = Stats::new();
     let mut sent = 0u32;
     let before = side.received;
-    for i in 0..count {
-        let t0 = evtchn::now()?;
-        side.send()?;
-        sent += 1;
-        side.next_event("a reply")
-            .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
-        let rtt = evtchn::now()? - t0;
-        sum += rtt;
-        min = min.min(rtt);
-        max = max.max(rtt);
+    let mut done = 0;
+    while done < count {
+        let n = block.min(count - done);
+        for i in done..done + n {
+            let t0 = evtchn::now()?;
+            side.send()?;
+            sent += 1;
+            side.next_event("a reply")
+                .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
+            stats.add(evtchn::now()? - t0);
+        }
+        if let Some(lo) = lo.as_mut() {
+            for i in done..done + n {
+                lo.round_trip(i)?;
+            }
+        }
+        done += n;
     }
     let strays = side.strays()?;
     let received = side.received - before + strays;
     set_timer_op(0);
-    report("ping", received, sent, count, strays, sum, min, max)
+    report("ping", received, sent, count, strays, &mut stats)?;
+    if let Some(lo) = lo.as_mut() {
+        let loopback = lo.finish("loopback", count)?;
+        println!(
+            "ping: interdomain median {} ns, loopback median {loopback} ns (interleaved in \
+             blocks of {interleave})",
+            stats.median()
+        );
+    }
+    Ok(())
 }
 
 fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
@@ -292,7 +403,7 @@ fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     side.send()?;
     println!("pong: hello sent");
 
-    let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
+    let mut stats = Stats::new();
     let mut sent = 0u32;
     let mut last_ping = None;
     for i in 0..count {
@@ -300,10 +411,7 @@ fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
             .map_err(|e| Fail::new(format_args!("round trip {i}: {e}")))?;
         let now = evtchn::now()?;
         if let Some(prev) = last_ping.replace(now) {
-            let rtt = now - prev;
-            sum += rtt;
-            min = min.min(rtt);
-            max = max.max(rtt);
+            stats.add(now - prev);
         }
         side.send()?;
         sent += 1;
@@ -311,31 +419,153 @@ fn pong(peer: u16, count: u32, wait: Wait, deadline: u64) -> TestResult {
     let strays = side.strays()?;
     let received = side.received + strays;
     set_timer_op(0);
-    report("pong", received, sent, count, strays, sum, min, max)
+    report("pong", received, sent, count, strays, &mut stats)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `role=loopback`: see the module documentation.
+fn loopback(count: u32, timeout_s: u64) -> TestResult {
+    evtchn::init_with_timer()?;
+    let start = evtchn::now()?;
+    let deadline = start + timeout_s * 1_000_000_000;
+    let me = arch::xen_vcpu_and_domid().map_or(-1, |(_, d)| i32::from(d));
+    println!("loopback: domain {me}, {count} round trips, waiting with sti; hlt");
+    let mut lo = Loopback::open(deadline)?;
+    for i in 0..count {
+        lo.round_trip(i)?;
+    }
+    lo.finish("loopback", count).map(|_| ())
+}
+
+/// A channel bound to itself (see the module documentation); needs the callback vector
+/// ([`evtchn::init_with_timer`]).
+struct Loopback {
+    /// ping's end (unmasked: the upcall's scan counts it).
+    a: u32,
+    /// pong's end (masked: only `SCHEDOP_poll` and `test_and_clear` see it).
+    b: u32,
+    deadline: u64,
+    received: u32,
+    sent: u32,
+    stats: Stats,
+}
+
+impl Loopback {
+    /// Binds the pair and arms the one-shot timer at `deadline`. Once per run.
+    fn open(deadline: u64) -> Result<Self, Fail> {
+        let a = evtchn::alloc_unbound(DOMID_SELF, DOMID_SELF);
+        ensure!(
+            a > 0,
+            "EVTCHNOP_alloc_unbound(remote self) returned {}",
+            describe(a)
+        );
+        let a = a as u32;
+        let b = evtchn::bind_interdomain(DOMID_SELF, a);
+        ensure!(
+            b > 0,
+            "EVTCHNOP_bind_interdomain(self, {a}) returned {}",
+            describe(b)
+        );
+        let b = b as u32;
+        // Masked, so the upcall's scan never consumes it, as with pong's port in the pair.
+        // (Interrupts are off outside halts, so nothing scans before this.)
+        evtchn::set_masked(b, true);
+        let me = arch::xen_vcpu_and_domid().map(|(_, d)| d);
+        for (port, other) in [(a, b), (b, a)] {
+            match evtchn::status(DOMID_SELF, port) {
+                Ok(st) if st.status == EVTCHNSTAT_INTERDOMAIN => {
+                    let (dom, p) = st.interdomain();
+                    ensure!(
+                        p == other && me.is_none_or(|m| m == dom),
+                        "status says port {port} goes to ({dom}, {p}), not (self, {other})"
+                    );
+                }
+                Ok(st) => fail!("port {port} has status {}, not interdomain", st.status),
+                Err(rc) => fail!("EVTCHNOP_status({port}) returned {}", describe(rc)),
+            }
+        }
+        println!("loopback: port {a} bound to own port {b}");
+        // Xen marks the newly bound port pending; drop that before the round trips.
+        evtchn::test_and_clear(b);
+        evtchn::scan();
+        evtchn::take_count(a);
+        ensure!(
+            set_timer_op(deadline) == 0,
+            "set_timer_op({deadline}) failed"
+        );
+        Ok(Loopback {
+            a,
+            b,
+            deadline,
+            received: 0,
+            sent: 0,
+            stats: Stats::loopback(),
+        })
+    }
+
+    /// One timed round trip: ping's send, pong's poll, consume and reply, ping's wait.
+    fn round_trip(&mut self, i: u32) -> TestResult {
+        let (a, b) = (self.a, self.b);
+        let t0 = evtchn::now()?;
+        let rc = evtchn::send(a);
+        ensure!(rc == 0, "EVTCHNOP_send({a}) returned {}", describe(rc));
+        self.sent += 1;
+        // pong's side: poll (returns at once: b is pending), consume, reply.
+        let rc = sched_poll(&[b], self.deadline);
+        ensure!(rc == 0, "SCHEDOP_poll returned {}", describe(rc));
+        ensure!(
+            evtchn::test_and_clear(b),
+            "loopback round trip {i}: port {b} not pending after the send on {a}"
+        );
+        let rc = evtchn::send(b);
+        ensure!(rc == 0, "EVTCHNOP_send({b}) returned {}", describe(rc));
+        // ping's wait: the callback vector ends the halt at once, then the scan.
+        arch::sti_hlt_cli();
+        let deadline = self.deadline;
+        let seen = self.received;
+        evtchn::wait_until(|| {
+            pvclock::now_ns().is_none_or(|t| t >= deadline) || evtchn::count(a) > seen
+        });
+        self.received = evtchn::count(a);
+        if self.received == seen {
+            fail!("loopback round trip {i}: timed out waiting for the event on port {a}");
+        }
+        self.stats.add(evtchn::now()? - t0);
+        Ok(())
+    }
+
+    /// Waits [`STRAY_WINDOW_NS`] for strays, then prints the result lines as `role`;
+    /// returns the median round trip.
+    fn finish(&mut self, role: &str, count: u32) -> Result<u64, Fail> {
+        let until = evtchn::now()? + STRAY_WINDOW_NS;
+        evtchn::sleep_until(until)?;
+        evtchn::scan();
+        let strays =
+            evtchn::count(self.a) - self.received + u32::from(evtchn::test_and_clear(self.b));
+        set_timer_op(0);
+        let received = self.received + strays;
+        report(role, received, self.sent, count, strays, &mut self.stats)?;
+        Ok(self.stats.median())
+    }
+}
+
+/// The result lines: counts, then `mean round trip X ns (min X ns, median X ns, max X ns)`
+/// (ping and loopback time `count` round trips, pong the `count - 1` intervals between
+/// pings).
 fn report(
     role: &str,
     received: u32,
     sent: u32,
     count: u32,
     strays: u32,
-    sum: u64,
-    min: u64,
-    max: u64,
+    stats: &mut Stats,
 ) -> TestResult {
-    // ping times `count` round trips, pong `count - 1` intervals.
-    let n = if role == "ping" {
-        count
-    } else {
-        count.saturating_sub(1)
-    };
-    let mean = sum.checked_div(u64::from(n)).unwrap_or(0);
     println!("{role}: received {received} events, sent {sent}");
+    let min = if stats.n == 0 { 0 } else { stats.min };
     println!(
-        "{role}: mean round trip {mean} ns (min {} ns, max {max} ns)",
-        if n == 0 { 0 } else { min }
+        "{role}: mean round trip {} ns (min {min} ns, median {} ns, max {} ns)",
+        stats.mean(),
+        stats.median(),
+        stats.max
     );
     ensure!(
         strays == 0,
