@@ -610,13 +610,23 @@ const BUSY_CHECK: &str =
 
 /// dom0 with `dom0_max_vcpus=2`: Linux sees 2 CPUs, both take Xen timer interrupts, and
 /// two busy loops finish.
-fn dom0_two_vcpus() -> Test {
-    tests_dom0::dom0_boot(
-        "qemu-tcg/dom0-2vcpus",
-        Emulator::qemu_tcg(QemuBoot::Kernel),
-        "console=com1 dom0_mem=512M noreboot on_idle=poweroff dom0_max_vcpus=2",
-        tests_dom0::QEMU_TIMEOUT,
-    )
+fn dom0_two_vcpus(bochs: bool) -> Test {
+    let t = if bochs {
+        tests_dom0::dom0_boot(
+            "bochs/dom0-2vcpus",
+            Emulator::Bochs,
+            "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff dom0_max_vcpus=2",
+            900,
+        )
+    } else {
+        tests_dom0::dom0_boot(
+            "qemu-tcg/dom0-2vcpus",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+            "console=com1 dom0_mem=512M noreboot on_idle=poweroff dom0_max_vcpus=2",
+            tests_dom0::QEMU_TIMEOUT,
+        )
+    };
+    t
     .send(
         r"dom0: shell ready",
         "echo NPROC=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)\n",
@@ -634,9 +644,11 @@ fn dom0_two_vcpus() -> Test {
 pub fn all() -> Vec<Test> {
     let mut v = scaled(&QEMU);
     v.push(dom0_beside_spinner());
-    v.push(dom0_two_vcpus());
+    v.push(dom0_two_vcpus(false));
     v.push(dom0_survives_domus());
     v.extend(scaled(&BOCHS));
+    // The APs start in real mode: on VMX that needs unrestricted guest (Bochs).
+    v.push(dom0_two_vcpus(true));
     v
 }
 
