@@ -412,7 +412,7 @@ pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
 }
 
 /// The TSC value at system time `ns` (saturating; u64::MAX for "never").
-fn tsc_at(ns: u64) -> u64 {
+pub fn tsc_at(ns: u64) -> u64 {
     if ns == u64::MAX {
         return u64::MAX;
     }

@@ -123,6 +123,11 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
             .next_expiry()
             .map_or(slice_end, |t| t.min(slice_end));
     crate::schedule::arm_host_timer(wake);
+    // Also the backend's own slice timer where there is one (the VMX preemption timer):
+    // it ends the guest's run whatever the guest does with its interrupt flag (Bochs 2.7
+    // lets a guest that entered with IF clear hold off external-interrupt exits).
+    cx.v.hw
+        .set_slice_deadline(Some(crate::schedule::tsc_at(wake)));
 }
 
 /// The interrupt the guest should take next: the event-channel callback vector while
