@@ -77,6 +77,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_BAD_ARGS,
     GUEST_REAPER,
     GUEST_BENCH,
+    GUEST_UPCALL_VECTOR,
 ];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
@@ -102,6 +103,7 @@ pub const GUEST_DOMU_END: Artifact = guest("guest-domu-end");
 pub const GUEST_BAD_ARGS: Artifact = guest("guest-bad-args");
 pub const GUEST_REAPER: Artifact = guest("guest-reaper");
 pub const GUEST_BENCH: Artifact = guest("guest-bench");
+pub const GUEST_UPCALL_VECTOR: Artifact = guest("guest-upcall-vector");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

@@ -127,6 +127,20 @@ const GUESTS: &[GuestCase] = &[
         provokes_fault: false,
     },
     GuestCase {
+        artifact: &build::GUEST_UPCALL_VECTOR,
+        args: "upcall-vector",
+        expect: &[
+            r"^\(d0\) cpuid 0x40000004: eax 0x[0-9a-f]+, XEN_HVM_CPUID_UPCALL_VECTOR set",
+            r"^\(d0\) set_evtchn_upcall_vector: vector 0xf -> -EINVAL, vcpu 7 -> -ENOENT, vcpu 7 \+ vector 0xf -> -EINVAL",
+            r"^\(d0\) upcall on vector 0xe0 after \d+ us, VIRQ_TIMER port \d+ pending, ISR bit set until EOI and clear after",
+            r"^\(d0\) edge-triggered: no interrupt in 30 ms with evtchn_upcall_pending left set; after clearing it the next timer interrupted after \d+ us",
+            r"^\(d0\) registering 0xe1 with an upcall pending: delivered at once on sti; then 0xe0 \(raised with IF=0\) after its EOI",
+            r"^\(d0\) guest upcall-vector: PASS",
+            r"^\(I\) domain 0 \(guest-upcall-vector\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
         artifact: &build::GUEST_MEM_ISOLATION,
         args: "mem-isolation",
         expect: &[

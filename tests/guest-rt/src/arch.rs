@@ -177,7 +177,18 @@ pub fn read_cr3() -> u64 {
 /// Disables maskable interrupts.
 pub fn cli() {
     // SAFETY: clearing IF only delays interrupts; the runtime's code does not rely on them.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // Not `nomem`: interrupt handlers taken up to here change memory (the IDT's counters),
+    // so loads after the CLI must not be hoisted above it.
+    unsafe { asm!("cli", options(nostack)) };
+}
+
+/// Enables maskable interrupts. A pending interrupt is taken after the next instruction
+/// (STI's interrupt shadow).
+pub fn sti() {
+    // SAFETY: the runtime installed an IDT whose vectors >= 32 only count and return, so
+    // taking an interrupt is harmless.
+    // Not `nomem`: see [`cli`].
+    unsafe { asm!("sti", options(nostack)) };
 }
 
 /// Enables interrupts and halts in one go (`sti; hlt`): an interrupt that arrives after the
@@ -189,7 +200,8 @@ pub fn cli() {
 pub fn sti_hlt_cli() {
     // SAFETY: the runtime installed an IDT whose vectors >= 32 are no-op handlers, so taking
     // an interrupt here is harmless.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    // Not `nomem`: the interrupt that ends the HLT changes memory (see [`cli`]).
+    unsafe { asm!("sti", "hlt", "cli", options(nostack)) };
 }
 
 /// Halts forever with interrupts disabled. A hypervisor that treats `HLT` with IF=0 as

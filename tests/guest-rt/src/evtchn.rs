@@ -30,7 +30,9 @@ use xen_abi::event_channel::{
     EVTCHNOP_BIND_INTERDOMAIN, EVTCHNOP_BIND_IPI, EVTCHNOP_BIND_VCPU, EVTCHNOP_BIND_VIRQ,
     EVTCHNOP_CLOSE, EVTCHNOP_SEND, EVTCHNOP_STATUS, EVTCHNOP_UNMASK, EVTCHN_2L_NR_CHANNELS,
 };
-use xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_SET_PARAM};
+use xen_abi::hvm::hvm_op::{
+    XenHvmEvtchnUpcallVector, XenHvmParam, HVMOP_SET_EVTCHN_UPCALL_VECTOR, HVMOP_SET_PARAM,
+};
 use xen_abi::hvm::params::HVM_PARAM_CALLBACK_IRQ;
 use xen_abi::xen::{
     SharedInfo, VcpuInfo, DOMID_SELF, HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_HVM_OP,
@@ -172,6 +174,25 @@ pub fn set_callback_vector(vector: u8) -> i64 {
     }
 }
 
+/// `HVMOP_set_evtchn_upcall_vector(vcpu, vector)`: upcalls for `vcpu` raise `vector` in its
+/// LAPIC (the guest must EOI it) when `evtchn_upcall_pending` goes from 0 to 1, instead of
+/// the global callback vector. Returns the raw result.
+pub fn set_upcall_vector(vcpu: u32, vector: u8) -> i64 {
+    let mut a = XenHvmEvtchnUpcallVector {
+        vcpu,
+        vector,
+        ..Default::default()
+    };
+    // SAFETY: `a` is a live xen_hvm_evtchn_upcall_vector.
+    unsafe {
+        hypercall::hypercall2(
+            HYPERVISOR_HVM_OP,
+            HVMOP_SET_EVTCHN_UPCALL_VECTOR,
+            core::ptr::from_mut(&mut a) as u64,
+        )
+    }
+}
+
 /// Events consumed by [`scan`], per port.
 static COUNTS: [AtomicU32; NR_PORTS] = [const { AtomicU32::new(0) }; NR_PORTS];
 
@@ -194,6 +215,16 @@ fn pending_word(word: usize) -> &'static AtomicU64 {
 
 fn mask_word(word: usize) -> &'static AtomicU64 {
     shared_u64(EVTCHN_MASK + word * 8)
+}
+
+/// vCPU 0's `evtchn_upcall_pending` flag.
+pub fn upcall_flag() -> bool {
+    upcall_pending().load(Ordering::SeqCst) != 0
+}
+
+/// Clears vCPU 0's `evtchn_pending_sel` (the upcall flag and the pending bits are left alone).
+pub fn clear_pending_sel() {
+    shared_u64(PENDING_SEL).store(0, Ordering::SeqCst);
 }
 
 /// Whether `port`'s pending bit is set (without consuming it).

@@ -5,9 +5,11 @@
 //! `v`); each pushes a zero error code when the CPU does not, then the vector, and jumps to a
 //! common path that saves the general registers and calls [`exception`], which prints
 //! `guest <name>: FAIL: exception <vector> (<mnemonic>) at <rip> ...` and shuts down with
-//! `crash`. The interrupt stub increments [`INTERRUPT_COUNT`] and returns with IRETQ, without
-//! an EOI (the tests program no interrupt controller); its only purpose is to let `sti; hlt`
-//! wake up cleanly.
+//! `crash`. Interrupt stubs are 16-byte slots starting at `guest_rt_irq_stubs` (slot `i` =
+//! vector `32 + i`); each increments its vector's count ([`vector_count`]), then the common
+//! path increments [`INTERRUPT_COUNT`] and returns with IRETQ, without an EOI (most tests
+//! program no interrupt controller; a test that uses the LAPIC writes its own EOI); their
+//! purpose is to let `sti; hlt` wake up cleanly and to tell which vector arrived.
 //!
 //! Only built for the bare-metal target. Callers: the boot path (`init`).
 
@@ -17,6 +19,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Number of interrupts (vectors 32-255) taken since boot.
 pub static INTERRUPT_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// Interrupts taken since boot, per vector (entries 0-31 stay 0).
+static VECTOR_COUNTS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
 /// Code segment selector of the runtime's 64-bit code (see `boot.rs`).
 const KERNEL_CS: u16 = 0x08;
@@ -96,19 +101,30 @@ guest_rt_exc_common:
     ud2
 
     .balign 16
-    .global guest_rt_irq_stub
-guest_rt_irq_stub:
+    .global guest_rt_irq_stubs
+guest_rt_irq_stubs:
+    .set guest_rt_irq_vec, 32
+    .rept 224
+    .balign 16
+    lock inc qword ptr [rip + {counts} + 8 * guest_rt_irq_vec]
+    jmp guest_rt_irq_common
+    .set guest_rt_irq_vec, guest_rt_irq_vec + 1
+    .endr
+
+    .balign 16
+guest_rt_irq_common:
     lock inc qword ptr [rip + {count}]
     iretq
     .popsection
     "#,
     handler = sym exception,
     count = sym INTERRUPT_COUNT,
+    counts = sym VECTOR_COUNTS,
 );
 
 extern "C" {
     static guest_rt_exc_stubs: u8;
-    static guest_rt_irq_stub: u8;
+    static guest_rt_irq_stubs: u8;
 }
 
 /// The stack layout `guest_rt_exc_common` hands to [`exception`].
@@ -262,10 +278,14 @@ pub unsafe fn lidt(base: u64, limit: u16) {
 pub fn init() {
     // Only the addresses of the stubs (defined in the global_asm above) are taken.
     let stubs = core::ptr::addr_of!(guest_rt_exc_stubs) as u64;
-    let irq = core::ptr::addr_of!(guest_rt_irq_stub) as u64;
+    let irqs = core::ptr::addr_of!(guest_rt_irq_stubs) as u64;
     let table = IDT.0.get();
     for v in 0..256usize {
-        let handler = if v < 32 { stubs + 16 * v as u64 } else { irq };
+        let handler = if v < 32 {
+            stubs + 16 * v as u64
+        } else {
+            irqs + 16 * (v as u64 - 32)
+        };
         // SAFETY: single-threaded boot path; nothing else accesses the IDT yet.
         unsafe { (*table)[v] = Gate::interrupt(handler) };
     }
@@ -281,4 +301,9 @@ pub fn init() {
 /// Number of interrupts taken so far.
 pub fn interrupt_count() -> u64 {
     INTERRUPT_COUNT.load(Ordering::Relaxed)
+}
+
+/// Number of interrupts taken so far on `vector` (always 0 for exceptions, 0-31).
+pub fn vector_count(vector: u8) -> u64 {
+    VECTOR_COUNTS[usize::from(vector)].load(Ordering::Relaxed)
 }
