@@ -31,7 +31,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use core::cmp::Reverse;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use log::info;
 use sched::Scheduler;
 
@@ -60,6 +60,9 @@ pub struct Hv<B: Backend> {
     /// Free frames plus the frames held by domains that are not boot-time domUs, taken
     /// before the first domU was built: once every domU is gone, the same sum must hold.
     baseline: spin::Mutex<Option<u64>>,
+    /// When the running vCPU must give the CPU back at the latest because a wake-up was
+    /// held back by the scheduler's rate limit (u64::MAX: no such time).
+    resched_at: AtomicU64,
     pub options: Options,
 }
 
@@ -72,6 +75,7 @@ impl<B: Backend> Hv<B> {
             timers: spin::Mutex::new(BinaryHeap::new()),
             graves: spin::Mutex::new(Vec::new()),
             baseline: spin::Mutex::new(None),
+            resched_at: AtomicU64::new(u64::MAX),
             options,
         }
     }
@@ -138,10 +142,25 @@ impl<B: Backend> Hv<B> {
         }
         let now = time::now().1;
         v.runstate.lock().set(runstate::RUNNABLE, now);
-        if let Some(_cpu) = self.sched.lock().wake(v.sref(), now) {
+        self.sched_wake(v, now);
+    }
+
+    /// Tells the scheduler `v` is runnable and acts on its answer: reschedule now, or by
+    /// the time the rate limit allows.
+    fn sched_wake(&self, v: &Vcpu<B>, now: u64) {
+        let mut s = self.sched.lock();
+        if let Some(_cpu) = s.wake(v.sref(), now) {
             // One CPU: the loop notices at its next decision (SMP: an IPI to `_cpu`).
             percpu::raise_softirq(softirq::SCHEDULE);
+        } else if let Some(t) = s.resched_deadline(0) {
+            self.resched_at.fetch_min(t, Ordering::SeqCst);
         }
+    }
+
+    /// The latest time the running vCPU may run to: its slice end, or earlier when a
+    /// held-back wake-up is due.
+    pub fn run_until(&self, slice_end: u64) -> u64 {
+        slice_end.min(self.resched_at.load(Ordering::SeqCst))
     }
 
     /// Brings an offline vCPU online (after its SIPI).
@@ -154,9 +173,7 @@ impl<B: Backend> Hv<B> {
         }
         let now = time::now().1;
         v.runstate.lock().set(runstate::RUNNABLE, now);
-        if self.sched.lock().wake(v.sref(), now).is_some() {
-            percpu::raise_softirq(softirq::SCHEDULE);
-        }
+        self.sched_wake(v, now);
     }
 
     /// Acts on an event-channel kick: a vCPU whose `evtchn_upcall_pending` went up gets
@@ -231,7 +248,7 @@ impl<B: Backend> Hv<B> {
     /// Whether the running vCPU must give the CPU back now.
     pub fn should_preempt(&self, slice_end: u64) -> bool {
         percpu::this().softirq.load(Ordering::SeqCst) & softirq::SCHEDULE != 0
-            || time::now().1 >= slice_end
+            || time::now().1 >= self.run_until(slice_end)
     }
 
     /// Ends `dom` (shutdown, crash, deadlock): its vCPUs stop, the end is reported, the
@@ -448,6 +465,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
         let next_timer = hv.run_timers(now);
         crate::xen::console::poll_input(hv);
         hv.reap();
+        hv.resched_at.store(u64::MAX, Ordering::SeqCst);
         let decision = hv.sched.lock().do_schedule(CPU, now);
         let Some(r) = decision.next else {
             if hv.domains.is_empty() && hv.graves.lock().is_empty() {

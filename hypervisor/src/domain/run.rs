@@ -118,6 +118,7 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
         cx.v.hw.flush_nested_tlb();
     }
     deliver_interrupt(cx);
+    let slice_end = cx.hv.run_until(slice_end);
     let wake =
         cx.v.timer
             .next_expiry()
