@@ -5,7 +5,12 @@
 use super::controls::{entry, proc2};
 use super::decode::{gpr, CrAccess};
 use super::fields::Field;
+use super::fields::Seg;
 use super::modes::{CR0_PE, EFER_LMA};
+
+/// TR access-rights types: 16-bit busy TSS, and busy 32/64-bit TSS.
+const TSS16_BUSY: u64 = 3;
+const TSS_BUSY: u64 = 11;
 use super::vcpu::VmxVcpu;
 use super::vmcs;
 use crate::hvm::{Event, Vcpu};
@@ -92,6 +97,13 @@ impl VmxVcpu {
         vmcs::set(Field::CR0_READ_SHADOW, u.shadow);
         vmcs::set(Field::GUEST_IA32_EFER, u.efer);
         let ctl = if u.ia32e {
+            // A CPU never checks TR's type until it is used, and an AP coming from
+            // INIT/SIPI (real mode, TR a 16-bit busy TSS) enters long mode before its
+            // first LTR; VM entry in IA-32e mode, though, needs a busy 64-bit TSS type.
+            let ar = vmcs::get(Seg::Tr.access_rights());
+            if ar & 0xf == TSS16_BUSY {
+                vmcs::set(Seg::Tr.access_rights(), (ar & !0xf) | TSS_BUSY);
+            }
             self.controls.entry | entry::IA32E_MODE_GUEST
         } else {
             self.controls.entry & !entry::IA32E_MODE_GUEST
