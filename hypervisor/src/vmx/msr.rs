@@ -58,6 +58,30 @@ impl GuestMsrs {
         loaded_for.store(owner, Ordering::Relaxed);
     }
 
+    /// Reads the values back from the CPU if `owner`'s are the ones loaded: the guest
+    /// changes some without an exit (SWAPGS exchanges KERNEL_GS_BASE with GS base), so
+    /// what was written at load time is stale by the time another vCPU takes the CPU.
+    pub fn save_if_loaded(&mut self, owner: u64, xss: bool) {
+        if percpu::this().lazy_msr_owner.load(Ordering::Relaxed) != owner || self.dirty {
+            return;
+        }
+        for (i, index) in LAZY.iter().enumerate() {
+            if *index == XSS && !xss {
+                continue;
+            }
+            self.values[i] = crate::arch::x86::regs::rdmsr(*index);
+        }
+    }
+
+    /// The guest's value of lazy MSR `i`: the CPU's when `owner`'s are loaded there.
+    fn current(&self, owner: u64, i: usize) -> u64 {
+        if !self.dirty && percpu::this().lazy_msr_owner.load(Ordering::Relaxed) == owner {
+            crate::arch::x86::regs::rdmsr(LAZY[i])
+        } else {
+            self.values[i]
+        }
+    }
+
     /// Forgets that `owner`'s values are loaded on this CPU (the vCPU is gone).
     pub fn forget(&self, owner: u64) {
         let _ = percpu::this().lazy_msr_owner.compare_exchange(
@@ -105,7 +129,7 @@ impl VmxVcpu {
         if let Some(field) = vmcs_field(index) {
             return Some(vmcs::get(field));
         }
-        GuestMsrs::slot(index).map(|i| self.msrs.values[i])
+        GuestMsrs::slot(index).map(|i| self.msrs.current(self.vmcs, i))
     }
 
     /// WRMSR of an MSR this backend holds: Ok(true) done, Ok(false) not ours, Err #GP.
@@ -135,6 +159,9 @@ impl VmxVcpu {
         if let Some(field) = vmcs_field(index) {
             vmcs::set(field, value);
         } else if let Some(i) = GuestMsrs::slot(index) {
+            // Keep what the guest changed without exits (SWAPGS) before the reload.
+            self.msrs
+                .save_if_loaded(self.vmcs, self.platform.xss_supported != 0);
             self.msrs.values[i] = value;
             self.msrs.dirty = true;
         }

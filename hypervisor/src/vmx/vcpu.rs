@@ -277,6 +277,8 @@ impl Vcpu for VmxVcpu {
 
     fn put(&mut self) {
         if self.loaded {
+            self.msrs
+                .save_if_loaded(self.vmcs, self.platform.xss_supported != 0);
             self.ext.save();
             self.loaded = false;
         }
