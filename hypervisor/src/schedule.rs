@@ -437,9 +437,20 @@ pub fn tsc_at(ns: u64) -> u64 {
     tsc.saturating_add(time::scale().ns_to_ticks(ns.saturating_sub(now)))
 }
 
+/// The system time the host timer is armed for (u64::MAX: disarmed), so that the many
+/// entries of one slice, which all ask for the same time, program the LAPIC once.
+static ARMED_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+
 /// Ends the guest's run at system time `ns` at the latest: the host timer interrupt makes
 /// the guest exit even if it never exits by itself.
 pub fn arm_host_timer(ns: u64) {
+    // A timer that fired since (TIMER softirq) is armed no more, whatever it was for.
+    let fired = percpu::this().softirq.fetch_and(!softirq::TIMER, Ordering::SeqCst)
+        & softirq::TIMER
+        != 0;
+    if ARMED_NS.swap(ns, Ordering::SeqCst) == ns && !fired {
+        return;
+    }
     if ns == u64::MAX {
         lapic::disarm();
     } else {
@@ -447,8 +458,14 @@ pub fn arm_host_timer(ns: u64) {
     }
 }
 
+/// Forgets what the host timer is armed for (it fired, or the CPU reprograms it).
+fn host_timer_changed() {
+    ARMED_NS.store(0, Ordering::SeqCst);
+}
+
 /// Waits with interrupts enabled until system time `ns` or a softirq (a timer, an IPI).
 fn wait_until(ns: u64) {
+    host_timer_changed();
     arm_host_timer(ns);
     while time::now().1 < ns && percpu::this().softirq.load(Ordering::SeqCst) == 0 {
         irq::wait_for_interrupt();
@@ -460,7 +477,9 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
     const CPU: u32 = 0;
     loop {
         let now = time::now().1;
-        percpu::take_softirqs();
+        if percpu::take_softirqs() & softirq::TIMER != 0 {
+            host_timer_changed();
+        }
         irq::report_nmis();
         let next_timer = hv.run_timers(now);
         crate::xen::console::poll_input(hv);
