@@ -445,7 +445,9 @@ static ARMED_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// the guest exit even if it never exits by itself.
 pub fn arm_host_timer(ns: u64) {
     // A timer that fired since (TIMER softirq) is armed no more, whatever it was for.
-    let fired = percpu::this().softirq.fetch_and(!softirq::TIMER, Ordering::SeqCst)
+    let fired = percpu::this()
+        .softirq
+        .fetch_and(!softirq::TIMER, Ordering::SeqCst)
         & softirq::TIMER
         != 0;
     if ARMED_NS.swap(ns, Ordering::SeqCst) == ns && !fired {

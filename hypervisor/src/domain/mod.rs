@@ -266,6 +266,8 @@ pub struct DomState {
     pub vcpu_info: Vec<Option<u64>>,
     /// Host frames of the grant table (v1), allocated as the guest maps them.
     pub grant_frames: arrayvec::ArrayVec<u64, MAX_GRANT_FRAMES>,
+    /// PIT channel 2 and port 0x61 (TSC calibration).
+    pub pit: crate::hvm::pit::Pit2,
     /// Console output not yet sent.
     pub console_line: ArrayString<256>,
     /// Whether the current console line's prefix has been printed.

@@ -373,6 +373,19 @@ fn deadlocked<B: Backend>(cx: &Cx<'_, B>) -> bool {
 }
 
 fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
+    if crate::hvm::pit::Pit2::owns(io.port) && io.size == 1 && !io.string {
+        let now = crate::hvm::pit::ticks(time::now().1);
+        let mut st = cx.dom.st.lock();
+        if io.write {
+            let value = cx.v.hw.regs().rax as u8;
+            st.pit.write(io.port, value, now);
+        } else {
+            let byte = st.pit.read(io.port, now);
+            let regs = cx.v.hw.regs();
+            regs.rax = (regs.rax & !0xff) | u64::from(byte);
+        }
+        return;
+    }
     if io.write && io.port == DEBUG_PORT {
         if io.string {
             let regs = *cx.v.hw.regs();

@@ -13,6 +13,7 @@
 pub mod asid;
 pub mod cpuid;
 pub mod msr;
+pub mod pit;
 pub mod vlapic;
 
 use core::fmt;
