@@ -134,10 +134,18 @@ impl<B: Backend> Hv<B> {
 
     /// Wakes `v` if it is blocked: after a caller made a wake condition visible.
     pub fn wake(&self, dom: &Domain<B>, v: &Vcpu<B>) {
-        if !v.clear_flag(vflags::BLOCKED) {
-            return;
+        if v.clear_flag(vflags::BLOCKED) {
+            self.make_runnable(dom, v);
         }
-        if dom.pause_count.load(Ordering::SeqCst) != 0 || dom.life() != Life::Running {
+    }
+
+    /// Hands a vCPU that just lost its BLOCKED or DOWN flag to the scheduler, if nothing
+    /// else keeps it from running (the other flag, its domain paused or ended).
+    fn make_runnable(&self, dom: &Domain<B>, v: &Vcpu<B>) {
+        if !v.runnable()
+            || dom.pause_count.load(Ordering::SeqCst) != 0
+            || dom.life() != Life::Running
+        {
             return;
         }
         let now = time::now().1;
@@ -165,15 +173,9 @@ impl<B: Backend> Hv<B> {
 
     /// Brings an offline vCPU online (after its SIPI).
     pub fn start_vcpu(&self, dom: &Domain<B>, v: &Vcpu<B>) {
-        if !v.clear_flag(vflags::DOWN) || v.has(vflags::BLOCKED) {
-            return;
+        if v.clear_flag(vflags::DOWN) {
+            self.make_runnable(dom, v);
         }
-        if dom.pause_count.load(Ordering::SeqCst) != 0 || dom.life() != Life::Running {
-            return;
-        }
-        let now = time::now().1;
-        v.runstate.lock().set(runstate::RUNNABLE, now);
-        self.sched_wake(v, now);
     }
 
     /// Acts on an event-channel kick: a vCPU whose `evtchn_upcall_pending` went up gets

@@ -301,18 +301,7 @@ impl<F: Format> GuestMemory<F> {
         // frame stays allocated while the domain (and so `self`) lives; AtomicU64 has u64's
         // layout and only atomic operations are made through it.
         let word = unsafe { &*phys::to_virt(host).cast::<core::sync::atomic::AtomicU64>() };
-        let mut cur = word.load(core::sync::atomic::Ordering::SeqCst);
-        loop {
-            match word.compare_exchange(
-                cur,
-                f(cur),
-                core::sync::atomic::Ordering::SeqCst,
-                core::sync::atomic::Ordering::SeqCst,
-            ) {
-                Ok(old) => return Ok(old),
-                Err(actual) => cur = actual,
-            }
-        }
+        Ok(atomic_update(word, f))
     }
 
     /// Writes a plain value.
@@ -322,6 +311,15 @@ impl<F: Format> GuestMemory<F> {
         v: &T,
     ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
+    }
+}
+
+/// Atomically replaces `word` with `f(old)`, retrying while others change it; returns
+/// the old value.
+pub fn atomic_update(word: &core::sync::atomic::AtomicU64, f: impl Fn(u64) -> u64) -> u64 {
+    use core::sync::atomic::Ordering::SeqCst;
+    match word.fetch_update(SeqCst, SeqCst, |v| Some(f(v))) {
+        Ok(old) | Err(old) => old,
     }
 }
 

@@ -72,12 +72,8 @@ pub fn run_vcpu<B: Backend>(
             u32::from(sipi as u8) << 12
         );
     }
-    if vcpu.clear_flag(vflags::POLLING) {
-        // Back from SCHEDOP_poll (a polled port, an upcall or the timeout woke it).
-        cx.v.poll_deadline = 0;
-        dom.st.lock().evtchn.poll_cancel(vcpu.id);
-        hv.timer_changed(vcpu, &cx.v.timer);
-    }
+    // Back from SCHEDOP_poll, if a polled port, an upcall or the timeout woke it.
+    end_poll(&mut cx);
     loop {
         if hv.should_preempt(slice_end) {
             return Outcome::Preempted;
@@ -87,9 +83,6 @@ pub fn run_vcpu<B: Backend>(
         cx.v.exits += 1;
         cx.v.exits_by_kind[exit.kind()] += 1;
         if let Flow::Out(outcome) = handle(&mut cx, exit) {
-            if matches!(outcome, Outcome::End(_)) {
-                dom.st.lock().end_console_line(dom.id);
-            }
             return outcome;
         }
     }
@@ -297,18 +290,23 @@ fn hypercall<B: Backend>(cx: &mut Cx<'_, B>) -> Flow {
             cx.v.poll_deadline = timeout;
             cx.vcpu.set_flag(vflags::POLLING);
             cx.hv.timer_changed_with(cx.vcpu, &cx.v.timer, timeout);
-            match block(cx, "SCHEDOP_poll") {
-                Flow::Continue => {
-                    cx.vcpu.clear_flag(vflags::POLLING);
-                    cx.v.poll_deadline = 0;
-                    cx.dom.st.lock().evtchn.poll_cancel(cx.vcpu.id);
-                    cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
-                    Flow::Continue
-                }
-                out => out,
+            let flow = block(cx, "SCHEDOP_poll");
+            if matches!(flow, Flow::Continue) {
+                end_poll(cx);
             }
+            flow
         }
         Reply::Shutdown(reason) => Flow::Out(Outcome::End(DomainEnd::Shutdown(reason))),
+    }
+}
+
+/// Ends a SCHEDOP_poll, if one is in progress: the vCPU leaves the event-channel table's
+/// pollers and its poll timeout stops counting as a timer.
+fn end_poll<B: Backend>(cx: &mut Cx<'_, B>) {
+    if cx.vcpu.clear_flag(vflags::POLLING) {
+        cx.v.poll_deadline = 0;
+        cx.dom.st.lock().evtchn.poll_cancel(cx.vcpu.id);
+        cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
     }
 }
 

@@ -125,22 +125,29 @@ const CODE_SEL: u64 = 0x08;
 const DATA_SEL: u64 = 0x10;
 const TSS_SEL: u64 = 0x18;
 
-/// Writes the PVH start-of-day guest state (xen-pvh-abi.md §2.3): 32-bit protected mode,
-/// paging off, flat segments, busy 32-bit TSS, EBX set by the caller in `GuestRegs`.
-pub fn guest_state(start: PvhEntry, fixed: &Fixed) -> Result<(), BackendError> {
+/// The control registers and instruction pointer of a vCPU starting out: CR0 as the guest
+/// sees it (`cr0`), CR4 and CR3 clear, DR7 and RFLAGS at reset values, RSP 0, RIP `rip`.
+fn control_state(cr0: u64, rip: u64, fixed: &Fixed) -> Result<(), BackendError> {
     use vmcs::write;
-    const CR0_PE_ET: u64 = 0x11;
     write(Field::CR0_GUEST_HOST_MASK, fixed.cr0_mask())?;
-    write(Field::CR0_READ_SHADOW, CR0_PE_ET)?;
-    write(Field::GUEST_CR0, fixed.cr0_real(CR0_PE_ET))?;
+    write(Field::CR0_READ_SHADOW, cr0)?;
+    write(Field::GUEST_CR0, fixed.cr0_real(cr0))?;
     write(Field::CR4_GUEST_HOST_MASK, fixed.cr4_mask())?;
     write(Field::CR4_READ_SHADOW, 0)?;
     write(Field::GUEST_CR4, fixed.cr4_real(0))?;
     write(Field::GUEST_CR3, 0)?;
     write(Field::GUEST_DR7, 0x400)?;
     write(Field::GUEST_RSP, 0)?;
-    write(Field::GUEST_RIP, start.rip.into())?;
-    write(Field::GUEST_RFLAGS, 0x2)?;
+    write(Field::GUEST_RIP, rip)?;
+    write(Field::GUEST_RFLAGS, 0x2)
+}
+
+/// Writes the PVH start-of-day guest state (xen-pvh-abi.md §2.3): 32-bit protected mode,
+/// paging off, flat segments, busy 32-bit TSS, EBX set by the caller in `GuestRegs`.
+pub fn guest_state(start: PvhEntry, fixed: &Fixed) -> Result<(), BackendError> {
+    use vmcs::write;
+    const CR0_PE_ET: u64 = 0x11;
+    control_state(CR0_PE_ET, start.rip.into(), fixed)?;
     for seg in Seg::ALL {
         let (sel, limit, ar) = match seg {
             Seg::Cs => (CODE_SEL, 0xffff_ffff, AccessRights::flat32(0xb).encode()),
@@ -178,17 +185,7 @@ pub fn guest_state(start: PvhEntry, fixed: &Fixed) -> Result<(), BackendError> {
 pub fn sipi_state(vector: u8, fixed: &Fixed) -> Result<(), BackendError> {
     use vmcs::write;
     const CR0_INIT: u64 = 0x6000_0010;
-    write(Field::CR0_GUEST_HOST_MASK, fixed.cr0_mask())?;
-    write(Field::CR0_READ_SHADOW, CR0_INIT)?;
-    write(Field::GUEST_CR0, fixed.cr0_real(CR0_INIT))?;
-    write(Field::CR4_GUEST_HOST_MASK, fixed.cr4_mask())?;
-    write(Field::CR4_READ_SHADOW, 0)?;
-    write(Field::GUEST_CR4, fixed.cr4_real(0))?;
-    write(Field::GUEST_CR3, 0)?;
-    write(Field::GUEST_DR7, 0x400)?;
-    write(Field::GUEST_RSP, 0)?;
-    write(Field::GUEST_RIP, 0)?;
-    write(Field::GUEST_RFLAGS, 0x2)?;
+    control_state(CR0_INIT, 0, fixed)?;
     let real = |typ: u8| {
         AccessRights {
             typ,

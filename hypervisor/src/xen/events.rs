@@ -66,13 +66,7 @@ impl<'a, F: pagetable::Format> GuestBits<'a, F> {
         // SAFETY: as in `word`: an 8-aligned u64 inside the shared_info frame (vcpu_info
         // slots are 64 bytes and start 8-aligned; `off` is 0 or 8).
         let word = unsafe { &*phys::to_virt(frame + (slot + off) as u64).cast::<AtomicU64>() };
-        let mut cur = word.load(Ordering::SeqCst);
-        loop {
-            match word.compare_exchange(cur, apply(cur), Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(old) => return was(old),
-                Err(actual) => cur = actual,
-            }
-        }
+        was(crate::domain::memory::atomic_update(word, apply))
     }
 }
 
