@@ -63,15 +63,13 @@ impl From<MapError> for MemoryError {
 /// Guest RAM plus the p2m of format `F` (EPT or NPT).
 ///
 /// Shared by every vCPU of the domain (and by other domains delivering events into it):
-/// all methods take `&self`. The p2m and the overlay list sit behind one lock, taken
-/// for the duration of a translation or a change (never across a VM entry); the RAM
-/// chunks never change after construction.
+/// all methods take `&self`. The p2m, the overlay list and the RAM chunks sit behind one
+/// lock, taken for the duration of a translation or a change (never across a VM entry);
+/// RAM only grows ([`GuestMemory::populate`]) until the domain is destroyed.
 pub struct GuestMemory<F: Format> {
     p2m: spin::Mutex<P2m<F>>,
     /// Root of the p2m (fixed for the domain's life).
     root: u64,
-    /// Host-physical address of each RAM chunk, in guest-physical order from 0.
-    chunks: Vec<u64>,
 }
 
 /// The mutable half of [`GuestMemory`].
@@ -82,57 +80,81 @@ struct P2m<F: Format> {
     overlays: Vec<(u64, u64)>,
     /// Frames the p2m's own tables use (root included), for per-domain accounting.
     tables: u64,
+    /// Host-physical address of each RAM chunk, in guest-physical order from 0.
+    chunks: Vec<u64>,
+    /// Whether RAM may be mapped with 2 MiB pages.
+    large_pages: bool,
 }
 
 impl<F: Format> GuestMemory<F> {
     /// Allocates `bytes` of RAM (rounded up to 2 MiB) mapped read/write/execute from
     /// guest-physical 0. Either everything is allocated or nothing is kept.
     pub fn new(bytes: u64, large_pages: bool) -> Result<Self, MemoryError> {
-        let count = bytes.div_ceil(CHUNK);
-        // Refuse at once what cannot fit, rather than after allocating (and zeroing) all
-        // that does.
-        let free = phys::FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
-        if count.saturating_mul(CHUNK / FRAME_SIZE) > free {
-            return Err(MemoryError::OutOfMemory {
-                requested: count.saturating_mul(CHUNK),
-            });
-        }
+        let mem = Self::empty(large_pages)?;
+        mem.populate(bytes, u64::MAX)?;
+        Ok(mem)
+    }
+
+    /// Guest memory without RAM (a p2m root only), to be given RAM by [`Self::populate`].
+    pub fn empty(large_pages: bool) -> Result<Self, MemoryError> {
         let table = Self::new_p2m()?;
-        let mut mem = GuestMemory {
+        Ok(GuestMemory {
             root: table.root(),
             p2m: spin::Mutex::new(P2m {
                 table,
                 overlays: Vec::new(),
                 tables: 1,
+                chunks: Vec::new(),
+                large_pages,
             }),
-            chunks: Vec::with_capacity(count as usize),
-        };
-        let max = if large_pages {
-            PageSize::Size2M
-        } else {
-            PageSize::Size4K
-        };
-        for i in 0..count {
+        })
+    }
+
+    /// Grows RAM (contiguous from guest-physical 0) towards `target` bytes (rounded up to
+    /// 2 MiB), adding at most `max_step` bytes (at least one chunk) in this call; returns
+    /// the RAM size after. Refuses at once, allocating nothing, when the host cannot
+    /// hold the whole target; on a failure midway, the chunks added so far stay (the
+    /// domain owns them and returns them when destroyed).
+    pub fn populate(&self, target: u64, max_step: u64) -> Result<u64, MemoryError> {
+        let want = target.div_ceil(CHUNK);
+        let have = self.p2m.lock().chunks.len() as u64;
+        if want <= have {
+            return Ok(have * CHUNK);
+        }
+        let missing = want - have;
+        // Refuse at once what cannot fit, rather than after allocating (and zeroing) all
+        // that does.
+        let free = phys::FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
+        if missing.saturating_mul(CHUNK / FRAME_SIZE) > free {
+            return Err(MemoryError::OutOfMemory {
+                requested: missing.saturating_mul(CHUNK),
+            });
+        }
+        let step = (max_step / CHUNK).clamp(1, missing);
+        for _ in 0..step {
             let host = phys::alloc_zeroed(CHUNK / FRAME_SIZE, CHUNK / FRAME_SIZE).ok_or(
                 MemoryError::OutOfMemory {
-                    requested: count * CHUNK,
+                    requested: missing * CHUNK,
                 },
             )?;
-            mem.chunks.push(host);
-            mem.with_p2m(|p2m, m, a| {
-                p2m.table.map_range(
-                    m,
-                    a,
-                    i * CHUNK,
-                    host,
-                    CHUNK,
-                    Perm::RWX,
-                    MemType::WriteBack,
-                    max,
-                )
-            })?;
+            let pushed = self.with_p2m(|p2m, m, a| {
+                let gpa = p2m.chunks.len() as u64 * CHUNK;
+                let max = if p2m.large_pages {
+                    PageSize::Size2M
+                } else {
+                    PageSize::Size4K
+                };
+                p2m.table
+                    .map_range(m, a, gpa, host, CHUNK, Perm::RWX, MemType::WriteBack, max)?;
+                p2m.chunks.push(host);
+                Ok(())
+            });
+            if let Err(e) = pushed {
+                phys::free_frames(host, CHUNK / FRAME_SIZE);
+                return Err(e);
+            }
         }
-        Ok(mem)
+        Ok(self.ram_size())
     }
 
     fn new_p2m() -> Result<PageTable<F>, MemoryError> {
@@ -169,12 +191,12 @@ impl<F: Format> GuestMemory<F> {
 
     /// Bytes of RAM.
     pub fn ram_size(&self) -> u64 {
-        self.chunks.len() as u64 * CHUNK
+        self.p2m.lock().chunks.len() as u64 * CHUNK
     }
 
     /// Host frames this memory holds (RAM chunks), for per-domain accounting.
     pub fn host_frames(&self) -> u64 {
-        self.chunks.len() as u64 * (CHUNK / FRAME_SIZE)
+        self.p2m.lock().chunks.len() as u64 * (CHUNK / FRAME_SIZE)
     }
 
     /// Frames the p2m's tables use.
@@ -190,16 +212,17 @@ impl<F: Format> GuestMemory<F> {
     /// caller must flush the vCPUs' nested TLBs.
     pub fn map_overlay(&self, gpa: u64, host: u64) -> Result<(), MemoryError> {
         let gpa = gpa & !(FRAME_SIZE - 1);
-        let ram = |gpa| self.ram_host_addr(gpa);
         self.with_p2m(|p2m, m, a| {
             if p2m.overlays.contains(&(gpa, host)) {
                 return Ok(());
             }
             if let Some(&(old, _)) = p2m.overlays.iter().find(|o| o.1 == host) {
-                unmap_overlay(p2m, m, a, old, ram(old))?;
+                let ram = ram_host_addr(&p2m.chunks, old);
+                unmap_overlay(p2m, m, a, old, ram)?;
             }
             if p2m.overlays.iter().any(|o| o.0 == gpa) {
-                unmap_overlay(p2m, m, a, gpa, ram(gpa))?;
+                let ram = ram_host_addr(&p2m.chunks, gpa);
+                unmap_overlay(p2m, m, a, gpa, ram)?;
             }
             unmap_page(&mut p2m.table, m, a, gpa)?;
             p2m.table.map(
@@ -214,12 +237,6 @@ impl<F: Format> GuestMemory<F> {
             p2m.overlays.push((gpa, host));
             Ok(())
         })
-    }
-
-    /// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).
-    fn ram_host_addr(&self, gpa: u64) -> Option<u64> {
-        let chunk = self.chunks.get(usize::try_from(gpa / CHUNK).ok()?)?;
-        Some(chunk + (gpa % CHUNK & !(FRAME_SIZE - 1)))
     }
 
     /// Host-physical address backing `gpa`, if the p2m allows `perm` there.
@@ -323,6 +340,12 @@ pub fn atomic_update(word: &core::sync::atomic::AtomicU64, f: impl Fn(u64) -> u6
     }
 }
 
+/// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).
+fn ram_host_addr(chunks: &[u64], gpa: u64) -> Option<u64> {
+    let chunk = chunks.get(usize::try_from(gpa / CHUNK).ok()?)?;
+    Some(chunk + (gpa % CHUNK & !(FRAME_SIZE - 1)))
+}
+
 /// Removes the overlay at `gpa`, putting back the RAM page `ram` it hid (if any).
 fn unmap_overlay<F: Format>(
     p2m: &mut P2m<F>,
@@ -379,7 +402,7 @@ impl<F: Format> Drop for GuestMemory<F> {
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
             p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
         }
-        for &chunk in &self.chunks {
+        for &chunk in &self.p2m.get_mut().chunks {
             phys::free_frames(chunk, CHUNK / FRAME_SIZE);
         }
     }

@@ -55,6 +55,7 @@ pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
 pub mod features;
+pub mod fvctl;
 pub mod grant_table;
 mod guest_handle;
 pub mod hvm;
