@@ -1,0 +1,1 @@
+//! dom0 access to the hypervisor (being written).
