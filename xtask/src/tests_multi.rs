@@ -629,8 +629,7 @@ fn dom0_two_vcpus(bochs: bool) -> Test {
             tests_dom0::QEMU_TIMEOUT,
         )
     };
-    t
-    .send(
+    t.send(
         r"dom0: shell ready",
         "echo NPROC=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)\n",
     )
