@@ -48,8 +48,7 @@ pub struct Artifact {
 /// The bare-metal target of the hypervisor and test guests.
 pub const BARE_METAL: &str = "x86_64-unknown-none";
 /// The target of dom0 user-space tools (static binaries for a busybox initramfs).
-#[allow(dead_code)] // used once dom0 tools exist
-pub const DOM0_TOOLS: &str = "x86_64-unknown-linux-musl";
+pub const DOM0_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The hypervisor itself; always the first artifact.
 pub const HYPERVISOR: Artifact = Artifact {
@@ -78,7 +77,12 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_REAPER,
     GUEST_BENCH,
     GUEST_UPCALL_VECTOR,
+    GUEST_TOOLSTACK,
 ];
+
+/// dom0's toolstack: static musl binaries packed into dom0's initramfs
+/// (`/usr/sbin/<bin>`).
+pub const DOM0_TOOLS: &[Artifact] = &[];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {
@@ -104,6 +108,7 @@ pub const GUEST_BAD_ARGS: Artifact = guest("guest-bad-args");
 pub const GUEST_REAPER: Artifact = guest("guest-reaper");
 pub const GUEST_BENCH: Artifact = guest("guest-bench");
 pub const GUEST_UPCALL_VECTOR: Artifact = guest("guest-upcall-vector");
+pub const GUEST_TOOLSTACK: Artifact = guest("guest-toolstack");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {
