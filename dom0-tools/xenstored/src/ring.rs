@@ -155,6 +155,7 @@ pub(crate) mod tests {
     }
 
     /// The guest's view: a raw pointer to the same page.
+    #[derive(Clone)]
     pub struct Guest(NonNull<u32>);
 
     impl Guest {
@@ -177,10 +178,16 @@ pub(crate) mod tests {
         }
     }
 
-    /// A ring over a fresh heap page and the guest's handle to the page.
-    pub fn heap_ring() -> (Ring, Guest) {
+    /// A fresh heap page and the guest's handle to it (valid while the page lives).
+    pub fn heap_page() -> (HeapPage, Guest) {
         let page = HeapPage::new();
         let g = Guest(page.0);
+        (page, g)
+    }
+
+    /// A ring over a fresh heap page and the guest's handle to the page.
+    pub fn heap_ring() -> (Ring, Guest) {
+        let (page, g) = heap_page();
         (Ring::new(Box::new(page)), g)
     }
 
