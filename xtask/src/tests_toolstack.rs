@@ -51,5 +51,22 @@ pub fn all() -> Vec<Test> {
             10,
             600,
         ),
+        dom0_xenstored(),
     ]
+}
+
+/// dom0 with its toolstack daemons: xenstored serves dom0's kernel (which finishes its
+/// xenbus probe), and the log shows no error.
+pub fn dom0_xenstored() -> Test {
+    crate::tests_dom0::dom0_boot(
+        "qemu-tcg/toolstack/dom0-xenstored",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        crate::tests_dom0::QEMU_CMDLINE,
+        crate::tests_dom0::QEMU_TIMEOUT,
+    )
+    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+    .send(r"dom0: shell ready", "cat /var/log/xen/xenstored.log; ls /sys/bus/xen-backend/ && echo XB=ok\n")
+    .expect(&[r"XB=ok"])
+    .send(r"XB=ok", "poweroff -f\n")
+    .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
