@@ -16,17 +16,44 @@ const COM1: u16 = 0x3f8;
 /// Bochs' `port_e9_hack` and QEMU's `-debugcon` print bytes written here.
 const DEBUG_PORT: u16 = 0xe9;
 
+/// Bytes of console output kept for the toolstack (`xl dmesg`).
+const RING_SIZE: usize = 32 << 10;
+
 struct Console {
     com1: Option<SerialPort>,
     e9: bool,
+    /// The last [`RING_SIZE`] bytes written (without carriage returns).
+    ring: [u8; RING_SIZE],
+    /// Bytes written since boot (the ring holds `ring_pos - RING_SIZE..ring_pos`).
+    ring_pos: u64,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     com1: None,
     e9: false,
+    ring: [0; RING_SIZE],
+    ring_pos: 0,
 });
 
+/// Copies console output from position `pos` (bytes since boot; an older position starts
+/// at the oldest byte kept) into `out`; returns the bytes copied and the position after.
+pub fn ring_read(pos: u64, out: &mut [u8]) -> (usize, u64) {
+    let c = CONSOLE.lock();
+    let start = pos.max(c.ring_pos.saturating_sub(RING_SIZE as u64));
+    let avail = c.ring_pos.saturating_sub(start);
+    let n = (out.len() as u64).min(avail) as usize;
+    for (i, b) in out[..n].iter_mut().enumerate() {
+        *b = c.ring[((start + i as u64) % RING_SIZE as u64) as usize];
+    }
+    (n, start + n as u64)
+}
+
 impl Console {
+    fn record(&mut self, b: u8) {
+        self.ring[(self.ring_pos % RING_SIZE as u64) as usize] = b;
+        self.ring_pos = self.ring_pos.wrapping_add(1);
+    }
+
     fn put(&mut self, b: u8) {
         if let Some(port) = self.com1.as_mut() {
             port.send_raw(b);
@@ -43,6 +70,7 @@ impl Write for Console {
             if b == b'\n' {
                 self.put(b'\r');
             }
+            self.record(b);
             self.put(b);
         }
         Ok(())

@@ -87,6 +87,17 @@ impl<B: Backend> Hv<B> {
 
     /// Adds a built (paused) domain to the table and the scheduler, then unpauses it.
     pub fn start_domain(&self, dom: Arc<Domain<B>>) -> bool {
+        if !self.add_domain(dom.clone()) {
+            return false;
+        }
+        dom.started.store(true, Ordering::SeqCst);
+        self.unpause(&dom);
+        true
+    }
+
+    /// Adds a built (paused) domain to the table and the scheduler; false if its id is
+    /// taken.
+    pub fn add_domain(&self, dom: Arc<Domain<B>>) -> bool {
         if !self.domains.insert(dom.clone()) {
             return false;
         }
@@ -103,13 +114,10 @@ impl<B: Backend> Hv<B> {
                 }
             }
         }
-        self.unpause(&dom);
         true
     }
 
     /// Stops the domain's vCPUs from being scheduled until a matching [`Hv::unpause`].
-    /// (The toolstack interface pauses and unpauses domains; boot only unpauses.)
-    #[allow(dead_code)]
     pub fn pause(&self, dom: &Domain<B>) {
         if dom.pause_count.fetch_add(1, Ordering::SeqCst) == 0 {
             let now = time::now().1;
@@ -253,10 +261,11 @@ impl<B: Backend> Hv<B> {
             || time::now().1 >= self.run_until(slice_end)
     }
 
-    /// Ends `dom` (shutdown, crash, deadlock): its vCPUs stop, the end is reported, the
-    /// control domain hears of it (VIRQ_DOM_EXC), and a domU is destroyed at once
-    /// (nothing would collect it before the toolstack exists). The control domain's end
-    /// ends the machine, as with Xen.
+    /// Ends `dom` (shutdown, crash, deadlock): its vCPUs stop, the end is reported and
+    /// the control domain hears of it (VIRQ_DOM_EXC). A domain the toolstack created
+    /// stays, shut down, until the toolstack destroys it; a boot-time domU is destroyed
+    /// at once (nothing else would collect it). The control domain's end ends the
+    /// machine, as with Xen.
     pub fn end_domain(&self, dom: &Arc<Domain<B>>, end: DomainEnd) {
         {
             let mut st = dom.st.lock();
@@ -304,10 +313,24 @@ impl<B: Backend> Hv<B> {
         if dom.is_control() {
             crate::start::dom0_ended(end);
         }
+        if !dom.managed || end == DomainEnd::Destroyed {
+            self.destroy(dom);
+        }
         if let Some(dom0) = self.control_domain() {
             crate::xen::events::raise_virq(self, &dom0, xen_abi::xen::VIRQ_DOM_EXC, 0);
         }
-        self.destroy(dom);
+    }
+
+    /// The toolstack's destroy: ends the domain if it still runs, then takes it apart.
+    pub fn destroy_domain(&self, dom: &Arc<Domain<B>>) {
+        if dom.life() == Life::Running {
+            self.end_domain(dom, DomainEnd::Destroyed);
+        } else if dom.life() != Life::Dying {
+            self.destroy(dom);
+            if let Some(dom0) = self.control_domain() {
+                crate::xen::events::raise_virq(self, &dom0, xen_abi::xen::VIRQ_DOM_EXC, 0);
+            }
+        }
     }
 
     /// Takes an ended domain apart: its event channels close (peers see them unbound),

@@ -125,6 +125,12 @@ pub fn scale() -> Scale {
     )
 }
 
+/// The measured TSC frequency (Hz; 0 before `init`).
+#[cfg(target_os = "none")]
+pub fn tsc_hz() -> u64 {
+    BASE.get().map_or(0, |b| b.tsc_hz)
+}
+
 /// The current TSC and Xen system time (ns since boot).
 #[cfg(target_os = "none")]
 pub fn now() -> (u64, u64) {

@@ -23,6 +23,7 @@ mod spec;
 mod tests;
 mod tests_dom0;
 mod tests_multi;
+mod tests_toolstack;
 mod util;
 mod xen;
 

@@ -34,7 +34,7 @@ macro_rules! d0 {
     };
 }
 
-fn leak(s: String) -> &'static str {
+pub(crate) fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
@@ -43,7 +43,7 @@ const POWER_OFF: &str = r"^ferrovisor: power off, exit code 0";
 
 /// A built guest under another file name (QEMU's `-kernel` boot needs unique module
 /// names, and a domain is named after its image unless `name=` says otherwise).
-fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
+pub(crate) fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
     let from = build::output_path(artifact, Profile::Release);
     let to = util::xtask_dir().join("fixtures").join(name);
     util::create_parent(&to)?;
@@ -100,7 +100,7 @@ const BOCHS: Scale = Scale {
 
 /// The hypervisor's line for a domain starting (`privileged (dom0), ` may precede
 /// `starting`).
-fn starts(domid: u32, name: &str, mib: Option<u32>) -> &'static str {
+pub(crate) fn starts(domid: u32, name: &str, mib: Option<u32>) -> &'static str {
     let mib = mib.map_or(r"\d+".to_string(), |m| m.to_string());
     leak(format!(
         r"^\(I\) domain {domid} \({}\): {mib} MiB, (SVM|VMX) backend, .*starting",
@@ -110,19 +110,19 @@ fn starts(domid: u32, name: &str, mib: Option<u32>) -> &'static str {
 
 /// The hypervisor's line for a domain that called `SCHEDOP_shutdown(reason)` (or was shut
 /// down with it).
-fn shut_down(domid: u32, name: &str, reason: &str, code: u32) -> &'static str {
+pub(crate) fn shut_down(domid: u32, name: &str, reason: &str, code: u32) -> &'static str {
     leak(format!(
         r"^\(I\) domain {domid} \({}\) shut down: {reason} \(reason {code}\)",
         regex::escape(name)
     ))
 }
 
-fn pass(domid: u32, guest: &str) -> &'static str {
+pub(crate) fn pass(domid: u32, guest: &str) -> &'static str {
     leak(format!(r"^\(d{domid}\) guest {guest}: PASS$"))
 }
 
 /// A domain's own line: `(dN) ` + `pattern`.
-fn line(domid: u32, pattern: &str) -> &'static str {
+pub(crate) fn line(domid: u32, pattern: &str) -> &'static str {
     leak(format!(r"^\(d{domid}\) {pattern}"))
 }
 
@@ -629,8 +629,7 @@ fn dom0_two_vcpus(bochs: bool) -> Test {
             tests_dom0::QEMU_TIMEOUT,
         )
     };
-    t
-    .send(
+    t.send(
         r"dom0: shell ready",
         "echo NPROC=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)\n",
     )

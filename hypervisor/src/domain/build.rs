@@ -186,13 +186,88 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         rip: image.entry,
         rbx: START_INFO_GPA as u32,
     };
-    let now = crate::time::now().1;
-    let mut vcpus = Vec::with_capacity(cfg.vcpus as usize);
-    for id in 0..cfg.vcpus {
-        let start = if id == 0 {
-            VcpuStart::Pvh(entry)
+    let spec = DomainSpec {
+        domid: cfg.domid,
+        name: cfg.name,
+        vcpus: cfg.vcpus,
+        params: cfg.params,
+        privileged,
+        managed: false,
+        max_mem: ram,
+        max_port: if privileged {
+            evtchn::NR_PORTS - 1
         } else {
-            VcpuStart::WaitForSipi
+            DOMU_MAX_PORT
+        },
+    };
+    let e820 = memory_map(ram).into_iter().collect();
+    assemble(backend, mem, &spec, Some(entry), e820)
+}
+
+/// What a domain is, apart from its memory contents.
+pub struct DomainSpec<'a> {
+    pub domid: DomId,
+    pub name: &'a str,
+    pub vcpus: u32,
+    pub params: SchedParams,
+    pub privileged: bool,
+    /// Created by the toolstack (kept after it ends until destroyed).
+    pub managed: bool,
+    /// Most RAM it may have (bytes).
+    pub max_mem: u64,
+    /// Highest event-channel port.
+    pub max_port: u32,
+}
+
+/// Creates an empty domain for the toolstack: no RAM yet, every vCPU offline until the
+/// toolstack sets the boot vCPU's entry state ([`set_boot_vcpu`]), paused once.
+pub fn create_empty<B: Backend>(
+    backend: &B,
+    spec: &DomainSpec<'_>,
+) -> Result<Domain<B>, BuildError> {
+    let max_vcpus = acpi_tables::MAX_VCPUS.min(evtchn::MAX_VCPUS);
+    if spec.vcpus == 0 || spec.vcpus > max_vcpus {
+        return Err(BuildError::Vcpus(spec.vcpus));
+    }
+    let mem = GuestMemory::<B::P2m>::empty(backend.caps().p2m_2m).map_err(BuildError::Memory)?;
+    assemble(backend, mem, spec, None, arrayvec::ArrayVec::new())
+}
+
+/// Puts vCPU `v` of a domain that has not run yet at the PVH entry `entry`, online.
+/// The caller holds the domain paused; the vCPU is parked (not running anywhere).
+pub fn set_boot_vcpu<B: Backend>(
+    backend: &B,
+    dom: &Domain<B>,
+    v: &Vcpu<B>,
+    entry: PvhEntry,
+) -> Result<(), BackendError> {
+    let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry))?;
+    let mut ctx = v.ctx.lock();
+    let Some(ctx) = ctx.as_mut() else {
+        return Err(BackendError::Unsupported("vCPU is running"));
+    };
+    ctx.hw = hw;
+    v.clear_flag(vflags::DOWN | vflags::WAIT_SIPI);
+    let now = crate::time::now().1;
+    v.runstate.lock().set(runstate::RUNNABLE, now);
+    Ok(())
+}
+
+/// A domain around `mem`: vCPU 0 at `entry` (or offline when None), the others offline
+/// waiting for INIT-SIPI; event channels; paused once.
+fn assemble<B: Backend>(
+    backend: &B,
+    mem: GuestMemory<B::P2m>,
+    spec: &DomainSpec<'_>,
+    entry: Option<PvhEntry>,
+    e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
+) -> Result<Domain<B>, BuildError> {
+    let now = crate::time::now().1;
+    let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
+    for id in 0..spec.vcpus {
+        let start = match entry {
+            Some(e) if id == 0 => VcpuStart::Pvh(e),
+            _ => VcpuStart::WaitForSipi,
         };
         let hw = backend
             .create_vcpu(mem.p2m_root(), start)
@@ -206,15 +281,15 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
             exits: 0,
             exits_by_kind: [0; crate::hvm::Exit::KINDS],
         };
-        // vCPU 0 starts at the PVH entry; the others are offline until a SIPI.
-        let (flags, state) = if id == 0 {
+        // The boot vCPU starts at the PVH entry; the others are offline until a SIPI.
+        let (flags, state) = if matches!(start, VcpuStart::Pvh(_)) {
             (0, runstate::RUNNABLE)
         } else {
             (vflags::DOWN | vflags::WAIT_SIPI, runstate::OFFLINE)
         };
         vcpus.push(Vcpu {
             id,
-            domid: cfg.domid,
+            domid: spec.domid,
             flags: AtomicU32::new(flags),
             ipis: Default::default(),
             sipi: AtomicU32::new(0),
@@ -229,29 +304,28 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         });
     }
     let mut name = ArrayString::new();
-    for c in cfg.name.chars().take(32) {
+    for c in spec.name.chars().take(32) {
         let _ = name.try_push(c);
     }
     let evtchn = evtchn::EventChannels::new(
-        cfg.domid,
+        spec.domid,
         evtchn::Config {
-            max_vcpus: cfg.vcpus,
-            max_port: if privileged {
-                evtchn::NR_PORTS - 1
-            } else {
-                DOMU_MAX_PORT
-            },
+            max_vcpus: spec.vcpus,
+            max_port: spec.max_port,
         },
     )
     .map_err(BuildError::EventChannels)?;
     Ok(Domain {
-        id: cfg.domid,
+        id: spec.domid,
         name,
-        privileged,
+        privileged: spec.privileged,
         mem,
         vcpus,
-        params: cfg.params,
-        e820: memory_map(ram).into_iter().collect(),
+        params: spec.params,
+        e820: spin::Mutex::new(e820),
+        managed: spec.managed,
+        max_mem: spec.max_mem,
+        started: core::sync::atomic::AtomicBool::new(false),
         flush_gen: AtomicU64::new(0),
         pause_count: AtomicU32::new(1),
         hypercalls: AtomicU64::new(0),
@@ -260,9 +334,9 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
             hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
             evtchn,
             callback_vector: None,
-            upcall_vector: alloc::vec![0; cfg.vcpus as usize],
+            upcall_vector: alloc::vec![0; spec.vcpus as usize],
             shared_info: None,
-            vcpu_info: alloc::vec![None; cfg.vcpus as usize],
+            vcpu_info: alloc::vec![None; spec.vcpus as usize],
             grant_frames: arrayvec::ArrayVec::new(),
             pit: Default::default(),
             console_line: ArrayString::new(),

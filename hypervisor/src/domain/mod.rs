@@ -41,6 +41,8 @@ pub enum DomainEnd {
     Crashed,
     /// Every vCPU is blocked with nothing that could ever wake it.
     Deadlocked,
+    /// Destroyed by the toolstack while it ran.
+    Destroyed,
 }
 
 impl fmt::Display for DomainEnd {
@@ -51,6 +53,7 @@ impl fmt::Display for DomainEnd {
             }
             DomainEnd::Crashed => write!(f, "crashed"),
             DomainEnd::Deadlocked => write!(f, "blocked forever (no timer, no events)"),
+            DomainEnd::Destroyed => write!(f, "destroyed by the toolstack"),
         }
     }
 }
@@ -293,8 +296,16 @@ pub struct Domain<B: Backend> {
     pub mem: GuestMemory<B::P2m>,
     pub vcpus: Vec<Vcpu<B>>,
     pub params: SchedParams,
-    /// The memory map the guest was given: (start, length, e820 type).
-    pub e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
+    /// The memory map the guest was given: (start, length, e820 type). Set at build
+    /// time, or by the toolstack before the domain first runs.
+    pub e820: spin::Mutex<arrayvec::ArrayVec<(u64, u64, u32), 8>>,
+    /// Created through the toolstack interface: when it ends it stays (shut down) until
+    /// the toolstack destroys it, as in Xen. Boot-time domUs are destroyed when they end.
+    pub managed: bool,
+    /// Most RAM the domain may have (bytes).
+    pub max_mem: u64,
+    /// Whether it has been unpaused once (its boot state can no longer be set).
+    pub started: core::sync::atomic::AtomicBool,
     /// Bumped whenever the p2m loses or moves a mapping; each vCPU flushes its nested
     /// TLB before its next entry when it has not seen the latest value.
     pub flush_gen: AtomicU64,

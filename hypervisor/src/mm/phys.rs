@@ -41,6 +41,21 @@ pub fn zero_frame(pa: u64) {
     unsafe { core::ptr::write_bytes(to_virt(pa), 0, FRAME_SIZE as usize) };
 }
 
+/// Writes `data` at physical address `pa`, which must lie in a frame the caller owns
+/// (a hypervisor frame such as a grant-table page); volatile, as a guest may map it.
+pub fn write_bytes(pa: u64, data: &[u8]) {
+    let end = pa.checked_add(data.len() as u64);
+    assert!(
+        end.is_some_and(|e| e <= mapped_limit()),
+        "write_bytes({pa:#x}) outside the direct map"
+    );
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: inside the direct map (checked above), in memory the caller owns; a
+        // byte-wide volatile write tolerates a guest accessing the page concurrently.
+        unsafe { to_virt(pa + i as u64).write_volatile(*b) };
+    }
+}
+
 /// Reads boot-loader structures through the direct map.
 pub struct BootMemory;
 

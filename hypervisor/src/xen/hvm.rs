@@ -19,25 +19,25 @@ pub fn hvm_op<B: Backend>(cx: &mut Cx<'_, B>, op: u64, arg: u64) -> Result<Reply
     match op {
         HVMOP_SET_PARAM | HVMOP_GET_PARAM => {
             let mut p: XenHvmParam = read_arg(cx, arg)?;
-            // Other domains' parameters need the toolstack interface (later).
-            cx.require_self(p.domid)?;
+            // The control domain sets other domains' parameters while building them.
+            let d = cx.target(p.domid)?;
             if p.index >= HVM_NR_PARAMS {
                 return Err(Errno::EINVAL);
             }
             if op == HVMOP_GET_PARAM {
-                p.value = cx.dom.st.lock().hvm_params[p.index as usize];
+                p.value = d.st.lock().hvm_params[p.index as usize];
                 write_arg(cx, arg, &p)?;
                 return Ok(Reply::Value(0));
             }
             if p.index == HVM_PARAM_CALLBACK_IRQ {
                 // Only the vector form reaches a PVH guest; GSI/INTx forms need an
                 // emulated interrupt controller and are recorded but never delivered.
-                let mut st = cx.dom.st.lock();
+                let mut st = d.st.lock();
                 st.callback_vector = (p.value >> 56 == CALLBACK_TYPE_VECTOR
                     && p.value as u8 >= 0x10)
                     .then_some(p.value as u8);
             }
-            cx.dom.st.lock().hvm_params[p.index as usize] = p.value;
+            d.st.lock().hvm_params[p.index as usize] = p.value;
             Ok(Reply::Value(0))
         }
         HVMOP_SET_EVTCHN_UPCALL_VECTOR => {

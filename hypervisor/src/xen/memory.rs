@@ -68,8 +68,9 @@ fn add_to_physmap<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Err
 /// reports how many were written.
 fn memory_map<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
     let mut req: XenMemoryMap = read_arg(cx, arg)?;
-    let n = (req.nr_entries as usize).min(cx.dom.e820.len());
-    for (i, &(addr, size, ty)) in cx.dom.e820.iter().take(n).enumerate() {
+    let e820 = cx.dom.e820.lock().clone();
+    let n = (req.nr_entries as usize).min(e820.len());
+    for (i, &(addr, size, ty)) in e820.iter().take(n).enumerate() {
         let e = E820Entry { addr, size, ty };
         let at = req
             .buffer

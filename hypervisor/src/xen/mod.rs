@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod events;
+pub mod fvctl;
 pub mod grant_table;
 pub mod guest_access;
 pub mod hvm;
@@ -76,16 +77,6 @@ impl<B: Backend> Cx<'_, B> {
         }
         Ok(d)
     }
-
-    /// Like [`Cx::target`] for sub-ops that only accept the caller itself (the control
-    /// domain gets `-ESRCH` for others until the toolstack interface exists).
-    pub fn require_self(&self, domid: u16) -> Result<(), Errno> {
-        match (self.is_self(domid), self.dom.is_control()) {
-            (true, _) => Ok(()),
-            (false, true) => Err(Errno::ESRCH),
-            (false, false) => Err(Errno::EPERM),
-        }
-    }
 }
 
 /// A decoded hypercall: number in RAX, arguments in RDI, RSI, RDX, R10, R8.
@@ -115,6 +106,7 @@ pub fn dispatch<B: Backend>(cx: &mut Cx<'_, B>, call: Call) -> (u64, Reply) {
         nr::HYPERVISOR_HVM_OP => hvm::hvm_op(cx, a[0], a[1]),
         nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(cx, a[0], a[1]),
         nr::HYPERVISOR_GRANT_TABLE_OP => grant_table::grant_table_op(cx, a[0], a[1], a[2]),
+        xen_abi::fvctl::HYPERVISOR_FVCTL => fvctl::fvctl(cx, a[0]),
         _ => Err(Errno::ENOSYS),
     };
     match result {

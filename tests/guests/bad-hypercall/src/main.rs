@@ -135,7 +135,12 @@ fn test_main(si: &StartInfo) -> TestResult {
     };
     // SAFETY: the hypervisor must reject the request without mapping anything.
     let rc = unsafe { guest_rt::hypercall::add_to_physmap(&bad_index) };
-    check("memory_op(add_to_physmap, shared_info index 1)", rc, EINVAL, &mut failures);
+    check(
+        "memory_op(add_to_physmap, shared_info index 1)",
+        rc,
+        EINVAL,
+        &mut failures,
+    );
 
     check(
         "xen_version(XENVER_version, NULL)",

@@ -68,9 +68,16 @@ fn ns(cycles: u64, khz: u64) -> u64 {
 
 fn test_main(_si: &StartInfo) -> TestResult {
     let version = xen_version_number();
-    ensure!(version > 0, "xen_version(XENVER_version) returned {}", describe(version));
+    ensure!(
+        version > 0,
+        "xen_version(XENVER_version) returned {}",
+        describe(version)
+    );
     let khz = tsc_khz();
-    ensure!(khz != 0, "no TSC rate: neither the pvclock nor CPUID 0x40000003 gives one");
+    ensure!(
+        khz != 0,
+        "no TSC rate: neither the pvclock nor CPUID 0x40000003 gives one"
+    );
     // Xen's time leaf, EAX bit 0: RDTSC is emulated (each read is an exit).
     let tsc_emulated = arch::cpuid(0x4000_0003, 0).eax & 1;
 

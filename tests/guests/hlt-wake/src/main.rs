@@ -56,7 +56,10 @@ fn bind_timer_virq() -> Result<u32, guest_rt::Fail> {
     // SAFETY: `arg` is a live, writable evtchn_bind_virq the hypervisor fills in.
     let rc = unsafe { hypercall2(HYPERVISOR_EVENT_CHANNEL_OP, 1, arg.as_mut_ptr() as u64) };
     if rc != 0 {
-        return Err(guest_rt::Fail::new(format_args!("EVTCHNOP_bind_virq(VIRQ_TIMER) returned {}", describe(rc))));
+        return Err(guest_rt::Fail::new(format_args!(
+            "EVTCHNOP_bind_virq(VIRQ_TIMER) returned {}",
+            describe(rc)
+        )));
     }
     Ok(arg[2])
 }
@@ -70,7 +73,10 @@ fn set_callback_vector() -> Result<(), guest_rt::Fail> {
     // SAFETY: `arg` is a live xen_hvm_param.
     let rc = unsafe { hypercall2(HYPERVISOR_HVM_OP, 0, arg.as_mut_ptr() as u64) };
     if rc != 0 {
-        return Err(guest_rt::Fail::new(format_args!("HVMOP_set_param(CALLBACK_IRQ) returned {}", describe(rc))));
+        return Err(guest_rt::Fail::new(format_args!(
+            "HVMOP_set_param(CALLBACK_IRQ) returned {}",
+            describe(rc)
+        )));
     }
     Ok(())
 }
@@ -148,8 +154,14 @@ fn test_main(_si: &StartInfo) -> TestResult {
         "woke after {elapsed} ns, before the 20 ms timer was due"
     );
     ensure!(elapsed < MAX_NS, "woke after {elapsed} ns, expected < 2 s");
-    ensure!(interrupts() > before, "woke without taking the callback vector");
-    ensure!(take_event(port), "woke but the VIRQ_TIMER port {port} is not pending");
+    ensure!(
+        interrupts() > before,
+        "woke without taking the callback vector"
+    );
+    ensure!(
+        take_event(port),
+        "woke but the VIRQ_TIMER port {port} is not pending"
+    );
 
     // Step 4: a deadline in the past fires at once.
     let before = interrupts();
