@@ -1,15 +1,102 @@
-//! The real hypervisor and xenstore behind the `Hv` and `Store` traits.
+//! The real hypervisor (`xenctrl`) and xenstore behind the `Hv` and `Store` traits.
 
-use crate::hv::Hv;
+use crate::hv::{CreateSpec, DomainInfo, Hv, MemmapEntry, PhysInfo, SchedParams, VcpuInfo};
 use crate::store::Store;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use std::io;
+use xenctrl::Toolstack;
 
 /// Opens `/dev/xen/privcmd` through `xenctrl`.
 pub fn open_hv() -> Result<Box<dyn Hv>> {
-    bail!("the xenctrl crate is not merged yet")
+    Ok(Box::new(Toolstack::open().context(
+        "opening the hypervisor interface (is this dom0 with /dev/xen/privcmd?)",
+    )?))
 }
 
 /// Connects to xenstored.
 pub fn open_store() -> Result<Box<dyn Store + Send>> {
     bail!("the xenstore crate is not merged yet")
+}
+
+impl Hv for Toolstack {
+    fn create_domain(&mut self, s: &CreateSpec) -> io::Result<u16> {
+        Toolstack::create_domain(
+            self,
+            &xenctrl::CreateSpec {
+                domid: s.domid,
+                name: s.name.clone(),
+                max_vcpus: s.max_vcpus,
+                max_mem_kib: s.max_mem_kib,
+                max_grant_frames: s.max_grant_frames,
+                max_maptrack_frames: s.max_maptrack_frames,
+                max_evtchn_port: s.max_evtchn_port,
+                weight: s.weight,
+                cap: s.cap,
+            },
+        )
+    }
+    fn populate(&mut self, domid: u16, target_kib: u64) -> io::Result<()> {
+        Toolstack::populate(self, domid, target_kib)
+    }
+    fn copy_to(&mut self, domid: u16, gpa: u64, data: &[u8]) -> io::Result<()> {
+        Toolstack::copy_to(self, domid, gpa, data)
+    }
+    fn set_memmap(&mut self, domid: u16, map: &[MemmapEntry]) -> io::Result<()> {
+        Toolstack::set_memmap(self, domid, map)
+    }
+    fn set_vcpu_boot(&mut self, domid: u16, vcpu: u32, rip: u64, rbx: u64) -> io::Result<()> {
+        Toolstack::set_vcpu_boot(self, domid, vcpu, rip, rbx)
+    }
+    fn seed_grant(
+        &mut self,
+        domid: u16,
+        gref: u32,
+        flags: u16,
+        to: u16,
+        frame: u64,
+    ) -> io::Result<()> {
+        Toolstack::seed_grant(self, domid, gref, flags, to, frame)
+    }
+    fn pause(&mut self, domid: u16) -> io::Result<()> {
+        Toolstack::pause(self, domid)
+    }
+    fn unpause(&mut self, domid: u16) -> io::Result<()> {
+        Toolstack::unpause(self, domid)
+    }
+    fn destroy(&mut self, domid: u16) -> io::Result<()> {
+        Toolstack::destroy(self, domid)
+    }
+    fn shutdown(&mut self, domid: u16, reason: u32) -> io::Result<()> {
+        Toolstack::shutdown(self, domid, reason)
+    }
+    fn domain_info(&mut self, domid: u16) -> io::Result<Option<DomainInfo>> {
+        Toolstack::domain_info(self, domid)
+    }
+    fn list_domains(&mut self) -> io::Result<Vec<DomainInfo>> {
+        Toolstack::list_domains(self)
+    }
+    fn console_read(&mut self, pos: u64, max: usize) -> io::Result<(Vec<u8>, u64)> {
+        Toolstack::console_read(self, pos, max)
+    }
+    fn physinfo(&mut self) -> io::Result<PhysInfo> {
+        Toolstack::physinfo(self)
+    }
+    fn sched_get(&mut self, domid: u16) -> io::Result<SchedParams> {
+        Toolstack::sched_get(self, domid)
+    }
+    fn sched_set(&mut self, domid: u16, weight: u16, cap: u16) -> io::Result<()> {
+        Toolstack::sched_set(self, domid, weight, cap)
+    }
+    fn vcpu_info(&mut self, domid: u16, vcpu: u32) -> io::Result<VcpuInfo> {
+        Toolstack::vcpu_info(self, domid, vcpu)
+    }
+    fn set_affinity(&mut self, domid: u16, vcpu: u32, hard: u64, soft: u64) -> io::Result<()> {
+        Toolstack::set_affinity(self, domid, vcpu, hard, soft)
+    }
+    fn set_hvm_param(&mut self, domid: u16, index: u32, value: u64) -> io::Result<()> {
+        Toolstack::set_hvm_param(self, domid, index, value)
+    }
+    fn alloc_unbound(&mut self, domid: u16, remote: u16) -> io::Result<u32> {
+        Toolstack::alloc_unbound(self, domid, remote)
+    }
 }
