@@ -48,8 +48,7 @@ pub struct Artifact {
 /// The bare-metal target of the hypervisor and test guests.
 pub const BARE_METAL: &str = "x86_64-unknown-none";
 /// The target of dom0 user-space tools (static binaries for a busybox initramfs).
-#[allow(dead_code)] // used once dom0 tools exist
-pub const DOM0_TOOLS: &str = "x86_64-unknown-linux-musl";
+pub const DOM0_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The hypervisor itself; always the first artifact.
 pub const HYPERVISOR: Artifact = Artifact {
@@ -80,6 +79,10 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_UPCALL_VECTOR,
     GUEST_TOOLSTACK,
 ];
+
+/// dom0's toolstack: static musl binaries packed into dom0's initramfs
+/// (`/usr/sbin/<bin>`).
+pub const DOM0_TOOLS: &[Artifact] = &[];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {

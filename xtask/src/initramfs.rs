@@ -356,8 +356,18 @@ pub struct Built {
     pub rebuilt: bool,
 }
 
-/// The archive contents for kernel `version` with modules from `modules_dir`.
-fn contents(version: &str, modules_dir: &Path) -> Result<(Cpio, Vec<String>)> {
+/// A file added to the archive beyond the common contents (dom0's tools, the example
+/// domU's kernel and initramfs, its configuration).
+pub struct Extra {
+    /// Path inside the archive (no leading `/`).
+    pub path: String,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+/// The archive contents for kernel `version` with modules from `modules_dir`, plus
+/// `extras`.
+fn contents(version: &str, modules_dir: &Path, extras: &[Extra]) -> Result<(Cpio, Vec<String>)> {
     let root = util::repo_root();
     let read = |rel: &str| -> Result<Vec<u8>> {
         let path = root.join(rel);
@@ -401,12 +411,15 @@ fn contents(version: &str, modules_dir: &Path) -> Result<(Cpio, Vec<String>)> {
     let mut list = load_order.join("\n");
     list.push('\n');
     cpio.file("etc/xen-modules", 0o644, list.into_bytes());
+    for e in extras {
+        cpio.file(&e.path, e.mode, e.data.clone());
+    }
     Ok((cpio, load_order))
 }
 
 /// Writes `output` (gzip) unless an identical archive is already there.
-pub fn build(version: &str, modules_dir: &Path, output: &Path) -> Result<Built> {
-    let (cpio, modules) = contents(version, modules_dir)?;
+pub fn build(version: &str, modules_dir: &Path, extras: &[Extra], output: &Path) -> Result<Built> {
+    let (cpio, modules) = contents(version, modules_dir, extras)?;
     let bytes = cpio.to_bytes();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     FORMAT.hash(&mut hasher);

@@ -29,7 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use regex::Regex;
 
 use crate::image::{self, Module};
-use crate::{bochs, initramfs, prereq, process, util};
+use crate::{bochs, build, initramfs, prereq, process, util};
 
 /// The metapackage that names the current kernel.
 const METAPACKAGE: &str = "linux-image-amd64";
@@ -141,7 +141,21 @@ fn prepare() -> Result<Dom0Assets> {
     if !modules_dir.is_dir() {
         bail!("{} has no {}", deb.display(), modules_dir.display());
     }
-    let built = initramfs::build(&version, &modules_dir, &dir.join("initramfs.cpio.gz"))?;
+    // The example domU boots the same kernel with the same init (which sees it is not
+    // the control domain) and no tools.
+    let domu = initramfs::build(
+        &version,
+        &modules_dir,
+        &[],
+        &dir.join("domu-initramfs.cpio.gz"),
+    )?;
+    let extras = dom0_extras(&vmlinuz, &domu.path)?;
+    let built = initramfs::build(
+        &version,
+        &modules_dir,
+        &extras,
+        &dir.join("initramfs.cpio.gz"),
+    )?;
     Ok(Dom0Assets {
         package,
         version,
@@ -151,6 +165,46 @@ fn prepare() -> Result<Dom0Assets> {
         initramfs_modules: built.modules,
         initramfs_rebuilt: built.rebuilt,
     })
+}
+
+/// Where dom0 finds the example domU's kernel and initramfs.
+pub const DOMU_DIR: &str = "usr/lib/ferrovisor";
+/// The example domU configuration, in dom0.
+pub const EXAMPLE_CFG: &str = "/etc/xen/example.cfg";
+
+/// What only dom0's initramfs holds: the toolstack (static musl binaries in
+/// `/usr/sbin`), the example domU's kernel and initramfs, and its configuration.
+fn dom0_extras(vmlinuz: &Path, domu_initramfs: &Path) -> Result<Vec<initramfs::Extra>> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let tools: Vec<&build::Artifact> = build::DOM0_TOOLS.iter().collect();
+    let mut extras = Vec::new();
+    if !tools.is_empty() {
+        let paths = build::build(&tools, build::Profile::Release)?;
+        for (tool, path) in tools.iter().zip(paths) {
+            extras.push(initramfs::Extra {
+                path: format!("usr/sbin/{}", tool.bin),
+                mode: 0o755,
+                data: read(&path)?,
+            });
+        }
+    }
+    extras.push(initramfs::Extra {
+        path: format!("{DOMU_DIR}/vmlinuz"),
+        mode: 0o644,
+        data: read(vmlinuz)?,
+    });
+    extras.push(initramfs::Extra {
+        path: format!("{DOMU_DIR}/domu-initramfs.cpio.gz"),
+        mode: 0o644,
+        data: read(domu_initramfs)?,
+    });
+    let cfg = util::repo_root().join("tests/linux/example.cfg");
+    extras.push(initramfs::Extra {
+        path: EXAMPLE_CFG.trim_start_matches('/').to_string(),
+        mode: 0o644,
+        data: read(&cfg)?,
+    });
+    Ok(extras)
 }
 
 /// Runs apt-cache; `Ok(None)` when apt does not know the package.

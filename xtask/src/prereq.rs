@@ -124,7 +124,7 @@ const REQUIREMENTS: &[Requirement] = &[
 const BOCHS_GUI: &str = "bochs-term";
 
 /// Rustup targets the workspace builds for.
-const RUST_TARGETS: &[&str] = &[BARE_METAL, crate::build::DOM0_TOOLS];
+const RUST_TARGETS: &[&str] = &[BARE_METAL, crate::build::DOM0_TARGET];
 
 impl Probe {
     fn present(&self) -> bool {

@@ -151,7 +151,8 @@ fn error_paths(mem_kib: u64) -> TestResult {
         "a wrong interface version was accepted"
     );
     expect("unknown command", 999, 0, &none, err(Errno::ENOSYS))?;
-    let bad: [(&str, fn(&mut CreateDomain)); 6] = [
+    type Spoil = fn(&mut CreateDomain);
+    let bad: [(&str, Spoil); 6] = [
         ("0 vCPUs", |c| c.max_vcpus = 0),
         ("0 KiB", |c| c.max_mem_kib = 0),
         ("more memory than the host has", |c| c.max_mem_kib = 1 << 40),
