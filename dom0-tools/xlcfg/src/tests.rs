@@ -220,3 +220,14 @@ fn semicolons_and_file_errors_locate() {
         "d.cfg:3: unexpected `v` after the value of `memory`"
     );
 }
+
+#[test]
+fn the_example_domu_config_parses() {
+    let text = include_str!("../../../tests/linux/example.cfg");
+    let c = parse_with_overrides("example.cfg", text, &[]).unwrap();
+    assert_eq!(c.name, "example");
+    assert_eq!(c.kernel, "/usr/lib/ferrovisor/vmlinuz");
+    assert_eq!(c.cmdline, "console=hvc0");
+    assert_eq!(c.memory_mib, 128);
+    assert!(c.check_supported().is_ok());
+}
