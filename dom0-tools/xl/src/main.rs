@@ -141,9 +141,9 @@ fn run(cli: Cli) -> Result<()> {
             config,
             overrides,
         } => {
+            eprintln!("Parsing config from {config}");
             let (mut hv, mut st) = (backend::open_hv()?, backend::open_store()?);
             let c = cmd_create(&mut *hv, &mut *st, &config, &overrides, paused)?;
-            println!("Parsing config from {config}");
             if !no_monitor {
                 monitor::spawn(c, &config, &overrides)?;
             }
@@ -454,4 +454,81 @@ fn request(
         eprintln!("Domain {id} has been shut down");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hv::fake::FakeHv;
+    use crate::store::MemStore;
+
+    fn world() -> (FakeHv, MemStore) {
+        let mut hv = FakeHv::new(1024);
+        let mut st = MemStore::default();
+        let k = image::tests::tiny_kernel(&[0x90; 16], 16, Some(0x10_0000));
+        let cfg =
+            xlcfg::parse_with_overrides("t", "name='g'\nkernel='k'\nmemory=16\n", &[]).unwrap();
+        let inputs = create::Inputs {
+            kernel: &k,
+            ramdisk: None,
+            fresh_uuid: [1; 16],
+            now: 0,
+        };
+        create::create(&mut hv, &mut st, &cfg, &inputs, false).unwrap();
+        (hv, st)
+    }
+
+    fn cli(args: &[&str]) -> Cmd {
+        Cli::try_parse_from(std::iter::once("xl").chain(args.iter().copied()))
+            .unwrap()
+            .cmd
+    }
+
+    #[test]
+    fn shutdown_and_reboot_write_the_control_node() {
+        let (mut hv, mut st) = world();
+        simple(&mut hv, &mut st, cli(&["shutdown", "g"])).unwrap();
+        assert_eq!(
+            st.value("/local/domain/1/control/shutdown").unwrap(),
+            "poweroff"
+        );
+        simple(&mut hv, &mut st, cli(&["reboot", "1"])).unwrap();
+        assert_eq!(
+            st.value("/local/domain/1/control/shutdown").unwrap(),
+            "reboot"
+        );
+        // -w returns once the domain has shut down.
+        hv.shutdown(1, 0).unwrap();
+        simple(&mut hv, &mut st, cli(&["shutdown", "-w", "g"])).unwrap();
+        assert!(simple(&mut hv, &mut st, cli(&["shutdown", "nosuch"])).is_err());
+        assert!(simple(&mut hv, &mut st, cli(&["shutdown", "0"])).is_err());
+    }
+
+    #[test]
+    fn destroy_pause_sched_pin() {
+        let (mut hv, mut st) = world();
+        simple(&mut hv, &mut st, cli(&["pause", "g"])).unwrap();
+        assert_eq!(hv.domains[&1].pause, 1);
+        simple(&mut hv, &mut st, cli(&["unpause", "g"])).unwrap();
+        assert_eq!(hv.domains[&1].pause, 0);
+        simple(
+            &mut hv,
+            &mut st,
+            cli(&["sched-credit2", "-d", "g", "-w", "512"]),
+        )
+        .unwrap();
+        assert_eq!(hv.domains[&1].info.weight, 512);
+        assert!(simple(&mut hv, &mut st, cli(&["sched-credit2", "-w", "5"])).is_err());
+        simple(&mut hv, &mut st, cli(&["vcpu-pin", "g", "0", "0-1"])).unwrap();
+        assert!(hv
+            .calls
+            .iter()
+            .any(|c| c == "set_affinity 1 0 0x3 0xffffffffffffffff"));
+        assert!(simple(&mut hv, &mut st, cli(&["vcpu-pin", "g", "3", "0"])).is_err());
+        assert!(simple(&mut hv, &mut st, cli(&["destroy", "0"])).is_err());
+        simple(&mut hv, &mut st, cli(&["destroy", "g"])).unwrap();
+        assert!(!hv.domains.contains_key(&1));
+        assert!(st.value("/local/domain/1/name").is_none());
+        assert!(simple(&mut hv, &mut st, cli(&["destroy", "g"])).is_err());
+    }
 }
