@@ -392,4 +392,20 @@ pub mod tests {
             ImageError::TooSmall(2)
         ));
     }
+
+    /// A real kernel (e.g. Debian's bzImage) given by `XL_TEST_KERNEL`; skipped without it.
+    #[test]
+    fn real_kernel_from_env_lays_out() {
+        let Ok(path) = std::env::var("XL_TEST_KERNEL") else {
+            return;
+        };
+        let k = std::fs::read(&path).unwrap();
+        let rd = vec![0x5a; 3 << 20];
+        let img = build(&k, Some(&rd), "console=hvc0", 128 << 20, 1).unwrap();
+        assert!(img.entry >= 0x10_0000 && img.entry < 128 << 20);
+        let (rd_at, _) = img.pieces.iter().find(|(_, d)| d.len() == 3 << 20).unwrap();
+        assert_eq!(rd_at % 4096, 0);
+        assert!(rd_at + (3 << 20) <= img.console_gfn * 4096);
+        eprintln!("entry {:#x}, ramdisk at {rd_at:#x}", img.entry);
+    }
 }
