@@ -1,7 +1,6 @@
 //! One domain's console: its ring, log, history and attached `xl console` clients.
 
-use crate::ring;
-use crate::shared::SharedPage;
+use crate::ring::{self, RingMem};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -62,12 +61,45 @@ impl History {
     }
 }
 
-/// Everything the console thread owns.
-pub struct Console {
-    pub domid: u16,
+/// The console's event channel (xenctrl's `Evtchn` bound to one port; a fake in tests).
+pub trait Events: Send {
+    /// A descriptor that polls readable when an event is pending.
+    fn fd(&self) -> std::os::fd::RawFd;
+    /// Takes the pending event and re-enables delivery.
+    fn ack(&self);
+    fn notify(&self);
+    fn unbind(&self);
+}
+
+/// The real event channel: `local_port` bound on `evtchn`.
+pub struct Bound {
     pub evtchn: xenctrl::Evtchn,
     pub local_port: u32,
-    pub page: SharedPage,
+}
+
+impl Events for Bound {
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.evtchn.as_raw_fd()
+    }
+    fn ack(&self) {
+        if let Ok(p) = self.evtchn.pending() {
+            let _ = self.evtchn.unmask(p);
+        }
+    }
+    fn notify(&self) {
+        let _ = self.evtchn.notify(self.local_port);
+    }
+    fn unbind(&self) {
+        let _ = self.evtchn.unbind(self.local_port);
+    }
+}
+
+/// Everything the console thread owns.
+pub struct Console<P: RingMem + Send, E: Events> {
+    pub domid: u16,
+    pub events: E,
+    pub page: P,
+    pub sock_path: String,
     pub log: Option<File>,
     pub log_path: String,
     pub listener: UnixListener,
@@ -82,7 +114,7 @@ struct State {
     log_len: u64,
 }
 
-impl Console {
+impl<P: RingMem + Send, E: Events> Console<P, E> {
     /// Runs until `stop` is set; then unbinds and removes the socket.
     pub fn run(mut self) {
         let mut st = State {
@@ -97,9 +129,8 @@ impl Console {
                 .map_or(0, |m| m.len()),
         };
         let _ = self.listener.set_nonblocking(true);
-        let _ = self.evtchn.unmask(self.local_port);
         while !self.stop.load(Ordering::Relaxed) {
-            let mut fds = vec![self.evtchn.as_raw_fd(), self.listener.as_raw_fd()];
+            let mut fds = vec![self.events.fd(), self.listener.as_raw_fd()];
             fds.extend(st.clients.iter().map(|c| c.as_raw_fd()));
             // The timeout also picks up output whose event was lost.
             let ready = match crate::sys::poll_readable(&fds, 500) {
@@ -107,9 +138,7 @@ impl Console {
                 Err(_) => vec![false; fds.len()],
             };
             if ready[0] {
-                if let Ok(p) = self.evtchn.pending() {
-                    let _ = self.evtchn.unmask(p);
-                }
+                self.events.ack();
             }
             let mut notify = self.service_output(&mut st);
             if ready[1] {
@@ -148,13 +177,13 @@ impl Console {
                 }
             }
             if notify {
-                let _ = self.evtchn.notify(self.local_port);
+                self.events.notify();
             }
         }
         // Last words.
         self.service_output(&mut st);
-        let _ = self.evtchn.unbind(self.local_port);
-        let _ = std::fs::remove_file(socket_path(self.domid));
+        self.events.unbind();
+        let _ = std::fs::remove_file(&self.sock_path);
     }
 
     /// Moves the guest's output to the log, history and clients; true if any was taken.
@@ -257,5 +286,162 @@ mod tests {
         let b = h.bytes();
         assert_eq!(b.len(), HISTORY);
         assert!(b.ends_with(b"axyz"));
+    }
+
+    use crate::ring::{OFF_IN, OFF_IN_CONS, OFF_IN_PROD, OFF_OUT, OFF_OUT_CONS, OFF_OUT_PROD};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    use xen_abi::io::console::{mask_in_idx, mask_out_idx};
+
+    /// A page shared between the console thread and the test acting as the guest.
+    #[derive(Clone)]
+    struct SharedVec(Arc<Mutex<Vec<u8>>>);
+
+    impl RingMem for SharedVec {
+        fn read_u32(&self, off: usize) -> u32 {
+            u32::from_le_bytes(self.0.lock().unwrap()[off..off + 4].try_into().unwrap())
+        }
+        fn write_u32(&self, off: usize, v: u32) {
+            self.0.lock().unwrap()[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        fn read_u8(&self, off: usize) -> u8 {
+            self.0.lock().unwrap()[off]
+        }
+        fn write_u8(&self, off: usize, v: u8) {
+            self.0.lock().unwrap()[off] = v;
+        }
+        fn fence(&self) {}
+    }
+
+    impl SharedVec {
+        fn guest_print(&self, s: &[u8]) {
+            let prod = self.read_u32(OFF_OUT_PROD);
+            for (k, &b) in s.iter().enumerate() {
+                self.write_u8(OFF_OUT + mask_out_idx(prod.wrapping_add(k as u32)), b);
+            }
+            self.write_u32(OFF_OUT_PROD, prod.wrapping_add(s.len() as u32));
+        }
+        fn guest_input(&self) -> Vec<u8> {
+            let (mut c, p) = (self.read_u32(OFF_IN_CONS), self.read_u32(OFF_IN_PROD));
+            let mut v = Vec::new();
+            while c != p && v.len() < 4096 {
+                v.push(self.read_u8(OFF_IN + mask_in_idx(c)));
+                c = c.wrapping_add(1);
+            }
+            self.write_u32(OFF_IN_CONS, c);
+            v
+        }
+    }
+
+    /// Events through a socket pair: the test writes a byte to fire one.
+    struct FakeEvents {
+        mine: UnixStream,
+        notified: Arc<Mutex<u32>>,
+    }
+
+    impl Events for FakeEvents {
+        fn fd(&self) -> std::os::fd::RawFd {
+            self.mine.as_raw_fd()
+        }
+        fn ack(&self) {
+            let mut b = [0u8; 64];
+            let _ = (&self.mine).read(&mut b);
+        }
+        fn notify(&self) {
+            *self.notified.lock().unwrap() += 1;
+        }
+        fn unbind(&self) {}
+    }
+
+    fn read_until(c: &mut UnixStream, want: &[u8]) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while start.elapsed() < Duration::from_secs(5) {
+            let mut b = [0u8; 256];
+            if let Ok(n) = c.read(&mut b) {
+                got.extend_from_slice(&b[..n]);
+            }
+            if got.windows(want.len()).any(|w| w == want) {
+                break;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn output_logs_history_attach_and_input_flow() {
+        let dir = std::env::temp_dir().join(format!("xenconsoled-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("5.sock").to_string_lossy().into_owned();
+        let log_path = dir.join("guest-t.log").to_string_lossy().into_owned();
+        let page = SharedVec(Arc::new(Mutex::new(vec![0; 4096])));
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        mine.set_nonblocking(true).unwrap();
+        let notified = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = Console {
+            domid: 5,
+            events: FakeEvents {
+                mine,
+                notified: Arc::clone(&notified),
+            },
+            page: page.clone(),
+            sock_path: sock.clone(),
+            log: open_log(&log_path).ok(),
+            log_path: log_path.clone(),
+            listener: UnixListener::bind(&sock).unwrap(),
+            stop: Arc::clone(&stop),
+        };
+        let t = std::thread::spawn(move || c.run());
+        let fire = || (&theirs).write_all(b"e").unwrap();
+
+        page.guest_print(b"early boot\n");
+        fire();
+        // Wait until consumed.
+        let start = Instant::now();
+        while page.read_u32(OFF_OUT_CONS) != page.read_u32(OFF_OUT_PROD) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "output never consumed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A client attaching now gets the history, then live output.
+        let mut client = UnixStream::connect(&sock).unwrap();
+        assert!(read_until(&mut client, b"early boot\n").ends_with(b"early boot\n"));
+        page.guest_print(b"login: ");
+        fire();
+        assert!(read_until(&mut client, b"login: ").ends_with(b"login: "));
+        // Keystrokes reach the input ring and the guest is notified.
+        client.write_all(b"root\r").unwrap();
+        let start = Instant::now();
+        let mut input = Vec::new();
+        while input.len() < 5 && start.elapsed() < Duration::from_secs(5) {
+            input.extend(page.guest_input());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(input, b"root\r");
+        assert!(*notified.lock().unwrap() > 0);
+        // A hostile guest: output indexes far apart. The daemon survives and reports it.
+        page.write_u32(
+            OFF_OUT_PROD,
+            page.read_u32(OFF_OUT_CONS).wrapping_add(100_000),
+        );
+        fire();
+        std::thread::sleep(Duration::from_millis(100));
+        page.guest_print(b"still alive\n");
+        fire();
+        assert!(read_until(&mut client, b"still alive\n").ends_with(b"still alive\n"));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(log.starts_with("early boot\nlogin: "), "{log}");
+        assert!(log.contains("broke its console ring"), "{log}");
+        assert!(log.ends_with("still alive\n"), "{log}");
+        assert!(!std::path::Path::new(&sock).exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -156,9 +156,9 @@ fn start(st: &mut dyn Store, domid: u16) -> Result<Running> {
     let log_path = format!("{LOG_DIR}/{}", console::log_name(&name, domid));
     let c = console::Console {
         domid,
-        evtchn,
-        local_port,
+        events: console::Bound { evtchn, local_port },
         page,
+        sock_path,
         log: console::open_log(&log_path).ok(),
         log_path,
         listener,
