@@ -119,8 +119,9 @@ pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
                     }
                     Action::Restart => {
                         create::teardown(&mut *hv, &mut *st, domid);
-                        // Wait for the old domain to be gone so its name and memory free up.
-                        for _ in 0..50 {
+                        // Wait for the old domain to be gone so its memory is free again
+                        // (xenconsoled unmaps its console page on @releaseDomain).
+                        for _ in 0..100 {
                             if hv.domain_info(domid)?.is_none_or(|d| d.domid != domid) {
                                 break;
                             }
