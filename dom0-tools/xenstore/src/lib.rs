@@ -1,0 +1,18 @@
+//! Xenstore for ferrovisor's dom0.
+//!
+//! * [`wire`]: the message header, message types, error names, payload limits and the
+//!   ring-index arithmetic of `xenstore_domain_interface` (X `xen/include/public/io/xs_wire.h`).
+//! * [`perms`]: node permissions (`n`/`r`/`w`/`b` + domid).
+//! * [`core`]: the store itself, pure and without I/O: tree, connections, watches,
+//!   transactions, domain introduction and quotas. `xenstored` drives it.
+//! * [`client`]: a blocking client for dom0 processes over xenstored's Unix socket.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod core;
+pub mod perms;
+pub mod wire;
+
+pub use client::{Client, Error};
+pub use perms::{Access, Perm};
+pub use wire::{Errno, Message, MsgType};
