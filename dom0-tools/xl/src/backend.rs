@@ -1,8 +1,8 @@
 //! The real hypervisor (`xenctrl`) and xenstore behind the `Hv` and `Store` traits.
 
 use crate::hv::{CreateSpec, DomainInfo, Hv, MemmapEntry, PhysInfo, SchedParams, VcpuInfo};
-use crate::store::Store;
-use anyhow::{bail, Context, Result};
+use crate::store::{Access, Perm, Store, StoreError, StoreResult};
+use anyhow::{Context, Result};
 use std::io;
 use xenctrl::Toolstack;
 
@@ -15,7 +15,89 @@ pub fn open_hv() -> Result<Box<dyn Hv>> {
 
 /// Connects to xenstored.
 pub fn open_store() -> Result<Box<dyn Store + Send>> {
-    bail!("the xenstore crate is not merged yet")
+    let c = xenstore::Client::connect()
+        .context("connecting to xenstored (is it running? /var/run/xenstored/socket)")?;
+    Ok(Box::new(RealStore(c)))
+}
+
+/// The `xenstore` crate's client, outside transactions.
+struct RealStore(xenstore::Client);
+
+fn xerr(op: &'static str, path: &str, e: &xenstore::Error) -> StoreError {
+    StoreError {
+        op,
+        path: path.to_string(),
+        name: e.name().map_or_else(|| e.to_string(), str::to_string),
+    }
+}
+
+fn is_enoent(e: &xenstore::Error) -> bool {
+    e.name() == Some("ENOENT")
+}
+
+fn to_perm(p: &Perm) -> xenstore::Perm {
+    let access = match p.access {
+        Access::None => xenstore::Access::None,
+        Access::Read => xenstore::Access::Read,
+        Access::Write => xenstore::Access::Write,
+        Access::Both => xenstore::Access::Both,
+    };
+    xenstore::Perm::new(p.domid, access)
+}
+
+impl Store for RealStore {
+    fn read(&mut self, path: &str) -> StoreResult<Option<Vec<u8>>> {
+        match self.0.read(0, path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_enoent(&e) => Ok(None),
+            Err(e) => Err(xerr("read", path, &e)),
+        }
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> StoreResult<()> {
+        self.0
+            .write(0, path, value)
+            .map_err(|e| xerr("write", path, &e))
+    }
+    fn mkdir(&mut self, path: &str) -> StoreResult<()> {
+        self.0.mkdir(0, path).map_err(|e| xerr("mkdir", path, &e))
+    }
+    fn rm(&mut self, path: &str) -> StoreResult<()> {
+        match self.0.rm(0, path) {
+            Err(e) if !is_enoent(&e) => Err(xerr("rm", path, &e)),
+            _ => Ok(()),
+        }
+    }
+    fn directory(&mut self, path: &str) -> StoreResult<Vec<String>> {
+        match self.0.directory(0, path) {
+            Ok(v) => Ok(v),
+            Err(e) if is_enoent(&e) => Ok(Vec::new()),
+            Err(e) => Err(xerr("directory", path, &e)),
+        }
+    }
+    fn set_perms(&mut self, path: &str, perms: &[Perm]) -> StoreResult<()> {
+        let p: Vec<_> = perms.iter().map(to_perm).collect();
+        self.0
+            .set_perms(0, path, &p)
+            .map_err(|e| xerr("set_perms", path, &e))
+    }
+    fn introduce(&mut self, domid: u16, gfn: u64, port: u32) -> StoreResult<()> {
+        self.0
+            .introduce(domid, gfn, port)
+            .map_err(|e| xerr("introduce", &format!("domain {domid}"), &e))
+    }
+    fn release(&mut self, domid: u16) -> StoreResult<()> {
+        self.0
+            .release(domid)
+            .map_err(|e| xerr("release", &format!("domain {domid}"), &e))
+    }
+    fn watch(&mut self, path: &str, token: &str) -> StoreResult<()> {
+        self.0
+            .watch(path, token)
+            .map_err(|e| xerr("watch", path, &e))
+    }
+    fn read_watch(&mut self) -> StoreResult<(String, String)> {
+        self.0.read_watch().map_err(|e| xerr("read_watch", "", &e))
+    }
 }
 
 impl Hv for Toolstack {
