@@ -182,3 +182,49 @@ impl Hv for Toolstack {
         Toolstack::alloc_unbound(self, domid, remote)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create;
+
+    /// Against a running xenstored (`xenstored -N --socket PATH`) named by
+    /// `XL_TEST_XENSTORED`; skipped without it.
+    #[test]
+    fn layout_and_teardown_against_a_real_xenstored() {
+        let Ok(sock) = std::env::var("XL_TEST_XENSTORED") else {
+            return;
+        };
+        let c = xenstore::Client::connect_to(std::path::Path::new(&sock)).unwrap();
+        let mut st = RealStore(c);
+        let cfg = xlcfg::parse_with_overrides("t", "name='x'\nkernel='k'\nvcpus=2\n", &[]).unwrap();
+        let k = crate::image::tests::tiny_kernel(&[0x90; 16], 16, Some(0x10_0000));
+        let img = crate::image::build(&k, None, "", 16 << 20, 2).unwrap();
+        create::write_store(&mut st, &cfg, 7, [9; 16], 1, &img, 3, 4).unwrap();
+        assert_eq!(st.read_str("/local/domain/7/name").unwrap().unwrap(), "x");
+        assert_eq!(
+            st.read_str("/local/domain/7/console/port")
+                .unwrap()
+                .unwrap(),
+            "3"
+        );
+        assert_eq!(st.read_str("/local/domain/7/memory/target").unwrap(), None);
+        let perms = |st: &mut RealStore, p: &str| {
+            st.0.get_perms(0, p)
+                .unwrap()
+                .iter()
+                .map(|p| format!("{}{}", p.access.letter(), p.domid))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(perms(&mut st, "/local/domain/7"), "n0,r7");
+        assert_eq!(perms(&mut st, "/local/domain/7/console/ring-ref"), "n0,r7");
+        assert_eq!(perms(&mut st, "/local/domain/7/control/shutdown"), "n7");
+        assert_eq!(perms(&mut st, "/local/domain/7/data"), "n7");
+        let mut hv = crate::hv::fake::FakeHv::new(64);
+        create::teardown(&mut hv, &mut st, 7);
+        assert!(st.directory("/local/domain/7").unwrap().is_empty());
+        assert_eq!(st.read("/local/domain/7/name").unwrap(), None);
+        assert!(st.directory("/vm").unwrap().is_empty());
+    }
+}
