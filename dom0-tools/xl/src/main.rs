@@ -142,8 +142,9 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
         } => {
             eprintln!("Parsing config from {config}");
+            let prepared = prepare(&config, &overrides)?;
             let (mut hv, mut st) = (backend::open_hv()?, backend::open_store()?);
-            let c = cmd_create(&mut *hv, &mut *st, &config, &overrides, paused)?;
+            let c = cmd_create(&mut *hv, &mut *st, &prepared, paused)?;
             if !no_monitor {
                 monitor::spawn(c, &config, &overrides)?;
             }
@@ -165,34 +166,47 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Reads the config and its files and creates the domain; returns its id.
-pub fn cmd_create(
-    hv: &mut dyn Hv,
-    st: &mut dyn Store,
-    path: &str,
-    overrides: &[String],
-    paused: bool,
-) -> Result<u16> {
+pub struct Prepared {
+    text: String,
+    cfg: xlcfg::DomainConfig,
+    kernel: Vec<u8>,
+    ramdisk: Option<Vec<u8>>,
+}
+
+/// Reads and checks the config and the files it names (before touching any domain).
+pub fn prepare(path: &str, overrides: &[String]) -> Result<Prepared> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let cfg = xlcfg::parse_with_overrides(path, &text, overrides)?;
     for w in &cfg.warnings {
         eprintln!("xl: warning: {path}: {w}");
     }
+    cfg.check_supported().map_err(anyhow::Error::msg)?;
     let kernel =
         std::fs::read(&cfg.kernel).with_context(|| format!("reading kernel {}", cfg.kernel))?;
     let ramdisk = match &cfg.ramdisk {
         Some(r) => Some(std::fs::read(r).with_context(|| format!("reading ramdisk {r}"))?),
         None => None,
     };
+    Ok(Prepared {
+        text,
+        cfg,
+        kernel,
+        ramdisk,
+    })
+}
+
+/// Creates the domain from a prepared config; returns its id.
+pub fn cmd_create(hv: &mut dyn Hv, st: &mut dyn Store, p: &Prepared, paused: bool) -> Result<u16> {
     let inputs = create::Inputs {
-        kernel: &kernel,
-        ramdisk: ramdisk.as_deref(),
+        kernel: &p.kernel,
+        ramdisk: p.ramdisk.as_deref(),
         fresh_uuid: random_uuid(),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    let c = create::create(hv, st, &cfg, &inputs, paused)?;
-    let _ = st.write(&format!("/libxl/{}/xl-config", c.domid), text.as_bytes());
+    let c = create::create(hv, st, &p.cfg, &inputs, paused)?;
+    let _ = st.write(&format!("/libxl/{}/xl-config", c.domid), p.text.as_bytes());
     Ok(c.domid)
 }
 

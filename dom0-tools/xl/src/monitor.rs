@@ -128,7 +128,9 @@ pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
                             std::thread::sleep(Duration::from_millis(100));
                         }
                         cfg = read_cfg()?;
-                        match crate::cmd_create(&mut *hv, &mut *st, config, overrides, false) {
+                        let created = crate::prepare(config, overrides)
+                            .and_then(|p| crate::cmd_create(&mut *hv, &mut *st, &p, false));
+                        match created {
                             Ok(id) => {
                                 log(&format!("domain {} restarted as {id}", cfg.name));
                                 domid = id;
