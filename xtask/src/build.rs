@@ -82,7 +82,18 @@ pub const ARTIFACTS: &[Artifact] = &[
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
 /// (`/usr/sbin/<bin>`).
-pub const DOM0_TOOLS: &[Artifact] = &[];
+pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED];
+
+/// A dom0 tool (dom0-tools/<name>, package and binary `<name>`).
+const fn tool(name: &'static str) -> Artifact {
+    Artifact {
+        package: name,
+        bin: name,
+        target: DOM0_TARGET,
+    }
+}
+
+pub const XENSTORED: Artifact = tool("xenstored");
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {

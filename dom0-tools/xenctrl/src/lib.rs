@@ -463,6 +463,12 @@ impl AsRawFd for Evtchn {
     }
 }
 
+impl std::os::fd::AsFd for Evtchn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// `/dev/xen/gntdev`: maps pages other domains grant to dom0.
 pub struct Gntdev {
     fd: std::sync::Arc<File>,

@@ -1,7 +1,7 @@
 //! [`Platform`] over dom0's Xen devices, through the `xenctrl` crate.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 use xen_abi::fvctl::dominfo;
@@ -64,9 +64,7 @@ fn non_null(p: *mut u8) -> io::Result<NonNull<u8>> {
 
 impl Platform for XenPlatform {
     fn evtchn_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the descriptor belongs to `self.evtchn`, which stays open for as long as the
-        // returned borrow of `self` lasts.
-        unsafe { BorrowedFd::borrow_raw(self.evtchn.as_raw_fd()) }
+        std::os::fd::AsFd::as_fd(&self.evtchn)
     }
 
     fn bind_interdomain(&mut self, remote_dom: u16, remote_port: u32) -> io::Result<u32> {
