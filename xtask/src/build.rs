@@ -82,7 +82,7 @@ pub const ARTIFACTS: &[Artifact] = &[
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
 /// (`/usr/sbin/<bin>`).
-pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED];
+pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED, XENCONSOLED, XL];
 
 /// A dom0 tool (dom0-tools/<name>, package and binary `<name>`).
 const fn tool(name: &'static str) -> Artifact {
@@ -94,6 +94,8 @@ const fn tool(name: &'static str) -> Artifact {
 }
 
 pub const XENSTORED: Artifact = tool("xenstored");
+pub const XENCONSOLED: Artifact = tool("xenconsoled");
+pub const XL: Artifact = tool("xl");
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {

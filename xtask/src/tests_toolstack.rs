@@ -52,6 +52,7 @@ pub fn all() -> Vec<Test> {
             600,
         ),
         dom0_xenstored(),
+        linux_domu_smoke(),
     ]
 }
 
@@ -65,8 +66,25 @@ pub fn dom0_xenstored() -> Test {
         crate::tests_dom0::QEMU_TIMEOUT,
     )
     .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
-    .send(r"dom0: shell ready", "cat /var/log/xen/xenstored.log; ls /sys/bus/xen-backend/ && echo XB=ok\n")
+    .send(
+        r"dom0: shell ready",
+        "cat /var/log/xen/xenstored.log; ls /sys/bus/xen-backend/ && echo XB=ok\n",
+    )
     .expect(&[r"XB=ok"])
     .send(r"XB=ok", "poweroff -f\n")
+    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// Scratch: `xl create` the example domU and show what happens.
+pub fn linux_domu_smoke() -> Test {
+    crate::tests_dom0::dom0_boot(
+        "qemu-tcg/toolstack/smoke",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        crate::tests_dom0::QEMU_CMDLINE,
+        crate::tests_dom0::QEMU_TIMEOUT,
+    )
+    .send(r"dom0: shell ready", "xl info; xl create /etc/xen/example.cfg; echo CREATE=$?; sleep 20; xl list; cat /var/log/xen/console/*; cat /var/log/xen/*.log; echo SMOKE=done\n")
+    .expect(&[r"SMOKE=done"])
+    .send(r"SMOKE=done", "poweroff -f\n")
     .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
