@@ -4,6 +4,13 @@
 //! children check that fvctl refuses them (`-EPERM`).
 
 use crate::build;
+
+/// A line dom0 printed, with or without the `(d0) ` prefix (as `tests_dom0::d0!`).
+macro_rules! d0 {
+    ($p:literal) => {
+        concat!(r"^(?:\(d0\) )?", $p)
+    };
+}
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
 use crate::tests_multi::{built_copy, leak, line, pass, shut_down, starts};
 
@@ -52,7 +59,8 @@ pub fn all() -> Vec<Test> {
             600,
         ),
         dom0_xenstored(),
-        linux_domu_smoke(),
+        linux_domu(),
+        linux_domu_bochs(),
     ]
 }
 
@@ -75,16 +83,111 @@ pub fn dom0_xenstored() -> Test {
     .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
 
-/// Scratch: `xl create` the example domU and show what happens.
-pub fn linux_domu_smoke() -> Test {
-    crate::tests_dom0::dom0_boot(
-        "qemu-tcg/toolstack/smoke",
+/// Shell helpers typed into dom0 first: `c` counts the domU's `tick` lines in its console
+/// log (written by xenconsoled), `up` waits (up to 90 s) until the log has one more
+/// `domU: shell ready` than `$n`.
+const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
+    c() { grep -c '^tick' $L; }; \
+    ready() { grep -c 'domU: shell ready' $L 2>/dev/null || echo 0; }; \
+    up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.1; done; }; \
+    free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
+    echo HELPERS=ok\n";
+
+/// `xl create` of the example domU, timed from the command to the domU's shell.
+const CREATE: &str = "n=$(ready); f0=$(free); t0=$(cut -d' ' -f1 /proc/uptime); \
+    xl create /etc/xen/example.cfg; echo CREATE=$?; \
+    up && echo DOMU_UP_MS=$(awk -v a=$t0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf \"%d\", (b - a) * 1000 }') \
+    || echo DOMU_UP=never; \
+    xl list | awk '$1 == \"example\" { print \"LIST=\" $3 \",\" $4 \",\" $5 }'\n";
+
+/// Ticks counted from the console log: they advance, stop while paused, resume.
+const PAUSE_CHECK: &str = "a=$(c); sleep 2; b=$(c); xl pause example; \
+    xl list | awk '$1 == \"example\" { print \"PAUSED_STATE=\" $5 }'; sleep 1; p1=$(c); sleep 3; p2=$(c); \
+    xl unpause example; sleep 2; u=$(c); echo TICKS=$a,$b,$p1,$p2,$u; \
+    [ $b -gt $a ] && [ $p2 -eq $p1 ] && [ $u -gt $p2 ] && echo PAUSE_CHECK=ok || echo PAUSE_CHECK=bad\n";
+
+/// Waits (10 s at most) until `example` is gone from `xl list`.
+const GONE: &str =
+    "for i in $(seq 50); do xl list | grep -q '^example ' || break; sleep 0.2; done; \
+    echo GONE=$(xl list | grep -c '^example ')\n";
+
+/// `xl reboot`: the domU reboots through its own kernel, and xl's monitor builds it
+/// again with the same config (a new domain id, and its shell comes up once more).
+const REBOOT: &str = "n=$(ready); xl create /etc/xen/example.cfg >/dev/null; up; n=$(ready); \
+    id1=$(xl list | awk '$1 == \"example\" { print $2 }'); xl reboot example; up; \
+    id2=$(xl list | awk '$1 == \"example\" { print $2 }'); echo IDS=$id1,$id2; \
+    [ -n \"$id2\" ] && [ \"$id1\" != \"$id2\" ] && echo REBOOT=ok || echo REBOOT=bad\n";
+
+const DESTROY: &str = "xl destroy example; echo DESTROY=$?; \
+    echo GONE2=$(xl list | grep -c '^example '); echo FREE_MIB=$f0,$(free)\n";
+
+fn ends_with_poweroff(t: Test) -> Test {
+    t.expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// The toolstack with a Linux domU (QEMU): create → it reaches userspace; `list`; the
+/// console round trip; pause stops its counter and unpause resumes it; its own
+/// `poweroff` removes it; `xl reboot` rebuilds it; `destroy` ends it.
+pub fn linux_domu() -> Test {
+    let t = crate::tests_dom0::dom0_boot(
+        "qemu-tcg/toolstack/linux-domu",
         Emulator::qemu_tcg(QemuBoot::Kernel),
         crate::tests_dom0::QEMU_CMDLINE,
-        crate::tests_dom0::QEMU_TIMEOUT,
+        600,
     )
-    .send(r"dom0: shell ready", "xl info; xl create /etc/xen/example.cfg; echo CREATE=$?; sleep 20; xl list; cat /var/log/xen/console/*; cat /var/log/xen/*.log; echo SMOKE=done\n")
-    .expect(&[r"SMOKE=done"])
-    .send(r"SMOKE=done", "poweroff -f\n")
-    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+    .send(r"dom0: shell ready", HELPERS)
+    .expect(&[d0!(r"HELPERS=ok")])
+    .send(r"HELPERS=ok\r?\n", CREATE)
+    .expect_value(d0!(r"CREATE=(\d+)$"), "0")
+    .expect(&[d0!(r"DOMU_UP_MS=\d+$")])
+    .expect(&[d0!(r"LIST=128,1,[-rb]{6}$")])
+    .send(r"LIST=\S+\r?\n", "xl console example\n")
+    .send(r"domU: shell ready", "echo CONSOLE=$((6 * 7))\n")
+    .expect(&[d0!(r"CONSOLE=42")])
+    .send(
+        r"CONSOLE=42",
+        "(i=0; while :; do i=$((i + 1)); echo tick $i; sleep 0.3; done) &\n",
+    )
+    .send(r"tick 3\r?\n", "\x1d")
+    .send(r"dom0# $", PAUSE_CHECK)
+    .expect(&[d0!(r"PAUSED_STATE=[-rb]{2}p---$")])
+    .expect_value(d0!(r"PAUSE_CHECK=(\S+)$"), "ok")
+    .send(r"PAUSE_CHECK=\S+\r?\n", "xl console example\n")
+    .send(r"tick \d+\r?\n", "poweroff\n")
+    .expect(&[d0!(r".*domU: poweroff requested"), r"console closed"])
+    .send(r"console closed", GONE)
+    .expect_value(d0!(r"GONE=(\d+)$"), "0")
+    .send(r"GONE=\d+\r?\n", REBOOT)
+    .expect_value(d0!(r"REBOOT=(\S+)$"), "ok")
+    .send(r"REBOOT=\S+\r?\n", DESTROY)
+    .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
+    .expect_value(d0!(r"GONE2=(\d+)$"), "0")
+    .expect(&[d0!(r"FREE_MIB=\d+,\d+$")])
+    .send(r"FREE_MIB=\S+\r?\n", "poweroff -f\n");
+    ends_with_poweroff(t)
+}
+
+/// The same toolstack on VMX (Bochs): create → console round trip → destroy.
+pub fn linux_domu_bochs() -> Test {
+    let t = crate::tests_dom0::dom0_boot(
+        "bochs/toolstack/linux-domu",
+        Emulator::Bochs,
+        "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff",
+        1500,
+    )
+    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+    .send(r"dom0: shell ready", HELPERS)
+    .send(r"HELPERS=ok\r?\n", CREATE)
+    .expect_value(d0!(r"CREATE=(\d+)$"), "0")
+    .expect(&[d0!(r"DOMU_UP_MS=\d+$")])
+    .send(r"LIST=\S+\r?\n", "xl console example\n")
+    .send(r"domU: shell ready", "echo CONSOLE=$((6 * 7))\n")
+    .expect(&[d0!(r"CONSOLE=42")])
+    .send(r"CONSOLE=42", "\x1d")
+    .send(r"dom0# $", DESTROY)
+    .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
+    .expect_value(d0!(r"GONE2=(\d+)$"), "0")
+    .send(r"FREE_MIB=\S+\r?\n", "poweroff -f\n");
+    ends_with_poweroff(t)
 }
