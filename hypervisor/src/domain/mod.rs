@@ -266,6 +266,9 @@ pub struct DomState {
     pub vcpu_info: Vec<Option<u64>>,
     /// Host frames of the grant table (v1), allocated as the guest maps them.
     pub grant_frames: arrayvec::ArrayVec<u64, MAX_GRANT_FRAMES>,
+    /// Grant mapping state: entries of this domain others have pinned, and the mappings
+    /// this domain made (maptrack).
+    pub grant: crate::xen::grant_table::GrantState,
     /// PIT channel 2 and port 0x61 (TSC calibration).
     pub pit: crate::hvm::pit::Pit2,
     /// Console output not yet sent.

@@ -274,6 +274,11 @@ impl Maptrack {
         self.used == 0
     }
 
+    /// Whether [`Maptrack::insert`] would fail.
+    pub fn is_full(&self) -> bool {
+        self.free.is_empty() && self.slots.len() >= self.limit as usize
+    }
+
     /// Records `m` under a new handle; `no_space` when the table is full.
     pub fn insert(&mut self, m: Mapping) -> Result<u32, Status> {
         if let Some(h) = self.free.pop() {

@@ -149,10 +149,12 @@ fn maptrack_handles_are_bounded_and_reused() {
     assert_eq!(mt.insert(mapping(0x1000)), Ok(0));
     assert_eq!(mt.insert(mapping(0x2000)), Ok(1));
     assert_eq!(mt.insert(mapping(0x3000)), Ok(2));
+    assert!(mt.is_full());
     assert_eq!(mt.insert(mapping(0x4000)), Err(GNTST_NO_SPACE));
     assert!(mt.maps_at(0x2000));
     assert_eq!(mt.remove(1).unwrap().gpa, 0x2000);
     assert!(!mt.maps_at(0x2000));
+    assert!(!mt.is_full());
     assert_eq!(mt.remove(1), Err(GNTST_BAD_HANDLE));
     assert_eq!(mt.get(1), Err(GNTST_BAD_HANDLE));
     assert_eq!(mt.get(u32::MAX), Err(GNTST_BAD_HANDLE));
