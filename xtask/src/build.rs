@@ -78,6 +78,8 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_REAPER,
     GUEST_BENCH,
     GUEST_UPCALL_VECTOR,
+    GUEST_GRANT_GRANTER,
+    GUEST_GRANT_MAPPER,
 ];
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
@@ -104,6 +106,8 @@ pub const GUEST_BAD_ARGS: Artifact = guest("guest-bad-args");
 pub const GUEST_REAPER: Artifact = guest("guest-reaper");
 pub const GUEST_BENCH: Artifact = guest("guest-bench");
 pub const GUEST_UPCALL_VECTOR: Artifact = guest("guest-upcall-vector");
+pub const GUEST_GRANT_GRANTER: Artifact = guest("guest-grant-granter");
+pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

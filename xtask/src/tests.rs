@@ -229,6 +229,7 @@ pub fn all() -> Vec<Test> {
     // dom0 tests first: the first of them fetches the Debian kernel.
     tests.extend(crate::tests_dom0::all());
     tests.extend(crate::tests_multi::all());
+    tests.extend(crate::tests_grant::all());
     tests
 }
 

@@ -397,6 +397,12 @@ impl<F: Format> GuestMemory<F> {
         }
     }
 
+    /// The type of the p2m entry at `gpa`, if anything is mapped there (for diagnostics).
+    pub fn p2m_type(&self, gpa: u64) -> Option<P2mType> {
+        let t = self.p2m.lock().table.translate(&DirectMap, gpa)?;
+        Some(P2mType::from_kind(t.kind))
+    }
+
     /// The host frame of the domain's own RAM page at `gpa` (p2m type RAM), for granting;
     /// None for anything else (a shared frame, a grant mapping, a hole).
     pub fn ram_frame(&self, gpa: u64) -> Option<u64> {

@@ -207,9 +207,13 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
+            let what = match cx.dom.mem.p2m_type(gpa) {
+                Some(t) => alloc::format!("not permitted by its p2m ({t:?} page)"),
+                None => "outside its memory".into(),
+            };
             return crash(
                 cx,
-                format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"),
+                format_args!("{access} access to guest-physical {gpa:#x}{at} {what}"),
             );
         }
         Exit::NestedPageMisconfig { gpa } => {

@@ -309,10 +309,16 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
         if maptrack.is_full() {
             return Err(GNTST_NO_SPACE);
         }
-        let entry = shared_entry::addr(gr.frames, gref).ok_or(GNTST_BAD_GNTREF)?;
+        // The table has at least one frame (as Xen's, from creation) even before the
+        // guest maps one here: its entries read as invalid until then.
+        let entries = gr.frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
+        if u64::from(gref) >= entries {
+            return Err(GNTST_BAD_GNTREF);
+        }
         if gpa % phys_frame() != 0 || gpa / phys_frame() > MAX_GPFN {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
+        let entry = shared_entry::addr(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
         if maptrack.maps_at(gpa) {
             return Err(GNTST_GENERAL_ERROR);
         }

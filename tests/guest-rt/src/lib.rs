@@ -46,6 +46,7 @@ pub mod arch;
 mod boot;
 pub mod console;
 pub mod evtchn;
+pub mod grant;
 mod fail;
 pub mod hypercall;
 #[cfg(target_os = "none")]
