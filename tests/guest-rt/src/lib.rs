@@ -46,8 +46,8 @@ pub mod arch;
 mod boot;
 pub mod console;
 pub mod evtchn;
-pub mod grant;
 mod fail;
+pub mod grant;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod idt;
