@@ -9,7 +9,9 @@
 //! earlier lock while holding a later one): the domain table, then domain locks
 //! (`Domain::st`, several only in ascending domid order), then a vCPU's parked context,
 //! then the scheduler, then the p2m and the frame allocator, then the console. None is
-//! held across a VM entry; interrupt handlers take none.
+//! held across a VM entry; interrupt handlers take none. (Grant mapping holds the mapper's
+//! and the granter's domain locks, in domid order, then one p2m at a time; the frame
+//! table's reference counts are lock-free atomics.)
 
 pub mod build;
 pub mod kernel;
