@@ -61,7 +61,7 @@ fn shut_down(domid: u32, name: &str) -> &'static str {
 
 /// Checks the granter counts (keep in step with the guests).
 const GRANTER_CHECKS: u32 = 10;
-const MAPPER_CHECKS: u32 = 25;
+const MAPPER_CHECKS: u32 = 27;
 const READER_CHECKS: u32 = 2;
 
 fn scenario(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) -> Test {

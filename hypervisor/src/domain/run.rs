@@ -284,10 +284,14 @@ fn hypercall<B: Backend>(cx: &mut Cx<'_, B>) -> Flow {
         args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8],
     };
     let (rax, reply) = xen::dispatch(cx, call);
+    if reply == Reply::Again {
+        // RIP stays on the hypercall instruction and RAX on its number.
+        return Flow::Continue;
+    }
     cx.v.hw.regs().rax = rax;
     cx.v.hw.skip_instruction();
     match reply {
-        Reply::Value(_) => Flow::Continue,
+        Reply::Value(_) | Reply::Again => Flow::Continue,
         Reply::Yield => Flow::Out(Outcome::Yield),
         Reply::Block => block(cx, "SCHEDOP_block"),
         Reply::Poll { timeout } => {

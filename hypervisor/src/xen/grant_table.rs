@@ -25,16 +25,17 @@
 //! in G's entry when the last such pin goes) and then the frame reference; if G is gone,
 //! only the reference goes, and the last one frees G's orphaned page.
 //!
-//! Batches are processed in full (status per op, the hypercall returns 0), up to
-//! [`MAX_BATCH`] ops per call: without hypercall continuations here, larger batches are
-//! refused with `-EINVAL` before any op runs, so the work per call stays bounded.
+//! Batches are processed in full (status per op; the hypercall returns 0 once all ran), at
+//! most [`OPS_PER_STEP`] ops per VM exit: a longer batch continues with a hypercall
+//! continuation ([`Reply::Again`]: `uop` and `count` advanced in the guest's registers,
+//! the instruction executed again), so the scheduler runs in between, as Xen does.
 
 use super::guest_access::{read_arg, write_arg};
 use super::Cx;
 use super::Reply;
 use crate::domain::memory::GrantP2mError;
 use crate::domain::{DomState, Domain, Life, MAX_GRANT_FRAMES};
-use crate::hvm::Backend;
+use crate::hvm::{Backend, Vcpu as _};
 use crate::mm::frametable::global as frametable;
 use crate::mm::phys;
 use crate::schedule::Hv;
@@ -49,8 +50,11 @@ use xen_abi::grant_table::{
     GNTTAB_V1_ENTRIES_PER_FRAME,
 };
 
-/// Most ops in one map or unmap batch (see the module documentation).
-pub const MAX_BATCH: u64 = 1024;
+/// Ops of a map or unmap batch processed per VM exit (see the module documentation).
+pub const OPS_PER_STEP: u64 = 32;
+
+/// Largest `count` (Xen takes it as a non-negative `int`).
+const MAX_COUNT: u64 = i32::MAX as u64;
 
 /// Most live mappings (maptrack handles) per domain.
 pub const MAPTRACK_LIMIT: u32 = 1024;
@@ -156,8 +160,9 @@ pub fn frame<B: Backend>(cx: &Cx<'_, B>, idx: u64) -> Option<u64> {
 }
 
 /// Runs `f` on each of the `count` ops of type `T` at guest address `uop`, copying each in
-/// and its result back out. Returns 0 once every op ran (their statuses say how each
-/// went); `-EFAULT` if an op cannot be read or written (ops before it took effect).
+/// and its result back out, [`OPS_PER_STEP`] at a time (then a continuation with the rest).
+/// Returns 0 once every op ran (their statuses say how each went); `-EFAULT` if an op
+/// cannot be read or written (ops before it took effect); `-EINVAL` for a negative count.
 fn batch<T, B: Backend>(
     cx: &mut Cx<'_, B>,
     uop: u64,
@@ -167,11 +172,12 @@ fn batch<T, B: Backend>(
 where
     T: zerocopy::FromBytes + zerocopy::IntoBytes + zerocopy::Immutable,
 {
-    if count > MAX_BATCH {
+    if count > MAX_COUNT {
         return Err(Errno::EINVAL);
     }
     let size = core::mem::size_of::<T>() as u64;
-    for i in 0..count {
+    let step = count.min(OPS_PER_STEP);
+    for i in 0..step {
         let at = i
             .checked_mul(size)
             .and_then(|o| uop.checked_add(o))
@@ -180,7 +186,15 @@ where
         f(cx, &mut op);
         write_arg(cx, at, &op)?;
     }
-    Ok(Reply::Value(0))
+    if step == count {
+        return Ok(Reply::Value(0));
+    }
+    // The rest next time: same command (RDI), advanced `uop` (RSI) and `count` (RDX).
+    let next = uop.checked_add(step * size).ok_or(Errno::EFAULT)?;
+    let regs = cx.v.hw.regs();
+    regs.rsi = next;
+    regs.rdx = count - step;
+    Ok(Reply::Again)
 }
 
 /// The granter's side of a mapping operation: its active entries, grant frames and life.

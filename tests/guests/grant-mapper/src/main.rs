@@ -24,8 +24,8 @@
 use guest_rt::grant::{self, read_word, status_name, write_word, Page};
 use guest_rt::hypercall::{describe, sched_yield};
 use guest_rt::xen_abi::grant_table::{
-    GnttabMapGrantRef, GnttabUnmapGrantRef, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTST_BAD_DOMAIN,
-    GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR,
+    GnttabMapGrantRef, GnttabUnmapGrantRef, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR,
 };
 use guest_rt::{ensure, evtchn, fail, println, pvclock, Fail, StartInfo, TestResult};
 
@@ -42,6 +42,9 @@ mod proto {
     pub const P2_A_PHASE: usize = 300;
     pub const P2_B_PHASE: usize = 301;
 }
+
+/// Ops in the long batches (more than the hypervisor's 32 per step).
+const BIG: usize = 40;
 
 /// A page of this domain's own RAM (mapping over it must be refused).
 static OWN: Page = Page::new();
@@ -287,6 +290,37 @@ fn rw(run: &mut Run, granter: u16, x: impl Fn(u64) -> u64) -> TestResult {
     run.check(
         rc == 0 && unops[0].status == 0 && unops[1].status == GNTST_BAD_HANDLE,
         "an unmap batch: the first unmap works, the repeated handle is bad_handle",
+    )?;
+
+    // A batch longer than the hypervisor's step (32 ops per exit: a continuation runs the
+    // rest), 40 read-only maps of ref 8, then 40 unmaps in one batch.
+    let mut big = [op(8, 0); BIG];
+    for (k, o) in big.iter_mut().enumerate() {
+        o.host_addr = x(8 + k as u64);
+        o.flags |= GNTMAP_READONLY;
+    }
+    let rc = grant::map_batch(&mut big);
+    let handles_distinct = big
+        .iter()
+        .enumerate()
+        .all(|(i, a)| big[..i].iter().all(|b| b.handle != a.handle));
+    run.check(
+        rc == 0
+            && big.iter().all(|o| o.status == 0)
+            && handles_distinct
+            && (0..BIG).all(|k| read_word(x(8 + k as u64), proto::P1_B_DATA) == proto::B_DATA),
+        "a 40-op map batch (continued) maps every op",
+    )?;
+    let mut unbig = [GnttabUnmapGrantRef::default(); BIG];
+    for (u, o) in unbig.iter_mut().zip(&big) {
+        u.host_addr = o.host_addr;
+        u.handle = o.handle;
+        u.status = 1;
+    }
+    let rc = grant::unmap_batch(&mut unbig);
+    run.check(
+        rc == 0 && unbig.iter().all(|u| u.status == 0),
+        "a 40-op unmap batch (continued) unmaps every op",
     )?;
 
     // The granter sees the write, then everything of P1 is unmapped.
