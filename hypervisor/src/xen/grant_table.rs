@@ -248,47 +248,62 @@ fn with_states<B: Backend, R>(
 /// Atomic access to a granter's shared entries (its grant-table frames).
 mod shared_entry {
     use super::{phys, GNTST_GENERAL_ERROR, GNTTAB_V1_ENTRIES_PER_FRAME};
+    use core::marker::PhantomData;
     use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
     use grant::{Status, MAX_CAS_RETRIES};
 
-    /// Host address of entry `gref` in the frames `frames`, if the table has it.
-    pub fn addr(frames: &[u64], gref: u32) -> Option<u64> {
-        let per = GNTTAB_V1_ENTRIES_PER_FRAME;
-        let frame = frames.get(usize::try_from(gref / per).ok()?)?;
-        Some(frame + u64::from(gref % per) * 8)
+    /// Entry `gref` of a granter's table, valid while the borrow of its frame list (taken
+    /// under its domain lock) lasts.
+    #[derive(Clone, Copy)]
+    pub struct Entry<'a> {
+        addr: u64,
+        _frames: PhantomData<&'a [u64]>,
     }
 
-    fn word(entry: u64) -> &'static AtomicU32 {
-        // SAFETY: `entry` comes from `addr`: an 8-aligned entry inside a grant-table frame
-        // of the granter, a hypervisor frame in the direct map. Callers hold the granter's
-        // domain lock, and its grant frames are only freed when the domain is dropped, so
-        // the frame outlives every use of the reference (none is kept past the call that
-        // obtained it). The guest changes the word concurrently, but only with its own
-        // atomic operations or plain stores; AtomicU32 has u32's layout and only atomic
-        // operations are made through it.
-        unsafe { &*phys::to_virt(entry).cast::<AtomicU32>() }
-    }
-
-    /// Replaces the `{flags, domid}` word at `entry` with `f(old)`, retrying a bounded
-    /// number of times while the guest changes it; `f`'s error, or `general_error` when
-    /// the retries run out.
-    pub fn update(entry: u64, f: impl Fn(u32) -> Result<u32, Status>) -> Result<(), Status> {
-        let w = word(entry);
-        let mut old = w.load(SeqCst);
-        for _ in 0..MAX_CAS_RETRIES {
-            let new = f(old)?;
-            match w.compare_exchange(old, new, SeqCst, SeqCst) {
-                Ok(_) => return Ok(()),
-                Err(now) => old = now,
-            }
+    impl<'a> Entry<'a> {
+        /// Entry `gref` in the grant frames `frames`, if the table has it.
+        pub fn of(frames: &'a [u64], gref: u32) -> Option<Entry<'a>> {
+            let per = GNTTAB_V1_ENTRIES_PER_FRAME;
+            let frame = frames.get(usize::try_from(gref / per).ok()?)?;
+            Some(Entry {
+                addr: frame + u64::from(gref % per) * 8,
+                _frames: PhantomData,
+            })
         }
-        Err(GNTST_GENERAL_ERROR)
-    }
 
-    /// The entry's `frame` field.
-    pub fn frame(entry: u64) -> u32 {
-        // Read through an atomic too (entry + 4 is 4-aligned inside the same frame).
-        word(entry + 4).load(SeqCst)
+        /// The 32-bit word at byte `offset` (0 or 4) of the entry.
+        fn word(&self, offset: u64) -> &'a AtomicU32 {
+            // SAFETY: `addr` is an 8-aligned entry inside a grant-table frame of the
+            // granter (`of` took it from its frame list), a hypervisor frame in the direct
+            // map; `offset` is 0 or 4, so the word is 4-aligned and inside the frame. The
+            // frame list is borrowed for 'a from the granter's locked state, and grant
+            // frames are only freed when the domain is dropped, so the frame outlives the
+            // reference. The guest changes the word concurrently, but only with its own
+            // atomic operations or plain stores; AtomicU32 has u32's layout and only atomic
+            // operations are made through it.
+            unsafe { &*phys::to_virt(self.addr + offset).cast::<AtomicU32>() }
+        }
+
+        /// Replaces the `{flags, domid}` word with `f(old)`, retrying a bounded number of
+        /// times while the guest changes it; `f`'s error, or `general_error` when the
+        /// retries run out.
+        pub fn update(&self, f: impl Fn(u32) -> Result<u32, Status>) -> Result<(), Status> {
+            let w = self.word(0);
+            let mut old = w.load(SeqCst);
+            for _ in 0..MAX_CAS_RETRIES {
+                let new = f(old)?;
+                match w.compare_exchange(old, new, SeqCst, SeqCst) {
+                    Ok(_) => return Ok(()),
+                    Err(now) => old = now,
+                }
+            }
+            Err(GNTST_GENERAL_ERROR)
+        }
+
+        /// The entry's `frame` field.
+        pub fn frame(&self) -> u32 {
+            self.word(4).load(SeqCst)
+        }
     }
 }
 
@@ -332,24 +347,23 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
         if gpa % phys_frame() != 0 || gpa / phys_frame() > MAX_GPFN {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
-        let entry = shared_entry::addr(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
+        let entry = shared_entry::Entry::of(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
         if maptrack.maps_at(gpa) {
             return Err(GNTST_GENERAL_ERROR);
         }
         let plan = gr.active.plan(gref, m.id, writable)?;
         if plan.update_shared {
-            shared_entry::update(entry, |old| grant::pin_word(old, m.id, writable, true))?;
+            entry.update(|old| grant::pin_word(old, m.id, writable, true))?;
         }
         // Undoes the shared-word change above (on a later failure).
         let undo_shared = || {
             if plan.update_shared {
                 let (clear_w, clear_r) = (writable, plan.first);
-                let _ =
-                    shared_entry::update(entry, |old| Ok(grant::unpin_word(old, clear_w, clear_r)));
+                let _ = entry.update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
             }
         };
         let (gfn, host) = if plan.first {
-            let gfn = shared_entry::frame(entry);
+            let gfn = entry.frame();
             match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
                 Some(h) if frametable::get_owned(h) => (gfn, h),
                 _ => {
@@ -441,8 +455,8 @@ fn release<B: Backend>(
                 .is_some_and(|a| a.mapper == m.id && a.host == mapping.host);
             if ours {
                 if let Ok(u) = gr.active.unpin(mapping.gref, m.id, !mapping.readonly) {
-                    if let Some(entry) = shared_entry::addr(gr.frames, mapping.gref) {
-                        let _ = shared_entry::update(entry, |old| {
+                    if let Some(entry) = shared_entry::Entry::of(gr.frames, mapping.gref) {
+                        let _ = entry.update(|old| {
                             Ok(grant::unpin_word(old, u.clear_writing, u.clear_reading))
                         });
                     }
