@@ -59,8 +59,9 @@ const MAX_COUNT: u64 = i32::MAX as u64;
 /// Most live mappings (maptrack handles) per domain.
 pub const MAPTRACK_LIMIT: u32 = 1024;
 
-/// Highest guest frame number a mapping may target (as `add_to_physmap`: 40 bits).
-const MAX_GPFN: u64 = (1 << 40) - 1;
+/// Highest guest frame number a mapping may target: the 4-level p2m takes 48-bit
+/// guest-physical addresses.
+const MAX_GPFN: u64 = (1 << 36) - 1;
 
 /// A domain's grant mapping state (in its [`DomState`]).
 #[derive(Debug)]
