@@ -338,6 +338,7 @@ impl<B: Backend> Hv<B> {
     /// the last reference drops ([`Hv::reap`] reports it).
     fn destroy(&self, dom: &Arc<Domain<B>>) {
         crate::xen::events::close_all(self, dom);
+        crate::xen::grant_table::unmap_all(self, dom);
         {
             let mut s = self.sched.lock();
             for v in &dom.vcpus {

@@ -87,6 +87,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         frames.free_frames() * FRAME_SIZE >> 20
     );
     drop(frames_guard);
+    crate::mm::frametable::global::init(phys::mapped_limit());
 
     let tb = time::init();
     info!(

@@ -78,6 +78,8 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_BENCH,
     GUEST_UPCALL_VECTOR,
     GUEST_TOOLSTACK,
+    GUEST_GRANT_GRANTER,
+    GUEST_GRANT_MAPPER,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -122,6 +124,8 @@ pub const GUEST_REAPER: Artifact = guest("guest-reaper");
 pub const GUEST_BENCH: Artifact = guest("guest-bench");
 pub const GUEST_UPCALL_VECTOR: Artifact = guest("guest-upcall-vector");
 pub const GUEST_TOOLSTACK: Artifact = guest("guest-toolstack");
+pub const GUEST_GRANT_GRANTER: Artifact = guest("guest-grant-granter");
+pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

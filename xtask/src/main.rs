@@ -22,6 +22,7 @@ mod qemu;
 mod spec;
 mod tests;
 mod tests_dom0;
+mod tests_grant;
 mod tests_multi;
 mod tests_toolstack;
 mod util;

@@ -230,6 +230,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_dom0::all());
     tests.extend(crate::tests_multi::all());
     tests.extend(crate::tests_toolstack::all());
+    tests.extend(crate::tests_grant::all());
     tests
 }
 

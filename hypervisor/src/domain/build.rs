@@ -338,6 +338,7 @@ fn assemble<B: Backend>(
             shared_info: None,
             vcpu_info: alloc::vec![None; spec.vcpus as usize],
             grant_frames: arrayvec::ArrayVec::new(),
+            grant: Default::default(),
             pit: Default::default(),
             console_line: ArrayString::new(),
             console_started: false,

@@ -7,16 +7,79 @@
 //! shared_info, is honoured), check the p2m permissions, and copy with volatile accesses
 //! (the guest may be changing the memory at the same time). Nothing ever holds a Rust
 //! reference into guest memory.
+//!
+//! Every p2m leaf carries a [`P2mType`] in bits the hardware ignores: the domain's own
+//! RAM, a hypervisor frame shared with it (shared_info, grant-table frames), or another
+//! domain's page mapped through a grant (read/write or read-only). RAM frames are owned in
+//! the frame table ([`crate::mm::frametable`]): on teardown each is freed unless a grant
+//! mapping still holds it, and then freed by that mapping's last unmap.
 
 use crate::domain::walk::GuestPhysRead;
 use crate::mm::frame::FRAME_SIZE;
+use crate::mm::frametable::global as frametable;
 use crate::mm::phys::{self, DirectMap, TableFrames};
 use alloc::vec::Vec;
 use core::fmt;
+use frametable::Hold;
 use pagetable::{Format, MapError, MemType, PageSize, PageTable, Perm};
 
 /// Granule of guest RAM allocation and of large p2m pages.
 pub const CHUNK: u64 = 2 << 20;
+
+/// What a p2m entry maps (stored with the leaf, see `pagetable::PageTable::map_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum P2mType {
+    /// The domain's own RAM.
+    Ram,
+    /// A hypervisor frame shared with the domain (shared_info, grant-table frames).
+    XenShared,
+    /// Another domain's page mapped through a writable grant.
+    GrantRw,
+    /// Another domain's page mapped through a read-only grant.
+    GrantRo,
+    /// Reserved: a foreign page mapped by a privileged domain (not used yet).
+    Foreign,
+}
+
+impl P2mType {
+    const fn kind(self) -> u8 {
+        match self {
+            P2mType::Ram => 0,
+            P2mType::XenShared => 1,
+            P2mType::GrantRw => 2,
+            P2mType::GrantRo => 3,
+            P2mType::Foreign => 4,
+        }
+    }
+
+    /// The type of a leaf with software type `kind` (unknown values read as Foreign, which
+    /// nothing accepts).
+    pub const fn from_kind(kind: u8) -> P2mType {
+        match kind {
+            0 => P2mType::Ram,
+            1 => P2mType::XenShared,
+            2 => P2mType::GrantRw,
+            3 => P2mType::GrantRo,
+            _ => P2mType::Foreign,
+        }
+    }
+
+    /// Whether the page belongs to another domain through a grant mapping.
+    pub const fn is_grant(self) -> bool {
+        matches!(self, P2mType::GrantRw | P2mType::GrantRo)
+    }
+}
+
+/// Why a grant mapping could not be added to or removed from the p2m.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantP2mError {
+    /// Something (RAM, a shared frame, another mapping) is mapped at that address already.
+    Occupied,
+    /// Not the grant mapping of that frame.
+    NotThatMapping,
+    /// The p2m refused (address range, out of memory for tables).
+    P2m(MapError),
+}
 
 /// A guest access the p2m does not allow (or that lies outside guest memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +216,14 @@ impl<F: Format> GuestMemory<F> {
                 phys::free_frames(host, CHUNK / FRAME_SIZE);
                 return Err(e);
             }
+            let tracked = (0..CHUNK / FRAME_SIZE)
+                .filter(|i| frametable::set_owned(host + i * FRAME_SIZE))
+                .count();
+            if tracked as u64 != CHUNK / FRAME_SIZE {
+                log::debug!(
+                    "RAM chunk {host:#x}: {tracked} frames tracked (the others cannot be granted)"
+                );
+            }
         }
         Ok(self.ram_size())
     }
@@ -216,6 +287,16 @@ impl<F: Format> GuestMemory<F> {
             if p2m.overlays.contains(&(gpa, host)) {
                 return Ok(());
             }
+            // A grant mapping is removed only by its unmap (its maptrack entry and frame
+            // reference go with it).
+            if let Some(t) = p2m.table.translate(&DirectMap, gpa) {
+                if P2mType::from_kind(t.kind).is_grant() {
+                    return Err(MapError::AlreadyMapped {
+                        addr: gpa,
+                        size: PageSize::Size4K,
+                    });
+                }
+            }
             if let Some(&(old, _)) = p2m.overlays.iter().find(|o| o.1 == host) {
                 let ram = ram_host_addr(&p2m.chunks, old);
                 unmap_overlay(p2m, m, a, old, ram)?;
@@ -225,7 +306,7 @@ impl<F: Format> GuestMemory<F> {
                 unmap_overlay(p2m, m, a, gpa, ram)?;
             }
             unmap_page(&mut p2m.table, m, a, gpa)?;
-            p2m.table.map(
+            p2m.table.map_kind(
                 m,
                 a,
                 gpa,
@@ -233,17 +314,20 @@ impl<F: Format> GuestMemory<F> {
                 PageSize::Size4K,
                 Perm::RW,
                 MemType::WriteBack,
+                P2mType::XenShared.kind(),
             )?;
             p2m.overlays.push((gpa, host));
             Ok(())
         })
     }
 
-    /// Host-physical address backing `gpa`, if the p2m allows `perm` there.
-    fn host_addr(&self, gpa: u64, write: bool) -> Result<u64, GuestFault> {
-        let t = self
-            .p2m
-            .lock()
+    /// Host-physical address backing `gpa`, if the p2m allows `perm` there. For a page
+    /// mapped through a grant, also a hold on the frame: its unmap (on another CPU) may
+    /// drop the mapping's reference meanwhile, and the access must not reach a freed
+    /// frame. The hypervisor accesses such a page with the mapping's permissions only.
+    fn host_addr(&self, gpa: u64, write: bool) -> Result<(u64, Option<Hold>), GuestFault> {
+        let p2m = self.p2m.lock();
+        let t = p2m
             .table
             .translate(&DirectMap, gpa)
             .ok_or(GuestFault { gpa })?;
@@ -251,7 +335,79 @@ impl<F: Format> GuestMemory<F> {
         if !t.perm.contains(needed) {
             return Err(GuestFault { gpa });
         }
-        Ok(t.phys)
+        let hold = match P2mType::from_kind(t.kind) {
+            P2mType::Ram | P2mType::XenShared => None,
+            P2mType::GrantRw | P2mType::GrantRo => {
+                Some(Hold::new(t.phys).ok_or(GuestFault { gpa })?)
+            }
+            P2mType::Foreign => return Err(GuestFault { gpa }),
+        };
+        Ok((t.phys, hold))
+    }
+
+    /// Maps `host` (another domain's page, on which the caller holds a frame reference)
+    /// at the free guest page `gpa`, read-only or read/write, never executable. Refuses
+    /// an address where anything is mapped: RAM, a shared frame or another grant (Linux
+    /// maps grants at unpopulated addresses). Needs no flush (a non-present slot fills).
+    pub fn map_grant(&self, gpa: u64, host: u64, readonly: bool) -> Result<(), GrantP2mError> {
+        let (perm, ty) = if readonly {
+            (Perm::R, P2mType::GrantRo)
+        } else {
+            (Perm::RW, P2mType::GrantRw)
+        };
+        let r = self.with_p2m(|p2m, m, a| {
+            if p2m.table.translate(&DirectMap, gpa).is_some() {
+                return Ok(Err(GrantP2mError::Occupied));
+            }
+            p2m.table.map_kind(
+                m,
+                a,
+                gpa,
+                host,
+                PageSize::Size4K,
+                perm,
+                MemType::WriteBack,
+                ty.kind(),
+            )?;
+            Ok(Ok(()))
+        });
+        match r {
+            Ok(inner) => inner,
+            Err(MemoryError::P2m(e)) => Err(GrantP2mError::P2m(e)),
+            Err(MemoryError::OutOfMemory { .. }) => Err(GrantP2mError::P2m(MapError::OutOfMemory)),
+        }
+    }
+
+    /// Removes the grant mapping of `host` at `gpa`; fails, changing nothing, if `gpa`
+    /// holds anything else. The caller must flush every vCPU's nested TLB before the frame
+    /// reference the mapping held is dropped.
+    pub fn unmap_grant(&self, gpa: u64, host: u64) -> Result<(), GrantP2mError> {
+        let r = self.with_p2m(|p2m, m, a| {
+            match p2m.table.translate(&DirectMap, gpa) {
+                Some(t) if P2mType::from_kind(t.kind).is_grant() && t.phys == host => {}
+                _ => return Ok(Err(GrantP2mError::NotThatMapping)),
+            }
+            p2m.table.unmap(m, a, gpa, PageSize::Size4K)?;
+            Ok(Ok(()))
+        });
+        match r {
+            Ok(inner) => inner,
+            Err(MemoryError::P2m(e)) => Err(GrantP2mError::P2m(e)),
+            Err(MemoryError::OutOfMemory { .. }) => Err(GrantP2mError::P2m(MapError::OutOfMemory)),
+        }
+    }
+
+    /// The type of the p2m entry at `gpa`, if anything is mapped there (for diagnostics).
+    pub fn p2m_type(&self, gpa: u64) -> Option<P2mType> {
+        let t = self.p2m.lock().table.translate(&DirectMap, gpa)?;
+        Some(P2mType::from_kind(t.kind))
+    }
+
+    /// The host frame of the domain's own RAM page at `gpa` (p2m type RAM), for granting;
+    /// None for anything else (a shared frame, a grant mapping, a hole).
+    pub fn ram_frame(&self, gpa: u64) -> Option<u64> {
+        let t = self.p2m.lock().table.translate(&DirectMap, gpa)?;
+        (P2mType::from_kind(t.kind) == P2mType::Ram).then_some(t.phys & !(FRAME_SIZE - 1))
     }
 
     /// Copies guest memory at `gpa` into `buf`; fails (copying nothing useful) if any byte
@@ -259,10 +415,11 @@ impl<F: Format> GuestMemory<F> {
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         self.for_each_page(gpa, buf.len(), false, |host, off, len| {
             for (i, b) in buf[off..off + len].iter_mut().enumerate() {
-                // SAFETY: `host..host+len` lies within one frame of this domain's memory
-                // (translated through its p2m, which only maps frames the domain owns or
-                // hypervisor overlay frames), reached through the direct map; a volatile
-                // byte read tolerates concurrent guest writes.
+                // SAFETY: `host..host+len` lies within one frame translated through this
+                // domain's p2m: its own RAM or an overlay frame (both live as long as the
+                // domain), or a granted page kept allocated by the hold `for_each_page`
+                // keeps during this call; reached through the direct map; a volatile byte
+                // read tolerates concurrent guest writes.
                 *b = unsafe { phys::to_virt(host + i as u64).read_volatile() };
             }
         })
@@ -275,7 +432,7 @@ impl<F: Format> GuestMemory<F> {
         self.for_each_page(gpa, data.len(), true, |host, off, len| {
             for (i, b) in data[off..off + len].iter().enumerate() {
                 // SAFETY: as in `read`, and the p2m grants the guest write access here, so
-                // the frame is the domain's own writable memory.
+                // the frame is writable memory of the domain (or granted to it writable).
                 unsafe { phys::to_virt(host + i as u64).write_volatile(*b) };
             }
         })
@@ -299,7 +456,8 @@ impl<F: Format> GuestMemory<F> {
             let addr = gpa.checked_add(done as u64).ok_or(GuestFault { gpa })?;
             let in_page = (FRAME_SIZE - (addr & (FRAME_SIZE - 1))) as usize;
             let n = in_page.min(len - done);
-            f(self.host_addr(addr, write)?, done, n);
+            let (host, _hold) = self.host_addr(addr, write)?;
+            f(host, done, n);
             done += n;
         }
         Ok(())
@@ -312,11 +470,12 @@ impl<F: Format> GuestMemory<F> {
         if gpa % 8 != 0 {
             return Err(GuestFault { gpa });
         }
-        let host = self.host_addr(gpa, true)?;
+        let (host, _hold) = self.host_addr(gpa, true)?;
         // SAFETY: `host` is an 8-aligned address inside a frame the p2m lets this guest
-        // write (its own RAM or an overlay frame), reached through the direct map; the
-        // frame stays allocated while the domain (and so `self`) lives; AtomicU64 has u64's
-        // layout and only atomic operations are made through it.
+        // write (its own RAM or an overlay frame, which stay allocated while the domain,
+        // and so `self`, lives; or a granted page, held by `_hold` until the end of this
+        // call), reached through the direct map; AtomicU64 has u64's layout and only
+        // atomic operations are made through it.
         let word = unsafe { &*phys::to_virt(host).cast::<core::sync::atomic::AtomicU64>() };
         Ok(atomic_update(word, f))
     }
@@ -402,8 +561,9 @@ impl<F: Format> Drop for GuestMemory<F> {
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
             p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
         }
+        // Frames still mapped by other domains stay until their last unmap.
         for &chunk in &self.p2m.get_mut().chunks {
-            phys::free_frames(chunk, CHUNK / FRAME_SIZE);
+            frametable::disown_and_free(chunk, CHUNK / FRAME_SIZE);
         }
     }
 }

@@ -9,7 +9,9 @@
 //! earlier lock while holding a later one): the domain table, then domain locks
 //! (`Domain::st`, several only in ascending domid order), then a vCPU's parked context,
 //! then the scheduler, then the p2m and the frame allocator, then the console. None is
-//! held across a VM entry; interrupt handlers take none.
+//! held across a VM entry; interrupt handlers take none. (Grant mapping holds the mapper's
+//! and the granter's domain locks, in domid order, then one p2m at a time; the frame
+//! table's reference counts are lock-free atomics.)
 
 pub mod build;
 pub mod kernel;
@@ -269,6 +271,9 @@ pub struct DomState {
     pub vcpu_info: Vec<Option<u64>>,
     /// Host frames of the grant table (v1), allocated as the guest maps them.
     pub grant_frames: arrayvec::ArrayVec<u64, MAX_GRANT_FRAMES>,
+    /// Grant mapping state: entries of this domain others have pinned, and the mappings
+    /// this domain made (maptrack).
+    pub grant: crate::xen::grant_table::GrantState,
     /// PIT channel 2 and port 0x61 (TSC calibration).
     pub pit: crate::hvm::pit::Pit2,
     /// Console output not yet sent.

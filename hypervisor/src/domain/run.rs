@@ -207,9 +207,13 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
+            let what = match cx.dom.mem.p2m_type(gpa) {
+                Some(t) => alloc::format!("not permitted by its p2m ({t:?} page)"),
+                None => "outside its memory".into(),
+            };
             return crash(
                 cx,
-                format_args!("{access} access to guest-physical {gpa:#x}{at} outside its memory"),
+                format_args!("{access} access to guest-physical {gpa:#x}{at} {what}"),
             );
         }
         Exit::NestedPageMisconfig { gpa } => {
@@ -280,10 +284,14 @@ fn hypercall<B: Backend>(cx: &mut Cx<'_, B>) -> Flow {
         args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8],
     };
     let (rax, reply) = xen::dispatch(cx, call);
+    if reply == Reply::Again {
+        // RIP stays on the hypercall instruction and RAX on its number.
+        return Flow::Continue;
+    }
     cx.v.hw.regs().rax = rax;
     cx.v.hw.skip_instruction();
     match reply {
-        Reply::Value(_) => Flow::Continue,
+        Reply::Value(_) | Reply::Again => Flow::Continue,
         Reply::Yield => Flow::Out(Outcome::Yield),
         Reply::Block => block(cx, "SCHEDOP_block"),
         Reply::Poll { timeout } => {

@@ -4,6 +4,7 @@
 //! the bare-metal build.
 
 pub mod frame;
+pub mod frametable;
 #[cfg(target_os = "none")]
 pub mod heap;
 #[cfg(target_os = "none")]

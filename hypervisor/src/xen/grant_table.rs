@@ -1,17 +1,85 @@
-//! `grant_table_op` (20), version 1: the table's frames and their size. Mapping,
-//! unmapping and copying grants (between domains) are not offered yet.
+//! `grant_table_op` (20), version 1: the table's frames and their size, and mapping and
+//! unmapping other domains' grants (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`, for
+//! auto-translated callers: `GNTMAP_host_map` with `host_addr` a guest-physical address).
+//! Copying grants is not offered yet.
+//!
+//! # Mapping
+//! The pure rules (shared-word transitions, active entries, maptrack) are in the `grant`
+//! crate; this module applies them. One map op from domain M against granter G, under
+//! both domain locks (ascending domid order; one lock when M maps its own grant):
+//! 1. flags, G, maptrack space, `ref`, `host_addr` are checked (see [`map_one`]);
+//! 2. the granter's shared `{flags, domid}` word is updated with a bounded compare-exchange
+//!    (`GTF_reading`, and `GTF_writing` for writable maps) when the pin is G's first or
+//!    first writable one;
+//! 3. on the first pin, `frame` is read from the entry, translated through G's p2m (it must
+//!    be G's own RAM) and captured in G's active entry; each mapping takes a frame-table
+//!    reference on that page ([`crate::mm::frametable`]), so it outlives G;
+//! 4. the page is mapped at `host_addr` in M's p2m as a grant type (RW or RO). Addresses
+//!    where anything is mapped already (RAM, shared frames, other grants) are refused with
+//!    `general_error`: Linux maps grants at unpopulated addresses, and refusing keeps the
+//!    p2m simple (nothing to restore on unmap);
+//! 5. a maptrack handle in M records (G, ref, readonly, address, frame).
+//!
+//! Any failure undoes the steps before it. An unmap removes the p2m entry, flushes M's
+//! nested TLBs ([`flush_mapper`]), drops the pin (clearing `GTF_writing` / `GTF_reading`
+//! in G's entry when the last such pin goes) and then the frame reference; if G is gone,
+//! only the reference goes, and the last one frees G's orphaned page.
+//!
+//! Batches are processed in full (status per op; the hypercall returns 0 once all ran), at
+//! most [`OPS_PER_STEP`] ops per VM exit: a longer batch continues with a hypercall
+//! continuation ([`Reply::Again`]: `uop` and `count` advanced in the guest's registers,
+//! the instruction executed again), so the scheduler runs in between, as Xen does.
 
 use super::guest_access::{read_arg, write_arg};
 use super::Cx;
 use super::Reply;
-use crate::domain::MAX_GRANT_FRAMES;
-use crate::hvm::Backend;
+use crate::domain::memory::GrantP2mError;
+use crate::domain::{DomState, Domain, Life, MAX_GRANT_FRAMES};
+use crate::hvm::{Backend, Vcpu as _};
+use crate::mm::frametable::global as frametable;
 use crate::mm::phys;
+use crate::schedule::Hv;
+use grant::{ActiveTable, Mapping, Maptrack, Status};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{
-    GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GNTST_OKAY, GNTTABOP_GET_VERSION,
-    GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION,
+    GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabUnmapGrantRef,
+    GNTMAP_APPLICATION_MAP, GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP,
+    GNTMAP_READONLY, GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE,
+    GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GNTST_OKAY, GNTTABOP_GET_VERSION,
+    GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_UNMAP_GRANT_REF,
+    GNTTAB_V1_ENTRIES_PER_FRAME,
 };
+
+/// Ops of a map or unmap batch processed per VM exit (see the module documentation).
+pub const OPS_PER_STEP: u64 = 32;
+
+/// Largest `count` (Xen takes it as a non-negative `int`).
+const MAX_COUNT: u64 = i32::MAX as u64;
+
+/// Most live mappings (maptrack handles) per domain.
+pub const MAPTRACK_LIMIT: u32 = 1024;
+
+/// Highest guest frame number a mapping may target: the 4-level p2m takes 48-bit
+/// guest-physical addresses.
+const MAX_GPFN: u64 = (1 << 36) - 1;
+
+/// A domain's grant mapping state (in its [`DomState`]).
+#[derive(Debug)]
+pub struct GrantState {
+    /// Its entries other domains have pinned.
+    pub active: ActiveTable,
+    /// The mappings it made.
+    pub maptrack: Maptrack,
+}
+
+impl Default for GrantState {
+    fn default() -> Self {
+        GrantState {
+            active: ActiveTable::new(),
+            maptrack: Maptrack::new(MAPTRACK_LIMIT),
+        }
+    }
+}
 
 /// `HYPERVISOR_grant_table_op(cmd, uop, count)`.
 pub fn grant_table_op<B: Backend>(
@@ -35,6 +103,22 @@ pub fn grant_table_op<B: Backend>(
             write_arg(cx, uop, &q)?;
             Ok(Reply::Value(0))
         }
+        GNTTABOP_MAP_GRANT_REF => batch::<GnttabMapGrantRef, B>(cx, uop, count, |cx, op| {
+            match map_one(cx, op) {
+                Ok(handle) => {
+                    op.handle = handle;
+                    op.status = GNTST_OKAY;
+                }
+                Err(status) => op.status = status,
+            }
+            op.dev_bus_addr = 0;
+        }),
+        GNTTABOP_UNMAP_GRANT_REF => batch::<GnttabUnmapGrantRef, B>(cx, uop, count, |cx, op| {
+            op.status = match unmap_one(cx, op) {
+                Ok(()) => GNTST_OKAY,
+                Err(status) => status,
+            };
+        }),
         GNTTABOP_SET_VERSION => {
             if count != 1 {
                 return Err(Errno::EINVAL);
@@ -74,4 +158,353 @@ pub fn frame<B: Backend>(cx: &Cx<'_, B>, idx: u64) -> Option<u64> {
         st.grant_frames.push(f);
     }
     Some(st.grant_frames[idx])
+}
+
+/// Runs `f` on each of the `count` ops of type `T` at guest address `uop`, copying each in
+/// and its result back out, [`OPS_PER_STEP`] at a time (then a continuation with the rest).
+/// Returns 0 once every op ran (their statuses say how each went); `-EFAULT` if an op
+/// cannot be read or written (ops before it took effect); `-EINVAL` for a negative count.
+fn batch<T, B: Backend>(
+    cx: &mut Cx<'_, B>,
+    uop: u64,
+    count: u64,
+    mut f: impl FnMut(&mut Cx<'_, B>, &mut T),
+) -> Result<Reply, Errno>
+where
+    T: zerocopy::FromBytes + zerocopy::IntoBytes + zerocopy::Immutable,
+{
+    if count > MAX_COUNT {
+        return Err(Errno::EINVAL);
+    }
+    let size = core::mem::size_of::<T>() as u64;
+    let step = count.min(OPS_PER_STEP);
+    for i in 0..step {
+        let at = i
+            .checked_mul(size)
+            .and_then(|o| uop.checked_add(o))
+            .ok_or(Errno::EFAULT)?;
+        let mut op: T = read_arg(cx, at)?;
+        f(cx, &mut op);
+        write_arg(cx, at, &op)?;
+    }
+    if step == count {
+        return Ok(Reply::Value(0));
+    }
+    // The rest next time: same command (RDI), advanced `uop` (RSI) and `count` (RDX).
+    let next = uop.checked_add(step * size).ok_or(Errno::EFAULT)?;
+    let regs = cx.v.hw.regs();
+    regs.rsi = next;
+    regs.rdx = count - step;
+    Ok(Reply::Again)
+}
+
+/// The granter's side of a mapping operation: its active entries, grant frames and life.
+struct Granter<'a> {
+    active: &'a mut ActiveTable,
+    frames: &'a [u64],
+    life: Life,
+}
+
+/// Runs `f` with the mapper's maptrack and, if `g` is given, the granter's side, holding
+/// the domain locks in ascending domid order (one lock when they are the same domain).
+fn with_states<B: Backend, R>(
+    m: &Domain<B>,
+    g: Option<&Domain<B>>,
+    f: impl FnOnce(&mut Maptrack, Option<Granter<'_>>) -> R,
+) -> R {
+    fn split(st: &mut DomState) -> (&mut Maptrack, Granter<'_>) {
+        let life = st.life;
+        (
+            &mut st.grant.maptrack,
+            Granter {
+                active: &mut st.grant.active,
+                frames: &st.grant_frames,
+                life,
+            },
+        )
+    }
+    match g {
+        None => f(&mut m.st.lock().grant.maptrack, None),
+        Some(g) if g.id == m.id => {
+            let mut st = m.st.lock();
+            let (mt, gr) = split(&mut st);
+            f(mt, Some(gr))
+        }
+        Some(g) => {
+            let (mut ms, mut gs) = super::events::lock_pair(m, g);
+            let life = gs.life;
+            let gs = &mut *gs;
+            f(
+                &mut ms.grant.maptrack,
+                Some(Granter {
+                    active: &mut gs.grant.active,
+                    frames: &gs.grant_frames,
+                    life,
+                }),
+            )
+        }
+    }
+}
+
+/// Atomic access to a granter's shared entries (its grant-table frames).
+mod shared_entry {
+    use super::{phys, GNTST_GENERAL_ERROR, GNTTAB_V1_ENTRIES_PER_FRAME};
+    use core::marker::PhantomData;
+    use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use grant::{Status, MAX_CAS_RETRIES};
+
+    /// Entry `gref` of a granter's table, valid while the borrow of its frame list (taken
+    /// under its domain lock) lasts.
+    #[derive(Clone, Copy)]
+    pub struct Entry<'a> {
+        addr: u64,
+        _frames: PhantomData<&'a [u64]>,
+    }
+
+    impl<'a> Entry<'a> {
+        /// Entry `gref` in the grant frames `frames`, if the table has it.
+        pub fn of(frames: &'a [u64], gref: u32) -> Option<Entry<'a>> {
+            let per = GNTTAB_V1_ENTRIES_PER_FRAME;
+            let frame = frames.get(usize::try_from(gref / per).ok()?)?;
+            Some(Entry {
+                addr: frame + u64::from(gref % per) * 8,
+                _frames: PhantomData,
+            })
+        }
+
+        /// The 32-bit word at byte `offset` (0 or 4) of the entry.
+        fn word(&self, offset: u64) -> &'a AtomicU32 {
+            // SAFETY: `addr` is an 8-aligned entry inside a grant-table frame of the
+            // granter (`of` took it from its frame list), a hypervisor frame in the direct
+            // map; `offset` is 0 or 4, so the word is 4-aligned and inside the frame. The
+            // frame list is borrowed for 'a from the granter's locked state, and grant
+            // frames are only freed when the domain is dropped, so the frame outlives the
+            // reference. The guest changes the word concurrently, but only with its own
+            // atomic operations or plain stores; AtomicU32 has u32's layout and only atomic
+            // operations are made through it.
+            unsafe { &*phys::to_virt(self.addr + offset).cast::<AtomicU32>() }
+        }
+
+        /// Replaces the `{flags, domid}` word with `f(old)`, retrying a bounded number of
+        /// times while the guest changes it; `f`'s error, or `general_error` when the
+        /// retries run out.
+        pub fn update(&self, f: impl Fn(u32) -> Result<u32, Status>) -> Result<(), Status> {
+            let w = self.word(0);
+            let mut old = w.load(SeqCst);
+            for _ in 0..MAX_CAS_RETRIES {
+                let new = f(old)?;
+                match w.compare_exchange(old, new, SeqCst, SeqCst) {
+                    Ok(_) => return Ok(()),
+                    Err(now) => old = now,
+                }
+            }
+            Err(GNTST_GENERAL_ERROR)
+        }
+
+        /// The entry's `frame` field.
+        pub fn frame(&self) -> u32 {
+            self.word(4).load(SeqCst)
+        }
+    }
+}
+
+/// One `GNTTABOP_map_grant_ref` op from the calling domain; the maptrack handle, or the
+/// `GNTST_*` status. Checks in Xen's order: flags (`bad_gntref` without `host_map`,
+/// `general_error` for PV-only flags), the granter (`bad_domain`), a free handle
+/// (`no_space`), `ref` (`bad_gntref`), the address (`bad_virt_addr`), the entry
+/// (`general_error`), the granted page (`bad_page`), the mapper's p2m (`general_error`).
+fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, Status> {
+    if op.flags & (GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP) == 0 {
+        return Err(GNTST_BAD_GNTREF);
+    }
+    if op.flags & (GNTMAP_DEVICE_MAP | GNTMAP_APPLICATION_MAP | GNTMAP_CONTAINS_PTE) != 0 {
+        return Err(GNTST_GENERAL_ERROR);
+    }
+    let m = cx.dom;
+    let gid = cx.resolve(op.dom);
+    let g = if gid == m.id {
+        m.clone()
+    } else {
+        cx.hv.domains.get(gid).ok_or(GNTST_BAD_DOMAIN)?
+    };
+    let writable = op.flags & GNTMAP_READONLY == 0;
+    let (gref, gpa) = (op.ref_, op.host_addr);
+    with_states(m, Some(&g), |maptrack, granter| {
+        let Some(gr) = granter else {
+            return Err(GNTST_GENERAL_ERROR);
+        };
+        if gr.life != Life::Running {
+            return Err(GNTST_BAD_DOMAIN);
+        }
+        if maptrack.is_full() {
+            return Err(GNTST_NO_SPACE);
+        }
+        // The table has at least one frame (as Xen's, from creation) even before the
+        // guest maps one here: its entries read as invalid until then.
+        let entries = gr.frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
+        if u64::from(gref) >= entries {
+            return Err(GNTST_BAD_GNTREF);
+        }
+        if gpa % phys_frame() != 0 || gpa / phys_frame() > MAX_GPFN {
+            return Err(GNTST_BAD_VIRT_ADDR);
+        }
+        let entry = shared_entry::Entry::of(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
+        if maptrack.maps_at(gpa) {
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        let plan = gr.active.plan(gref, m.id, writable)?;
+        if plan.update_shared {
+            entry.update(|old| grant::pin_word(old, m.id, writable, true))?;
+        }
+        // Undoes the shared-word change above (on a later failure).
+        let undo_shared = || {
+            if plan.update_shared {
+                let (clear_w, clear_r) = (writable, plan.first);
+                let _ = entry.update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
+            }
+        };
+        let (gfn, host) = if plan.first {
+            let gfn = entry.frame();
+            match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
+                Some(h) if frametable::get_owned(h) => (gfn, h),
+                _ => {
+                    undo_shared();
+                    return Err(GNTST_BAD_PAGE);
+                }
+            }
+        } else {
+            let a = gr.active.get(gref).copied().ok_or(GNTST_GENERAL_ERROR)?;
+            if !frametable::get_extra(a.host) {
+                undo_shared();
+                return Err(GNTST_GENERAL_ERROR);
+            }
+            (a.gfn, a.host)
+        };
+        if let Err(e) = m.mem.map_grant(gpa, host, !writable) {
+            if !matches!(e, GrantP2mError::Occupied) {
+                log::debug!("d{}: grant map at {gpa:#x}: {e:?}", m.id);
+            }
+            frametable::put(host);
+            undo_shared();
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        // Neither can fail now: the plan and the free handle were checked under these locks.
+        let pinned = gr.active.pin(gref, m.id, writable, (gfn, host));
+        let handle = maptrack.insert(Mapping {
+            granter: g.id,
+            gref,
+            readonly: !writable,
+            gpa,
+            host,
+        });
+        match (pinned, handle) {
+            (Ok(_), Ok(h)) => Ok(h),
+            _ => {
+                log::error!("d{}: grant map bookkeeping failed after the checks", m.id);
+                Err(GNTST_GENERAL_ERROR)
+            }
+        }
+    })
+}
+
+const fn phys_frame() -> u64 {
+    crate::mm::frame::FRAME_SIZE
+}
+
+/// One `GNTTABOP_unmap_grant_ref` op from the calling domain.
+fn unmap_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabUnmapGrantRef) -> Result<(), Status> {
+    let m = cx.dom;
+    let mapping = *m.st.lock().grant.maptrack.get(op.handle)?;
+    if op.host_addr != mapping.gpa {
+        return Err(GNTST_GENERAL_ERROR);
+    }
+    release(cx.hv, m, op.handle, mapping, false)
+}
+
+/// Removes mapping `handle` (= `mapping`) of domain `m`: its p2m entry, then (after the
+/// flush) the pin in the granter, if it still lives, and the frame reference. With
+/// `force` (teardown of `m`, whose vCPUs never run again) the bookkeeping goes even if the
+/// p2m entry cannot be removed.
+fn release<B: Backend>(
+    hv: &Hv<B>,
+    m: &Domain<B>,
+    handle: u32,
+    mapping: Mapping,
+    force: bool,
+) -> Result<(), Status> {
+    let g = hv.domains.get(mapping.granter);
+    with_states(m, g.as_deref(), |maptrack, granter| {
+        // Another vCPU of `m` may have unmapped it meanwhile (the lock was dropped).
+        if maptrack.get(handle) != Ok(&mapping) {
+            return Err(GNTST_BAD_HANDLE);
+        }
+        if let Err(e) = m.mem.unmap_grant(mapping.gpa, mapping.host) {
+            log::warn!("d{}: grant unmap at {:#x}: {e:?}", m.id, mapping.gpa);
+            if !force {
+                return Err(GNTST_GENERAL_ERROR);
+            }
+        }
+        flush_mapper(m);
+        let _ = maptrack.remove(handle);
+        // The granter may be gone, or its id reused: only an active entry this mapping
+        // pinned (same mapper, same frame, which our reference kept from being reused)
+        // is unpinned.
+        if let Some(gr) = granter {
+            let ours = gr
+                .active
+                .get(mapping.gref)
+                .is_some_and(|a| a.mapper == m.id && a.host == mapping.host);
+            if ours {
+                if let Ok(u) = gr.active.unpin(mapping.gref, m.id, !mapping.readonly) {
+                    if let Some(entry) = shared_entry::Entry::of(gr.frames, mapping.gref) {
+                        let _ = entry.update(|old| {
+                            Ok(grant::unpin_word(old, u.clear_writing, u.clear_reading))
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    // After the flush: no vCPU of `m` can reach the frame any more.
+    frametable::put(mapping.host);
+    Ok(())
+}
+
+/// Makes sure no vCPU of `m` uses a p2m translation removed before this call once the
+/// frame behind it is released.
+///
+/// Every vCPU compares the domain's flush generation with its own before each VM entry
+/// and flushes its nested TLB (INVEPT / new ASID) if it changed. With one physical CPU,
+/// while this hypervisor code runs no vCPU of `m` is in guest mode (the caller's own vCPU
+/// is in this hypercall; the others are parked), so bumping the generation suffices: each
+/// flushes before it can use a stale translation, and the frame may be released at once.
+/// With several pCPUs this must also send an IPI to each pCPU currently running a vCPU of
+/// `m` (its context is taken out of `Vcpu::ctx`) and wait until that pCPU has flushed
+/// (acknowledged the new generation) before returning, or defer the frame release until
+/// then.
+fn flush_mapper<B: Backend>(m: &Domain<B>) {
+    m.p2m_changed();
+}
+
+/// Unmaps every mapping `dom` made (its teardown): pins and frame references go back, and
+/// granters' pages orphaned meanwhile are freed by their last unmap here.
+pub fn unmap_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
+    loop {
+        let next = {
+            let st = dom.st.lock();
+            st.grant
+                .maptrack
+                .any()
+                .and_then(|h| st.grant.maptrack.get(h).ok().map(|m| (h, *m)))
+        };
+        let Some((handle, mapping)) = next else {
+            break;
+        };
+        if release(hv, dom, handle, mapping, true).is_err() {
+            // Cannot happen (teardown is the only user now); never loop forever.
+            log::error!("d{}: grant handle {handle} not released", dom.id);
+            break;
+        }
+    }
 }

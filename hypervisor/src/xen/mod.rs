@@ -32,6 +32,10 @@ pub enum Reply {
     Block,
     /// Return 0 and let others run first (SCHEDOP_yield).
     Yield,
+    /// A continuation: the vCPU executes the same hypercall instruction again, with the
+    /// arguments the handler left in its registers (RAX keeps the hypercall number), so
+    /// long batches run in bounded steps with the scheduler in between.
+    Again,
     /// The domain shuts down with this SHUTDOWN_* reason.
     Shutdown(u32),
     /// Return 0 once a polled port is pending (the vCPU is registered as a poller), or

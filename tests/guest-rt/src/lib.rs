@@ -47,6 +47,7 @@ mod boot;
 pub mod console;
 pub mod evtchn;
 mod fail;
+pub mod grant;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod idt;

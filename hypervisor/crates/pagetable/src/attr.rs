@@ -206,4 +206,7 @@ pub struct Translation {
     pub perm: Perm,
     /// Memory type of that leaf.
     pub memtype: MemType,
+    /// The software type stored with the leaf ([`map_kind`](crate::PageTable::map_kind)),
+    /// 0 for plain mappings.
+    pub kind: u8,
 }

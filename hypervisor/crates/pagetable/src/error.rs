@@ -32,6 +32,8 @@ pub enum MapError {
     NotMapped { addr: u64 },
     /// The [`FrameSource`](crate::FrameSource) had no frame for a new table.
     OutOfMemory,
+    /// A software type above [`KIND_MAX`](crate::KIND_MAX).
+    BadKind { kind: u8 },
 }
 
 impl fmt::Display for MapError {
@@ -63,6 +65,7 @@ impl fmt::Display for MapError {
             }
             MapError::NotMapped { addr } => write!(f, "address {addr:#x} is not mapped"),
             MapError::OutOfMemory => f.write_str("out of memory for page-table frames"),
+            MapError::BadKind { kind } => write!(f, "software type {kind} out of range"),
         }
     }
 }

@@ -43,7 +43,8 @@ use core::marker::PhantomData;
 
 pub use attr::{MemType, PageSize, Perm, Translation};
 pub use error::MapError;
-pub use format::{Ept, Format, Host, Npt, ADDR_MASK, PAT_MSR_VALUE};
+use format::{entry_kind, kind_bits};
+pub use format::{Ept, Format, Host, Npt, ADDR_MASK, KIND_MAX, PAT_MSR_VALUE};
 
 /// Entries per table.
 pub const ENTRIES: usize = 512;
@@ -120,6 +121,13 @@ const fn index(addr: u64, level: u8) -> usize {
     ((addr >> (12 + 9 * (level as u32 - 1))) as usize) & (ENTRIES - 1)
 }
 
+/// Decodes a leaf with its software type.
+fn decode<F: Format>(entry: u64, size: PageSize) -> Translation {
+    let mut t = F::decode_leaf(entry, size);
+    t.kind = entry_kind(entry);
+    t
+}
+
 fn level_size(level: u8) -> PageSize {
     PageSize::from_level(level).expect("leaf at the PML4 level")
 }
@@ -183,6 +191,27 @@ impl<F: Format> PageTable<F> {
         perm: Perm,
         memtype: MemType,
     ) -> Result<(), MapError> {
+        self.map_kind(mem, alloc, addr, phys, size, perm, memtype, 0)
+    }
+
+    /// [`map`](Self::map) with a software type `kind` (at most [`KIND_MAX`]) stored in bits
+    /// the hardware ignores and reported by [`translate`](Self::translate); splits and
+    /// [`protect`](Self::protect) keep it. The hypervisor uses it for p2m entry types.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_kind(
+        &mut self,
+        mem: &mut impl PhysMem,
+        alloc: &mut impl FrameSource,
+        addr: u64,
+        phys: u64,
+        size: PageSize,
+        perm: Perm,
+        memtype: MemType,
+        kind: u8,
+    ) -> Result<(), MapError> {
+        if kind > KIND_MAX {
+            return Err(MapError::BadKind { kind });
+        }
         Self::check_page(addr, size)?;
         Self::check_phys(phys, size.bytes())?;
         if phys & (size.bytes() - 1) != 0 {
@@ -218,7 +247,7 @@ impl<F: Format> PageTable<F> {
             }
         }
         // Link bottom-up; tables[i] sits at level target + i. The final store publishes it all.
-        let mut entry = F::leaf_entry(phys, size, perm, memtype);
+        let mut entry = F::leaf_entry(phys, size, perm, memtype) | kind_bits(kind);
         for (i, &table) in tables[..missing].iter().enumerate() {
             mem.write_entry(table, index(addr, target + i as u8), entry);
             entry = F::table_entry(table);
@@ -297,7 +326,7 @@ impl<F: Format> PageTable<F> {
                 self.split(mem, alloc, &walk)?;
                 continue;
             }
-            let removed = F::decode_leaf(walk.entry, size);
+            let removed = decode::<F>(walk.entry, size);
             self.clear_and_prune(mem, alloc, &walk);
             return Ok(removed);
         }
@@ -343,7 +372,7 @@ impl<F: Format> PageTable<F> {
             return None;
         }
         let size = level_size(walk.level);
-        let mut t = F::decode_leaf(walk.entry, size);
+        let mut t = decode::<F>(walk.entry, size);
         t.phys += addr & (size.bytes() - 1);
         Some(t)
     }
@@ -380,7 +409,7 @@ impl<F: Format> PageTable<F> {
                 addr |= 0xffff_0000_0000_0000;
             }
             if F::is_leaf(entry, level) {
-                f(addr, F::decode_leaf(entry, level_size(level)));
+                f(addr, decode::<F>(entry, level_size(level)));
             } else {
                 self.visit(mem, F::table_addr(entry), level - 1, addr, f);
             }
@@ -425,12 +454,13 @@ impl<F: Format> PageTable<F> {
         alloc: &mut impl FrameSource,
         walk: &Walk,
     ) -> Result<(), MapError> {
-        let big = F::decode_leaf(walk.entry, level_size(walk.level));
+        let big = decode::<F>(walk.entry, level_size(walk.level));
         let small = level_size(walk.level - 1);
         let table = new_table(mem, alloc)?;
         for i in 0..ENTRIES {
             let phys = big.phys + i as u64 * small.bytes();
-            mem.write_entry(table, i, F::leaf_entry(phys, small, big.perm, big.memtype));
+            let e = F::leaf_entry(phys, small, big.perm, big.memtype) | kind_bits(big.kind);
+            mem.write_entry(table, i, e);
         }
         let (parent, idx) = walk.slot();
         mem.write_entry(parent, idx, F::table_entry(table));
@@ -492,9 +522,10 @@ impl<F: Format> PageTable<F> {
                     RangeOp::CheckMapped => {}
                     RangeOp::Protect(perm) => {
                         let size = level_size(walk.level);
-                        let old = F::decode_leaf(walk.entry, size);
+                        let old = decode::<F>(walk.entry, size);
                         let (table, idx) = walk.slot();
-                        let new = F::leaf_entry(old.phys, size, perm, old.memtype);
+                        let new =
+                            F::leaf_entry(old.phys, size, perm, old.memtype) | kind_bits(old.kind);
                         mem.write_entry(table, idx, new);
                     }
                 }

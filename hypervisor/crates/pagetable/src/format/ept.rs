@@ -68,6 +68,7 @@ impl Format for Ept {
             size,
             perm: Perm::new(entry & R != 0, entry & W != 0, entry & X != 0),
             memtype: MemType::from_encoding((entry >> MEMTYPE_SHIFT) & 7),
+            kind: 0,
         }
     }
 

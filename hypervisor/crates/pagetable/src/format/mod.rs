@@ -20,6 +20,24 @@ use crate::{MapError, MemType, PageSize, Perm, Translation};
 /// engine masks the rest with the page size.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// First of the four leaf bits (52..55) that hold the software type
+/// ([`Translation::kind`]): ignored by the hardware walker in EPT, NPT and IA-32e leaves
+/// alike (EPT uses bit 63 only for suppress-#VE; x86 paging bits 59..62 only for protection
+/// keys), and outside [`ADDR_MASK`].
+pub const KIND_SHIFT: u32 = 52;
+/// Largest software type.
+pub const KIND_MAX: u8 = 0xf;
+
+/// The software-type bits for `kind` (masked to [`KIND_MAX`]).
+pub const fn kind_bits(kind: u8) -> u64 {
+    ((kind & KIND_MAX) as u64) << KIND_SHIFT
+}
+
+/// The software type of a leaf entry.
+pub const fn entry_kind(entry: u64) -> u8 {
+    ((entry >> KIND_SHIFT) as u8) & KIND_MAX
+}
+
 /// Large-page bit (PS in x86 paging, bit 7 in EPT) at levels 2 and 3.
 pub const LARGE: u64 = 1 << 7;
 

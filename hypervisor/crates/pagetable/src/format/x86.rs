@@ -91,6 +91,7 @@ pub(super) fn decode_leaf(entry: u64, size: PageSize) -> Translation {
         size,
         perm: Perm::new(true, entry & RW != 0, entry & NX == 0),
         memtype: MemType::from_encoding(encoding),
+        kind: 0,
     }
 }
 

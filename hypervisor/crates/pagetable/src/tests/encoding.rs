@@ -33,7 +33,8 @@ fn round_trip<F: Format>(perms: &[Perm]) {
                     phys: phys + probe,
                     size,
                     perm,
-                    memtype: mt
+                    memtype: mt,
+                    kind: 0
                 },
                 "{} {size} {perm}",
                 F::NAME

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::*;
 
 mod encoding;
+mod kinds;
 mod operations;
 
 const GARBAGE: u64 = 0xdead_beef_dead_beef;

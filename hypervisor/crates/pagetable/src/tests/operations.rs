@@ -109,7 +109,8 @@ fn unmap_prunes_and_remaps() {
             phys: 0x7000,
             size: PageSize::Size4K,
             perm: Perm::RW,
-            memtype: MemType::WriteBack
+            memtype: MemType::WriteBack,
+            kind: 0
         }
     );
     assert_eq!(env.translate(va), None);

@@ -1,0 +1,174 @@
+use super::*;
+use xen_abi::grant_table::{GTF_ACCEPT_TRANSFER, GTF_PERMIT_ACCESS as PA};
+
+const M: u16 = 2;
+
+#[test]
+fn first_pin_validates_type_domid_and_readonly() {
+    let ok = word(PA, M);
+    assert_eq!(pin_word(ok, M, false, true), Ok(word(PA | GTF_READING, M)));
+    assert_eq!(
+        pin_word(ok, M, true, true),
+        Ok(word(PA | GTF_READING | GTF_WRITING, M))
+    );
+    // Wrong grantee, invalid entry, transfer entry, sub-page: general_error.
+    assert_eq!(
+        pin_word(word(PA, 3), M, false, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    assert_eq!(
+        pin_word(word(0, M), M, false, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    assert_eq!(
+        pin_word(word(GTF_ACCEPT_TRANSFER, M), M, false, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    assert_eq!(
+        pin_word(word(PA | GTF_SUB_PAGE, M), M, false, true),
+        Err(GNTST_GENERAL_ERROR)
+    );
+    // A read-only grant maps read-only, never writable.
+    let ro = word(PA | GTF_READONLY, M);
+    assert_eq!(
+        pin_word(ro, M, false, true),
+        Ok(word(PA | GTF_READONLY | GTF_READING, M))
+    );
+    assert_eq!(pin_word(ro, M, true, true), Err(GNTST_GENERAL_ERROR));
+    // Later pins only add bits, whatever the guest wrote since.
+    assert_eq!(
+        pin_word(word(0, 9), M, false, false),
+        Ok(word(GTF_READING, 9))
+    );
+}
+
+#[test]
+fn unpin_clears_only_what_it_says() {
+    let w = word(PA | GTF_READING | GTF_WRITING, M);
+    assert_eq!(unpin_word(w, true, false), word(PA | GTF_READING, M));
+    assert_eq!(unpin_word(w, true, true), word(PA, M));
+    assert_eq!(unpin_word(w, false, false), w);
+}
+
+#[test]
+fn active_entry_counts_pins_and_captures_the_frame() {
+    let mut t = ActiveTable::new();
+    let p = t.plan(8, M, true).unwrap();
+    assert_eq!(
+        p,
+        PinPlan {
+            first: true,
+            update_shared: true
+        }
+    );
+    assert_eq!(t.pin(8, M, true, (0x123, 0x5000)), Ok(0x5000));
+    // A second pin ignores the capture: the frame stays the first one.
+    assert_eq!(
+        t.plan(8, M, false),
+        Ok(PinPlan {
+            first: false,
+            update_shared: false
+        })
+    );
+    assert_eq!(t.pin(8, M, false, (0x999, 0x9000)), Ok(0x5000));
+    assert_eq!(t.get(8).unwrap().gfn, 0x123);
+    // Another domain cannot pin an entry someone else holds.
+    assert_eq!(t.plan(8, 7, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(t.unpin(8, 7, false), Err(GNTST_GENERAL_ERROR));
+    // Unpins: writable first (clears writing only), then the last (clears reading).
+    assert_eq!(
+        t.unpin(8, M, true),
+        Ok(Unpinned {
+            clear_writing: true,
+            clear_reading: false,
+            host: 0x5000
+        })
+    );
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t.unpin(8, M, false),
+        Ok(Unpinned {
+            clear_writing: true,
+            clear_reading: true,
+            host: 0x5000
+        })
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.unpin(8, M, false), Err(GNTST_GENERAL_ERROR));
+}
+
+#[test]
+fn first_writable_pin_after_read_only_ones_revalidates() {
+    let mut t = ActiveTable::new();
+    t.pin(3, M, false, (1, 0x1000)).unwrap();
+    assert_eq!(
+        t.plan(3, M, true),
+        Ok(PinPlan {
+            first: false,
+            update_shared: true
+        })
+    );
+    t.pin(3, M, true, (0, 0)).unwrap();
+    assert_eq!(
+        t.plan(3, M, true),
+        Ok(PinPlan {
+            first: false,
+            update_shared: false
+        })
+    );
+    // Unpinning a kind that has no pins is refused and changes nothing.
+    t.unpin(3, M, false).unwrap();
+    assert_eq!(t.unpin(3, M, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(t.get(3).unwrap().rw_pins, 1);
+}
+
+#[test]
+fn pin_counts_are_bounded() {
+    let mut t = ActiveTable::new();
+    for _ in 0..MAX_PINS {
+        t.pin(1, M, false, (1, 0x1000)).unwrap();
+    }
+    assert_eq!(t.plan(1, M, false), Err(GNTST_GENERAL_ERROR));
+    assert_eq!(t.pin(1, M, false, (1, 0x1000)), Err(GNTST_GENERAL_ERROR));
+    assert!(t.plan(1, M, true).is_ok());
+}
+
+fn mapping(gpa: u64) -> Mapping {
+    Mapping {
+        granter: 1,
+        gref: 8,
+        readonly: false,
+        gpa,
+        host: 0x7000,
+    }
+}
+
+#[test]
+fn maptrack_handles_are_bounded_and_reused() {
+    let mut mt = Maptrack::new(3);
+    assert_eq!(mt.insert(mapping(0x1000)), Ok(0));
+    assert_eq!(mt.insert(mapping(0x2000)), Ok(1));
+    assert_eq!(mt.insert(mapping(0x3000)), Ok(2));
+    assert!(mt.is_full());
+    assert_eq!(mt.insert(mapping(0x4000)), Err(GNTST_NO_SPACE));
+    assert!(mt.maps_at(0x2000));
+    assert_eq!(mt.remove(1).unwrap().gpa, 0x2000);
+    assert!(!mt.maps_at(0x2000));
+    assert!(!mt.is_full());
+    assert_eq!(mt.remove(1), Err(GNTST_BAD_HANDLE));
+    assert_eq!(mt.get(1), Err(GNTST_BAD_HANDLE));
+    assert_eq!(mt.get(u32::MAX), Err(GNTST_BAD_HANDLE));
+    assert_eq!(mt.remove(u32::MAX), Err(GNTST_BAD_HANDLE));
+    mt.remove(0).unwrap();
+    // Lowest free handle first.
+    assert_eq!(mt.insert(mapping(0x5000)), Ok(0));
+    assert_eq!(mt.insert(mapping(0x6000)), Ok(1));
+    assert_eq!(mt.len(), 3);
+    let mut n = 0;
+    while let Some(h) = mt.any() {
+        mt.remove(h).unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert!(mt.is_empty());
+}

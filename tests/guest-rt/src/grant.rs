@@ -1,0 +1,219 @@
+//! Grant tables v1 from the guest side: the domain's own table (frame 0, mapped with
+//! `XENMEM_add_to_physmap`), granting and ending grants as Linux does, and
+//! `GNTTABOP_map_grant_ref` / `unmap_grant_ref` with `GNTMAP_host_map` at guest-physical
+//! addresses (auto-translated guests).
+
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
+
+use xen_abi::grant_table::{
+    GnttabMapGrantRef, GnttabUnmapGrantRef, GNTMAP_HOST_MAP, GNTMAP_READONLY,
+    GNTTABOP_MAP_GRANT_REF, GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READONLY,
+};
+use xen_abi::memory::{XenAddToPhysmap, XENMAPSPACE_GRANT_TABLE};
+use xen_abi::xen::{DOMID_SELF, HYPERVISOR_GRANT_TABLE_OP};
+use xen_abi::DomId;
+
+use crate::hypercall;
+
+/// A 4 KiB-aligned page, for grant frames and granted pages.
+#[repr(C, align(4096))]
+pub struct Page(pub core::cell::UnsafeCell<[u8; 4096]>);
+
+// SAFETY: every access goes through raw pointers with volatile or atomic operations.
+unsafe impl Sync for Page {}
+
+impl Page {
+    /// A zeroed page.
+    pub const fn new() -> Self {
+        Page(core::cell::UnsafeCell::new([0; 4096]))
+    }
+
+    /// Its guest-physical address (the runtime identity-maps memory).
+    pub fn gpa(&self) -> u64 {
+        self.0.get() as u64
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads u64 word `i` (0..512) of the page at `gpa` (volatile).
+pub fn read_word(gpa: u64, i: usize) -> u64 {
+    assert!(i < 512);
+    // SAFETY: `gpa` is a mapped page (caller's contract: its own page or a grant mapping),
+    // identity-mapped; `i` is in range; a volatile read tolerates concurrent writers.
+    unsafe { ((gpa as *const u64).add(i)).read_volatile() }
+}
+
+/// Writes u64 word `i` (0..512) of the page at `gpa` (volatile).
+pub fn write_word(gpa: u64, i: usize, v: u64) {
+    assert!(i < 512);
+    // SAFETY: as in `read_word`, and the page is writable (else the hypervisor crashes the
+    // domain, which is what the read-only test wants).
+    unsafe { ((gpa as *mut u64).add(i)).write_volatile(v) }
+}
+
+/// The domain's own grant table, frame 0 (refs 0..511), mapped over `page`.
+pub struct Table {
+    base: u64,
+}
+
+impl Table {
+    /// Maps grant frame 0 over `page` (which is then the hypervisor's frame).
+    pub fn setup(page: &'static Page) -> Result<Table, i64> {
+        let xatp = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: XENMAPSPACE_GRANT_TABLE,
+            idx: 0,
+            gpfn: page.gpa() >> 12,
+        };
+        // SAFETY: the page is reserved for the grant table and only accessed through
+        // `Table` (volatile and atomic accesses).
+        let rc = unsafe { hypercall::add_to_physmap(&xatp) };
+        if rc != 0 {
+            return Err(rc);
+        }
+        Ok(Table { base: page.gpa() })
+    }
+
+    fn entry(&self, gref: u32) -> u64 {
+        assert!(gref < 512, "only frame 0 is mapped");
+        self.base + u64::from(gref) * 8
+    }
+
+    fn flags_atomic(&self, gref: u32) -> &AtomicU16 {
+        // SAFETY: the entry lies in the mapped grant frame, 2-aligned; the hypervisor
+        // changes it only with atomic operations, and so do we.
+        unsafe { &*(self.entry(gref) as *const AtomicU16) }
+    }
+
+    /// Grants `domid` access to the frame `gfn`, as Linux does: `domid` and `frame`, a
+    /// write barrier, then `flags`.
+    pub fn grant(&self, gref: u32, domid: DomId, gfn: u32, readonly: bool) {
+        let e = self.entry(gref);
+        // SAFETY: fields of an entry in the mapped grant frame (aligned), plain stores.
+        unsafe {
+            ((e + 2) as *mut u16).write_volatile(domid);
+            ((e + 4) as *mut u32).write_volatile(gfn);
+        }
+        fence(Ordering::SeqCst);
+        let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
+        self.flags_atomic(gref).store(flags, Ordering::SeqCst);
+    }
+
+    /// The entry's `flags` now.
+    pub fn flags(&self, gref: u32) -> u16 {
+        self.flags_atomic(gref).load(Ordering::SeqCst)
+    }
+
+    /// The entry's `{flags, domid}` word now.
+    pub fn word(&self, gref: u32) -> u32 {
+        // SAFETY: as in `flags_atomic`, 4-aligned.
+        unsafe { &*(self.entry(gref) as *const AtomicU32) }.load(Ordering::SeqCst)
+    }
+
+    /// Ends the grant as Linux does: cmpxchg `flags` to 0, which fails (returning the
+    /// flags seen) while the hypervisor has `GTF_reading`/`GTF_writing` set.
+    pub fn end(&self, gref: u32) -> Result<(), u16> {
+        let f = self.flags_atomic(gref);
+        let cur = f.load(Ordering::SeqCst);
+        if cur & (xen_abi::grant_table::GTF_READING | xen_abi::grant_table::GTF_WRITING) != 0 {
+            return Err(cur);
+        }
+        f.compare_exchange(cur, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+    }
+}
+
+/// `grant_table_op(cmd, uop, count)`.
+///
+/// # Safety
+/// `uop` must point to `count` structures of the layout `cmd` reads and writes.
+pub unsafe fn op(cmd: u64, uop: u64, count: u64) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { hypercall::hypercall3(HYPERVISOR_GRANT_TABLE_OP, cmd, uop, count) }
+}
+
+/// Runs the map ops in `ops` as one batch; the hypercall's result (0 = processed).
+pub fn map_batch(ops: &mut [GnttabMapGrantRef]) -> i64 {
+    // SAFETY: `ops` is a live, writable array of map ops.
+    unsafe {
+        op(
+            GNTTABOP_MAP_GRANT_REF,
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+        )
+    }
+}
+
+/// Runs the unmap ops in `ops` as one batch; the hypercall's result.
+pub fn unmap_batch(ops: &mut [GnttabUnmapGrantRef]) -> i64 {
+    // SAFETY: `ops` is a live, writable array of unmap ops.
+    unsafe {
+        op(
+            GNTTABOP_UNMAP_GRANT_REF,
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+        )
+    }
+}
+
+/// Maps `dom`'s grant `gref` at guest-physical `gpa` (`GNTMAP_host_map`, plus
+/// `GNTMAP_readonly` if `readonly`): `Ok(handle)` or `Err(status)` (`GNTST_*`, or the
+/// hypercall's own error if it failed as a whole).
+pub fn map(dom: DomId, gref: u32, gpa: u64, readonly: bool) -> Result<u32, i64> {
+    let flags = GNTMAP_HOST_MAP | if readonly { GNTMAP_READONLY } else { 0 };
+    map_flags(dom, gref, gpa, flags)
+}
+
+/// [`map`] with explicit `GNTMAP_*` flags.
+pub fn map_flags(dom: DomId, gref: u32, gpa: u64, flags: u32) -> Result<u32, i64> {
+    let mut ops = [GnttabMapGrantRef {
+        host_addr: gpa,
+        flags,
+        ref_: gref,
+        dom,
+        status: 1, // not a GNTST value: proves the hypervisor wrote it
+        handle: u32::MAX,
+        dev_bus_addr: u64::MAX,
+    }];
+    let rc = map_batch(&mut ops);
+    if rc != 0 {
+        return Err(rc);
+    }
+    match ops[0].status {
+        0 => Ok(ops[0].handle),
+        s => Err(i64::from(s)),
+    }
+}
+
+/// Unmaps `handle` at `gpa`: `Ok(())` or `Err(status)`.
+pub fn unmap(gpa: u64, handle: u32) -> Result<(), i64> {
+    let mut ops = [GnttabUnmapGrantRef {
+        host_addr: gpa,
+        dev_bus_addr: 0,
+        handle,
+        status: 1,
+        _pad0: 0,
+    }];
+    let rc = unmap_batch(&mut ops);
+    if rc != 0 {
+        return Err(rc);
+    }
+    match ops[0].status {
+        0 => Ok(()),
+        s => Err(i64::from(s)),
+    }
+}
+
+/// The `GNTST_*` name of a status (or the number).
+pub fn status_name(s: i64) -> &'static str {
+    i16::try_from(s)
+        .ok()
+        .and_then(xen_abi::grant_table::gntst_name)
+        .unwrap_or("?")
+}

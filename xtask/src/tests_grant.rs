@@ -1,0 +1,172 @@
+//! Grant mapping between domains (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`), on both
+//! backends: domain 0 is an idle `reaper` that waits for the three domUs,
+//! 1 = `grant-granter`, 2 = `grant-mapper` (read/write side), 3 = `grant-mapper role=ro`.
+//!
+//! * 2 maps 1's grants, writes, 1 sees the data and the `GTF_reading/writing` bits;
+//! * 3 writes through a read-only mapping: the hypervisor crashes 3 (with its report),
+//!   1 keeps running and sees 3's pin go with it, its page untouched;
+//! * 2 unmaps, 1 ends the grant (which needs the bits cleared), 2's new map fails with
+//!   `general_error`;
+//! * 1 ends while 2 still maps a page: 2 re-reads 1's last pattern, writes, unmaps;
+//! * every frame comes back: the balance is exact once all domUs are gone (the orphaned
+//!   page is freed by 2's unmap, or the balance would be off by one).
+//!
+//! The guests judge their own checks and print `... N checks passed` and `PASS`; the
+//! patterns require those lines (and the hypervisor's report of the crash it caused).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::build::{self, Artifact, Profile};
+use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::util;
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// A built guest under another file name (modules need unique names).
+fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
+    let from = build::output_path(artifact, Profile::Release);
+    let to = util::xtask_dir().join("fixtures").join(name);
+    util::create_parent(&to)?;
+    std::fs::copy(&from, &to).with_context(|| {
+        format!(
+            "cannot copy {} (run `cargo xtask build`) to {}",
+            from.display(),
+            to.display()
+        )
+    })?;
+    Ok(to)
+}
+
+fn line(domid: u32, pattern: &str) -> &'static str {
+    leak(format!(r"^\(d{domid}\) {pattern}"))
+}
+
+fn starts(domid: u32, name: &str) -> &'static str {
+    leak(format!(
+        r"^\(I\) domain {domid} \({}\): \d+ MiB, (SVM|VMX) backend, .*starting",
+        regex::escape(name)
+    ))
+}
+
+fn shut_down(domid: u32, name: &str) -> &'static str {
+    leak(format!(
+        r"^\(I\) domain {domid} \({}\) shut down: poweroff \(reason 0\)",
+        regex::escape(name)
+    ))
+}
+
+/// Checks the granter counts (keep in step with the guests).
+const GRANTER_CHECKS: u32 = 10;
+const MAPPER_CHECKS: u32 = 27;
+const READER_CHECKS: u32 = 2;
+
+fn scenario(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) -> Test {
+    let timeout = 60 * slow;
+    Test::new(leak(format!("{prefix}/grant/map-unmap")), emulator)
+        .cmdline(cmdline)
+        .timeout_secs(120 * slow)
+        .module(ModuleSpec::built(&build::GUEST_REAPER).args(leak(format!(
+            "await=1,2,3 alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms={} timeout={timeout}",
+            1000 * slow
+        ))))
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_GRANTER, "grant-granter-a"))
+                .args(leak(format!(
+                    "domu:name=granter,mem=16M mapper=2 reader=3 timeout={timeout}"
+                ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_MAPPER, "grant-mapper-b"))
+                .args(leak(format!(
+                    "domu:name=mapper,mem=16M granter=1 role=rw timeout={timeout}"
+                ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_MAPPER, "grant-mapper-c"))
+                .args(leak(format!(
+                    "domu:name=reader,mem=16M granter=1 role=ro timeout={timeout}"
+                ))),
+        )
+        .expect_group(&[
+            starts(0, "guest-reaper"),
+            line(0, "reaper: every watched domain is gone"),
+            line(0, "guest reaper: PASS$"),
+        ])
+        .expect_group(&[
+            starts(1, "granter"),
+            line(1, &format!("grant-granter: {GRANTER_CHECKS} checks passed$")),
+            line(1, "guest grant-granter: PASS$"),
+            shut_down(1, "granter"),
+        ])
+        .expect_group(&[
+            starts(2, "mapper"),
+            line(2, &format!("grant-mapper: {MAPPER_CHECKS} checks passed$")),
+            line(2, "guest grant-mapper: PASS$"),
+            shut_down(2, "mapper"),
+        ])
+        .expect_group(&[
+            starts(3, "reader"),
+            line(3, &format!("grant-mapper ro: {READER_CHECKS} checks passed$")),
+            line(3, "about to write through a read-only grant mapping"),
+            r"^\(E\) domain 3 crashed: write access to guest-physical 0x[0-9a-f]+ .*not permitted by its p2m \(GrantRo page\)",
+            r"^\(I\) domain 3 \(reader\) crashed",
+        ])
+        // Every frame came back, the granter's orphaned page included (freed by the
+        // mapper's last unmap, before the mapper itself ended).
+        .expect_group(&[r"^\(I\) all domUs gone: frame balance \+0 \("])
+        .forbid(&[
+            r"release failed",
+            r"reference dropped that was never taken",
+            r"not released",
+            r"bookkeeping failed",
+        ])
+}
+
+/// The grant tests, QEMU first.
+pub fn all() -> Vec<Test> {
+    vec![
+        scenario(
+            "qemu-tcg",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+            "console=com1 on_idle=poweroff dom0_mem=32M",
+            1,
+        ),
+        scenario(
+            "bochs",
+            Emulator::Bochs,
+            "console=com1,e9 on_idle=poweroff dom0_mem=32M",
+            5,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod check {
+    use super::*;
+    use regex::Regex;
+
+    #[test]
+    fn patterns_compile_and_match() {
+        for t in all() {
+            for p in t
+                .expect
+                .iter()
+                .chain(&t.forbid)
+                .chain(t.expect_groups.iter().flatten())
+            {
+                Regex::new(p).unwrap_or_else(|e| panic!("{}: bad regex {p:?}: {e}", t.name));
+            }
+        }
+        let re = |p: &str| Regex::new(p).unwrap();
+        assert!(re(line(2, "grant-mapper: 25 checks passed$"))
+            .is_match("(d2) grant-mapper: 25 checks passed"));
+        assert!(!re(line(2, "grant-mapper: 25 checks passed$"))
+            .is_match("(d2) grant-mapper: 2 checks passed"));
+        assert!(re(starts(1, "granter"))
+            .is_match("(I) domain 1 (granter): 16 MiB, SVM backend, starting"));
+    }
+}
