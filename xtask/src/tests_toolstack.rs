@@ -61,6 +61,7 @@ pub fn all() -> Vec<Test> {
         dom0_xenstored(),
         linux_domu(),
         linux_domu_bochs(),
+        linux_domu_smoke(),
     ]
 }
 
@@ -88,7 +89,7 @@ pub fn dom0_xenstored() -> Test {
 /// `domU: shell ready` than `$n`.
 const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     c() { grep -c '^tick' $L; }; \
-    ready() { grep -c 'domU: shell ready' $L 2>/dev/null || echo 0; }; \
+    ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
     up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.1; done; }; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
     echo HELPERS=ok\n";
@@ -190,4 +191,19 @@ pub fn linux_domu_bochs() -> Test {
     .expect_value(d0!(r"GONE2=(\d+)$"), "0")
     .send(r"FREE_MIB=\S+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
+}
+
+/// Scratch: `xl create` the example domU (kernel messages on the hypervisor console too)
+/// and show the daemons' logs.
+pub fn linux_domu_smoke() -> Test {
+    crate::tests_dom0::dom0_boot(
+        "qemu-tcg/toolstack/smoke",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        crate::tests_dom0::QEMU_CMDLINE,
+        crate::tests_dom0::QEMU_TIMEOUT,
+    )
+    .send(r"dom0: shell ready", "xl create /etc/xen/example.cfg 'extra=\"console=hvc0 earlyprintk=xen\"'; echo CREATE=$?; sleep 25; xl list; ls -l /var/log/xen/console/ /var/run/xenconsoled; cat /var/log/xen/console/*; cat /var/log/xen/*.log; echo SMOKE=done\n")
+    .expect(&[r"SMOKE=done"])
+    .send(r"SMOKE=done", "poweroff -f\n")
+    .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }

@@ -308,6 +308,7 @@ pub fn write_store(
     for node in [
         "control/feature-poweroff",
         "control/feature-reboot",
+        "control/feature-suspend",
         "control/sysrq",
     ] {
         let p = format!("{dom}/{node}");
