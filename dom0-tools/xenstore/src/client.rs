@@ -1,20 +1,25 @@
-//! A blocking client for dom0 processes, over xenstored's Unix socket.
+//! A blocking client, over xenstored's Unix socket or the kernel's `/dev/xen/xenbus`.
 //!
 //! Every call sends one request and waits for its reply. Watch events that arrive meanwhile are
 //! queued and handed out by [`Client::read_watch`]. Pass transaction id 0 for "no transaction".
+//! [`Client::connect`] picks the transport the way Xen's libxenstore does: `$XENSTORED_PATH` if
+//! set, else the socket if it exists, else the xenbus device.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
+use std::time::Duration;
 
 use crate::perms::Perm;
-use crate::wire::{join_strings, split_strings, Decoder, Errno, Message, MsgType, PAYLOAD_MAX};
+pub use crate::transport::{Transport, Xenbus, XENBUS_DEV};
+use crate::wire::{
+    join_strings, split_strings, Decoder, Errno, Message, MsgType, HEADER_LEN, PAYLOAD_MAX,
+};
 
 /// The socket xenstored listens on.
 pub const DEFAULT_SOCKET: &str = "/var/run/xenstored/socket";
-/// Environment variable overriding [`DEFAULT_SOCKET`].
+/// Environment variable overriding [`DEFAULT_SOCKET`] (a socket or a xenbus device).
 pub const SOCKET_ENV: &str = "XENSTORED_PATH";
 
 /// What can go wrong talking to xenstored.
@@ -24,7 +29,7 @@ pub enum Error {
     Xen(String),
     /// `EAGAIN` ending a transaction: it conflicted and may be retried from the start.
     Again,
-    /// The socket failed.
+    /// The socket or device failed (or a read timed out: see [`Error::is_timeout`]).
     Io(io::Error),
     /// xenstored said something that makes no sense, or a request was too big to send.
     Protocol(String),
@@ -49,6 +54,11 @@ impl Error {
     pub fn is_again(&self) -> bool {
         matches!(self, Error::Again)
     }
+
+    /// Whether a read timed out (see [`Client::set_read_timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+    }
 }
 
 impl fmt::Display for Error {
@@ -56,7 +66,7 @@ impl fmt::Display for Error {
         match self {
             Error::Xen(n) => write!(f, "xenstored: {n}"),
             Error::Again => f.write_str("xenstored: EAGAIN (transaction conflict, retry)"),
-            Error::Io(e) => write!(f, "xenstored socket: {e}"),
+            Error::Io(e) => write!(f, "xenstore connection: {e}"),
             Error::Protocol(m) => write!(f, "xenstore protocol: {m}"),
         }
     }
@@ -83,10 +93,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// A connection to xenstored.
 #[derive(Debug)]
 pub struct Client {
-    sock: UnixStream,
+    sock: Transport,
     decoder: Decoder,
     events: VecDeque<(String, String)>,
     next_req: u32,
+    /// Requests whose replies were never read (their wait failed, e.g. timed out): their late
+    /// replies are dropped.
+    abandoned: u32,
 }
 
 fn strings(payload: &[u8]) -> Vec<String> {
@@ -100,22 +113,59 @@ fn strings(payload: &[u8]) -> Vec<String> {
 }
 
 impl Client {
-    /// Connects to `$XENSTORED_PATH`, or to `/var/run/xenstored/socket`.
+    /// Connects the way Xen's libxenstore does: to `$XENSTORED_PATH` if set (a socket or a
+    /// device); else to `/var/run/xenstored/socket` if it exists and accepts the connection;
+    /// else to `/dev/xen/xenbus`.
     pub fn connect() -> Result<Client> {
-        let path = std::env::var_os(SOCKET_ENV)
-            .map_or_else(|| PathBuf::from(DEFAULT_SOCKET), PathBuf::from);
-        Client::connect_to(&path)
+        if let Some(p) = std::env::var_os(SOCKET_ENV) {
+            return Client::connect_path(Path::new(&p));
+        }
+        let sock = Path::new(DEFAULT_SOCKET);
+        if sock.exists() {
+            match Client::connect_to(sock) {
+                Ok(c) => return Ok(c),
+                Err(e) if !Path::new(XENBUS_DEV).exists() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Client::open_xenbus(Path::new(XENBUS_DEV))
     }
 
-    /// Connects to the socket at `path`.
+    /// Connects to the socket only: `$XENSTORED_PATH` or `/var/run/xenstored/socket`
+    /// (what Xen's tools do with `-s`).
+    pub fn connect_socket() -> Result<Client> {
+        let p = std::env::var_os(SOCKET_ENV).unwrap_or_else(|| DEFAULT_SOCKET.into());
+        Client::connect_to(Path::new(&p))
+    }
+
+    /// Connects to the Unix socket at `path`.
     pub fn connect_to(path: &Path) -> Result<Client> {
-        let sock = UnixStream::connect(path)?;
-        Ok(Client {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| with_path(path, e))?;
+        Ok(Client::from_transport(Transport::Unix(s)))
+    }
+
+    /// Opens the xenbus device at `path` (normally [`XENBUS_DEV`]).
+    pub fn open_xenbus(path: &Path) -> Result<Client> {
+        let x = Xenbus::open(path).map_err(|e| with_path(path, e))?;
+        Ok(Client::from_transport(Transport::Xenbus(x)))
+    }
+
+    /// Connects to `path` whatever it is: a Unix socket is connected to, anything else is
+    /// opened as the xenbus device (how libxenstore treats `$XENSTORED_PATH`).
+    pub fn connect_path(path: &Path) -> Result<Client> {
+        let t = Transport::open(path).map_err(|e| with_path(path, e))?;
+        Ok(Client::from_transport(t))
+    }
+
+    /// A client over an already open transport.
+    pub fn from_transport(sock: Transport) -> Client {
+        Client {
             sock,
             decoder: Decoder::new(),
             events: VecDeque::new(),
             next_req: 1,
-        })
+            abandoned: 0,
+        }
     }
 
     fn recv(&mut self) -> Result<Message> {
@@ -125,8 +175,8 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
-            let mut buf = [0u8; 4096];
-            let n = self.sock.read(&mut buf)?;
+            let mut buf = [0u8; HEADER_LEN + PAYLOAD_MAX];
+            let n = self.sock.recv(&mut buf)?;
             if n == 0 {
                 return Err(Error::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -155,11 +205,22 @@ impl Client {
         let req_id = self.next_req;
         self.next_req = self.next_req.wrapping_add(1);
         self.sock
-            .write_all(&Message::new(ty, req_id, tx, payload).encode())?;
+            .send(&Message::new(ty, req_id, tx, payload).encode())?;
         loop {
-            let m = self.recv()?;
+            let m = match self.recv() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.abandoned = self.abandoned.saturating_add(1);
+                    return Err(e);
+                }
+            };
             if m.ty == MsgType::WatchEvent as u32 {
                 self.queue_event(&m);
+                continue;
+            }
+            if m.req_id != req_id && self.abandoned > 0 {
+                // The late reply to a request we gave up waiting for.
+                self.abandoned -= 1;
                 continue;
             }
             if m.req_id != req_id {
@@ -335,8 +396,21 @@ impl Client {
         self.events.len()
     }
 
-    /// The socket, e.g. to poll it or set a read timeout.
-    pub fn socket(&self) -> &UnixStream {
+    /// The transport, e.g. to poll it or set a read timeout.
+    pub fn socket(&self) -> &Transport {
         &self.sock
     }
+
+    /// Makes every wait for a reply or an event give up after `t` (`None`: wait forever);
+    /// see [`Error::is_timeout`].
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> Result<()> {
+        Ok(self.sock.set_read_timeout(t)?)
+    }
 }
+
+fn with_path(path: &Path, e: io::Error) -> Error {
+    Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests;

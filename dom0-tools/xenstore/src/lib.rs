@@ -5,14 +5,17 @@
 //! * [`perms`]: node permissions (`n`/`r`/`w`/`b` + domid).
 //! * [`core`]: the store itself, pure and without I/O: tree, connections, watches,
 //!   transactions, domain introduction and quotas. `xenstored` drives it.
-//! * [`client`]: a blocking client for dom0 processes over xenstored's Unix socket.
+//! * [`client`]: a blocking client over xenstored's Unix socket or `/dev/xen/xenbus`
+//!   ([`transport`]).
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod core;
 pub mod perms;
+pub mod transport;
 pub mod wire;
 
 pub use client::{Client, Error};
 pub use perms::{Access, Perm};
+pub use transport::Transport;
 pub use wire::{Errno, Message, MsgType};
