@@ -84,7 +84,11 @@ pub const ARTIFACTS: &[Artifact] = &[
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
 /// (`/usr/sbin/<bin>`).
-pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED, XENCONSOLED, XL];
+pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED, XENCONSOLED, XL, XENSTORE, XS_CHECK];
+
+/// Tools the example domU's initramfs carries too (xenstore access through
+/// /dev/xen/xenbus).
+pub const DOMU_TOOLS: &[Artifact] = &[XENSTORE, XS_CHECK];
 
 /// A dom0 tool (dom0-tools/<name>, package and binary `<name>`).
 const fn tool(name: &'static str) -> Artifact {
@@ -98,6 +102,16 @@ const fn tool(name: &'static str) -> Artifact {
 pub const XENSTORED: Artifact = tool("xenstored");
 pub const XENCONSOLED: Artifact = tool("xenconsoled");
 pub const XL: Artifact = tool("xl");
+pub const XENSTORE: Artifact = Artifact {
+    package: "xenstore-cli",
+    bin: "xenstore",
+    target: DOM0_TARGET,
+};
+pub const XS_CHECK: Artifact = Artifact {
+    package: "xenstore-cli",
+    bin: "xs-check",
+    target: DOM0_TARGET,
+};
 
 /// A test guest (tests/guests/<name>, package and binary `guest-<name>`).
 const fn guest(name: &'static str) -> Artifact {
@@ -147,8 +161,14 @@ pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> 
         if profile == Profile::Release {
             cmd.arg("--release");
         }
-        for artifact in artifacts.iter().filter(|a| a.target == target) {
-            cmd.args(["-p", artifact.package]);
+        let mut packages: Vec<&str> = artifacts
+            .iter()
+            .filter(|a| a.target == target)
+            .map(|a| a.package)
+            .collect();
+        packages.dedup();
+        for package in packages {
+            cmd.args(["-p", package]);
         }
         cmd.args(["--target", target]);
         util::run_visible(&mut cmd)?;

@@ -363,6 +363,8 @@ pub struct Extra {
     pub path: String,
     pub mode: u32,
     pub data: Vec<u8>,
+    /// Symbolic links to it (absolute paths in the archive).
+    pub links: Vec<String>,
 }
 
 /// The archive contents for kernel `version` with modules from `modules_dir`, plus
@@ -413,6 +415,9 @@ fn contents(version: &str, modules_dir: &Path, extras: &[Extra]) -> Result<(Cpio
     cpio.file("etc/xen-modules", 0o644, list.into_bytes());
     for e in extras {
         cpio.file(&e.path, e.mode, e.data.clone());
+        for link in &e.links {
+            cpio.symlink(link, &format!("/{}", e.path));
+        }
     }
     Ok((cpio, load_order))
 }

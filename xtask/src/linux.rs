@@ -146,7 +146,7 @@ fn prepare() -> Result<Dom0Assets> {
     let domu = initramfs::build(
         &version,
         &modules_dir,
-        &[],
+        &tool_extras(build::DOMU_TOOLS)?,
         &dir.join("domu-initramfs.cpio.gz"),
     )?;
     let extras = dom0_extras(&vmlinuz, &domu.path)?;
@@ -172,38 +172,57 @@ pub const DOMU_DIR: &str = "usr/lib/ferrovisor";
 /// The example domU configuration, in dom0.
 pub const EXAMPLE_CFG: &str = "/etc/xen/example.cfg";
 
+/// The xenstore multicall's names, as Xen installs them.
+const XENSTORE_LINKS: &[&str] = &[
+    "read", "write", "ls", "rm", "exists", "list", "watch", "chmod",
+];
+
+/// `tools` built (static musl, release) as archive members in `/usr/sbin`.
+fn tool_extras(tools: &[build::Artifact]) -> Result<Vec<initramfs::Extra>> {
+    let tools: Vec<&build::Artifact> = tools.iter().collect();
+    let paths = build::build(&tools, build::Profile::Release)?;
+    let mut extras = Vec::new();
+    for (tool, path) in tools.iter().zip(paths) {
+        let links = if tool.bin == "xenstore" {
+            XENSTORE_LINKS
+                .iter()
+                .map(|l| format!("usr/sbin/xenstore-{l}"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        extras.push(initramfs::Extra {
+            path: format!("usr/sbin/{}", tool.bin),
+            mode: 0o755,
+            data: std::fs::read(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            links,
+        });
+    }
+    Ok(extras)
+}
+
 /// What only dom0's initramfs holds: the toolstack (static musl binaries in
 /// `/usr/sbin`), the example domU's kernel and initramfs, and its configuration.
 fn dom0_extras(vmlinuz: &Path, domu_initramfs: &Path) -> Result<Vec<initramfs::Extra>> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let tools: Vec<&build::Artifact> = build::DOM0_TOOLS.iter().collect();
-    let mut extras = Vec::new();
-    if !tools.is_empty() {
-        let paths = build::build(&tools, build::Profile::Release)?;
-        for (tool, path) in tools.iter().zip(paths) {
-            extras.push(initramfs::Extra {
-                path: format!("usr/sbin/{}", tool.bin),
-                mode: 0o755,
-                data: read(&path)?,
-            });
-        }
-    }
-    extras.push(initramfs::Extra {
-        path: format!("{DOMU_DIR}/vmlinuz"),
+    let mut extras = tool_extras(build::DOM0_TOOLS)?;
+    let file = |path: String, data: Vec<u8>| initramfs::Extra {
+        path,
         mode: 0o644,
-        data: read(vmlinuz)?,
-    });
-    extras.push(initramfs::Extra {
-        path: format!("{DOMU_DIR}/domu-initramfs.cpio.gz"),
-        mode: 0o644,
-        data: read(domu_initramfs)?,
-    });
+        data,
+        links: Vec::new(),
+    };
+    extras.push(file(format!("{DOMU_DIR}/vmlinuz"), read(vmlinuz)?));
+    extras.push(file(
+        format!("{DOMU_DIR}/domu-initramfs.cpio.gz"),
+        read(domu_initramfs)?,
+    ));
     let cfg = util::repo_root().join("tests/linux/example.cfg");
-    extras.push(initramfs::Extra {
-        path: EXAMPLE_CFG.trim_start_matches('/').to_string(),
-        mode: 0o644,
-        data: read(&cfg)?,
-    });
+    extras.push(file(
+        EXAMPLE_CFG.trim_start_matches('/').to_string(),
+        read(&cfg)?,
+    ));
     Ok(extras)
 }
 

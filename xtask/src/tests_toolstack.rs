@@ -92,7 +92,7 @@ const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
     up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.1; done; }; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
-    echo HELPERS=ok\n";
+    xs-check --dom0; echo HELPERS=ok\n";
 
 /// `xl create` of the example domU, timed from the command to the domU's shell.
 const CREATE: &str = "n=$(ready); f0=$(free); t0=$(cut -d' ' -f1 /proc/uptime); \
@@ -138,7 +138,7 @@ pub fn linux_domu() -> Test {
     )
     .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
     .send(r"dom0: shell ready", HELPERS)
-    .expect(&[d0!(r"HELPERS=ok")])
+    .expect(&[d0!(r"xs-check: 4 checks passed$"), d0!(r"HELPERS=ok")])
     .send(r"HELPERS=ok\r?\n", CREATE)
     .expect_value(d0!(r"CREATE=(\d+)$"), "0")
     .expect(&[d0!(r"DOMU_UP_MS=\d+$")])
@@ -146,8 +146,11 @@ pub fn linux_domu() -> Test {
     .send(r"LIST=\S+\r?\n", "xl console example\n")
     .send(r"domU: shell ready", "echo CONSOLE=$((6 * 7))\n")
     .expect(&[d0!(r"CONSOLE=42")])
+    // xenstore from inside the domU, through its kernel's /dev/xen/xenbus.
+    .send(r"CONSOLE=42", "xs-check --domu\n")
+    .expect(&[d0!(r"xs-check: 5 checks passed")])
     .send(
-        r"CONSOLE=42",
+        r"xs-check: \d+ checks passed",
         "(i=0; while :; do i=$((i + 1)); echo tick $i; sleep 0.3; done) &\n",
     )
     .send(r"tick 3\r?\n", "\x1d")
