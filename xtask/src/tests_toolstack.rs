@@ -205,8 +205,8 @@ pub fn linux_domu_smoke() -> Test {
         crate::tests_dom0::QEMU_CMDLINE,
         crate::tests_dom0::QEMU_TIMEOUT,
     )
-    .send(r"dom0: shell ready", "xl create /etc/xen/example.cfg 'extra=\"console=hvc0 earlyprintk=xen\"'; echo CREATE=$?; sleep 25; xl list; ls -l /var/log/xen/console/ /var/run/xenconsoled; cat /var/log/xen/console/*; cat /var/log/xen/*.log; echo SMOKE=done\n")
-    .expect(&[r"SMOKE=done"])
-    .send(r"SMOKE=done", "poweroff -f\n")
+    .send(r"dom0: shell ready", "xl create /etc/xen/example.cfg; echo CREATE=$?; sleep 20; xl list; ls -l /var/log/xen/console/ /var/run/xenconsoled; for t in /proc/$(pidof xenconsoled)/task/*; do echo T $t $(cat $t/comm) $(cat $t/wchan); done; stty raw; stty sane; echo STTY_OK; timeout 5 xl console example >/tmp/xc.out 2>/tmp/xc.err; echo RC=$?; stty sane; for t in /proc/$(pidof xenconsoled)/task/*; do echo T $t $(cat $t/comm) $(cat $t/wchan); done; wc -c /tmp/xc.out; head -c 300 /tmp/xc.out; cat /tmp/xc.err; tail -c 300 /var/log/xen/console/guest-example.log; echo; cat /var/log/xen/*.log; echo SMOKE=$((1+1))done\n")
+    .expect(&[r"SMOKE=2done"])
+    .send(r"SMOKE=2done", "poweroff -f\n")
     .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }

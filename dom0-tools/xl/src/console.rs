@@ -45,9 +45,12 @@ pub fn attach(domid: u16, wait: Duration) -> Result<()> {
     let stdin = std::io::stdin();
     let raw = Arc::new(RawMode::enter(std::os::fd::AsFd::as_fd(&stdin)).context("raw terminal")?);
     let mut from = sock.try_clone()?;
+    // The guest's output goes straight to file descriptor 1: the caller may hold the
+    // process's `Stdout` lock for as long as the command runs.
+    let mut out =
+        std::fs::File::from(std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?);
     let raw2 = Arc::clone(&raw);
     std::thread::spawn(move || {
-        let mut out = std::io::stdout();
         let mut buf = [0u8; 4096];
         loop {
             match from.read(&mut buf) {
