@@ -22,6 +22,8 @@ use xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
 
 /// Highest domid the toolstack may use (Xen's `DOMID_FIRST_RESERVED` - 1).
 const DOMID_MAX: u16 = 0x7fef;
+/// Where the search for a free domid starts.
+static NEXT_DOMID: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(1);
 /// Most maptrack frames a domain may have.
 const MAX_MAPTRACK_FRAMES: u32 = 1024;
 /// Largest console read.
@@ -221,9 +223,17 @@ fn create<B: Backend>(cx: &mut Cx<'_, B>, op: &mut FvCtl) -> Result<u64, Errno> 
     let name_len = c.name.iter().position(|&b| b == 0).unwrap_or(c.name.len());
     let name = core::str::from_utf8(&c.name[..name_len]).map_err(|_| Errno::EINVAL)?;
     let domid = match op.domid {
-        0 => (1..=DOMID_MAX)
-            .find(|&id| cx.hv.domains.get(id).is_none())
-            .ok_or(Errno::ENOSPC)?,
+        // As Xen: the next free id after the last one given, so a domain built again
+        // (xl's restart) gets a new id and stale references to the old one fail.
+        0 => {
+            let start = NEXT_DOMID.load(Ordering::Relaxed);
+            let id = (0..DOMID_MAX)
+                .map(|i| (start - 1 + i) % DOMID_MAX + 1)
+                .find(|&id| cx.hv.domains.get(id).is_none())
+                .ok_or(Errno::ENOSPC)?;
+            NEXT_DOMID.store(id % DOMID_MAX + 1, Ordering::Relaxed);
+            id
+        }
         id if id <= DOMID_MAX => id,
         _ => return Err(Errno::EINVAL),
     };

@@ -27,7 +27,8 @@ pub const HYPERVISOR_FVCTL: u64 = 47;
 pub const FVCTL_INTERFACE_VERSION: u32 = 0x0001_0000;
 
 /// Create a paused domain without memory: [`CreateDomain`]. `domid` IN is the wanted id
-/// (0 = the lowest free id above 0); OUT the id given.
+/// (0 = the next free id after the last one given, as Xen allocates them); OUT the id
+/// given.
 pub const FVCTL_CREATE_DOMAIN: u32 = 1;
 /// Give the domain RAM from guest-physical 0 up to `target_kib`: [`Populate`]. At most
 /// [`FVCTL_POPULATE_STEP_KIB`] per call; returns 1 while more remains.
