@@ -194,6 +194,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         privileged,
         managed: false,
         max_mem: ram,
+        max_grant_frames: super::MAX_GRANT_FRAMES as u32,
         max_port: if privileged {
             evtchn::NR_PORTS - 1
         } else {
@@ -217,6 +218,8 @@ pub struct DomainSpec<'a> {
     pub max_mem: u64,
     /// Highest event-channel port.
     pub max_port: u32,
+    /// Most grant-table frames.
+    pub max_grant_frames: u32,
 }
 
 /// Creates an empty domain for the toolstack: no RAM yet, every vCPU offline until the
@@ -325,6 +328,7 @@ fn assemble<B: Backend>(
         e820: spin::Mutex::new(e820),
         managed: spec.managed,
         max_mem: spec.max_mem,
+        max_grant_frames: spec.max_grant_frames,
         started: core::sync::atomic::AtomicBool::new(false),
         flush_gen: AtomicU64::new(0),
         pause_count: AtomicU32::new(1),

@@ -309,6 +309,8 @@ pub struct Domain<B: Backend> {
     pub managed: bool,
     /// Most RAM the domain may have (bytes).
     pub max_mem: u64,
+    /// Most grant-table frames it may have (≤ [`MAX_GRANT_FRAMES`]).
+    pub max_grant_frames: u32,
     /// Whether it has been unpaused once (its boot state can no longer be set).
     pub started: core::sync::atomic::AtomicBool,
     /// Bumped whenever the p2m loses or moves a mapping; each vCPU flushes its nested

@@ -98,7 +98,7 @@ pub fn grant_table_op<B: Backend>(
                 return Err(Errno::ESRCH);
             }
             q.nr_frames = cx.dom.st.lock().grant_frames.len() as u32;
-            q.max_nr_frames = MAX_GRANT_FRAMES as u32;
+            q.max_nr_frames = cx.dom.max_grant_frames;
             q.status = GNTST_OKAY;
             write_arg(cx, uop, &q)?;
             Ok(Reply::Value(0))
@@ -151,7 +151,7 @@ pub fn grant_table_op<B: Backend>(
 pub fn frame<B: Backend>(cx: &Cx<'_, B>, idx: u64) -> Option<u64> {
     let idx = usize::try_from(idx)
         .ok()
-        .filter(|&i| i < MAX_GRANT_FRAMES)?;
+        .filter(|&i| i < MAX_GRANT_FRAMES && i < cx.dom.max_grant_frames as usize)?;
     let mut st = cx.dom.st.lock();
     while st.grant_frames.len() <= idx {
         let f = phys::alloc_zeroed(1, 1)?;
