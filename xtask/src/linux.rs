@@ -817,8 +817,10 @@ mod tests {
             .unwrap();
         assert_eq!(&c[1], "3.14");
         let init = std::fs::read_to_string(util::repo_root().join("tests/linux/init")).unwrap();
+        // `$me` is dom0 unless the kernel runs as an unprivileged Xen domain.
+        assert!(init.contains("\nme=dom0\n"));
         assert!(init.contains(
-            "dom0: userspace up, kernel $(uname -r), hypervisor $hv, console $tty, uptime $up s"
+            "$me: userspace up, kernel $(uname -r), hypervisor $hv, console $tty, uptime $up s"
         ));
     }
 }
