@@ -52,7 +52,7 @@ fn open_dev(path: &str) -> io::Result<File> {
 }
 
 /// What to create: see `xen_abi::fvctl::CreateDomain`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreateSpec {
     /// Wanted id (0 = the lowest free one).
     pub domid: u16,

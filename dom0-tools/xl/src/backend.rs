@@ -102,20 +102,7 @@ impl Store for RealStore {
 
 impl Hv for Toolstack {
     fn create_domain(&mut self, s: &CreateSpec) -> io::Result<u16> {
-        Toolstack::create_domain(
-            self,
-            &xenctrl::CreateSpec {
-                domid: s.domid,
-                name: s.name.clone(),
-                max_vcpus: s.max_vcpus,
-                max_mem_kib: s.max_mem_kib,
-                max_grant_frames: s.max_grant_frames,
-                max_maptrack_frames: s.max_maptrack_frames,
-                max_evtchn_port: s.max_evtchn_port,
-                weight: s.weight,
-                cap: s.cap,
-            },
-        )
+        Toolstack::create_domain(self, s)
     }
     fn populate(&mut self, domid: u16, target_kib: u64) -> io::Result<()> {
         Toolstack::populate(self, domid, target_kib)

@@ -4,19 +4,8 @@
 use std::io;
 pub use xen_abi::fvctl::{DomainInfo, MemmapEntry, PhysInfo, SchedParams, VcpuInfo};
 
-/// What `create_domain` needs (mirrors `xenctrl::CreateSpec`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CreateSpec {
-    pub domid: u16,
-    pub name: String,
-    pub max_vcpus: u32,
-    pub max_mem_kib: u64,
-    pub max_grant_frames: u32,
-    pub max_maptrack_frames: u32,
-    pub max_evtchn_port: u32,
-    pub weight: u16,
-    pub cap: u16,
-}
+/// What `create_domain` needs.
+pub use xenctrl::CreateSpec;
 
 pub trait Hv {
     fn create_domain(&mut self, spec: &CreateSpec) -> io::Result<u16>;
