@@ -114,6 +114,54 @@ macro_rules! entry {
     };
 }
 
+/// Marks the image as a dom0 kernel: Xen's SUPPORTED_FEATURES note
+/// (XEN_ELFNOTE_SUPPORTED_FEATURES = 17, owner "Xen", a 4-byte XENFEAT_* bitmap) with
+/// XENFEAT_dom0 (bit 11). The hypervisor makes module 0 the privileged control domain only
+/// if its kernel declares this. The linker script keeps every `.note.Xen` section in the
+/// image's PT_NOTE segment, next to the runtime's PHYS32_ENTRY note.
+#[macro_export]
+macro_rules! dom0_feature_note {
+    () => {
+        #[cfg(target_os = "none")]
+        core::arch::global_asm!(
+            r#"
+            .pushsection .note.Xen, "a", @note
+            .balign 4
+            .long 4                 /* namesz: "Xen\0" */
+            .long 4                 /* descsz */
+            .long 17                /* XEN_ELFNOTE_SUPPORTED_FEATURES */
+            .asciz "Xen"
+            .balign 4
+            .long 1 << 11           /* XENFEAT_dom0 */
+            .balign 4
+            .popsection
+            "#
+        );
+    };
+}
+
+/// Whether this domain is the control domain: `XENVER_get_features` (submap 0) has
+/// `XENFEAT_dom0`.
+pub fn is_control_domain() -> Result<bool, Fail> {
+    use xen_abi::features::{xenfeat_bit, XENFEAT_DOM0};
+    // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
+    let mut info = [0u32, 0];
+    // SAFETY: `info` is a live, writable xen_feature_info.
+    let rc = unsafe {
+        hypercall::xen_version(
+            xen_abi::version::XENVER_GET_FEATURES,
+            info.as_mut_ptr() as u64,
+        )
+    };
+    if rc != 0 {
+        return Err(Fail::new(format_args!(
+            "xen_version(XENVER_get_features) returned {}",
+            hypercall::describe(rc)
+        )));
+    }
+    Ok(info[1] & xenfeat_bit(XENFEAT_DOM0) != 0)
+}
+
 /// Runs a test (called by the code [`entry!`] generates; not for direct use).
 #[doc(hidden)]
 pub fn start(package: &'static str, start_info_gpa: u64, main: MainFn) -> ! {

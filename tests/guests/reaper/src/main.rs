@@ -18,34 +18,14 @@
 //! domains are not all gone within `timeout` seconds.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use guest_rt::hypercall::{describe, sched_remote_shutdown, set_timer_op, xen_version};
-use guest_rt::xen_abi::features::{xenfeat_bit, XENFEAT_DOM0};
+use guest_rt::hypercall::{describe, sched_remote_shutdown, set_timer_op};
 use guest_rt::xen_abi::sched::SHUTDOWN_POWEROFF;
-use guest_rt::xen_abi::version::XENVER_GET_FEATURES;
 use guest_rt::xen_abi::{DomId, Errno};
-use guest_rt::{arch, ensure, evtchn, fail, println, Fail, StartInfo, TestResult};
+use guest_rt::{arch, ensure, evtchn, fail, println, StartInfo, TestResult};
 
 guest_rt::entry!(test_main);
 
-// XEN_ELFNOTE_SUPPORTED_FEATURES (17), owner "Xen", a 4-byte XENFEAT_* bitmap with
-// XENFEAT_dom0 (bit 11): the hypervisor makes module 0 the privileged control domain only
-// if its kernel declares this. The linker script keeps every `.note.Xen` section in the
-// image's PT_NOTE segment, next to the runtime's PHYS32_ENTRY note.
-#[cfg(target_os = "none")]
-core::arch::global_asm!(
-    r#"
-    .pushsection .note.Xen, "a", @note
-    .balign 4
-    .long 4                 /* namesz: "Xen\0" */
-    .long 4                 /* descsz */
-    .long 17                /* XEN_ELFNOTE_SUPPORTED_FEATURES */
-    .asciz "Xen"
-    .balign 4
-    .long 1 << 11           /* XENFEAT_dom0 */
-    .balign 4
-    .popsection
-    "#
-);
+guest_rt::dom0_feature_note!();
 
 /// At most this many domains in `await` plus `reap`.
 const MAX_DOMAINS: usize = 8;
@@ -62,20 +42,6 @@ struct Watched {
 /// that does not exist answers `-ESRCH`.
 fn exists(domid: DomId) -> bool {
     evtchn::status(domid, 0) != Err(Errno::ESRCH.to_ret())
-}
-
-fn privileged() -> Result<bool, Fail> {
-    // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
-    let mut info = [0u32, 0];
-    // SAFETY: `info` is a live, writable xen_feature_info.
-    let rc = unsafe { xen_version(XENVER_GET_FEATURES, info.as_mut_ptr() as u64) };
-    if rc != 0 {
-        return Err(Fail::new(format_args!(
-            "xen_version(XENVER_get_features) returned {}",
-            describe(rc)
-        )));
-    }
-    Ok(info[1] & xenfeat_bit(XENFEAT_DOM0) != 0)
 }
 
 fn domain_list(
@@ -116,7 +82,7 @@ fn test_main(si: &StartInfo) -> TestResult {
 
     let me = arch::xen_vcpu_and_domid().map_or(-1, |(_, d)| i32::from(d));
     evtchn::init_with_timer()?;
-    let privileged = privileged()?;
+    let privileged = guest_rt::is_control_domain()?;
     println!("reaper: domain {me}, control domain: {privileged}");
     ensure!(
         privileged,

@@ -19,34 +19,18 @@
 //! gets `-EPERM`, then passes (poweroff).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use guest_rt::hypercall::{describe, hypercall1, xen_version};
-use guest_rt::xen_abi::features::{xenfeat_bit, XENFEAT_DOM0};
+use guest_rt::hypercall::{describe, hypercall1};
 use guest_rt::xen_abi::fvctl::*;
 use guest_rt::xen_abi::hvm::start_info::{
     HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE,
 };
-use guest_rt::xen_abi::version::XENVER_GET_FEATURES;
 use guest_rt::xen_abi::Errno;
 use guest_rt::{ensure, evtchn, fail, println, Fail, StartInfo, TestResult};
 use zerocopy::{FromZeros, Immutable, IntoBytes};
 
 guest_rt::entry!(test_main);
 
-#[cfg(target_os = "none")]
-core::arch::global_asm!(
-    r#"
-    .pushsection .note.Xen, "a", @note
-    .balign 4
-    .long 4                 /* namesz: "Xen\0" */
-    .long 4                 /* descsz */
-    .long 17                /* XEN_ELFNOTE_SUPPORTED_FEATURES */
-    .asciz "Xen"
-    .balign 4
-    .long 1 << 11           /* XENFEAT_dom0 */
-    .balign 4
-    .popsection
-    "#
-);
+guest_rt::dom0_feature_note!();
 
 /// Where the child's `hvm_start_info` and command line go (as the hypervisor's builder).
 const START_INFO_GPA: u64 = 0x6000;
@@ -84,20 +68,15 @@ fn expect<T: IntoBytes + Immutable>(
     Ok(op)
 }
 
-fn privileged() -> Result<bool, Fail> {
-    let mut info = [0u32, 0];
-    // SAFETY: `info` is a live, writable xen_feature_info.
-    let rc = unsafe { xen_version(XENVER_GET_FEATURES, info.as_mut_ptr() as u64) };
-    ensure!(rc == 0, "XENVER_get_features returned {}", describe(rc));
-    Ok(info[1] & xenfeat_bit(XENFEAT_DOM0) != 0)
-}
-
 fn err(e: Errno) -> i64 {
     e.to_ret()
 }
 
 fn child() -> TestResult {
-    ensure!(!privileged()?, "a toolstack-built domU claims XENFEAT_dom0");
+    ensure!(
+        !guest_rt::is_control_domain()?,
+        "a toolstack-built domU claims XENFEAT_dom0"
+    );
     let none = [0u8; 0];
     for cmd in [
         FVCTL_PHYSINFO,
@@ -408,7 +387,10 @@ fn test_main(si: &StartInfo) -> TestResult {
     }
     let cycles = si.arg_u64("cycles", 100)?;
     let mem_kib = si.arg_u64("mem_mib", 4)? * 1024;
-    ensure!(privileged()?, "not the control domain (dom0 note ignored?)");
+    ensure!(
+        guest_rt::is_control_domain()?,
+        "not the control domain (dom0 note ignored?)"
+    );
     evtchn::init_with_timer()?;
     let image = own_image(si)?;
     let baseline = free_kib()?;
