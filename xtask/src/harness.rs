@@ -124,6 +124,7 @@ impl Checker {
                     },
                     Check::Equals(want) if text == want => Ok(()),
                     Check::Equals(want) => Err(format!("got {text:?}, expected {want:?}")),
+                    Check::Text(f) => f(text),
                 };
                 *verdict = Some(result.map_err(|why| format!("{line:?}: {why}")));
             }

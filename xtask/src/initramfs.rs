@@ -27,6 +27,10 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// Files of the initramfs that come from the repository.
 const INIT: &str = "tests/linux/init";
 const SHELLRC: &str = "tests/linux/shellrc";
+/// The PV I/O tests' halves: the domU's (run by `/init` when the kernel command line
+/// names a test) and dom0's (typed by the harness).
+const FVTEST: &str = "tests/linux/fvtest";
+const PVIO_TEST: &str = "tests/linux/pvio-test";
 
 /// Xen driver modules packed into the initramfs (module names as `modinfo`
 /// prints them, `-` and `_` alike), with their dependencies. The Debian 6.1
@@ -44,6 +48,43 @@ pub const XEN_MODULES: &[&str] = &[
     "xen-blkback",
     "xen-netback",
 ];
+
+/// What the PV block and network devices need around the Xen drivers: loop devices
+/// (dom0 backs `file:` disks with them), the bridge (`xenbr0`), and ext4 with the
+/// crc32c its checksums use (the crypto API finds it once loaded, without modprobe).
+pub const IO_MODULES: &[&str] = &["loop", "bridge", "ext4", "crc32c_generic"];
+
+/// Debian programs both images carry, with the shared libraries they load (as `ldd`
+/// resolves them on this machine, at the same paths): `iperf3` for the network tests
+/// and bench, and e2fsprogs' `mke2fs` (busybox's makes ext2 only), which replaces the
+/// busybox applet and is also `mkfs.ext4`. Their packages are prerequisites
+/// (crate::prereq).
+pub const HOST_PROGRAMS: &[HostProgram] = &[
+    HostProgram {
+        path: "/usr/bin/iperf3",
+        at: "usr/bin/iperf3",
+        links: &[],
+        files: &[],
+    },
+    HostProgram {
+        path: "/usr/sbin/mke2fs",
+        at: "sbin/mke2fs",
+        links: &["/sbin/mkfs.ext4", "/sbin/mkfs.ext2"],
+        files: &["/etc/mke2fs.conf"],
+    },
+];
+
+/// A dynamically linked program of the build machine copied into the archive.
+pub struct HostProgram {
+    /// Where it is installed here.
+    pub path: &'static str,
+    /// Its path inside the archive (replacing a busybox applet of that name).
+    pub at: &'static str,
+    /// Other names for it (absolute paths in the archive).
+    pub links: &'static [&'static str],
+    /// Configuration files it reads, copied to the same paths.
+    pub files: &'static [&'static str],
+}
 
 /// Bump when the layout changes in a way the content hash cannot see.
 const FORMAT: u32 = 1;
@@ -345,6 +386,57 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------
+// Host programs
+
+/// The files `ldd` says `program` loads (`name => /path (addr)` and the bare
+/// interpreter line), in its order; the vDSO has no file and is skipped.
+fn parse_ldd(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => line,
+            };
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// Adds `program` and every shared library it loads, at the paths `ldd` prints
+/// (the loader finds them there: Debian's default search path), plus its links.
+fn add_host_program(cpio: &mut Cpio, program: &HostProgram) -> Result<()> {
+    let read = |p: &str| std::fs::read(p).with_context(|| format!("cannot read {p}"));
+    let out = Command::new("ldd")
+        .arg(program.path)
+        .output()
+        .context("cannot run ldd")?;
+    if !out.status.success() {
+        bail!(
+            "ldd {} failed: {}",
+            program.path,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not found") {
+        bail!("{} misses shared libraries:\n{text}", program.path);
+    }
+    for lib in parse_ldd(&text) {
+        cpio.file(&lib, 0o755, read(&lib)?);
+    }
+    cpio.file(program.at, 0o755, read(program.path)?);
+    for link in program.links {
+        cpio.symlink(link, &format!("/{}", program.at));
+    }
+    for file in program.files {
+        cpio.file(file, 0o644, read(file)?);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Building
 
 /// What went into an initramfs.
@@ -386,6 +478,8 @@ fn contents(version: &str, modules_dir: &Path, extras: &[Extra]) -> Result<(Cpio
     cpio.char_dev("dev/null", 0o666, 1, 3);
     cpio.file("init", 0o755, read(INIT)?);
     cpio.file("etc/shellrc", 0o644, read(SHELLRC)?);
+    cpio.file("usr/sbin/fvtest", 0o755, read(FVTEST)?);
+    cpio.file("usr/sbin/pvio-test", 0o755, read(PVIO_TEST)?);
 
     let busybox = std::fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX}"))?;
     if has_interpreter(&busybox) {
@@ -400,7 +494,8 @@ fn contents(version: &str, modules_dir: &Path, extras: &[Extra]) -> Result<(Cpio
         }
     }
 
-    let resolved = resolve_modules(modules_dir, XEN_MODULES)?;
+    let wanted: Vec<&str> = XEN_MODULES.iter().chain(IO_MODULES).copied().collect();
+    let resolved = resolve_modules(modules_dir, &wanted)?;
     let mut load_order = Vec::new();
     for (module, bytes) in resolved {
         cpio.file(
@@ -413,6 +508,9 @@ fn contents(version: &str, modules_dir: &Path, extras: &[Extra]) -> Result<(Cpio
     let mut list = load_order.join("\n");
     list.push('\n');
     cpio.file("etc/xen-modules", 0o644, list.into_bytes());
+    for program in HOST_PROGRAMS {
+        add_host_program(&mut cpio, program)?;
+    }
     for e in extras {
         cpio.file(&e.path, e.mode, e.data.clone());
         for link in &e.links {
@@ -512,6 +610,18 @@ mod tests {
             assert!(has_interpreter(&ls), "/bin/ls is dynamic on Debian");
         }
         assert!(!has_interpreter(b"not an elf"));
+    }
+
+    #[test]
+    fn ldd_output_parsing() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibiperf.so.0 => /lib/x86_64-linux-gnu/libiperf.so.0 (0x1)\n\t/lib64/ld-linux-x86-64.so.2 (0x2)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                "/lib/x86_64-linux-gnu/libiperf.so.0",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
     }
 
     #[test]

@@ -560,6 +560,11 @@ impl Session {
         self.group.killer().kill();
     }
 
+    /// Types `text` into the emulator's console.
+    pub fn send_text(&mut self, text: &str) -> Result<()> {
+        self.send(text)
+    }
+
     fn send(&mut self, text: &str) -> Result<()> {
         self.input.write_all(text.as_bytes())?;
         self.input.flush()?;

@@ -24,7 +24,8 @@ pub enum Need {
     Bochs,
     /// grub-mkrescue for BIOS (i386-pc) and what it calls.
     Grub,
-    /// busybox-static (packed into the dom0 initramfs) and cpio (to list it).
+    /// busybox-static (packed into the dom0 initramfs), cpio (to list it), and the
+    /// Debian programs the initramfs images carry (iperf3, mke2fs).
     Initramfs,
 }
 
@@ -116,6 +117,18 @@ const REQUIREMENTS: &[Requirement] = &[
         need: Need::Initramfs,
         probe: Probe::Program("cpio"),
         package: "cpio",
+    },
+    // Programs copied with their shared libraries into both initramfs images
+    // (crate::initramfs::HOST_PROGRAMS): the PV I/O tests and the bench use them.
+    Requirement {
+        need: Need::Initramfs,
+        probe: Probe::File("/usr/bin/iperf3"),
+        package: "iperf3",
+    },
+    Requirement {
+        need: Need::Initramfs,
+        probe: Probe::File("/usr/sbin/mke2fs"),
+        package: "e2fsprogs",
     },
 ];
 

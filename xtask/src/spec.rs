@@ -182,6 +182,9 @@ pub enum Check {
     Number(fn(value: f64, host_epoch: f64) -> Result<(), String>),
     /// The value must be exactly this text.
     Equals(&'static str),
+    /// The value must pass this check: e.g. checksums computed by several domains,
+    /// printed on one line, that must all agree.
+    Text(fn(value: &str) -> Result<(), String>),
 }
 
 /// Text to type into the console once a pattern has appeared.
@@ -289,6 +292,21 @@ impl Test {
         self.values.push(ValueCheck {
             pattern,
             check: Check::Equals(value),
+        });
+        self
+    }
+
+    /// A pattern that must appear next and whose capture group 1 must pass `check`.
+    #[allow(dead_code)]
+    pub fn expect_text(
+        mut self,
+        pattern: &'static str,
+        check: fn(value: &str) -> Result<(), String>,
+    ) -> Self {
+        self.expect.push(pattern);
+        self.values.push(ValueCheck {
+            pattern,
+            check: Check::Text(check),
         });
         self
     }

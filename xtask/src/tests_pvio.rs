@@ -1,0 +1,150 @@
+//! PV block and network under QEMU TCG: Linux's own blkback/netback in dom0 serve
+//! blkfront/netfront in Linux domUs that xl creates with `disk=` and `vif=`.
+//!
+//! Each test boots dom0 and types one or two `pvio-test <name>` commands
+//! (tests/linux/pvio-test); that script creates domUs whose half of the test
+//! (tests/linux/fvtest) is named on their kernel command line, and prints one line per
+//! result, with what each domain computed: checksums from the writer, from dom0 and
+//! from a second reader; ping counts; what is left behind (backend devices, loop
+//! devices, bridge ports); free memory before and after. The checks below compare
+//! those values; none of them is a line the hypervisor prints about itself.
+
+macro_rules! d0 {
+    ($p:literal) => {
+        concat!(r"^(?:\(d0\) )?dom0: ", $p)
+    };
+}
+
+use crate::spec::{Emulator, QemuBoot, Test};
+
+/// dom0 with 512 MiB; room for two 128 MiB domUs beside it.
+const CMDLINE: &str = crate::tests_dom0::QEMU_CMDLINE;
+const MEMORY_MIB: u32 = 1536;
+
+/// Comma-separated values that must all be the same 32-digit md5 sum.
+fn same_md5s(text: &str) -> Result<(), String> {
+    let sums: Vec<&str> = text.split(',').collect();
+    if sums.len() < 2 {
+        return Err("fewer than two checksums".into());
+    }
+    if let Some(bad) = sums
+        .iter()
+        .find(|s| s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!("{bad:?} is not an md5 sum"));
+    }
+    if sums.iter().any(|s| *s != sums[0]) {
+        return Err("the checksums differ".into());
+    }
+    Ok(())
+}
+
+/// `before,after` free memory (MiB) that must be equal: every frame came back.
+fn same_free(text: &str) -> Result<(), String> {
+    match text.split_once(',') {
+        Some((a, b)) if !a.is_empty() && a == b => Ok(()),
+        _ => Err("free memory differs before and after".into()),
+    }
+}
+
+/// Comma-separated counts that must all be 0 (domains still listed, dom0's backend
+/// devices, bound loop devices, bridge ports).
+fn all_zero(text: &str) -> Result<(), String> {
+    if !text.is_empty() && text.split(',').all(|v| v == "0") {
+        Ok(())
+    } else {
+        Err("something was left behind (domain, backend, loop device or bridge port)".into())
+    }
+}
+
+/// Comma-separated ping counts that must all be 3 (every echo answered).
+fn all_three(text: &str) -> Result<(), String> {
+    if !text.is_empty() && text.split(',').all(|v| v == "3") {
+        Ok(())
+    } else {
+        Err("a ping went unanswered".into())
+    }
+}
+
+fn boot(name: &'static str, timeout: u64) -> Test {
+    crate::tests_dom0::dom0_boot(name, Emulator::qemu_tcg(QemuBoot::Kernel), CMDLINE, timeout)
+        .memory_mib(MEMORY_MIB)
+        .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+        .expect_group(&[r"dom0: bridge xenbr0 up"])
+}
+
+/// A disk written by one domU, read by dom0 and (read-only) by another domU; data
+/// written with fsync survives a destroy right after the fsync.
+pub fn block() -> Test {
+    boot("qemu-tcg/pvio/block", 900)
+        .send(r"dom0: shell ready", "pvio-test blk\n")
+        .expect_text(d0!(r"BLK_SUMS=(\S+)$"), same_md5s)
+        .expect_value(d0!(r"BLK_RO=(\S+)$"), "1")
+        .expect_text(d0!(r"BLK_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"BLK_FREE_MIB=(\S+)$"), same_free)
+        .send(r"BLK_FREE_MIB=\S+\r?\n", "pvio-test fsync\n")
+        .expect_text(d0!(r"FSYNC_SUMS=(\S+)$"), same_md5s)
+        .expect_text(d0!(r"FSYNC_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"FSYNC_FREE_MIB=(\S+)$"), same_free)
+        .send(r"FSYNC_FREE_MIB=\S+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// Two domUs and dom0 on xenbr0: pings every way, 32 MiB over TCP between the domUs.
+pub fn net() -> Test {
+    boot("qemu-tcg/pvio/net", 900)
+        .send(r"dom0: shell ready", "pvio-test net\n")
+        .expect_text(d0!(r"NET_SUMS=(\S+)$"), same_md5s)
+        .expect_text(d0!(r"NET_PINGS=(\S+)$"), all_three)
+        .expect_text(d0!(r"NET_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"NET_FREE_MIB=(\S+)$"), same_free)
+        .send(r"NET_FREE_MIB=\S+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// Detach and re-attach of a disk and a vif on a running domU; a destroy in the middle
+/// of heavy block and network I/O leaves dom0 working and every frame returned.
+pub fn hotplug() -> Test {
+    boot("qemu-tcg/pvio/hotplug-destroy", 900)
+        .send(r"dom0: shell ready", "pvio-test hotplug\n")
+        .expect_value(
+            d0!(r"HOTPLUG_EVENTS=(\S+)$"),
+            "xvda:present,eth0:present,xvda:absent,xvda:present,eth0:absent,eth0:present,",
+        )
+        .expect_text(d0!(r"HOTPLUG_SUMS=(\S+)$"), same_md5s)
+        .expect_value(d0!(r"HOTPLUG_PING=(\S+)$"), "2")
+        .expect_text(d0!(r"HOTPLUG_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"HOTPLUG_FREE_MIB=(\S+)$"), same_free)
+        .send(r"HOTPLUG_FREE_MIB=\S+\r?\n", "pvio-test destroy-io\n")
+        .expect_text(d0!(r"DESTROY_IO_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"DESTROY_IO_FREE_MIB=(\S+)$"), same_free)
+        .expect_value(d0!(r"DESTROY_IO_DOM0=(\S+)$"), "42")
+        .send(r"DESTROY_IO_DOM0=\S+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+pub fn all() -> Vec<Test> {
+    vec![block(), net(), hotplug()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_can_fail() {
+        let a = "0123456789abcdef0123456789abcdef";
+        let b = "0123456789abcdef0123456789abcdee";
+        assert!(same_md5s(&format!("{a},{a},{a}")).is_ok());
+        assert!(same_md5s(&format!("{a},{b}")).is_err());
+        assert!(same_md5s(&format!("{a},none")).is_err());
+        assert!(same_md5s(a).is_err());
+        assert!(same_free("100,100").is_ok());
+        assert!(same_free("100,98").is_err());
+        assert!(same_free(",").is_err());
+        assert!(all_zero("0,0,0").is_ok());
+        assert!(all_zero("0,1,0").is_err());
+        assert!(all_three("3,3").is_ok());
+        assert!(all_three("3,2").is_err());
+    }
+}
