@@ -239,4 +239,57 @@ mod tests {
         assert_eq!(st.read("/local/domain/7/name").unwrap(), None);
         assert!(st.directory("/vm").unwrap().is_empty());
     }
+
+    /// Device nodes in a real transaction and their permissions; skipped without
+    /// `XL_TEST_XENSTORED`.
+    #[test]
+    fn device_nodes_against_a_real_xenstored() {
+        let Ok(sock) = std::env::var("XL_TEST_XENSTORED") else {
+            return;
+        };
+        use crate::device::{self, Kind};
+        let c = xenstore::Client::connect_to(std::path::Path::new(&sock)).unwrap();
+        let mut st = RealStore { c, tx: 0 };
+        st.mkdir("/local/domain/8/device").unwrap();
+        let fe = [
+            ("state", "1".to_string()),
+            ("virtual-device", "51712".into()),
+        ];
+        let be = [
+            ("state", "1".to_string()),
+            ("physical-device", "7:0".into()),
+        ];
+        device::write_device(&mut st, 8, Kind::Vbd, 51712, &fe, &be).unwrap();
+        let perms = |st: &mut RealStore, p: &str| {
+            st.c.get_perms(0, p)
+                .unwrap()
+                .iter()
+                .map(|p| format!("{}{}", p.access.letter(), p.domid))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let fep = "/local/domain/8/device/vbd/51712";
+        let bep = "/local/domain/0/backend/vbd/8/51712";
+        assert_eq!(perms(&mut st, fep), "n8,r0");
+        assert_eq!(perms(&mut st, &format!("{fep}/virtual-device")), "n8,r0");
+        assert_eq!(perms(&mut st, bep), "n0,r8");
+        assert_eq!(perms(&mut st, &format!("{bep}/physical-device")), "n0,r8");
+        assert_eq!(
+            st.read_str(&format!("{fep}/backend")).unwrap().unwrap(),
+            bep
+        );
+        assert_eq!(
+            st.read_str(&format!("{bep}/frontend")).unwrap().unwrap(),
+            fep
+        );
+        // A second add of the same device is refused, inside the transaction.
+        assert!(device::write_device(&mut st, 8, Kind::Vbd, 51712, &fe, &be).is_err());
+        assert_eq!(st.tx, 0);
+        let errs = device::remove_all(&mut st, &mut crate::hotplug::fake::FakeHost::default(), 8);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(st.read(&format!("{bep}/state")).unwrap(), None);
+        assert_eq!(st.read(&format!("{fep}/state")).unwrap(), None);
+        assert!(st.directory("/local/domain/0/backend").unwrap().is_empty());
+        st.rm("/local/domain/8").unwrap();
+    }
 }

@@ -112,7 +112,7 @@ fn read_u32(store: &mut dyn Store, path: &str) -> Result<Option<u32>> {
 
 /// Writes both directories in one transaction (retried on conflicts); fails when the
 /// device already exists.
-fn write_device(
+pub(crate) fn write_device(
     store: &mut dyn Store,
     domid: u16,
     kind: Kind,
