@@ -56,8 +56,9 @@ pub const OPS_PER_STEP: u64 = 32;
 /// Largest `count` (Xen takes it as a non-negative `int`).
 const MAX_COUNT: u64 = i32::MAX as u64;
 
-/// Most live mappings (maptrack handles) per domain.
-pub const MAPTRACK_LIMIT: u32 = 1024;
+/// Maptrack frames of the domains built at boot (dom0 and boot-time domUs): Xen's default
+/// `gnttab_max_maptrack_frames`, 1024 frames of 256 handles (262144 live mappings).
+pub const DEFAULT_MAPTRACK_FRAMES: u32 = 1024;
 
 /// Highest guest frame number a mapping may target: the 4-level p2m takes 48-bit
 /// guest-physical addresses.
@@ -72,11 +73,13 @@ pub struct GrantState {
     pub maptrack: Maptrack,
 }
 
-impl Default for GrantState {
-    fn default() -> Self {
+impl GrantState {
+    /// The state of a domain allowed `maptrack_frames` maptrack frames (its handle limit
+    /// is Xen's: 256 per frame, [`grant::maptrack_limit`]). Nothing is allocated yet.
+    pub const fn new(maptrack_frames: u32) -> Self {
         GrantState {
             active: ActiveTable::new(),
-            maptrack: Maptrack::new(MAPTRACK_LIMIT),
+            maptrack: Maptrack::new(grant::maptrack_limit(maptrack_frames)),
         }
     }
 }
@@ -349,7 +352,9 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
             return Err(GNTST_BAD_VIRT_ADDR);
         }
         let entry = shared_entry::Entry::of(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
-        if maptrack.maps_at(gpa) {
+        // Refused before the granter's entry is touched (map_grant checks it again
+        // under the p2m lock): anything mapped there, RAM, shared frames or a mapping.
+        if m.mem.p2m_type(gpa).is_some() {
             return Err(GNTST_GENERAL_ERROR);
         }
         let plan = gr.active.plan(gref, m.id, writable)?;
@@ -490,13 +495,15 @@ fn flush_mapper<B: Backend>(m: &Domain<B>) {
 /// Unmaps every mapping `dom` made (its teardown): pins and frame references go back, and
 /// granters' pages orphaned meanwhile are freed by their last unmap here.
 pub fn unmap_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
+    // Handles in ascending order: one pass over the table (nothing maps meanwhile: the
+    // domain's vCPUs never run again).
+    let mut from = 0;
     loop {
         let next = {
             let st = dom.st.lock();
-            st.grant
-                .maptrack
-                .any()
-                .and_then(|h| st.grant.maptrack.get(h).ok().map(|m| (h, *m)))
+            let mt = &st.grant.maptrack;
+            mt.next_live(from)
+                .and_then(|h| mt.get(h).ok().map(|m| (h, *m)))
         };
         let Some((handle, mapping)) = next else {
             break;
@@ -504,6 +511,10 @@ pub fn unmap_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
         if release(hv, dom, handle, mapping, true).is_err() {
             // Cannot happen (teardown is the only user now); never loop forever.
             log::error!("d{}: grant handle {handle} not released", dom.id);
+            break;
+        }
+        from = handle.saturating_add(1);
+        if handle == u32::MAX {
             break;
         }
     }
