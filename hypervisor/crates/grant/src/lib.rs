@@ -1,5 +1,6 @@
-//! Grant tables v1, mapping side: the pure logic behind `GNTTABOP_map_grant_ref` and
-//! `GNTTABOP_unmap_grant_ref` (facts: `docs` §8.3, Xen `xen/common/grant_table.c`).
+//! Grant tables v1: the pure logic behind `GNTTABOP_map_grant_ref`,
+//! `GNTTABOP_unmap_grant_ref` and `GNTTABOP_copy` (facts: `docs` §8.3–8.4, Xen
+//! `xen/common/grant_table.c`).
 //!
 //! * [`pin_word`] / [`unpin_word`]: how the granter's shared `{flags, domid}` word changes
 //!   when a mapping pins or unpins an entry. The caller applies them with a bounded
@@ -10,6 +11,9 @@
 //!   guest edits of the shared entry do not affect live mappings).
 //! * [`Maptrack`]: per mapping domain, the handles its mappings are known by (limit from
 //!   the domain's maptrack frames, [`maptrack_limit`]; storage grows as handles are used).
+//! * [`copy_side`] / [`copy_fits`]: the argument rules of a copy op. A copy pins its grant
+//!   sides transiently with the same [`ActiveTable`] pins and shared-word transitions as
+//!   a mapping (so it respects, and is respected by, concurrent mappings).
 //!
 //! No memory is touched here: the hypervisor owns the p2m changes, the frame references
 //! and the guest-memory accesses, and calls into this crate under the domains' locks.
@@ -23,9 +27,10 @@ use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use xen_abi::grant_table::{
-    GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GTF_PERMIT_ACCESS, GTF_READING,
-    GTF_READONLY, GTF_SUB_PAGE, GTF_TYPE_MASK, GTF_WRITING,
+    GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GNTST_PERMISSION_DENIED,
+    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_SUB_PAGE, GTF_TYPE_MASK, GTF_WRITING,
 };
+use xen_abi::xen::DOMID_SELF;
 
 /// A `GNTST_*` per-op status (0 = okay, negative = error).
 pub type Status = i16;
@@ -93,6 +98,41 @@ pub fn unpin_word(old: u32, clear_writing: bool, clear_reading: bool) -> u32 {
         clear |= GTF_READING;
     }
     word(word_flags(old) & !clear, word_domid(old))
+}
+
+/// Bytes in a page, the most a `GNTTABOP_copy` side may span.
+pub const COPY_PAGE: u32 = 4096;
+
+/// Whether a copy of `len` bytes at `offset` stays inside one page (Xen:
+/// `offset + len <= PAGE_SIZE` on each side, `bad_copy_arg` otherwise).
+pub const fn copy_fits(offset: u16, len: u16) -> bool {
+    offset as u32 + len as u32 <= COPY_PAGE
+}
+
+/// How one side of a `GNTTABOP_copy` names its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopySide {
+    /// Grant `gref` of domain `domid` (`DOMID_SELF` or an id, the caller's own included).
+    Gref { domid: u16, gref: u32 },
+    /// The caller's own guest frame `gmfn`.
+    Gmfn { gmfn: u64 },
+}
+
+/// Classifies a copy side: `is_gref` is its `GNTCOPY_*_gref` flag, `u` the union, `domid`
+/// as given. A frame side must say `DOMID_SELF` literally: Xen refuses even the caller's
+/// own numeric id there (`permission_denied`, `gnttab_copy_lock_domain`).
+pub fn copy_side(is_gref: bool, u: u64, domid: u16) -> Result<CopySide, Status> {
+    if is_gref {
+        // `u.ref` is the low 32 bits of the union (little endian).
+        Ok(CopySide::Gref {
+            domid,
+            gref: u as u32,
+        })
+    } else if domid == DOMID_SELF {
+        Ok(CopySide::Gmfn { gmfn: u })
+    } else {
+        Err(GNTST_PERMISSION_DENIED)
+    }
 }
 
 /// One pinned grant entry of a granting domain.

@@ -252,3 +252,35 @@ fn revoked_entry_is_not_resurrected_by_unpins() {
     // A new first pin of a revoked entry is refused (general_error).
     assert_eq!(pin_word(revoked, M, false, true), Err(GNTST_GENERAL_ERROR));
 }
+
+#[test]
+fn copy_sides_and_bounds() {
+    use xen_abi::grant_table::GNTST_PERMISSION_DENIED;
+    use xen_abi::xen::DOMID_SELF;
+    // A gref side takes the low 32 bits of the union and any domid (checked later).
+    assert_eq!(
+        copy_side(true, 0xdead_0000_0000_0009, 3),
+        Ok(CopySide::Gref { domid: 3, gref: 9 })
+    );
+    assert_eq!(
+        copy_side(true, 9, DOMID_SELF),
+        Ok(CopySide::Gref {
+            domid: DOMID_SELF,
+            gref: 9
+        })
+    );
+    // A frame side: DOMID_SELF only, not even the caller's own id (Xen).
+    assert_eq!(
+        copy_side(false, 0x1_2345, DOMID_SELF),
+        Ok(CopySide::Gmfn { gmfn: 0x1_2345 })
+    );
+    assert_eq!(copy_side(false, 5, 0), Err(GNTST_PERMISSION_DENIED));
+    assert_eq!(copy_side(false, 5, 2), Err(GNTST_PERMISSION_DENIED));
+    // offset + len <= 4096, without u16 overflow.
+    assert!(copy_fits(0, 4096));
+    assert!(copy_fits(4096, 0));
+    assert!(copy_fits(4000, 96));
+    assert!(!copy_fits(4000, 97));
+    assert!(!copy_fits(u16::MAX, u16::MAX));
+    assert!(!copy_fits(1, 4096));
+}
