@@ -226,6 +226,13 @@ pub fn add_disk(
     {
         bail!("{}: domain {domid} already has a disk {devid}", what());
     }
+    if let Some((other, mode)) = shared_with(store, &d.target, d.readonly)? {
+        bail!(
+            "{}: already attached to domain {other} with mode {mode}; a disk is shared only \
+             read-only by every domain",
+            what()
+        );
+    }
     let target = host.target(&d.target).with_context(what)?;
     let (node, major, minor, lp) = match target {
         Target::Block { major, minor } => (d.target.clone(), major, minor, None),
@@ -276,6 +283,41 @@ pub fn add_disk(
         return Err(e.context(what()));
     }
     Ok(())
+}
+
+/// A domain that already has `target` as a disk in a mode that conflicts with this
+/// attachment (either side read-write), as Xen's block script refuses it: (domid, mode).
+fn shared_with(
+    store: &mut dyn Store,
+    target: &str,
+    readonly: bool,
+) -> Result<Option<(u16, String)>> {
+    let dir = be_dir_all(Kind::Vbd);
+    for dom in store.directory(&dir)? {
+        let Ok(domid) = dom.parse::<u16>() else {
+            continue;
+        };
+        for dev in store.directory(&format!("{dir}/{dom}"))? {
+            let base = format!("{dir}/{dom}/{dev}");
+            let params = store.read(&format!("{base}/params"))?;
+            if params.as_deref() != Some(target.as_bytes()) {
+                continue;
+            }
+            let mode = store
+                .read(&format!("{base}/mode"))?
+                .map(|m| String::from_utf8_lossy(&m).into_owned())
+                .unwrap_or_else(|| "w".into());
+            if !readonly || mode != "r" {
+                return Ok(Some((domid, mode)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// dom0's backend directory for every domain's devices of `kind`.
+fn be_dir_all(kind: Kind) -> String {
+    format!("/local/domain/{BACKEND}/backend/{}", kind.name())
 }
 
 /// The dom0 interface name of a vif.
@@ -797,6 +839,22 @@ mod tests {
     }
 
     const MAC: [u8; 6] = [0, 0x16, 0x3e, 0x12, 0x34, 0x56];
+
+    #[test]
+    fn a_disk_is_shared_only_read_only() {
+        let (mut st, mut host) = world();
+        add_disk(&mut st, &mut host, U, &disk("file:/img/a.img,xvda,r")).unwrap();
+        // Another read-only user is fine; a writer is not.
+        add_disk(&mut st, &mut host, U + 1, &disk("file:/img/a.img,xvda,r")).unwrap();
+        let e = add_disk(&mut st, &mut host, U + 2, &disk("file:/img/a.img,xvda,w")).unwrap_err();
+        assert!(format!("{e:#}").contains("already attached to domain 3 with mode r"), "{e:#}");
+        // A disk attached read-write has no other user at all.
+        add_disk(&mut st, &mut host, U + 2, &disk("file:/img/b.img,xvda,w")).unwrap();
+        let e = add_disk(&mut st, &mut host, U + 3, &disk("file:/img/b.img,xvdb,r")).unwrap_err();
+        assert!(format!("{e:#}").contains("with mode w"), "{e:#}");
+        // The refusals left nothing behind.
+        assert!(st.read("/local/domain/6/device/vbd/51728/state").unwrap().is_none());
+    }
 
     #[test]
     fn vbd_on_an_image_file() {
