@@ -847,13 +847,19 @@ mod tests {
         // Another read-only user is fine; a writer is not.
         add_disk(&mut st, &mut host, U + 1, &disk("file:/img/a.img,xvda,r")).unwrap();
         let e = add_disk(&mut st, &mut host, U + 2, &disk("file:/img/a.img,xvda,w")).unwrap_err();
-        assert!(format!("{e:#}").contains("already attached to domain 3 with mode r"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("already attached to domain 3 with mode r"),
+            "{e:#}"
+        );
         // A disk attached read-write has no other user at all.
         add_disk(&mut st, &mut host, U + 2, &disk("file:/img/b.img,xvda,w")).unwrap();
         let e = add_disk(&mut st, &mut host, U + 3, &disk("file:/img/b.img,xvdb,r")).unwrap_err();
         assert!(format!("{e:#}").contains("with mode w"), "{e:#}");
         // The refusals left nothing behind.
-        assert!(st.read("/local/domain/6/device/vbd/51728/state").unwrap().is_none());
+        assert!(st
+            .read("/local/domain/6/device/vbd/51728/state")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
