@@ -1040,6 +1040,10 @@ mod tests {
         assert_eq!(format_value(Metric::Nanos(""), 1234.0), "1.23 µs");
         assert_eq!(format_value(Metric::Nanos(""), 533_669.0), "533.67 µs");
         assert_eq!(format_value(Metric::Nanos(""), 2_500_000.0), "2.50 ms");
+        assert_eq!(
+            format_value(Metric::Rate("", "Mbit/s"), 147.04),
+            "147.0 Mbit/s"
+        );
     }
 
     #[test]
@@ -1057,6 +1061,7 @@ mod tests {
                 FERROVISOR_BENCH.name,
                 XEN_BENCH.name,
                 FERROVISOR_PINGPONG.name,
+                FERROVISOR_PVIO.name,
             ]
         );
     }
