@@ -13,6 +13,15 @@
 //!
 //! The guests judge their own checks and print `... N checks passed` and `PASS`; the
 //! patterns require those lines (and the hypervisor's report of the crash it caused).
+//!
+//! `grant/copy` (`GNTTABOP_copy`): 1 = `grant-granter mode=copy`, 2 = `grant-mapper
+//! role=copy` copies gref to gmfn, gmfn to gref and gref to gref (checksums on both
+//! sides), gets the status of each kind of bad op, runs a 40-op batch with a failure in
+//! the middle, copies through grant mappings, and copies from and unmaps a grant the
+//! granter revoked by force while mapped (the granter sees no flag come back).
+//!
+//! `grant/maptrack-16k`: 2 = `grant-mapper role=maptrack` holds 16384 mappings of one
+//! grant of 1 at once (blkback's persistent grants), then unmaps them all.
 
 use std::path::PathBuf;
 
@@ -126,21 +135,108 @@ fn scenario(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) 
         ])
 }
 
+/// Checks of the copy and maptrack scenarios (keep in step with the guests).
+const COPY_GRANTER_CHECKS: u32 = 8;
+const COPIER_CHECKS: u32 = 29;
+const MAPTRACK_GRANTER_CHECKS: u32 = 4;
+const MAPTRACK_MAPPER_CHECKS: u32 = 8;
+
+/// A two-domain scenario: the reaper as dom0, 1 = `grant-granter mode=<mode>`, 2 =
+/// `grant-mapper role=<mode>`, each with its expected check count.
+fn pair(
+    name: &str,
+    mode: &str,
+    checks: (u32, u32),
+    emulator: Emulator,
+    cmdline: &'static str,
+    slow: u64,
+) -> Test {
+    let timeout = 60 * slow;
+    Test::new(leak(name.to_string()), emulator)
+        .cmdline(cmdline)
+        .timeout_secs(120 * slow)
+        .module(ModuleSpec::built(&build::GUEST_REAPER).args(leak(format!(
+            "await=1,2 alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms={} timeout={timeout}",
+            1000 * slow
+        ))))
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_GRANTER, "grant-granter-a"))
+                .args(leak(format!(
+                    "domu:name=granter,mem=16M mode={mode} mapper=2 timeout={timeout}"
+                ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_MAPPER, "grant-mapper-b")).args(
+                leak(format!(
+                    "domu:name={mode},mem=16M granter=1 role={mode} timeout={timeout}"
+                )),
+            ),
+        )
+        .expect_group(&[
+            starts(0, "guest-reaper"),
+            line(0, "reaper: every watched domain is gone"),
+            line(0, "guest reaper: PASS$"),
+        ])
+        .expect_group(&[
+            starts(1, "granter"),
+            line(1, &format!("grant-granter: {} checks passed$", checks.0)),
+            line(1, "guest grant-granter: PASS$"),
+            shut_down(1, "granter"),
+        ])
+        .expect_group(&[
+            starts(2, mode),
+            line(
+                2,
+                &format!("grant-mapper {mode}: {} checks passed$", checks.1),
+            ),
+            line(2, "guest grant-mapper: PASS$"),
+            shut_down(2, mode),
+        ])
+        .expect_group(&[r"^\(I\) all domUs gone: frame balance \+0 \("])
+        .forbid(&[
+            r"release failed",
+            r"reference dropped that was never taken",
+            r"not released",
+            r"bookkeeping failed",
+            r"pin of ref \d+ missing",
+            r"crashed",
+        ])
+}
+
+fn copy(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) -> Test {
+    pair(
+        &format!("{prefix}/grant/copy"),
+        "copy",
+        (COPY_GRANTER_CHECKS, COPIER_CHECKS),
+        emulator,
+        cmdline,
+        slow,
+    )
+}
+
+fn maptrack(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) -> Test {
+    pair(
+        &format!("{prefix}/grant/maptrack-16k"),
+        "maptrack",
+        (MAPTRACK_GRANTER_CHECKS, MAPTRACK_MAPPER_CHECKS),
+        emulator,
+        cmdline,
+        slow,
+    )
+}
+
 /// The grant tests, QEMU first.
 pub fn all() -> Vec<Test> {
+    const QEMU: &str = "console=com1 on_idle=poweroff dom0_mem=32M";
+    const BOCHS: &str = "console=com1,e9 on_idle=poweroff dom0_mem=32M";
+    let qemu = || Emulator::qemu_tcg(QemuBoot::Kernel);
     vec![
-        scenario(
-            "qemu-tcg",
-            Emulator::qemu_tcg(QemuBoot::Kernel),
-            "console=com1 on_idle=poweroff dom0_mem=32M",
-            1,
-        ),
-        scenario(
-            "bochs",
-            Emulator::Bochs,
-            "console=com1,e9 on_idle=poweroff dom0_mem=32M",
-            5,
-        ),
+        scenario("qemu-tcg", qemu(), QEMU, 1),
+        copy("qemu-tcg", qemu(), QEMU, 1),
+        maptrack("qemu-tcg", qemu(), QEMU, 1),
+        scenario("bochs", Emulator::Bochs, BOCHS, 5),
+        copy("bochs", Emulator::Bochs, BOCHS, 5),
+        maptrack("bochs", Emulator::Bochs, BOCHS, 5),
     ]
 }
 

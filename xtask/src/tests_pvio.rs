@@ -108,6 +108,10 @@ pub fn hotplug() -> Test {
     boot("qemu-tcg/pvio/hotplug-destroy", 900)
         .send(r"dom0: shell ready", "pvio-test hotplug\n")
         .expect_value(
+            d0!(r"PV_FEATURES=(\S+)$"),
+            "persistent:11,indirect:256,split-evtchn:1,rx-copy:1,blk-state:44",
+        )
+        .expect_value(
             d0!(r"HOTPLUG_EVENTS=(\S+)$"),
             "xvda:present,eth0:present,xvda:absent,xvda:present,eth0:absent,eth0:present,",
         )

@@ -17,11 +17,14 @@ pub fn open_hv() -> Result<Box<dyn Hv>> {
 pub fn open_store() -> Result<Box<dyn Store + Send>> {
     let c = xenstore::Client::connect()
         .context("connecting to xenstored (is it running? /var/run/xenstored/socket)")?;
-    Ok(Box::new(RealStore(c)))
+    Ok(Box::new(RealStore { c, tx: 0 }))
 }
 
-/// The `xenstore` crate's client, outside transactions.
-struct RealStore(xenstore::Client);
+/// The `xenstore` crate's client; `tx` is the open transaction (0: none).
+struct RealStore {
+    c: xenstore::Client,
+    tx: u32,
+}
 
 fn xerr(op: &'static str, path: &str, e: &xenstore::Error) -> StoreError {
     StoreError {
@@ -47,28 +50,30 @@ fn to_perm(p: &Perm) -> xenstore::Perm {
 
 impl Store for RealStore {
     fn read(&mut self, path: &str) -> StoreResult<Option<Vec<u8>>> {
-        match self.0.read(0, path) {
+        match self.c.read(self.tx, path) {
             Ok(v) => Ok(Some(v)),
             Err(e) if is_enoent(&e) => Ok(None),
             Err(e) => Err(xerr("read", path, &e)),
         }
     }
     fn write(&mut self, path: &str, value: &[u8]) -> StoreResult<()> {
-        self.0
-            .write(0, path, value)
+        self.c
+            .write(self.tx, path, value)
             .map_err(|e| xerr("write", path, &e))
     }
     fn mkdir(&mut self, path: &str) -> StoreResult<()> {
-        self.0.mkdir(0, path).map_err(|e| xerr("mkdir", path, &e))
+        self.c
+            .mkdir(self.tx, path)
+            .map_err(|e| xerr("mkdir", path, &e))
     }
     fn rm(&mut self, path: &str) -> StoreResult<()> {
-        match self.0.rm(0, path) {
+        match self.c.rm(self.tx, path) {
             Err(e) if !is_enoent(&e) => Err(xerr("rm", path, &e)),
             _ => Ok(()),
         }
     }
     fn directory(&mut self, path: &str) -> StoreResult<Vec<String>> {
-        match self.0.directory(0, path) {
+        match self.c.directory(self.tx, path) {
             Ok(v) => Ok(v),
             Err(e) if is_enoent(&e) => Ok(Vec::new()),
             Err(e) => Err(xerr("directory", path, &e)),
@@ -76,27 +81,42 @@ impl Store for RealStore {
     }
     fn set_perms(&mut self, path: &str, perms: &[Perm]) -> StoreResult<()> {
         let p: Vec<_> = perms.iter().map(to_perm).collect();
-        self.0
-            .set_perms(0, path, &p)
+        self.c
+            .set_perms(self.tx, path, &p)
             .map_err(|e| xerr("set_perms", path, &e))
     }
     fn introduce(&mut self, domid: u16, gfn: u64, port: u32) -> StoreResult<()> {
-        self.0
+        self.c
             .introduce(domid, gfn, port)
             .map_err(|e| xerr("introduce", &format!("domain {domid}"), &e))
     }
     fn release(&mut self, domid: u16) -> StoreResult<()> {
-        self.0
+        self.c
             .release(domid)
             .map_err(|e| xerr("release", &format!("domain {domid}"), &e))
     }
     fn watch(&mut self, path: &str, token: &str) -> StoreResult<()> {
-        self.0
+        self.c
             .watch(path, token)
             .map_err(|e| xerr("watch", path, &e))
     }
     fn read_watch(&mut self) -> StoreResult<(String, String)> {
-        self.0.read_watch().map_err(|e| xerr("read_watch", "", &e))
+        self.c.read_watch().map_err(|e| xerr("read_watch", "", &e))
+    }
+    fn transaction_start(&mut self) -> StoreResult<()> {
+        self.tx = self
+            .c
+            .transaction_start()
+            .map_err(|e| xerr("transaction_start", "", &e))?;
+        Ok(())
+    }
+    fn transaction_end(&mut self, commit: bool) -> StoreResult<bool> {
+        let tx = std::mem::take(&mut self.tx);
+        match self.c.transaction_end(tx, commit) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_again() => Ok(false),
+            Err(e) => Err(xerr("transaction_end", "", &e)),
+        }
     }
 }
 
@@ -183,7 +203,7 @@ mod tests {
             return;
         };
         let c = xenstore::Client::connect_to(std::path::Path::new(&sock)).unwrap();
-        let mut st = RealStore(c);
+        let mut st = RealStore { c, tx: 0 };
         let cfg = xlcfg::parse_with_overrides("t", "name='x'\nkernel='k'\nvcpus=2\n", &[]).unwrap();
         let k = crate::image::tests::tiny_kernel(&[0x90; 16], 16, Some(0x10_0000));
         let img = crate::image::build(&k, None, "", 16 << 20, 2).unwrap();
@@ -197,7 +217,7 @@ mod tests {
         );
         assert_eq!(st.read_str("/local/domain/7/memory/target").unwrap(), None);
         let perms = |st: &mut RealStore, p: &str| {
-            st.0.get_perms(0, p)
+            st.c.get_perms(0, p)
                 .unwrap()
                 .iter()
                 .map(|p| format!("{}{}", p.access.letter(), p.domid))
@@ -209,9 +229,67 @@ mod tests {
         assert_eq!(perms(&mut st, "/local/domain/7/control/shutdown"), "n7");
         assert_eq!(perms(&mut st, "/local/domain/7/data"), "n7");
         let mut hv = crate::hv::fake::FakeHv::new(64);
-        create::teardown(&mut hv, &mut st, 7);
+        create::teardown(
+            &mut hv,
+            &mut st,
+            &mut crate::hotplug::fake::FakeHost::default(),
+            7,
+        );
         assert!(st.directory("/local/domain/7").unwrap().is_empty());
         assert_eq!(st.read("/local/domain/7/name").unwrap(), None);
         assert!(st.directory("/vm").unwrap().is_empty());
+    }
+
+    /// Device nodes in a real transaction and their permissions; skipped without
+    /// `XL_TEST_XENSTORED`.
+    #[test]
+    fn device_nodes_against_a_real_xenstored() {
+        let Ok(sock) = std::env::var("XL_TEST_XENSTORED") else {
+            return;
+        };
+        use crate::device::{self, Kind};
+        let c = xenstore::Client::connect_to(std::path::Path::new(&sock)).unwrap();
+        let mut st = RealStore { c, tx: 0 };
+        st.mkdir("/local/domain/8/device").unwrap();
+        let fe = [
+            ("state", "1".to_string()),
+            ("virtual-device", "51712".into()),
+        ];
+        let be = [
+            ("state", "1".to_string()),
+            ("physical-device", "7:0".into()),
+        ];
+        device::write_device(&mut st, 8, Kind::Vbd, 51712, &fe, &be).unwrap();
+        let perms = |st: &mut RealStore, p: &str| {
+            st.c.get_perms(0, p)
+                .unwrap()
+                .iter()
+                .map(|p| format!("{}{}", p.access.letter(), p.domid))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let fep = "/local/domain/8/device/vbd/51712";
+        let bep = "/local/domain/0/backend/vbd/8/51712";
+        assert_eq!(perms(&mut st, fep), "n8,r0");
+        assert_eq!(perms(&mut st, &format!("{fep}/virtual-device")), "n8,r0");
+        assert_eq!(perms(&mut st, bep), "n0,r8");
+        assert_eq!(perms(&mut st, &format!("{bep}/physical-device")), "n0,r8");
+        assert_eq!(
+            st.read_str(&format!("{fep}/backend")).unwrap().unwrap(),
+            bep
+        );
+        assert_eq!(
+            st.read_str(&format!("{bep}/frontend")).unwrap().unwrap(),
+            fep
+        );
+        // A second add of the same device is refused, inside the transaction.
+        assert!(device::write_device(&mut st, 8, Kind::Vbd, 51712, &fe, &be).is_err());
+        assert_eq!(st.tx, 0);
+        let errs = device::remove_all(&mut st, &mut crate::hotplug::fake::FakeHost::default(), 8);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(st.read(&format!("{bep}/state")).unwrap(), None);
+        assert_eq!(st.read(&format!("{fep}/state")).unwrap(), None);
+        assert!(st.directory("/local/domain/0/backend").unwrap().is_empty());
+        st.rm("/local/domain/8").unwrap();
     }
 }

@@ -1,6 +1,8 @@
-//! `xl create`: config → boot image → domain → xenstore → running, and the reverse
+//! `xl create`: config → boot image → domain → xenstore → devices → running, and the reverse
 //! (`teardown`) when any step fails or the domain goes away.
 
+use crate::device;
+use crate::hotplug::Host;
 use crate::hv::{CreateSpec, Hv};
 use crate::image::{self, BootImage};
 use crate::store::{Access, Perm, Store};
@@ -24,6 +26,8 @@ pub struct Inputs<'a> {
     pub fresh_uuid: [u8; 16],
     /// Seconds since the epoch, for `/vm/<uuid>/start_time`.
     pub now: u64,
+    /// The MAC of each vif (by devid) the config gives none.
+    pub macs: std::collections::BTreeMap<u32, [u8; 6]>,
 }
 
 /// The name of every domain, as xl shows them (xenstore `name`, `Domain-0` for 0).
@@ -86,11 +90,18 @@ pub struct Created {
 pub fn create(
     hv: &mut dyn Hv,
     store: &mut dyn Store,
+    host: &mut dyn Host,
     cfg: &DomainConfig,
     inputs: &Inputs<'_>,
     paused: bool,
 ) -> Result<Created> {
     precheck(hv, store, cfg)?;
+    for v in &cfg.vifs {
+        let id = v.devid.unwrap_or(0);
+        if v.mac.is_none() && !inputs.macs.contains_key(&id) {
+            bail!("no MAC address for vif {id}");
+        }
+    }
     let img = image::build(
         inputs.kernel,
         inputs.ramdisk,
@@ -112,14 +123,14 @@ pub fn create(
     };
     let domid = hv.create_domain(&spec).context("creating the domain")?;
     let uuid = cfg.uuid.unwrap_or(inputs.fresh_uuid);
-    match build_domain(hv, store, cfg, &img, domid, uuid, inputs.now, paused) {
+    match build_domain(hv, store, host, cfg, &img, domid, uuid, inputs, paused) {
         Ok((console_port, store_port)) => Ok(Created {
             domid,
             console_port,
             store_port,
         }),
         Err(e) => {
-            teardown(hv, store, domid);
+            teardown(hv, store, host, domid);
             Err(e.context(format!(
                 "creating `{}` failed; domain {domid} destroyed",
                 cfg.name
@@ -132,11 +143,12 @@ pub fn create(
 fn build_domain(
     hv: &mut dyn Hv,
     store: &mut dyn Store,
+    host: &mut dyn Host,
     cfg: &DomainConfig,
     img: &BootImage,
     domid: u16,
     uuid: [u8; 16],
-    now: u64,
+    inputs: &Inputs<'_>,
     paused: bool,
 ) -> Result<(u32, u32)> {
     hv.populate(domid, img.ram >> 10)
@@ -174,11 +186,24 @@ fn build_domain(
         .context("console grant")?;
     hv.seed_grant(domid, 1, GTF_PERMIT_ACCESS, 0, img.store_gfn)
         .context("xenstore grant")?;
-    write_store(store, cfg, domid, uuid, now, img, console_port, store_port)
-        .context("writing xenstore")?;
+    write_store(
+        store,
+        cfg,
+        domid,
+        uuid,
+        inputs.now,
+        img,
+        console_port,
+        store_port,
+    )
+    .context("writing xenstore")?;
     store
         .introduce(domid, img.store_gfn, store_port)
         .context("introducing the domain to xenstored")?;
+    // As libxl: devices are added (backends up, hotplug done) while the domain is
+    // still paused.
+    let macs = |id: u32| inputs.macs.get(&id).copied().unwrap_or_default();
+    device::add_all(store, host, domid, cfg, &macs)?;
     if !paused {
         hv.unpause(domid).context("starting the domain")?;
     }
@@ -320,12 +345,29 @@ pub fn write_store(
     Ok(())
 }
 
-/// Destroys a domain and forgets it in xenstore; every step is attempted.
-pub fn teardown(hv: &mut dyn Hv, store: &mut dyn Store, domid: u16) {
+/// Destroys a domain and forgets it in xenstore; every step is attempted. As libxl's
+/// `libxl__destroy_domid`: the domain is paused, its devices are removed (forced, the
+/// backends closed, loop devices and bridge ports released), then it is destroyed.
+/// Returns what went wrong with devices (the rest is best effort and silent).
+pub fn teardown(
+    hv: &mut dyn Hv,
+    store: &mut dyn Store,
+    host: &mut dyn Host,
+    domid: u16,
+) -> Vec<String> {
     let vm = store
         .read_str(&format!("/local/domain/{domid}/vm"))
         .ok()
         .flatten();
+    if hv
+        .domain_info(domid)
+        .ok()
+        .flatten()
+        .is_some_and(|d| d.domid == domid)
+    {
+        let _ = hv.pause(domid);
+    }
+    let errs = device::remove_all(store, host, domid);
     let _ = hv.destroy(domid);
     let _ = store.release(domid);
     let _ = store.rm(&format!("/local/domain/{domid}"));
@@ -333,11 +375,13 @@ pub fn teardown(hv: &mut dyn Hv, store: &mut dyn Store, domid: u16) {
     if let Some(vm) = vm.filter(|v| v.starts_with("/vm/") && v.len() > 4) {
         let _ = store.rm(&vm);
     }
+    errs
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hotplug::fake::FakeHost;
     use crate::hv::fake::FakeHv;
     use crate::image::tests::tiny_kernel;
     use crate::store::MemStore;
@@ -347,7 +391,10 @@ mod tests {
     }
 
     fn setup() -> (FakeHv, MemStore, Vec<u8>) {
-        let mut st = MemStore::default();
+        let mut st = MemStore {
+            sim_backends: true,
+            ..Default::default()
+        };
         st.write("/local/domain/0/name", b"Domain-0").unwrap();
         (
             FakeHv::new(1024),
@@ -362,6 +409,7 @@ mod tests {
             ramdisk: None,
             fresh_uuid: [7; 16],
             now: 1000,
+            macs: [(0, [0, 0x16, 0x3e, 0, 0, 1]), (1, [0, 0x16, 0x3e, 0, 0, 2])].into(),
         }
     }
 
@@ -370,7 +418,15 @@ mod tests {
     #[test]
     fn create_builds_runs_and_publishes() {
         let (mut hv, mut st, k) = setup();
-        let c = create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).unwrap();
+        let c = create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            false,
+        )
+        .unwrap();
         assert_eq!(c.domid, 1);
         let d = &hv.domains[&1];
         assert_eq!(d.pause, 0, "unpaused");
@@ -425,7 +481,15 @@ mod tests {
     #[test]
     fn paused_create_leaves_it_paused() {
         let (mut hv, mut st, k) = setup();
-        create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), true).unwrap();
+        create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            true,
+        )
+        .unwrap();
         assert_eq!(hv.domains[&1].pause, 1);
     }
 
@@ -452,7 +516,15 @@ mod tests {
                     .collect()
             };
             let before = keys(&st);
-            let e = create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).unwrap_err();
+            let e = create(
+                &mut hv,
+                &mut st,
+                &mut FakeHost::default(),
+                &cfg(CFG),
+                &inputs(&k),
+                false,
+            )
+            .unwrap_err();
             assert!(
                 format!("{e:#}").contains("domain 1 destroyed"),
                 "{step}: {e:#}"
@@ -465,9 +537,141 @@ mod tests {
         // A xenstore failure too.
         let (mut hv, mut st, k) = setup();
         st.fail_write_containing = Some("console/type".into());
-        assert!(create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).is_err());
+        assert!(create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            false
+        )
+        .is_err());
         assert_eq!(hv.domains.len(), 1);
         assert!(st.directory("/local/domain").unwrap() == ["0"]);
+    }
+
+    const CFG_DEV: &str = "name='g1'\nkernel='k'\nmemory=64\n\
+        disk=['file:/img/a.img,xvda,w', 'phy:/dev/sdb,xvdb,r', '/img/b.img,,xvdc']\n\
+        vif=['bridge=br9', 'mac=00:16:3e:aa:bb:cc,vifname=g1net']\n";
+
+    #[test]
+    fn create_attaches_devices_before_starting() {
+        let (mut hv, mut st, k) = setup();
+        let mut host = FakeHost::default();
+        let c = create(
+            &mut hv,
+            &mut st,
+            &mut host,
+            &cfg(CFG_DEV),
+            &inputs(&k),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.domid, 1);
+        assert_eq!(hv.domains[&1].pause, 0);
+        for (devid, mode, pdev) in [
+            (51712, "w", "7:0"),
+            (51728, "r", "8:10"),
+            (51744, "w", "7:1"),
+        ] {
+            let be = format!("/local/domain/0/backend/vbd/1/{devid}");
+            assert_eq!(st.value(&format!("{be}/mode")).unwrap(), mode);
+            assert_eq!(st.value(&format!("{be}/physical-device")).unwrap(), pdev);
+            assert_eq!(
+                st.value(&format!(
+                    "/local/domain/1/device/vbd/{devid}/virtual-device"
+                ))
+                .unwrap(),
+                devid.to_string()
+            );
+        }
+        assert_eq!(host.loops.len(), 2);
+        // The generated MAC for vif 0, the configured one for vif 1.
+        let mac = |i: u32| {
+            st.value(&format!("/local/domain/1/device/vif/{i}/mac"))
+                .unwrap()
+        };
+        assert_eq!(mac(0), "00:16:3e:00:00:01");
+        assert_eq!(mac(1), "00:16:3e:aa:bb:cc");
+        assert_eq!(
+            st.value("/local/domain/0/backend/vif/1/1/hotplug-status")
+                .unwrap(),
+            "connected"
+        );
+        assert_eq!(host.netdevs["vif1.0"].master.as_deref(), Some("br9"));
+        assert_eq!(host.netdevs["g1net"].master.as_deref(), Some("xenbr0"));
+        // Teardown: devices, then the domain; nothing left.
+        let errs = teardown(&mut hv, &mut st, &mut host, 1);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(!hv.domains.contains_key(&1));
+        let pause = hv.calls.iter().rposition(|c| c == "pause 1").unwrap();
+        let destroy = hv.calls.iter().position(|c| c == "destroy 1").unwrap();
+        assert!(pause < destroy);
+        assert!(host.loops.is_empty());
+        assert!(host.ports().is_empty());
+        let left: Vec<_> = st
+            .nodes
+            .keys()
+            .filter(|k| k.contains("/backend") || k.starts_with("/local/domain/1"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_failing_device_leaves_nothing_behind() {
+        for case in [
+            "loop_attach",
+            "bridge_add",
+            "set_up",
+            "vif stuck",
+            "vbd stuck",
+            "store vif",
+            "store vbd",
+            "no bridge",
+            "unpause",
+        ] {
+            let (mut hv, mut st, k) = setup();
+            let mut host = FakeHost::default();
+            let mut text = CFG_DEV.to_string();
+            match case {
+                "loop_attach" => {
+                    // The second image file fails, after one loop and the phy disk.
+                    host.targets.remove("/img/b.img");
+                }
+                "bridge_add" => host.fail = Some("bridge_add"),
+                "set_up" => host.fail = Some("set_up"),
+                "vif stuck" => st.stuck.push("/vif/1/1".into()),
+                "vbd stuck" => st.stuck.push("/vbd/1/51744".into()),
+                "store vif" => st.fail_write_containing = Some("vif/1/1/mac".into()),
+                "store vbd" => st.fail_write_containing = Some("vbd/1/51728/params".into()),
+                "no bridge" => text = text.replace("br9", "nobr"),
+                _ => hv.fail = Some("unpause"),
+            }
+            let before = st.nodes.clone();
+            let e =
+                create(&mut hv, &mut st, &mut host, &cfg(&text), &inputs(&k), false).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("domain 1 destroyed"),
+                "{case}: {e:#}"
+            );
+            assert_eq!(hv.domains.len(), 1, "{case}: only dom0 left");
+            assert!(
+                !hv.calls.iter().any(|c| c == "unpause 1") || case == "unpause",
+                "{case}"
+            );
+            let after: Vec<_> = st
+                .nodes
+                .keys()
+                .filter(|k| !before.contains_key(*k))
+                .collect();
+            let after: Vec<_> = after
+                .into_iter()
+                .filter(|k| *k != "/vm" && *k != "/libxl")
+                .collect();
+            assert!(after.is_empty(), "{case}: {after:?}");
+            assert!(host.loops.is_empty(), "{case}: {:?}", host.loops);
+            assert!(host.ports().is_empty(), "{case}: {:?}", host.ports());
+        }
     }
 
     #[test]
@@ -477,6 +681,7 @@ mod tests {
         let e = create(
             &mut hv,
             &mut st,
+            &mut FakeHost::default(),
             &cfg("name='a'\nkernel='k'\nmemory=4096\n"),
             &inputs(&k),
             false,
@@ -484,12 +689,29 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("not enough free memory"), "{e}");
         // Duplicate name.
-        create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).unwrap();
-        let e = create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).unwrap_err();
+        create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            false,
+        )
+        .unwrap();
+        let e = create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "domain `g1` already exists (id 1)");
         let e = create(
             &mut hv,
             &mut st,
+            &mut FakeHost::default(),
             &cfg("name='Domain-0'\nkernel='k'\n"),
             &inputs(&k),
             false,
@@ -501,6 +723,7 @@ mod tests {
         let e = create(
             &mut hv,
             &mut st,
+            &mut FakeHost::default(),
             &cfg("name='b'\nkernel='/k'\n"),
             &inputs(&bad),
             false,
@@ -510,16 +733,13 @@ mod tests {
             format!("{e:#}").contains("kernel /k: not a PVH kernel"),
             "{e:#}"
         );
-        // disk= is parsed but not supported.
-        let e = create(
-            &mut hv,
-            &mut st,
-            &cfg("name='c'\nkernel='k'\ndisk=['x']\n"),
-            &inputs(&k),
-            false,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("not supported yet"));
+        // A bad disk item is refused by the parser, naming it.
+        let e = xlcfg::parse_with_overrides("t.cfg", "name='c'\nkernel='k'\ndisk=['x']\n", &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("`disk` item 1 (`x`): no vdev"),
+            "{e}"
+        );
         assert_eq!(hv.domains.len(), 2, "nothing created by the refusals");
         assert!(!hv
             .calls
@@ -530,7 +750,15 @@ mod tests {
     #[test]
     fn resolve_by_name_or_id_and_teardown() {
         let (mut hv, mut st, k) = setup();
-        create(&mut hv, &mut st, &cfg(CFG), &inputs(&k), false).unwrap();
+        create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg(CFG),
+            &inputs(&k),
+            false,
+        )
+        .unwrap();
         assert_eq!(resolve(&mut hv, &mut st, "g1").unwrap(), 1);
         assert_eq!(resolve(&mut hv, &mut st, "1").unwrap(), 1);
         assert_eq!(resolve(&mut hv, &mut st, "Domain-0").unwrap(), 0);
@@ -542,7 +770,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no domain named"));
-        teardown(&mut hv, &mut st, 1);
+        teardown(&mut hv, &mut st, &mut FakeHost::default(), 1);
         assert!(!hv.domains.contains_key(&1));
         assert!(st.directory("/vm").unwrap().is_empty());
         assert!(st.directory("/libxl").unwrap().is_empty());

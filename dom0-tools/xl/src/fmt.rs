@@ -1,4 +1,5 @@
-//! Xen's xl output formats (list, info, vcpu-list, sched-credit2, uptime).
+//! Xen's xl output formats (list, info, vcpu-list, sched-credit2, uptime, block-list,
+//! network-list).
 
 use crate::hv::{DomainInfo, PhysInfo, VcpuInfo};
 use std::fmt::Write;
@@ -238,6 +239,38 @@ pub fn uptime(rows: &[(String, u16, u64)]) -> String {
         let _ = writeln!(out, "{name:<33} {id:>4} {:>8}", format_uptime(*secs));
     }
     out
+}
+
+/// `xl block-list`'s header (xl_block.c `main_blocklist`).
+pub fn block_list_header() -> String {
+    format!(
+        "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<30}\n",
+        "Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path"
+    )
+}
+
+/// One `xl block-list` row: the handle column is the frontend domain, as in xl.
+pub fn block_list_row(d: &crate::device::DevInfo) -> String {
+    format!(
+        "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<30}\n",
+        d.devid, d.backend_id, d.frontend_id, d.state, d.evtch, d.rref, d.be_path
+    )
+}
+
+/// `xl network-list`'s header (xl_nic.c `main_networklist`).
+pub fn network_list_header() -> String {
+    format!(
+        "{:<3} {:<2} {:<17} {:<6} {:<5} {:<6} {:>5}/{:<5} {:<30}\n",
+        "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path"
+    )
+}
+
+/// One `xl network-list` row (xl prints the MAC with no space before the handle).
+pub fn network_list_row(d: &crate::device::DevInfo) -> String {
+    format!(
+        "{:<3} {:<2} {}{:>6} {:>5} {:>6} {:>5}/{:<11} {:<30}\n",
+        d.devid, d.backend_id, d.mac, d.devid, d.state, d.evtch, d.rref_tx, d.rref_rx, d.be_path
+    )
 }
 
 #[cfg(test)]

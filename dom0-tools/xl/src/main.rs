@@ -3,9 +3,12 @@
 mod backend;
 mod console;
 mod create;
+mod device;
 mod fmt;
+mod hotplug;
 mod hv;
 mod image;
+mod linux;
 mod monitor;
 mod store;
 mod tty;
@@ -115,6 +118,47 @@ enum Cmd {
     Uptime {
         domains: Vec<String>,
     },
+    /// Attach a disk: `block-attach DOMAIN DISKSPEC...` (xl.cfg disk syntax; several
+    /// arguments are joined with commas).
+    #[command(name = "block-attach")]
+    BlockAttach {
+        domain: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        spec: Vec<String>,
+    },
+    /// Detach a disk by vdev (xvdb) or device number.
+    #[command(name = "block-detach")]
+    BlockDetach {
+        /// Do not wait for the guest: remove it at once.
+        #[arg(short = 'f')]
+        force: bool,
+        domain: String,
+        vdev: String,
+    },
+    /// List the disks of domains.
+    #[command(name = "block-list")]
+    BlockList {
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Attach a vif: `network-attach DOMAIN [mac=..] [bridge=..] [ip=..] ...`.
+    #[command(name = "network-attach")]
+    NetworkAttach {
+        domain: String,
+        settings: Vec<String>,
+    },
+    /// Detach a vif by devid or MAC.
+    #[command(name = "network-detach")]
+    NetworkDetach {
+        domain: String,
+        dev: String,
+    },
+    /// List the vifs of domains.
+    #[command(name = "network-list")]
+    NetworkList {
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
     /// (internal) the per-domain monitor `create` starts.
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -144,7 +188,14 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("Parsing config from {config}");
             let prepared = prepare(&config, &overrides)?;
             let (mut hv, mut st) = (backend::open_hv()?, backend::open_store()?);
-            let c = cmd_create(&mut *hv, &mut *st, &prepared, paused)?;
+            let c = cmd_create(
+                &mut *hv,
+                &mut *st,
+                &mut hotplug::RealHost,
+                &prepared,
+                paused,
+                &[],
+            )?;
             if !no_monitor {
                 monitor::spawn(c, &config, &overrides)?;
             }
@@ -160,7 +211,7 @@ fn run(cli: Cli) -> Result<()> {
         } => monitor::run(domid, &config, &overrides),
         cmd => {
             let (mut hv, mut st) = (backend::open_hv()?, backend::open_store()?);
-            simple(&mut *hv, &mut *st, cmd)
+            simple(&mut *hv, &mut *st, &mut hotplug::RealHost, cmd)
         }
     }
 }
@@ -195,8 +246,22 @@ pub fn prepare(path: &str, overrides: &[String]) -> Result<Prepared> {
     })
 }
 
-/// Creates the domain from a prepared config; returns its id.
-pub fn cmd_create(hv: &mut dyn Hv, st: &mut dyn Store, p: &Prepared, paused: bool) -> Result<u16> {
+/// Creates the domain from a prepared config; returns its id. Vifs without a MAC in the
+/// config get the one `keep` gives for their devid, else a random one.
+pub fn cmd_create(
+    hv: &mut dyn Hv,
+    st: &mut dyn Store,
+    host: &mut dyn hotplug::Host,
+    p: &Prepared,
+    paused: bool,
+    keep: &[(u32, [u8; 6])],
+) -> Result<u16> {
+    let mut macs = std::collections::BTreeMap::new();
+    for v in &p.cfg.vifs {
+        let id = v.devid.unwrap_or(0);
+        let kept = keep.iter().find(|(k, _)| *k == id).map(|(_, m)| *m);
+        macs.insert(id, kept.unwrap_or_else(random_mac));
+    }
     let inputs = create::Inputs {
         kernel: &p.kernel,
         ramdisk: p.ramdisk.as_deref(),
@@ -204,18 +269,29 @@ pub fn cmd_create(hv: &mut dyn Hv, st: &mut dyn Store, p: &Prepared, paused: boo
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        macs,
     };
-    let c = create::create(hv, st, &p.cfg, &inputs, paused)?;
+    let c = create::create(hv, st, host, &p.cfg, &inputs, paused)?;
     let _ = st.write(&format!("/libxl/{}/xl-config", c.domid), p.text.as_bytes());
     Ok(c.domid)
 }
 
-/// A version-4 UUID from the kernel's random source.
-fn random_uuid() -> [u8; 16] {
-    let mut u = [0u8; 16];
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut u = [0u8; N];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut u);
     }
+    u
+}
+
+/// A random MAC in Xen's OUI, as libxl makes them.
+fn random_mac() -> [u8; 6] {
+    xlcfg::device::xen_mac(random_bytes())
+}
+
+/// A version-4 UUID from the kernel's random source.
+fn random_uuid() -> [u8; 16] {
+    let mut u: [u8; 16] = random_bytes();
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
     u
@@ -254,7 +330,21 @@ fn wait_gone(hv: &mut dyn Hv, domid: u16) -> Result<()> {
     }
 }
 
-fn simple(hv: &mut dyn Hv, st: &mut dyn Store, cmd: Cmd) -> Result<()> {
+/// A domain given on the command line that devices may be attached to.
+fn guest(hv: &mut dyn Hv, st: &mut dyn Store, spec: &str) -> Result<u16> {
+    let id = create::resolve(hv, st, spec)?;
+    if id == 0 {
+        bail!("Domain-0 has no virtual devices (it owns the real ones)");
+    }
+    Ok(id)
+}
+
+fn simple(
+    hv: &mut dyn Hv,
+    st: &mut dyn Store,
+    host: &mut dyn hotplug::Host,
+    cmd: Cmd,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
         Cmd::List { long, domains } => {
@@ -290,7 +380,9 @@ fn simple(hv: &mut dyn Hv, st: &mut dyn Store, cmd: Cmd) -> Result<()> {
             if id == 0 {
                 bail!("refusing to destroy Domain-0");
             }
-            create::teardown(hv, st, id);
+            for e in create::teardown(hv, st, host, id) {
+                eprintln!("xl: warning: domain {id}: {e}");
+            }
             if hv
                 .domain_info(id)?
                 .is_some_and(|d| d.domid == id && d.flags & xen_abi::fvctl::dominfo::DYING == 0)
@@ -442,6 +534,70 @@ fn simple(hv: &mut dyn Hv, st: &mut dyn Store, cmd: Cmd) -> Result<()> {
             }
             write!(out, "{}", fmt::uptime(&rows))?;
         }
+        Cmd::BlockAttach { domain, spec } => {
+            let id = guest(hv, st, &domain)?;
+            let spec = spec.join(",");
+            let d = xlcfg::device::parse_disk(&spec)
+                .map_err(|e| anyhow::anyhow!("disk `{spec}`: {e}"))?;
+            device::add_disk(st, host, id, &d)?;
+        }
+        Cmd::BlockDetach {
+            force,
+            domain,
+            vdev,
+        } => {
+            let id = guest(hv, st, &domain)?;
+            let devid = device::find_disk(st, id, &vdev)?;
+            let f = if force {
+                device::Force::On
+            } else {
+                device::Force::Off
+            };
+            device::remove(st, host, id, device::Kind::Vbd, devid, f)?;
+        }
+        Cmd::BlockList { domains } => {
+            write!(out, "{}", fmt::block_list_header())?;
+            for d in domains {
+                match create::resolve(hv, st, &d) {
+                    Ok(id) => {
+                        for i in device::list(st, id, device::Kind::Vbd)? {
+                            write!(out, "{}", fmt::block_list_row(&i))?;
+                        }
+                    }
+                    Err(_) => eprintln!("{d} is an invalid domain identifier"),
+                }
+            }
+        }
+        Cmd::NetworkAttach { domain, settings } => {
+            let id = guest(hv, st, &domain)?;
+            let spec = settings.join(",");
+            let v = xlcfg::device::parse_vif(&spec)
+                .map_err(|e| anyhow::anyhow!("vif `{spec}`: {e}"))?;
+            let devid = match v.devid {
+                Some(n) => n,
+                None => device::next_vif_devid(st, id)?,
+            };
+            let mac = v.mac.unwrap_or_else(random_mac);
+            device::add_vif(st, host, id, &v, devid, mac)?;
+        }
+        Cmd::NetworkDetach { domain, dev } => {
+            let id = guest(hv, st, &domain)?;
+            let devid = device::find_vif(st, id, &dev)?;
+            device::remove(st, host, id, device::Kind::Vif, devid, device::Force::Auto)?;
+        }
+        Cmd::NetworkList { domains } => {
+            write!(out, "{}", fmt::network_list_header())?;
+            for d in domains {
+                match create::resolve(hv, st, &d) {
+                    Ok(id) => {
+                        for i in device::list(st, id, device::Kind::Vif)? {
+                            write!(out, "{}", fmt::network_list_row(&i))?;
+                        }
+                    }
+                    Err(_) => eprintln!("{d} is an invalid domain identifier"),
+                }
+            }
+        }
         Cmd::Create { .. } | Cmd::Monitor { .. } => unreachable!("handled in run"),
     }
     Ok(())
@@ -473,6 +629,7 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hotplug::fake::FakeHost;
     use crate::hv::fake::FakeHv;
     use crate::store::MemStore;
 
@@ -487,8 +644,17 @@ mod tests {
             ramdisk: None,
             fresh_uuid: [1; 16],
             now: 0,
+            macs: Default::default(),
         };
-        create::create(&mut hv, &mut st, &cfg, &inputs, false).unwrap();
+        create::create(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            &cfg,
+            &inputs,
+            false,
+        )
+        .unwrap();
         (hv, st)
     }
 
@@ -501,48 +667,214 @@ mod tests {
     #[test]
     fn shutdown_and_reboot_write_the_control_node() {
         let (mut hv, mut st) = world();
-        simple(&mut hv, &mut st, cli(&["shutdown", "g"])).unwrap();
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["shutdown", "g"]),
+        )
+        .unwrap();
         assert_eq!(
             st.value("/local/domain/1/control/shutdown").unwrap(),
             "poweroff"
         );
-        simple(&mut hv, &mut st, cli(&["reboot", "1"])).unwrap();
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["reboot", "1"]),
+        )
+        .unwrap();
         assert_eq!(
             st.value("/local/domain/1/control/shutdown").unwrap(),
             "reboot"
         );
         // -w returns once the domain has shut down.
         hv.shutdown(1, 0).unwrap();
-        simple(&mut hv, &mut st, cli(&["shutdown", "-w", "g"])).unwrap();
-        assert!(simple(&mut hv, &mut st, cli(&["shutdown", "nosuch"])).is_err());
-        assert!(simple(&mut hv, &mut st, cli(&["shutdown", "0"])).is_err());
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["shutdown", "-w", "g"]),
+        )
+        .unwrap();
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["shutdown", "nosuch"])
+        )
+        .is_err());
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["shutdown", "0"])
+        )
+        .is_err());
     }
 
     #[test]
     fn destroy_pause_sched_pin() {
         let (mut hv, mut st) = world();
-        simple(&mut hv, &mut st, cli(&["pause", "g"])).unwrap();
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["pause", "g"]),
+        )
+        .unwrap();
         assert_eq!(hv.domains[&1].pause, 1);
-        simple(&mut hv, &mut st, cli(&["unpause", "g"])).unwrap();
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["unpause", "g"]),
+        )
+        .unwrap();
         assert_eq!(hv.domains[&1].pause, 0);
         simple(
             &mut hv,
             &mut st,
+            &mut FakeHost::default(),
             cli(&["sched-credit2", "-d", "g", "-w", "512"]),
         )
         .unwrap();
         assert_eq!(hv.domains[&1].info.weight, 512);
-        assert!(simple(&mut hv, &mut st, cli(&["sched-credit2", "-w", "5"])).is_err());
-        simple(&mut hv, &mut st, cli(&["vcpu-pin", "g", "0", "0-1"])).unwrap();
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["sched-credit2", "-w", "5"])
+        )
+        .is_err());
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["vcpu-pin", "g", "0", "0-1"]),
+        )
+        .unwrap();
         assert!(hv
             .calls
             .iter()
             .any(|c| c == "set_affinity 1 0 0x3 0xffffffffffffffff"));
-        assert!(simple(&mut hv, &mut st, cli(&["vcpu-pin", "g", "3", "0"])).is_err());
-        assert!(simple(&mut hv, &mut st, cli(&["destroy", "0"])).is_err());
-        simple(&mut hv, &mut st, cli(&["destroy", "g"])).unwrap();
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["vcpu-pin", "g", "3", "0"])
+        )
+        .is_err());
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["destroy", "0"])
+        )
+        .is_err());
+        simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["destroy", "g"]),
+        )
+        .unwrap();
         assert!(!hv.domains.contains_key(&1));
         assert!(st.value("/local/domain/1/name").is_none());
-        assert!(simple(&mut hv, &mut st, cli(&["destroy", "g"])).is_err());
+        assert!(simple(
+            &mut hv,
+            &mut st,
+            &mut FakeHost::default(),
+            cli(&["destroy", "g"])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn device_verbs() {
+        let (mut hv, mut st) = world();
+        st.sim_backends = true;
+        let mut host = FakeHost::default();
+        let mut run = |hv: &mut FakeHv, st: &mut MemStore, args: &[&str]| {
+            simple(hv, st, &mut host, cli(args))
+        };
+        // Xen's multi-argument form is joined with commas.
+        run(
+            &mut hv,
+            &mut st,
+            &["block-attach", "g", "/img/a.img", "raw", "xvdb", "r"],
+        )
+        .unwrap();
+        let be = "/local/domain/0/backend/vbd/1/51728";
+        assert_eq!(st.value(&format!("{be}/mode")).unwrap(), "r");
+        run(
+            &mut hv,
+            &mut st,
+            &[
+                "block-attach",
+                "1",
+                "format=raw, vdev=xvdc, target=/dev/sdb",
+            ],
+        )
+        .unwrap();
+        let e = run(
+            &mut hv,
+            &mut st,
+            &["block-attach", "g", "/img/a.img,qcow2,xvdd"],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("disk format `qcow2` is not supported"),
+            "{e}"
+        );
+        let e = run(&mut hv, &mut st, &["block-attach", "0", "/img/a.img,,xvdd"]).unwrap_err();
+        assert!(
+            e.to_string().contains("Domain-0 has no virtual devices"),
+            "{e}"
+        );
+        run(&mut hv, &mut st, &["block-list", "g", "nosuch"]).unwrap();
+        run(&mut hv, &mut st, &["block-detach", "g", "xvdb"]).unwrap();
+        assert!(st.value(&format!("{be}/state")).is_none());
+        run(&mut hv, &mut st, &["block-detach", "-f", "g", "51744"]).unwrap();
+        assert!(run(&mut hv, &mut st, &["block-detach", "g", "xvdb"]).is_err());
+        assert!(Cli::try_parse_from(["xl", "block-attach", "g"]).is_err());
+        assert!(Cli::try_parse_from(["xl", "block-list"]).is_err());
+
+        run(
+            &mut hv,
+            &mut st,
+            &["network-attach", "g", "bridge=br9", "mac=00:16:3e:0:0:7"],
+        )
+        .unwrap();
+        run(&mut hv, &mut st, &["network-attach", "g"]).unwrap();
+        let mac1 = st.value("/local/domain/1/device/vif/1/mac").unwrap();
+        assert!(mac1.starts_with("00:16:3e:"), "{mac1}");
+        assert_eq!(
+            st.value("/local/domain/0/backend/vif/1/0/bridge").unwrap(),
+            "br9"
+        );
+        let e = run(&mut hv, &mut st, &["network-attach", "g", "rate=1Mb/s"]).unwrap_err();
+        assert!(e.to_string().contains("parameter `rate`"), "{e}");
+        run(&mut hv, &mut st, &["network-list", "g"]).unwrap();
+        run(
+            &mut hv,
+            &mut st,
+            &["network-detach", "g", "00:16:3e:00:00:07"],
+        )
+        .unwrap();
+        run(&mut hv, &mut st, &["network-detach", "g", "1"]).unwrap();
+        assert!(run(&mut hv, &mut st, &["network-detach", "g", "1"]).is_err());
+        let left: Vec<_> = st.nodes.keys().filter(|k| k.contains("backend")).collect();
+        assert!(left.is_empty(), "{left:?}");
+        // destroy takes devices down with the domain.
+        run(&mut hv, &mut st, &["block-attach", "g", "/img/b.img,,xvda"]).unwrap();
+        run(&mut hv, &mut st, &["destroy", "g"]).unwrap();
+        let left: Vec<_> = st.nodes.keys().filter(|k| k.contains("backend")).collect();
+        assert!(left.is_empty(), "{left:?}");
+        let _ = run;
+        assert!(host.loops.is_empty());
+        assert!(host.ports().is_empty());
     }
 }

@@ -1,6 +1,8 @@
 //! The background monitor `xl create` leaves per domain (as Xen's xl does): it waits for
 //! the domain to shut down and applies `on_poweroff` / `on_reboot` / `on_crash` /
-//! `on_watchdog`, then forgets the domain in xenstore.
+//! `on_watchdog`: the teardown removes the domain's devices (backends closed, loop devices
+//! and bridge ports released) before destroying it, then forgets it in xenstore. Device
+//! problems go to `/var/log/xen/xl-monitor.log`.
 
 use crate::create;
 use crate::hv::DomainInfo;
@@ -77,6 +79,13 @@ fn log(msg: &str) {
 pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
     let mut hv = crate::backend::open_hv()?;
     let mut st = crate::backend::open_store()?;
+    let mut host = crate::hotplug::RealHost;
+    let mut teardown =
+        |hv: &mut dyn crate::hv::Hv, st: &mut dyn crate::store::Store, domid: u16| {
+            for e in create::teardown(hv, st, &mut host, domid) {
+                log(&format!("domain {domid}: {e}"));
+            }
+        };
     // A second connection blocks in read_watch and wakes the loop; a poll every
     // 2 s covers a xenstored that does not fire @releaseDomain.
     let (tx, rx) = mpsc::channel();
@@ -102,7 +111,7 @@ pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
         match classify(domid, hv.domain_info(domid)?, &cfg) {
             Seen::Running => {}
             Seen::Gone => {
-                create::teardown(&mut *hv, &mut *st, domid);
+                teardown(&mut *hv, &mut *st, domid);
                 return Ok(());
             }
             Seen::ShutDown(action, why) => {
@@ -114,11 +123,14 @@ pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
                 match action {
                     Action::Preserve => return Ok(()),
                     Action::Destroy => {
-                        create::teardown(&mut *hv, &mut *st, domid);
+                        teardown(&mut *hv, &mut *st, domid);
                         return Ok(());
                     }
                     Action::Restart => {
-                        create::teardown(&mut *hv, &mut *st, domid);
+                        // The new domain keeps the generated MACs (libxl keeps them in
+                        // the saved config).
+                        let keep = crate::device::vif_macs(&mut *st, domid);
+                        teardown(&mut *hv, &mut *st, domid);
                         // Wait for the old domain to be gone so its memory is free again
                         // (xenconsoled unmaps its console page on @releaseDomain).
                         for _ in 0..100 {
@@ -128,8 +140,16 @@ pub fn run(mut domid: u16, config: &str, overrides: &[String]) -> Result<()> {
                             std::thread::sleep(Duration::from_millis(100));
                         }
                         cfg = read_cfg()?;
-                        let created = crate::prepare(config, overrides)
-                            .and_then(|p| crate::cmd_create(&mut *hv, &mut *st, &p, false));
+                        let created = crate::prepare(config, overrides).and_then(|p| {
+                            crate::cmd_create(
+                                &mut *hv,
+                                &mut *st,
+                                &mut crate::hotplug::RealHost,
+                                &p,
+                                false,
+                                &keep,
+                            )
+                        });
                         match created {
                             Ok(id) => {
                                 log(&format!("domain {} restarted as {id}", cfg.name));

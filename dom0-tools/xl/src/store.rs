@@ -51,6 +51,12 @@ pub trait Store {
     fn watch(&mut self, path: &str, token: &str) -> StoreResult<()>;
     /// Blocks until a watch fires: (path, token).
     fn read_watch(&mut self) -> StoreResult<(String, String)>;
+    /// Starts a transaction: the operations above (but introduce, release and watches)
+    /// happen in it until `transaction_end`. Not nested.
+    fn transaction_start(&mut self) -> StoreResult<()>;
+    /// Commits (`commit`) or abandons the transaction; `Ok(false)` when xenstored
+    /// answered EAGAIN (a conflicting change: nothing was applied, start again).
+    fn transaction_end(&mut self, commit: bool) -> StoreResult<bool>;
 
     /// `read` as UTF-8 text (lossy).
     fn read_str(&mut self, path: &str) -> StoreResult<Option<String>> {
@@ -63,6 +69,10 @@ pub trait Store {
 #[cfg(test)]
 use std::collections::BTreeMap;
 
+/// Nodes by path: value and permissions.
+#[cfg(test)]
+pub type Nodes = BTreeMap<String, (Vec<u8>, Vec<Perm>)>;
+
 /// An in-memory xenstore for tests: nodes with values and permissions.
 #[cfg(test)]
 #[derive(Default, Debug)]
@@ -73,6 +83,16 @@ pub struct MemStore {
     pub pending_watch_events: std::collections::VecDeque<(String, String)>,
     /// Fail any write whose path contains this (for error-path tests).
     pub fail_write_containing: Option<String>,
+    /// The nodes when the open transaction started.
+    pub tx_snapshot: Option<Nodes>,
+    /// Answer EAGAIN to this many commits.
+    pub commit_conflicts: u32,
+    pub commits: u32,
+    /// Play dom0's kernel backends: a backend `state` read as 1 with `online` 1 becomes
+    /// 2 (probe), and one read as 5 with `online` 0 becomes 6 (closed) — except for
+    /// backends whose path contains one of `stuck`.
+    pub sim_backends: bool,
+    pub stuck: Vec<String>,
 }
 
 #[cfg(test)]
@@ -112,11 +132,34 @@ impl MemStore {
     pub fn perms(&self, path: &str) -> Option<&[Perm]> {
         self.nodes.get(path).map(|(_, p)| p.as_slice())
     }
+
+    fn simulate(&mut self, path: &str) {
+        if !self.sim_backends
+            || !path.starts_with("/local/domain/0/backend/")
+            || self.tx_snapshot.is_some()
+            || self.stuck.iter().any(|s| path.contains(s.as_str()))
+        {
+            return;
+        }
+        let Some(dir) = path.strip_suffix("/state") else {
+            return;
+        };
+        let online = self.value(&format!("{dir}/online"));
+        let next = match (self.value(path).as_deref(), online.as_deref()) {
+            (Some("1"), Some("1")) => "2",
+            (Some("5"), Some("0")) => "6",
+            _ => return,
+        };
+        if let Some(n) = self.nodes.get_mut(path) {
+            n.0 = next.as_bytes().to_vec();
+        }
+    }
 }
 
 #[cfg(test)]
 impl Store for MemStore {
     fn read(&mut self, path: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.simulate(path);
         Ok(self.nodes.get(path).map(|(v, _)| v.clone()))
     }
     fn write(&mut self, path: &str, value: &[u8]) -> StoreResult<()> {
@@ -184,5 +227,24 @@ impl Store for MemStore {
             path: String::new(),
             name: "EIO".into(),
         })
+    }
+    fn transaction_start(&mut self) -> StoreResult<()> {
+        assert!(self.tx_snapshot.is_none(), "nested transaction");
+        self.tx_snapshot = Some(self.nodes.clone());
+        Ok(())
+    }
+    fn transaction_end(&mut self, commit: bool) -> StoreResult<bool> {
+        let snap = self.tx_snapshot.take().expect("in a transaction");
+        if !commit {
+            self.nodes = snap;
+            return Ok(true);
+        }
+        if self.commit_conflicts > 0 {
+            self.commit_conflicts -= 1;
+            self.nodes = snap;
+            return Ok(false);
+        }
+        self.commits += 1;
+        Ok(true)
     }
 }

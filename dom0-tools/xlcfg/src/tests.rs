@@ -161,15 +161,55 @@ fn cpusets() {
 }
 
 #[test]
-fn disks_and_vifs_are_kept_raw_but_not_supported() {
+fn disks_and_vifs_are_typed() {
     let c = parse(
         "name='a'\nkernel='k'\ndisk = [ 'phy:/dev/vg/x,xvda,w',\n  'file:/a.img,xvdb,r', ]\nvif=['bridge=xenbr0']\n",
     )
     .unwrap();
-    assert_eq!(c.disks, ["phy:/dev/vg/x,xvda,w", "file:/a.img,xvdb,r"]);
-    assert_eq!(c.vifs, ["bridge=xenbr0"]);
-    let e = c.check_supported().unwrap_err();
-    assert!(e.contains("not supported yet"), "{e}");
+    assert_eq!(c.disks.len(), 2);
+    assert_eq!(c.disks[0].target, "/dev/vg/x");
+    assert_eq!(c.disks[0].devid, 51712);
+    assert!(!c.disks[0].readonly);
+    assert_eq!(c.disks[1].target, "/a.img");
+    assert_eq!(c.disks[1].devid, 51728);
+    assert!(c.disks[1].readonly);
+    assert_eq!(c.vifs.len(), 1);
+    assert_eq!(c.vifs[0].bridge, "xenbr0");
+    assert_eq!(c.vifs[0].devid, Some(0));
+    assert!(c.check_supported().is_ok());
+}
+
+#[test]
+fn disk_and_vif_errors_name_item_and_line() {
+    let e = parse("name='a'\nkernel='k'\n\ndisk=['/a,qcow2,xvda']\n").unwrap_err();
+    assert_eq!(e.line, 4);
+    assert!(
+        e.message
+            .starts_with("`disk` item 1 (`/a,qcow2,xvda`): disk format `qcow2`"),
+        "{e}"
+    );
+    let e = parse("name='a'\nkernel='k'\ndisk=['/a,,xvda','/b,,xvda']\n").unwrap_err();
+    assert!(e.message.contains("item 2"), "{e}");
+    assert!(e.message.contains("same device as xvda"), "{e}");
+    let e = parse("name='a'\nkernel='k'\nvif=['mac=00:16:3e:00:00:01','mac=00:16:3e:00:00:01']\n")
+        .unwrap_err();
+    assert!(
+        e.message.contains("MAC 00:16:3e:00:00:01 is used twice"),
+        "{e}"
+    );
+    let e = parse("name='a'\nkernel='k'\nvif=['','devid=0']\n").unwrap_err();
+    assert!(e.message.contains("item 2"), "{e}");
+    // An automatic devid continues after explicit ones.
+    let c = parse("name='a'\nkernel='k'\nvif=['devid=3','','vifname=x']\n").unwrap();
+    let ids: Vec<_> = c.vifs.iter().map(|v| v.devid).collect();
+    assert_eq!(ids, [Some(3), Some(4), Some(5)]);
+    let e = parse("name='a'\nkernel='k'\nvif=['vifname=x','vifname=x']\n").unwrap_err();
+    assert!(e.message.contains("vifname x is used twice"), "{e}");
+    let e = parse("name='a'\nkernel='k'\nvif=['rate=10Mb/s']\n").unwrap_err();
+    assert!(
+        e.message.contains("unsupported vif parameter `rate`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -196,8 +236,9 @@ fn command_line_overrides() {
     assert_eq!(c.memory_mib, 512);
     assert_eq!(c.name, "other");
     assert_eq!(c.cmdline, "root=/dev/xvda1 ro quiet");
-    let c = o(&["vif=['a']", "vif+=['b']"]).unwrap();
-    assert_eq!(c.vifs, ["a", "b"]);
+    let c = o(&["vif=['bridge=a']", "vif+=['bridge=b']"]).unwrap();
+    let b: Vec<_> = c.vifs.iter().map(|v| v.bridge.as_str()).collect();
+    assert_eq!(b, ["a", "b"]);
     let e = o(&["memory"]).unwrap_err();
     assert_eq!(e.to_string(), "<command line>:1: `memory` is not key=value");
     let e = o(&["memory=1", "bogus=1"]).unwrap_err();
@@ -230,4 +271,209 @@ fn the_example_domu_config_parses() {
     assert_eq!(c.cmdline, "console=hvc0");
     assert_eq!(c.memory_mib, 128);
     assert!(c.check_supported().is_ok());
+}
+
+mod devices {
+    use crate::device::*;
+
+    fn disk(s: &str) -> DiskSpec {
+        parse_disk(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn err(s: &str) -> String {
+        parse_disk(s).unwrap_err()
+    }
+
+    #[test]
+    fn every_disk_form() {
+        let want = DiskSpec {
+            target: "/dev/loop0".into(),
+            vdev: "xvda".into(),
+            devid: 51712,
+            readonly: false,
+            discard: true,
+            direct_io_safe: false,
+        };
+        for s in [
+            "phy:/dev/loop0,xvda,w",
+            "/dev/loop0,raw,xvda,rw",
+            "/dev/loop0,,xvda",
+            "/dev/loop0,,xvda,",
+            "loop0,,xvda",
+            "raw:/dev/loop0,xvda,w",
+            "tap:aio:/dev/loop0,xvda,w",
+            "format=raw, vdev=xvda, access=rw, target=/dev/loop0",
+            "vdev=xvda,target=/dev/loop0",
+            "/dev/loop0,,xvda:disk,w",
+            "/dev/loop0,raw,xvda,rw,devtype=disk,backend=0,backendtype=phy",
+            " /dev/loop0, raw, xvda, w",
+            "/dev/loop0,,,w,vdev=xvda",
+        ] {
+            assert_eq!(disk(s), want, "{s}");
+        }
+        let f = disk("file:/var/lib/x/disk.img,xvdb,r");
+        assert_eq!(
+            (f.target.as_str(), f.devid, f.readonly),
+            ("/var/lib/x/disk.img", 51728, true)
+        );
+        assert!(disk("/a,,xvda,ro").readonly);
+        assert!(disk("access=r,vdev=xvdc,target=/a").readonly);
+        // target= takes the rest, commas included.
+        let t = disk("vdev=xvda, access=w, target=/srv/a,b c,d.img");
+        assert_eq!(t.target, "/srv/a,b c,d.img");
+        // An empty positional target may be given before target=.
+        assert_eq!(disk(",raw,xvda,w,target=/x").target, "/x");
+        let d = disk("/a,,xvda,no-discard,direct-io-safe");
+        assert!(!d.discard && d.direct_io_safe);
+    }
+
+    #[test]
+    fn disk_errors() {
+        for (s, msg) in [
+            ("/a,xvda,w", "`xvda` is not a disk format"),
+            ("/a,qcow2,xvda", "disk format `qcow2` is not supported"),
+            ("qcow2:/a,xvda,w", "disk format `qcow2` is not supported"),
+            ("format=vhd,vdev=xvda,target=/a", "disk format `vhd`"),
+            (
+                "format=bogus,vdev=xvda,target=/a",
+                "unknown disk format `bogus`",
+            ),
+            ("/a,,hdc,cdrom", "cdrom devices are not supported"),
+            ("/a,,hdc:cdrom,r", "cdrom devices are not supported"),
+            ("devtype=cdrom,vdev=xvda,target=/a", "cdrom"),
+            (",hdc:cdrom,r", "cdrom"),
+            (
+                "devtype=floppy,vdev=xvda,target=/a",
+                "unknown devtype `floppy`",
+            ),
+            ("/a,,xvda,x", "unknown access `x`"),
+            ("/a,,xvda,w,w", "too many positional parameters"),
+            ("/a,,bogus", "`bogus` is not a virtual disk name"),
+            ("/a,,xvd", "not a virtual disk name"),
+            ("/a,,xvda01", "not a virtual disk name"),
+            ("/a,,xvda256", "not a virtual disk name"),
+            ("/a,,hde", "not a virtual disk name"),
+            ("/a,,sdq", "not a virtual disk name"),
+            ("/a,raw", "no vdev"),
+            (",,xvda", "no target"),
+            ("vdev=xvda", "no target"),
+            ("/a,,xvda,backend=dd", "driver domains are not supported"),
+            (
+                "/a,,xvda,backendtype=qdisk",
+                "backendtype=qdisk is not supported",
+            ),
+            (
+                "/a,,xvda,script=block-iscsi",
+                "hotplug scripts are not supported",
+            ),
+            ("iscsi:/a,xvda,w", "hotplug scripts are not supported"),
+            ("weird:/a,xvda,w", "unknown deprecated disk prefix `weird:`"),
+            ("/a,,xvda,colo", "COLO"),
+            ("/a,,xvda,frob=1", "unknown disk parameter `frob`"),
+            ("/a,,xvda,vdev=xvdb", "vdev specified twice"),
+            ("/a,,xvda,target=/b", "target specified twice"),
+            ("/a,,xvda,specification=virtio", "specification=virtio"),
+        ] {
+            let e = err(s);
+            assert!(e.contains(msg), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn vdev_numbers() {
+        for (v, n) in [
+            ("xvda", 202 << 8),
+            ("xvdb", (202 << 8) | 16),
+            ("xvda1", (202 << 8) | 1),
+            ("xvdp15", (202 << 8) | (15 << 4) | 15),
+            ("xvdq", (1 << 28) | (16 << 8)),
+            ("xvda16", (1 << 28) | 16),
+            ("xvdz", (1 << 28) | (25 << 8)),
+            ("xvdaa", (1 << 28) | (26 << 8)),
+            ("xvdtq37", (1 << 28) | (536 << 8) | 37),
+            ("d0p0", 202 << 8),
+            ("d1p2", (202 << 8) | (1 << 4) | 2),
+            ("d536p37", (1 << 28) | (536 << 8) | 37),
+            ("hda", 3 << 8),
+            ("hdb1", (3 << 8) | (1 << 6) | 1),
+            ("hdc2", (22 << 8) | 2),
+            ("hdd", (22 << 8) | (1 << 6)),
+            ("sda", 8 << 8),
+            ("sdb3", (8 << 8) | (1 << 4) | 3),
+            ("51712", 51712),
+            ("0xca00", 51712),
+            ("0145000", 51712),
+        ] {
+            assert_eq!(vdev_number(v), Ok(n), "{v}");
+        }
+        for v in [
+            "", "xvd", "xvdA", "xvda0", "hde", "hda64", "sda16", "d0", "dxp1", "0", "xyz",
+        ] {
+            assert!(vdev_number(v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn vif_forms() {
+        let v = parse_vif("mac=00:16:3e:01:02:03,bridge=xenbr1").unwrap();
+        assert_eq!(v.mac, Some([0, 0x16, 0x3e, 1, 2, 3]));
+        assert_eq!(v.bridge, "xenbr1");
+        assert_eq!(v.script, VIF_BRIDGE_SCRIPT);
+        let d = parse_vif("").unwrap();
+        assert_eq!((d.bridge.as_str(), d.mac, d.devid), ("xenbr0", None, None));
+        let f = parse_vif(
+            " mac=00:16:3E:AA:bb:0c , ip=10.0.0.2, script=vif-bridge, type=vif, vifname=web0, model=e1000, backend=0, devid=2",
+        )
+        .unwrap();
+        assert_eq!(f.mac, Some([0, 0x16, 0x3e, 0xaa, 0xbb, 0x0c]));
+        assert_eq!(f.ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(f.vifname.as_deref(), Some("web0"));
+        assert_eq!(f.devid, Some(2));
+        assert_eq!(f.script, VIF_BRIDGE_SCRIPT);
+        assert_eq!(
+            parse_vif("script=/usr/local/etc/vif-bridge")
+                .unwrap()
+                .script,
+            "/usr/local/etc/vif-bridge"
+        );
+        assert_eq!(parse_vif("netdev=br9").unwrap().bridge, "br9");
+    }
+
+    #[test]
+    fn vif_errors() {
+        for (s, msg) in [
+            ("mac=00:16:3e:01:02", "bad MAC address"),
+            ("mac=00:16:3e:01:02:zz", "bad MAC address"),
+            ("mac=01:16:3e:01:02:03", "multicast"),
+            ("bridge=", "bad bridge name"),
+            ("bridge=a/b", "bad bridge name"),
+            ("vifname=waytoolongname0123", "bad vifname"),
+            ("script=vif-route", "only bridged vifs"),
+            ("type=ioemu", "emulated NICs are not supported"),
+            ("type=x", "unknown vif type"),
+            ("backend=dd", "driver domains are not supported"),
+            ("devid=x", "bad devid"),
+            ("rate=10Mb/s", "unknown or unsupported vif parameter `rate`"),
+            ("mtu=9000", "parameter `mtu`"),
+            ("bridge", "`bridge` is not key=value"),
+        ] {
+            let e = parse_vif(s).unwrap_err();
+            assert!(e.contains(msg), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            format_mac(&[0, 0x16, 0x3e, 0xa, 0xbc, 0xff]),
+            "00:16:3e:0a:bc:ff"
+        );
+        assert_eq!(xen_mac([0xff, 1, 2]), [0, 0x16, 0x3e, 0x7f, 1, 2]);
+        assert_eq!(
+            parse_mac("00-16-3e-00-00-01"),
+            Some([0, 0x16, 0x3e, 0, 0, 1])
+        );
+        assert_eq!(parse_mac("0:16:3e:0:0:1"), Some([0, 0x16, 0x3e, 0, 0, 1]));
+        assert_eq!(parse_mac("000:16:3e:0:0:1"), None);
+    }
 }

@@ -195,6 +195,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         managed: false,
         max_mem: ram,
         max_grant_frames: super::MAX_GRANT_FRAMES as u32,
+        max_maptrack_frames: crate::xen::grant_table::DEFAULT_MAPTRACK_FRAMES,
         max_port: if privileged {
             evtchn::NR_PORTS - 1
         } else {
@@ -220,6 +221,8 @@ pub struct DomainSpec<'a> {
     pub max_port: u32,
     /// Most grant-table frames.
     pub max_grant_frames: u32,
+    /// Maptrack frames (256 live grant mappings each, as Xen).
+    pub max_maptrack_frames: u32,
 }
 
 /// Creates an empty domain for the toolstack: no RAM yet, every vCPU offline until the
@@ -342,7 +345,7 @@ fn assemble<B: Backend>(
             shared_info: None,
             vcpu_info: alloc::vec![None; spec.vcpus as usize],
             grant_frames: arrayvec::ArrayVec::new(),
-            grant: Default::default(),
+            grant: crate::xen::grant_table::GrantState::new(spec.max_maptrack_frames),
             pit: Default::default(),
             console_line: ArrayString::new(),
             console_started: false,

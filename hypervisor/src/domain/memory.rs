@@ -81,6 +81,15 @@ pub enum GrantP2mError {
     P2m(MapError),
 }
 
+/// Why a page cannot be a `GNTTABOP_copy` frame side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyFrameError {
+    /// Nothing, or not RAM nor a grant mapping (`bad_page`).
+    NotRam,
+    /// A read-only grant mapping as the destination.
+    ReadOnly,
+}
+
 /// A guest access the p2m does not allow (or that lies outside guest memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestFault {
@@ -343,6 +352,39 @@ impl<F: Format> GuestMemory<F> {
             P2mType::Foreign => return Err(GuestFault { gpa }),
         };
         Ok((t.phys, hold))
+    }
+
+    /// The host frame behind the domain's own page `gpa` for a `GNTTABOP_copy` frame
+    /// side (`write` for the destination), with a hold on it if it is a grant mapping.
+    ///
+    /// As Xen's `get_paged_frame` (`get_page_from_gfn` accepts RAM and grant-mapped
+    /// pages, taking a reference on the foreign owner's page): RAM, and a page mapped
+    /// through a grant. Unlike Xen, a destination mapped through a *read-only* grant is
+    /// refused ([`CopyFrameError::ReadOnly`]: the hypervisor writes a granted page only
+    /// with the mapping's permissions), and so are the hypervisor frames shared with the
+    /// domain (shared_info, grant frames: [`CopyFrameError::NotRam`]) and holes.
+    pub fn copy_frame(&self, gpa: u64, write: bool) -> Result<(u64, Option<Hold>), CopyFrameError> {
+        let p2m = self.p2m.lock();
+        let t = p2m
+            .table
+            .translate(&DirectMap, gpa)
+            .ok_or(CopyFrameError::NotRam)?;
+        let page = t.phys & !(FRAME_SIZE - 1);
+        let writable = t.perm.contains(Perm::W);
+        match P2mType::from_kind(t.kind) {
+            P2mType::Ram if !write || writable => Ok((page, None)),
+            P2mType::GrantRw | P2mType::GrantRo if write && !writable => {
+                Err(CopyFrameError::ReadOnly)
+            }
+            P2mType::GrantRw | P2mType::GrantRo => {
+                // The mapping holds a reference until its unmap, which needs the domain
+                // lock and this p2m lock; the hold outlives both.
+                Hold::new(page)
+                    .map(|h| (page, Some(h)))
+                    .ok_or(CopyFrameError::NotRam)
+            }
+            _ => Err(CopyFrameError::NotRam),
+        }
     }
 
     /// Maps `host` (another domain's page, on which the caller holds a frame reference)

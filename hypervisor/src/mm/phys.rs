@@ -56,6 +56,37 @@ pub fn write_bytes(pa: u64, data: &[u8]) {
     }
 }
 
+/// Copies `len` bytes from physical address `src` to `dst` (overlap allowed, as memmove),
+/// for a grant copy between frames the caller holds: a granted page with a frame
+/// reference, or its own domain's RAM. Each range must lie inside one frame of the direct
+/// map (checked: a violation is a hypervisor bug and panics).
+pub fn copy_in_frames(dst: u64, src: u64, len: usize) {
+    let within = |pa: u64| {
+        let end = pa.checked_add(len as u64);
+        end.is_some_and(|e| {
+            e <= mapped_limit() && (len == 0 || pa / FRAME_SIZE == (e - 1) / FRAME_SIZE)
+        })
+    };
+    assert!(
+        within(dst) && within(src),
+        "copy_in_frames({dst:#x}, {src:#x}, {len}) outside one frame of the direct map"
+    );
+    let (d, s) = (to_virt(dst), to_virt(src));
+    // Backwards when the destination starts inside the source (same frame, overlapping).
+    let backwards = dst > src && dst < src + len as u64;
+    for k in 0..len {
+        let i = if backwards { len - 1 - k } else { k };
+        // SAFETY: `src + i` and `dst + i` lie inside one direct-mapped frame each (checked
+        // above); the caller holds both frames (frame references or its own domain's RAM),
+        // so they stay allocated for this call. Guests may access the bytes concurrently:
+        // byte-wide volatile accesses tolerate that (no Rust reference is formed).
+        unsafe {
+            d.wrapping_add(i)
+                .write_volatile(s.wrapping_add(i).read_volatile())
+        };
+    }
+}
+
 /// Reads boot-loader structures through the direct map.
 pub struct BootMemory;
 

@@ -254,6 +254,7 @@ fn create<B: Backend>(cx: &mut Cx<'_, B>, op: &mut FvCtl) -> Result<u64, Errno> 
         max_mem: c.max_mem_kib * 1024,
         max_port: c.max_evtchn_port,
         max_grant_frames: c.max_grant_frames,
+        max_maptrack_frames: c.max_maptrack_frames,
     };
     let dom = build::create_empty(&cx.hv.backend, &spec).map_err(|e| {
         log::warn!("toolstack: creating domain {domid} ({name}) failed: {e}");

@@ -1,7 +1,7 @@
-//! `grant_table_op` (20), version 1: the table's frames and their size, and mapping and
+//! `grant_table_op` (20), version 1: the table's frames and their size, mapping and
 //! unmapping other domains' grants (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`, for
-//! auto-translated callers: `GNTMAP_host_map` with `host_addr` a guest-physical address).
-//! Copying grants is not offered yet.
+//! auto-translated callers: `GNTMAP_host_map` with `host_addr` a guest-physical address),
+//! and copying between grants and the caller's frames (`GNTTABOP_copy`).
 //!
 //! # Mapping
 //! The pure rules (shared-word transitions, active entries, maptrack) are in the `grant`
@@ -25,6 +25,48 @@
 //! in G's entry when the last such pin goes) and then the frame reference; if G is gone,
 //! only the reference goes, and the last one frees G's orphaned page.
 //!
+//! # Maptrack
+//! A mapper's handles ([`grant::Maptrack`]): at most 256 per maptrack frame (Xen's 16-byte
+//! `struct grant_mapping`), from the domain's `max_maptrack_frames` (the toolstack's
+//! value; Xen's default 1024 frames, 262144 handles, for the domains built at boot, so
+//! blkback's persistent grants fit). Slots come a 256-handle chunk at a time as handles
+//! are used; the lowest free handle is reused first (a min-heap): get O(1), insert and
+//! remove O(log n). The map path has no other per-mapping cost: the occupied-address check
+//! is a p2m look-up, pins live in a B-tree keyed by ref.
+//!
+//! # Copying
+//! One copy op from domain C ([`copy_one`]): each side is a grant `{ref, domid}` or one of
+//! C's own frames `{gmfn, DOMID_SELF}` (a frame side naming any domid but `DOMID_SELF`,
+//! C's own numeric id included, is `permission_denied`, as Xen). A grant side is pinned
+//! transiently in its granter's active entry exactly as a mapping pins it (read pin for
+//! the source, write pin and `!GTF_readonly` for the destination; the first pin checks
+//! type, grantee = C, and captures the frame; a live mapping's pins and captured frame are
+//! shared), with a frame reference on the page; the pin goes (and with it `GTF_writing` /
+//! `GTF_reading` when no pin of that kind is left) right after the op. A frame side is
+//! translated through C's p2m: C's RAM, or a page mapped into C through a grant (as Xen's
+//! `get_paged_frame`, whose `get_page_from_gfn` accepts `p2m_grant_map_rw/ro` and takes a
+//! reference on the foreign page; here a transient frame hold), but never written through
+//! a read-only mapping (`general_error`; Xen would write it) and never a hypervisor frame
+//! shared with C (`bad_page`). Bytes move host frame to host frame (memmove semantics:
+//! a ref copied onto itself is fine), after both claims, `offset + len <= 4096` checked
+//! last as Xen does.
+//!
+//! Lock order: a copy never holds two domain locks. Each grant side is pinned and later
+//! unpinned under its granter's lock alone (then that granter's p2m lock, for the frame
+//! translation); the copy itself holds no lock, the frames being kept by the frame
+//! references and the granters by `Arc`s. So the three domains involved (C, the source's
+//! granter, the destination's) need no order among themselves, whichever are equal. Map
+//! and unmap take the mapper's and the granter's locks in ascending domid order (one when
+//! equal); every path takes domain locks before p2m locks, and the frame allocator last.
+//!
+//! # Revocation
+//! A granter may overwrite a mapped entry (flags = 0, or a new grant) at any time: live
+//! mappings keep the frame captured at the first pin and their frame references; unmaps
+//! and copy releases only clear `GTF_writing` / `GTF_reading` from whatever word is there
+//! now (Xen's `gnttab_clear_flags`), never restore what the guest removed; new first
+//! (or first writable) pins re-validate the entry and fail (`general_error`), while further
+//! read pins of an entry still pinned use the captured frame (as Xen).
+//!
 //! Batches are processed in full (status per op; the hypercall returns 0 once all ran), at
 //! most [`OPS_PER_STEP`] ops per VM exit: a longer batch continues with a hypercall
 //! continuation ([`Reply::Again`]: `uop` and `count` advanced in the guest's registers,
@@ -33,19 +75,21 @@
 use super::guest_access::{read_arg, write_arg};
 use super::Cx;
 use super::Reply;
-use crate::domain::memory::GrantP2mError;
+use crate::domain::memory::{CopyFrameError, GrantP2mError};
 use crate::domain::{DomState, Domain, Life, MAX_GRANT_FRAMES};
 use crate::hvm::{Backend, Vcpu as _};
 use crate::mm::frametable::global as frametable;
 use crate::mm::phys;
 use crate::schedule::Hv;
-use grant::{ActiveTable, Mapping, Maptrack, Status};
+use alloc::sync::Arc;
+use grant::{ActiveTable, CopySide, Mapping, Maptrack, Status};
 use xen_abi::errno::Errno;
 use xen_abi::grant_table::{
-    GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion, GnttabUnmapGrantRef,
-    GNTMAP_APPLICATION_MAP, GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP,
-    GNTMAP_READONLY, GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE,
-    GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GNTST_OKAY, GNTTABOP_GET_VERSION,
+    GnttabCopy, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion,
+    GnttabUnmapGrantRef, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTMAP_APPLICATION_MAP,
+    GNTMAP_CONTAINS_PTE, GNTMAP_DEVICE_MAP, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTST_BAD_COPY_ARG,
+    GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_PAGE, GNTST_BAD_VIRT_ADDR,
+    GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GNTST_OKAY, GNTTABOP_COPY, GNTTABOP_GET_VERSION,
     GNTTABOP_MAP_GRANT_REF, GNTTABOP_QUERY_SIZE, GNTTABOP_SET_VERSION, GNTTABOP_UNMAP_GRANT_REF,
     GNTTAB_V1_ENTRIES_PER_FRAME,
 };
@@ -56,8 +100,9 @@ pub const OPS_PER_STEP: u64 = 32;
 /// Largest `count` (Xen takes it as a non-negative `int`).
 const MAX_COUNT: u64 = i32::MAX as u64;
 
-/// Most live mappings (maptrack handles) per domain.
-pub const MAPTRACK_LIMIT: u32 = 1024;
+/// Maptrack frames of the domains built at boot (dom0 and boot-time domUs): Xen's default
+/// `gnttab_max_maptrack_frames`, 1024 frames of 256 handles (262144 live mappings).
+pub const DEFAULT_MAPTRACK_FRAMES: u32 = 1024;
 
 /// Highest guest frame number a mapping may target: the 4-level p2m takes 48-bit
 /// guest-physical addresses.
@@ -72,11 +117,13 @@ pub struct GrantState {
     pub maptrack: Maptrack,
 }
 
-impl Default for GrantState {
-    fn default() -> Self {
+impl GrantState {
+    /// The state of a domain allowed `maptrack_frames` maptrack frames (its handle limit
+    /// is Xen's: 256 per frame, [`grant::maptrack_limit`]). Nothing is allocated yet.
+    pub const fn new(maptrack_frames: u32) -> Self {
         GrantState {
             active: ActiveTable::new(),
-            maptrack: Maptrack::new(MAPTRACK_LIMIT),
+            maptrack: Maptrack::new(grant::maptrack_limit(maptrack_frames)),
         }
     }
 }
@@ -115,6 +162,12 @@ pub fn grant_table_op<B: Backend>(
         }),
         GNTTABOP_UNMAP_GRANT_REF => batch::<GnttabUnmapGrantRef, B>(cx, uop, count, |cx, op| {
             op.status = match unmap_one(cx, op) {
+                Ok(()) => GNTST_OKAY,
+                Err(status) => status,
+            };
+        }),
+        GNTTABOP_COPY => batch::<GnttabCopy, B>(cx, uop, count, |cx, op| {
+            op.status = match copy_one(cx, op) {
                 Ok(()) => GNTST_OKAY,
                 Err(status) => status,
             };
@@ -349,7 +402,9 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
             return Err(GNTST_BAD_VIRT_ADDR);
         }
         let entry = shared_entry::Entry::of(gr.frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
-        if maptrack.maps_at(gpa) {
+        // Refused before the granter's entry is touched (map_grant checks it again
+        // under the p2m lock): anything mapped there, RAM, shared frames or a mapping.
+        if m.mem.p2m_type(gpa).is_some() {
             return Err(GNTST_GENERAL_ERROR);
         }
         let plan = gr.active.plan(gref, m.id, writable)?;
@@ -405,6 +460,197 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
             }
         }
     })
+}
+
+/// One `GNTTABOP_copy` op from the calling domain C. Checks in Xen's order
+/// (`gnttab_copy_one`): the source's and then the destination's domain
+/// (`permission_denied` for a frame side not `DOMID_SELF`, `bad_domain`), then the source
+/// is claimed, then the destination (a grant side: `bad_gntref`, `general_error`,
+/// `bad_page`, as a map; a frame side: `bad_page`), and only then `offset + len`
+/// (`bad_copy_arg`). A zero length copies nothing and succeeds.
+///
+/// No two domain locks are ever held together: each grant side is pinned under its
+/// granter's lock alone, which is then dropped; the bytes move between the two held host
+/// frames with no domain lock; each pin is dropped again under its granter's lock alone
+/// (destination first). So any three domains (C, the source's and the destination's
+/// granter, equal or not) can be involved without a lock-order question.
+fn copy_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabCopy) -> Result<(), Status> {
+    let src_side = grant::copy_side(
+        op.flags & GNTCOPY_SOURCE_GREF != 0,
+        op.source.u,
+        op.source.domid,
+    )?;
+    let src_dom = side_domain(cx, src_side)?;
+    let dst_side = grant::copy_side(op.flags & GNTCOPY_DEST_GREF != 0, op.dest.u, op.dest.domid)?;
+    let dst_dom = side_domain(cx, dst_side)?;
+    let src = claim(cx, src_side, src_dom, false)?;
+    let dst = claim(cx, dst_side, dst_dom, true)?;
+    if !grant::copy_fits(op.source.offset, op.len) || !grant::copy_fits(op.dest.offset, op.len) {
+        return Err(GNTST_BAD_COPY_ARG);
+    }
+    // In range: each offset + len is at most a page (checked above).
+    phys::copy_in_frames(
+        dst.host + u64::from(op.dest.offset),
+        src.host + u64::from(op.source.offset),
+        usize::from(op.len),
+    );
+    Ok(())
+    // `dst`, then `src`, are released here.
+}
+
+/// The granting domain of a grant side (`None` for a frame side: the caller's own page).
+fn side_domain<B: Backend>(
+    cx: &Cx<'_, B>,
+    side: CopySide,
+) -> Result<Option<Arc<Domain<B>>>, Status> {
+    match side {
+        CopySide::Gmfn { .. } => Ok(None),
+        CopySide::Gref { domid, .. } => {
+            let id = cx.resolve(domid);
+            if id == cx.dom.id {
+                Ok(Some(cx.dom.clone()))
+            } else {
+                cx.hv.domains.get(id).map(Some).ok_or(GNTST_BAD_DOMAIN)
+            }
+        }
+    }
+}
+
+/// One side of a copy, claimed: the host page, kept allocated until this is dropped.
+struct Claim<B: Backend> {
+    /// Host-physical address of the page.
+    host: u64,
+    /// A grant side's pin: (granter, ref, writable, copier); dropped with the frame
+    /// reference the claim took.
+    pin: Option<(Arc<Domain<B>>, u32, bool, u16)>,
+    /// A frame side through a grant mapping of the caller's: a transient frame reference.
+    _hold: Option<frametable::Hold>,
+}
+
+impl<B: Backend> Drop for Claim<B> {
+    fn drop(&mut self) {
+        if let Some((g, gref, writable, copier)) = self.pin.take() {
+            unpin_copy(&g, gref, writable, copier);
+            frametable::put(self.host);
+        }
+    }
+}
+
+/// Claims one side of a copy for the calling domain (`write` for the destination).
+fn claim<B: Backend>(
+    cx: &Cx<'_, B>,
+    side: CopySide,
+    granter: Option<Arc<Domain<B>>>,
+    write: bool,
+) -> Result<Claim<B>, Status> {
+    match (side, granter) {
+        (CopySide::Gmfn { gmfn }, _) => {
+            let gpa = gmfn
+                .checked_mul(phys_frame())
+                .filter(|_| gmfn <= MAX_GPFN)
+                .ok_or(GNTST_BAD_PAGE)?;
+            match cx.dom.mem.copy_frame(gpa, write) {
+                Ok((host, hold)) => Ok(Claim {
+                    host,
+                    pin: None,
+                    _hold: hold,
+                }),
+                Err(CopyFrameError::NotRam) => Err(GNTST_BAD_PAGE),
+                Err(CopyFrameError::ReadOnly) => Err(GNTST_GENERAL_ERROR),
+            }
+        }
+        (CopySide::Gref { gref, .. }, Some(g)) => {
+            let host = pin_copy(&g, gref, write, cx.dom.id)?;
+            Ok(Claim {
+                host,
+                pin: Some((g, gref, write, cx.dom.id)),
+                _hold: None,
+            })
+        }
+        (CopySide::Gref { .. }, None) => Err(GNTST_GENERAL_ERROR),
+    }
+}
+
+/// Pins grant `gref` of `g` for a copy by domain `copier` (Xen's `acquire_grant_for_copy`,
+/// v1): a read pin, or a write pin for the destination, counted in the same active entry
+/// as mappings, so the entry's frame, its `GTF_reading`/`GTF_writing` bits and its single
+/// grantee are shared with any live mapping. Takes a frame reference on the page; returns
+/// its host address. Under `g`'s lock only.
+fn pin_copy<B: Backend>(
+    g: &Domain<B>,
+    gref: u32,
+    writable: bool,
+    copier: u16,
+) -> Result<u64, Status> {
+    let mut guard = g.st.lock();
+    let st = &mut *guard;
+    if st.life != Life::Running {
+        return Err(GNTST_BAD_DOMAIN);
+    }
+    let entries = st.grant_frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
+    if u64::from(gref) >= entries {
+        return Err(GNTST_BAD_GNTREF);
+    }
+    let entry = shared_entry::Entry::of(&st.grant_frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
+    let active = &mut st.grant.active;
+    let plan = active.plan(gref, copier, writable)?;
+    if plan.update_shared {
+        entry.update(|old| grant::pin_word(old, copier, writable, true))?;
+    }
+    let undo_shared = || {
+        if plan.update_shared {
+            let (clear_w, clear_r) = (writable, plan.first);
+            let _ = entry.update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
+        }
+    };
+    let (gfn, host) = if plan.first {
+        let gfn = entry.frame();
+        match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
+            Some(h) if frametable::get_owned(h) => (gfn, h),
+            _ => {
+                undo_shared();
+                return Err(GNTST_BAD_PAGE);
+            }
+        }
+    } else {
+        let a = active.get(gref).copied().ok_or(GNTST_GENERAL_ERROR)?;
+        if !frametable::get_extra(a.host) {
+            undo_shared();
+            return Err(GNTST_GENERAL_ERROR);
+        }
+        (a.gfn, a.host)
+    };
+    match active.pin(gref, copier, writable, (gfn, host)) {
+        Ok(h) => Ok(h),
+        Err(_) => {
+            // Cannot happen: the plan was checked under this lock.
+            log::error!(
+                "d{}: grant copy pin bookkeeping failed after the checks",
+                g.id
+            );
+            frametable::put(host);
+            undo_shared();
+            Err(GNTST_GENERAL_ERROR)
+        }
+    }
+}
+
+/// Drops a copy's pin of `gref` in `g` (Xen's `release_grant_for_copy`): `GTF_writing`
+/// goes when no write pin is left, `GTF_reading` when no pin is; only those bits are
+/// cleared from whatever the guest's word holds now. Under `g`'s lock only; the caller
+/// drops the frame reference afterwards.
+fn unpin_copy<B: Backend>(g: &Domain<B>, gref: u32, writable: bool, copier: u16) {
+    let mut guard = g.st.lock();
+    let st = &mut *guard;
+    match st.grant.active.unpin(gref, copier, writable) {
+        Ok(u) => {
+            if let Some(entry) = shared_entry::Entry::of(&st.grant_frames, gref) {
+                let _ = entry
+                    .update(|old| Ok(grant::unpin_word(old, u.clear_writing, u.clear_reading)));
+            }
+        }
+        Err(_) => log::error!("d{}: grant copy pin of ref {gref} missing at release", g.id),
+    }
 }
 
 const fn phys_frame() -> u64 {
@@ -490,13 +736,15 @@ fn flush_mapper<B: Backend>(m: &Domain<B>) {
 /// Unmaps every mapping `dom` made (its teardown): pins and frame references go back, and
 /// granters' pages orphaned meanwhile are freed by their last unmap here.
 pub fn unmap_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
+    // Handles in ascending order: one pass over the table (nothing maps meanwhile: the
+    // domain's vCPUs never run again).
+    let mut from = 0;
     loop {
         let next = {
             let st = dom.st.lock();
-            st.grant
-                .maptrack
-                .any()
-                .and_then(|h| st.grant.maptrack.get(h).ok().map(|m| (h, *m)))
+            let mt = &st.grant.maptrack;
+            mt.next_live(from)
+                .and_then(|h| mt.get(h).ok().map(|m| (h, *m)))
         };
         let Some((handle, mapping)) = next else {
             break;
@@ -504,6 +752,10 @@ pub fn unmap_all<B: Backend>(hv: &Hv<B>, dom: &Domain<B>) {
         if release(hv, dom, handle, mapping, true).is_err() {
             // Cannot happen (teardown is the only user now); never loop forever.
             log::error!("d{}: grant handle {handle} not released", dom.id);
+            break;
+        }
+        from = handle.saturating_add(1);
+        if handle == u32::MAX {
             break;
         }
     }

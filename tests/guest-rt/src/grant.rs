@@ -1,13 +1,14 @@
 //! Grant tables v1 from the guest side: the domain's own table (frame 0, mapped with
 //! `XENMEM_add_to_physmap`), granting and ending grants as Linux does, and
 //! `GNTTABOP_map_grant_ref` / `unmap_grant_ref` with `GNTMAP_host_map` at guest-physical
-//! addresses (auto-translated guests).
+//! addresses (auto-translated guests), and `GNTTABOP_copy`.
 
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 
 use xen_abi::grant_table::{
-    GnttabMapGrantRef, GnttabUnmapGrantRef, GNTMAP_HOST_MAP, GNTMAP_READONLY,
-    GNTTABOP_MAP_GRANT_REF, GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READONLY,
+    GnttabCopy, GnttabCopyPtr, GnttabMapGrantRef, GnttabUnmapGrantRef, GNTCOPY_DEST_GREF,
+    GNTCOPY_SOURCE_GREF, GNTMAP_HOST_MAP, GNTMAP_READONLY, GNTTABOP_COPY, GNTTABOP_MAP_GRANT_REF,
+    GNTTABOP_UNMAP_GRANT_REF, GTF_PERMIT_ACCESS, GTF_READONLY,
 };
 use xen_abi::memory::{XenAddToPhysmap, XENMAPSPACE_GRANT_TABLE};
 use xen_abi::xen::{DOMID_SELF, HYPERVISOR_GRANT_TABLE_OP};
@@ -103,6 +104,12 @@ impl Table {
         fence(Ordering::SeqCst);
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
         self.flags_atomic(gref).store(flags, Ordering::SeqCst);
+    }
+
+    /// Revokes the grant by force, as a hostile or buggy granter may: stores `flags = 0`
+    /// whatever the hypervisor has set (no cmpxchg, no check for `GTF_reading`).
+    pub fn revoke(&self, gref: u32) {
+        self.flags_atomic(gref).store(0, Ordering::SeqCst);
     }
 
     /// The entry's `flags` now.
@@ -208,6 +215,105 @@ pub fn unmap(gpa: u64, handle: u32) -> Result<(), i64> {
         0 => Ok(()),
         s => Err(i64::from(s)),
     }
+}
+
+/// One side of a copy: a grant of some domain, or a frame of the caller's.
+#[derive(Clone, Copy, Debug)]
+pub enum Side {
+    /// A grant, at byte `offset` of its page.
+    Gref {
+        /// Granting domain.
+        dom: DomId,
+        /// Grant reference.
+        gref: u32,
+        /// Byte offset in the page.
+        offset: u16,
+    },
+    /// A frame of the caller's, at byte `offset`.
+    Gmfn {
+        /// The domain named (`DOMID_SELF` is the valid choice).
+        dom: DomId,
+        /// Guest frame number.
+        gmfn: u64,
+        /// Byte offset in the page.
+        offset: u16,
+    },
+}
+
+impl Side {
+    /// The caller's own page at guest-physical `gpa` (the frame, and the offset in it).
+    pub fn own(gpa: u64) -> Side {
+        Side::Gmfn {
+            dom: DOMID_SELF,
+            gmfn: gpa >> 12,
+            offset: (gpa & 0xfff) as u16,
+        }
+    }
+
+    fn ptr(self) -> (GnttabCopyPtr, bool) {
+        match self {
+            Side::Gref { dom, gref, offset } => (GnttabCopyPtr::from_gref(gref, dom, offset), true),
+            Side::Gmfn { dom, gmfn, offset } => {
+                (GnttabCopyPtr::from_gmfn(gmfn, dom, offset), false)
+            }
+        }
+    }
+}
+
+/// A copy op of `len` bytes from `src` to `dst` (status preset to 1, not a GNTST value).
+pub fn copy_op(src: Side, dst: Side, len: u16) -> GnttabCopy {
+    let (source, sg) = src.ptr();
+    let (dest, dg) = dst.ptr();
+    GnttabCopy {
+        source,
+        dest,
+        len,
+        flags: if sg { GNTCOPY_SOURCE_GREF } else { 0 } | if dg { GNTCOPY_DEST_GREF } else { 0 },
+        status: 1,
+        _pad0: 0,
+    }
+}
+
+/// Runs the copy ops in `ops` as one batch; the hypercall's result (0 = processed).
+pub fn copy_batch(ops: &mut [GnttabCopy]) -> i64 {
+    // SAFETY: `ops` is a live, writable array of copy ops.
+    unsafe { op(GNTTABOP_COPY, ops.as_mut_ptr() as u64, ops.len() as u64) }
+}
+
+/// Copies `len` bytes from `src` to `dst`: `Ok(())` or `Err(status)` (`GNTST_*`, or the
+/// hypercall's own error).
+pub fn copy(src: Side, dst: Side, len: u16) -> Result<(), i64> {
+    let mut ops = [copy_op(src, dst, len)];
+    let rc = copy_batch(&mut ops);
+    if rc != 0 {
+        return Err(rc);
+    }
+    match ops[0].status {
+        0 => Ok(()),
+        s => Err(i64::from(s)),
+    }
+}
+
+/// FNV-1a over `len` bytes of guest-physical memory at `gpa` (volatile reads).
+pub fn checksum(gpa: u64, len: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..len as u64 {
+        // SAFETY: the caller names readable memory (its own page or a mapping); volatile
+        // reads tolerate concurrent writers.
+        let b = unsafe { ((gpa + i) as *const u8).read_volatile() };
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// FNV-1a of the bytes `f(0), f(1), ...` (`len` of them): the checksum a page filled by
+/// a known generator must have.
+pub fn checksum_of(len: usize, f: impl Fn(usize) -> u8) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..len {
+        h = (h ^ u64::from(f(i))).wrapping_mul(0x100_0000_01b3);
+    }
+    h
 }
 
 /// The `GNTST_*` name of a status (or the number).

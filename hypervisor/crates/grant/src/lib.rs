@@ -1,5 +1,6 @@
-//! Grant tables v1, mapping side: the pure logic behind `GNTTABOP_map_grant_ref` and
-//! `GNTTABOP_unmap_grant_ref` (facts: `docs` §8.3, Xen `xen/common/grant_table.c`).
+//! Grant tables v1: the pure logic behind `GNTTABOP_map_grant_ref`,
+//! `GNTTABOP_unmap_grant_ref` and `GNTTABOP_copy` (facts: `docs` §8.3–8.4, Xen
+//! `xen/common/grant_table.c`).
 //!
 //! * [`pin_word`] / [`unpin_word`]: how the granter's shared `{flags, domid}` word changes
 //!   when a mapping pins or unpins an entry. The caller applies them with a bounded
@@ -8,7 +9,11 @@
 //! * [`ActiveTable`]: per granting domain, the entries that are pinned: read/write pin
 //!   counts, the mapping domain, and the granted frame captured at the first pin (later
 //!   guest edits of the shared entry do not affect live mappings).
-//! * [`Maptrack`]: per mapping domain, the handles its mappings are known by.
+//! * [`Maptrack`]: per mapping domain, the handles its mappings are known by (limit from
+//!   the domain's maptrack frames, [`maptrack_limit`]; storage grows as handles are used).
+//! * [`copy_side`] / [`copy_fits`]: the argument rules of a copy op. A copy pins its grant
+//!   sides transiently with the same [`ActiveTable`] pins and shared-word transitions as
+//!   a mapping (so it respects, and is respected by, concurrent mappings).
 //!
 //! No memory is touched here: the hypervisor owns the p2m changes, the frame references
 //! and the guest-memory accesses, and calls into this crate under the domains' locks.
@@ -18,12 +23,14 @@
 
 extern crate alloc;
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use xen_abi::grant_table::{
-    GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GTF_PERMIT_ACCESS, GTF_READING,
-    GTF_READONLY, GTF_SUB_PAGE, GTF_TYPE_MASK, GTF_WRITING,
+    GNTST_BAD_HANDLE, GNTST_GENERAL_ERROR, GNTST_NO_SPACE, GNTST_PERMISSION_DENIED,
+    GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_SUB_PAGE, GTF_TYPE_MASK, GTF_WRITING,
 };
+use xen_abi::xen::DOMID_SELF;
 
 /// A `GNTST_*` per-op status (0 = okay, negative = error).
 pub type Status = i16;
@@ -91,6 +98,41 @@ pub fn unpin_word(old: u32, clear_writing: bool, clear_reading: bool) -> u32 {
         clear |= GTF_READING;
     }
     word(word_flags(old) & !clear, word_domid(old))
+}
+
+/// Bytes in a page, the most a `GNTTABOP_copy` side may span.
+pub const COPY_PAGE: u32 = 4096;
+
+/// Whether a copy of `len` bytes at `offset` stays inside one page (Xen:
+/// `offset + len <= PAGE_SIZE` on each side, `bad_copy_arg` otherwise).
+pub const fn copy_fits(offset: u16, len: u16) -> bool {
+    offset as u32 + len as u32 <= COPY_PAGE
+}
+
+/// How one side of a `GNTTABOP_copy` names its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopySide {
+    /// Grant `gref` of domain `domid` (`DOMID_SELF` or an id, the caller's own included).
+    Gref { domid: u16, gref: u32 },
+    /// The caller's own guest frame `gmfn`.
+    Gmfn { gmfn: u64 },
+}
+
+/// Classifies a copy side: `is_gref` is its `GNTCOPY_*_gref` flag, `u` the union, `domid`
+/// as given. A frame side must say `DOMID_SELF` literally: Xen refuses even the caller's
+/// own numeric id there (`permission_denied`, `gnttab_copy_lock_domain`).
+pub fn copy_side(is_gref: bool, u: u64, domid: u16) -> Result<CopySide, Status> {
+    if is_gref {
+        // `u.ref` is the low 32 bits of the union (little endian).
+        Ok(CopySide::Gref {
+            domid,
+            gref: u as u32,
+        })
+    } else if domid == DOMID_SELF {
+        Ok(CopySide::Gmfn { gmfn: u })
+    } else {
+        Err(GNTST_PERMISSION_DENIED)
+    }
 }
 
 /// One pinned grant entry of a granting domain.
@@ -245,24 +287,52 @@ pub struct Mapping {
     pub host: u64,
 }
 
-/// A mapping domain's handles: a bounded table with free-slot reuse (lowest first).
+/// Entries per maptrack frame in Xen (`PAGE_SIZE / sizeof(struct grant_mapping)`, a
+/// 16-byte record): a domain's limit is `max_maptrack_frames` times this.
+pub const MAPTRACK_PER_FRAME: u32 = 256;
+
+/// The handle limit of a domain allowed `frames` maptrack frames (Xen's `maptrack_limit`).
+pub const fn maptrack_limit(frames: u32) -> u32 {
+    frames.saturating_mul(MAPTRACK_PER_FRAME)
+}
+
+/// Handles per storage chunk: the table grows a chunk at a time, as handles are used.
+const CHUNK: usize = MAPTRACK_PER_FRAME as usize;
+
+/// A mapping domain's handles: a bounded table that grows in chunks of
+/// [`MAPTRACK_PER_FRAME`] slots as it fills (never up front), with free-slot reuse
+/// (lowest free handle first, from a min-heap).
+///
+/// Costs: [`Maptrack::get`] O(1); [`Maptrack::insert`] and [`Maptrack::remove`]
+/// O(log n) (the free heap); [`Maptrack::next_live`] scans forward, so walking every
+/// live handle with it is O(size) in total. Chunk and heap growth use fallible
+/// allocation: running out of memory is `no_space`, never a panic.
 #[derive(Debug)]
 pub struct Maptrack {
-    slots: Vec<Option<Mapping>>,
-    free: Vec<u32>,
+    chunks: Vec<Vec<Option<Mapping>>>,
+    /// Handles below this were handed out at least once (slots exist up to the chunks').
+    next: u32,
+    /// Freed handles below `next`, lowest first.
+    free: BinaryHeap<Reverse<u32>>,
     used: usize,
     limit: u32,
 }
 
 impl Maptrack {
-    /// A table of at most `limit` handles.
+    /// A table of at most `limit` handles (see [`maptrack_limit`]).
     pub const fn new(limit: u32) -> Self {
         Maptrack {
-            slots: Vec::new(),
-            free: Vec::new(),
+            chunks: Vec::new(),
+            next: 0,
+            free: BinaryHeap::new(),
             used: 0,
             limit,
         }
+    }
+
+    /// Most live handles.
+    pub fn limit(&self) -> u32 {
+        self.limit
     }
 
     /// Live mappings.
@@ -274,60 +344,87 @@ impl Maptrack {
         self.used == 0
     }
 
-    /// Whether [`Maptrack::insert`] would fail.
+    /// Whether every handle is in use ([`Maptrack::insert`] then fails; it may also fail
+    /// when memory for a new chunk runs out).
     pub fn is_full(&self) -> bool {
-        self.free.is_empty() && self.slots.len() >= self.limit as usize
+        self.free.is_empty() && self.next >= self.limit
     }
 
-    /// Records `m` under a new handle; `no_space` when the table is full.
+    fn slot(&self, handle: u32) -> Option<&Option<Mapping>> {
+        let h = usize::try_from(handle).ok()?;
+        self.chunks.get(h / CHUNK)?.get(h % CHUNK)
+    }
+
+    fn slot_mut(&mut self, handle: u32) -> Option<&mut Option<Mapping>> {
+        let h = usize::try_from(handle).ok()?;
+        self.chunks.get_mut(h / CHUNK)?.get_mut(h % CHUNK)
+    }
+
+    /// Records `m` under a new handle; `no_space` when the table is full (or no memory
+    /// is left for its next chunk).
     pub fn insert(&mut self, m: Mapping) -> Result<u32, Status> {
-        if let Some(h) = self.free.pop() {
-            self.slots[h as usize] = Some(m);
-            self.used += 1;
-            return Ok(h);
+        let h = match self.free.peek() {
+            Some(&Reverse(h)) => h,
+            None => {
+                if self.next >= self.limit {
+                    return Err(GNTST_NO_SPACE);
+                }
+                let h = self.next;
+                if h as usize / CHUNK >= self.chunks.len() {
+                    self.grow()?;
+                }
+                h
+            }
+        };
+        let slot = self.slot_mut(h).ok_or(GNTST_NO_SPACE)?;
+        *slot = Some(m);
+        if h == self.next {
+            self.next += 1;
+        } else {
+            self.free.pop();
         }
-        let h = u32::try_from(self.slots.len()).map_err(|_| GNTST_NO_SPACE)?;
-        if h >= self.limit {
-            return Err(GNTST_NO_SPACE);
-        }
-        self.slots.push(Some(m));
         self.used += 1;
         Ok(h)
     }
 
-    /// The mapping under `handle`.
-    pub fn get(&self, handle: u32) -> Result<&Mapping, Status> {
-        self.slots
-            .get(handle as usize)
-            .and_then(Option::as_ref)
-            .ok_or(GNTST_BAD_HANDLE)
+    /// One more chunk of free slots; the free heap is made large enough for every slot
+    /// then (so [`Maptrack::remove`] never allocates).
+    fn grow(&mut self) -> Result<(), Status> {
+        let mut chunk = Vec::new();
+        chunk.try_reserve_exact(CHUNK).map_err(|_| GNTST_NO_SPACE)?;
+        chunk.resize(CHUNK, None);
+        self.chunks.try_reserve(1).map_err(|_| GNTST_NO_SPACE)?;
+        let slots = (self.chunks.len() + 1) * CHUNK;
+        self.free
+            .try_reserve(slots.saturating_sub(self.free.len()))
+            .map_err(|_| GNTST_NO_SPACE)?;
+        self.chunks.push(chunk);
+        Ok(())
     }
 
-    /// Whether any live mapping sits at `gpa`.
-    pub fn maps_at(&self, gpa: u64) -> bool {
-        self.slots.iter().flatten().any(|m| m.gpa == gpa)
+    /// The mapping under `handle`.
+    pub fn get(&self, handle: u32) -> Result<&Mapping, Status> {
+        self.slot(handle)
+            .and_then(Option::as_ref)
+            .ok_or(GNTST_BAD_HANDLE)
     }
 
     /// Forgets `handle`; `bad_handle` if it is not live.
     pub fn remove(&mut self, handle: u32) -> Result<Mapping, Status> {
         let m = self
-            .slots
-            .get_mut(handle as usize)
+            .slot_mut(handle)
             .and_then(Option::take)
             .ok_or(GNTST_BAD_HANDLE)?;
         self.used -= 1;
-        self.free.push(handle);
-        // Reuse the lowest free handle first (deterministic handles for tests and logs).
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        // Capacity for every slot was reserved when its chunk came: no allocation here.
+        self.free.push(Reverse(handle));
         Ok(m)
     }
 
-    /// Some live handle, for teardown (removing each in turn empties the table).
-    pub fn any(&self) -> Option<u32> {
-        self.slots
-            .iter()
-            .position(Option::is_some)
-            .map(|h| h as u32)
+    /// The lowest live handle at or above `from`, for teardown (removing each one found
+    /// and going on from the next handle visits every mapping once).
+    pub fn next_live(&self, from: u32) -> Option<u32> {
+        (from..self.next).find(|&h| matches!(self.slot(h), Some(Some(_))))
     }
 }
 

@@ -151,12 +151,11 @@ fn maptrack_handles_are_bounded_and_reused() {
     assert_eq!(mt.insert(mapping(0x3000)), Ok(2));
     assert!(mt.is_full());
     assert_eq!(mt.insert(mapping(0x4000)), Err(GNTST_NO_SPACE));
-    assert!(mt.maps_at(0x2000));
     assert_eq!(mt.remove(1).unwrap().gpa, 0x2000);
-    assert!(!mt.maps_at(0x2000));
     assert!(!mt.is_full());
     assert_eq!(mt.remove(1), Err(GNTST_BAD_HANDLE));
     assert_eq!(mt.get(1), Err(GNTST_BAD_HANDLE));
+    assert_eq!(mt.get(3), Err(GNTST_BAD_HANDLE));
     assert_eq!(mt.get(u32::MAX), Err(GNTST_BAD_HANDLE));
     assert_eq!(mt.remove(u32::MAX), Err(GNTST_BAD_HANDLE));
     mt.remove(0).unwrap();
@@ -165,10 +164,123 @@ fn maptrack_handles_are_bounded_and_reused() {
     assert_eq!(mt.insert(mapping(0x6000)), Ok(1));
     assert_eq!(mt.len(), 3);
     let mut n = 0;
-    while let Some(h) = mt.any() {
+    let mut from = 0;
+    while let Some(h) = mt.next_live(from) {
         mt.remove(h).unwrap();
+        from = h + 1;
         n += 1;
     }
     assert_eq!(n, 3);
     assert!(mt.is_empty());
+    assert_eq!(mt.next_live(0), None);
+}
+
+#[test]
+fn maptrack_limit_follows_xen_frames() {
+    // Xen: 16-byte `struct grant_mapping`, 256 per 4 KiB frame; 1024 frames by default.
+    assert_eq!(maptrack_limit(1024), 262_144);
+    assert_eq!(maptrack_limit(64), 16_384);
+    assert_eq!(maptrack_limit(u32::MAX), u32::MAX);
+    assert_eq!(Maptrack::new(maptrack_limit(1)).limit(), 256);
+}
+
+#[test]
+fn maptrack_holds_blkback_persistent_grants_and_grows_lazily() {
+    let limit = maptrack_limit(1024);
+    let mut mt = Maptrack::new(limit);
+    assert!(mt.chunks.is_empty(), "nothing allocated up front");
+    let n: u32 = 20_000;
+    for i in 0..n {
+        assert_eq!(mt.insert(mapping(u64::from(i) << 12)), Ok(i));
+    }
+    assert_eq!(mt.len(), n as usize);
+    // Only the chunks the handles need (not the 1024 of the limit).
+    assert_eq!(mt.chunks.len(), (n as usize).div_ceil(256));
+    assert_eq!(mt.get(n - 1).unwrap().gpa, u64::from(n - 1) << 12);
+    // Free every other handle from the top; reuse comes back lowest first.
+    for i in (0..n).rev().step_by(2) {
+        mt.remove(i).unwrap();
+    }
+    assert_eq!(mt.len(), (n / 2) as usize);
+    assert_eq!(mt.insert(mapping(0)), Ok(1));
+    assert_eq!(mt.insert(mapping(0)), Ok(3));
+    // Walk and empty it.
+    let (mut from, mut seen) = (0, 0);
+    while let Some(h) = mt.next_live(from) {
+        mt.remove(h).unwrap();
+        from = h + 1;
+        seen += 1;
+    }
+    assert_eq!(seen, n / 2 + 2);
+    assert!(mt.is_empty());
+    // The whole limit is reachable, then no_space.
+    let mut small = Maptrack::new(maptrack_limit(70));
+    for i in 0..maptrack_limit(70) {
+        assert_eq!(small.insert(mapping(0)), Ok(i));
+    }
+    assert!(small.is_full());
+    assert_eq!(small.insert(mapping(0)), Err(GNTST_NO_SPACE));
+}
+
+#[test]
+fn revoked_entry_is_not_resurrected_by_unpins() {
+    // A granter overwrites its mapped entry (flags = 0) while a writable mapping and a
+    // read-only one pin it: the unpins only clear the hypervisor's bits, never restore
+    // the type, domid or GTF_readonly the guest removed (Xen's unmap clears
+    // GTF_writing / GTF_reading on whatever the word holds).
+    let mut t = ActiveTable::new();
+    let w = pin_word(word(PA, M), M, true, true).unwrap();
+    t.pin(8, M, true, (0x10, 0x7000)).unwrap();
+    let w = pin_word(w, M, false, false).unwrap();
+    t.pin(8, M, false, (0, 0)).unwrap();
+    assert_eq!(w, word(PA | GTF_READING | GTF_WRITING, M));
+    let revoked = word(0, 0);
+    let u = t.unpin(8, M, true).unwrap();
+    let w = unpin_word(revoked, u.clear_writing, u.clear_reading);
+    assert_eq!(w, revoked);
+    // The guest re-grants the ref to someone else meanwhile: the last unpin clears
+    // only GTF_reading/GTF_writing of the new entry, and the captured frame stays.
+    let regranted = word(PA | GTF_READING, 9);
+    assert_eq!(t.get(8).unwrap().host, 0x7000);
+    let u = t.unpin(8, M, false).unwrap();
+    assert!(u.clear_reading);
+    assert_eq!(
+        unpin_word(regranted, u.clear_writing, u.clear_reading),
+        word(PA, 9)
+    );
+    assert!(t.is_empty());
+    // A new first pin of a revoked entry is refused (general_error).
+    assert_eq!(pin_word(revoked, M, false, true), Err(GNTST_GENERAL_ERROR));
+}
+
+#[test]
+fn copy_sides_and_bounds() {
+    use xen_abi::grant_table::GNTST_PERMISSION_DENIED;
+    use xen_abi::xen::DOMID_SELF;
+    // A gref side takes the low 32 bits of the union and any domid (checked later).
+    assert_eq!(
+        copy_side(true, 0xdead_0000_0000_0009, 3),
+        Ok(CopySide::Gref { domid: 3, gref: 9 })
+    );
+    assert_eq!(
+        copy_side(true, 9, DOMID_SELF),
+        Ok(CopySide::Gref {
+            domid: DOMID_SELF,
+            gref: 9
+        })
+    );
+    // A frame side: DOMID_SELF only, not even the caller's own id (Xen).
+    assert_eq!(
+        copy_side(false, 0x1_2345, DOMID_SELF),
+        Ok(CopySide::Gmfn { gmfn: 0x1_2345 })
+    );
+    assert_eq!(copy_side(false, 5, 0), Err(GNTST_PERMISSION_DENIED));
+    assert_eq!(copy_side(false, 5, 2), Err(GNTST_PERMISSION_DENIED));
+    // offset + len <= 4096, without u16 overflow.
+    assert!(copy_fits(0, 4096));
+    assert!(copy_fits(4096, 0));
+    assert!(copy_fits(4000, 96));
+    assert!(!copy_fits(4000, 97));
+    assert!(!copy_fits(u16::MAX, u16::MAX));
+    assert!(!copy_fits(1, 4096));
 }

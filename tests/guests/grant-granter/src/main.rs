@@ -18,12 +18,18 @@
 //!    final pattern into P2 and ends (powers off) with P2 still mapped by the mapper.
 //!
 //! Prints `grant-granter: N checks passed` before its result line.
+//!
+//! `mode=copy` and `mode=maptrack` run the granting side of the copy and maptrack tests
+//! instead (see [`copy`] and [`maptrack`]; `mapper=<domid>` is then the copier or mapper).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_rt::grant::{read_word, write_word, Page, Table};
 use guest_rt::hypercall::{describe, sched_yield};
 use guest_rt::xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING};
 use guest_rt::{ensure, evtchn, fail, println, pvclock, StartInfo, TestResult};
+
+mod copy;
+mod maptrack;
 
 guest_rt::entry!(test_main);
 
@@ -93,6 +99,16 @@ fn test_main(si: &StartInfo) -> TestResult {
         Ok(t) => t,
         Err(rc) => fail!("XENMEM_add_to_physmap(grant table 0): {}", describe(rc)),
     };
+    match si.arg("mode").unwrap_or("map") {
+        "map" => map_test(&mut run, &t, mapper, reader),
+        "copy" => copy::run(&mut run, &t, mapper),
+        "maptrack" => maptrack::run(&mut run, &t, mapper),
+        m => fail!("mode={m}: expected map, copy or maptrack"),
+    }
+}
+
+/// The map/unmap test (see the crate documentation).
+fn map_test(run: &mut Run, t: &Table, mapper: u16, reader: u16) -> TestResult {
     let (p1, p2) = (P1.gpa(), P2.gpa());
     for i in 0..proto::WORDS {
         write_word(p1, i, proto::P1_PATTERN | i as u64);

@@ -17,6 +17,10 @@
 //! read-only grant mapping`, and writes: the hypervisor must crash the domain. If the
 //! write returns, FAIL.
 //!
+//! `role=copy` and `role=maptrack`: the copying and mass-mapping sides of the copy and
+//! maptrack tests (see [`copy`] and [`maptrack`]; the granter runs `mode=copy` or
+//! `mode=maptrack`).
+//!
 //! Mappings go at guest-physical addresses outside the memory map (as Linux uses
 //! unpopulated ranges).
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -28,6 +32,9 @@ use guest_rt::xen_abi::grant_table::{
     GNTST_BAD_DOMAIN, GNTST_BAD_GNTREF, GNTST_BAD_HANDLE, GNTST_BAD_VIRT_ADDR, GNTST_GENERAL_ERROR,
 };
 use guest_rt::{ensure, evtchn, fail, println, pvclock, Fail, StartInfo, TestResult};
+
+mod copy;
+mod maptrack;
 
 guest_rt::entry!(test_main);
 
@@ -117,20 +124,22 @@ fn test_main(si: &StartInfo) -> TestResult {
     let timeout = si.arg_u64("timeout", 60)?;
     let rc = pvclock::map_shared_info();
     ensure!(rc == 0, "map shared_info: {}", describe(rc));
+    // 64 MiB + 2 MiB: room for the maptrack test's 16384 mappings and one more page.
     let Some(base) = CANDIDATES
         .iter()
         .copied()
-        .find(|&a| !si.memmap_overlaps(a, a + 0x20_0000))
+        .find(|&a| !si.memmap_overlaps(a, a + 0x420_0000))
     else {
         fail!("no free guest-physical range for the mappings");
     };
     let x = |k: u64| base + k * 0x1000;
     let role = si.arg("role").unwrap_or("rw");
     let mut run = Run {
-        name: if role == "ro" {
-            "grant-mapper ro"
-        } else {
-            "grant-mapper"
+        name: match role {
+            "ro" => "grant-mapper ro",
+            "copy" => "grant-mapper copy",
+            "maptrack" => "grant-mapper maptrack",
+            _ => "grant-mapper",
         },
         deadline: evtchn::now()? + timeout * 1_000_000_000,
         checks: 0,
@@ -138,7 +147,9 @@ fn test_main(si: &StartInfo) -> TestResult {
     match role {
         "rw" => rw(&mut run, granter, x),
         "ro" => ro(&mut run, granter, x),
-        _ => fail!("role={role}: expected rw or ro"),
+        "copy" => copy::run(&mut run, granter, x),
+        "maptrack" => maptrack::run(&mut run, granter, x),
+        _ => fail!("role={role}: expected rw, ro, copy or maptrack"),
     }
 }
 
