@@ -87,8 +87,8 @@ pub const ARTIFACTS: &[Artifact] = &[
 pub const DOM0_TOOLS: &[Artifact] = &[XENSTORED, XENCONSOLED, XL, XENSTORE, XS_CHECK];
 
 /// Tools the example domU's initramfs carries too (xenstore access through
-/// /dev/xen/xenbus).
-pub const DOMU_TOOLS: &[Artifact] = &[XENSTORE, XS_CHECK];
+/// /dev/xen/xenbus; the hostile frontend of the PV I/O tests).
+pub const DOMU_TOOLS: &[Artifact] = &[XENSTORE, XS_CHECK, HOSTILE_FRONT];
 
 /// A dom0 tool (dom0-tools/<name>, package and binary `<name>`).
 const fn tool(name: &'static str) -> Artifact {
@@ -110,6 +110,12 @@ pub const XENSTORE: Artifact = Artifact {
 pub const XS_CHECK: Artifact = Artifact {
     package: "xenstore-cli",
     bin: "xs-check",
+    target: DOM0_TARGET,
+};
+/// A userspace PV frontend that attacks dom0's backends (dom0-tools/hostile-front).
+pub const HOSTILE_FRONT: Artifact = Artifact {
+    package: "hostile-front",
+    bin: "fv-hostile-front",
     target: DOM0_TARGET,
 };
 

@@ -127,8 +127,144 @@ pub fn hotplug() -> Test {
         .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
 
+/// A domU acting as a hostile frontend (dom0-tools/hostile-front, fvtest `hostile`):
+/// its kernel frontends unloaded, it plays the frontend of hot-plugged disks and a vif
+/// itself and sends a bad grant ref, too many segments, `req_prod` far ahead and a
+/// grant revoked in flight to blkback, a bad grant ref and `req_prod` far ahead to
+/// netback. Each attack must be refused (error response, halted ring or
+/// disconnection) after an honest request worked; dom0's backends must have noticed;
+/// dom0 must still work (toolstack, its own disk I/O, no BUG/Oops); the devices must
+/// detach and the domain go without leaving anything behind.
+pub fn hostile() -> Test {
+    boot("qemu-tcg/pvio/hostile-frontend", 1200)
+        .send(r"dom0: shell ready", "pvio-test hostile\n")
+        .expect_value(d0!(r"HOSTILE_FRONTENDS=(\S+)$"), "0")
+        .expect_text(d0!(r"HOSTILE_RESULTS=(\S+)$"), hostile_refused)
+        .expect_text(d0!(r"HOSTILE_SANITY=(\S+)$"), hostile_honest_ok)
+        .expect_text(d0!(r"HOSTILE_DETECTED=(\S+)$"), hostile_detected)
+        .expect_value(d0!(r"HOSTILE_OOPS=(\S+)$"), "0")
+        .expect_value(d0!(r"HOSTILE_DOM0=(\S+)$"), "42")
+        .expect_text(d0!(r"HOSTILE_DETACH=(\S+)$"), hostile_detached)
+        .expect_text(d0!(r"HOSTILE_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"HOSTILE_FREE_MIB=(\S+)$"), same_free)
+        .send(r"HOSTILE_FREE_MIB=\S+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// The hostile attacks in the order the test runs them, with the outcomes that show
+/// the backend refused (fv-hostile-front's words): `halted` = no answer, not even to
+/// an honest request after it; `completed` is fine only for a grant revoked in flight.
+const HOSTILE_ATTACKS: &[(&str, &[&str])] = &[
+    ("bad-gref", &["error-response", "disconnected"]),
+    ("too-many-segs", &["error-response", "disconnected"]),
+    ("far-ahead", &["halted", "disconnected"]),
+    ("revoke", &["completed", "error-response", "disconnected"]),
+    ("net-bad-gref", &["error-response", "disconnected"]),
+    ("net-far-ahead", &["halted", "disconnected"]),
+];
+
+/// Comma-separated items, a trailing comma allowed.
+fn hostile_items(text: &str) -> Vec<&str> {
+    text.strip_suffix(',').unwrap_or(text).split(',').collect()
+}
+
+/// `name:outcome,...`: every attack, in order, refused.
+fn hostile_refused(text: &str) -> Result<(), String> {
+    let items = hostile_items(text);
+    if items.len() != HOSTILE_ATTACKS.len() {
+        return Err(format!(
+            "{} results for {} attacks",
+            items.len(),
+            HOSTILE_ATTACKS.len()
+        ));
+    }
+    for (item, (name, allowed)) in items.iter().zip(HOSTILE_ATTACKS) {
+        match item.split_once(':') {
+            Some((n, o)) if n == *name && allowed.contains(&o) => {}
+            Some((n, o)) if n == *name => {
+                return Err(format!("{name}: {o} (expected one of {allowed:?})"))
+            }
+            _ => return Err(format!("{item:?} where {name} was due")),
+        }
+    }
+    Ok(())
+}
+
+/// The honest request before each attack was answered OKAY (the frontend works, so
+/// the refusals are the backend's doing).
+fn hostile_honest_ok(text: &str) -> Result<(), String> {
+    let items = hostile_items(text);
+    if items.len() == HOSTILE_ATTACKS.len() && items.iter().all(|s| *s == "ok") {
+        Ok(())
+    } else {
+        Err("an honest request before an attack was not answered OKAY".into())
+    }
+}
+
+/// `bogus,fatal,operstate`: blkback logged the bogus ring, netback the fatal error,
+/// and the vif is no longer up.
+fn hostile_detected(text: &str) -> Result<(), String> {
+    let v: Vec<&str> = text.split(',').collect();
+    let count = |s: &str| s.parse::<u32>().unwrap_or(0);
+    match v[..] {
+        [bogus, fatal, oper] if count(bogus) >= 1 && count(fatal) >= 1 && oper != "up" => Ok(()),
+        _ => Err("blkback or netback did not report the attack, or the vif is still up".into()),
+    }
+}
+
+/// One `ok`/`forced` per disk and the vif (never `stuck`).
+fn hostile_detached(text: &str) -> Result<(), String> {
+    let items: Vec<&str> = text.split(',').collect();
+    if items.len() == 5 && items.iter().all(|s| matches!(*s, "ok" | "forced")) {
+        Ok(())
+    } else {
+        Err("a poisoned device did not detach".into())
+    }
+}
+
+#[cfg(test)]
+mod hostile_checks {
+    use super::*;
+
+    #[test]
+    fn hostile_checks_can_fail() {
+        let good = "bad-gref:error-response,too-many-segs:error-response,far-ahead:halted,\
+                    revoke:completed,net-bad-gref:error-response,net-far-ahead:halted,";
+        assert!(hostile_refused(good).is_ok());
+        assert!(
+            hostile_refused(&good.replace("revoke:completed", "revoke:error-response")).is_ok()
+        );
+        assert!(
+            hostile_refused(&good.replace("far-ahead:halted,r", "far-ahead:tolerated,r")).is_err()
+        );
+        assert!(
+            hostile_refused(&good.replace("bad-gref:error-response,t", "bad-gref:accepted,t"))
+                .is_err()
+        );
+        assert!(
+            hostile_refused(&good.replace("net-far-ahead:halted", "net-far-ahead:no-connect"))
+                .is_err()
+        );
+        assert!(hostile_refused(&good.replace("revoke:completed", "revoke:no-response")).is_err());
+        assert!(hostile_refused("bad-gref:error-response").is_err());
+        assert!(hostile_refused("").is_err());
+        assert!(hostile_honest_ok("ok,ok,ok,ok,ok,ok,").is_ok());
+        assert!(hostile_honest_ok("ok,ok,ok,ok,ok,none,").is_err());
+        assert!(hostile_honest_ok("ok,ok,").is_err());
+        assert!(hostile_detected("1,1,down").is_ok());
+        assert!(hostile_detected("2,1,gone").is_ok());
+        assert!(hostile_detected("0,1,down").is_err());
+        assert!(hostile_detected("1,0,down").is_err());
+        assert!(hostile_detected("1,1,up").is_err());
+        assert!(hostile_detected("1,1").is_err());
+        assert!(hostile_detached("ok,ok,forced,ok,forced").is_ok());
+        assert!(hostile_detached("ok,ok,stuck,ok,ok").is_err());
+        assert!(hostile_detached("ok,ok").is_err());
+    }
+}
+
 pub fn all() -> Vec<Test> {
-    vec![block(), net(), hotplug()]
+    vec![block(), net(), hotplug(), hostile()]
 }
 
 #[cfg(test)]
