@@ -380,9 +380,10 @@ impl<B: Backend> Hv<B> {
         let domus_left = self.domains.all().iter().any(|d| d.id != 0);
         if let (false, Some(before)) = (domus_left, *self.baseline.lock()) {
             let now = self.frame_balance();
+            let orphans = crate::mm::frametable::global::orphans();
             info!(
-                "all domUs gone: frame balance {:+} ({now} frames free or held by the remaining domains, {before} before the domUs were built)",
-                now as i64 - before as i64
+                "all domUs gone: frame balance {:+} ({now} frames free or held by the remaining domains, {before} before the domUs were built; {orphans} more still mapped by a remaining domain, freed at its unmap)",
+                now as i64 + orphans as i64 - before as i64
             );
         }
     }

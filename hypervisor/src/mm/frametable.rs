@@ -138,6 +138,15 @@ pub mod global {
         TABLE.get()
     }
 
+    /// Frames whose owner is gone while another domain still maps them (freed by their
+    /// last [`put`]): neither free nor held by a domain, so the frame balance misses them.
+    static ORPHANS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+    /// How many orphaned frames are waiting for their last unmap.
+    pub fn orphans() -> u64 {
+        ORPHANS.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
     /// See [`FrameRefs::set_owned`].
     pub fn set_owned(pa: u64) -> bool {
         table().is_some_and(|t| t.set_owned(pa))
@@ -156,6 +165,7 @@ pub mod global {
     /// Drops a reference and frees the frame if it was an orphan's last.
     pub fn put(pa: u64) {
         if table().is_some_and(|t| t.put(pa)) {
+            ORPHANS.fetch_sub(1, core::sync::atomic::Ordering::Relaxed);
             phys::free_frames(pa, 1);
         }
     }
@@ -171,10 +181,14 @@ pub mod global {
                 (Some((s, n)), true) => Some((s, n + 1)),
                 (None, true) => Some((pa, 1)),
                 (Some((s, n)), false) => {
+                    ORPHANS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
                     phys::free_frames(s, n);
                     None
                 }
-                (None, false) => None,
+                (None, false) => {
+                    ORPHANS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    None
+                }
             };
         }
         if let Some((s, n)) = run {
