@@ -62,6 +62,8 @@ pub struct Setup {
     boot: fn(Emu, &Ctx, &Path) -> Result<Session>,
     /// Typed into the console once the first pattern appears (a shell command).
     pub command: Option<(&'static str, &'static str)>,
+    /// Why it is not run on Bochs (`None`: it is).
+    pub not_on_bochs: Option<&'static str>,
 }
 
 /// What a figure reads from a run.
@@ -155,6 +157,7 @@ static FERROVISOR_DOM0: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_ferrovisor_dom0,
     command: None,
+    not_on_bochs: None,
 };
 /// `pvio-test bench`'s line: a domU's block and network figures next to dom0's own on
 /// the same loop device and its own loopback (tests/linux/pvio-test).
@@ -166,6 +169,7 @@ static FERROVISOR_PVIO: Setup = Setup {
     qemu_timeout_s: 600,
     boot: boot_ferrovisor_dom0,
     command: Some((r"dom0: shell ready", "pvio-test bench\n")),
+    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
 };
 static LINUX_BARE: Setup = Setup {
     name: "Debian kernel, bare",
@@ -173,6 +177,7 @@ static LINUX_BARE: Setup = Setup {
     qemu_timeout_s: 120,
     boot: boot_linux_bare,
     command: None,
+    not_on_bochs: None,
 };
 static FERROVISOR_BENCH: Setup = Setup {
     name: "ferrovisor + bench guest",
@@ -180,6 +185,7 @@ static FERROVISOR_BENCH: Setup = Setup {
     qemu_timeout_s: 120,
     boot: boot_ferrovisor_bench,
     command: None,
+    not_on_bochs: None,
 };
 static XEN_BENCH: Setup = Setup {
     name: "Xen + bench guest",
@@ -187,6 +193,7 @@ static XEN_BENCH: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_xen_bench,
     command: None,
+    not_on_bochs: None,
 };
 /// ping's last line with `loopback=N`: both medians of one run.
 const INTERLEAVED_LINE: &str = r"ping: interdomain median \d+ ns, loopback median \d+ ns";
@@ -196,6 +203,7 @@ static FERROVISOR_PINGPONG: Setup = Setup {
     qemu_timeout_s: 180,
     boot: boot_ferrovisor_pingpong,
     command: None,
+    not_on_bochs: None,
 };
 
 const HYPERCALL_NS: Metric = Metric::Nanos(r"hypercall_ns=(\d+)");
@@ -601,6 +609,10 @@ fn measure(
 ) {
     for i in 1..=runs {
         for setup in setups {
+            if let (Emu::Bochs, Some(why)) = (emu, setup.not_on_bochs) {
+                all.insert((emu, setup.name), Err(why.to_string()));
+                continue;
+            }
             let entry = all.entry((emu, setup.name)).or_insert(Ok(Vec::new()));
             let Ok(samples) = entry else { continue };
             let dir = util::xtask_dir()
