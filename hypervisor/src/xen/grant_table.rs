@@ -258,6 +258,132 @@ struct Granter<'a> {
     life: Life,
 }
 
+impl<'a> Granter<'a> {
+    /// `bad_gntref` unless `gref` is inside the table. The table has at least one frame
+    /// (as Xen's, from creation) even before the guest sets one up: its entries read as
+    /// invalid until then.
+    fn check_ref(&self, gref: u32) -> Result<(), Status> {
+        let entries = self.frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
+        if u64::from(gref) >= entries {
+            return Err(GNTST_BAD_GNTREF);
+        }
+        Ok(())
+    }
+
+    /// Shared entry `gref`: `bad_gntref` outside the table, `general_error` when the
+    /// guest has not set up the frame holding it.
+    fn entry(&self, gref: u32) -> Result<shared_entry::Entry<'a>, Status> {
+        self.check_ref(gref)?;
+        shared_entry::Entry::of(self.frames, gref).ok_or(GNTST_GENERAL_ERROR)
+    }
+
+    /// The steps a map and a copy share to pin `gref` (at `entry`) for `grantee`: the
+    /// plan against the active entry, the shared word's `GTF_reading`/`GTF_writing` (with
+    /// the guest's type and grantee checks) when the plan says so, and a frame reference
+    /// on the page: on the first pin the page `frame` names in the granter's RAM
+    /// (`bad_page` otherwise), later the page the active entry captured. Nothing is
+    /// recorded in the active entry until [`PreparedPin::commit`].
+    fn prepare_pin<B: Backend>(
+        &self,
+        g: &Domain<B>,
+        entry: shared_entry::Entry<'a>,
+        gref: u32,
+        grantee: u16,
+        writable: bool,
+    ) -> Result<PreparedPin<'a>, Status> {
+        let plan = self.active.plan(gref, grantee, writable)?;
+        if plan.update_shared {
+            entry.update(|old| grant::pin_word(old, grantee, writable, true))?;
+        }
+        let mut pin = PreparedPin {
+            entry,
+            plan,
+            gref,
+            grantee,
+            writable,
+            gfn: 0,
+            host: 0,
+        };
+        let frame = if plan.first {
+            let gfn = entry.frame();
+            match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
+                Some(h) if frametable::get_owned(h) => Ok((gfn, h)),
+                _ => Err(GNTST_BAD_PAGE),
+            }
+        } else {
+            match self.active.get(gref).copied() {
+                Some(a) if frametable::get_extra(a.host) => Ok((a.gfn, a.host)),
+                _ => Err(GNTST_GENERAL_ERROR),
+            }
+        };
+        match frame {
+            Ok((gfn, host)) => {
+                (pin.gfn, pin.host) = (gfn, host);
+                Ok(pin)
+            }
+            Err(e) => {
+                pin.undo_shared();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A pin of a grant entry prepared by [`Granter::prepare_pin`] under the granter's lock:
+/// the shared word is updated and a frame reference on `host` is held. It must be
+/// committed or aborted under the same lock.
+#[must_use]
+struct PreparedPin<'a> {
+    entry: shared_entry::Entry<'a>,
+    plan: grant::PinPlan,
+    gref: u32,
+    grantee: u16,
+    writable: bool,
+    gfn: u32,
+    /// Host-physical address of the granted page.
+    host: u64,
+}
+
+impl PreparedPin<'_> {
+    /// Records the pin in the active entry (capturing the frame on the first pin).
+    /// Cannot fail after a successful plan under the same lock; if it does, everything is
+    /// undone and the op fails with `general_error`.
+    fn commit(self, active: &mut ActiveTable) -> Result<(), Status> {
+        match active.pin(
+            self.gref,
+            self.grantee,
+            self.writable,
+            (self.gfn, self.host),
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                log::error!(
+                    "grant pin bookkeeping of ref {} failed after the checks",
+                    self.gref
+                );
+                self.abort();
+                Err(GNTST_GENERAL_ERROR)
+            }
+        }
+    }
+
+    /// Drops the frame reference and undoes the shared-word change.
+    fn abort(self) {
+        frametable::put(self.host);
+        self.undo_shared();
+    }
+
+    /// Clears the bits this pin set in the shared word (only those).
+    fn undo_shared(&self) {
+        if self.plan.update_shared {
+            let (clear_w, clear_r) = (self.writable, self.plan.first);
+            let _ = self
+                .entry
+                .update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
+        }
+    }
+}
+
 /// Runs `f` with the mapper's maptrack and, if `g` is given, the granter's side, holding
 /// the domain locks in ascending domid order (one lock when they are the same domain).
 fn with_states<B: Backend, R>(
@@ -392,12 +518,7 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
         if maptrack.is_full() {
             return Err(GNTST_NO_SPACE);
         }
-        // The table has at least one frame (as Xen's, from creation) even before the
-        // guest maps one here: its entries read as invalid until then.
-        let entries = gr.frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
-        if u64::from(gref) >= entries {
-            return Err(GNTST_BAD_GNTREF);
-        }
+        gr.check_ref(gref)?;
         if gpa % phys_frame() != 0 || gpa / phys_frame() > MAX_GPFN {
             return Err(GNTST_BAD_VIRT_ADDR);
         }
@@ -407,58 +528,29 @@ fn map_one<B: Backend>(cx: &Cx<'_, B>, op: &GnttabMapGrantRef) -> Result<u32, St
         if m.mem.p2m_type(gpa).is_some() {
             return Err(GNTST_GENERAL_ERROR);
         }
-        let plan = gr.active.plan(gref, m.id, writable)?;
-        if plan.update_shared {
-            entry.update(|old| grant::pin_word(old, m.id, writable, true))?;
-        }
-        // Undoes the shared-word change above (on a later failure).
-        let undo_shared = || {
-            if plan.update_shared {
-                let (clear_w, clear_r) = (writable, plan.first);
-                let _ = entry.update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
-            }
-        };
-        let (gfn, host) = if plan.first {
-            let gfn = entry.frame();
-            match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
-                Some(h) if frametable::get_owned(h) => (gfn, h),
-                _ => {
-                    undo_shared();
-                    return Err(GNTST_BAD_PAGE);
-                }
-            }
-        } else {
-            let a = gr.active.get(gref).copied().ok_or(GNTST_GENERAL_ERROR)?;
-            if !frametable::get_extra(a.host) {
-                undo_shared();
-                return Err(GNTST_GENERAL_ERROR);
-            }
-            (a.gfn, a.host)
-        };
+        let pin = gr.prepare_pin(&g, entry, gref, m.id, writable)?;
+        let host = pin.host;
         if let Err(e) = m.mem.map_grant(gpa, host, !writable) {
             if !matches!(e, GrantP2mError::Occupied) {
                 log::debug!("d{}: grant map at {gpa:#x}: {e:?}", m.id);
             }
-            frametable::put(host);
-            undo_shared();
+            pin.abort();
             return Err(GNTST_GENERAL_ERROR);
         }
         // Neither can fail now: the plan and the free handle were checked under these locks.
-        let pinned = gr.active.pin(gref, m.id, writable, (gfn, host));
-        let handle = maptrack.insert(Mapping {
-            granter: g.id,
-            gref,
-            readonly: !writable,
-            gpa,
-            host,
-        });
-        match (pinned, handle) {
-            (Ok(_), Ok(h)) => Ok(h),
-            _ => {
+        pin.commit(gr.active)?;
+        maptrack
+            .insert(Mapping {
+                granter: g.id,
+                gref,
+                readonly: !writable,
+                gpa,
+                host,
+            })
+            .map_err(|_| {
                 log::error!("d{}: grant map bookkeeping failed after the checks", m.id);
-                Err(GNTST_GENERAL_ERROR)
-            }
-        }
+                GNTST_GENERAL_ERROR
+            })
     })
 }
 
@@ -584,55 +676,19 @@ fn pin_copy<B: Backend>(
 ) -> Result<u64, Status> {
     let mut guard = g.st.lock();
     let st = &mut *guard;
-    if st.life != Life::Running {
+    let gr = Granter {
+        active: &mut st.grant.active,
+        frames: &st.grant_frames,
+        life: st.life,
+    };
+    if gr.life != Life::Running {
         return Err(GNTST_BAD_DOMAIN);
     }
-    let entries = st.grant_frames.len().max(1) as u64 * u64::from(GNTTAB_V1_ENTRIES_PER_FRAME);
-    if u64::from(gref) >= entries {
-        return Err(GNTST_BAD_GNTREF);
-    }
-    let entry = shared_entry::Entry::of(&st.grant_frames, gref).ok_or(GNTST_GENERAL_ERROR)?;
-    let active = &mut st.grant.active;
-    let plan = active.plan(gref, copier, writable)?;
-    if plan.update_shared {
-        entry.update(|old| grant::pin_word(old, copier, writable, true))?;
-    }
-    let undo_shared = || {
-        if plan.update_shared {
-            let (clear_w, clear_r) = (writable, plan.first);
-            let _ = entry.update(|old| Ok(grant::unpin_word(old, clear_w, clear_r)));
-        }
-    };
-    let (gfn, host) = if plan.first {
-        let gfn = entry.frame();
-        match g.mem.ram_frame(u64::from(gfn) * phys_frame()) {
-            Some(h) if frametable::get_owned(h) => (gfn, h),
-            _ => {
-                undo_shared();
-                return Err(GNTST_BAD_PAGE);
-            }
-        }
-    } else {
-        let a = active.get(gref).copied().ok_or(GNTST_GENERAL_ERROR)?;
-        if !frametable::get_extra(a.host) {
-            undo_shared();
-            return Err(GNTST_GENERAL_ERROR);
-        }
-        (a.gfn, a.host)
-    };
-    match active.pin(gref, copier, writable, (gfn, host)) {
-        Ok(h) => Ok(h),
-        Err(_) => {
-            // Cannot happen: the plan was checked under this lock.
-            log::error!(
-                "d{}: grant copy pin bookkeeping failed after the checks",
-                g.id
-            );
-            frametable::put(host);
-            undo_shared();
-            Err(GNTST_GENERAL_ERROR)
-        }
-    }
+    let entry = gr.entry(gref)?;
+    let pin = gr.prepare_pin(g, entry, gref, copier, writable)?;
+    let host = pin.host;
+    pin.commit(gr.active)?;
+    Ok(host)
 }
 
 /// Drops a copy's pin of `gref` in `g` (Xen's `release_grant_for_copy`): `GTF_writing`
