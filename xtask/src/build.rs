@@ -80,6 +80,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_TOOLSTACK,
     GUEST_GRANT_GRANTER,
     GUEST_GRANT_MAPPER,
+    GUEST_NO_FEATURES,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -146,6 +147,7 @@ pub const GUEST_UPCALL_VECTOR: Artifact = guest("guest-upcall-vector");
 pub const GUEST_TOOLSTACK: Artifact = guest("guest-toolstack");
 pub const GUEST_GRANT_GRANTER: Artifact = guest("guest-grant-granter");
 pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
+pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

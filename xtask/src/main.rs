@@ -21,6 +21,7 @@ mod process;
 mod qemu;
 mod spec;
 mod tests;
+mod tests_compat;
 mod tests_dom0;
 mod tests_grant;
 mod tests_multi;

@@ -25,7 +25,8 @@ pub enum Need {
     /// grub-mkrescue for BIOS (i386-pc) and what it calls.
     Grub,
     /// busybox-static (packed into the dom0 initramfs), cpio (to list it), and the
-    /// Debian programs the initramfs images carry (iperf3, mke2fs).
+    /// Debian programs the initramfs images carry (iperf3, mke2fs), and objcopy for the
+    /// test images it rewrites.
     Initramfs,
 }
 
@@ -129,6 +130,13 @@ const REQUIREMENTS: &[Requirement] = &[
         need: Need::Initramfs,
         probe: Probe::File("/usr/sbin/mke2fs"),
         package: "e2fsprogs",
+    },
+    // objcopy makes the ELF32 (machine x86-64) copy of a test guest that the kernel
+    // format tests boot (crate::tests_compat).
+    Requirement {
+        need: Need::Initramfs,
+        probe: Probe::Program("objcopy"),
+        package: "binutils",
     },
 ];
 

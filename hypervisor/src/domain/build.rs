@@ -145,7 +145,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
     if cfg.modules.len() > MAX_MODULES {
         return Err(BuildError::TooManyModules(cfg.modules.len()));
     }
-    let privileged = cfg.initial && image.supports_dom0();
+    let privileged = cfg.initial && image.dom0_capable();
     let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m)
         .map_err(BuildError::Memory)?;
     let ram = mem.ram_size();

@@ -97,9 +97,33 @@ pub fn test_name() -> &'static str {
 ///
 /// On the bare-metal target it defines `guest_rt_start`, which the boot code calls in long
 /// mode with the `hvm_start_info` address. On the host it defines an empty `fn main`.
+///
+/// Every guest's image also gets a `SUPPORTED_FEATURES` note without `XENFEAT_dom0`, so
+/// that, as module 0, it runs as an unprivileged domain 0 (Xen builds a kernel with no
+/// such note as the control domain). [`dom0_feature_note!`] adds the dom0 bit (notes are
+/// OR-ed); `entry!(main, no_features_note)` leaves the note out entirely, to test the
+/// no-note rule.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
+        $crate::entry!($main, no_features_note);
+        #[cfg(target_os = "none")]
+        core::arch::global_asm!(
+            r#"
+            .pushsection .note.Xen, "a", @note
+            .balign 4
+            .long 4                 /* namesz: "Xen\0" */
+            .long 4                 /* descsz */
+            .long 17                /* XEN_ELFNOTE_SUPPORTED_FEATURES */
+            .asciz "Xen"
+            .balign 4
+            .long 0                 /* no XENFEAT_* bits, in particular not XENFEAT_dom0 */
+            .balign 4
+            .popsection
+            "#
+        );
+    };
+    ($main:path, no_features_note) => {
         #[cfg(target_os = "none")]
         #[no_mangle]
         extern "C" fn guest_rt_start(start_info_gpa: u64) -> ! {
@@ -116,8 +140,9 @@ macro_rules! entry {
 
 /// Marks the image as a dom0 kernel: Xen's SUPPORTED_FEATURES note
 /// (XEN_ELFNOTE_SUPPORTED_FEATURES = 17, owner "Xen", a 4-byte XENFEAT_* bitmap) with
-/// XENFEAT_dom0 (bit 11). The hypervisor makes module 0 the privileged control domain only
-/// if its kernel declares this. The linker script keeps every `.note.Xen` section in the
+/// XENFEAT_dom0 (bit 11). Module 0 becomes the privileged control domain when the OR of
+/// its kernel's SUPPORTED_FEATURES notes has this bit, or when it has no such note at all
+/// (see [`entry!`]). The linker script keeps every `.note.Xen` section in the
 /// image's PT_NOTE segment, next to the runtime's PHYS32_ENTRY note.
 #[macro_export]
 macro_rules! dom0_feature_note {

@@ -143,19 +143,33 @@ impl<'a> PvhImage<'a> {
         self.notes.iter().find(|n| n.ty == ty)
     }
 
-    /// `XEN_ELFNOTE_SUPPORTED_FEATURES` as a `XENFEAT_*` bitmap.
+    /// `XEN_ELFNOTE_SUPPORTED_FEATURES` as a `XENFEAT_*` bitmap: submap 0, the
+    /// descriptor's first little-endian u32, OR-ed over every such note as Xen does. As in
+    /// Xen, a descriptor that is not a whole number of u32s contributes nothing (but the
+    /// note still counts as present); `None` when the image has no such note.
     pub fn supported_features(&self) -> Option<u32> {
-        self.note(xen_abi::elfnote::XEN_ELFNOTE_SUPPORTED_FEATURES)
-            .and_then(XenNote::value)
-            .and_then(|v| u32::try_from(v).ok())
+        let ty = xen_abi::elfnote::XEN_ELFNOTE_SUPPORTED_FEATURES;
+        self.notes
+            .iter()
+            .filter(|n| n.ty == ty)
+            .fold(None, |acc, n| {
+                let submap0 = match n.desc.get(..4) {
+                    Some(&[a, b, c, d]) if n.desc.len() % 4 == 0 => {
+                        u32::from_le_bytes([a, b, c, d])
+                    }
+                    _ => 0,
+                };
+                Some(acc.unwrap_or(0) | submap0)
+            })
     }
 
-    /// Whether the kernel declares it can run as dom0 (`XENFEAT_dom0` in
-    /// `SUPPORTED_FEATURES`).
-    pub fn supports_dom0(&self) -> bool {
-        self.supported_features().is_some_and(|f| {
-            f & xen_abi::features::xenfeat_bit(xen_abi::features::XENFEAT_DOM0) != 0
-        })
+    /// Whether the kernel may be built as the control domain, by Xen's rule: unless it
+    /// has a `SUPPORTED_FEATURES` note, in which case only if the note has `XENFEAT_dom0`.
+    /// (Xen refuses to build dom0 from a kernel whose note lacks it; ferrovisor runs such
+    /// a kernel as an unprivileged domain 0 instead.)
+    pub fn dom0_capable(&self) -> bool {
+        let dom0 = xen_abi::features::xenfeat_bit(xen_abi::features::XENFEAT_DOM0);
+        self.supported_features().is_none_or(|f| f & dom0 != 0)
     }
 
     /// `XEN_ELFNOTE_HYPERCALL_PAGE` (a virtual address), if present.
@@ -220,7 +234,7 @@ pub enum LoadError {
         /// `e_type`.
         e_type: u16,
     },
-    /// `e_machine` does not match the class (ELF64 needs x86-64, ELF32 needs i386).
+    /// `e_machine` is neither x86-64 nor i386 (either is accepted with either class).
     BadMachine {
         /// The class.
         class: ElfClass,
@@ -342,7 +356,7 @@ impl fmt::Display for LoadError {
             Self::BadVersion { version } => write!(f, "unsupported ELF version {version}"),
             Self::BadType { e_type } => write!(f, "ELF type {e_type} is not ET_EXEC"),
             Self::BadMachine { class, machine } => {
-                write!(f, "ELF machine {machine} does not match class {class:?} (x86)")
+                write!(f, "ELF machine {machine} ({class:?}) is not x86 (i386 or x86-64)")
             }
             Self::BadPhentsize { phentsize, expected } => {
                 write!(f, "program header entry size {phentsize}, expected {expected}")
@@ -490,9 +504,12 @@ pub fn parse_pvh(image: &[u8]) -> Result<PvhImage<'_>, LoadError> {
     if magic != ELF_MAGIC {
         return Err(LoadError::BadMagic { found: magic });
     }
-    let (class, lay, machine_want) = match ident[EI_CLASS] {
-        ELFCLASS32 => (ElfClass::Elf32, &LAYOUT32, EM_386),
-        ELFCLASS64 => (ElfClass::Elf64, &LAYOUT64, EM_X86_64),
+    // The class says only how the headers are laid out; the machine is checked on its own
+    // (a 64-bit kernel is often shipped as ELF32 with machine x86-64, and Xen's PVH loader
+    // takes it, since a PVH entry runs in 32-bit mode whatever the image says).
+    let (class, lay) = match ident[EI_CLASS] {
+        ELFCLASS32 => (ElfClass::Elf32, &LAYOUT32),
+        ELFCLASS64 => (ElfClass::Elf64, &LAYOUT64),
         class => return Err(LoadError::BadClass { class }),
     };
     if ident[EI_DATA] != ELFDATA2LSB {
@@ -528,7 +545,7 @@ pub fn parse_pvh(image: &[u8]) -> Result<PvhImage<'_>, LoadError> {
     if e_type != ET_EXEC {
         return Err(LoadError::BadType { e_type });
     }
-    if machine != machine_want {
+    if machine != EM_386 && machine != EM_X86_64 {
         return Err(LoadError::BadMachine { class, machine });
     }
     if phentsize != lay.phdr_size {

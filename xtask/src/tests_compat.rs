@@ -1,0 +1,101 @@
+//! Behaving as Xen does where a guest can tell (issue 13), on both backends:
+//!
+//! * `compat/elf32-x86-64`: the `hello` guest converted by `objcopy -O elf32-x86-64` (an
+//!   ELF32 file whose machine is x86-64, as 64-bit kernels are often shipped) boots and
+//!   passes its own checks. The conversion is checked before the run, so the test cannot
+//!   pass on an ELF64 image.
+//! * `compat/dom0-without-features-note`: a kernel with no `SUPPORTED_FEATURES` note, as
+//!   module 0, is the control domain (Xen's rule): the guest checks its `SIF_*` flags,
+//!   `XENFEAT_dom0` and a control-domain-only hypercall itself.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::{self, Profile};
+use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::util;
+
+/// The guest's own verdict, then the hypervisor's clean power-off.
+const HELLO_PASSED: &[&str] = &[
+    r"^\(d0\) hello from a PVH guest",
+    r"^\(d0\) guest hello: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const NO_FEATURES_PASSED: &[&str] = &[
+    r"^\(d0\) control domain: SIF flags, XENFEAT_dom0 and FVCTL_PHYSINFO all agree",
+    r"^\(d0\) guest no-features: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+/// `guest-hello` rewritten as ELF32 with machine x86-64.
+fn hello_elf32() -> Result<PathBuf> {
+    let from = build::output_path(&build::GUEST_HELLO, Profile::Release);
+    let to = util::xtask_dir().join("fixtures").join("guest-hello-elf32");
+    util::create_parent(&to)?;
+    let status = Command::new("objcopy")
+        .args(["-O", "elf32-x86-64"])
+        .arg(&from)
+        .arg(&to)
+        .status()
+        .context("cannot run objcopy")?;
+    if !status.success() {
+        bail!(
+            "objcopy -O elf32-x86-64 {} failed: {status}",
+            from.display()
+        );
+    }
+    let bytes = std::fs::read(&to).with_context(|| format!("cannot read {}", to.display()))?;
+    let (class, machine) = match bytes.get(..20) {
+        Some(h) if h.starts_with(b"\x7fELF") => (h[4], u16::from_le_bytes([h[18], h[19]])),
+        _ => bail!("{} is not an ELF file", to.display()),
+    };
+    if (class, machine) != (1, 62) {
+        bail!(
+            "{}: class {class}, machine {machine}; expected ELF32 (1) with x86-64 (62)",
+            to.display()
+        );
+    }
+    Ok(to)
+}
+
+/// A backend's test prefix, emulator, hypervisor command line and timeout.
+type Backend = (&'static str, fn() -> Emulator, &'static str, u64);
+
+pub fn all() -> Vec<Test> {
+    let backends: [Backend; 2] = [
+        (
+            "qemu-tcg",
+            || Emulator::qemu_tcg(QemuBoot::Kernel),
+            "console=com1 on_idle=poweroff",
+            60,
+        ),
+        (
+            "bochs",
+            || Emulator::Bochs,
+            "console=com1,e9 on_idle=poweroff",
+            300,
+        ),
+    ];
+    let mut tests = Vec::new();
+    for (prefix, emulator, console, timeout) in backends {
+        let name = |t: &str| -> &'static str { Box::leak(format!("{prefix}/compat/{t}").into()) };
+        tests.push(
+            Test::new(name("elf32-x86-64"), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::prepared(hello_elf32).args("hello"))
+                .expect(HELLO_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("dom0-without-features-note"), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::built(&build::GUEST_NO_FEATURES).args("no-features"))
+                .expect(NO_FEATURES_PASSED)
+                .timeout_secs(timeout),
+        );
+    }
+    tests
+}
