@@ -565,9 +565,16 @@ fn finish_remove(
         // netback unregisters the interface itself; take it off the bridge if it is
         // still there.
         let dev = vif_ifname(domid, r.devid, r.vifname.as_deref());
-        if host.netdev_exists(&dev) && host.bridge_of(&dev).as_deref() == Some(br.as_str()) {
+        let on_bridge = |h: &mut dyn Host| {
+            h.netdev_exists(&dev) && h.bridge_of(&dev).as_deref() == Some(br.as_str())
+        };
+        if on_bridge(host) {
+            // netback may unregister the interface between the check and the call (the
+            // bridge then drops the port itself): only a port still there is an error.
             if let Err(e) = host.bridge_del(br, &dev) {
-                errs.push(format!("removing {dev} from {br}: {e}"));
+                if on_bridge(host) {
+                    errs.push(format!("removing {dev} from {br}: {e}"));
+                }
             }
         }
     }
@@ -1133,6 +1140,28 @@ mod tests {
         assert!(remove_all(&mut st, &mut host, U).is_empty());
         assert!(device_nodes(&st).is_empty(), "{:?}", device_nodes(&st));
         assert!(host.ports().is_empty());
+    }
+
+    /// netback unregisters the interface while xl takes it off the bridge (the ioctl then
+    /// fails): the port is gone either way, so the removal is clean.
+    #[test]
+    fn vif_vanishing_during_removal_is_not_an_error() {
+        let (mut st, mut host) = world();
+        add_vif(&mut st, &mut host, U, &vif("bridge=br9"), 0, MAC).unwrap();
+        host.vanish_on_bridge_del = true;
+        host.auto_vif = false;
+        assert_eq!(remove_all(&mut st, &mut host, U), Vec::<String>::new());
+        assert!(host.ports().is_empty() && !host.netdevs.contains_key("vif3.0"));
+        assert!(device_nodes(&st).is_empty(), "{:?}", device_nodes(&st));
+        // A port that really stays is still reported.
+        let (mut st, mut host) = world();
+        add_vif(&mut st, &mut host, U, &vif("bridge=br9"), 0, MAC).unwrap();
+        host.fail = Some("bridge_del");
+        let errs = remove_all(&mut st, &mut host, U);
+        assert!(
+            errs.len() == 1 && errs[0].contains("removing vif3.0 from br9"),
+            "{errs:?}"
+        );
     }
 
     #[test]

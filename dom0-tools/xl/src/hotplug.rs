@@ -245,6 +245,8 @@ pub mod fake {
         pub bridges: BTreeMap<String, u32>,
         /// netback creates `vif*` interfaces as soon as they are looked for.
         pub auto_vif: bool,
+        /// `bridge_del` finds the interface gone (netback unregistered it meanwhile).
+        pub vanish_on_bridge_del: bool,
         /// Fail the call with this name.
         pub fail: Option<&'static str>,
         pub calls: Vec<String>,
@@ -258,6 +260,7 @@ pub mod fake {
                 netdevs: BTreeMap::new(),
                 bridges: BTreeMap::new(),
                 auto_vif: true,
+                vanish_on_bridge_del: false,
                 fail: None,
                 calls: Vec::new(),
             };
@@ -389,6 +392,10 @@ pub mod fake {
             Ok(())
         }
         fn bridge_del(&mut self, bridge: &str, dev: &str) -> io::Result<()> {
+            if self.vanish_on_bridge_del {
+                // The interface is unregistered under us, as netback does.
+                self.netdevs.remove(dev);
+            }
             self.step("bridge_del", format!("{bridge} {dev}"))?;
             self.dev(dev)?.master = None;
             Ok(())
