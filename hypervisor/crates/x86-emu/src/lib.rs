@@ -212,6 +212,10 @@ pub enum Error {
     NoMemoryOperand,
     /// `MOVS` whose source and destination could both be the faulting access.
     Ambiguous,
+    /// An EVEX (AVX-512), XOP or 3DNow! instruction. iced is built without those tables
+    /// (see the crate docs), so there is no mnemonic; like [`Error::Unsupported`], it is a
+    /// valid instruction this emulator does not handle.
+    UnsupportedEncoding,
     /// The device model refused the access; the code is the caller's own.
     Device(u32),
 }
@@ -281,6 +285,7 @@ pub fn emulate(
         DecoderError::NoMoreBytes => return Err(Error::Truncated),
         // iced stops at 15 bytes: an instruction that runs into the limit is #GP(0).
         _ if insn.len() >= MAX_INSN_LEN => return Err(Error::Fault(Exception::Gp(0))),
+        _ if undecoded_encoding(bytes, bits) => return Err(Error::UnsupportedEncoding),
         _ => return Err(Error::Fault(Exception::Ud)),
     }
     let mut e = Emu {
@@ -291,6 +296,30 @@ pub fn emulate(
         mem,
     };
     e.run()
+}
+
+/// Whether `bytes` start with an encoding iced is built without (EVEX, XOP, 3DNow!), which
+/// it therefore reports as invalid.
+fn undecoded_encoding(bytes: &[u8], bits: u32) -> bool {
+    let legacy_prefix = |b: &u8| {
+        matches!(
+            b,
+            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3
+        )
+    };
+    let i = bytes
+        .iter()
+        .position(|b| !legacy_prefix(b))
+        .unwrap_or(bytes.len());
+    match (bytes.get(i), bytes.get(i + 1)) {
+        // EVEX; outside 64-bit mode 62 with a memory ModRM is BOUND.
+        (Some(0x62), Some(&b)) => bits == 64 || b >= 0xc0,
+        // XOP's map field is 8 or more; POP r/m (8F /0) has 0-7 there.
+        (Some(0x8f), Some(&b)) => b & 0x1f >= 8,
+        // 3DNow!
+        (Some(0x0f), Some(0x0f)) => true,
+        _ => false,
+    }
 }
 
 struct Emu<'a> {

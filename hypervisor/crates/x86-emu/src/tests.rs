@@ -1455,6 +1455,25 @@ fn unsupported_forms() {
         assert_eq!(r.cpu.rip, r.before.rip);
         others_unchanged(&r, &[]);
     }
+    // Encodings iced is built without: EVEX vmovups zmm0, [rbx]; XOP vphaddbd; 3DNow! pfadd.
+    for bytes in [
+        &[0x62u8, 0xf1, 0x7c, 0x48, 0x10, 0x03][..],
+        &[0x8f, 0xe9, 0x78, 0xc2, 0x03],
+        &[0x0f, 0x0f, 0x03, 0x9e],
+    ] {
+        let mut b = [0x90u8; 15];
+        b[..bytes.len()].copy_from_slice(bytes);
+        let r = run64(&b, |_, _| {});
+        assert_eq!(r.res, Err(Error::UnsupportedEncoding), "{bytes:x?}");
+        assert!(r.mem.log.is_empty());
+    }
+    // ... but POP m (8F /0) is an ordinary unsupported instruction, and so is BOUND in 32-bit code.
+    assert_eq!(
+        run64(&[0x8f, 0x03], |_, _| {}).res,
+        Err(Error::Unsupported(Mnemonic::Pop))
+    );
+    let r = exec(&[0x62, 0x03], M32, PAGE_GPA + OFF, Access::Read, |_, _| {});
+    assert_eq!(r.res, Err(Error::Unsupported(Mnemonic::Bound)));
     // Register-only forms of supported mnemonics cannot have faulted on MMIO.
     for bytes in [&[0x01u8, 0xd8][..], &[0x89, 0xd8], &[0x87, 0xd8]] {
         assert_eq!(
