@@ -529,7 +529,7 @@ impl Emu<'_> {
         let off = linear & (PAGE - 1);
         let gpa = (self.fault.gpa & !(PAGE - 1)) | off;
         let end = off + u64::from(size);
-        let covers = gpa <= self.fault.gpa && self.fault.gpa < gpa + u64::from(size);
+        let covers = self.fault.gpa >= gpa && self.fault.gpa - gpa < u64::from(size);
         if end > PAGE || (first && !covers) {
             return Err(Error::OutsideFaultPage { linear, size });
         }
