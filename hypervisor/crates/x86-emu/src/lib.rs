@@ -83,6 +83,22 @@
 //! tables then take about 185 KiB of heap (see [`warm_up`]). With EVEX decoding the figures
 //! would be about 100 KB + 59 KB and 311 KiB of heap.
 //!
+//! # Feeding it from an exit
+//!
+//! * VMX, EPT violation (basic exit reason 48): [`MmioFault::gpa`] is the guest-physical
+//!   address field; [`Access`] comes from exit-qualification bits 0/1. Bit 2 (instruction
+//!   fetch) and bit 7 set with bit 8 clear (the access was the guest's own page walk) are
+//!   not data accesses to emulate. The VM-exit instruction-length field is undefined for EPT
+//!   violations: RIP advances by the decoded length, which [`Outcome`] reports. The bytes are
+//!   fetched from guest memory at CS.base + RIP.
+//! * SVM, nested page fault (exit code 0x400): EXITINFO2 is the guest-physical address,
+//!   EXITINFO1 bit 1 the write flag; bit 4 (fetch) and bit 33 (guest page-table walk) are
+//!   not data accesses. With DecodeAssists the VMCB holds the fetched byte count (offset
+//!   0xD0) and up to 15 instruction bytes (0xD1); a count of 0 means fetch them from guest
+//!   memory.
+//! * Both: the mode from CR0.PE, EFER.LMA, RFLAGS.VM and CS's L and D/B attributes; the
+//!   segment bases from the VMCS/VMCB guest-state areas.
+//!
 //! # Errors the caller must handle
 //!
 //! * [`Error::Fault`]: inject the exception into the guest (`#UD` for an undecodable

@@ -918,6 +918,34 @@ fn exchanges() {
     assert_eq!(r.mem.log, [Ev::R(g, 4), Ev::W(g, 4, 0)]);
     assert_eq!(r.cpu.gpr[2], 0xffff_fffe);
     assert_eq!(r.cpu.rflags, 0x2 | CF | ZF | PF | AF);
+    // xadd word and qword: sum written, old value in the register, ADD's flags.
+    for (bytes, size) in [
+        (&[0x66u8, 0x0f, 0xc1, 0x13][..], 2u8),
+        (&[0x48, 0x0f, 0xc1, 0x13][..], 8),
+    ] {
+        let r = run64(bytes, |c, m| {
+            m.dev_set(OFF, size, 0x8000_0000_0000_8000 & mask(size));
+            c.gpr[2] = 0x8000_0000_0000_8000;
+        });
+        done(&r, 4);
+        let (sum, flags) = reference(
+            R::Add,
+            size,
+            0x8000_0000_0000_8000,
+            0x8000_0000_0000_8000,
+            false,
+        );
+        assert_eq!(r.mem.log, [Ev::R(g, size), Ev::W(g, size, sum)]);
+        assert_eq!(
+            r.cpu.gpr[2],
+            merge(
+                0x8000_0000_0000_8000,
+                0x8000_0000_0000_8000 & mask(size),
+                size
+            )
+        );
+        assert_eq!(r.cpu.rflags, 0x2 | flags);
+    }
     // xadd byte.
     let r = run64(&[0x0f, 0xc0, 0x13], |c, m| {
         m.dev_set(OFF, 1, 0x7f);
