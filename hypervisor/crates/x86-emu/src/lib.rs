@@ -7,7 +7,8 @@
 //! [`Memory`] (the device through `mmio_read`/`mmio_write`, ordinary guest memory by linear
 //! address through `guest_read`/`guest_write`). [`emulate`] decodes with `iced-x86` and
 //! either applies the instruction's architectural effects through the traits and advances
-//! RIP, or returns an [`Error`] and changes nothing (string instructions excepted, see below).
+//! RIP, or returns an [`Error`] and changes no register (string instructions excepted, see
+//! below; a device read made before a later step failed is not undone).
 //!
 //! # Emulated
 //!
@@ -44,9 +45,9 @@
 //! One side of `MOVS` is the device, the other ordinary guest memory (if both are MMIO, the
 //! source faults first: the fault's [`Access`] says which side faulted; the other side then
 //! goes through `guest_read`/`guest_write`, whose implementation must route or refuse an
-//! address that is MMIO too). A `REP` string
-//! instruction is emulated as a **bounded batch**: iterations run while the count is
-//! non-zero and the device-side address stays inside the faulting 4 KiB page. RSI/RDI/RCX
+//! address that is MMIO too). A `REP` string instruction is emulated as a **bounded
+//! batch**: iterations run while the count is non-zero and the device-side address stays
+//! inside the faulting 4 KiB page. RSI/RDI/RCX
 //! are updated after every iteration. If the count reaches zero, RIP is advanced
 //! ([`Outcome::Completed`]); otherwise RIP stays on the instruction
 //! ([`Outcome::RepPending`]) and the guest re-executes it, faulting again on the next MMIO
@@ -64,7 +65,9 @@
 //! instruction with a register operand that is not a general-purpose register.
 //!
 //! Not checked, because hardware checked them before the access that faulted: segment
-//! limits and types, CPL/IOPL, alignment checks. The caller handles what happens after an
+//! limits and types, CPL, alignment checks (later iterations of a string instruction and
+//! its ordinary-memory side are not checked either; the caller's `guest_read`/`guest_write`
+//! translate with the guest's permissions). The caller handles what happens after an
 //! instruction retires (RFLAGS.TF single-step traps, RF, interrupt shadows).
 //!
 //! Memory operands that cross a 4 KiB page boundary are refused ([`Error::OutsideFaultPage`]):
@@ -79,8 +82,8 @@
 //! [`Error::UnsupportedEncoding`] rather than as invalid opcodes. Measured on
 //! `x86_64-unknown-none`, release with `opt-level = 3`: the crate and iced add about
 //! 79 KB of `.text` (about 9.5 KB of it this crate's code), 46 KB of `.rodata` and 1 KB of
-//! `.data.rel.ro` to a binary; the decoder
-//! tables then take about 185 KiB of heap (see [`warm_up`]). With EVEX decoding the figures
+//! `.data.rel.ro` to a binary; the decoder tables then take about 185 KiB of heap (see
+//! [`warm_up`]). With EVEX decoding the figures
 //! would be about 100 KB + 59 KB and 311 KiB of heap.
 //!
 //! # Feeding it from an exit
