@@ -1666,7 +1666,7 @@ fn random_bytes_never_escape_the_faulting_page() {
         },
     ];
     let mut completed = 0;
-    for _ in 0..30_000 {
+    for _ in 0..10_000 {
         let mut b = [0u8; 15];
         for x in b.iter_mut() {
             *x = rng.next() as u8;
@@ -1713,5 +1713,5 @@ fn random_bytes_never_escape_the_faulting_page() {
         }
     }
     // The generator must reach the emulation paths, not only the refusals.
-    assert!(completed > 300, "only {completed} completed");
+    assert!(completed > 100, "only {completed} completed");
 }
