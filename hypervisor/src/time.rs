@@ -141,10 +141,29 @@ pub fn now() -> (u64, u64) {
     (tsc, ns)
 }
 
-/// UTC (ns since the epoch) at system time 0; 0 if the RTC was unreadable.
+/// The wallclock base set by the control domain (`XENPF_settime*`), if it set one.
+#[cfg(target_os = "none")]
+static WALLCLOCK_SET: spin::Once<core::sync::atomic::AtomicU64> = spin::Once::new();
+
+/// UTC (ns since the epoch) at system time 0: the control domain's setting if it made
+/// one, else the RTC's reading at boot (0 if the RTC was unreadable).
 #[cfg(target_os = "none")]
 pub fn boot_wallclock_ns() -> u64 {
-    BASE.get().map_or(0, |b| b.boot_utc_ns)
+    match WALLCLOCK_SET.get() {
+        Some(w) => w.load(core::sync::atomic::Ordering::Relaxed),
+        None => BASE.get().map_or(0, |b| b.boot_utc_ns),
+    }
+}
+
+/// Sets the wallclock so that it reads `utc_ns` (ns since the epoch) at system time
+/// `system_ns` (Xen's `do_settime`; wrapping arithmetic on the guest's numbers, as Xen's
+/// unsigned 64-bit sum).
+#[cfg(target_os = "none")]
+pub fn set_wallclock(utc_ns: u64, system_ns: u64) {
+    let base = utc_ns.wrapping_sub(system_ns);
+    WALLCLOCK_SET
+        .call_once(|| core::sync::atomic::AtomicU64::new(base))
+        .store(base, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// The TSC value at which system time reaches `ns`.

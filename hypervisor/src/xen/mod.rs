@@ -11,6 +11,7 @@ pub mod grant_table;
 pub mod guest_access;
 pub mod hvm;
 pub mod memory;
+pub mod platform;
 pub mod sched;
 pub mod shared_info;
 pub mod vcpu;
@@ -103,6 +104,7 @@ pub fn dispatch<B: Backend>(cx: &mut Cx<'_, B>, call: Call) -> (u64, Reply) {
     let result = match call.nr {
         nr::HYPERVISOR_SET_TIMER_OP => sched::set_timer_op(cx, a[0]),
         nr::HYPERVISOR_MEMORY_OP => memory::memory_op(cx, a[0], a[1]),
+        nr::HYPERVISOR_PLATFORM_OP => platform::platform_op(cx, a[0]),
         nr::HYPERVISOR_XEN_VERSION => version::xen_version(cx, a[0], a[1]),
         nr::HYPERVISOR_CONSOLE_IO => console::console_io(cx, a[0], a[1], a[2]),
         nr::HYPERVISOR_SCHED_OP => sched::sched_op(cx, a[0], a[1]),

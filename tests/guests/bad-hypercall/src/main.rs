@@ -9,10 +9,11 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_rt::hypercall::{describe, hypercall1, hypercall2, hypercall3, Transport};
+use guest_rt::xen_abi::platform::{XENPF_INTERFACE_VERSION, XENPF_SETTIME64};
 use guest_rt::xen_abi::sched::SCHEDOP_SHUTDOWN;
 use guest_rt::xen_abi::xen::{
     CONSOLEIO_WRITE, HYPERVISOR_CONSOLE_IO, HYPERVISOR_EVENT_CHANNEL_OP, HYPERVISOR_MEMORY_OP,
-    HYPERVISOR_SCHED_OP,
+    HYPERVISOR_PLATFORM_OP, HYPERVISOR_SCHED_OP,
 };
 use guest_rt::xen_abi::Errno;
 use guest_rt::{fail, println, StartInfo, TestResult};
@@ -123,7 +124,36 @@ fn test_main(si: &StartInfo) -> TestResult {
             ENOSYS,
             &mut failures,
         );
+        check(
+            "platform_op(outside RAM)",
+            hypercall1(HYPERVISOR_PLATFORM_OP, OUTSIDE_RAM),
+            EFAULT,
+            &mut failures,
+        );
     }
+    // platform_op is the control domain's: a well-formed XENPF_settime64 from this
+    // unprivileged domain is -EPERM (Xen checks the copy, then the interface version,
+    // then privilege), and a wrong version -EACCES before that.
+    let mut op = [0u64; 17];
+    op[0] = u64::from(XENPF_SETTIME64) | (u64::from(XENPF_INTERFACE_VERSION) << 32);
+    op[1] = 1_700_000_000;
+    // SAFETY: `op` is a live 136-byte xen_platform_op the hypervisor may only read.
+    let rc = unsafe { hypercall1(HYPERVISOR_PLATFORM_OP, op.as_mut_ptr() as u64) };
+    check(
+        "platform_op(settime64) unprivileged",
+        rc,
+        Expect::Eq(Errno::EPERM.to_ret()),
+        &mut failures,
+    );
+    op[0] = u64::from(XENPF_SETTIME64) | (0x0300_0000u64 << 32);
+    // SAFETY: as above.
+    let rc = unsafe { hypercall1(HYPERVISOR_PLATFORM_OP, op.as_mut_ptr() as u64) };
+    check(
+        "platform_op(settime64, wrong version) unprivileged",
+        rc,
+        Expect::Eq(Errno::EACCES.to_ret()),
+        &mut failures,
+    );
     // Xen's xenmem_add_to_physmap_one: shared_info has only index 0; any other index
     // leaves the frame invalid and the call fails with -EINVAL (nothing is mapped).
     let bad_index = guest_rt::xen_abi::memory::XenAddToPhysmap {
