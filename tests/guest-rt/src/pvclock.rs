@@ -139,6 +139,38 @@ pub fn tsc_khz(t: &VcpuTimeInfo) -> u64 {
     khz
 }
 
+/// The wallclock in `shared_info` (UTC at system time 0) as nanoseconds since the epoch,
+/// read with the `wc_version` protocol (retry while odd or changed). `None` if the page is
+/// not mapped or the version stayed odd.
+pub fn wallclock_ns() -> Option<u64> {
+    use xen_abi::xen::SharedInfo;
+    if !is_mapped() {
+        return None;
+    }
+    let base = shared_info_gpa() as usize;
+    let word = |off: usize| {
+        // SAFETY: `off` is a field offset inside the mapped, 4-byte-aligned shared-info
+        // page; the hypervisor may change it concurrently, hence a volatile read.
+        unsafe { ptr::read_volatile((base + off) as *const u32) }
+    };
+    for _ in 0..1_000_000 {
+        let v1 = word(core::mem::offset_of!(SharedInfo, wc_version));
+        if v1 & 1 != 0 {
+            arch::pause();
+            continue;
+        }
+        fence(Ordering::Acquire);
+        let sec = u64::from(word(core::mem::offset_of!(SharedInfo, wc_sec)))
+            | (u64::from(word(core::mem::offset_of!(SharedInfo, wc_sec_hi))) << 32);
+        let nsec = u64::from(word(core::mem::offset_of!(SharedInfo, wc_nsec)));
+        fence(Ordering::Acquire);
+        if word(core::mem::offset_of!(SharedInfo, wc_version)) == v1 {
+            return Some(sec.wrapping_mul(1_000_000_000).wrapping_add(nsec));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,36 +206,4 @@ mod tests {
         let t2 = VcpuTimeInfo { tsc_shift: -1, ..t };
         assert_eq!(tsc_khz(&t2), 4_000_000);
     }
-}
-
-/// The wallclock in `shared_info` (UTC at system time 0) as nanoseconds since the epoch,
-/// read with the `wc_version` protocol (retry while odd or changed). `None` if the page is
-/// not mapped or the version stayed odd.
-pub fn wallclock_ns() -> Option<u64> {
-    use xen_abi::xen::SharedInfo;
-    if !is_mapped() {
-        return None;
-    }
-    let base = shared_info_gpa() as usize;
-    let word = |off: usize| {
-        // SAFETY: `off` is a field offset inside the mapped, 4-byte-aligned shared-info
-        // page; the hypervisor may change it concurrently, hence a volatile read.
-        unsafe { ptr::read_volatile((base + off) as *const u32) }
-    };
-    for _ in 0..1_000_000 {
-        let v1 = word(core::mem::offset_of!(SharedInfo, wc_version));
-        if v1 & 1 != 0 {
-            arch::pause();
-            continue;
-        }
-        fence(Ordering::Acquire);
-        let sec = u64::from(word(core::mem::offset_of!(SharedInfo, wc_sec)))
-            | (u64::from(word(core::mem::offset_of!(SharedInfo, wc_sec_hi))) << 32);
-        let nsec = u64::from(word(core::mem::offset_of!(SharedInfo, wc_nsec)));
-        fence(Ordering::Acquire);
-        if word(core::mem::offset_of!(SharedInfo, wc_version)) == v1 {
-            return Some(sec.wrapping_mul(1_000_000_000).wrapping_add(nsec));
-        }
-    }
-    None
 }
