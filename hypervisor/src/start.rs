@@ -80,6 +80,9 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         Ok((base, size)) => info!("heap: {} MiB at {base:#x}", size >> 20),
         Err(e) => fatal(format_args!("cannot set up the heap: {e}")),
     }
+    // The instruction decoder builds its tables on first use: do it now, not on a
+    // guest's first MMIO exit.
+    x86_emu::warm_up();
     info!(
         "mm: {} of {} frames free ({} MiB)",
         frames.free_frames(),

@@ -7,6 +7,9 @@
 //! * `compat/dom0-without-features-note`: a kernel with no `SUPPORTED_FEATURES` note, as
 //!   module 0, is the control domain (Xen's rule): the guest checks its `SIF_*` flags,
 //!   `XENFEAT_dom0` and a control-domain-only hypercall itself.
+//! * `compat/mmio-hole`: loads, stores, read-modify-writes and string moves on unbacked
+//!   guest-physical addresses below 4 GiB (0xfed00000 among them) read all ones and drop
+//!   writes, through the instruction emulator; the guest checks each result itself.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +24,12 @@ use crate::util;
 const HELLO_PASSED: &[&str] = &[
     r"^\(d0\) hello from a PVH guest",
     r"^\(d0\) guest hello: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const MMIO_HOLE_PASSED: &[&str] = &[
+    r"^\(d0\) mmio-hole: 11 cases passed",
+    r"^\(d0\) guest mmio-hole: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -95,6 +104,13 @@ pub fn all() -> Vec<Test> {
                 .cmdline(console)
                 .module(ModuleSpec::built(&build::GUEST_NO_FEATURES).args("no-features"))
                 .expect(NO_FEATURES_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("mmio-hole"), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::built(&build::GUEST_MMIO_HOLE).args("mmio-hole"))
+                .expect(MMIO_HOLE_PASSED)
                 .timeout_secs(timeout),
         );
     }

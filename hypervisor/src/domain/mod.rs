@@ -16,6 +16,7 @@
 pub mod build;
 pub mod kernel;
 pub mod memory;
+pub mod mmio;
 pub mod run;
 pub mod table;
 pub mod walk;

@@ -47,6 +47,9 @@ pub struct Access {
     pub read: bool,
     pub write: bool,
     pub execute: bool,
+    /// The access was the processor's own walk of the guest's page tables, not the
+    /// instruction's data access.
+    pub page_walk: bool,
 }
 
 impl fmt::Display for Access {
@@ -189,6 +192,15 @@ pub struct ControlState {
     pub cpl: u8,
 }
 
+/// What an instruction emulator needs beyond [`ControlState`]: the segment bases (ES, CS,
+/// SS, DS, FS, GS, in the hardware's order) and the code segment's L and D/B bits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmulationState {
+    pub seg_base: [u64; 6],
+    pub cs_long: bool,
+    pub cs_default_big: bool,
+}
+
 /// Where a PVH vCPU starts (Xen `docs/misc/pvh.pandoc`): 32-bit protected mode, paging off,
 /// flat 4 GiB code and data segments, EBX = physical address of `hvm_start_info`.
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +294,11 @@ pub trait Vcpu {
     fn exit_instruction_bytes(&self) -> Option<([u8; 15], usize)> {
         None
     }
+    /// Segment state for emulating the instruction behind the last exit.
+    fn emulation_state(&self) -> EmulationState;
+    /// Retires an emulated instruction: RIP and RFLAGS as the emulator left them, and
+    /// the STI/MOV SS interrupt shadow ended as by any completed instruction.
+    fn complete_emulation(&mut self, rip: u64, rflags: u64);
 }
 
 /// A virtualization backend: brings up the CPU and creates vCPUs.

@@ -19,7 +19,8 @@ use crate::arch::x86::fpu::ExtState;
 use crate::arch::x86::{irq, percpu, xcr};
 use crate::hvm::asid::TlbTag;
 use crate::hvm::{
-    Access, ControlState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu, VcpuStart,
+    Access, ControlState, EmulationState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu,
+    VcpuStart,
 };
 use core::sync::atomic::Ordering;
 
@@ -241,10 +242,13 @@ impl SvmVcpu {
             }
             exit::NPF => Exit::NestedPageFault {
                 gpa: info2,
+                // EXITINFO1 (APM vol. 2, 15.25.6): bit 1 write, bit 4 instruction fetch,
+                // bit 33 the fault hit the guest's page-table walk.
                 access: Access {
-                    read: true,
+                    read: info1 & (2 | 16) == 0,
                     write: info1 & 2 != 0,
                     execute: info1 & 16 != 0,
+                    page_walk: info1 & (1 << 33) != 0,
                 },
                 gla: None,
             },
@@ -554,6 +558,29 @@ impl Vcpu for SvmVcpu {
             *b = self.vmcb.read8(ctl::INSN_BYTES + i);
         }
         (n > 0).then_some((bytes, n))
+    }
+    fn emulation_state(&self) -> EmulationState {
+        let mut seg_base = [0u64; 6];
+        for (base, off) in
+            seg_base
+                .iter_mut()
+                .zip([save::ES, save::CS, save::SS, save::DS, save::FS, save::GS])
+        {
+            *base = self.vmcb.segment(off).base;
+        }
+        // VMCB attributes: the access byte in bits 0-7, then AVL, L, D/B, G.
+        let cs = self.vmcb.segment(save::CS).attrib;
+        EmulationState {
+            seg_base,
+            cs_long: cs & (1 << 9) != 0,
+            cs_default_big: cs & (1 << 10) != 0,
+        }
+    }
+
+    fn complete_emulation(&mut self, rip: u64, rflags: u64) {
+        self.vmcb.write64(save::RIP, rip);
+        self.vmcb.write64(save::RFLAGS, rflags);
+        self.vmcb.write64(ctl::INTERRUPT_SHADOW, 0);
     }
 }
 

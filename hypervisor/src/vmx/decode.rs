@@ -121,12 +121,14 @@ pub fn decode_io(q: u64) -> IoAccess {
 }
 
 /// EPT-violation qualification (SDM table 28-7): access kind in bits 0-2, guest-linear
-/// address valid in bit 7.
+/// address valid in bit 7, and with bit 7 set, bit 8 clear when the access was part of
+/// the guest's page walk rather than the instruction's own data access.
 pub fn decode_ept_violation(q: u64, gpa: u64, gla: u64) -> Exit {
     let access = Access {
         read: q & 1 != 0,
         write: q & 2 != 0,
         execute: q & 4 != 0,
+        page_walk: q & (1 << 7) != 0 && q & (1 << 8) == 0,
     };
     let gla = if q & (1 << 7) != 0 { Some(gla) } else { None };
     Exit::NestedPageFault { gpa, access, gla }

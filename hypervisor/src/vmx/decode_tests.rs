@@ -29,7 +29,11 @@ fn io_qualifications() {
 
 #[test]
 fn ept_violation() {
-    let e = decode_ept_violation(0x2 | 1 << 7 | 0x8, 0xfee0_0000, 0xffff_8000_0000_1000);
+    let e = decode_ept_violation(
+        0x2 | 1 << 7 | 1 << 8 | 0x8,
+        0xfee0_0000,
+        0xffff_8000_0000_1000,
+    );
     assert_eq!(
         e,
         Exit::NestedPageFault {
@@ -37,11 +41,24 @@ fn ept_violation() {
             access: Access {
                 read: false,
                 write: true,
-                execute: false
+                execute: false,
+                page_walk: false,
             },
             gla: Some(0xffff_8000_0000_1000)
         }
     );
+    // Bit 7 without bit 8: the guest's own page-table walk hit the page.
+    let e = decode_ept_violation(0x1 | 1 << 7, 0x5000, 0xdead);
+    assert!(matches!(
+        e,
+        Exit::NestedPageFault {
+            access: Access {
+                page_walk: true,
+                ..
+            },
+            ..
+        }
+    ));
     let e = decode_ept_violation(0x4, 0x1000, 0xdead);
     assert!(matches!(
         e,

@@ -26,7 +26,7 @@ use super::vmcs;
 use crate::arch::x86::fpu::ExtState;
 use crate::arch::x86::{irq, percpu, xcr};
 use crate::hvm::asid::TlbTag;
-use crate::hvm::{ControlState, Event, Exit, GuestRegs, Vcpu};
+use crate::hvm::{ControlState, EmulationState, Event, Exit, GuestRegs, Vcpu};
 use crate::mm::phys;
 use core::sync::atomic::Ordering;
 
@@ -473,6 +473,33 @@ impl Vcpu for VmxVcpu {
             if let Err(e) = vmcs::invept(kind, self.eptp) {
                 log::error!("vmx: {e}");
             }
+        }
+    }
+    fn emulation_state(&self) -> EmulationState {
+        self.make_current();
+        let cs = vmcs::get(Seg::Cs.access_rights());
+        let mut seg_base = [0u64; 6];
+        for (base, seg) in
+            seg_base
+                .iter_mut()
+                .zip([Seg::Es, Seg::Cs, Seg::Ss, Seg::Ds, Seg::Fs, Seg::Gs])
+        {
+            *base = vmcs::get(seg.base());
+        }
+        EmulationState {
+            seg_base,
+            cs_long: cs & (1 << 13) != 0,
+            cs_default_big: cs & (1 << 14) != 0,
+        }
+    }
+
+    fn complete_emulation(&mut self, rip: u64, rflags: u64) {
+        self.make_current();
+        vmcs::set(Field::GUEST_RIP, rip);
+        vmcs::set(Field::GUEST_RFLAGS, rflags);
+        let blocking = vmcs::get(Field::GUEST_INTERRUPTIBILITY);
+        if blocking & 3 != 0 {
+            vmcs::set(Field::GUEST_INTERRUPTIBILITY, blocking & !3);
         }
     }
 }
