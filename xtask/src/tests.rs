@@ -145,7 +145,7 @@ const GUESTS: &[GuestCase] = &[
         args: "mem-isolation",
         expect: &[
             r"^\(d0\) about to touch memory outside the domain",
-            r"^\(E\) domain 0 crashed: write access to guest-physical 0xc0000000 .*outside its memory",
+            r"^\(E\) domain 0 crashed: write access to guest-physical 0x140000000 .*outside its memory",
             r"^\(E\)   RIP 0x[0-9a-f]+",
             // The faulting instruction: from AMD decode assists when the CPU has them,
             // else fetched from guest memory (QEMU TCG and Bochs: the fallback).

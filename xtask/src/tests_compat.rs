@@ -10,6 +10,9 @@
 //! * `compat/mmio-hole`: loads, stores, read-modify-writes and string moves on unbacked
 //!   guest-physical addresses below 4 GiB (0xfed00000 among them) read all ones and drop
 //!   writes, through the instruction emulator; the guest checks each result itself.
+//! * `compat/apic-modes`: the LAPIC starts in xAPIC mode, as Xen starts a PVH vCPU, and is
+//!   driven through its MMIO page, then in x2APIC mode, then disabled and re-enabled;
+//!   the guest counts the self-IPIs it takes in each mode.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +33,15 @@ const HELLO_PASSED: &[&str] = &[
 const MMIO_HOLE_PASSED: &[&str] = &[
     r"^\(d0\) mmio-hole: 11 cases passed",
     r"^\(d0\) guest mmio-hole: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const APIC_MODES_PASSED: &[&str] = &[
+    r"^\(d0\) apic-modes: boots in xAPIC mode",
+    r"^\(d0\) apic-modes: xAPIC self-IPIs by shorthand and by ID taken",
+    r"^\(d0\) apic-modes: x2APIC: SELF_IPI taken",
+    r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
+    r"^\(d0\) guest apic-modes: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -111,6 +123,13 @@ pub fn all() -> Vec<Test> {
                 .cmdline(console)
                 .module(ModuleSpec::built(&build::GUEST_MMIO_HOLE).args("mmio-hole"))
                 .expect(MMIO_HOLE_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("apic-modes"), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::built(&build::GUEST_APIC_MODES).args("apic-modes"))
+                .expect(APIC_MODES_PASSED)
                 .timeout_secs(timeout),
         );
     }

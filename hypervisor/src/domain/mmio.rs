@@ -1,11 +1,12 @@
 //! Emulated MMIO: the instruction behind a nested page fault on a guest-physical address
 //! that a device model (or nothing) backs is decoded and executed by the `x86-emu` crate.
 //!
-//! Today the only region is the **MMIO hole**: guest-physical addresses below 4 GiB that
-//! hold neither RAM nor a Xen page. As on Xen, where such an access finds no device
-//! model, reads return all ones and writes are dropped, so probing for a device (an HPET
-//! at 0xfed00000, say) does not kill the guest. Device models (the xAPIC page, and later
-//! passthrough) plug in as further regions behind [`Region`].
+//! Two regions today: the vCPU's **xAPIC page** at its APIC base while its LAPIC is in
+//! xAPIC mode (registers of [`crate::hvm::vlapic::Vlapic`]), and the **MMIO hole**:
+//! guest-physical addresses below 4 GiB that hold neither RAM nor a Xen page. As on Xen,
+//! where such an access finds no device model, reads return all ones and writes are
+//! dropped, so probing for a device (an HPET at 0xfed00000, say) does not kill the guest.
+//! Further device models (passthrough) plug in as further regions behind [`Region`].
 
 use crate::hvm::{Access as NpfAccess, Backend, Event, GuestRegs, Vcpu as _};
 use crate::xen::guest_access::{copy_from_guest, copy_to_guest};
@@ -26,16 +27,23 @@ const RFLAGS_VM: u64 = 1 << 17;
 pub enum Region {
     /// Unbacked guest-physical memory below 4 GiB: reads all ones, writes dropped.
     Hole,
+    /// The vCPU's xAPIC register page (in xAPIC mode) starting at this address.
+    Lapic(u64),
 }
 
 /// The emulated region behind a nested page fault at `gpa`, if any: only a data access
 /// by an instruction (not a fetch, not the guest's own page walk) to an address that has
 /// no p2m entry at all.
 pub fn region<B: Backend>(cx: &Cx<'_, B>, gpa: u64, access: NpfAccess) -> Option<Region> {
-    if access.execute || access.page_walk || gpa >= HOLE_END {
+    if access.execute || access.page_walk || cx.dom.mem.p2m_type(gpa).is_some() {
         return None;
     }
-    cx.dom.mem.p2m_type(gpa).is_none().then_some(Region::Hole)
+    if let Some(page) = cx.v.vlapic.mmio_page() {
+        if gpa & !0xfff == page {
+            return Some(Region::Lapic(page));
+        }
+    }
+    (gpa < HOLE_END).then_some(Region::Hole)
 }
 
 /// What became of an emulated access.
@@ -255,19 +263,25 @@ struct EmuMem<'c, 'a, B: Backend> {
 }
 
 impl<B: Backend> x86_emu::Memory for EmuMem<'_, '_, B> {
-    fn mmio_read(&mut self, _gpa: u64, size: u8) -> Result<u64, x86_emu::Error> {
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> Result<u64, x86_emu::Error> {
         match self.region {
             Region::Hole => Ok(match size {
                 8 => u64::MAX,
                 n => (1u64 << (u32::from(n) * 8)) - 1,
             }),
+            Region::Lapic(page) => Ok(self.cx.v.vlapic.mmio_read(gpa - page, size)),
         }
     }
 
-    fn mmio_write(&mut self, _gpa: u64, _size: u8, _value: u64) -> Result<(), x86_emu::Error> {
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64) -> Result<(), x86_emu::Error> {
         match self.region {
-            Region::Hole => Ok(()),
+            Region::Hole => {}
+            Region::Lapic(page) => {
+                let effect = self.cx.v.vlapic.mmio_write(gpa - page, size, value);
+                super::run::apic_effect(self.cx, effect);
+            }
         }
+        Ok(())
     }
 
     fn guest_read(&mut self, linear: u64, buf: &mut [u8]) -> Result<(), x86_emu::Error> {

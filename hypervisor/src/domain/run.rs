@@ -63,7 +63,7 @@ pub fn run_vcpu<B: Backend>(
     if sipi & super::SIPI_PENDING != 0 {
         // An AP's start-up: the architectural state after INIT and this SIPI.
         cx.v.hw.reset_to_sipi(sipi as u8);
-        cx.v.vlapic = Vlapic::new(vcpu.id);
+        cx.v.vlapic = cx.v.vlapic.after_init();
         cx.v.timer = super::VcpuTimer::default();
         debug!(
             "d{}v{}: started by SIPI at {:#x}",
@@ -279,6 +279,10 @@ fn cpuid<B: Backend>(cx: &mut Cx<'_, B>) {
         r.ebx = crate::hvm::cpuid::xsave_size(xcr0, component);
         r.ecx = crate::hvm::cpuid::xsave_size(supported, component);
     }
+    if leaf == 1 && cx.v.vlapic.mode() == crate::hvm::vlapic::Mode::Disabled {
+        // A globally disabled APIC is absent from CPUID (SDM vol. 3, 11.4.3).
+        r.edx &= !(1 << 9);
+    }
     let regs = cx.v.hw.regs();
     regs.rax = u64::from(r.eax);
     regs.rbx = u64::from(r.ebx);
@@ -450,7 +454,22 @@ fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
 fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
     let regs = *cx.v.hw.regs();
     let index = regs.rcx as u32;
+    if index == MSR_APIC_BASE {
+        if write {
+            let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
+            return cx.v.vlapic.set_apic_base(value, guest_phys_bits()).is_ok();
+        }
+        let v = cx.v.vlapic.apic_base();
+        let regs = cx.v.hw.regs();
+        regs.rax = v & 0xffff_ffff;
+        regs.rdx = v >> 32;
+        return true;
+    }
     if Vlapic::owns(index) {
+        // The x2APIC MSRs exist only in x2APIC mode.
+        if cx.v.vlapic.mode() != crate::hvm::vlapic::Mode::X2Apic {
+            return false;
+        }
         return x2apic_access(
             cx,
             index,
@@ -503,6 +522,35 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
     }
 }
 
+const MSR_APIC_BASE: u32 = 0x1b;
+
+/// The guest's physical-address width (CPUID 0x80000008 EAX[7:0], passed through).
+fn guest_phys_bits() -> u32 {
+    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    if max >= 0x8000_0008 {
+        core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+    } else {
+        36
+    }
+}
+
+/// Carries out what a write to the virtual LAPIC asks for: IPIs to other vCPUs, INIT,
+/// SIPI.
+pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
+    match effect {
+        ApicEffect::None => {}
+        ApicEffect::Ipi { dest, vector } => {
+            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
+                if dest == u32::MAX || dest == t.id {
+                    t.post_ipi(vector);
+                    cx.hv.wake(cx.dom, t);
+                }
+            }
+        }
+        ApicEffect::Special { .. } => crate::schedule::apic_special(cx, effect),
+    }
+}
+
 /// An x2APIC register access; false means #GP.
 fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value: u64) -> bool {
     if !write {
@@ -515,18 +563,8 @@ fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value:
         return true;
     }
     match cx.v.vlapic.write(index, value) {
-        Ok(ApicEffect::None) => true,
-        Ok(ApicEffect::Ipi { dest, vector }) => {
-            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
-                if dest == u32::MAX || dest == t.id {
-                    t.post_ipi(vector);
-                    cx.hv.wake(cx.dom, t);
-                }
-            }
-            true
-        }
-        Ok(effect @ ApicEffect::Special { .. }) => {
-            crate::schedule::apic_special(cx, effect);
+        Ok(effect) => {
+            apic_effect(cx, effect);
             true
         }
         Err(()) => false,

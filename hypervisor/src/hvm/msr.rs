@@ -3,11 +3,6 @@
 //! Unknown MSRs raise #GP, as on Xen: Linux probes optional MSRs with `rdmsr_safe` and
 //! survives the fault, while a silently invented value could mislead it.
 
-/// IA32_APIC_BASE value: APIC at the architectural address, enabled (bit 11), already in
-/// x2APIC mode (EXTD, bit 10), this is the BSP (bit 8). Starting in x2APIC mode means the
-/// guest never touches the xAPIC MMIO page.
-pub const APIC_BASE_VALUE: u64 = 0xfee0_0000 | (1 << 11) | (1 << 10) | (1 << 8);
-
 /// What a guest RDMSR yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MsrRead {
@@ -31,7 +26,6 @@ pub enum MsrWrite {
 pub fn read(index: u32) -> MsrRead {
     MsrRead::Value(match index {
         0x17 | 0x8b => 0,                             // platform id, microcode revision
-        0x1b => APIC_BASE_VALUE,                      // IA32_APIC_BASE
         0x3a => 1,                                    // IA32_FEATURE_CONTROL: locked, VMX off
         0x48 | 0x10a => 0,                            // SPEC_CTRL, ARCH_CAPABILITIES
         0xfe => 0,                                    // MTRRcap: no ranges, no fixed MTRRs
@@ -55,8 +49,6 @@ pub fn write(index: u32, value: u64) -> MsrWrite {
                 MsrWrite::HypercallPage { gpa: value }
             }
         }
-        // Accepted and ignored: the APIC base may only be rewritten to its current value.
-        0x1b if value == APIC_BASE_VALUE => MsrWrite::Done,
         0x48 | 0x49 | 0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => {
             MsrWrite::Done
         }
@@ -95,11 +87,6 @@ mod tests {
     fn unknown_msrs_fault() {
         assert_eq!(read(0x1234), MsrRead::Fault);
         assert_eq!(write(0x1234, 0), MsrWrite::Fault);
-        assert_eq!(
-            write(0x1b, 0),
-            MsrWrite::Fault,
-            "APIC relocation is refused"
-        );
     }
 
     #[test]

@@ -1,17 +1,35 @@
-//! A virtual local APIC in x2APIC mode, reached only through MSRs 0x800–0x8FF.
+//! A virtual local APIC, in xAPIC mode (registers in the MMIO page at the APIC base) or
+//! x2APIC mode (MSRs 0x800–0x8FF), switched through IA32_APIC_BASE with the transitions
+//! the SDM allows (vol. 3, 11.12.5): disabled ⇄ xAPIC → x2APIC → disabled; x2APIC →
+//! xAPIC and disabled → x2APIC are #GP, as is any reserved bit.
 //!
-//! Guests start with x2APIC already enabled (IA32_APIC_BASE.EXTD set), so Linux never
-//! touches the xAPIC MMIO page and no MMIO emulation is needed. The model is what a PVH
-//! kernel uses: identification, TPR/PPR, EOI, the spurious-vector register, LVTs that are
-//! stored but never fire (the clock is Xen's), ESR, and the ICR/SELF_IPI for fixed IPIs
-//! to itself. Interrupts are tracked in IRR/ISR bitmaps and delivered by the caller
-//! through [`Vlapic::next_interrupt`] / [`Vlapic::ack`].
+//! vCPUs start in xAPIC mode at 0xfee00000, as Xen starts a PVH vCPU; a kernel that finds
+//! x2APIC in CPUID switches (Linux does, early). The model is what a PVH kernel uses:
+//! identification, TPR/PPR, EOI, the spurious-vector register, LVTs that are stored but
+//! never fire (the clock is Xen's), ESR, and the ICR/SELF_IPI for fixed IPIs, INIT and
+//! SIPI. Interrupts are tracked in IRR/ISR bitmaps and delivered by the caller through
+//! [`Vlapic::next_interrupt`] / [`Vlapic::ack`].
 
 /// The LAPIC version register: version 0x14, 6 LVT entries (max LVT index 5).
 const VERSION: u64 = 0x0005_0014;
 const LVT_MASKED: u32 = 1 << 16;
 /// MSR index of the first x2APIC register.
 pub const X2APIC_MSR_BASE: u32 = 0x800;
+
+/// IA32_APIC_BASE bits.
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
+pub const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// The architectural default APIC base address.
+pub const APIC_DEFAULT_BASE: u64 = 0xfee0_0000;
+
+/// The APIC's mode, from IA32_APIC_BASE's EN and EXTD bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Disabled,
+    XApic,
+    X2Apic,
+}
 
 /// What a register write asks the caller to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +46,13 @@ pub enum ApicEffect {
 #[derive(Clone, Debug)]
 pub struct Vlapic {
     id: u32,
+    /// IA32_APIC_BASE.
+    base: u64,
+    /// xAPIC-mode logical destination and destination format (x2APIC derives the LDR).
+    ldr: u32,
+    dfr: u32,
+    /// xAPIC-mode ICR high half (destination in bits 24..31).
+    icr_hi: u32,
     tpr: u32,
     svr: u32,
     esr: u32,
@@ -61,10 +86,25 @@ fn highest(regs: &[u32; 8]) -> Option<u8> {
 }
 
 impl Vlapic {
-    /// A reset APIC with x2APIC id `id` (equal to the vCPU id and the MADT APIC id).
+    /// An APIC after power-up with id `id` (equal to the vCPU id and the MADT APIC id):
+    /// xAPIC mode at the default base, the BSP flag on vCPU 0.
     pub fn new(id: u32) -> Vlapic {
+        let bsp = if id == 0 { APIC_BASE_BSP } else { 0 };
+        Vlapic::with_base(id, APIC_DEFAULT_BASE | APIC_BASE_ENABLE | bsp)
+    }
+
+    /// The APIC after an INIT: registers reset, IA32_APIC_BASE (and so the mode) kept.
+    pub fn after_init(&self) -> Vlapic {
+        Vlapic::with_base(self.id, self.base)
+    }
+
+    fn with_base(id: u32, base: u64) -> Vlapic {
         Vlapic {
             id,
+            base,
+            ldr: 0,
+            dfr: u32::MAX,
+            icr_hi: 0,
             tpr: 0,
             svr: 0xff,
             esr: 0,
@@ -75,6 +115,53 @@ impl Vlapic {
             irr: [0; 8],
             isr: [0; 8],
         }
+    }
+
+    /// IA32_APIC_BASE as the guest reads it.
+    pub fn apic_base(&self) -> u64 {
+        self.base
+    }
+
+    /// The mode IA32_APIC_BASE selects.
+    pub fn mode(&self) -> Mode {
+        match (
+            self.base & APIC_BASE_ENABLE != 0,
+            self.base & APIC_BASE_EXTD != 0,
+        ) {
+            (false, _) => Mode::Disabled,
+            (true, false) => Mode::XApic,
+            (true, true) => Mode::X2Apic,
+        }
+    }
+
+    /// The guest-physical page of the xAPIC registers, in xAPIC mode.
+    pub fn mmio_page(&self) -> Option<u64> {
+        (self.mode() == Mode::XApic).then_some(self.base & !0xfff)
+    }
+
+    /// WRMSR IA32_APIC_BASE; Err(()) means #GP: a reserved bit (0-7, 9, or an address
+    /// bit at or above `phys_bits`), EXTD without EN, or a transition the SDM forbids
+    /// (x2APIC → xAPIC, disabled → x2APIC). The BSP flag is read-only. Disabling the APIC
+    /// resets its registers.
+    pub fn set_apic_base(&mut self, value: u64, phys_bits: u32) -> Result<(), ()> {
+        let addr_mask = (1u64 << phys_bits.clamp(32, 52)) - 1;
+        let allowed = (addr_mask & !0xfff) | APIC_BASE_ENABLE | APIC_BASE_EXTD | APIC_BASE_BSP;
+        if value & !allowed != 0 {
+            return Err(());
+        }
+        let value = (value & !APIC_BASE_BSP) | (self.base & APIC_BASE_BSP);
+        let to = match (value & APIC_BASE_ENABLE != 0, value & APIC_BASE_EXTD != 0) {
+            (false, false) => Mode::Disabled,
+            (false, true) => return Err(()),
+            (true, false) => Mode::XApic,
+            (true, true) => Mode::X2Apic,
+        };
+        match (self.mode(), to) {
+            (Mode::X2Apic, Mode::XApic) | (Mode::Disabled, Mode::X2Apic) => return Err(()),
+            (_, Mode::Disabled) => *self = Vlapic::with_base(self.id, value),
+            _ => self.base = value,
+        }
+        Ok(())
     }
 
     /// Whether `msr` is in the x2APIC range this model answers.
@@ -176,6 +263,87 @@ impl Vlapic {
         }
     }
 
+    /// An xAPIC-mode register as the MMIO page holds it (`index` = offset / 16).
+    fn xapic_register(&self, index: u32) -> u32 {
+        match index {
+            0x02 => self.id << 24,
+            0x0d => self.ldr,
+            0x0e => self.dfr,
+            0x30 => self.icr as u32,
+            0x31 => self.icr_hi,
+            // x2APIC only.
+            0x3f => 0,
+            // Everything else reads as in x2APIC mode; write-only and reserved registers
+            // read 0.
+            i => self.read(X2APIC_MSR_BASE + i).map_or(0, |v| v as u32),
+        }
+    }
+
+    /// Reads `size` bytes at `offset` in the xAPIC page. Each register is the first
+    /// four bytes of its 16-byte slot; the rest of the slot reads 0.
+    pub fn mmio_read(&self, offset: u64, size: u8) -> u64 {
+        let offset = offset & 0xfff;
+        let slot = u128::from(self.xapic_register((offset >> 4) as u32));
+        let shift = (offset & 0xf) * 8;
+        let value = (slot >> shift) as u64;
+        match size {
+            8 => value,
+            n => value & ((1u64 << (u32::from(n) * 8)) - 1),
+        }
+    }
+
+    /// Writes `size` bytes at `offset` in the xAPIC page. Only aligned 32-bit writes of a
+    /// register reach it (narrower or misaligned writes are dropped, as Xen drops them);
+    /// writes to read-only or reserved registers are ignored, as in xAPIC mode on
+    /// hardware (no #GP for MMIO).
+    pub fn mmio_write(&mut self, offset: u64, size: u8, value: u64) -> ApicEffect {
+        let offset = offset & 0xfff;
+        if offset & 0xf != 0 || size < 4 {
+            return ApicEffect::None;
+        }
+        let v = value as u32;
+        match (offset >> 4) as u32 {
+            0x02 | 0x3f => {}
+            0x0b => {
+                if let Some(vec) = highest(&self.isr) {
+                    set(&mut self.isr, vec, false);
+                }
+            }
+            0x0d => self.ldr = v & 0xff00_0000,
+            0x0e => self.dfr = v | 0x0fff_ffff,
+            0x31 => self.icr_hi = v & 0xff00_0000,
+            0x30 => {
+                let dest = self.icr_hi >> 24;
+                let logical = v & (1 << 11) != 0;
+                let shorthand = (v >> 18) & 3;
+                let x2 = if shorthand == 0 && !logical && dest == 0xff {
+                    // Physical broadcast: all including self.
+                    u64::from(v) | (2 << 18)
+                } else if shorthand == 0 && logical {
+                    // Flat or cluster logical destinations: delivered to this APIC if
+                    // its LDR matches; other vCPUs' LDRs are not tracked yet (Linux
+                    // switches to x2APIC before it sends IPIs to other CPUs).
+                    if self.ldr >> 24 & dest != 0 {
+                        u64::from(v) | (1 << 18)
+                    } else {
+                        log::debug!("vlapic {}: logical IPI to {dest:#x} dropped", self.id);
+                        self.icr = u64::from(v) & !(1 << 12);
+                        return ApicEffect::None;
+                    }
+                } else {
+                    u64::from(v) | (u64::from(dest) << 32)
+                };
+                let effect = self.write_icr(x2);
+                self.icr = u64::from(v) & !(1 << 12);
+                return effect;
+            }
+            i => {
+                let _ = self.write(X2APIC_MSR_BASE + i, u64::from(v));
+            }
+        }
+        ApicEffect::None
+    }
+
     /// Makes `vector` pending (from an IPI or a self-IPI). Vectors below 16 are illegal
     /// and only set the error status.
     pub fn raise(&mut self, vector: u8) {
@@ -189,7 +357,7 @@ impl Vlapic {
     /// The highest pending vector that the current priority lets through, if the APIC is
     /// software-enabled.
     pub fn next_interrupt(&self) -> Option<u8> {
-        if self.svr & (1 << 8) == 0 {
+        if self.svr & (1 << 8) == 0 || self.mode() == Mode::Disabled {
             return None;
         }
         let v = highest(&self.irr)?;
@@ -324,5 +492,149 @@ mod tests {
         assert_ne!(a.read(0x828).unwrap(), 0);
         a.write(0x828, 0).unwrap();
         assert_eq!(a.read(0x828), Some(0));
+    }
+
+    #[test]
+    fn starts_in_xapic_mode_at_the_default_base() {
+        let bsp = Vlapic::new(0);
+        assert_eq!(bsp.mode(), Mode::XApic);
+        assert_eq!(bsp.apic_base(), 0xfee0_0900);
+        assert_eq!(bsp.mmio_page(), Some(0xfee0_0000));
+        assert_eq!(
+            Vlapic::new(1).apic_base(),
+            0xfee0_0800,
+            "BSP flag on vCPU 0 only"
+        );
+    }
+
+    #[test]
+    fn apic_base_transitions_follow_the_sdm() {
+        let mut a = Vlapic::new(0);
+        let x2 = 0xfee0_0000 | APIC_BASE_ENABLE | APIC_BASE_EXTD;
+        let xapic = 0xfee0_0000 | APIC_BASE_ENABLE;
+        assert_eq!(a.set_apic_base(x2, 36), Ok(()));
+        assert_eq!(a.mode(), Mode::X2Apic);
+        assert_eq!(a.mmio_page(), None);
+        assert_eq!(a.apic_base() & APIC_BASE_BSP, APIC_BASE_BSP, "BSP kept");
+        assert_eq!(a.set_apic_base(xapic, 36), Err(()), "x2APIC -> xAPIC");
+        assert_eq!(
+            a.set_apic_base(0xfee0_0000, 36),
+            Ok(()),
+            "x2APIC -> disabled"
+        );
+        assert_eq!(a.mode(), Mode::Disabled);
+        assert_eq!(a.set_apic_base(x2, 36), Err(()), "disabled -> x2APIC");
+        assert_eq!(
+            a.set_apic_base(0xfee0_0000 | APIC_BASE_EXTD, 36),
+            Err(()),
+            "EXTD without EN"
+        );
+        assert_eq!(a.set_apic_base(xapic, 36), Ok(()), "disabled -> xAPIC");
+        assert_eq!(a.set_apic_base(xapic | 1, 36), Err(()), "reserved bit 0");
+        assert_eq!(
+            a.set_apic_base(xapic | 1 << 9, 36),
+            Err(()),
+            "reserved bit 9"
+        );
+        assert_eq!(
+            a.set_apic_base(xapic | 1 << 36, 36),
+            Err(()),
+            "address beyond the physical width"
+        );
+        assert_eq!(a.set_apic_base(0xfed0_0000 | APIC_BASE_ENABLE, 36), Ok(()));
+        assert_eq!(a.mmio_page(), Some(0xfed0_0000), "relocated");
+        assert_eq!(a.set_apic_base(xapic & !APIC_BASE_BSP, 36), Ok(()));
+        assert_eq!(
+            a.apic_base() & APIC_BASE_BSP,
+            APIC_BASE_BSP,
+            "BSP read-only"
+        );
+    }
+
+    #[test]
+    fn disabling_resets_and_stops_delivery() {
+        let mut a = enabled(0);
+        a.raise(0x80);
+        assert_eq!(a.next_interrupt(), Some(0x80));
+        a.set_apic_base(0xfee0_0000, 36).unwrap();
+        assert_eq!(a.next_interrupt(), None);
+        a.set_apic_base(0xfee0_0000 | APIC_BASE_ENABLE, 36).unwrap();
+        assert_eq!(a.read(0x80f), Some(0xff), "SVR back to its reset value");
+        assert!(!a.is_pending(0x80), "IRR cleared");
+    }
+
+    #[test]
+    fn after_init_keeps_the_mode() {
+        let mut a = enabled(1);
+        a.set_apic_base(0xfee0_0000 | APIC_BASE_ENABLE | APIC_BASE_EXTD, 36)
+            .unwrap();
+        let b = a.after_init();
+        assert_eq!(b.mode(), Mode::X2Apic);
+        assert_eq!(b.read(0x80f), Some(0xff));
+    }
+
+    #[test]
+    fn xapic_mmio_registers() {
+        let mut a = Vlapic::new(3);
+        assert_eq!(a.mmio_read(0x20, 4), 3 << 24, "ID in bits 24-31");
+        assert_eq!(a.mmio_read(0x23, 1), 3, "byte read of the ID's top byte");
+        assert_eq!(a.mmio_read(0x30, 4), 0x0005_0014, "version");
+        assert_eq!(a.mmio_read(0x24, 4), 0, "the rest of a slot reads 0");
+        assert_eq!(a.mmio_read(0xe0, 4), 0xffff_ffff, "DFR resets to flat");
+        a.mmio_write(0xf0, 4, 0x1ff);
+        assert_eq!(a.mmio_read(0xf0, 4), 0x1ff, "SVR");
+        a.mmio_write(0x80, 4, 0x20);
+        assert_eq!(a.mmio_read(0x80, 4), 0x20, "TPR");
+        a.mmio_write(0x80, 2, 0x30);
+        assert_eq!(a.mmio_read(0x80, 4), 0x20, "a 16-bit write is dropped");
+        a.mmio_write(0xd0, 4, 0x0100_0000);
+        assert_eq!(a.mmio_read(0xd0, 4), 0x0100_0000, "LDR is writable");
+        a.mmio_write(0x20, 4, 0x0700_0000);
+        assert_eq!(a.mmio_read(0x20, 4), 3 << 24, "ID writes ignored");
+        a.mmio_write(0x3f0, 4, 0x40);
+        assert!(!a.is_pending(0x40), "no SELF_IPI register in xAPIC mode");
+    }
+
+    #[test]
+    fn xapic_icr_sends_through_the_high_half() {
+        let mut a = Vlapic::new(2);
+        a.mmio_write(0xf0, 4, 0x1ff);
+        a.mmio_write(0x310, 4, 2 << 24);
+        assert_eq!(a.mmio_write(0x300, 4, 0x51), ApicEffect::None, "to itself");
+        assert!(a.is_pending(0x51));
+        a.mmio_write(0x310, 4, 5 << 24);
+        assert_eq!(
+            a.mmio_write(0x300, 4, 0x52),
+            ApicEffect::Ipi {
+                dest: 5,
+                vector: 0x52
+            }
+        );
+        assert_eq!(a.mmio_read(0x310, 4), 5 << 24);
+        assert_eq!(a.mmio_read(0x300, 4), 0x52);
+        a.mmio_write(0x310, 4, 0xff << 24);
+        assert_eq!(
+            a.mmio_write(0x300, 4, 0x53),
+            ApicEffect::Ipi {
+                dest: u32::MAX,
+                vector: 0x53
+            },
+            "physical broadcast"
+        );
+        assert!(a.is_pending(0x53), "a broadcast includes the sender");
+        a.mmio_write(0x310, 4, 1 << 24);
+        assert_eq!(
+            a.mmio_write(0x300, 4, 0x4600),
+            ApicEffect::Special {
+                dest: 1,
+                mode: 6,
+                vector: 0
+            },
+            "SIPI"
+        );
+        a.ack(0x53);
+        assert_ne!(a.read(0x812), Some(0), "0x53 in service");
+        a.mmio_write(0xb0, 4, 0x1234);
+        assert_eq!(a.read(0x812), Some(0), "an xAPIC EOI takes any value");
     }
 }

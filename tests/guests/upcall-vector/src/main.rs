@@ -42,6 +42,9 @@ const MSR_EOI: u32 = 0x80b;
 const MSR_SVR: u32 = 0x80f;
 const MSR_ISR7: u32 = 0x817;
 const MSR_IRR7: u32 = 0x827;
+/// IA32_APIC_BASE and its x2APIC-enable bit.
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_EXTD: u64 = 1 << 10;
 /// SVR bit 8: APIC software enable.
 const SVR_ENABLE: u64 = 1 << 8;
 /// Timer delay for each step.
@@ -55,13 +58,14 @@ const EINVAL: i64 = -22;
 const ENOENT: i64 = -2;
 
 fn rdmsr(msr: u32) -> u64 {
-    // SAFETY: only x2APIC registers the hypervisor's LAPIC model answers (ISR/IRR/SVR);
-    // reading them has no side effects.
+    // SAFETY: only IA32_APIC_BASE and x2APIC registers the hypervisor's LAPIC model
+    // answers (ISR/IRR/SVR); reading them has no side effects.
     unsafe { arch::rdmsr(msr) }
 }
 
 fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: only the x2APIC SVR and EOI registers, which touch no guest memory.
+    // SAFETY: only IA32_APIC_BASE (to switch to x2APIC mode at the same base) and the
+    // x2APIC SVR and EOI registers, which touch no guest memory.
     unsafe { arch::wrmsr(msr, value) }
 }
 
@@ -182,6 +186,8 @@ fn test_main(_si: &StartInfo) -> TestResult {
         "set_evtchn_upcall_vector(vcpu 0, vector {VECTOR:#x}) returned {}",
         describe(rc)
     );
+    // vCPUs start in xAPIC mode, as on Xen: switch to x2APIC (IA32_APIC_BASE.EXTD).
+    wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | APIC_BASE_EXTD);
     wrmsr(MSR_SVR, rdmsr(MSR_SVR) | SVR_ENABLE);
     let (isr, irr) = (rdmsr(MSR_ISR7), rdmsr(MSR_IRR7));
     ensure!(

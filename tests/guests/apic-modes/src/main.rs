@@ -1,0 +1,203 @@
+//! `apic-modes`: the local APIC in each of its modes, as a guest written for Xen (or for
+//! hardware) drives it.
+//!
+//! 1. At boot it is in xAPIC mode at 0xfee00000 with the BSP flag (IA32_APIC_BASE reads
+//!    0xfee00900, as Xen starts a PVH vCPU), and its registers answer through the MMIO
+//!    page: the ID in bits 24-31, the version 0x14 with 6 LVTs, DFR reset to all ones,
+//!    SVR to 0xff.
+//! 2. xAPIC: software-enabled through the SVR, a self-IPI through ICR (shorthand "self")
+//!    is taken on its vector with `sti`; ISR shows it in service until an EOI (any value
+//!    in xAPIC mode) written to the MMIO page retires it. A fixed IPI to its own
+//!    physical ID through ICR high/low works too.
+//! 3. Switch to x2APIC (EXTD): IA32_APIC_BASE reads back with EXTD; the ID is now the
+//!    32-bit x2APIC id in MSR 0x802; a self-IPI through the SELF_IPI MSR is taken and
+//!    retired by an EOI MSR write; the xAPIC page no longer answers (reads all ones).
+//! 4. Disable (EN clear, from x2APIC): CPUID.1:EDX.APIC reads 0. Re-enable in xAPIC mode:
+//!    CPUID shows the APIC again, the registers are back at their reset values (SVR
+//!    0xff), and a self-IPI through the MMIO page is taken again.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use core::ptr::{read_volatile, write_volatile};
+
+#[cfg(target_os = "none")]
+use guest_rt::idt::vector_count;
+use guest_rt::{arch, ensure, println, StartInfo, TestResult};
+
+guest_rt::entry!(test_main);
+
+const MSR_APIC_BASE: u32 = 0x1b;
+const BSP: u64 = 1 << 8;
+const EXTD: u64 = 1 << 10;
+const EN: u64 = 1 << 11;
+const BASE: u64 = 0xfee0_0000;
+
+/// xAPIC register offsets.
+const ID: u64 = 0x20;
+const VERSION: u64 = 0x30;
+const EOI: u64 = 0xb0;
+const DFR: u64 = 0xe0;
+const SVR: u64 = 0xf0;
+const ISR0: u64 = 0x100;
+const ICR_LO: u64 = 0x300;
+const ICR_HI: u64 = 0x310;
+
+/// x2APIC MSRs.
+const X2_ID: u32 = 0x802;
+const X2_EOI: u32 = 0x80b;
+const X2_SVR: u32 = 0x80f;
+const X2_ISR0: u32 = 0x810;
+const X2_SELF_IPI: u32 = 0x83f;
+
+fn mmio_read(off: u64) -> u32 {
+    // SAFETY: the runtime identity-maps the first 4 GiB; the APIC page is emulated by the
+    // hypervisor (no RAM there), which is what is under test.
+    unsafe { read_volatile((BASE + off) as *const u32) }
+}
+
+fn mmio_write(off: u64, v: u32) {
+    // SAFETY: as in `mmio_read`.
+    unsafe { write_volatile((BASE + off) as *mut u32, v) }
+}
+
+fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: IA32_APIC_BASE and x2APIC registers, read only in x2APIC mode; no side
+    // effects.
+    unsafe { arch::rdmsr(msr) }
+}
+
+fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: IA32_APIC_BASE with a legal transition, or x2APIC registers in x2APIC mode;
+    // none touches guest memory.
+    unsafe { arch::wrmsr(msr, v) }
+}
+
+/// Whether `vector` is set in an ISR register bank read through `read(k)` (k = 0..8).
+fn in_service(vector: u8, read: impl Fn(u32) -> u64) -> bool {
+    read(u32::from(vector / 32)) & (1 << (vector % 32)) != 0
+}
+
+/// Opens an interrupt window until `vector` has been taken once more than `before`.
+fn take(vector: u8, before: u64) -> TestResult {
+    for _ in 0..1000 {
+        arch::sti();
+        arch::pause();
+        arch::cli();
+        if vector_count(vector) > before {
+            break;
+        }
+    }
+    let n = vector_count(vector) - before;
+    ensure!(n == 1, "vector {vector:#x} taken {n} times, expected once");
+    Ok(())
+}
+
+/// The runtime's IDT exists only on the bare-metal target; the host build (for clippy and
+/// `cargo test`) never runs the guest.
+#[cfg(not(target_os = "none"))]
+fn vector_count(_: u8) -> u64 {
+    0
+}
+
+fn cpuid_apic() -> bool {
+    arch::cpuid(1, 0).edx & (1 << 9) != 0
+}
+
+fn test_main(_si: &StartInfo) -> TestResult {
+    // 1. Reset state.
+    let base = rdmsr(MSR_APIC_BASE);
+    ensure!(
+        base == BASE | EN | BSP,
+        "IA32_APIC_BASE at boot is {base:#x}, expected {:#x} (xAPIC, BSP)",
+        BASE | EN | BSP
+    );
+    let (id, ver, dfr, svr) = (
+        mmio_read(ID),
+        mmio_read(VERSION),
+        mmio_read(DFR),
+        mmio_read(SVR),
+    );
+    ensure!(
+        id == 0 && ver == 0x0005_0014 && dfr == u32::MAX && svr == 0xff,
+        "xAPIC reset registers: ID {id:#x} version {ver:#x} DFR {dfr:#x} SVR {svr:#x}"
+    );
+    ensure!(
+        cpuid_apic(),
+        "CPUID.1:EDX.APIC is clear with the APIC enabled"
+    );
+    println!("apic-modes: boots in xAPIC mode at {BASE:#x}; MMIO registers at reset values");
+
+    // 2. xAPIC interrupts.
+    mmio_write(SVR, 0x1ff);
+    let before = vector_count(0x50);
+    mmio_write(ICR_LO, (1 << 18) | 0x50); // shorthand self, fixed
+    take(0x50, before)?;
+    ensure!(
+        in_service(0x50, |k| u64::from(mmio_read(ISR0 + 0x10 * u64::from(k)))),
+        "0x50 not in service after delivery"
+    );
+    mmio_write(EOI, 0xdead);
+    ensure!(
+        !in_service(0x50, |k| u64::from(mmio_read(ISR0 + 0x10 * u64::from(k)))),
+        "0x50 still in service after an EOI"
+    );
+    let before = vector_count(0x51);
+    mmio_write(ICR_HI, 0); // physical destination: APIC ID 0, this vCPU
+    mmio_write(ICR_LO, 0x51);
+    take(0x51, before)?;
+    mmio_write(EOI, 0);
+    println!("apic-modes: xAPIC self-IPIs by shorthand and by ID taken, EOI through MMIO");
+
+    // 3. x2APIC.
+    wrmsr(MSR_APIC_BASE, base | EXTD);
+    let base2 = rdmsr(MSR_APIC_BASE);
+    ensure!(
+        base2 == base | EXTD,
+        "IA32_APIC_BASE after enabling x2APIC: {base2:#x}"
+    );
+    let (x2id, x2svr) = (rdmsr(X2_ID), rdmsr(X2_SVR));
+    ensure!(
+        x2id == 0 && x2svr == 0x1ff,
+        "x2APIC ID {x2id:#x} SVR {x2svr:#x} (the SVR set in xAPIC mode must carry over)"
+    );
+    let before = vector_count(0x60);
+    wrmsr(X2_SELF_IPI, 0x60);
+    take(0x60, before)?;
+    ensure!(
+        in_service(0x60, |k| rdmsr(X2_ISR0 + k)),
+        "0x60 not in service"
+    );
+    wrmsr(X2_EOI, 0);
+    ensure!(!in_service(0x60, |k| rdmsr(X2_ISR0 + k)), "EOI MSR ignored");
+    let page = mmio_read(VERSION);
+    ensure!(
+        page == u32::MAX,
+        "the xAPIC page reads {page:#x} in x2APIC mode, expected all ones"
+    );
+    println!("apic-modes: x2APIC: SELF_IPI taken, EOI by MSR, xAPIC page gone");
+
+    // 4. Disabled, then xAPIC again.
+    wrmsr(MSR_APIC_BASE, BASE | BSP);
+    ensure!(
+        !cpuid_apic(),
+        "CPUID.1:EDX.APIC still set with the APIC disabled"
+    );
+    wrmsr(MSR_APIC_BASE, BASE | EN);
+    let base3 = rdmsr(MSR_APIC_BASE);
+    ensure!(
+        base3 == BASE | EN | BSP && cpuid_apic(),
+        "after re-enabling: IA32_APIC_BASE {base3:#x}, CPUID APIC {}",
+        cpuid_apic()
+    );
+    let svr = mmio_read(SVR);
+    ensure!(
+        svr == 0xff,
+        "SVR after disable/enable is {svr:#x}, expected 0xff"
+    );
+    mmio_write(SVR, 0x1ff);
+    let before = vector_count(0x70);
+    mmio_write(ICR_LO, (1 << 18) | 0x70);
+    take(0x70, before)?;
+    mmio_write(EOI, 0);
+    println!("apic-modes: disabled (CPUID APIC clear), re-enabled in xAPIC mode at reset");
+    Ok(())
+}
