@@ -12,7 +12,8 @@
 //!   writes, through the instruction emulator; the guest checks each result itself.
 //! * `compat/apic-modes`: the LAPIC starts in xAPIC mode, as Xen starts a PVH vCPU, and is
 //!   driven through its MMIO page, then in x2APIC mode, then disabled and re-enabled;
-//!   the guest counts the self-IPIs it takes in each mode.
+//!   the guest counts the self-IPIs and LAPIC timer interrupts it takes in each mode and
+//!   times them by its pvclock.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,7 +40,9 @@ const MMIO_HOLE_PASSED: &[&str] = &[
 const APIC_MODES_PASSED: &[&str] = &[
     r"^\(d0\) apic-modes: boots in xAPIC mode",
     r"^\(d0\) apic-modes: xAPIC self-IPIs by shorthand and by ID taken",
+    r"^\(d0\) apic-modes: xAPIC one-shot timer: one interrupt after \d+ ns",
     r"^\(d0\) apic-modes: x2APIC: SELF_IPI taken",
+    r"^\(d0\) apic-modes: x2APIC periodic timer: 3 interrupts",
     r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
     r"^\(d0\) guest apic-modes: PASS",
     r"^ferrovisor: power off, exit code 0",

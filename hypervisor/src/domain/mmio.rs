@@ -269,7 +269,10 @@ impl<B: Backend> x86_emu::Memory for EmuMem<'_, '_, B> {
                 8 => u64::MAX,
                 n => (1u64 << (u32::from(n) * 8)) - 1,
             }),
-            Region::Lapic(page) => Ok(self.cx.v.vlapic.mmio_read(gpa - page, size)),
+            Region::Lapic(page) => {
+                self.cx.v.vlapic.advance(crate::time::now().1);
+                Ok(self.cx.v.vlapic.mmio_read(gpa - page, size))
+            }
         }
     }
 
@@ -277,7 +280,9 @@ impl<B: Backend> x86_emu::Memory for EmuMem<'_, '_, B> {
         match self.region {
             Region::Hole => {}
             Region::Lapic(page) => {
+                self.cx.v.vlapic.advance(crate::time::now().1);
                 let effect = self.cx.v.vlapic.mmio_write(gpa - page, size, value);
+                super::run::sync_apic_timer(self.cx);
                 super::run::apic_effect(self.cx, effect);
             }
         }

@@ -82,16 +82,19 @@ pub struct VcpuTimer {
     /// Period of the periodic timer (VCPUOP_set_periodic_timer), and its next expiry.
     pub period_ns: Option<u64>,
     pub next_period_ns: u64,
+    /// The virtual LAPIC timer's next expiry, mirrored from the vLAPIC so that the
+    /// scheduler wakes the vCPU for it ([`crate::hvm::vlapic::Vlapic::timer_expiry`]).
+    pub apic_ns: Option<u64>,
 }
 
 impl VcpuTimer {
     /// The earliest time either timer fires.
     pub fn next_expiry(&self) -> Option<u64> {
         let periodic = self.period_ns.map(|_| self.next_period_ns);
-        match (self.deadline_ns, periodic) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline_ns, periodic, self.apic_ns]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Consumes the timers due at `now`; true if any fired.

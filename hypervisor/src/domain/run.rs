@@ -97,6 +97,8 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
         xen::events::timer_fired(cx.hv, cx.dom, cx.vcpu.id);
         cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
     }
+    cx.v.vlapic.advance(now);
+    sync_apic_timer(cx);
     for (i, w) in cx.vcpu.ipis.iter().enumerate() {
         let mut bits = w.swap(0, Ordering::SeqCst);
         while bits != 0 {
@@ -457,7 +459,9 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
     if index == MSR_APIC_BASE {
         if write {
             let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
-            return cx.v.vlapic.set_apic_base(value, guest_phys_bits()).is_ok();
+            let ok = cx.v.vlapic.set_apic_base(value, guest_phys_bits()).is_ok();
+            sync_apic_timer(cx);
+            return ok;
         }
         let v = cx.v.vlapic.apic_base();
         let regs = cx.v.hw.regs();
@@ -534,6 +538,16 @@ fn guest_phys_bits() -> u32 {
     }
 }
 
+/// Mirrors the vLAPIC timer's expiry into the vCPU's timers (after the model advanced or
+/// a register changed), so a blocked vCPU is woken for it.
+pub(super) fn sync_apic_timer<B: Backend>(cx: &mut Cx<'_, B>) {
+    let expiry = cx.v.vlapic.timer_expiry();
+    if cx.v.timer.apic_ns != expiry {
+        cx.v.timer.apic_ns = expiry;
+        cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
+    }
+}
+
 /// Carries out what a write to the virtual LAPIC asks for: IPIs to other vCPUs, INIT,
 /// SIPI.
 pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
@@ -553,6 +567,7 @@ pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
 
 /// An x2APIC register access; false means #GP.
 fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value: u64) -> bool {
+    cx.v.vlapic.advance(time::now().1);
     if !write {
         let Some(v) = cx.v.vlapic.read(index) else {
             return false;
@@ -564,6 +579,7 @@ fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value:
     }
     match cx.v.vlapic.write(index, value) {
         Ok(effect) => {
+            sync_apic_timer(cx);
             apic_effect(cx, effect);
             true
         }

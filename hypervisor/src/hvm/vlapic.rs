@@ -5,14 +5,22 @@
 //!
 //! vCPUs start in xAPIC mode at 0xfee00000, as Xen starts a PVH vCPU; a kernel that finds
 //! x2APIC in CPUID switches (Linux does, early). The model is what a PVH kernel uses:
-//! identification, TPR/PPR, EOI, the spurious-vector register, LVTs that are stored but
-//! never fire (the clock is Xen's), ESR, and the ICR/SELF_IPI for fixed IPIs, INIT and
-//! SIPI. Interrupts are tracked in IRR/ISR bitmaps and delivered by the caller through
+//! identification, TPR/PPR, EOI, the spurious-vector register, the timer (one-shot and
+//! periodic, counting at 1 GHz before the divider, as Xen's virtual APIC bus; the other
+//! LVTs are stored but never fire), ESR, and the ICR/SELF_IPI for fixed IPIs, INIT and
+//! SIPI. The model keeps no clock of its own: the caller passes system time in with
+//! [`Vlapic::advance`] before every register access and before entering the guest. Interrupts are tracked in IRR/ISR bitmaps and delivered by the caller through
 //! [`Vlapic::next_interrupt`] / [`Vlapic::ack`].
 
 /// The LAPIC version register: version 0x14, 6 LVT entries (max LVT index 5).
 const VERSION: u64 = 0x0005_0014;
 const LVT_MASKED: u32 = 1 << 16;
+/// LVT timer mode field (bits 17-18): 0 one-shot, 1 periodic (2, TSC-deadline, is not
+/// offered: CPUID hides it).
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
+/// The shortest period a periodic timer re-arms with (as Xen bounds it), so a guest
+/// cannot make the hypervisor re-arm a timer every nanosecond.
+pub const MIN_PERIOD_NS: u64 = 100_000;
 /// MSR index of the first x2APIC register.
 pub const X2APIC_MSR_BASE: u32 = 0x800;
 
@@ -63,6 +71,10 @@ pub struct Vlapic {
     tdcr: u32,
     irr: [u32; 8],
     isr: [u32; 8],
+    /// System time (ns) as last passed to [`Vlapic::advance`].
+    now: u64,
+    /// When the timer next expires (system time), if it runs.
+    timer_deadline: Option<u64>,
 }
 
 fn bit(regs: &[u32; 8], v: u8) -> bool {
@@ -114,6 +126,59 @@ impl Vlapic {
             tdcr: 0,
             irr: [0; 8],
             isr: [0; 8],
+            now: 0,
+            timer_deadline: None,
+        }
+    }
+
+    /// Brings the model to system time `now`: an expired timer raises its vector (unless
+    /// masked) and a periodic one re-arms past `now`, however many periods were missed.
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let Some(deadline) = self.timer_deadline else {
+            return;
+        };
+        if deadline > self.now {
+            return;
+        }
+        let lvt = self.lvt[1];
+        if lvt & LVT_MASKED == 0 {
+            self.raise(lvt as u8);
+        }
+        self.timer_deadline = if lvt & LVT_TIMER_PERIODIC != 0 {
+            let period = self.timer_period().max(MIN_PERIOD_NS);
+            let missed = (self.now - deadline) / period + 1;
+            Some(deadline.saturating_add(missed.saturating_mul(period)))
+        } else {
+            None
+        };
+    }
+
+    /// When the timer next expires (system time), if it runs.
+    pub fn timer_expiry(&self) -> Option<u64> {
+        self.timer_deadline
+    }
+
+    /// The divide configuration's divisor (TDCR bits 0, 1 and 3).
+    fn divisor(&self) -> u64 {
+        match (self.tdcr & 3) | ((self.tdcr >> 1) & 4) {
+            7 => 1,
+            v => 2 << v,
+        }
+    }
+
+    /// One full count of the initial-count register, in ns.
+    fn timer_period(&self) -> u64 {
+        u64::from(self.tmict) * self.divisor()
+    }
+
+    /// The current-count register.
+    fn current_count(&self) -> u32 {
+        match self.timer_deadline {
+            Some(d) if d > self.now => {
+                ((d - self.now) / self.divisor()).min(u64::from(self.tmict)) as u32
+            }
+            _ => 0,
         }
     }
 
@@ -197,7 +262,7 @@ impl Vlapic {
             0x30 => return Some(self.icr),
             0x32..=0x37 => self.lvt[(r - 0x31) as usize],
             0x38 => self.tmict,
-            0x39 => 0, // current count: the timer never runs
+            0x39 => self.current_count(),
             0x3e => self.tdcr,
             _ => return None,
         }))
@@ -221,12 +286,32 @@ impl Vlapic {
                     set(&mut self.isr, vec, false);
                 }
             }
-            0x0f => self.svr = v & 0x13ff,
+            0x0f => {
+                self.svr = v & 0x13ff;
+                if v & (1 << 8) == 0 {
+                    // A software-disabled APIC masks every LVT.
+                    for l in &mut self.lvt {
+                        *l |= LVT_MASKED;
+                    }
+                }
+            }
             0x28 => self.esr = 0,
             0x2f => self.lvt[0] = v,
             0x30 => return Ok(self.write_icr(value)),
-            0x32..=0x37 => self.lvt[(r - 0x31) as usize] = v,
-            0x38 => self.tmict = v,
+            0x32..=0x37 => {
+                let masked = if self.svr & (1 << 8) == 0 {
+                    LVT_MASKED
+                } else {
+                    0
+                };
+                self.lvt[(r - 0x31) as usize] = v | masked;
+            }
+            0x38 => {
+                // Writing the initial count (re)starts the timer; 0 stops it.
+                self.tmict = v;
+                self.timer_deadline =
+                    (v != 0).then(|| self.now.saturating_add(self.timer_period()));
+            }
             0x3e => self.tdcr = v & 0xb,
             0x3f => {
                 self.raise(v as u8);
@@ -636,5 +721,66 @@ mod tests {
         assert_ne!(a.read(0x812), Some(0), "0x53 in service");
         a.mmio_write(0xb0, 4, 0x1234);
         assert_eq!(a.read(0x812), Some(0), "an xAPIC EOI takes any value");
+    }
+
+    #[test]
+    fn one_shot_timer_fires_once_at_its_deadline() {
+        let mut a = enabled(0);
+        a.advance(1_000);
+        a.write(0x83e, 0xb).unwrap(); // divide by 1
+        a.write(0x832, 0x40).unwrap(); // one-shot, vector 0x40
+        a.write(0x838, 5_000).unwrap();
+        assert_eq!(a.timer_expiry(), Some(6_000));
+        a.advance(3_000);
+        assert_eq!(a.read(0x839), Some(3_000), "current count counts down");
+        assert_eq!(a.next_interrupt(), None);
+        a.advance(6_000);
+        assert_eq!(a.next_interrupt(), Some(0x40));
+        assert_eq!(a.timer_expiry(), None, "one-shot: stopped");
+        assert_eq!(a.read(0x839), Some(0));
+    }
+
+    #[test]
+    fn divider_scales_the_count() {
+        let mut a = enabled(0);
+        a.write(0x83e, 0x3).unwrap(); // divide by 16
+        a.write(0x838, 1_000).unwrap();
+        assert_eq!(a.timer_expiry(), Some(16_000));
+        a.write(0x838, 0).unwrap();
+        assert_eq!(a.timer_expiry(), None, "an initial count of 0 stops it");
+    }
+
+    #[test]
+    fn periodic_timer_rearms_past_missed_periods() {
+        let mut a = enabled(0);
+        a.write(0x83e, 0xb).unwrap();
+        a.write(0x832, u64::from(LVT_TIMER_PERIODIC | 0x41))
+            .unwrap();
+        a.write(0x838, 1_000_000).unwrap(); // 1 ms
+        a.advance(3_500_000);
+        assert_eq!(a.next_interrupt(), Some(0x41), "missed periods coalesce");
+        assert_eq!(a.timer_expiry(), Some(4_000_000));
+        // A hostile period of 1 ns re-arms no sooner than MIN_PERIOD_NS.
+        a.write(0x838, 1).unwrap();
+        a.advance(4_000_001);
+        assert_eq!(a.timer_expiry(), Some(4_000_001 + MIN_PERIOD_NS));
+    }
+
+    #[test]
+    fn masked_timer_expires_silently_and_disabled_svr_masks() {
+        let mut a = enabled(0);
+        a.write(0x832, u64::from(LVT_MASKED | 0x42)).unwrap();
+        a.write(0x838, 10).unwrap();
+        a.advance(1_000);
+        assert_eq!(a.next_interrupt(), None);
+        a.write(0x832, 0x42).unwrap();
+        a.write(0x80f, 0xff).unwrap(); // software-disable
+        assert_eq!(a.read(0x832), Some(u64::from(LVT_MASKED | 0x42)));
+        a.write(0x832, 0x42).unwrap();
+        assert_eq!(
+            a.read(0x832),
+            Some(u64::from(LVT_MASKED | 0x42)),
+            "LVTs stay masked while the APIC is software-disabled"
+        );
     }
 }

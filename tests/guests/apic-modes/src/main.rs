@@ -8,10 +8,14 @@
 //! 2. xAPIC: software-enabled through the SVR, a self-IPI through ICR (shorthand "self")
 //!    is taken on its vector with `sti`; ISR shows it in service until an EOI (any value
 //!    in xAPIC mode) written to the MMIO page retires it. A fixed IPI to its own
-//!    physical ID through ICR high/low works too.
+//!    physical ID through ICR high/low works too. The LAPIC timer, one-shot, 2 ms at
+//!    divide-by-1: the current count falls, the guest halts, and exactly one interrupt
+//!    on the LVT's vector wakes it no sooner than 2 ms later by its pvclock.
 //! 3. Switch to x2APIC (EXTD): IA32_APIC_BASE reads back with EXTD; the ID is now the
 //!    32-bit x2APIC id in MSR 0x802; a self-IPI through the SELF_IPI MSR is taken and
-//!    retired by an EOI MSR write; the xAPIC page no longer answers (reads all ones).
+//!    retired by an EOI MSR write; the xAPIC page no longer answers (reads all ones). The
+//!    timer, periodic at 1 ms (divide by 16): three interrupts take at least 3 ms, and
+//!    once the initial count is zeroed no more come in the next 5 ms.
 //! 4. Disable (EN clear, from x2APIC): CPUID.1:EDX.APIC reads 0. Re-enable in xAPIC mode:
 //!    CPUID shows the APIC again, the registers are back at their reset values (SVR
 //!    0xff), and a self-IPI through the MMIO page is taken again.
@@ -40,6 +44,10 @@ const SVR: u64 = 0xf0;
 const ISR0: u64 = 0x100;
 const ICR_LO: u64 = 0x300;
 const ICR_HI: u64 = 0x310;
+const LVT_TIMER: u64 = 0x320;
+const TMICT: u64 = 0x380;
+const TMCCT: u64 = 0x390;
+const TDCR: u64 = 0x3e0;
 
 /// x2APIC MSRs.
 const X2_ID: u32 = 0x802;
@@ -47,6 +55,11 @@ const X2_EOI: u32 = 0x80b;
 const X2_SVR: u32 = 0x80f;
 const X2_ISR0: u32 = 0x810;
 const X2_SELF_IPI: u32 = 0x83f;
+const X2_LVT_TIMER: u32 = 0x832;
+const X2_TMICT: u32 = 0x838;
+const X2_TDCR: u32 = 0x83e;
+/// LVT timer mode: periodic.
+const PERIODIC: u64 = 1 << 17;
 
 fn mmio_read(off: u64) -> u32 {
     // SAFETY: the runtime identity-maps the first 4 GiB; the APIC page is emulated by the
@@ -98,6 +111,27 @@ fn vector_count(_: u8) -> u64 {
     0
 }
 
+/// The guest's system time (pvclock).
+fn now() -> Result<u64, guest_rt::Fail> {
+    guest_rt::pvclock::now_ns().ok_or_else(|| guest_rt::Fail::new(format_args!("no pvclock")))
+}
+
+/// Halts with interrupts enabled until `vector` has been taken `n` times more than
+/// `before` or `limit_ns` passed; returns the count taken and the time it stopped. A Xen
+/// one-shot timer at the limit keeps the halt bounded when no interrupt comes.
+fn wait_for(vector: u8, before: u64, n: u64, limit_ns: u64) -> Result<(u64, u64), guest_rt::Fail> {
+    let start = now()?;
+    let rc = guest_rt::hypercall::set_timer_op(start + limit_ns);
+    ensure!(rc == 0, "set_timer_op failed: {rc}");
+    loop {
+        let t = now()?;
+        if vector_count(vector) - before >= n || t - start >= limit_ns {
+            return Ok((vector_count(vector) - before, t));
+        }
+        arch::sti_hlt_cli();
+    }
+}
+
 fn cpuid_apic() -> bool {
     arch::cpuid(1, 0).edx & (1 << 9) != 0
 }
@@ -147,6 +181,31 @@ fn test_main(_si: &StartInfo) -> TestResult {
     mmio_write(EOI, 0);
     println!("apic-modes: xAPIC self-IPIs by shorthand and by ID taken, EOI through MMIO");
 
+    ensure!(
+        guest_rt::pvclock::map_shared_info() == 0,
+        "cannot map shared_info for the pvclock"
+    );
+    mmio_write(TDCR, 0xb); // divide by 1: the count is in ns
+    mmio_write(LVT_TIMER, 0x58);
+    let before = vector_count(0x58);
+    let t0 = now()?;
+    mmio_write(TMICT, 2_000_000);
+    let c1 = mmio_read(TMCCT);
+    let (n, t1) = wait_for(0x58, before, 1, 1_000_000_000)?;
+    let took = t1 - t0;
+    ensure!(
+        c1 > 0 && c1 <= 2_000_000 && n == 1 && took >= 1_900_000,
+        "xAPIC one-shot timer: current count {c1} after start, {n} interrupts in {took} ns"
+    );
+    mmio_write(EOI, 0);
+    let (late, _) = wait_for(0x58, before + 1, 1, 5_000_000)?;
+    let c2 = mmio_read(TMCCT);
+    ensure!(
+        late == 0 && c2 == 0,
+        "one-shot timer fired again ({late}) or counts ({c2})"
+    );
+    println!("apic-modes: xAPIC one-shot timer: one interrupt after {took} ns");
+
     // 3. x2APIC.
     wrmsr(MSR_APIC_BASE, base | EXTD);
     let base2 = rdmsr(MSR_APIC_BASE);
@@ -174,6 +233,27 @@ fn test_main(_si: &StartInfo) -> TestResult {
         "the xAPIC page reads {page:#x} in x2APIC mode, expected all ones"
     );
     println!("apic-modes: x2APIC: SELF_IPI taken, EOI by MSR, xAPIC page gone");
+
+    wrmsr(X2_TDCR, 0x3); // divide by 16
+    wrmsr(X2_LVT_TIMER, PERIODIC | 0x68);
+    let before = vector_count(0x68);
+    let t0 = now()?;
+    wrmsr(X2_TMICT, 1_000_000 / 16);
+    let mut t1 = t0;
+    for i in 0..3 {
+        let (n, t) = wait_for(0x68, before + i, 1, 1_000_000_000)?;
+        ensure!(n == 1, "periodic timer: interrupt {} never came", i + 1);
+        t1 = t;
+        wrmsr(X2_EOI, 0);
+    }
+    let took = t1 - t0;
+    wrmsr(X2_TMICT, 0);
+    let (extra, _) = wait_for(0x68, before + 3, 1, 5_000_000)?;
+    ensure!(
+        took >= 2_900_000 && extra == 0,
+        "x2APIC periodic timer: 3 interrupts in {took} ns, {extra} after it was stopped"
+    );
+    println!("apic-modes: x2APIC periodic timer: 3 interrupts in {took} ns, none once stopped");
 
     // 4. Disabled, then xAPIC again.
     wrmsr(MSR_APIC_BASE, BASE | BSP);
