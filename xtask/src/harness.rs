@@ -34,6 +34,11 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// (the lines after a panic message are the useful ones).
 const GRACE_AFTER_FORBID: Duration = Duration::from_secs(2);
 
+/// Console output that fails every test, even one that opts out of the default forbid
+/// list: the guest runtime's tag for text it had to send to port 0xE9 (a failed
+/// `console_io`, no Xen CPUID signature, a nested failure; see `guest-rt`'s `console.rs`).
+pub const ALWAYS_FORBID: &[&str] = &[r"guest-rt/e9:"];
+
 /// The hypervisor's power-off code in console text, if it printed the line.
 pub fn power_off_code(text: &str) -> Option<u32> {
     let re = Regex::new(POWER_OFF_PATTERN).expect("valid regex");
@@ -72,7 +77,11 @@ impl Checker {
             expect: expect.iter().map(compile).collect::<Result<_>>()?,
             next: 0,
             groups: Vec::new(),
-            forbid: forbid.iter().map(compile).collect::<Result<_>>()?,
+            forbid: ALWAYS_FORBID
+                .iter()
+                .chain(forbid)
+                .map(compile)
+                .collect::<Result<_>>()?,
             forbidden: None,
             power_off: Regex::new(POWER_OFF_PATTERN)?,
             power_off_code: None,
@@ -1101,6 +1110,17 @@ mod unit {
         assert_eq!(c.power_off_code, Some(3));
         c.line("PANIC at src/main.rs:1");
         assert_eq!(c.forbidden.as_ref().unwrap().1, "PANIC");
+    }
+
+    #[test]
+    fn guest_rt_e9_tag_always_fails() {
+        // Even with an empty forbid list (a test that opted out of the defaults).
+        let mut c = Checker::new(&[r"PASS"], &[]).unwrap();
+        c.line("(d0) guest-rt/e9: console_io failed (-ENOSYS (-38)); the text follows");
+        assert_eq!(c.forbidden.as_ref().unwrap().1, "guest-rt/e9:");
+        let mut c = Checker::new(&[], &[]).unwrap();
+        c.line("guest-rt/e9: no Xen CPUID signature: bare mode");
+        assert!(c.forbidden.is_some());
     }
 
     #[test]
