@@ -392,6 +392,13 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                 }
             };
             let memory = format!("{}M", test.memory_mib);
+            // A reset test must tell a requested reset from a triple fault: QEMU logs
+            // "Triple fault" under `-d cpu_reset` (see `reset_outcome`).
+            let extra_args = if test.exit == Exit::Reset {
+                vec!["-d".to_string(), "cpu_reset".to_string()]
+            } else {
+                Vec::new()
+            };
             let mut cmd = qemu::command(&qemu::Config {
                 accel: *accel,
                 cpu: *cpu,
@@ -399,7 +406,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                 serial: qemu::Serial::Stdio,
                 boot_dir: &boot_dir,
                 boot,
-                extra_args: &[],
+                extra_args: &extra_args,
             });
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -785,6 +792,11 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
                     problems.push(why);
                 }
             }
+            Exit::Reset => {
+                if let Err(why) = reset_outcome(test, run) {
+                    problems.push(why);
+                }
+            }
             Exit::WhenExpected => {}
         }
     }
@@ -793,6 +805,26 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
         problems.extend(checker.unmet(&run.console));
     }
     problems
+}
+
+/// Whether a run that ended by itself ended in a machine reset (see [`Exit::Reset`]).
+fn reset_outcome(test: &Test, run: &Run) -> Result<(), String> {
+    if test.emulator.is_bochs() {
+        return Err("Exit::Reset is only implemented for QEMU".into());
+    }
+    let Some(status) = run.status else {
+        return Err("the emulator's exit status is unknown".into());
+    };
+    match qemu::outcome(status) {
+        qemu::Outcome::NoDebugExit if qemu::logged_triple_fault(&run.stderr_text) => {
+            Err("QEMU reset the machine after a triple fault, not a requested reset".into())
+        }
+        qemu::Outcome::NoDebugExit => Ok(()),
+        qemu::Outcome::PowerOff(code) => Err(format!(
+            "expected a machine reset, but the hypervisor powered off with exit code {code}"
+        )),
+        qemu::Outcome::Killed => Err(format!("QEMU was killed ({status})")),
+    }
 }
 
 /// The hypervisor's exit code from a run that ended by itself.

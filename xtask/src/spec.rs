@@ -162,6 +162,11 @@ pub enum Exit {
     /// not the point, e.g. after a dom0 crash).
     #[allow(dead_code)]
     AnyCode,
+    /// The machine resets (QEMU only): with `-no-reboot` QEMU then exits by
+    /// itself with status 0, which no debug-exit write can produce; the run
+    /// uses `-d cpu_reset`, so a triple fault (also a reset) is told apart by
+    /// QEMU's "Triple fault" log line and fails.
+    Reset,
 }
 
 /// A value on the console, checked: the first line matching `pattern` is
