@@ -18,7 +18,6 @@ pub mod kernel;
 pub mod memory;
 pub mod run;
 pub mod table;
-pub mod walk;
 
 use crate::hvm::Backend;
 use alloc::boxed::Box;
