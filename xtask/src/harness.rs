@@ -923,6 +923,9 @@ fn secs(d: Duration) -> String {
 pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
     let selected = selection(opts);
     let mut needs = vec![prereq::Need::RustTargets];
+    if !opts.skip_host {
+        needs.push(prereq::Need::HostTests);
+    }
     for (test, skip) in &selected {
         if *skip {
             continue;
@@ -948,7 +951,8 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         println!("host unit tests: cargo test --workspace");
         let t = Instant::now();
         let mut cmd = util::cargo();
-        cmd.args(["test", "--workspace"]);
+        cmd.args(["test", "--workspace"])
+            .env(prereq::REQUIRE_IASL_ENV, "1");
         match util::run_visible(&mut cmd) {
             Ok(()) => {
                 println!("host unit tests ... ok ({})", secs(t.elapsed()));
