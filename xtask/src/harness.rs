@@ -787,11 +787,6 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
                 )),
                 Err(why) => problems.push(why),
             },
-            Exit::AnyCode => {
-                if let Err(why) = exit_code(test, checker, run) {
-                    problems.push(why);
-                }
-            }
             Exit::Reset => {
                 if let Err(why) = reset_outcome(test, run) {
                     problems.push(why);
