@@ -4,6 +4,7 @@
 //! not interleave. The fatal paths (exceptions, panics) call [`force_unlock`] first: they
 //! may have interrupted a holder of the lock, and a stuck console would hide the very
 //! diagnostic we are about to print.
+#![allow(unsafe_code)]
 
 use crate::arch::x86::port;
 use crate::cmdline::{Consoles, LogLevel};

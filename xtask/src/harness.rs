@@ -979,6 +979,16 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
                 failed.push("clippy".into());
             }
         }
+        match crate::unsafe_map::check() {
+            Ok(()) => {
+                println!("unsafe map (code vs docs/design.md) ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("unsafe map ... FAILED: {e:#}");
+                failed.push("unsafe map".into());
+            }
+        }
     }
 
     let kernel = match &opts.kernel {

@@ -193,8 +193,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
         return Ok(());
     }
 
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::process::is_root();
     let apt = format!(
         "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
         packages.join(" ")

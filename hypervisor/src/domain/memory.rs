@@ -13,6 +13,7 @@
 //! domain's page mapped through a grant (read/write or read-only). RAM frames are owned in
 //! the frame table ([`crate::mm::frametable`]): on teardown each is freed unless a grant
 //! mapping still holds it, and then freed by that mapping's last unmap.
+#![allow(unsafe_code)]
 
 use crate::mm::frame::FRAME_SIZE;
 use crate::mm::frametable::global as frametable;

@@ -4,6 +4,7 @@
 //! vCPUs, and vCPU creation. The vCPU itself (VMCB set-up, VMRUN, exit decoding) is in
 //! [`vcpu`]. Only this module and `vmx` know the hardware interface; the rest of the
 //! hypervisor sees [`crate::hvm`].
+#![allow(unsafe_code)]
 
 mod entry;
 mod vcpu;

@@ -15,6 +15,7 @@
 //!
 //! The configuration (mode, rates) is global, set once by the boot CPU's [`init`];
 //! APs call [`init_ap`] to enable their own APIC with it.
+#![allow(unsafe_code)]
 
 use super::percpu;
 use super::regs::{rdmsr, wrmsr};

@@ -12,6 +12,7 @@
 //! so other CPUs may raise softirqs here and interrupt handlers may touch `softirq` and
 //! the timer deadline without locks. Host code runs with interrupts disabled; see
 //! [`super::irq`] for where they are taken.
+#![allow(unsafe_code)]
 
 use crate::arch::x86::regs::{rdmsr, wrmsr};
 use crate::hvm::asid::AsidAllocator;

@@ -1,6 +1,7 @@
 //! Port I/O. These wrappers are safe to call because the hypervisor owns the machine:
 //! it is the only software that touches I/O ports on the host, and every caller passes a
 //! port it is responsible for.
+#![allow(unsafe_code)]
 
 use x86_64::instructions::port::Port;
 

@@ -1,4 +1,5 @@
 //! Control registers and MSRs.
+#![allow(unsafe_code)]
 
 use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
 use x86_64::registers::model_specific::Msr;

@@ -1,4 +1,5 @@
 //! TSC frequency measurement against the PIT, and reading the TSC.
+#![allow(unsafe_code)]
 
 use super::port::{inb, outb};
 
