@@ -30,9 +30,12 @@ pub fn control_registers() -> ControlRegisters {
     }
 }
 
-/// Writes an MSR. Same contract as [`rdmsr`]; the caller is responsible for the effect.
-pub fn wrmsr(index: u32, value: u64) {
-    // SAFETY: the callers (backend bring-up) write architecturally defined MSRs that
-    // CPUID says exist, with values that keep the hypervisor's own state intact.
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist (CPUID says so) and the value must be valid for it and keep the
+/// hypervisor's own state intact (GS base, EFER, APIC base, ... change how this CPU runs).
+pub unsafe fn wrmsr(index: u32, value: u64) {
+    // SAFETY: the caller guarantees the index and the value (see the contract above).
     unsafe { Msr::new(index).write(value) }
 }
