@@ -7,6 +7,7 @@
 //! tables exist), enables PAE, long mode, NX and write protection, and calls
 //! `ferrovisor_main(magic, info)` on the boot stack. The hypervisor replaces these tables
 //! with its own as soon as it has a frame allocator.
+#![allow(unsafe_code)]
 
 /// Base of the direct map of physical memory, in both the boot tables and the final ones.
 /// PML4 slot 256: the first kernel-half slot.

@@ -269,6 +269,7 @@ pub trait PhysRead {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // a byte view of the test buffer (see `Buffer::bytes`)
 pub(crate) mod tests {
     use super::*;
 

@@ -11,6 +11,7 @@
 //! The parsers are plain Rust reading through [`info::PhysRead`], so they run under host unit
 //! tests on hand-built boot-information blocks.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 #[cfg(target_os = "none")]
 pub mod entry;

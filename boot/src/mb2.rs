@@ -1,4 +1,5 @@
 //! Multiboot2 boot information (GRUB `multiboot2`), parsed with the `multiboot2` crate.
+#![allow(unsafe_code)]
 
 use crate::info::{
     copy_str, BootInfo, BootInfoError, MemoryKind, MemoryRegion, PhysRead, Protocol,

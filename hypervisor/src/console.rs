@@ -4,6 +4,7 @@
 //! not interleave. The fatal paths (exceptions, panics) call [`force_unlock`] first: they
 //! may have interrupted a holder of the lock, and a stuck console would hide the very
 //! diagnostic we are about to print.
+#![allow(unsafe_code)]
 
 use crate::arch::x86::port;
 use crate::cmdline::{Consoles, LogLevel};
@@ -59,7 +60,9 @@ impl Console {
             port.send_raw(b);
         }
         if self.e9 {
-            port::outb(DEBUG_PORT, b);
+            // SAFETY: port 0xE9 is the emulators' debug console (or nothing); the
+            // hypervisor owns it (guests' writes to it are intercepted).
+            unsafe { port::outb(DEBUG_PORT, b) };
         }
     }
 }
@@ -101,7 +104,9 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 pub fn drain() {
     if CONSOLE.lock().com1.is_some() {
         for _ in 0..1_000_000 {
-            if port::inb(COM1 + 5) & 0x40 != 0 {
+            // SAFETY: COM1's line status register belongs to the hypervisor's console;
+            // reading it has no side effect.
+            if unsafe { port::inb(COM1 + 5) } & 0x40 != 0 {
                 break;
             }
             core::hint::spin_loop();
@@ -114,7 +119,9 @@ pub fn read_byte() -> Option<u8> {
     let c = CONSOLE.lock();
     c.com1.as_ref()?;
     // Line status bit 0: data ready.
-    (port::inb(COM1 + 5) & 1 != 0).then(|| port::inb(COM1))
+    // SAFETY: COM1 belongs to the hypervisor's console (we hold its lock); reading the line
+    // status has no side effect, reading the data register takes the byte that is waiting.
+    unsafe { (port::inb(COM1 + 5) & 1 != 0).then(|| port::inb(COM1)) }
 }
 
 /// Breaks the console lock for a fatal diagnostic.

@@ -11,6 +11,9 @@
 // `Err(())` means "the guest gets #GP" throughout the exit policy; a named unit error
 // would carry no more information.
 #![allow(clippy::result_unit_err)]
+// `unsafe` only in the modules that allow it (docs/design.md "Unsafe code", checked by
+// `xtask::unsafe_map`).
+#![deny(unsafe_code)]
 
 extern crate alloc;
 

@@ -1,4 +1,5 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
+#![allow(unsafe_code)]
 
 use crate::arch::x86::{cpu, exceptions, gdt, lapic, percpu, pic, power, xcr};
 use crate::cmdline::{self, DomuSpec, IdleAction, ModuleLine, Options};

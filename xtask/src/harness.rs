@@ -34,6 +34,11 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// (the lines after a panic message are the useful ones).
 const GRACE_AFTER_FORBID: Duration = Duration::from_secs(2);
 
+/// Console output that fails every test, even one that opts out of the default forbid
+/// list: the guest runtime's tag for text it had to send to port 0xE9 (a failed
+/// `console_io`, no Xen CPUID signature, a nested failure; see `guest-rt`'s `console.rs`).
+pub const ALWAYS_FORBID: &[&str] = &[r"guest-rt/e9:"];
+
 /// The hypervisor's power-off code in console text, if it printed the line.
 pub fn power_off_code(text: &str) -> Option<u32> {
     let re = Regex::new(POWER_OFF_PATTERN).expect("valid regex");
@@ -72,7 +77,11 @@ impl Checker {
             expect: expect.iter().map(compile).collect::<Result<_>>()?,
             next: 0,
             groups: Vec::new(),
-            forbid: forbid.iter().map(compile).collect::<Result<_>>()?,
+            forbid: ALWAYS_FORBID
+                .iter()
+                .chain(forbid)
+                .map(compile)
+                .collect::<Result<_>>()?,
             forbidden: None,
             power_off: Regex::new(POWER_OFF_PATTERN)?,
             power_off_code: None,
@@ -383,6 +392,13 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                 }
             };
             let memory = format!("{}M", test.memory_mib);
+            // A reset test must tell a requested reset from a triple fault: QEMU logs
+            // "Triple fault" under `-d cpu_reset` (see `reset_outcome`).
+            let extra_args = if test.exit == Exit::Reset {
+                vec!["-d".to_string(), "cpu_reset".to_string()]
+            } else {
+                Vec::new()
+            };
             let mut cmd = qemu::command(&qemu::Config {
                 accel: *accel,
                 cpu: *cpu,
@@ -390,7 +406,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                 serial: qemu::Serial::Stdio,
                 boot_dir: &boot_dir,
                 boot,
-                extra_args: &[],
+                extra_args: &extra_args,
             });
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -771,8 +787,8 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
                 )),
                 Err(why) => problems.push(why),
             },
-            Exit::AnyCode => {
-                if let Err(why) = exit_code(test, checker, run) {
+            Exit::Reset => {
+                if let Err(why) = reset_outcome(test, run) {
                     problems.push(why);
                 }
             }
@@ -784,6 +800,26 @@ fn judge(test: &Test, checker: &Checker, run: &Run) -> Vec<String> {
         problems.extend(checker.unmet(&run.console));
     }
     problems
+}
+
+/// Whether a run that ended by itself ended in a machine reset (see [`Exit::Reset`]).
+fn reset_outcome(test: &Test, run: &Run) -> Result<(), String> {
+    if test.emulator.is_bochs() {
+        return Err("Exit::Reset is only implemented for QEMU".into());
+    }
+    let Some(status) = run.status else {
+        return Err("the emulator's exit status is unknown".into());
+    };
+    match qemu::outcome(status) {
+        qemu::Outcome::NoDebugExit if qemu::logged_triple_fault(&run.stderr_text) => {
+            Err("QEMU reset the machine after a triple fault, not a requested reset".into())
+        }
+        qemu::Outcome::NoDebugExit => Ok(()),
+        qemu::Outcome::PowerOff(code) => Err(format!(
+            "expected a machine reset, but the hypervisor powered off with exit code {code}"
+        )),
+        qemu::Outcome::Killed => Err(format!("QEMU was killed ({status})")),
+    }
 }
 
 /// The hypervisor's exit code from a run that ended by itself.
@@ -882,6 +918,9 @@ fn secs(d: Duration) -> String {
 pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
     let selected = selection(opts);
     let mut needs = vec![prereq::Need::RustTargets];
+    if !opts.skip_host {
+        needs.push(prereq::Need::HostTests);
+    }
     for (test, skip) in &selected {
         if *skip {
             continue;
@@ -907,7 +946,8 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         println!("host unit tests: cargo test --workspace");
         let t = Instant::now();
         let mut cmd = util::cargo();
-        cmd.args(["test", "--workspace"]);
+        cmd.args(["test", "--workspace"])
+            .env(prereq::REQUIRE_IASL_ENV, "1");
         match util::run_visible(&mut cmd) {
             Ok(()) => {
                 println!("host unit tests ... ok ({})", secs(t.elapsed()));
@@ -937,6 +977,16 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
             Err(e) => {
                 println!("clippy ... FAILED ({}): {e:#}", secs(t.elapsed()));
                 failed.push("clippy".into());
+            }
+        }
+        match crate::unsafe_map::check() {
+            Ok(()) => {
+                println!("unsafe map (code vs docs/design.md) ... ok");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("unsafe map ... FAILED: {e:#}");
+                failed.push("unsafe map".into());
             }
         }
     }
@@ -1101,6 +1151,17 @@ mod unit {
         assert_eq!(c.power_off_code, Some(3));
         c.line("PANIC at src/main.rs:1");
         assert_eq!(c.forbidden.as_ref().unwrap().1, "PANIC");
+    }
+
+    #[test]
+    fn guest_rt_e9_tag_always_fails() {
+        // Even with an empty forbid list (a test that opted out of the defaults).
+        let mut c = Checker::new(&[r"PASS"], &[]).unwrap();
+        c.line("(d0) guest-rt/e9: console_io failed (-ENOSYS (-38)); the text follows");
+        assert_eq!(c.forbidden.as_ref().unwrap().1, "guest-rt/e9:");
+        let mut c = Checker::new(&[], &[]).unwrap();
+        c.line("guest-rt/e9: no Xen CPUID signature: bare mode");
+        assert!(c.forbidden.is_some());
     }
 
     #[test]

@@ -104,8 +104,7 @@ pub fn assets() -> Result<&'static Dom0Assets> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    crate::process::is_root()
 }
 
 /// Fetches, unpacks and packs everything.

@@ -8,6 +8,7 @@
 //!
 //! The crate is host-only and depends on no workspace crate, so it keeps
 //! working while the hypervisor itself does not compile.
+#![deny(unsafe_code)]
 
 mod bench;
 mod bochs;
@@ -27,6 +28,7 @@ mod tests_grant;
 mod tests_multi;
 mod tests_pvio;
 mod tests_toolstack;
+mod unsafe_map;
 mod util;
 mod xen;
 

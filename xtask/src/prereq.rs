@@ -28,6 +28,8 @@ pub enum Need {
     /// Debian programs the initramfs images carry (iperf3, mke2fs), and objcopy for the
     /// test images it rewrites.
     Initramfs,
+    /// What the host unit tests call: `iasl` (acpica-tools) for the ACPI cross-check.
+    HostTests,
 }
 
 impl Need {
@@ -37,6 +39,7 @@ impl Need {
         Need::Bochs,
         Need::Grub,
         Need::Initramfs,
+        Need::HostTests,
     ];
 }
 
@@ -138,7 +141,18 @@ const REQUIREMENTS: &[Requirement] = &[
         probe: Probe::Program("objcopy"),
         package: "binutils",
     },
+    // acpi-tables cross-checks the tables it builds with ACPICA's disassembler; under
+    // `cargo xtask test` a missing iasl fails that test (see REQUIRE_IASL_ENV).
+    Requirement {
+        need: Need::HostTests,
+        probe: Probe::Program("iasl"),
+        package: "acpica-tools",
+    },
 ];
+
+/// Set by `cargo xtask test` for the host unit tests: the acpi-tables cross-check then
+/// fails, instead of skipping, when `iasl` is missing.
+pub const REQUIRE_IASL_ENV: &str = "FERROVISOR_REQUIRE_IASL";
 
 /// The smallest Bochs GUI package (ncurses); it satisfies `bochs`'s
 /// dependency on a GUI so apt does not pull in GTK via bochs-wx.
@@ -179,8 +193,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
         return Ok(());
     }
 
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::process::is_root();
     let apt = format!(
         "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
         packages.join(" ")

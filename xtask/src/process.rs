@@ -4,6 +4,7 @@
 //! can kill it and anything it started in one call, and with the parent-death
 //! signal set, so that it dies with xtask even when xtask is killed hard (a
 //! Ctrl-C in the terminal, CI's time limit).
+#![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -14,6 +15,12 @@ use anyhow::{Context, Result};
 pub struct Group {
     pub child: Child,
     pgid: libc::pid_t,
+}
+
+/// Whether xtask runs as root (it may then install packages itself).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Spawns `cmd` as the leader of a new process group, set to receive SIGKILL

@@ -220,6 +220,11 @@ pub fn outcome(status: ExitStatus) -> Outcome {
     }
 }
 
+/// Whether QEMU's `-d cpu_reset` log (its stderr) reports a triple fault.
+pub fn logged_triple_fault(stderr: &str) -> bool {
+    stderr.lines().any(|l| l.trim() == "Triple fault")
+}
+
 /// What `run-qemu` needs.
 pub struct RunSpec {
     pub kernel: PathBuf,
@@ -306,6 +311,10 @@ mod tests {
         assert_eq!(outcome(ExitStatus::from_raw(3 << 8)), PowerOff(1));
         assert_eq!(outcome(ExitStatus::from_raw(0)), Outcome::NoDebugExit);
         assert_eq!(outcome(ExitStatus::from_raw(9)), Outcome::Killed);
+        assert!(logged_triple_fault(
+            "CPU Reset (CPU 0)\nTriple fault\nCPU Reset (CPU 0)\n"
+        ));
+        assert!(!logged_triple_fault("CPU Reset (CPU 0)\nEAX=00000000\n"));
     }
 
     #[test]

@@ -195,6 +195,9 @@ fn guest_tests(
                 .module(ModuleSpec::built(g.artifact).args(g.args))
                 .expect(g.expect)
                 .expect(SURVIVED)
+                // guest-rt never halts with interrupts off (a failed shutdown spins), so a
+                // domain that powers off that way did not finish its test.
+                .forbid(&[r"all vCPUs halted with interrupts disabled"])
                 .timeout_secs(timeout);
             if g.provokes_fault {
                 t = t.no_default_forbid().forbid(&[
@@ -277,11 +280,16 @@ fn forced_backend_tests() -> Vec<Test> {
 /// The fatal paths, provoked with `selftest=`: each must print its report (what, where,
 /// the registers) and stop the machine with a failure code, never hang or reboot.
 fn fatal_report_tests() -> Vec<Test> {
-    let fatal = |name, which, expect: &'static [&'static str]| {
+    // The report is provoked, so the default list (which matches it) is off; instead each
+    // test forbids the reports of the other fatal paths (a different failure than the one
+    // provoked, or the report path itself faulting), a reboot, and any domain activity.
+    let fatal = |name, which, expect: &'static [&'static str], wrong: &'static [&'static str]| {
         Test::new(name, Emulator::qemu_tcg(QemuBoot::Kernel))
             .cmdline(which)
             .expect(expect)
             .no_default_forbid()
+            .forbid(wrong)
+            .forbid(&[r"ferrovisor: rebooting", r"triple fault", r"domain \d+"])
             .exit(Exit::Code(1))
             .timeout_secs(60)
     };
@@ -298,6 +306,11 @@ fn fatal_report_tests() -> Vec<Test> {
                 REGS,
                 r"^ferrovisor: power off, exit code 1",
             ],
+            &[
+                r"HYPERVISOR PANIC",
+                r"double fault",
+                r"EXCEPTION (?:[0-9]|1[0-35-9]|[2-9][0-9])",
+            ],
         ),
         fatal(
             "qemu-tcg/fatal-panic",
@@ -306,6 +319,7 @@ fn fatal_report_tests() -> Vec<Test> {
                 r"^\*\*\* HYPERVISOR PANIC at hypervisor/src/start\.rs:\d+:\d+: selftest: deliberate panic$",
                 r"^ferrovisor: power off, exit code 1",
             ],
+            &[r"EXCEPTION"],
         ),
         // The boot stack's guard page stops the recursion; the double fault runs on its own
         // IST stack, so the report still comes out.
@@ -317,6 +331,7 @@ fn fatal_report_tests() -> Vec<Test> {
                 REGS,
                 r"^ferrovisor: power off, exit code 1",
             ],
+            &[r"HYPERVISOR PANIC", r"EXCEPTION (?:[0-79]|[1-9][0-9])"],
         ),
     ]
 }

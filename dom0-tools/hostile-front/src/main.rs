@@ -31,6 +31,7 @@
 //! answer, and none to the honest request after it either: the backend stopped serving
 //! the ring), `no-response` (no answer, but the ring still serves honest requests),
 //! `no-device`, `no-connect`, `setup-error`. Details go to stderr.
+#![deny(unsafe_code)]
 
 mod front;
 mod sys;

@@ -2,6 +2,7 @@
 //! pages of this domain granted to another one, mapped into this process. The only
 //! module of the crate with `unsafe` code: the two ioctls, mmap/munmap, and volatile
 //! access to the mapped page (which the backend reads and writes concurrently).
+#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -6,6 +6,7 @@
 //! logs its output to `/var/log/xen/console/guest-<name>.log`, and serves `xl console`
 //! on `/var/run/xenconsoled/<domid>.sock` (output since attach after recent history
 //! out; keystrokes in). A domain that is gone (destroyed) is unmapped and unbound.
+#![deny(unsafe_code)]
 
 mod console;
 mod ring;

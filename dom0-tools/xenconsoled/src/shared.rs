@@ -1,6 +1,7 @@
 //! The console page mapped from the guest through gntdev: volatile accesses only, as
 //! the guest changes it concurrently. The only unsafe code in xenconsoled besides
 //! `sys::poll`.
+#![allow(unsafe_code)]
 
 use crate::ring::RingMem;
 use std::sync::atomic::{fence, Ordering};

@@ -1,4 +1,5 @@
 //! `poll(2)`.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::RawFd;

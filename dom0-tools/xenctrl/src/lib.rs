@@ -10,6 +10,7 @@
 //!
 //! Memory shared with the kernel or other domains is reached only through
 //! [`sys`], the one module with `unsafe` code.
+#![deny(unsafe_code)]
 
 mod sys;
 

@@ -1,6 +1,7 @@
 //! The system calls behind the devices: ioctl, read/write on device fds, and the memory
 //! mappings shared with the kernel, the hypervisor or other domains. Every `unsafe` of
 //! the crate is here.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;

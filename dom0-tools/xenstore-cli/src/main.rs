@@ -1,6 +1,7 @@
 //! `xenstore`: Xen's xenstore tools in one binary. Symlink it as `xenstore-read`,
 //! `xenstore-write`, `xenstore-ls`, `xenstore-rm`, `xenstore-exists`, `xenstore-list`,
 //! `xenstore-watch` or `xenstore-chmod`, or run `xenstore <mode> ...`.
+#![deny(unsafe_code)]
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();

@@ -3,6 +3,7 @@
 //! Serves dom0 processes on a Unix socket, dom0's kernel through `/dev/xen/xenbus_backend`, and
 //! each domain introduced with INTRODUCE on its granted ring page. `-N` runs without `/dev/xen`
 //! (socket only), for tests on a host.
+#![deny(unsafe_code)]
 
 mod daemon;
 mod log;

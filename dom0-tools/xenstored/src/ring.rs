@@ -5,6 +5,7 @@
 //! (`prod - cons <= 1024`, else the ring is corrupt), and the fences follow
 //! `docs/misc/xenstore-ring.txt`: read the producer index, then the data; write the data, then
 //! the producer index; finish reading data before moving the consumer index.
+#![allow(unsafe_code)]
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};

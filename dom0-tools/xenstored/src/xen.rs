@@ -1,4 +1,5 @@
 //! [`Platform`] over dom0's Xen devices, through the `xenctrl` crate.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::BorrowedFd;

@@ -1,6 +1,7 @@
 //! What Xen's hotplug scripts (`block`, `vif-bridge`) do in the backend domain, done by
 //! xl itself: loop devices for image files, the bridge port for a vif. Behind the `Host`
 //! trait so the device logic runs against a fake in tests.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::linux::fs::MetadataExt;

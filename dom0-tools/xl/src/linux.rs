@@ -1,6 +1,7 @@
 //! The Linux ioctls device hotplug needs: loop devices (`linux/loop.h`) and network
 //! interfaces and bridges (`linux/sockios.h`, `linux/if.h`). All of xl's device-related
 //! unsafe code is here; each call passes a kernel-defined structure by pointer.
+#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io;

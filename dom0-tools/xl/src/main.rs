@@ -1,4 +1,5 @@
 //! `xl`: ferrovisor's admin tool, with Xen's verbs, output formats and xl.cfg syntax.
+#![deny(unsafe_code)]
 
 mod backend;
 mod console;

@@ -1,4 +1,5 @@
 //! Raw terminal mode for `xl console` (the only unsafe code in xl: termios calls).
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};

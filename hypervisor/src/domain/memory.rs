@@ -13,14 +13,15 @@
 //! domain's page mapped through a grant (read/write or read-only). RAM frames are owned in
 //! the frame table ([`crate::mm::frametable`]): on teardown each is freed unless a grant
 //! mapping still holds it, and then freed by that mapping's last unmap.
+#![allow(unsafe_code)]
 
-use crate::domain::walk::GuestPhysRead;
 use crate::mm::frame::FRAME_SIZE;
 use crate::mm::frametable::global as frametable;
 use crate::mm::phys::{self, DirectMap, TableFrames};
 use alloc::vec::Vec;
 use core::fmt;
 use frametable::Hold;
+use guest_walk::GuestPhysRead;
 use pagetable::{Format, MapError, MemType, PageSize, PageTable, Perm};
 
 /// Granule of guest RAM allocation and of large p2m pages.

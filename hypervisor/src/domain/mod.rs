@@ -19,7 +19,6 @@ pub mod memory;
 pub mod mmio;
 pub mod run;
 pub mod table;
-pub mod walk;
 
 use crate::hvm::Backend;
 use alloc::boxed::Box;

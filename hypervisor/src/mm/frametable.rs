@@ -16,6 +16,7 @@
 //!
 //! The logic is plain Rust over a slice of atomics (host-tested); the global table over
 //! all managed RAM lives in [`global`] (bare metal only).
+#![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 

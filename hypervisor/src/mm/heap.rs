@@ -1,4 +1,5 @@
 //! The hypervisor heap: one contiguous run of frames, reached through the direct map.
+#![allow(unsafe_code)]
 
 use super::frame::{FrameAllocator, FRAME_SIZE};
 use super::phys::to_virt;

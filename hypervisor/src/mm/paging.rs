@@ -9,6 +9,7 @@
 //! Nothing else is mapped: no identity map of low memory (so null and small-address
 //! dereferences fault). Before switching to the new tables, every leaf is audited and the
 //! boot stops if any page is both writable and executable.
+#![allow(unsafe_code)]
 
 use super::frame::{self, FrameAllocator, PhysRange, FRAME_SIZE};
 use super::phys::{self, DirectMap, TableFrames};

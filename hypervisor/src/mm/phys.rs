@@ -2,6 +2,7 @@
 //!
 //! The boot tables map the first 4 GiB there; the final tables map all RAM (see `paging`).
 //! This module holds the only raw accesses to physical memory through that window.
+#![allow(unsafe_code)]
 
 use super::frame::{FrameAllocator, FRAME_SIZE};
 use ferrovisor_boot::entry::DIRECT_MAP_BASE;

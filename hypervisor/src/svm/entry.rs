@@ -13,6 +13,7 @@
 //! interrupt off), because with V_INTR_MASKING the host IF saved by VMRUN is what lets a
 //! physical interrupt end the guest. After the exit IF is cleared again before STGI, so
 //! the interrupt stays pending until the backend takes it (`irq::take_pending`).
+#![allow(unsafe_code)]
 
 use crate::hvm::GuestRegs;
 

@@ -4,6 +4,7 @@
 //! vCPUs, and vCPU creation. The vCPU itself (VMCB set-up, VMRUN, exit decoding) is in
 //! [`vcpu`]. Only this module and `vmx` know the hardware interface; the rest of the
 //! hypervisor sees [`crate::hvm`].
+#![allow(unsafe_code)]
 
 mod entry;
 mod vcpu;
@@ -166,8 +167,13 @@ pub fn enable_cpu() -> Result<(), BackendError> {
         phys::free_frames(hsave, 1);
         return Err(BackendError::OutOfMemory);
     };
-    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-    wrmsr(MSR_VM_HSAVE_PA, hsave);
+    // SAFETY: the SVM backend is chosen only when CPUID reports SVM, so EFER.SVME and
+    // VM_HSAVE_PA exist; the other EFER bits are kept, and `hsave` is a zeroed frame this
+    // CPU owns from now on (the processor's host-save area).
+    unsafe {
+        wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+        wrmsr(MSR_VM_HSAVE_PA, hsave);
+    }
     pc.host_save_area.store(host_vmcb, Ordering::SeqCst);
     Ok(())
 }

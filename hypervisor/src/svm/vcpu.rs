@@ -12,6 +12,7 @@
 //! XCR0: the guest's value is loaded right before VMRUN and read back right after the
 //! exit (then the host's is restored), because QEMU 7.2 TCG ignores the XSETBV intercept:
 //! there the guest's XSETBV takes effect without an exit.
+#![allow(unsafe_code)]
 
 use super::entry;
 use super::vmcb::{ctl, exit, save, Segment, Vmcb};

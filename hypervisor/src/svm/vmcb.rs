@@ -3,6 +3,7 @@
 //! Offsets are named constants; the VMCB is a hypervisor-owned 4 KiB frame reached
 //! through the direct map with volatile accesses (the CPU reads and writes it on VMRUN and
 //! #VMEXIT).
+#![allow(unsafe_code)]
 
 use crate::mm::phys;
 

@@ -1,4 +1,5 @@
 //! The VMX backend object: bring-up on the boot CPU, capability report, vCPU creation.
+#![allow(unsafe_code)]
 
 use super::controls::{ept_cap, proc2, Controls, VmxCaps};
 use super::cpu::{self, cpuid};

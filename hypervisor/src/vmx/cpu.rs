@@ -1,5 +1,6 @@
 //! Per-CPU VMX bring-up (Intel SDM Vol. 3C 24.6-24.8): detect, check IA32_FEATURE_CONTROL,
 //! apply the CR0/CR4 fixed bits, set CR4.VMXE, VMXON.
+#![allow(unsafe_code)]
 
 use super::controls::{apply_fixed, VmxCaps};
 use super::vmcs;

@@ -1,6 +1,7 @@
 //! Control-register exits the backend handles itself (SDM Vol. 3C 26.1.3, 28.1.3): CR0.PG
 //! and forced-bit writes (long-mode entry/exit), CR4 writes (VMXE hidden), and CR3/CR8
 //! accesses on CPUs that cannot turn their exiting off.
+#![allow(unsafe_code)]
 
 use super::controls::{entry, proc2};
 use super::decode::{gpr, CrAccess};

@@ -8,6 +8,7 @@
 //! function returns 1 (VMfailInvalid), 2 (VMfailValid) or 3 (HOST_RSP write failed).
 //!
 //! GuestRegs offsets: rax 0, rbx 8, rcx 16, rdx 24, rsi 32, rdi 40, rbp 48, r8..r15 56..112.
+#![allow(unsafe_code)]
 
 use crate::hvm::GuestRegs;
 

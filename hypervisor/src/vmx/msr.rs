@@ -3,6 +3,7 @@
 //! itself (STAR/LSTAR/CSTAR/SFMASK, KERNEL_GS_BASE, TSC_AUX, XSS). The latter stay loaded in
 //! the CPU while the guest runs and are rewritten only when another vCPU ran in between
 //! or the guest changed them.
+#![allow(unsafe_code)]
 
 use super::cpu::wrmsr;
 use super::fields::{Field, Seg};

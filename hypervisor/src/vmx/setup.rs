@@ -1,5 +1,6 @@
 //! VMCS initialisation for a new vCPU: execution controls, host state, and the PVH guest
 //! state (Intel SDM Vol. 3C 25.2-25.8, 27.2-27.3 for the checks they must pass).
+#![allow(unsafe_code)]
 
 use super::controls::{proc2, Controls};
 use super::cpu::{read_cr0, read_cr3, read_cr4};

@@ -13,6 +13,7 @@
 //! vCPU's `load` makes its own current with VMPTRLD. Before a vCPU runs on another CPU its
 //! VMCS must be VMCLEARed on the old one ([`VmxVcpu::vmclear`], to be called there by the
 //! scheduler's migration path); `load` then refreshes the host state for the new CPU.
+#![allow(unsafe_code)]
 
 use super::controls::{pin, proc, Controls};
 use super::cpu::{self, rdtsc};

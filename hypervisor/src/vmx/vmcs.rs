@@ -1,6 +1,7 @@
 //! VMX instructions (VMXON, VMCLEAR, VMPTRLD, VMREAD, VMWRITE, INVEPT, INVVPID) as
 //! Result-returning wrappers. VMfailInvalid (CF=1) and VMfailValid (ZF=1, error number in
 //! the VM-instruction error field) both become [`BackendError::InstructionFailed`].
+#![allow(unsafe_code)]
 
 use super::fields::Field;
 use crate::hvm::BackendError;

@@ -6,6 +6,7 @@
 //! guest's memory ([`GuestBits`]) and decodes the hypercall arguments. Delivery to the
 //! vCPU (injecting the callback vector while `evtchn_upcall_pending` is set) happens in
 //! the run loop, which also wakes a vCPU blocked in HLT or `SCHEDOP_block`.
+#![allow(unsafe_code)]
 
 use super::guest_access::{read_arg, write_arg};
 use super::{Cx, Reply};

@@ -71,6 +71,7 @@
 //! most [`OPS_PER_STEP`] ops per VM exit: a longer batch continues with a hypercall
 //! continuation ([`Reply::Again`]: `uop` and `count` advanced in the guest's registers,
 //! the instruction executed again), so the scheduler runs in between, as Xen does.
+#![allow(unsafe_code)]
 
 use super::guest_access::{read_arg, write_arg};
 use super::Cx;

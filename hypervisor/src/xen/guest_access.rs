@@ -6,8 +6,8 @@
 //! fail with `-EFAULT`, as on Xen.
 
 use super::Cx;
-use crate::domain::walk::{translate, PagingMode};
 use crate::hvm::{Backend, Vcpu};
+use guest_walk::{translate, PagingMode};
 use xen_abi::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 

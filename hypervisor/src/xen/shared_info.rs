@@ -7,6 +7,7 @@
 //! frequency from slot 0 even after moving its vcpu_info.
 //!
 //! Every function here works on a domain whose lock the caller holds (`&DomState`).
+#![allow(unsafe_code)]
 
 use crate::domain::memory::GuestMemory;
 use crate::domain::{DomState, Domain};

@@ -1,11 +1,15 @@
-//! Console output: `print!`/`println!` through `console_io(CONSOLEIO_write)`, with port 0xE9
-//! as the fallback.
+//! Console output: `print!`/`println!` through `console_io(CONSOLEIO_write)`.
 //!
 //! Invariant: no global state. Each `print!` formats into a stack buffer of
 //! [`LINE_BUFFER`] bytes and sends it with as few hypercalls as possible, so one short line
 //! reaches the hypervisor in one `console_io` call and cannot be split by a nested print
-//! (from a panic or exception handler). If a hypercall fails (or in bare mode, see
-//! [`crate::hypercall`]) the same bytes go to port 0xE9, so early failures stay visible.
+//! (from a panic or exception handler).
+//!
+//! Port 0xE9 is never a silent fallback: if the hypercall fails, a line tagged
+//! [`E9_TAG`] (`guest-rt/e9: console_io failed (<err>)`) goes to port 0xE9 before the
+//! text, and the xtask harness fails any test whose console shows that tag. Without Xen
+//! (bare mode, see [`crate::hypercall`]) the text goes to port 0xE9 as it is; the runtime
+//! announces bare mode with a tagged line at start-up (see `crate::start`).
 
 use core::fmt::{self, Write};
 
@@ -25,13 +29,26 @@ pub fn write_e9(bytes: &[u8]) {
     }
 }
 
-/// Writes bytes to the hypervisor console; on error, or without Xen, to port 0xE9.
+/// Starts every line the runtime writes to port 0xE9 because something is wrong (a failed
+/// `console_io`, bare mode under a hypervisor, a nested failure). The xtask harness fails any
+/// test whose console shows it.
+pub const E9_TAG: &str = "guest-rt/e9:";
+
+/// Writes bytes to the hypervisor console. If `console_io` fails, a tagged line naming the
+/// error and then the bytes go to port 0xE9; without Xen, the bytes go to port 0xE9.
 pub fn write_bytes(bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    if hypercall::is_xen() && hypercall::console_io_write(bytes) >= 0 {
-        return;
+    if hypercall::is_xen() {
+        let rc = hypercall::console_io_write(bytes);
+        if rc >= 0 {
+            return;
+        }
+        write_e9_fmt(format_args!(
+            "\n{E9_TAG} console_io failed ({}); the text follows\n",
+            hypercall::describe(rc)
+        ));
     }
     write_e9(bytes);
 }
@@ -94,13 +111,13 @@ pub fn write_e9_fmt(args: fmt::Arguments<'_>) {
     w.flush();
 }
 
-/// Prints to the hypervisor console (port 0xE9 as fallback), like `std::print!`.
+/// Prints to the hypervisor console (see [`write_bytes`]), like `std::print!`.
 #[macro_export]
 macro_rules! print {
     ($($arg:tt)*) => { $crate::console::write_fmt(format_args!($($arg)*)) };
 }
 
-/// Prints a line to the hypervisor console (port 0xE9 as fallback), like `std::println!`.
+/// Prints a line to the hypervisor console (see [`write_bytes`]), like `std::println!`.
 /// The text and the newline go out together.
 #[macro_export]
 macro_rules! println {

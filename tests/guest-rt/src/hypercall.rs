@@ -253,13 +253,17 @@ pub fn sched_shutdown(reason: u32) -> i64 {
 /// make a failed shutdown look like a clean `poweroff`. The test then ends by its timeout.
 ///
 /// In bare mode it writes `reason` to the isa-debug-exit port (QEMU exits with status
-/// `reason * 2 + 1`: 1 for poweroff, 7 for crash), then halts.
+/// `reason * 2 + 1`: 1 for poweroff, 7 for crash), then spins: not `cli; hlt`, for the same
+/// reason (under a hypervisor that failed to show its CPUID signature, a halt would pass for
+/// a clean power-off).
 pub fn shutdown(reason: u32) -> ! {
     if !is_xen() {
         // SAFETY: port 0xf4 is QEMU's isa-debug-exit (or nothing); writing it has no memory
         // effects.
         unsafe { arch::outl(ISA_DEBUG_EXIT_PORT, reason) };
-        arch::halt_forever()
+        loop {
+            arch::pause();
+        }
     }
     let rc = sched_shutdown(reason);
     crate::println!(

@@ -196,8 +196,9 @@ pub fn start(package: &'static str, start_info_gpa: u64, main: MainFn) -> ! {
     idt::init();
     if transport == hypercall::Transport::Bare {
         console::write_e9_fmt(format_args!(
-            "guest-rt: no Xen CPUID signature: bare mode (console on port 0xe9, exit via \
+            "{} no Xen CPUID signature: bare mode (console on port 0xe9, exit via \
              isa-debug-exit at port {:#x})\n",
+            console::E9_TAG,
             hypercall::ISA_DEBUG_EXIT_PORT
         ));
     }
@@ -228,14 +229,18 @@ pub fn fail_now(reason: fmt::Arguments<'_>) -> ! {
 }
 
 /// Prints `guest <name>: <verdict>` and shuts down with `reason`. Only the first call prints
-/// (a fault while finishing goes to port 0xE9 and halts).
+/// (a fault while finishing goes to port 0xE9, tagged, and spins: a halt with interrupts off
+/// would pass for a clean power-off).
 fn finish_with(verdict: fmt::Arguments<'_>, reason: u32) -> ! {
     if FINISHING.swap(true, Ordering::AcqRel) {
         console::write_e9_fmt(format_args!(
-            "guest {}: nested failure while finishing: {verdict}\n",
+            "{} guest {}: nested failure while finishing: {verdict}\n",
+            console::E9_TAG,
             test_name()
         ));
-        arch::halt_forever();
+        loop {
+            arch::pause();
+        }
     }
     crate::println!("guest {}: {verdict}", test_name());
     hypercall::shutdown(reason)

@@ -7,6 +7,7 @@
 //!
 //! NMIs are not fatal: their gate goes to `irq`'s NMI stub, which counts them and
 //! returns. Vectors 32-255 go to `irq`'s interrupt stubs.
+#![allow(unsafe_code)]
 
 use super::gdt;
 use super::regs::control_registers;

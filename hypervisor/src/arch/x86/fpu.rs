@@ -13,6 +13,7 @@
 //! The per-CPU `fpu_owner` records which save area the registers currently match; with
 //! the CPU the area was last loaded or saved on, a vCPU loaded again on the same CPU
 //! with no other vCPU in between skips the XRSTOR.
+#![allow(unsafe_code)]
 
 use super::percpu;
 use super::xcr;

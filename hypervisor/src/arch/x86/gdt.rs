@@ -1,5 +1,6 @@
 //! The hypervisor's GDT and TSS, with separate, guarded stacks for the exceptions that must
 //! work even when the current stack is unusable (double fault, NMI, machine check).
+#![allow(unsafe_code)]
 
 use core::cell::UnsafeCell;
 use spin::Once;

@@ -14,6 +14,7 @@
 //!
 //! Every vector from 32 to 255 has a gate, so a stray interrupt is counted and EOI'd
 //! rather than faulting on a missing gate.
+#![allow(unsafe_code)]
 
 use super::lapic::{self, CALL_FUNCTION_VECTOR, EVENT_CHECK_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR};
 use super::percpu::{self, softirq};

@@ -15,6 +15,7 @@
 //!
 //! The configuration (mode, rates) is global, set once by the boot CPU's [`init`];
 //! APs call [`init_ap`] to enable their own APIC with it.
+#![allow(unsafe_code)]
 
 use super::percpu;
 use super::regs::{rdmsr, wrmsr};
@@ -117,7 +118,9 @@ fn read(reg: u32) -> u32 {
 
 fn write(reg: u32, value: u32) {
     if X2APIC.load(Ordering::Relaxed) {
-        wrmsr(0x800 + (reg >> 4), u64::from(value));
+        // SAFETY: x2APIC mode is on (checked above), so 0x800 + reg/16 is this CPU's
+        // x2APIC register MSR; callers pass defined registers and values.
+        unsafe { wrmsr(0x800 + (reg >> 4), u64::from(value)) };
     } else {
         let va = MMIO.load(Ordering::Relaxed) + u64::from(reg);
         // SAFETY: as in `read`; writes to APIC registers have device side effects only.
@@ -143,10 +146,14 @@ pub fn eoi() {
 /// Sends a fixed interrupt `vector` to the CPU with APIC id `apic_id`.
 pub fn send_ipi(apic_id: u32, vector: u8) {
     if X2APIC.load(Ordering::Relaxed) {
-        wrmsr(
-            0x830,
-            u64::from(apic_id) << 32 | u64::from(ICR_ASSERT | u32::from(vector)),
-        );
+        // SAFETY: x2APIC mode is on; 0x830 is the x2APIC ICR; a fixed IPI only interrupts
+        // the target CPU.
+        unsafe {
+            wrmsr(
+                0x830,
+                u64::from(apic_id) << 32 | u64::from(ICR_ASSERT | u32::from(vector)),
+            )
+        };
     } else {
         wait_icr_idle();
         write(REG_ICR_HIGH, apic_id << 24);
@@ -157,7 +164,8 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
 /// Sends a fixed interrupt `vector` to this CPU.
 pub fn self_ipi(vector: u8) {
     if X2APIC.load(Ordering::Relaxed) {
-        wrmsr(X2APIC_SELF_IPI, u64::from(vector));
+        // SAFETY: x2APIC mode is on; the SELF IPI MSR only interrupts this CPU.
+        unsafe { wrmsr(X2APIC_SELF_IPI, u64::from(vector)) };
     } else {
         wait_icr_idle();
         write(REG_ICR_LOW, ICR_SELF | ICR_ASSERT | u32::from(vector));
@@ -184,7 +192,8 @@ pub fn arm_deadline(tsc: u64) {
 pub fn disarm() {
     percpu::this().timer_deadline.store(0, Ordering::SeqCst);
     match mode() {
-        TimerMode::TscDeadline => wrmsr(MSR_TSC_DEADLINE, 0),
+        // SAFETY: TSC-deadline mode was chosen because CPUID has the MSR; 0 disarms it.
+        TimerMode::TscDeadline => unsafe { wrmsr(MSR_TSC_DEADLINE, 0) },
         TimerMode::OneShot => write(REG_TIMER_INITIAL, 0),
         TimerMode::None => {}
     }
@@ -207,7 +216,9 @@ fn mode() -> TimerMode {
 /// Sets the hardware for deadline `tsc`.
 fn program(tsc: u64) {
     match mode() {
-        TimerMode::TscDeadline => wrmsr(MSR_TSC_DEADLINE, tsc),
+        // SAFETY: TSC-deadline mode was chosen because CPUID has the MSR; any value only
+        // sets when the timer interrupt comes.
+        TimerMode::TscDeadline => unsafe { wrmsr(MSR_TSC_DEADLINE, tsc) },
         TimerMode::OneShot => {
             let delta = tsc.saturating_sub(rdtsc());
             let counts = (u128::from(delta) * u128::from(COUNTS_PER_TSC.load(Ordering::Relaxed)))
@@ -249,11 +260,16 @@ fn enable_local(boot: bool) {
     if X2APIC.load(Ordering::Relaxed) {
         if base & (APIC_BASE_EN | APIC_BASE_EXTD) != APIC_BASE_EN | APIC_BASE_EXTD {
             // xAPIC → x2APIC must go through enabled xAPIC (SDM 10.12.5).
-            wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN);
-            wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN | APIC_BASE_EXTD);
+            // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU; the base address is kept
+            // and x2APIC is only enabled when CPUID has it (X2APIC is set from CPUID).
+            unsafe {
+                wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN);
+                wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN | APIC_BASE_EXTD);
+            }
         }
     } else if base & APIC_BASE_EN == 0 {
-        wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN);
+        // SAFETY: as above; only the global enable bit changes.
+        unsafe { wrmsr(MSR_APIC_BASE, base | APIC_BASE_EN) };
     }
     write(REG_TPR, 0);
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));

@@ -12,6 +12,7 @@
 //! so other CPUs may raise softirqs here and interrupt handlers may touch `softirq` and
 //! the timer deadline without locks. Host code runs with interrupts disabled; see
 //! [`super::irq`] for where they are taken.
+#![allow(unsafe_code)]
 
 use crate::arch::x86::regs::{rdmsr, wrmsr};
 use crate::hvm::asid::AsidAllocator;
@@ -109,7 +110,9 @@ pub fn init_cpu(index: u32) -> &'static PerCpu {
     }));
     p.self_ptr = p as *const PerCpu;
     let p: &'static PerCpu = p;
-    wrmsr(MSR_GS_BASE, p as *const PerCpu as u64);
+    // SAFETY: GS base is how `this()` finds the per-CPU block; `p` is that block, leaked
+    // for the life of the machine, so every later GS-relative access reads valid memory.
+    unsafe { wrmsr(MSR_GS_BASE, p as *const PerCpu as u64) };
     CPUS[index as usize].store(p as *const PerCpu as *mut PerCpu, Ordering::Release);
     ONLINE.fetch_add(1, Ordering::SeqCst);
     p

@@ -1,4 +1,5 @@
 //! Ending the machine's run: power off, reboot, halt.
+#![allow(unsafe_code)]
 
 use super::port::{outb, outl};
 use crate::println;
@@ -15,9 +16,13 @@ const KBD_CONTROLLER: u16 = 0x64;
 pub fn poweroff(code: u32) -> ! {
     println!("ferrovisor: power off, exit code {code}");
     crate::console::drain();
-    outl(QEMU_DEBUG_EXIT, code);
-    for b in b"Shutdown" {
-        outb(BOCHS_SHUTDOWN, *b);
+    // SAFETY: the machine is ending: 0xf4 (QEMU's debug-exit) and 0x8900 (Bochs's
+    // shutdown port) only stop the emulator, and are unused on other machines.
+    unsafe {
+        outl(QEMU_DEBUG_EXIT, code);
+        for b in b"Shutdown" {
+            outb(BOCHS_SHUTDOWN, *b);
+        }
     }
     halt()
 }
@@ -25,7 +30,8 @@ pub fn poweroff(code: u32) -> ! {
 /// Resets the machine.
 pub fn reboot() -> ! {
     println!("ferrovisor: rebooting");
-    outb(KBD_CONTROLLER, 0xfe);
+    // SAFETY: the machine is ending: 0xFE to the 8042 pulses the CPU reset line.
+    unsafe { outb(KBD_CONTROLLER, 0xfe) };
     halt()
 }
 

@@ -1,4 +1,5 @@
 //! Control registers and MSRs.
+#![allow(unsafe_code)]
 
 use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
 use x86_64::registers::model_specific::Msr;
@@ -29,9 +30,12 @@ pub fn control_registers() -> ControlRegisters {
     }
 }
 
-/// Writes an MSR. Same contract as [`rdmsr`]; the caller is responsible for the effect.
-pub fn wrmsr(index: u32, value: u64) {
-    // SAFETY: the callers (backend bring-up) write architecturally defined MSRs that
-    // CPUID says exist, with values that keep the hypervisor's own state intact.
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist (CPUID says so) and the value must be valid for it and keep the
+/// hypervisor's own state intact (GS base, EFER, APIC base, ... change how this CPU runs).
+pub unsafe fn wrmsr(index: u32, value: u64) {
+    // SAFETY: the caller guarantees the index and the value (see the contract above).
     unsafe { Msr::new(index).write(value) }
 }

@@ -1,5 +1,7 @@
 //! Reading the CMOS real-time clock once at boot, to give guests a wallclock.
 
+#![allow(unsafe_code)]
+
 use super::port::{inb, outb};
 
 const CMOS_INDEX: u16 = 0x70;
@@ -7,8 +9,12 @@ const CMOS_DATA: u16 = 0x71;
 
 fn cmos(reg: u8) -> u8 {
     // Bit 7 of the index port is the NMI-disable bit: keep NMIs enabled.
-    outb(CMOS_INDEX, reg & 0x7f);
-    inb(CMOS_DATA)
+    // SAFETY: the CMOS index/data ports belong to the RTC, which the hypervisor owns;
+    // selecting and reading a register changes nothing else (NMIs stay enabled).
+    unsafe {
+        outb(CMOS_INDEX, reg & 0x7f);
+        inb(CMOS_DATA)
+    }
 }
 
 /// The RTC's date and time: (year, month, day, hour, minute, second), assumed UTC.

@@ -8,6 +8,7 @@
 //! uses no extended state (it is built soft-float), and with that value XSAVE/XRSTOR in
 //! host context reach every component a guest could have touched (see [`super::fpu`]),
 //! while a guest that enables everything (Linux does) costs no XSETBV at all.
+#![allow(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use raw_cpuid::CpuId;

@@ -1,5 +1,7 @@
-//! Cross-check with ACPICA's own disassembler. Needs `iasl` (Debian `acpica-tools`), so it is
-//! `#[ignore]`d: run `cargo test -p acpi-tables -- --ignored`.
+//! Cross-check with ACPICA's own disassembler, `iasl` (Debian `acpica-tools`, installed by
+//! `cargo xtask test` through its prerequisites). Under `cargo xtask test`, which sets
+//! `FERROVISOR_REQUIRE_IASL`, a missing `iasl` fails the test; a plain `cargo test` without
+//! it says so on stderr and passes without checking.
 
 use std::format;
 use std::fs;
@@ -8,9 +10,27 @@ use std::string::String;
 
 use super::*;
 
+/// Set by `cargo xtask test` (xtask's `prereq::REQUIRE_IASL_ENV`).
+const REQUIRE_IASL_ENV: &str = "FERROVISOR_REQUIRE_IASL";
+
+/// Whether `iasl` can be run (`iasl -v` prints its version and exits 0).
+fn iasl_present() -> bool {
+    Command::new("iasl")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 #[test]
-#[ignore = "needs iasl from acpica-tools"]
 fn iasl_disassembles_every_table() {
+    if !iasl_present() {
+        assert!(
+            std::env::var_os(REQUIRE_IASL_ENV).is_none(),
+            "iasl (acpica-tools) is missing but {REQUIRE_IASL_ENV} requires the cross-check"
+        );
+        std::eprintln!("iasl_disassembles_every_table: iasl not found; NOT checked");
+        return;
+    }
     // 256 vCPUs: 255 type-0 entries and one x2APIC entry.
     let (l, buf) = built_at(256, BASE);
     let dir = std::env::temp_dir().join(format!("acpi-tables-iasl-{}", std::process::id()));

@@ -5,6 +5,17 @@
 //! 4-level long-mode paging. Permission bits are not enforced (Xen does not apply SMAP or
 //! user/supervisor checks to hypercall buffers); a non-present entry is a fault (`-EFAULT`),
 //! never a page-in.
+//!
+//! Pure and `no_std`, without `unsafe`: the hypervisor supplies guest memory through
+//! [`GuestPhysRead`], so every walk is tested on the host against a simulated memory.
+//! Every table entry is guest-controlled: addresses are masked to 52 bits before use, so
+//! no arithmetic on them can overflow, and a table outside guest RAM ends the walk.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
 
 /// CR0.PG
 const CR0_PG: u64 = 1 << 31;
@@ -29,7 +40,9 @@ pub struct PagingMode {
 
 /// Reads guest-physical memory for the walker; None if the address is not guest RAM.
 pub trait GuestPhysRead {
+    /// The little-endian 8 bytes at `gpa`.
     fn read_u64(&self, gpa: u64) -> Option<u64>;
+    /// The little-endian 4 bytes at `gpa`.
     fn read_u32(&self, gpa: u64) -> Option<u32>;
 }
 
@@ -59,7 +72,7 @@ pub fn translate(mode: &PagingMode, gva: u64, mem: &impl GuestPhysRead) -> Optio
         return Some(high | (pde & 0xffc0_0000) | (gva & 0x3f_ffff));
     }
     let pte = u64::from(mem.read_u32((pde & 0xffff_f000) + ((gva >> 12) & 0x3ff) * 4)?);
-    (pte & PRESENT != 0).then(|| (pte & 0xffff_f000) | (gva & 0xfff))
+    (pte & PRESENT != 0).then_some((pte & 0xffff_f000) | (gva & 0xfff))
 }
 
 /// Walks 64-bit-entry tables from `table` down `levels` levels (4 = PML4, 2 = PAE PD).
