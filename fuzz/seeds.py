@@ -185,3 +185,53 @@ put("acpi", "x2apic", bytes([210]) + struct.pack("<H", 300) + b"\x01" + b"OEMIDX
     + b"\x00" + struct.pack("<I", 0xE0000) + b"\x02\x05\xa5")
 put("acpi", "top-of-4g", bytes([0, 4, 0, 1]) + struct.pack("<H", 0x100) + b"\x00\x00")
 put("acpi", "bad-base", bytes([0, 2, 0, 2]) + struct.pack("<I", 0x1001) + b"\x00\x00")
+
+# ---- x86-emu: see fuzz/targets/src/x86emu.rs for the layout ----
+def emu(mode, insn, regs=None, access=0, gpa_off=0, rflags=0x202, switches=0):
+    regs = regs or {}
+    out = bytes([mode, access]) + struct.pack("<HH", gpa_off, rflags) + bytes([switches])
+    out += insn.ljust(15, b"\x90")
+    for i in range(16):
+        out += b"\x00" + struct.pack("<H", regs.get(i, 0))
+    return out + struct.pack("<Q", 0x1122334455667788)
+
+
+RCX, RSI, RDI = 1, 6, 7
+put("x86_emu", "mov-load", emu(4, b"\x8b\x03"))
+put("x86_emu", "mov-store-imm", emu(4, b"\xc7\x43\x10\x78\x56\x34\x12", gpa_off=0x10, access=1))
+put("x86_emu", "lock-xadd", emu(4, b"\xf0\x0f\xc1\x03", access=1))
+put("x86_emu", "cmpxchg", emu(2, b"\x0f\xb1\x0b", access=1))
+put("x86_emu", "bt-reg", emu(4, b"\x48\x0f\xa3\x03", {0: 0x45}, gpa_off=8))
+put("x86_emu", "rep-movsb-read", emu(4, b"\xf3\xa4", {RCX: 16, RSI: 0x20, RDI: 0x800}, gpa_off=0x20))
+put("x86_emu", "rep-stosd-write", emu(4, b"\xf3\xab", {RCX: 2000, RDI: 0xff0}, access=1, gpa_off=0xff0))
+put("x86_emu", "real-mode", emu(0, b"\x8b\x00", {3: 0x10, 6: 0x20}, gpa_off=0x30))
+put("x86_emu", "add-rm-reg-16", emu(1, b"\x01\x07", {0: 5, 7: 0x44}, gpa_off=0x44, access=1))
+put("x86_emu", "movzx", emu(3, b"\x0f\xb6\x03", {3: 0x7ff}, gpa_off=0x7ff))
+
+# ---- event channels: op sequences (see fuzz/targets/src/evtchn.rs) ----
+cfg = bytes([1, 0, 0, 3, 3, 4])  # dom0: 2 vCPUs, all ports; dom1: 1 vCPU, 63; dom2: 4 vCPUs, 5
+pair = bytes([0, 0, 3, 0, 1]) + bytes([1, 1, 0, 0, 0, 1]) + bytes([1, 5, 0, 1]) + bytes([0, 5, 0, 1])
+put("evtchn", "interdomain", cfg + pair + bytes([0, 4, 0, 1]) + bytes([1, 5, 0, 1]) + bytes([1, 4, 0, 1]))
+put("evtchn", "ipi-virq-poll", cfg + bytes([0, 3, 0]) + bytes([0, 5, 0, 1]) + bytes([0, 2, 0, 0])
+    + bytes([0, 11, 0, 0, 0, 0]) + bytes([0, 10, 0, 1, 0, 2]) + bytes([0, 12, 0, 1, 0, 0]) + bytes([0, 8, 0, 1])
+    + bytes([0, 7, 0, 1, 1]) + bytes([0, 15, 0]))
+put("evtchn", "destroy-and-reset", cfg + pair + bytes([0, 13, 1]) + bytes([0, 6, 3, 0, 1]) + bytes([1, 0, 3, 0, 0])
+    + bytes([0, 9, 0, 1, 1]) + bytes([2, 0, 3, 0, 0, 0, 0, 0, 1, 2, 1, 3, 0, 0, 0, 1]))
+
+# ---- grant tables: op sequences (see fuzz/targets/src/grant.rs) ----
+gcfg = bytes([1, 0, 2, 1, 0, 0])  # maptrack limits
+grant_ro = bytes([1, 0, 0, 1, 0, 1, 0])  # dom1 grants gref 0 to dom0 (PERMIT_ACCESS)
+grant_rw = bytes([1, 0, 1, 0, 0, 1, 0])
+put("grant", "map-unmap", gcfg + grant_ro + grant_rw + bytes([0, 1, 1, 0, 0]) + bytes([0, 1, 1, 0, 1])
+    + bytes([0, 2, 1, 1, 1]) + bytes([0, 3, 0, 0]) + bytes([0, 4, 0, 1]) + bytes([0, 3, 0, 2]))
+put("grant", "copy-teardown", gcfg + grant_ro + bytes([0, 1, 1, 0, 1]) + bytes([0, 5, 0, 1, 0, 2, 1]) + struct.pack("<Q", 0)
+    + bytes([1, 1]) + bytes([0, 6]) + bytes([2, 7]) + struct.pack("<IH", 0x00010009, 1) + bytes([1, 1, 1, 1]))
+
+# ---- xenstore core: request sequences (see fuzz/targets/src/xenstore_core.rs) ----
+xs_setup = bytes([8]) + bytes([0, 8, 2, 3, 13, 25, 16, 1]) + bytes([0, 12, 2, 1, 1, 1]) + bytes([0, 14, 2, 2, 1, 18, 1])
+put("xenstore_core", "domu-session", xs_setup + bytes([2, 11, 2, 2, 4, 16, 1]) + bytes([2, 4, 2, 2, 3, 23, 1])
+    + bytes([2, 6, 2, 1, 24, 1]) + bytes([2, 11, 0, 1, 2, 5, 13, 1]) + bytes([2, 7, 0, 1, 1, 21, 1])
+    + bytes([2, 2, 2, 1, 5, 1]) + bytes([2, 1, 2, 1, 3, 1]) + bytes([2, 3, 2, 1, 3, 1]) + bytes([2, 21, 2, 2, 3, 15, 1]))
+put("xenstore_core", "dom0-and-release", xs_setup + bytes([0, 4, 2, 2, 11, 23, 1]) + bytes([0, 4, 2, 2, 12, 23, 1])
+    + bytes([0, 13, 2, 1, 0, 1]) + bytes([1, 11, 2, 2, 7, 13, 1]) + bytes([0, 10, 2, 1, 13, 1]) + bytes([0, 17, 2, 1, 13, 1])
+    + bytes([251, 1]) + bytes([252, 1]) + bytes([0, 9, 2, 1, 13, 1]) + bytes([0, 20, 2, 0, 1]))

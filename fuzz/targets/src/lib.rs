@@ -15,13 +15,21 @@ pub mod input;
 
 mod acpi;
 mod boot;
+mod evtchn;
+mod grant;
 mod pvh;
+mod x86emu;
+mod xenstore_core;
 mod xenstore_wire;
 mod xlcfg;
 
 pub use acpi::target_acpi;
 pub use boot::{target_mb1, target_mb2};
+pub use evtchn::target_evtchn;
+pub use grant::target_grant;
 pub use pvh::{target_bzimage, target_pvh_elf, target_xz};
+pub use x86emu::target_x86_emu;
+pub use xenstore_core::target_xenstore_core;
 pub use xenstore_wire::target_xenstore_wire;
 pub use xlcfg::target_xlcfg;
 
@@ -36,6 +44,10 @@ pub const TARGETS: &[Target] = &[
     ("bzimage", target_bzimage),
     ("xz", target_xz),
     ("acpi", target_acpi),
+    ("x86_emu", target_x86_emu),
+    ("evtchn", target_evtchn),
+    ("grant", target_grant),
+    ("xenstore_core", target_xenstore_core),
     ("xenstore_wire", target_xenstore_wire),
     ("xlcfg", target_xlcfg),
 ];
