@@ -38,6 +38,9 @@ pub struct Options {
     pub no_save: bool,
 }
 
+/// Bytes of minimized (unpinned) inputs kept in `fuzz/corpus/<target>`.
+const CORPUS_BUDGET: u64 = 24 * 1024;
+
 /// Seconds per target when neither a time nor a run count is given.
 const DEFAULT_TIME: u64 = 60;
 
@@ -46,6 +49,9 @@ fn max_len(target: &str) -> usize {
     match target {
         // Setup sectors (at least 1 KiB) in front of an XZ payload holding an ELF.
         "bzimage" => 8192,
+        // Operation sequences: a few hundred operations are plenty, and shorter inputs
+        // keep the per-step invariant checks fast.
+        "evtchn" | "grant" | "xenstore_core" => 1024,
         _ => 4096,
     }
 }
@@ -271,13 +277,33 @@ fn minimize_corpus(target: &str, corpus: &Path, scratch: &Path, work: &Path) -> 
     for old in files(corpus)?.into_iter().filter(|p| !is_pinned(p)) {
         fs::remove_file(old)?;
     }
-    for new in files(&merged)? {
+    // Smallest first, within the budget: the tree keeps a small regression corpus, the
+    // scratch corpus under target/ keeps everything for the next local run.
+    let mut merged_files: Vec<(u64, PathBuf)> = files(&merged)?
+        .into_iter()
+        .map(|p| (fs::metadata(&p).map(|m| m.len()).unwrap_or(0), p))
+        .collect();
+    merged_files.sort();
+    let mut kept_bytes = 0;
+    let mut dropped = 0;
+    for (len, new) in merged_files {
         let data = fs::read(&new)?;
         if pinned.contains(&data) {
             continue;
         }
+        if kept_bytes + len > CORPUS_BUDGET {
+            dropped += 1;
+            continue;
+        }
+        kept_bytes += len;
         let name = new.file_name().context("merged file without a name")?;
         fs::write(corpus.join(name), data)?;
+    }
+    if dropped > 0 {
+        eprintln!(
+            "xtask: {target}: {dropped} larger corpus inputs left out of fuzz/corpus (budget {} KiB)",
+            CORPUS_BUDGET / 1024
+        );
     }
     Ok(())
 }

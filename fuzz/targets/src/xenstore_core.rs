@@ -14,6 +14,9 @@ use xenstore::{Errno, Message, MsgType};
 
 use crate::input::Input;
 
+/// Operations per input (longer inputs are cut): the invariants are checked after each one.
+const MAX_STEPS: u32 = 96;
+
 /// Path and argument fragments requests are assembled from, besides raw bytes.
 const WORDS: &[&[u8]] = &[
     b"/local/domain/1/data",
@@ -98,7 +101,7 @@ pub fn target_xenstore_core(data: &[u8]) {
     let ro = store.add_connection(0, ConnKind::SocketReadOnly);
     let mut txs: Vec<u32> = vec![0];
     let mut steps = 0u32;
-    while !inp.is_empty() && steps < 256 {
+    while !inp.is_empty() && steps < MAX_STEPS {
         steps += 1;
         let mut conns = vec![dom0, ro];
         conns.extend(
