@@ -205,7 +205,7 @@ put("x86_emu", "bt-reg", emu(4, b"\x48\x0f\xa3\x03", {0: 0x45}, gpa_off=8))
 put("x86_emu", "rep-movsb-read", emu(4, b"\xf3\xa4", {RCX: 16, RSI: 0x20, RDI: 0x800}, gpa_off=0x20))
 put("x86_emu", "rep-stosd-write", emu(4, b"\xf3\xab", {RCX: 2000, RDI: 0xff0}, access=1, gpa_off=0xff0))
 put("x86_emu", "real-mode", emu(0, b"\x8b\x00", {3: 0x10, 6: 0x20}, gpa_off=0x30))
-put("x86_emu", "add-rm-reg-16", emu(1, b"\x01\x07", {0: 5, 7: 0x44}, gpa_off=0x44, access=1))
+put("x86_emu", "add-rm-reg-16", emu(1, b"\x01\x07", {0: 5, 3: 0x44}, gpa_off=0x44, access=1))
 put("x86_emu", "movzx", emu(3, b"\x0f\xb6\x03", {3: 0x7ff}, gpa_off=0x7ff))
 
 # ---- event channels: op sequences (see fuzz/targets/src/evtchn.rs) ----
@@ -235,3 +235,8 @@ put("xenstore_core", "domu-session", xs_setup + bytes([2, 11, 2, 2, 4, 16, 1]) +
 put("xenstore_core", "dom0-and-release", xs_setup + bytes([0, 4, 2, 2, 11, 23, 1]) + bytes([0, 4, 2, 2, 12, 23, 1])
     + bytes([0, 13, 2, 1, 0, 1]) + bytes([1, 11, 2, 2, 7, 13, 1]) + bytes([0, 10, 2, 1, 13, 1]) + bytes([0, 17, 2, 1, 13, 1])
     + bytes([251, 1]) + bytes([252, 1]) + bytes([0, 9, 2, 1, 13, 1]) + bytes([0, 20, 2, 0, 1]))
+
+# ---- x86-emu ALU: op, size, a, b, rflags ----
+for i, (op, size, a, b, fl) in enumerate([(0, 0, 0x7F, 1, 0), (1, 3, 2**64 - 1, 1, 1), (2, 1, 0, 1, 0), (3, 2, 0x80000000, 1, 1),
+                                          (4, 0, 0xF0, 0x0F, 0xFFF), (7, 1, 0x7FFF, 0, 1), (8, 2, 0, 0, 0), (9, 3, 2**63, 0, 0)]):
+    put("x86_alu", f"op{i}", bytes([op, size]) + struct.pack("<QQQ", a, b, fl))

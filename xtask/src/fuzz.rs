@@ -40,6 +40,8 @@ pub struct Options {
 
 /// Bytes of minimized (unpinned) inputs kept in `fuzz/corpus/<target>`.
 const CORPUS_BUDGET: u64 = 24 * 1024;
+/// Files of minimized (unpinned) inputs kept in `fuzz/corpus/<target>`.
+const CORPUS_FILES: usize = 200;
 
 /// Seconds per target when neither a time nor a run count is given.
 const DEFAULT_TIME: u64 = 60;
@@ -285,23 +287,25 @@ fn minimize_corpus(target: &str, corpus: &Path, scratch: &Path, work: &Path) -> 
         .collect();
     merged_files.sort();
     let mut kept_bytes = 0;
+    let mut kept_files = 0;
     let mut dropped = 0;
     for (len, new) in merged_files {
         let data = fs::read(&new)?;
         if pinned.contains(&data) {
             continue;
         }
-        if kept_bytes + len > CORPUS_BUDGET {
+        if kept_bytes + len > CORPUS_BUDGET || kept_files == CORPUS_FILES {
             dropped += 1;
             continue;
         }
         kept_bytes += len;
+        kept_files += 1;
         let name = new.file_name().context("merged file without a name")?;
         fs::write(corpus.join(name), data)?;
     }
     if dropped > 0 {
         eprintln!(
-            "xtask: {target}: {dropped} larger corpus inputs left out of fuzz/corpus (budget {} KiB)",
+            "xtask: {target}: {dropped} larger corpus inputs left out of fuzz/corpus (budget {} KiB, {CORPUS_FILES} files)",
             CORPUS_BUDGET / 1024
         );
     }

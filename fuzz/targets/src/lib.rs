@@ -18,6 +18,7 @@ mod boot;
 mod evtchn;
 mod grant;
 mod pvh;
+mod x86alu;
 mod x86emu;
 mod xenstore_core;
 mod xenstore_wire;
@@ -28,6 +29,7 @@ pub use boot::{target_mb1, target_mb2};
 pub use evtchn::target_evtchn;
 pub use grant::target_grant;
 pub use pvh::{target_bzimage, target_pvh_elf, target_xz};
+pub use x86alu::target_x86_alu;
 pub use x86emu::target_x86_emu;
 pub use xenstore_core::target_xenstore_core;
 pub use xenstore_wire::target_xenstore_wire;
@@ -45,6 +47,7 @@ pub const TARGETS: &[Target] = &[
     ("xz", target_xz),
     ("acpi", target_acpi),
     ("x86_emu", target_x86_emu),
+    ("x86_alu", target_x86_alu),
     ("evtchn", target_evtchn),
     ("grant", target_grant),
     ("xenstore_core", target_xenstore_core),

@@ -78,6 +78,27 @@ fn seeds_are_accepted() {
     let n = pvh_loader::xz::decompress(bz.payload, &mut dict, &mut out).unwrap();
     pvh_loader::parse_pvh(&out[..n]).unwrap();
 
+    for name in [
+        "mov-load",
+        "mov-store-imm",
+        "lock-xadd",
+        "cmpxchg",
+        "bt-reg",
+        "real-mode",
+        "add-rm-reg-16",
+        "movzx",
+    ] {
+        let r = crate::x86emu::run(&seed("x86_emu", name));
+        assert!(
+            matches!(r, Ok(x86_emu::Outcome::Completed { .. })),
+            "{name}: {r:?}"
+        );
+    }
+    for name in ["rep-movsb-read", "rep-stosd-write"] {
+        let r = crate::x86emu::run(&seed("x86_emu", name));
+        assert!(r.is_ok(), "{name}: {r:?}");
+    }
+
     let domu = seed("xlcfg", "domu");
     let file = domu.split(|&b| b == 0).next().unwrap();
     let raw = xlcfg::RawConfig::parse("domu", &String::from_utf8_lossy(file)).unwrap();

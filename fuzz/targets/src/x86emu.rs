@@ -124,6 +124,11 @@ fn is_string(bytes: &[u8], bits: u32) -> bool {
 
 /// The x86-emu target.
 pub fn target_x86_emu(data: &[u8]) {
+    let _ = run(data);
+}
+
+/// Decodes the input, emulates, checks; returns what `emulate` returned (for the seed test).
+pub(crate) fn run(data: &[u8]) -> Result<Outcome, Error> {
     let mut inp = Input::new(data);
     let mode = match inp.u8() % 5 {
         0 => CpuMode::Real,
@@ -256,4 +261,5 @@ pub fn target_x86_emu(data: &[u8]) {
             }
         }
     }
+    result
 }
