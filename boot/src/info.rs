@@ -141,13 +141,13 @@ impl BootInfo {
         }
     }
 
-    /// Total bytes of usable RAM in the map.
+    /// Total bytes of usable RAM in the map, saturating: the lengths come from the loader
+    /// and a hostile or broken map may add up past `u64::MAX`.
     pub fn usable_bytes(&self) -> u64 {
         self.memory_map
             .iter()
             .filter(|r| r.kind == MemoryKind::Usable)
-            .map(|r| r.len)
-            .sum()
+            .fold(0u64, |sum, r| sum.saturating_add(r.len))
     }
 
     pub(crate) fn push_region(&mut self, region: MemoryRegion) {
@@ -329,5 +329,20 @@ pub(crate) mod tests {
             kind: MemoryKind::Usable,
         };
         assert_eq!(r.end(), u64::MAX);
+    }
+
+    /// Found by the `mb1` fuzz target: two usable regions whose lengths add up past
+    /// `u64::MAX` overflowed the sum (a panic in a debug build).
+    #[test]
+    fn usable_bytes_saturates() {
+        let mut info = BootInfo::new(Protocol::Multiboot1);
+        for start in [0, 1 << 63] {
+            info.push_region(MemoryRegion {
+                start,
+                len: u64::MAX,
+                kind: MemoryKind::Usable,
+            });
+        }
+        assert_eq!(info.usable_bytes(), u64::MAX);
     }
 }

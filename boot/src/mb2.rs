@@ -24,9 +24,11 @@ pub(crate) fn parse(addr: u64, mem: &impl PhysRead) -> Result<BootInfo, BootInfo
             addr,
             len: u64::from(total),
         })?;
+    check_tags(bytes)?;
     // SAFETY: `bytes` is a live, readable slice of exactly `total` bytes that stays borrowed
     // (and therefore unchanged) for as long as `mbi` exists; the crate checks the size field
-    // against the end tag before handing out any tag.
+    // against the end tag before handing out any tag, and `check_tags` has checked every tag
+    // the crate walks or casts, whose malformed sizes it would otherwise panic on.
     let mbi = unsafe { BootInformation::load(bytes.as_ptr().cast::<BootInformationHeader>()) }
         .map_err(|_| BootInfoError::Malformed("multiboot2 information has no valid end tag"))?;
 
@@ -46,6 +48,10 @@ pub(crate) fn parse(addr: u64, mem: &impl PhysRead) -> Result<BootInfo, BootInfo
             kind: MemoryKind::from_e820(u32::from(area.typ())),
         });
     }
+    // A map tag with no entries, or only empty ones, is no map (as for multiboot1).
+    if info.memory_map.is_empty() {
+        return Err(BootInfoError::NoMemoryMap);
+    }
     for module in mbi.module_tags() {
         let cmdline = module.cmdline().unwrap_or("");
         info.push_module(
@@ -55,6 +61,61 @@ pub(crate) fn parse(addr: u64, mem: &impl PhysRead) -> Result<BootInfo, BootInfo
         )?;
     }
     Ok(info)
+}
+
+/// Tag types whose layout [`parse`] relies on.
+const TAG_END: u32 = 0;
+const TAG_MODULE: u32 = 3;
+const TAG_MMAP: u32 = 6;
+/// Size of one memory-map entry (base, length, type, reserved): the only one the crate reads.
+const MMAP_ENTRY_SIZE: usize = 24;
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+/// Walks the tag list of the `bytes.len()`-byte information block as the `multiboot2` crate
+/// will, refusing what would make the crate panic (it asserts on sizes instead of returning
+/// errors; found by the `mb2` fuzz target): a tag shorter than its header or running past the
+/// block, a module tag without its addresses, a memory map whose entries are not 24 bytes or
+/// do not fill the tag, and anything but an end tag closing the block exactly.
+fn check_tags(bytes: &[u8]) -> Result<(), BootInfoError> {
+    let bad = BootInfoError::Malformed;
+    let mut off = 8usize;
+    loop {
+        let (Some(typ), Some(size)) = (u32_at(bytes, off), u32_at(bytes, off + 4)) else {
+            return Err(bad(
+                "multiboot2 tag list runs past the block without an end tag",
+            ));
+        };
+        let size = size as usize;
+        let end = off.checked_add(size).filter(|&e| e <= bytes.len());
+        let Some(end) = end.filter(|_| size >= 8) else {
+            return Err(bad("multiboot2 tag size out of range"));
+        };
+        match typ {
+            TAG_END => {
+                return if size == 8 && end == bytes.len() {
+                    Ok(())
+                } else {
+                    Err(bad("multiboot2 end tag is not the block's last 8 bytes"))
+                };
+            }
+            TAG_MODULE if size < 16 => return Err(bad("multiboot2 module tag too short")),
+            TAG_MMAP => {
+                let entry = u32_at(bytes, off + 8).filter(|_| size >= 16);
+                if entry != Some(MMAP_ENTRY_SIZE as u32)
+                    || !(size - 16).is_multiple_of(MMAP_ENTRY_SIZE)
+                {
+                    return Err(bad("multiboot2 memory map entry size"));
+                }
+            }
+            _ => {}
+        }
+        off = end.next_multiple_of(8);
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +210,77 @@ mod tests {
         assert!(BootInfo::parse(MULTIBOOT2_BOOTLOADER_MAGIC, 0x10000, &mem).is_err());
         let mem = Buffer::at(0x10004, &sample());
         assert!(BootInfo::parse(MULTIBOOT2_BOOTLOADER_MAGIC, 0x10004, &mem).is_err());
+    }
+
+    /// The sample with the tag of type `typ` patched by `f(bytes, tag offset)`.
+    fn patched(typ: u32, f: impl FnOnce(&mut Vec<u8>, usize)) -> Vec<u8> {
+        let mut bytes = sample();
+        let mut off = 8;
+        while u32_at(&bytes, off).unwrap() != typ {
+            off += (u32_at(&bytes, off + 4).unwrap() as usize).next_multiple_of(8);
+        }
+        f(&mut bytes, off);
+        bytes
+    }
+
+    fn set32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn malformed(bytes: &[u8]) -> bool {
+        let mem = Buffer::at(0x10000, bytes);
+        matches!(
+            BootInfo::parse(MULTIBOOT2_BOOTLOADER_MAGIC, 0x10000, &mem),
+            Err(BootInfoError::Malformed(_))
+        )
+    }
+
+    /// Found by the `mb2` fuzz target: each of these made the `multiboot2` crate panic
+    /// (`assertion failed: self.size as usize >= mem::size_of::<Self>()` and its kin).
+    #[test]
+    fn malformed_tag_sizes_are_errors_not_panics() {
+        // A tag shorter than its own header (the fuzzer's first find: size 0).
+        for size in [0, 4, 7] {
+            assert!(malformed(&patched(1, |b, off| set32(b, off + 4, size))));
+        }
+        // A tag running past the block.
+        assert!(malformed(&patched(2, |b, off| set32(b, off + 4, 0x1000))));
+        // A module tag too short for its addresses.
+        assert!(malformed(&patched(3, |b, off| set32(b, off + 4, 12))));
+        // Memory-map entries of another size, or not filling the tag.
+        assert!(malformed(&patched(6, |b, off| set32(b, off + 8, 20))));
+        assert!(malformed(&patched(6, |b, off| set32(b, off + 8, 0))));
+        assert!(malformed(&patched(6, |b, off| {
+            let size = u32_at(b, off + 4).unwrap();
+            set32(b, off + 4, size - 8);
+        })));
+        // A map tag cut before its entry-size field.
+        assert!(malformed(&patched(6, |b, off| set32(b, off + 4, 12))));
+        // An end tag that is not last, or of the wrong size.
+        assert!(malformed(&patched(1, |b, off| set32(b, off, 0))));
+        let mut bytes = sample();
+        let n = bytes.len();
+        set32(&mut bytes, n - 4, 16);
+        assert!(malformed(&bytes));
+        // The untouched sample still parses.
+        assert!(!malformed(&sample()));
+    }
+
+    /// Found by the `mb2` fuzz target: a memory-map tag without entries (or with only empty
+    /// ones) was accepted as a boot information block with no memory at all.
+    #[test]
+    fn empty_memory_map_is_an_error() {
+        for areas in [
+            &[][..],
+            &[MemoryArea::new(0x1000, 0, MemoryAreaType::Available)][..],
+        ] {
+            let mbi = Builder::new().mmap(MemoryMapTag::new(areas)).build();
+            let mem = Buffer::at(0x2000, &bytes_of(&mbi));
+            assert_eq!(
+                BootInfo::parse(MULTIBOOT2_BOOTLOADER_MAGIC, 0x2000, &mem).unwrap_err(),
+                BootInfoError::NoMemoryMap
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod bench;
 mod bochs;
 mod build;
+mod fuzz;
 mod harness;
 mod image;
 mod initramfs;
@@ -203,6 +204,22 @@ enum Command {
     /// Install (as root) or list the host packages and Rust targets every
     /// command needs.
     Prereq,
+    /// Fuzz one target or all (libFuzzer via cargo-fuzz, installed if missing; niced);
+    /// prints executions and crashes per target, fails on a crash, and keeps
+    /// fuzz/corpus/<target> minimal. See docs/fuzzing.md.
+    Fuzz {
+        /// Target name (`mb1`, `xlcfg`, ...); default: every target.
+        target: Option<String>,
+        /// Seconds per target (default 60 unless --runs is given).
+        #[arg(long, value_name = "S")]
+        time: Option<u64>,
+        /// Stop each target after this many executions.
+        #[arg(long, value_name = "N")]
+        runs: Option<u64>,
+        /// Leave fuzz/corpus untouched.
+        #[arg(long)]
+        no_save: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -396,6 +413,17 @@ fn run(command: Command) -> Result<ExitCode> {
             skip_qemu,
             filter,
             kernel,
+        }),
+        Command::Fuzz {
+            target,
+            time,
+            runs,
+            no_save,
+        } => fuzz::run(&fuzz::Options {
+            target,
+            time,
+            runs,
+            no_save,
         }),
         Command::Prereq => {
             prereq::ensure(prereq::Need::ALL)?;

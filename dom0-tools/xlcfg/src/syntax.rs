@@ -59,6 +59,7 @@ impl RawConfig {
             src: text.as_bytes(),
             pos: 0,
             line: 1,
+            depth: 0,
         };
         while let Some((key, append, value, line)) = p.statement()? {
             self.set(
@@ -120,11 +121,19 @@ impl RawConfig {
     }
 }
 
+/// Deepest nesting of lists a value may have. Real files nest at most two levels (a list of
+/// strings, or libxl's lists of lists); the bound keeps the recursive parser's stack use
+/// small whatever the input (found by the `xlcfg` fuzz target: a few hundred thousand `[`
+/// overflowed the stack).
+pub const MAX_LIST_DEPTH: usize = 16;
+
 struct Parser<'a> {
     file: &'a str,
     src: &'a [u8],
     pos: usize,
     line: u32,
+    /// Lists open around the value being parsed.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -347,6 +356,16 @@ impl Parser<'_> {
     }
 
     fn list(&mut self) -> Result<Value, ConfigError> {
+        if self.depth >= MAX_LIST_DEPTH {
+            return self.err(format!("lists nested more than {MAX_LIST_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let v = self.list_items();
+        self.depth -= 1;
+        v
+    }
+
+    fn list_items(&mut self) -> Result<Value, ConfigError> {
         self.pos += 1;
         let mut items = Vec::new();
         let open_line = self.line;
@@ -469,6 +488,20 @@ mod tests {
             assert!(err.to_string().contains(what), "{text:?}: {err}");
             assert!(err.to_string().starts_with(&format!("t.cfg:{line}: ")));
         }
+    }
+
+    #[test]
+    fn list_nesting_is_bounded() {
+        let ok = format!("x = {}1{}\n", "[".repeat(16), "]".repeat(16));
+        assert!(RawConfig::parse("f", &ok).is_ok());
+        let deep = format!("x = {}1{}\n", "[".repeat(17), "]".repeat(17));
+        assert_eq!(
+            e(&deep).to_string(),
+            "t.cfg:1: lists nested more than 16 deep"
+        );
+        // Deep enough to overflow the stack of the unbounded recursive parser.
+        let hostile = format!("x = {}", "[".repeat(1_000_000));
+        assert!(e(&hostile).message.contains("nested more than 16"));
     }
 
     #[test]
