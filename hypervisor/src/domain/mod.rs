@@ -409,9 +409,14 @@ impl<B: Backend> Domain<B> {
 }
 
 impl<B: Backend> Drop for Domain<B> {
-    /// Gives back the hypervisor-owned frames the domain used (its RAM and p2m go with
-    /// `GuestMemory`).
+    /// Retires the vCPUs first: their hardware halves drop the TLB state tagged with this
+    /// domain (VMX: VMCLEAR and INVEPT of its EPT root; the VPID/ASID is never handed out
+    /// again before a new generation flushes them all). Only then do the frames go back:
+    /// the shared ones here, RAM and p2m with `GuestMemory` (fields drop after this body;
+    /// `mem` is declared before `vcpus`, so without this the p2m and RAM would be freed
+    /// while the CPU could still hold translations through them).
     fn drop(&mut self) {
+        self.vcpus.clear();
         let st = self.st.get_mut();
         for frame in st
             .shared_info
