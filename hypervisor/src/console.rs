@@ -27,6 +27,11 @@ struct Console {
     ring: [u8; RING_SIZE],
     /// Bytes written since boot (the ring holds `ring_pos - RING_SIZE..ring_pos`).
     ring_pos: u64,
+    /// The domain whose console line is open on screen (its `(dN) ` prefix printed, no
+    /// newline yet); None when the cursor is at a line start or after hypervisor text.
+    guest_line: Option<u16>,
+    /// Whether the cursor is at the start of a line.
+    at_line_start: bool,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
@@ -34,6 +39,8 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
     e9: false,
     ring: [0; RING_SIZE],
     ring_pos: 0,
+    guest_line: None,
+    at_line_start: true,
 });
 
 /// Copies console output from position `pos` (bytes since boot; an older position starts
@@ -67,8 +74,8 @@ impl Console {
     }
 }
 
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+impl Console {
+    fn emit(&mut self, s: &str) {
         for b in s.bytes() {
             if b == b'\n' {
                 self.put(b'\r');
@@ -76,6 +83,77 @@ impl Write for Console {
             self.record(b);
             self.put(b);
         }
+        if let Some(&last) = s.as_bytes().last() {
+            self.at_line_start = last == b'\n';
+        }
+    }
+
+    /// Ends a domain's open line before other text, so hypervisor text never shares a
+    /// line with guest text that follows it.
+    fn close_guest_line(&mut self) {
+        if self.guest_line.take().is_some() && !self.at_line_start {
+            self.emit("\n");
+        }
+    }
+}
+
+/// Hypervisor text: any open guest line is ended first.
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.close_guest_line();
+        self.emit(s);
+        Ok(())
+    }
+}
+
+/// Writes guest console text (no newlines, already filtered) for domain `id`: unless this
+/// domain's line is open on screen, a new line starts (after a newline if needed) with the
+/// `(dN) ` prefix, so every guest byte after a newline, another domain's text or a
+/// hypervisor line carries the prefix and a guest cannot forge a hypervisor line.
+pub fn guest_text(id: u16, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let mut c = CONSOLE.lock();
+    if c.guest_line != Some(id) {
+        c.close_guest_line();
+        if !c.at_line_start {
+            c.emit("\n");
+        }
+        let _ = write!(PrefixWriter(&mut *c), "(d{id}) ");
+        c.guest_line = Some(id);
+    }
+    c.emit(text);
+}
+
+/// Ends domain `id`'s console line (a guest newline); an empty line still gets the prefix.
+pub fn guest_newline(id: u16) {
+    let mut c = CONSOLE.lock();
+    if c.guest_line != Some(id) {
+        c.close_guest_line();
+        if !c.at_line_start {
+            c.emit("\n");
+        }
+        let _ = write!(PrefixWriter(&mut *c), "(d{id})");
+    }
+    c.guest_line = None;
+    c.emit("\n");
+}
+
+/// Ends domain `id`'s console line if it is open (before the hypervisor reports on it).
+pub fn guest_end_line(id: u16) {
+    let mut c = CONSOLE.lock();
+    if c.guest_line == Some(id) {
+        c.close_guest_line();
+    }
+}
+
+/// Writes without closing the open guest line (only for the prefix itself).
+struct PrefixWriter<'a>(&'a mut Console);
+
+impl Write for PrefixWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.emit(s);
         Ok(())
     }
 }

@@ -362,10 +362,11 @@ fn modules_of(test: &Test) -> Result<Vec<Module>> {
 /// to `tx`.
 fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Result<Launched> {
     let modules = modules_of(test)?;
+    let kernel = qemu::kernel_for(test, &ctx.kernel)?;
     let iso = |loader| -> Result<PathBuf> {
         let output = work.join("ferrovisor.iso");
         image::build_iso(&image::IsoSpec {
-            kernel: ctx.kernel.clone(),
+            kernel: kernel.clone(),
             cmdline: test.cmdline.to_string(),
             modules: modules.clone(),
             loader,
@@ -378,7 +379,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
             let boot_dir = work.join("boot");
             let boot = match boot {
                 QemuBoot::Kernel => {
-                    qemu::stage_kernel_dir(&boot_dir, &ctx.kernel, &modules)?;
+                    qemu::stage_kernel_dir(&boot_dir, &kernel, &modules)?;
                     qemu::Boot::Kernel {
                         cmdline: test.cmdline,
                         modules: &modules,
@@ -403,7 +404,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                 accel: *accel,
                 cpu: *cpu,
                 memory: &memory,
-                serial: qemu::Serial::Stdio,
+                serial: qemu::serial_for(&test.send),
                 boot_dir: &boot_dir,
                 boot,
                 extra_args: &extra_args,

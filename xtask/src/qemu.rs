@@ -102,6 +102,26 @@ pub enum Serial {
     Stdio,
 }
 
+/// The serial setting for a test: the monitor is multiplexed on the serial line when the
+/// test types into it (a send with Ctrl-A c, e.g. `\x01cnmi\n\x01c` sends an NMI).
+pub fn serial_for(sends: &[crate::spec::Send]) -> Serial {
+    if sends.iter().any(|s| s.text.contains("\x01c")) {
+        Serial::MonitorStdio
+    } else {
+        Serial::Stdio
+    }
+}
+
+/// The hypervisor a test boots: the debug build if it asks for one (overflow checks
+/// live), else `default`.
+pub fn kernel_for(test: &crate::spec::Test, default: &Path) -> anyhow::Result<std::path::PathBuf> {
+    if test.debug_hypervisor {
+        crate::build::hypervisor(crate::build::Profile::Debug)
+    } else {
+        Ok(default.to_path_buf())
+    }
+}
+
 /// A complete QEMU configuration.
 pub struct Config<'a> {
     pub accel: Accel,

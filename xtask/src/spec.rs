@@ -219,6 +219,8 @@ pub struct Test {
     pub values: Vec<ValueCheck>,
     /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
     pub dom0: bool,
+    /// Boots the debug build of the hypervisor (overflow checks live).
+    pub debug_hypervisor: bool,
 }
 
 impl Test {
@@ -239,6 +241,7 @@ impl Test {
             exit: Exit::Code(0),
             memory_mib,
             values: Vec::new(),
+            debug_hypervisor: false,
             dom0: false,
         }
     }
@@ -314,6 +317,11 @@ impl Test {
 
     /// Marks a test that boots the Debian dom0 (`--skip-dom0` skips it).
     #[allow(dead_code)]
+    pub fn debug_hypervisor(mut self) -> Self {
+        self.debug_hypervisor = true;
+        self
+    }
+
     pub fn dom0(mut self) -> Self {
         self.dom0 = true;
         self

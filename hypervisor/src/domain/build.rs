@@ -348,7 +348,7 @@ fn assemble<B: Backend>(
             grant: crate::xen::grant_table::GrantState::new(spec.max_maptrack_frames),
             pit: Default::default(),
             console_line: ArrayString::new(),
-            console_started: false,
+            console_budget: Default::default(),
         }),
     })
 }

@@ -146,6 +146,10 @@ pub struct GuestMemory<F: Format> {
 }
 
 /// The mutable half of [`GuestMemory`].
+/// Free frames an overlay change needs at most: splitting large pages at the old and the
+/// new place, and the table path to the new place.
+const OVERLAY_FRAMES_NEEDED: u64 = 16;
+
 struct P2m<F: Format> {
     table: PageTable<F>,
     /// Extra hypervisor-owned frames mapped into the guest (shared_info, ...), as
@@ -296,6 +300,13 @@ impl<F: Format> GuestMemory<F> {
         self.with_p2m(|p2m, m, a| {
             if p2m.overlays.contains(&(gpa, host)) {
                 return Ok(());
+            }
+            // All or nothing: every step below that can fail does so only for want of a
+            // table frame, so refuse up front unless enough are free (the allocator stays
+            // locked throughout). Tables emptied by the unmaps go back, so moving an
+            // overlay around costs nothing lasting.
+            if a.0.free_frames() < OVERLAY_FRAMES_NEEDED {
+                return Err(MapError::OutOfMemory);
             }
             // A grant mapping is removed only by its unmap (its maptrack entry and frame
             // reference go with it).
@@ -506,10 +517,11 @@ impl<F: Format> GuestMemory<F> {
         Ok(())
     }
 
-    /// Atomically replaces the aligned u64 at `gpa` with `f(old)` (a compare-exchange loop
-    /// on the host frame, so the guest's own locked operations on it are not lost);
-    /// returns the old value. Fails if `gpa` is unaligned or not writable.
-    pub fn update_u64(&self, gpa: u64, f: impl Fn(u64) -> u64) -> Result<u64, GuestFault> {
+    /// Atomically ORs `bits` into the aligned u64 at `gpa` (one locked instruction on the
+    /// host frame, so the guest's own locked operations on it are not lost, and no retry
+    /// loop a guest flipping bits could stretch); returns the old value. Fails if `gpa` is
+    /// unaligned or not writable.
+    pub fn fetch_or_u64(&self, gpa: u64, bits: u64) -> Result<u64, GuestFault> {
         if gpa % 8 != 0 {
             return Err(GuestFault { gpa });
         }
@@ -520,7 +532,7 @@ impl<F: Format> GuestMemory<F> {
         // call), reached through the direct map; AtomicU64 has u64's layout and only
         // atomic operations are made through it.
         let word = unsafe { &*phys::to_virt(host).cast::<core::sync::atomic::AtomicU64>() };
-        Ok(atomic_update(word, f))
+        Ok(word.fetch_or(bits, core::sync::atomic::Ordering::SeqCst))
     }
 
     /// Writes a plain value.
@@ -530,15 +542,6 @@ impl<F: Format> GuestMemory<F> {
         v: &T,
     ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
-    }
-}
-
-/// Atomically replaces `word` with `f(old)`, retrying while others change it; returns
-/// the old value.
-pub fn atomic_update(word: &core::sync::atomic::AtomicU64, f: impl Fn(u64) -> u64) -> u64 {
-    use core::sync::atomic::Ordering::SeqCst;
-    match word.fetch_update(SeqCst, SeqCst, |v| Some(f(v))) {
-        Ok(old) | Err(old) => old,
     }
 }
 

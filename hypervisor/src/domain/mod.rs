@@ -106,8 +106,9 @@ impl VcpuTimer {
         if let Some(p) = self.period_ns {
             if self.next_period_ns <= now {
                 // Skip missed periods rather than firing a burst.
-                let missed = (now - self.next_period_ns) / p + 1;
-                self.next_period_ns += missed * p;
+                // Guest-chosen period (1 ms ..= i64::MAX ns): saturate rather than wrap.
+                let missed = (now - self.next_period_ns) / p.max(1) + 1;
+                self.next_period_ns = self.next_period_ns.saturating_add(missed.saturating_mul(p));
                 fired = true;
             }
         }
@@ -281,8 +282,59 @@ pub struct DomState {
     pub pit: crate::hvm::pit::Pit2,
     /// Console output not yet sent.
     pub console_line: ArrayString<256>,
-    /// Whether the current console line's prefix has been printed.
-    pub console_started: bool,
+    /// The console_io rate limit (domUs only).
+    pub console_budget: ConsoleBudget,
+}
+
+/// A token bucket on a domU's console output: [`ConsoleBudget::BURST`] bytes at once,
+/// refilled at [`ConsoleBudget::RATE`] bytes per second; bytes over it are dropped and
+/// counted, and the count is reported (the first drop at once, then at most every 10 s).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConsoleBudget {
+    /// Bytes that may be written now (at `at_ns`).
+    pub tokens: u64,
+    /// System time of the last refill; 0 = never used (starts full).
+    pub at_ns: u64,
+    /// Bytes dropped since the last report.
+    pub dropped: u64,
+    /// No report of dropped bytes before this system time.
+    pub next_report_ns: u64,
+}
+
+impl ConsoleBudget {
+    pub const BURST: u64 = 16 * 1024;
+    pub const RATE: u64 = 1024;
+
+    /// Seconds between two reports of dropped bytes.
+    pub const REPORT_EVERY_NS: u64 = 10_000_000_000;
+
+    /// How many of `want` bytes may be written at `now_ns`; the rest count as dropped.
+    /// Returns (allowed, a dropped count to report now): the first drop is reported at
+    /// once, later ones at most every [`Self::REPORT_EVERY_NS`], so the reports cannot
+    /// flood the console either.
+    pub fn take(&mut self, now_ns: u64, want: u64) -> (u64, Option<u64>) {
+        if self.at_ns == 0 {
+            self.tokens = Self::BURST;
+            self.at_ns = now_ns.max(1);
+        } else {
+            let elapsed = now_ns.saturating_sub(self.at_ns);
+            let refill = (u128::from(elapsed) * u128::from(Self::RATE) / 1_000_000_000) as u64;
+            // Move `at_ns` only by the time the whole bytes refilled took (keeps the
+            // fraction).
+            if refill > 0 {
+                self.tokens = self.tokens.saturating_add(refill).min(Self::BURST);
+                self.at_ns = now_ns.max(1);
+            }
+        }
+        let allowed = want.min(self.tokens);
+        self.tokens -= allowed;
+        self.dropped = self.dropped.saturating_add(want - allowed);
+        let report = (self.dropped > 0 && now_ns >= self.next_report_ns).then(|| {
+            self.next_report_ns = now_ns.saturating_add(Self::REPORT_EVERY_NS);
+            core::mem::take(&mut self.dropped)
+        });
+        (allowed, report)
+    }
 }
 
 /// Scheduling parameters given at build time.
@@ -360,9 +412,14 @@ impl<B: Backend> Domain<B> {
 }
 
 impl<B: Backend> Drop for Domain<B> {
-    /// Gives back the hypervisor-owned frames the domain used (its RAM and p2m go with
-    /// `GuestMemory`).
+    /// Retires the vCPUs first: their hardware halves drop the TLB state tagged with this
+    /// domain (VMX: VMCLEAR and INVEPT of its EPT root; the VPID/ASID is never handed out
+    /// again before a new generation flushes them all). Only then do the frames go back:
+    /// the shared ones here, RAM and p2m with `GuestMemory` (fields drop after this body;
+    /// `mem` is declared before `vcpus`, so without this the p2m and RAM would be freed
+    /// while the CPU could still hold translations through them).
     fn drop(&mut self) {
+        self.vcpus.clear();
         let st = self.st.get_mut();
         for frame in st
             .shared_info
@@ -377,19 +434,16 @@ impl<B: Backend> Drop for Domain<B> {
 
 impl DomState {
     /// Prints guest console text, each line prefixed with the domain id (as Xen's `(d1)`
-    /// prefix) so guest output cannot pass for hypervisor lines. Text goes out as it
+    /// prefix) so guest output cannot pass for hypervisor lines: the console itself
+    /// ([`crate::console::guest_text`]) starts a prefixed line for any guest byte that
+    /// follows a newline, hypervisor text or another domain's text. Text goes out as it
     /// comes (prompts appear before their newline). Control characters are replaced,
     /// except escape sequences from the control domain, whose console is interactive.
     pub fn console_write(&mut self, id: DomId, privileged: bool, bytes: &[u8]) {
         for &b in bytes {
             if b == b'\n' {
                 self.flush_console(id);
-                if self.console_started {
-                    crate::println!();
-                } else {
-                    crate::println!("(d{id})");
-                }
-                self.console_started = false;
+                crate::console::guest_newline(id);
                 continue;
             }
             let c = match b {
@@ -409,22 +463,12 @@ impl DomState {
     /// Finishes a partly printed console line, so hypervisor messages start on their own.
     pub fn end_console_line(&mut self, id: DomId) {
         self.flush_console(id);
-        if self.console_started {
-            crate::println!();
-            self.console_started = false;
-        }
+        crate::console::guest_end_line(id);
     }
 
-    /// Sends buffered console text, starting the line with the domain prefix if needed.
+    /// Sends buffered console text (the console adds the domain prefix where needed).
     pub fn flush_console(&mut self, id: DomId) {
-        if self.console_line.is_empty() {
-            return;
-        }
-        if !self.console_started {
-            crate::print!("(d{id}) ");
-            self.console_started = true;
-        }
-        crate::print!("{}", self.console_line);
+        crate::console::guest_text(id, &self.console_line);
         self.console_line.clear();
     }
 }

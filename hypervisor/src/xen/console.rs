@@ -6,13 +6,16 @@
 use super::guest_access::{copy_from_guest, copy_to_guest};
 use super::Cx;
 use super::Reply;
-use crate::hvm::Backend;
+use crate::hvm::{Backend, Vcpu as _};
 use crate::schedule::Hv;
 use xen_abi::errno::Errno;
 use xen_abi::xen::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 
-/// Largest single write accepted; bounds the work one hypercall can cause.
+/// Largest single write accepted.
 pub const WRITE_MAX: u64 = 64 * 1024;
+/// Bytes one step of a write handles; the rest runs as a continuation (the same
+/// hypercall again with `count` and `buffer` advanced), so one call cannot hold the CPU.
+pub const WRITE_STEP: u64 = 512;
 
 /// `HYPERVISOR_console_io(cmd, count, buffer)`.
 pub fn console_io<B: Backend>(
@@ -26,16 +29,34 @@ pub fn console_io<B: Backend>(
             if count > WRITE_MAX {
                 return Err(Errno::EINVAL);
             }
-            let mut chunk = [0u8; 256];
-            let mut done = 0;
-            while done < count {
-                let n = (count - done).min(chunk.len() as u64) as usize;
-                copy_from_guest(cx, buffer.wrapping_add(done), &mut chunk[..n])?;
-                let (id, control) = (cx.dom.id, cx.dom.is_control());
-                cx.dom.st.lock().console_write(id, control, &chunk[..n]);
-                done += n as u64;
+            let step = count.min(WRITE_STEP);
+            let mut chunk = [0u8; WRITE_STEP as usize];
+            let chunk = &mut chunk[..step as usize];
+            copy_from_guest(cx, buffer, chunk)?;
+            let (id, control) = (cx.dom.id, cx.dom.is_control());
+            {
+                let mut st = cx.dom.st.lock();
+                // DomUs are rate-limited; the control domain's console is interactive.
+                let (allowed, report) = if control {
+                    (step, None)
+                } else {
+                    st.console_budget.take(crate::time::now().1, step)
+                };
+                if let Some(n) = report {
+                    st.end_console_line(id);
+                    log::warn!("d{id}: {n} console bytes dropped (rate limit)");
+                }
+                st.console_write(id, control, &chunk[..allowed as usize]);
             }
-            Ok(Reply::Value(0))
+            if step == count {
+                return Ok(Reply::Value(0));
+            }
+            // The rest next time: same command (RDI), `count` (RSI) and `buffer` (RDX)
+            // advanced; the buffer was readable so far, so it does not wrap.
+            let regs = cx.v.hw.regs();
+            regs.rsi = count - step;
+            regs.rdx = buffer.wrapping_add(step);
+            Ok(Reply::Again)
         }
         // Console input goes to the control domain only, as on Xen.
         CONSOLEIO_READ if !cx.dom.is_control() => Err(Errno::EPERM),

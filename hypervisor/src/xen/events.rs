@@ -44,21 +44,16 @@ impl<'a, F: pagetable::Format> GuestBits<'a, F> {
         Some(unsafe { &*phys::to_virt(frame + off as u64).cast::<AtomicU64>() })
     }
 
-    /// Atomically applies the test-and-set `f` to the 8 bytes at `off` (0 or 8) of vCPU
-    /// `vcpu`'s vcpu_info; returns what `f` says the old value was. A vcpu_info that does
-    /// not exist (or is unmapped) is a sink that reports "already set", so no kick follows.
-    fn vcpu_info_rmw(&self, vcpu: u32, off: usize, f: impl Fn(&mut [u8; 8]) -> bool) -> bool {
-        let apply = |old: u64| {
-            let mut b = old.to_le_bytes();
-            f(&mut b);
-            u64::from_le_bytes(b)
-        };
-        let was = |old: u64| f(&mut old.to_le_bytes());
+    /// Atomically ORs `bits` into the 8 bytes at `off` (0 or 8) of vCPU `vcpu`'s vcpu_info
+    /// (a single locked OR, never a retry loop on guest-writable memory); returns whether
+    /// any of `bits` was already set. A vcpu_info that does not exist (or is unmapped or
+    /// misaligned) is a sink that reports "already set", so no kick follows.
+    fn vcpu_info_or(&self, vcpu: u32, off: usize, bits: u64) -> bool {
         if let Some(Some(gpa)) = self.vcpu_info.get(vcpu as usize) {
-            return self
-                .mem
-                .update_u64(gpa + off as u64, apply)
-                .map_or(true, was);
+            return gpa
+                .checked_add(off as u64)
+                .and_then(|at| self.mem.fetch_or_u64(at, bits).ok())
+                .is_none_or(|old| old & bits != 0);
         }
         let (Some(frame), Some(slot)) = (self.shared_info, super::shared_info::legacy_slot(vcpu))
         else {
@@ -67,7 +62,7 @@ impl<'a, F: pagetable::Format> GuestBits<'a, F> {
         // SAFETY: as in `word`: an 8-aligned u64 inside the shared_info frame (vcpu_info
         // slots are 64 bytes and start 8-aligned; `off` is 0 or 8).
         let word = unsafe { &*phys::to_virt(frame + (slot + off) as u64).cast::<AtomicU64>() };
-        was(crate::domain::memory::atomic_update(word, apply))
+        word.fetch_or(bits, Ordering::SeqCst) & bits != 0
     }
 }
 
@@ -99,20 +94,15 @@ impl<F: pagetable::Format> SharedBits for GuestBits<'_, F> {
         })
     }
     fn test_and_set_pending_sel(&mut self, vcpu: u32, word: u32) -> bool {
-        self.vcpu_info_rmw(vcpu, offset_of!(VcpuInfo, evtchn_pending_sel), |b| {
-            let mut v = u64::from_le_bytes(*b);
-            let was = v & (1 << word) != 0;
-            v |= 1 << word;
-            *b = v.to_le_bytes();
-            was
-        })
+        self.vcpu_info_or(
+            vcpu,
+            offset_of!(VcpuInfo, evtchn_pending_sel),
+            1 << (word % 64),
+        )
     }
     fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
-        self.vcpu_info_rmw(vcpu, 0, |b| {
-            let was = b[0] != 0;
-            b[0] = 1;
-            was
-        })
+        // Bit 0 of the `evtchn_upcall_pending` byte, as Xen's test_and_set_bit.
+        self.vcpu_info_or(vcpu, 0, 1)
     }
 }
 

@@ -68,10 +68,24 @@ pub fn sched_op<B: Backend>(cx: &mut Cx<'_, B>, cmd: u64, arg: u64) -> Result<Re
     }
 }
 
+/// Xen's bound on a sane `set_timer_op` timeout: 2^50 ns (about 13 days) ahead.
+const TIMER_OP_MAX_AHEAD_NS: u64 = 1 << 50;
+/// Where Xen puts a timeout it considers bogus (negative or too far ahead): 100 ms.
+const TIMER_OP_BOGUS_NS: u64 = 100_000_000;
+
 /// `HYPERVISOR_set_timer_op(timeout)`: a one-shot timer at absolute Xen system time
-/// `timeout` (ns); 0 cancels it. A deadline in the past fires at once.
+/// `timeout` (ns); 0 cancels it. A deadline in the past fires at once. As Xen's
+/// `do_set_timer_op`: a negative timeout (as s_time_t) or one more than 2^50 ns ahead
+/// (Linux jiffy wrap) fires in 100 ms instead.
 pub fn set_timer_op<B: Backend>(cx: &mut Cx<'_, B>, timeout: u64) -> Result<Reply, Errno> {
-    cx.v.timer.deadline_ns = (timeout != 0).then_some(timeout);
+    let now = crate::time::now().1;
+    let bogus = i64::from_ne_bytes(timeout.to_ne_bytes()) < 0
+        || timeout.saturating_sub(now) >= TIMER_OP_MAX_AHEAD_NS;
+    cx.v.timer.deadline_ns = match timeout {
+        0 => None,
+        _ if bogus => Some(now.saturating_add(TIMER_OP_BOGUS_NS)),
+        t => Some(t),
+    };
     cx.hv.timer_changed(cx.vcpu, &cx.v.timer);
     Ok(Reply::Value(0))
 }

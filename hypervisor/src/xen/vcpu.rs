@@ -10,6 +10,9 @@ use xen_abi::xen::VcpuInfo;
 
 /// Xen refuses periodic timers faster than 1 ms.
 const MIN_PERIOD_NS: u64 = 1_000_000;
+/// Xen's `STIME_DELTA_MAX`: system time is a signed 64-bit count, so a period beyond it
+/// is `-EINVAL`.
+const MAX_PERIOD_NS: u64 = i64::MAX as u64;
 
 /// Runs `f` on the timers of vCPU `id` of the caller's domain: the caller's own, or
 /// another vCPU's while it is parked (not running on any CPU).
@@ -49,10 +52,16 @@ pub fn vcpu_op<B: Backend>(
         VCPUOP_REGISTER_VCPU_INFO => {
             let r: VcpuRegisterVcpuInfo = read_arg(cx, arg)?;
             let size = core::mem::size_of::<VcpuInfo>() as u64;
-            if u64::from(r.offset) > 4096 - size {
+            // The area must lie in one page (offset + size within it) and be 8-aligned
+            // (its event words are updated with locked 8-byte operations).
+            if u64::from(r.offset) > 4096 - size || r.offset % 8 != 0 {
                 return Err(Errno::EINVAL);
             }
-            let gpa = r.mfn.checked_mul(4096).ok_or(Errno::EINVAL)? + u64::from(r.offset);
+            let gpa = r
+                .mfn
+                .checked_mul(4096)
+                .and_then(|page| page.checked_add(u64::from(r.offset)))
+                .ok_or(Errno::EINVAL)?;
             cx.dom
                 .mem
                 .check(gpa, size as usize, true)
@@ -83,7 +92,7 @@ pub fn vcpu_op<B: Backend>(
         }
         VCPUOP_SET_PERIODIC_TIMER => {
             let r: VcpuSetPeriodicTimer = read_arg(cx, arg)?;
-            if r.period_ns < MIN_PERIOD_NS {
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&r.period_ns) {
                 return Err(Errno::EINVAL);
             }
             let now = crate::time::now().1;
@@ -103,10 +112,16 @@ pub fn vcpu_op<B: Backend>(
         }
         VCPUOP_SET_SINGLESHOT_TIMER => {
             let r: VcpuSetSingleshotTimer = read_arg(cx, arg)?;
-            if r.flags & VCPU_SSHOTTMR_FUTURE != 0 && r.timeout_abs_ns < crate::time::now().1 {
+            // Xen compares as signed system time (s_time_t): a "negative" timeout lies in
+            // the past, so it is -ETIME with VCPU_SSHOTTMR_future and fires at once
+            // without it.
+            let timeout = i64::from_ne_bytes(r.timeout_abs_ns.to_ne_bytes());
+            let now = i64::try_from(crate::time::now().1).unwrap_or(i64::MAX);
+            if r.flags & VCPU_SSHOTTMR_FUTURE != 0 && timeout < now {
                 return Err(Errno::ETIME);
             }
-            with_timer(cx, id, |t| t.deadline_ns = Some(r.timeout_abs_ns))?;
+            let deadline = u64::try_from(timeout).unwrap_or(0).max(1);
+            with_timer(cx, id, |t| t.deadline_ns = Some(deadline))?;
             Ok(Reply::Value(0))
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {

@@ -52,6 +52,12 @@ pub fn translate(mode: &PagingMode, gva: u64, mem: &impl GuestPhysRead) -> Optio
         return Some(gva);
     }
     if mode.efer & EFER_LMA != 0 {
+        // A non-canonical address (bits 63..47 not all equal, 4-level paging) faults on
+        // the CPU; it must not alias the canonical address with the same low bits.
+        let high = gva >> 47;
+        if high != 0 && high != (1 << 17) - 1 {
+            return None;
+        }
         return walk_64(mode.cr3 & ADDR_52, gva, 4, mem);
     }
     let gva = gva & 0xffff_ffff;
