@@ -23,9 +23,24 @@ use crate::hvm::{
 };
 use core::sync::atomic::Ordering;
 
-/// Intercepts in the first misc vector: INTR, NMI, INIT, CPUID, INVD, HLT, IOIO, MSR, SHUTDOWN.
-const MISC1: u32 =
-    1 << 0 | 1 << 1 | 1 << 3 | 1 << 18 | 1 << 22 | 1 << 24 | 1 << 27 | 1 << 28 | 1 << 31;
+/// Intercepts in the first misc vector: INTR, NMI, INIT, RDPMC, CPUID, INVD, HLT, INVLPGA,
+/// IOIO, MSR, SHUTDOWN.
+const MISC1: u32 = 1 << 0
+    | 1 << 1
+    | 1 << 3
+    | 1 << 15
+    | 1 << 18
+    | 1 << 22
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27
+    | 1 << 28
+    | 1 << 31;
+/// Intercepted exceptions: #DB and #AC (reflected: their unintercepted recursive delivery
+/// can hold a CPU in microcode for ever, XSA-156), #MC (logged).
+const EXCEPTIONS: u32 = 1 << 1 | 1 << 17 | 1 << 18;
+/// TSC_AUX, held per vCPU and loaded while it is (RDPID reads it without an exit).
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 /// Second vector: VMRUN (architecturally required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
 /// SKINIT, WBINVD, MONITOR, MWAIT, XSETBV.
 const MISC2: u32 = 1 << 0
@@ -74,6 +89,9 @@ pub struct SvmVcpu {
     insn_len: u64,
     /// Next RIP reported by an IOIO exit.
     io_next_rip: u64,
+    /// The guest's TSC_AUX, and the host's while the guest's is loaded.
+    tsc_aux: u64,
+    host_tsc_aux: u64,
 }
 
 impl SvmVcpu {
@@ -92,6 +110,7 @@ impl SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
+        v.write32(ctl::INTERCEPT_EXCEPTIONS, EXCEPTIONS);
         v.write64(ctl::IOPM_BASE_PA, iopm);
         v.write64(ctl::MSRPM_BASE_PA, msrpm);
         // The ASID is assigned by `load`; 0 (the host's) would fail VMRUN if it were not.
@@ -115,6 +134,8 @@ impl SvmVcpu {
             decode_assists,
             insn_len: 0,
             io_next_rip: 0,
+            tsc_aux: 0,
+            host_tsc_aux: 0,
         };
         match start {
             VcpuStart::Pvh(entry) => vcpu.pvh_state(entry),
@@ -273,7 +294,15 @@ impl SvmVcpu {
                 return n;
             }
         }
-        rip + self.insn_len
+        // A guest may run at the top of the address space: the next RIP wraps.
+        let next = rip.wrapping_add(self.insn_len);
+        if self.vmcb.read64(save::EFER) & (1 << 10) != 0
+            && self.vmcb.segment(save::CS).attrib & (1 << 9) != 0
+        {
+            next
+        } else {
+            next & 0xffff_ffff
+        }
     }
 }
 
@@ -291,11 +320,18 @@ impl Vcpu for SvmVcpu {
         }
         self.asid = Some(a.tag);
         self.ext.restore();
+        self.host_tsc_aux = crate::arch::x86::regs::rdmsr(MSR_TSC_AUX);
+        if self.host_tsc_aux != self.tsc_aux {
+            crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, self.tsc_aux);
+        }
         self.loaded = true;
     }
 
     fn put(&mut self) {
         if self.loaded {
+            if self.host_tsc_aux != self.tsc_aux {
+                crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, self.host_tsc_aux);
+            }
             self.ext.save();
             self.loaded = false;
         }
@@ -337,6 +373,7 @@ impl Vcpu for SvmVcpu {
             // executing them is an invalid opcode, as on a CPU without them.
             if code == exit::VMRUN
                 || (exit::VMLOAD..=exit::SKINIT).contains(&code)
+                || code == exit::INVLPGA
                 || code == exit::MONITOR
                 || code == exit::MWAIT
                 || code == exit::RDTSCP
@@ -346,6 +383,35 @@ impl Vcpu for SvmVcpu {
                     error_code: None,
                 });
                 continue;
+            }
+            match code {
+                // No performance counters are offered (CPUID leaf 0xA is zero).
+                exit::RDPMC => {
+                    self.inject(Event::Exception {
+                        vector: 13,
+                        error_code: Some(0),
+                    });
+                    continue;
+                }
+                // Reflected as they came; the CPU has already updated DR6 for a #DB.
+                exit::EXCP_DB | exit::EXCP_AC => {
+                    if self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0 {
+                        let ac = code == exit::EXCP_AC;
+                        self.inject(Event::Exception {
+                            vector: (code - 0x40) as u8,
+                            error_code: ac.then_some(self.vmcb.read64(ctl::EXITINFO1) as u32),
+                        });
+                    }
+                    continue;
+                }
+                exit::EXCP_MC => {
+                    log::error!(
+                        "svm: machine check while a guest ran (RIP {:#x}); guest resumed",
+                        self.vmcb.read64(save::RIP)
+                    );
+                    continue;
+                }
+                _ => {}
             }
             return self.decode();
         }
@@ -422,6 +488,7 @@ impl Vcpu for SvmVcpu {
             0xc000_0080 => self.vmcb.read64(save::EFER) & !EFER_SVME,
             0x277 => self.vmcb.read64(save::G_PAT),
             0x1d9 => self.vmcb.read64(save::DBGCTL),
+            MSR_TSC_AUX => self.tsc_aux,
             _ => return None,
         })
     }
@@ -445,6 +512,15 @@ impl Vcpu for SvmVcpu {
                 self.vmcb.write64(save::G_PAT, value);
             }
             0x1d9 => self.vmcb.write64(save::DBGCTL, value & 0x3),
+            MSR_TSC_AUX => {
+                if value >> 32 != 0 {
+                    return Err(());
+                }
+                self.tsc_aux = value;
+                if self.loaded {
+                    crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, value);
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -199,6 +199,29 @@ impl VmxVcpu {
         }
     }
 
+    /// Delivers an intercepted exception to the guest as the CPU would have: same vector,
+    /// type and error code; a privileged software exception (ICEBP) with its length.
+    fn reflect(info: u32) {
+        if vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0 {
+            // An event interrupted by this exception is being requeued: the CPU will
+            // raise the exception again when it delivers it.
+            return;
+        }
+        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, (info & 0x8000_0fff).into());
+        if info & (1 << 11) != 0 {
+            vmcs::set(
+                Field::ENTRY_EXCEPTION_ERROR_CODE,
+                vmcs::get(Field::EXIT_INTERRUPTION_ERROR_CODE),
+            );
+        }
+        if matches!((info >> 8) & 7, 4..=6) {
+            vmcs::set(
+                Field::ENTRY_INSTRUCTION_LENGTH,
+                vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
+            );
+        }
+    }
+
     fn entry_failed(entered: Entered) -> Exit {
         match entered {
             Entered::FailValid => {
@@ -332,6 +355,19 @@ impl Vcpu for VmxVcpu {
                     (self.modes.cr0_shadow, self.modes.cr4_shadow) = self.visible_crs();
                     self.cr_access(access);
                 }
+                Action::Fault(event) => self.inject(event),
+                Action::Reflect { info, dr6 } => {
+                    if dr6 != 0 {
+                        cpu::write_dr6(dr6);
+                    }
+                    Self::reflect(info);
+                }
+                Action::MachineCheck => {
+                    log::error!(
+                        "vmx: machine check while a guest ran (RIP {:#x}); guest resumed",
+                        vmcs::get(Field::GUEST_RIP)
+                    );
+                }
                 Action::HostNmi => {
                     // The exit consumed the NMI: count it as the host handler would.
                     irq::nmi();
@@ -417,15 +453,9 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
-        let ok = value & 1 != 0
-            && value & !self.platform.xcr0_supported == 0
-            && (value & 4 == 0 || value & 2 != 0)
-            && matches!(value & 0x18, 0 | 0x18)
-            && matches!(value & 0xe0, 0 | 0xe0)
-            && (value & 0xe0 == 0 || value & 4 != 0);
-        if !ok {
-            return Err(());
-        }
+        // The host's XCR0 is everything the CPU supports (`xcr0_supported`), so one check
+        // serves both backends.
+        xcr::check_guest_xcr0(value)?;
         self.xcr0 = value;
         Ok(())
     }
