@@ -81,6 +81,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_GRANT_GRANTER,
     GUEST_GRANT_MAPPER,
     GUEST_NO_FEATURES,
+    GUEST_HOSTILE_CPU,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -148,6 +149,7 @@ pub const GUEST_TOOLSTACK: Artifact = guest("guest-toolstack");
 pub const GUEST_GRANT_GRANTER: Artifact = guest("guest-grant-granter");
 pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
 pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
+pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

@@ -24,6 +24,7 @@ mod tests;
 mod tests_compat;
 mod tests_dom0;
 mod tests_grant;
+mod tests_hostile_cpu;
 mod tests_multi;
 mod tests_pvio;
 mod tests_toolstack;

@@ -233,6 +233,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_grant::all());
     tests.extend(crate::tests_pvio::all());
     tests.extend(crate::tests_compat::all());
+    tests.extend(crate::tests_hostile_cpu::all());
     tests
 }
 

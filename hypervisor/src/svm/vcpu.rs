@@ -275,7 +275,8 @@ impl SvmVcpu {
                 Exit::InterruptWindow
             }
             exit::SHUTDOWN => Exit::TripleFault,
-            exit::INVALID => Exit::EntryFailed {
+            // Some emulators store VMEXIT_INVALID (-1) as a 32-bit value.
+            exit::INVALID | 0xffff_ffff => Exit::EntryFailed {
                 reason: "VMCB state failed VMRUN consistency checks (VMEXIT_INVALID)",
                 detail: code,
             },

@@ -39,8 +39,6 @@ pub struct Platform {
     /// INVEPT type for flushes: 1 single-context, 2 all-context.
     pub invept: Option<u64>,
     pub nx: bool,
-    /// XCR0 bits the CPU supports (0: no XSAVE).
-    pub xcr0_supported: u64,
     /// IA32_XSS bits the CPU supports.
     pub xss_supported: u64,
     /// VPIDs in use: guests get 1..vpid_limit (0: VPID off).
@@ -453,8 +451,8 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
-        // The host's XCR0 is everything the CPU supports (`xcr0_supported`), so one check
-        // serves both backends.
+        // The host's XCR0 is every user component the CPU supports: one check serves both
+        // backends.
         xcr::check_guest_xcr0(value)?;
         self.xcr0 = value;
         Ok(())
