@@ -19,7 +19,7 @@
 //! did.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use guest_rt::{println, StartInfo, TestResult};
+use guest_rt::{StartInfo, TestResult};
 
 guest_rt::entry!(test_main);
 
@@ -39,7 +39,7 @@ mod bare {
     use core::arch::asm;
     use guest_rt::arch::{cpu_vendor, cpuid, rdmsr, wrmsr};
     use guest_rt::fault::{self, Fault};
-    use guest_rt::{ensure, fail, user, Fail};
+    use guest_rt::{ensure, fail, println, user, Fail};
 
     /// What a case must end with.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
