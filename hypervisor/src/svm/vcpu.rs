@@ -454,7 +454,9 @@ impl Vcpu for SvmVcpu {
             Event::Interrupt(vector) => u64::from(vector) | EVENT_VALID,
             Event::Exception { vector, error_code } => {
                 let mut v = u64::from(vector) | 3 << 8 | EVENT_VALID;
-                if let Some(e) = error_code {
+                // Real mode (CR0.PE clear) exceptions push no error code.
+                let protected = self.vmcb.read64(save::CR0) & 1 != 0;
+                if let (Some(e), true) = (error_code, protected) {
                     v |= 1 << 11 | u64::from(e) << 32;
                 }
                 v

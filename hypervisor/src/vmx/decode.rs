@@ -321,13 +321,19 @@ pub const fn has_error_code(vector: u8) -> bool {
 
 /// VM-entry interruption-information field (SDM 25.8.3) and error code for an event.
 pub fn interruption_info(event: Event) -> (u32, Option<u32>) {
+    interruption_info_in_mode(event, true)
+}
+
+/// [`interruption_info`] for a guest in protected mode or not: in real mode (CR0.PE
+/// clear) exceptions push no error code, and VM entry fails if one is to be delivered.
+pub fn interruption_info_in_mode(event: Event, protected: bool) -> (u32, Option<u32>) {
     const VALID: u32 = 1 << 31;
     const DELIVER_ERROR: u32 = 1 << 11;
     match event {
         Event::Interrupt(v) => (VALID | u32::from(v), None),
         Event::Exception { vector: 2, .. } => (VALID | 2 << 8 | 2, None),
         Event::Exception { vector, error_code } => {
-            let code = if has_error_code(vector) {
+            let code = if protected && has_error_code(vector) {
                 Some(error_code.unwrap_or(0))
             } else {
                 None

@@ -417,7 +417,9 @@ impl Vcpu for VmxVcpu {
 
     fn inject(&mut self, event: Event) {
         self.make_current();
-        let (info, code) = decode::interruption_info(event);
+        // Real mode has no error codes; VM entry refuses one with CR0.PE clear.
+        let protected = vmcs::get(Field::GUEST_CR0) & 1 != 0;
+        let (info, code) = decode::interruption_info_in_mode(event, protected);
         if let Some(code) = code {
             vmcs::set(Field::ENTRY_EXCEPTION_ERROR_CODE, code.into());
         }
