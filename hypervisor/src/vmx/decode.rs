@@ -320,6 +320,7 @@ pub const fn has_error_code(vector: u8) -> bool {
 }
 
 /// VM-entry interruption-information field (SDM 25.8.3) and error code for an event.
+#[cfg(test)]
 pub fn interruption_info(event: Event) -> (u32, Option<u32>) {
     interruption_info_in_mode(event, true)
 }
