@@ -84,6 +84,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_MMIO_HOLE,
     GUEST_APIC_MODES,
     GUEST_HOSTILE_HCALL,
+    GUEST_HOSTILE_CPU,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -154,6 +155,7 @@ pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
 pub const GUEST_MMIO_HOLE: Artifact = guest("guest-mmio-hole");
 pub const GUEST_APIC_MODES: Artifact = guest("guest-apic-modes");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
+pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

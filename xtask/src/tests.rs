@@ -237,6 +237,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_pvio::all());
     tests.extend(crate::tests_compat::all());
     tests.extend(crate::tests_hostile_hcall::all());
+    tests.extend(crate::tests_hostile_cpu::all());
     tests
 }
 

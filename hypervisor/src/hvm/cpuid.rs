@@ -73,7 +73,15 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
         // XSAVES/XRSTORS need the IA32_XSS MSR and supervisor state, which are not
         // virtualized; the compacted format (XSAVEC) goes with them: the sizes this
         // leaf reports are for the standard format only. Guests use XSAVE/XSAVEOPT.
-        0xd if subleaf == 1 => r.eax &= !((1 << 1) | (1 << 3)),
+        // ECX:EDX (the IA32_XSS components) are zero: no supervisor state is offered.
+        0xd if subleaf == 1 => {
+            r.eax &= !((1 << 1) | (1 << 3));
+            r.ecx = 0;
+            r.edx = 0;
+        }
+        // Intel Processor Trace (its output goes to physical addresses): hidden with
+        // leaf 7 EBX bit 25.
+        0x14 => r = CpuidResult::default(),
         // Extended topology: one thread per core, `vcpus` cores; x2APIC id = vCPU id, so
         // it agrees with leaf 1, the MADT and the x2APIC ID register.
         0xb | 0x1f => {
@@ -101,10 +109,20 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: CpuidResult, ctx: &CpuidContex
         7 if subleaf == 0 => {
             r.ecx &= !(1 << 16); // LA57
             r.ebx &= !(1 << 1); // TSC_ADJUST: the MSR is not emulated
-                                // OSPKE (ECX 4) reports the guest's own CR4.PKE (22).
+            r.ebx &= !(1 << 25); // Processor Trace
+                                 // IBRS/IBPB (26), STIBP (27), L1D_FLUSH (28), SSBD (31): SPEC_CTRL,
+                                 // PRED_CMD and FLUSH_CMD are not virtualized (they #GP), so not offered.
+            r.edx &= !((1 << 26) | (1 << 27) | (1 << 28) | (1 << 31));
+            // OSPKE (ECX 4) reports the guest's own CR4.PKE (22).
             r.ecx = (r.ecx & !(1 << 4)) | (((ctx.cr4 >> 22) & 1) as u32) << 4;
         }
         0x8000_0001 => r.ecx &= !(1 << 2), // SVM
+        // AMD IBPB (12), IBRS (14), STIBP (15), their "always on"/"preferred" hints
+        // (16-18), SSBD (24) and VIRT_SSBD (25): as leaf 7, not offered.
+        0x8000_0008 => {
+            r.ebx &= !((1 << 12) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 18));
+            r.ebx &= !((1 << 24) | (1 << 25));
+        }
         0x8000_000a | 0x8000_001f => r = CpuidResult::default(), // SVM features, SME/SEV
         _ => {}
     }
@@ -279,6 +297,17 @@ mod tests {
             CpuidResult::default(),
             "no APERF/MPERF"
         );
+    }
+
+    #[test]
+    fn no_processor_trace_supervisor_state_or_speculation_controls() {
+        let l7 = guest_cpuid(7, 0, ALL, &CTX);
+        assert_eq!(l7.ebx & (1 << 25), 0, "no Processor Trace");
+        assert_eq!(l7.edx & 0x9c00_0000, 0, "no IBRS/IBPB/STIBP/L1D_FLUSH/SSBD");
+        assert_eq!(guest_cpuid(0x14, 0, ALL, &CTX), CpuidResult::default());
+        let d1 = guest_cpuid(0xd, 1, ALL, &CTX);
+        assert_eq!((d1.ecx, d1.edx), (0, 0), "no IA32_XSS components");
+        assert_eq!(guest_cpuid(0x8000_0008, 0, ALL, &CTX).ebx & 0x0307_d000, 0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn read(index: u32) -> MsrRead {
     MsrRead::Value(match index {
         0x17 | 0x8b => 0,                             // platform id, microcode revision
         0x3a => 1,                                    // IA32_FEATURE_CONTROL: locked, VMX off
-        0x48 | 0x10a => 0,                            // SPEC_CTRL, ARCH_CAPABILITIES
+        0x10a => 0,                                   // ARCH_CAPABILITIES
         0xfe => 0,                                    // MTRRcap: no ranges, no fixed MTRRs
         0x2ff => (1 << 11) | 6,                       // MTRRdefType: enabled, write-back
         0x1a0 => 1 | (1 << 11) | (1 << 12),           // MISC_ENABLE: fast strings, no BTS/PEBS
@@ -49,9 +49,8 @@ pub fn write(index: u32, value: u64) -> MsrWrite {
                 MsrWrite::HypercallPage { gpa: value }
             }
         }
-        0x48 | 0x49 | 0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => {
-            MsrWrite::Done
-        }
+        // SPEC_CTRL (0x48) and PRED_CMD (0x49) fault: CPUID offers no IBRS/IBPB/SSBD.
+        0x2ff | 0x200..=0x20f | 0x250 | 0x258 | 0x259 | 0x268..=0x26f => MsrWrite::Done,
         0x8b | 0xc001_0015 | 0xc001_1029 => MsrWrite::Done,
         _ => MsrWrite::Fault,
     }
@@ -87,6 +86,13 @@ mod tests {
     fn unknown_msrs_fault() {
         assert_eq!(read(0x1234), MsrRead::Fault);
         assert_eq!(write(0x1234, 0), MsrWrite::Fault);
+    }
+
+    #[test]
+    fn speculation_msrs_fault() {
+        assert_eq!(read(0x48), MsrRead::Fault);
+        assert_eq!(write(0x48, 1), MsrWrite::Fault);
+        assert_eq!(write(0x49, 1), MsrWrite::Fault);
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl fmt::Display for Svm {
 
 /// MSRs a guest may access directly: their state is swapped by VMLOAD/VMSAVE or VMRUN,
 /// so the guest cannot reach host state through them.
-const PASSTHROUGH_MSRS: [u32; 11] = [
+const PASSTHROUGH_MSRS: [u32; 10] = [
     0xc000_0081, // STAR
     0xc000_0082, // LSTAR
     0xc000_0083, // CSTAR
@@ -76,7 +76,6 @@ const PASSTHROUGH_MSRS: [u32; 11] = [
     0x174,       // SYSENTER_CS
     0x175,       // SYSENTER_ESP
     0x176,       // SYSENTER_EIP
-    0xc000_0103, // TSC_AUX: unused by the hypervisor (it never executes RDTSCP/RDPID)
 ];
 
 impl Svm {

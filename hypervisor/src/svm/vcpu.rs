@@ -25,9 +25,24 @@ use crate::hvm::{
 };
 use core::sync::atomic::Ordering;
 
-/// Intercepts in the first misc vector: INTR, NMI, INIT, CPUID, INVD, HLT, IOIO, MSR, SHUTDOWN.
-const MISC1: u32 =
-    1 << 0 | 1 << 1 | 1 << 3 | 1 << 18 | 1 << 22 | 1 << 24 | 1 << 27 | 1 << 28 | 1 << 31;
+/// Intercepts in the first misc vector: INTR, NMI, INIT, RDPMC, CPUID, INVD, HLT, INVLPGA,
+/// IOIO, MSR, SHUTDOWN.
+const MISC1: u32 = 1 << 0
+    | 1 << 1
+    | 1 << 3
+    | 1 << 15
+    | 1 << 18
+    | 1 << 22
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27
+    | 1 << 28
+    | 1 << 31;
+/// Intercepted exceptions: #DB and #AC (reflected: their unintercepted recursive delivery
+/// can hold a CPU in microcode for ever, XSA-156), #MC (logged).
+const EXCEPTIONS: u32 = 1 << 1 | 1 << 17 | 1 << 18;
+/// TSC_AUX, held per vCPU and loaded while it is (RDPID reads it without an exit).
+const MSR_TSC_AUX: u32 = 0xc000_0103;
 /// Second vector: VMRUN (architecturally required), VMMCALL, VMLOAD, VMSAVE, STGI, CLGI,
 /// SKINIT, WBINVD, MONITOR, MWAIT, XSETBV.
 const MISC2: u32 = 1 << 0
@@ -76,6 +91,9 @@ pub struct SvmVcpu {
     insn_len: u64,
     /// Next RIP reported by an IOIO exit.
     io_next_rip: u64,
+    /// The guest's TSC_AUX, and the host's while the guest's is loaded.
+    tsc_aux: u64,
+    host_tsc_aux: u64,
 }
 
 impl SvmVcpu {
@@ -94,6 +112,7 @@ impl SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
+        v.write32(ctl::INTERCEPT_EXCEPTIONS, EXCEPTIONS);
         v.write64(ctl::IOPM_BASE_PA, iopm);
         v.write64(ctl::MSRPM_BASE_PA, msrpm);
         // The ASID is assigned by `load`; 0 (the host's) would fail VMRUN if it were not.
@@ -117,6 +136,8 @@ impl SvmVcpu {
             decode_assists,
             insn_len: 0,
             io_next_rip: 0,
+            tsc_aux: 0,
+            host_tsc_aux: 0,
         };
         match start {
             VcpuStart::Pvh(entry) => vcpu.pvh_state(entry),
@@ -259,7 +280,8 @@ impl SvmVcpu {
                 Exit::InterruptWindow
             }
             exit::SHUTDOWN => Exit::TripleFault,
-            exit::INVALID => Exit::EntryFailed {
+            // Some emulators store VMEXIT_INVALID (-1) as a 32-bit value.
+            exit::INVALID | 0xffff_ffff => Exit::EntryFailed {
                 reason: "VMCB state failed VMRUN consistency checks (VMEXIT_INVALID)",
                 detail: code,
             },
@@ -278,7 +300,15 @@ impl SvmVcpu {
                 return n;
             }
         }
-        rip + self.insn_len
+        // A guest may run at the top of the address space: the next RIP wraps.
+        let next = rip.wrapping_add(self.insn_len);
+        if self.vmcb.read64(save::EFER) & (1 << 10) != 0
+            && self.vmcb.segment(save::CS).attrib & (1 << 9) != 0
+        {
+            next
+        } else {
+            next & 0xffff_ffff
+        }
     }
 }
 
@@ -296,11 +326,22 @@ impl Vcpu for SvmVcpu {
         }
         self.asid = Some(a.tag);
         self.ext.restore();
+        self.host_tsc_aux = crate::arch::x86::regs::rdmsr(MSR_TSC_AUX);
+        if self.host_tsc_aux != self.tsc_aux {
+            // SAFETY: TSC_AUX only holds the value RDTSCP/RDPID return; the host's is put
+            // back in `put` before host code that reads it (none does) runs again.
+            unsafe { crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, self.tsc_aux) };
+        }
         self.loaded = true;
     }
 
     fn put(&mut self) {
         if self.loaded {
+            if self.host_tsc_aux != self.tsc_aux {
+                // SAFETY: restores the host's own TSC_AUX value; it affects only what
+                // RDTSCP/RDPID return.
+                unsafe { crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, self.host_tsc_aux) };
+            }
             self.ext.save();
             self.loaded = false;
         }
@@ -342,6 +383,7 @@ impl Vcpu for SvmVcpu {
             // executing them is an invalid opcode, as on a CPU without them.
             if code == exit::VMRUN
                 || (exit::VMLOAD..=exit::SKINIT).contains(&code)
+                || code == exit::INVLPGA
                 || code == exit::MONITOR
                 || code == exit::MWAIT
                 || code == exit::RDTSCP
@@ -351,6 +393,35 @@ impl Vcpu for SvmVcpu {
                     error_code: None,
                 });
                 continue;
+            }
+            match code {
+                // No performance counters are offered (CPUID leaf 0xA is zero).
+                exit::RDPMC => {
+                    self.inject(Event::Exception {
+                        vector: 13,
+                        error_code: Some(0),
+                    });
+                    continue;
+                }
+                // Reflected as they came; the CPU has already updated DR6 for a #DB.
+                exit::EXCP_DB | exit::EXCP_AC => {
+                    if self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0 {
+                        let ac = code == exit::EXCP_AC;
+                        self.inject(Event::Exception {
+                            vector: (code - 0x40) as u8,
+                            error_code: ac.then_some(self.vmcb.read64(ctl::EXITINFO1) as u32),
+                        });
+                    }
+                    continue;
+                }
+                exit::EXCP_MC => {
+                    log::error!(
+                        "svm: machine check while a guest ran (RIP {:#x}); guest resumed",
+                        self.vmcb.read64(save::RIP)
+                    );
+                    continue;
+                }
+                _ => {}
             }
             return self.decode();
         }
@@ -392,7 +463,9 @@ impl Vcpu for SvmVcpu {
             Event::Interrupt(vector) => u64::from(vector) | EVENT_VALID,
             Event::Exception { vector, error_code } => {
                 let mut v = u64::from(vector) | 3 << 8 | EVENT_VALID;
-                if let Some(e) = error_code {
+                // Real mode (CR0.PE clear) exceptions push no error code.
+                let protected = self.vmcb.read64(save::CR0) & 1 != 0;
+                if let (Some(e), true) = (error_code, protected) {
                     v |= 1 << 11 | u64::from(e) << 32;
                 }
                 v
@@ -427,6 +500,7 @@ impl Vcpu for SvmVcpu {
             0xc000_0080 => self.vmcb.read64(save::EFER) & !EFER_SVME,
             0x277 => self.vmcb.read64(save::G_PAT),
             0x1d9 => self.vmcb.read64(save::DBGCTL),
+            MSR_TSC_AUX => self.tsc_aux,
             _ => return None,
         })
     }
@@ -450,6 +524,17 @@ impl Vcpu for SvmVcpu {
                 self.vmcb.write64(save::G_PAT, value);
             }
             0x1d9 => self.vmcb.write64(save::DBGCTL, value & 0x3),
+            MSR_TSC_AUX => {
+                if value >> 32 != 0 {
+                    return Err(());
+                }
+                self.tsc_aux = value;
+                if self.loaded {
+                    // SAFETY: a 32-bit value for RDTSCP/RDPID while this vCPU is loaded;
+                    // `put` restores the host's.
+                    unsafe { crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, value) };
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -74,6 +74,11 @@ pub mod save {
 
 /// Exit codes (APM Vol. 2, Appendix C).
 pub mod exit {
+    /// Exception intercepts: 0x40 + vector.
+    pub const EXCP_DB: u64 = 0x41;
+    pub const EXCP_AC: u64 = 0x51;
+    pub const EXCP_MC: u64 = 0x52;
+    pub const RDPMC: u64 = 0x6f;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const INIT: u64 = 0x63;
@@ -81,6 +86,7 @@ pub mod exit {
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
+    pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
     pub const SHUTDOWN: u64 = 0x7f;

@@ -57,12 +57,6 @@ impl Vmx {
 
 fn platform(caps: &VmxCaps, controls: &Controls) -> Platform {
     let xsave = cpuid(1, 0).2 & (1 << 26) != 0;
-    let xcr0_supported = if xsave {
-        let (a, _, _, d) = cpuid(0xd, 0);
-        u64::from(d) << 32 | u64::from(a)
-    } else {
-        0
-    };
     let xsaves =
         controls.proc2 & proc2::ENABLE_XSAVES != 0 && xsave && cpuid(0xd, 1).0 & (1 << 3) != 0;
     let xss_supported = if xsaves {
@@ -97,7 +91,6 @@ fn platform(caps: &VmxCaps, controls: &Controls) -> Platform {
             .then(|| caps.preemption_timer_rate()),
         invept,
         nx: cpuid(0x8000_0001, 0).3 & (1 << 20) != 0,
-        xcr0_supported,
         xss_supported,
     }
 }

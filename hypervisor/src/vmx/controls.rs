@@ -39,12 +39,15 @@ pub mod pin {
 pub mod proc {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     pub const HLT_EXITING: u32 = 1 << 7;
+    pub const MWAIT_EXITING: u32 = 1 << 10;
+    pub const RDPMC_EXITING: u32 = 1 << 11;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const CR8_LOAD_EXITING: u32 = 1 << 19;
     pub const CR8_STORE_EXITING: u32 = 1 << 20;
     pub const USE_IO_BITMAPS: u32 = 1 << 25;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
+    pub const MONITOR_EXITING: u32 = 1 << 29;
     pub const ACTIVATE_SECONDARY: u32 = 1 << 31;
 }
 
@@ -53,6 +56,7 @@ pub mod proc2 {
     pub const ENABLE_EPT: u32 = 1 << 1;
     pub const ENABLE_RDTSCP: u32 = 1 << 3;
     pub const ENABLE_VPID: u32 = 1 << 5;
+    pub const WBINVD_EXITING: u32 = 1 << 6;
     pub const UNRESTRICTED_GUEST: u32 = 1 << 7;
     pub const ENABLE_INVPCID: u32 = 1 << 12;
     pub const ENABLE_XSAVES: u32 = 1 << 20;
@@ -253,7 +257,9 @@ pub struct Controls {
 
 impl Controls {
     /// Derives the controls ferrovisor runs PVH guests with. EPT and unrestricted guest are
-    /// required; VPID, the preemption timer, RDTSCP, INVPCID and XSAVES are used if present.
+    /// required; MWAIT, MONITOR and RDPMC exit; VPID, the preemption timer, RDTSCP, INVPCID
+    /// and WBINVD exiting are used if present (without it WBINVD runs natively: harmless,
+    /// only slow).
     /// CR3 load/store exiting is asked off (it stays on only if the CPU forces it, in which
     /// case the backend emulates CR3 accesses).
     pub fn derive(
@@ -271,11 +277,16 @@ impl Controls {
             caps.pin,
         )?;
         let required = proc::HLT_EXITING
+            | proc::MWAIT_EXITING
+            | proc::RDPMC_EXITING
+            | proc::MONITOR_EXITING
             | proc::USE_IO_BITMAPS
             | proc::USE_MSR_BITMAPS
             | proc::ACTIVATE_SECONDARY;
         let proc = adjust(required, required, caps.proc)?;
-        let mut want2 = proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID | proc2::ENABLE_XSAVES;
+        // XSAVES/XRSTORS stay off (they #UD): IA32_XSS and supervisor state are not
+        // virtualized, and CPUID does not offer them.
+        let mut want2 = proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID | proc2::WBINVD_EXITING;
         if use_vpid {
             want2 |= proc2::ENABLE_VPID;
         }

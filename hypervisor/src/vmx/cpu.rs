@@ -52,6 +52,14 @@ pub fn read_cr2() -> u64 {
     v
 }
 
+/// Sets DR6 (the guest's: debug registers are not switched, the hypervisor uses none) to
+/// report an intercepted #DB before it is reflected.
+pub fn write_dr6(value: u64) {
+    // SAFETY: DR6 is a status register; writing it changes no mapping, control flow or
+    // breakpoint, and the hypervisor does not read it.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Writes an MSR.
 ///
 /// # Safety

@@ -12,8 +12,20 @@ pub mod reason {
     pub const INTERRUPT_WINDOW: u16 = 7;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
+    pub const GETSEC: u16 = 11;
     pub const INVD: u16 = 13;
+    pub const RDPMC: u16 = 15;
     pub const VMCALL: u16 = 18;
+    pub const VMCLEAR: u16 = 19;
+    pub const VMXON: u16 = 27;
+    pub const MWAIT: u16 = 36;
+    pub const MONITOR: u16 = 39;
+    pub const INVEPT: u16 = 50;
+    pub const INVVPID: u16 = 53;
+    pub const VMFUNC: u16 = 59;
+    pub const ENCLS: u16 = 60;
+    pub const XSAVES: u16 = 63;
+    pub const XRSTORS: u16 = 64;
     pub const CR_ACCESS: u16 = 28;
     pub const IO: u16 = 30;
     pub const RDMSR: u16 = 31;
@@ -68,7 +80,34 @@ pub enum Action {
     Cr(CrAccess),
     /// An NMI arrived while the guest ran: hand it to the host NMI handler.
     HostNmi,
+    /// Inject this exception and enter again, RIP unchanged: instructions the guest's
+    /// CPUID does not offer (VMX, SMX, SGX, MONITOR/MWAIT, XSAVES: #UD) or that need
+    /// something not virtualized (RDPMC: #GP).
+    Fault(Event),
+    /// An intercepted exception (#DB, #AC) to deliver to the guest as it arrived: the
+    /// exit's interruption information (vector, type, error-code flag) and the DR6 bits
+    /// of a #DB (from the exit qualification).
+    Reflect { info: u32, dr6: u64 },
+    /// A machine check arrived while the guest ran: log it and let the guest go on.
+    MachineCheck,
 }
+
+/// #UD, for instructions a guest without them would fault on.
+pub const UD: Event = Event::Exception {
+    vector: 6,
+    error_code: None,
+};
+
+/// #GP(0).
+pub const GP0: Event = Event::Exception {
+    vector: 13,
+    error_code: Some(0),
+};
+
+/// Exceptions the backend intercepts (exception bitmap): #DB (1) and #AC (17), whose
+/// unintercepted recursive delivery can hold a CPU in microcode for ever (XSA-156), and
+/// #MC (18), which is logged.
+pub const EXCEPTION_BITMAP: u32 = 1 << 1 | 1 << 17 | 1 << 18;
 
 /// Decodes an exit into the backend's next step.
 pub fn classify(raw: &RawExit) -> Action {
@@ -84,6 +123,34 @@ pub fn classify(raw: &RawExit) -> Action {
         reason::EXCEPTION_OR_NMI if (raw.interruption_info >> 8) & 7 == 2 => {
             return Action::HostNmi
         }
+        reason::EXCEPTION_OR_NMI if raw.interruption_info & (1 << 31) != 0 => {
+            return match raw.interruption_info as u8 {
+                18 => Action::MachineCheck,
+                1 => Action::Reflect {
+                    info: raw.interruption_info,
+                    // B0-B3, BD, BS (SDM table 28-1); the CPU does not write DR6 itself.
+                    dr6: 0xffff_0ff0 | (q & 0x600f),
+                },
+                _ => Action::Reflect {
+                    info: raw.interruption_info,
+                    dr6: 0,
+                },
+            };
+        }
+        // VMX instructions (VMCLEAR..VMXON, INVEPT, INVVPID, VMFUNC), GETSEC and ENCLS
+        // exit unconditionally; the guest's CPUID offers none of them.
+        reason::GETSEC
+        | reason::VMCLEAR..=reason::VMXON
+        | reason::INVEPT
+        | reason::INVVPID
+        | reason::VMFUNC
+        | reason::ENCLS
+        | reason::MWAIT
+        | reason::MONITOR
+        | reason::XSAVES
+        | reason::XRSTORS => return Action::Fault(UD),
+        // No performance counters are offered (CPUID leaf 0xA is zero).
+        reason::RDPMC => return Action::Fault(GP0),
         reason::CR_ACCESS => return Action::Cr(decode_cr(q)),
         reason::EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
         reason::TRIPLE_FAULT => Exit::TripleFault,
@@ -255,14 +322,21 @@ pub const fn has_error_code(vector: u8) -> bool {
 }
 
 /// VM-entry interruption-information field (SDM 25.8.3) and error code for an event.
+#[cfg(test)]
 pub fn interruption_info(event: Event) -> (u32, Option<u32>) {
+    interruption_info_in_mode(event, true)
+}
+
+/// [`interruption_info`] for a guest in protected mode or not: in real mode (CR0.PE
+/// clear) exceptions push no error code, and VM entry fails if one is to be delivered.
+pub fn interruption_info_in_mode(event: Event, protected: bool) -> (u32, Option<u32>) {
     const VALID: u32 = 1 << 31;
     const DELIVER_ERROR: u32 = 1 << 11;
     match event {
         Event::Interrupt(v) => (VALID | u32::from(v), None),
         Event::Exception { vector: 2, .. } => (VALID | 2 << 8 | 2, None),
         Event::Exception { vector, error_code } => {
-            let code = if has_error_code(vector) {
+            let code = if protected && has_error_code(vector) {
                 Some(error_code.unwrap_or(0))
             } else {
                 None

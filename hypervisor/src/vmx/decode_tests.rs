@@ -187,3 +187,55 @@ fn gpr_numbers() {
     assert_eq!(gpr(&mut r, 15).copied(), Some(15));
     assert!(gpr(&mut r, 4).is_none());
 }
+
+#[test]
+fn no_error_code_in_real_mode() {
+    let gp = Event::Exception {
+        vector: 13,
+        error_code: Some(0),
+    };
+    assert_eq!(
+        interruption_info_in_mode(gp, false),
+        (1 << 31 | 3 << 8 | 13, None)
+    );
+    assert_eq!(
+        interruption_info_in_mode(gp, true),
+        (1 << 31 | 1 << 11 | 3 << 8 | 13, Some(0))
+    );
+}
+
+#[test]
+fn guest_vmx_instructions_fault_and_exceptions_are_reflected() {
+    for reason in [
+        11u32, 19, 20, 21, 22, 23, 24, 25, 26, 27, 36, 39, 50, 53, 59, 63, 64,
+    ] {
+        let raw = RawExit {
+            reason,
+            ..RawExit::default()
+        };
+        assert_eq!(classify(&raw), Action::Fault(UD), "reason {reason}");
+    }
+    let rdpmc = RawExit {
+        reason: 15,
+        ..RawExit::default()
+    };
+    assert_eq!(classify(&rdpmc), Action::Fault(GP0));
+    let ac = RawExit {
+        reason: 0,
+        interruption_info: 1 << 31 | 1 << 11 | 3 << 8 | 17,
+        ..RawExit::default()
+    };
+    assert_eq!(
+        classify(&ac),
+        Action::Reflect {
+            info: ac.interruption_info,
+            dr6: 0
+        }
+    );
+    let mc = RawExit {
+        reason: 0,
+        interruption_info: 1 << 31 | 3 << 8 | 18,
+        ..RawExit::default()
+    };
+    assert_eq!(classify(&mc), Action::MachineCheck);
+}

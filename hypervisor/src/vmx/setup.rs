@@ -31,7 +31,10 @@ pub fn controls(c: &Controls, pages: &Pages, eptp: u64, vpid: u16) -> Result<(),
     write(Field::SECONDARY_PROC_CONTROLS, c.proc2.into())?;
     write(Field::EXIT_CONTROLS, c.exit.into())?;
     write(Field::ENTRY_CONTROLS, c.entry.into())?;
-    write(Field::EXCEPTION_BITMAP, 0)?;
+    write(
+        Field::EXCEPTION_BITMAP,
+        super::decode::EXCEPTION_BITMAP.into(),
+    )?;
     write(Field::PAGE_FAULT_ERROR_MASK, 0)?;
     write(Field::PAGE_FAULT_ERROR_MATCH, 0)?;
     write(Field::CR3_TARGET_COUNT, 0)?;
@@ -47,8 +50,8 @@ pub fn controls(c: &Controls, pages: &Pages, eptp: u64, vpid: u16) -> Result<(),
         write(Field::VPID, vpid.into())?;
     }
     if c.proc2 & proc2::ENABLE_XSAVES != 0 {
-        // No XSS bit causes an exit: the guest's IA32_XSS is switched by the backend.
-        write(Field::XSS_EXIT_BITMAP, 0)?;
+        // Every XSS component exits (none is virtualized); the control is asked off.
+        write(Field::XSS_EXIT_BITMAP, u64::MAX)?;
     }
     Ok(())
 }

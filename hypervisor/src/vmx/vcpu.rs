@@ -40,8 +40,6 @@ pub struct Platform {
     /// INVEPT type for flushes: 1 single-context, 2 all-context.
     pub invept: Option<u64>,
     pub nx: bool,
-    /// XCR0 bits the CPU supports (0: no XSAVE).
-    pub xcr0_supported: u64,
     /// IA32_XSS bits the CPU supports.
     pub xss_supported: u64,
     /// VPIDs in use: guests get 1..vpid_limit (0: VPID off).
@@ -200,6 +198,29 @@ impl VmxVcpu {
         }
     }
 
+    /// Delivers an intercepted exception to the guest as the CPU would have: same vector,
+    /// type and error code; a privileged software exception (ICEBP) with its length.
+    fn reflect(info: u32) {
+        if vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0 {
+            // An event interrupted by this exception is being requeued: the CPU will
+            // raise the exception again when it delivers it.
+            return;
+        }
+        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, (info & 0x8000_0fff).into());
+        if info & (1 << 11) != 0 {
+            vmcs::set(
+                Field::ENTRY_EXCEPTION_ERROR_CODE,
+                vmcs::get(Field::EXIT_INTERRUPTION_ERROR_CODE),
+            );
+        }
+        if matches!((info >> 8) & 7, 4..=6) {
+            vmcs::set(
+                Field::ENTRY_INSTRUCTION_LENGTH,
+                vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
+            );
+        }
+    }
+
     fn entry_failed(entered: Entered) -> Exit {
         match entered {
             Entered::FailValid => {
@@ -333,6 +354,19 @@ impl Vcpu for VmxVcpu {
                     (self.modes.cr0_shadow, self.modes.cr4_shadow) = self.visible_crs();
                     self.cr_access(access);
                 }
+                Action::Fault(event) => self.inject(event),
+                Action::Reflect { info, dr6 } => {
+                    if dr6 != 0 {
+                        cpu::write_dr6(dr6);
+                    }
+                    Self::reflect(info);
+                }
+                Action::MachineCheck => {
+                    log::error!(
+                        "vmx: machine check while a guest ran (RIP {:#x}); guest resumed",
+                        vmcs::get(Field::GUEST_RIP)
+                    );
+                }
                 Action::HostNmi => {
                     // The exit consumed the NMI: count it as the host handler would.
                     irq::nmi();
@@ -384,7 +418,9 @@ impl Vcpu for VmxVcpu {
 
     fn inject(&mut self, event: Event) {
         self.make_current();
-        let (info, code) = decode::interruption_info(event);
+        // Real mode has no error codes; VM entry refuses one with CR0.PE clear.
+        let protected = vmcs::get(Field::GUEST_CR0) & 1 != 0;
+        let (info, code) = decode::interruption_info_in_mode(event, protected);
         if let Some(code) = code {
             vmcs::set(Field::ENTRY_EXCEPTION_ERROR_CODE, code.into());
         }
@@ -418,15 +454,9 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_xcr0(&mut self, value: u64) -> Result<(), ()> {
-        let ok = value & 1 != 0
-            && value & !self.platform.xcr0_supported == 0
-            && (value & 4 == 0 || value & 2 != 0)
-            && matches!(value & 0x18, 0 | 0x18)
-            && matches!(value & 0xe0, 0 | 0xe0)
-            && (value & 0xe0 == 0 || value & 4 != 0);
-        if !ok {
-            return Err(());
-        }
+        // The host's XCR0 is every user component the CPU supports: one check serves both
+        // backends.
+        xcr::check_guest_xcr0(value)?;
         self.xcr0 = value;
         Ok(())
     }

@@ -47,12 +47,16 @@ mod boot;
 pub mod console;
 pub mod evtchn;
 mod fail;
+#[cfg(target_os = "none")]
+pub mod fault;
 pub mod grant;
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod idt;
 pub mod pvclock;
 pub mod start_info;
+#[cfg(target_os = "none")]
+pub mod user;
 pub mod vcpu;
 
 use core::fmt;

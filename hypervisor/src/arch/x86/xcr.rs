@@ -83,14 +83,22 @@ pub fn valid(value: u64, supported: u64) -> bool {
     const AVX: u64 = 4;
     const MPX: u64 = 0x18;
     const AVX512: u64 = 0xe0;
+    const AMX: u64 = 3 << 17;
+    // IA32_XSS-only components (PT, PASID, CET, HDC, UINTR, LBR, HWP): never in XCR0.
+    const SUPERVISOR: u64 = 1 << 8 | 0x1_fc00;
     value & X87 != 0
+        && value & SUPERVISOR == 0
         && value & !supported == 0
         && (value & AVX == 0 || value & SSE != 0)
         && (value & MPX == 0 || value & MPX == MPX)
         && (value & AVX512 == 0 || (value & AVX512 == AVX512 && value & AVX != 0))
+        && (value & AMX == 0 || value & AMX == AMX)
 }
 
-/// Checks a value a guest wants in XCR0 (the caller injects #GP on Err).
+/// Checks a value a guest wants in XCR0 (the caller injects #GP on Err): every
+/// architectural pairing rule, and only components of the host's XCR0 (what CPUID leaf
+/// 0xD offers the guest, user components only), so the host's XSETBV that loads it at the
+/// next entry cannot fault.
 pub fn check_guest_xcr0(value: u64) -> Result<(), ()> {
     let host = host_xcr0();
     if host == 0 || !valid(value, host) {
@@ -140,5 +148,29 @@ pub fn leave_guest_sync(guest: &mut u64) {
     *guest = real;
     if real != host {
         xsetbv(host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid;
+
+    #[test]
+    fn xcr0_pairing_rules() {
+        let all = 0x6_02ff;
+        assert!(valid(1, all));
+        assert!(valid(0x7, all));
+        assert!(!valid(0, all), "x87 must be set");
+        assert!(!valid(0x5, all), "AVX needs SSE");
+        assert!(!valid(0x9, all), "MPX bits together");
+        assert!(valid(0x19, all));
+        assert!(!valid(0x23, all), "AVX-512 bits together");
+        assert!(!valid(0xe3, all), "AVX-512 needs AVX");
+        assert!(valid(0xe7, all));
+        assert!(!valid(1 | 1 << 17, all), "AMX tile bits together");
+        assert!(!valid(1 | 1 << 18, all), "AMX tile bits together");
+        assert!(valid(1 | 3 << 17, all));
+        assert!(!valid(1 | 1 << 9, 0x3), "unsupported component");
+        assert!(!valid(1 | 1 << 8, all | 1 << 8 | 1 << 9), "supervisor PT");
     }
 }
