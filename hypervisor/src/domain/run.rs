@@ -185,6 +185,11 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
             return block(cx, "HLT");
         }
         Exit::Hypercall => return hypercall(cx),
+        Exit::Io(io) if io.string => match string_io(cx, io) {
+            Ok(true) => cx.v.hw.skip_instruction(),
+            Ok(false) => {}
+            Err(what) => return crash(cx, format_args!("{what}")),
+        },
         Exit::Io(io) => {
             port_io(cx, io);
             cx.v.hw.skip_instruction();
@@ -408,27 +413,8 @@ fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
         return;
     }
     if io.write && io.port == DEBUG_PORT {
-        if io.string {
-            let regs = *cx.v.hw.regs();
-            let count = if io.rep {
-                (regs.rcx & 0xffff_ffff).min(REP_OUT_MAX)
-            } else {
-                1
-            };
-            let mut buf = [0u8; REP_OUT_MAX as usize];
-            let n = count as usize;
-            if xen::guest_access::copy_from_guest(cx, regs.rsi, &mut buf[..n]).is_ok() {
-                console_write(cx, &buf[..n]);
-            }
-            let regs = cx.v.hw.regs();
-            regs.rsi = regs.rsi.wrapping_add(count);
-            if io.rep {
-                regs.rcx -= count;
-            }
-        } else {
-            let b = cx.v.hw.regs().rax as u8;
-            console_write(cx, &[b]);
-        }
+        let b = cx.v.hw.regs().rax as u8;
+        console_write(cx, &[b]);
         return;
     }
     if !io.write {
@@ -450,6 +436,85 @@ fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
         io.port,
         if io.write { "write" } else { "read" }
     );
+}
+
+/// INS/OUTS. OUTS to the debug port prints the low byte of each element; to any other
+/// port the data is dropped. INS from any port stores all ones, as reads from absent
+/// devices. RSI/RDI move by the operand size in the direction RFLAGS.DF says, through
+/// DS (OUTS) or ES (INS); a REP form does at most `REP_OUT_MAX` bytes per exit and is
+/// re-executed until RCX reaches 0. Addresses and RCX are 64-bit in 64-bit code and
+/// 32-bit otherwise (an address-size prefix is not decoded). Returns whether the
+/// instruction retired; Err ends the domain (memory the string cannot reach).
+fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc::string::String> {
+    let s = cx.v.hw.control_state();
+    let e = cx.v.hw.emulation_state();
+    let mask = if s.efer & (1 << 10) != 0 && e.cs_long {
+        u64::MAX
+    } else {
+        0xffff_ffff
+    };
+    let size = u64::from(io.size.clamp(1, 4));
+    let regs = *cx.v.hw.regs();
+    let count = if io.rep {
+        (regs.rcx & mask).min(REP_OUT_MAX / size)
+    } else {
+        1
+    };
+    if count == 0 {
+        return Ok(true);
+    }
+    let down = s.rflags & (1 << 10) != 0;
+    let (reg, seg) = if io.write {
+        (regs.rsi & mask, e.seg_base[3])
+    } else {
+        (regs.rdi & mask, e.seg_base[0])
+    };
+    // The block the iterations cover, lowest address first.
+    let span = count * size;
+    let low = if down {
+        reg.wrapping_sub(span - size) & mask
+    } else {
+        reg
+    };
+    let linear = seg.wrapping_add(low);
+    let mut buf = [0u8; REP_OUT_MAX as usize];
+    let buf = &mut buf[..span as usize];
+    if io.write {
+        xen::guest_access::copy_from_guest(cx, linear, buf).map_err(|_| {
+            alloc::format!("OUTS to port {:#x} from unreadable {linear:#x}", io.port)
+        })?;
+        if io.port == DEBUG_PORT {
+            let mut out = [0u8; REP_OUT_MAX as usize];
+            let n = count as usize;
+            for (i, o) in out[..n].iter_mut().enumerate() {
+                let element = if down { n - 1 - i } else { i };
+                *o = buf[element * size as usize];
+            }
+            console_write(cx, &out[..n]);
+        }
+    } else {
+        buf.fill(0xff);
+        xen::guest_access::copy_to_guest(cx, linear, buf).map_err(|_| {
+            alloc::format!("INS from port {:#x} to unwritable {linear:#x}", io.port)
+        })?;
+    }
+    let moved = if down {
+        reg.wrapping_sub(span)
+    } else {
+        reg.wrapping_add(span)
+    } & mask;
+    let regs = cx.v.hw.regs();
+    if io.write {
+        regs.rsi = moved;
+    } else {
+        regs.rdi = moved;
+    }
+    if io.rep {
+        let left = (regs.rcx & mask) - count;
+        regs.rcx = left;
+        return Ok(left == 0);
+    }
+    Ok(true)
 }
 
 /// Emulates RDMSR/WRMSR; false means the guest gets #GP.

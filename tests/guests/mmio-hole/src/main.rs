@@ -5,6 +5,10 @@
 //! the hypervisor's instruction emulator and checks the architectural result (the
 //! destination register, the flags, RSI/RDI/RCX of string instructions, the RAM buffer a
 //! string move filled) and that a write did not stick.
+//!
+//! Absent I/O ports behave the same way for string I/O: `INS` stores all ones, `OUTS`
+//! drops its data, and RSI/RDI/RCX move by the operand size in the direction RFLAGS.DF
+//! gives, whether or not the instruction has a REP prefix.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use core::arch::asm;
@@ -63,8 +67,18 @@ fn test_main(si: &StartInfo) -> TestResult {
         "the gap above RAM and the IOAPIC page read all ones",
         other_addresses(),
     )?;
+    case("REP INSD from an absent port stores all ones", rep_ins())?;
+    case(
+        "REP INSW backwards (DF=1) stores below RDI",
+        rep_ins_backwards(),
+    )?;
+    case(
+        "REP OUTSD to an absent port advances RSI by 4 per element",
+        rep_outs(),
+    )?;
+    case("OUTSB with DF=1 moves RSI down by one", outs_backwards())?;
     println!("mmio-hole: {passed} cases passed");
-    ensure!(passed == 11, "only {passed} of 11 cases ran");
+    ensure!(passed == 15, "only {passed} of 15 cases ran");
     Ok(())
 }
 
@@ -261,6 +275,82 @@ fn other_addresses() -> TestResult {
     ensure!(
         g == 0xffff_ffff && io == 0xffff_ffff && g2 == 0xffff_ffff,
         "gap {g:#x}, IOAPIC {io:#x}, gap after a store {g2:#x}"
+    );
+    Ok(())
+}
+
+/// A port nothing answers (between the second IDE controller's ranges).
+const ABSENT_PORT: u16 = 0x2f0;
+
+fn rep_ins() -> TestResult {
+    let mut buf = [0u32; 6];
+    let dst = buf.as_mut_ptr() as u64 + 4;
+    let (rcx, rdi): (u64, u64);
+    // SAFETY: INSD writes 4 dwords into `buf[1..5]`; DF is clear.
+    unsafe {
+        asm!("rep insd", inout("rcx") 4u64 => rcx, inout("rdi") dst => rdi,
+            in("dx") ABSENT_PORT, options(nostack));
+    }
+    ensure!(
+        rcx == 0 && rdi == dst + 16,
+        "after rep insd: rcx {rcx}, rdi {rdi:#x} (start {dst:#x})"
+    );
+    ensure!(
+        buf == [0, u32::MAX, u32::MAX, u32::MAX, u32::MAX, 0],
+        "buffer holds {buf:x?}"
+    );
+    Ok(())
+}
+
+fn rep_ins_backwards() -> TestResult {
+    let mut buf = [0u16; 6];
+    let last = buf.as_mut_ptr() as u64 + 8; // element 4
+    let (rcx, rdi): (u64, u64);
+    // SAFETY: INSW writes elements 4, 3 and 2 of `buf`; DF is set for the one
+    // instruction and cleared before the block ends.
+    unsafe {
+        asm!("std", "rep insw", "cld", inout("rcx") 3u64 => rcx, inout("rdi") last => rdi,
+            in("dx") ABSENT_PORT, options(nostack));
+    }
+    ensure!(
+        rcx == 0 && rdi == last - 6,
+        "after std; rep insw: rcx {rcx}, rdi {rdi:#x} (start {last:#x})"
+    );
+    ensure!(
+        buf == [0, 0, 0xffff, 0xffff, 0xffff, 0],
+        "buffer holds {buf:x?}"
+    );
+    Ok(())
+}
+
+fn rep_outs() -> TestResult {
+    let buf = [0x1234_5678u32; 5];
+    let src = buf.as_ptr() as u64;
+    let (rcx, rsi): (u64, u64);
+    // SAFETY: OUTSD reads the 5 dwords of `buf`; DF is clear.
+    unsafe {
+        asm!("rep outsd", inout("rcx") 5u64 => rcx, inout("rsi") src => rsi,
+            in("dx") ABSENT_PORT, options(nostack));
+    }
+    ensure!(
+        rcx == 0 && rsi == src + 20,
+        "after rep outsd: rcx {rcx}, rsi {rsi:#x} (start {src:#x})"
+    );
+    Ok(())
+}
+
+fn outs_backwards() -> TestResult {
+    let buf = [0x5au8; 2];
+    let src = buf.as_ptr() as u64 + 1;
+    let rsi: u64;
+    // SAFETY: OUTSB reads one byte of `buf`; DF is set for the one instruction.
+    unsafe {
+        asm!("std", "outsb", "cld", inout("rsi") src => rsi, in("dx") ABSENT_PORT,
+            options(nostack));
+    }
+    ensure!(
+        rsi == src - 1,
+        "after std; outsb: rsi {rsi:#x} (start {src:#x})"
     );
     Ok(())
 }
