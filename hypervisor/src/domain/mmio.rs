@@ -314,11 +314,7 @@ pub fn on_nested_page_fault<B: Backend>(
     cx: &mut Cx<'_, B>,
     gpa: u64,
     access: NpfAccess,
-) -> Option<Result<Option<Event>, String>> {
+) -> Option<Emulated> {
     let region = region(cx, gpa, access)?;
-    Some(match emulate(cx, gpa, access, region) {
-        Emulated::Done => Ok(None),
-        Emulated::Inject(e) => Ok(Some(e)),
-        Emulated::Crash(what) => Err(what),
-    })
+    Some(emulate(cx, gpa, access, region))
 }

@@ -213,13 +213,14 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
         Exit::CacheFlush => cx.v.hw.skip_instruction(),
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
+            use super::mmio::Emulated;
             match super::mmio::on_nested_page_fault(cx, gpa, access) {
-                Some(Ok(None)) => return Flow::Continue,
-                Some(Ok(Some(event))) => {
+                Some(Emulated::Done) => return Flow::Continue,
+                Some(Emulated::Inject(event)) => {
                     cx.v.hw.inject(event);
                     return Flow::Continue;
                 }
-                Some(Err(what)) => return crash(cx, format_args!("{what}")),
+                Some(Emulated::Crash(what)) => return crash(cx, format_args!("{what}")),
                 None => {}
             }
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
