@@ -87,6 +87,20 @@ mod tests {
         assert_eq!(&out[..n], SAMPLE);
     }
 
+    /// Found by the `xz` fuzz target: a block header (valid CRC) whose flags claim three
+    /// filters in a four-byte header. xz4rust 0.2.3 indexed past the header and panicked;
+    /// the copy in third_party/ refuses it.
+    #[test]
+    fn block_header_filters_past_the_end_is_an_error() {
+        let input: &[u8] = &[
+            0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0x00, 0x01, 0x69, 0x22, 0xde, 0x36, 0x01, 0x02,
+            0x04, 0x00, 0x13, 0xa9, 0x10, 0xfe, 0x21, 0x01, 0x08, 0x00, 0xd2, 0xb9, 0x74, 0xcb,
+            0xe0, 0x02, 0xfd, 0x37, 0x7a,
+        ];
+        let (mut dict, mut out) = buffers();
+        assert!(decompress(input, &mut dict, &mut out).is_err());
+    }
+
     #[test]
     fn trailing_size_word_is_ignored() {
         let mut input = SAMPLE_XZ.to_vec();
