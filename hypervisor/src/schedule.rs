@@ -547,6 +547,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             let st = dom.st.lock();
             crate::xen::shared_info::update_time(&dom.mem, &st, vcpu.id);
         }
+        crate::arch::x86::spec::enter_domain(u32::from(r.dom));
         ctx.hw.load();
         let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
         ctx.hw.put();

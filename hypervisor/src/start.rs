@@ -269,6 +269,8 @@ fn start_domains(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
         BackendChoice::Svm => true,
         BackendChoice::Vmx => false,
     };
+    let spec = crate::arch::x86::spec::init(!want_svm);
+    info!("speculation mitigations: {spec}");
     if want_svm {
         match Svm::init() {
             Ok(svm) => {

@@ -14,6 +14,7 @@ pub mod asid;
 pub mod cpuid;
 pub mod msr;
 pub mod pit;
+pub mod spec;
 pub mod vlapic;
 
 use core::fmt;

@@ -83,6 +83,9 @@ svm_enter:
     mov [rax + 96], r13
     mov [rax + 104], r14
     mov [rax + 112], r15
+"#,
+    crate::exit_scrub_asm!(),
+    r#"
     add rsp, 8
     pop rax                  /* host VMCB */
     vmload rax

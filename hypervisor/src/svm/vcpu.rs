@@ -17,7 +17,7 @@
 use super::entry;
 use super::vmcb::{ctl, exit, save, Segment, Vmcb};
 use crate::arch::x86::fpu::ExtState;
-use crate::arch::x86::{irq, percpu, xcr};
+use crate::arch::x86::{irq, percpu, spec, xcr};
 use crate::hvm::asid::TlbTag;
 use crate::hvm::{
     Access, ControlState, EmulationState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu,
@@ -366,10 +366,12 @@ impl Vcpu for SvmVcpu {
             }
             self.vmcb.write64(save::RAX, self.regs.rax);
             xcr::enter_guest(self.xcr0);
+            spec::before_entry();
             // SAFETY: the VMCB was fully initialised in `new` and only modified through
             // this vCPU, with a valid ASID from `load`; `host_area` is this CPU's VMSAVE
             // area; SVM is enabled on this CPU (Svm::init).
             unsafe { entry::run(&mut self.regs, self.vmcb.pa(), host_area) };
+            spec::after_exit();
             xcr::leave_guest_sync(&mut self.xcr0);
             self.regs.rax = self.vmcb.read64(save::RAX);
             self.vmcb.write8(ctl::TLB_CONTROL, 0);

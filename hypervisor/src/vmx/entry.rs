@@ -85,6 +85,9 @@ ferrovisor_vmx_exit:
     mov [rdi + 112], r15
     pop rax
     mov [rdi + 40], rax
+"#,
+    crate::exit_scrub_asm!(),
+    r#"
     pop rdi
     pop r15
     pop r14

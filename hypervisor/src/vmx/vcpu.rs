@@ -25,7 +25,7 @@ use super::msr::GuestMsrs;
 use super::setup::Pages;
 use super::vmcs;
 use crate::arch::x86::fpu::ExtState;
-use crate::arch::x86::{irq, percpu, xcr};
+use crate::arch::x86::{irq, percpu, spec, xcr};
 use crate::hvm::asid::TlbTag;
 use crate::hvm::{ControlState, EmulationState, Event, Exit, GuestRegs, Vcpu};
 use crate::mm::phys;
@@ -320,10 +320,12 @@ impl Vcpu for VmxVcpu {
         loop {
             self.prepare();
             xcr::enter_guest(self.xcr0);
+            spec::before_entry();
             // SAFETY: `prepare` made this vCPU's fully initialised VMCS current (host state
             // written for this CPU by `load`), `launched` tracks its launch state, and
             // `regs` is borrowed exclusively for the call.
             let entered = unsafe { entry::enter(&mut self.regs, self.launched) };
+            spec::after_exit();
             xcr::leave_guest(self.xcr0);
             if entered != Entered::Exited {
                 return Self::entry_failed(entered);

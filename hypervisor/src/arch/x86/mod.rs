@@ -12,5 +12,6 @@ pub mod port;
 pub mod power;
 pub mod regs;
 pub mod rtc;
+pub mod spec;
 pub mod tsc;
 pub mod xcr;

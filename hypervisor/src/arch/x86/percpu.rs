@@ -65,6 +65,9 @@ pub struct PerCpu {
     pub current_vmcs: AtomicU64,
     /// VMX: the vCPU (by VMCS address) whose lazily switched guest MSRs this CPU holds.
     pub lazy_msr_owner: AtomicU64,
+    /// The domain whose vCPU ran last on this CPU (`u32::MAX`: none yet), for the IBPB on
+    /// a domain switch (`spec::enter_domain`).
+    pub last_domain: AtomicU32,
 }
 
 // SAFETY: `self_ptr` is only ever read (it names the structure itself, which lives
@@ -107,6 +110,7 @@ pub fn init_cpu(index: u32) -> &'static PerCpu {
         host_save_area: AtomicU64::new(0),
         current_vmcs: AtomicU64::new(0),
         lazy_msr_owner: AtomicU64::new(0),
+        last_domain: AtomicU32::new(u32::MAX),
     }));
     p.self_ptr = p as *const PerCpu;
     let p: &'static PerCpu = p;
