@@ -10,9 +10,7 @@
 //! an instruction that completes advances RIP by its length (wrapped to the code size), a
 //! `REP` batch leaves RIP alone, and a refused non-string instruction changes no register.
 
-use x86_emu::{
-    emulate, Access, CpuMode, Error, Exception, Memory, MmioFault, Outcome, Segment, Vcpu,
-};
+use x86_emu::{emulate, Access, CpuMode, Error, Exception, Memory, MmioFault, Outcome, Registers};
 
 use crate::input::Input;
 
@@ -21,37 +19,7 @@ const FAULT_PAGE: u64 = 0xfee0_0000;
 /// RFLAGS status bits (CF PF AF ZF SF OF).
 const STATUS: u64 = 0x8d5;
 
-#[derive(Clone, PartialEq, Eq, Debug)]
-struct Cpu {
-    gpr: [u64; 16],
-    rflags: u64,
-    rip: u64,
-    seg: [u64; 6],
-}
-
-impl Vcpu for Cpu {
-    fn gpr(&self, index: u8) -> u64 {
-        self.gpr[usize::from(index)]
-    }
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        self.gpr[usize::from(index)] = value;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, value: u64) {
-        self.rflags = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, value: u64) {
-        self.rip = value;
-    }
-    fn segment_base(&self, seg: Segment) -> u64 {
-        self.seg[seg as usize]
-    }
-}
+type Cpu = Registers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dev {

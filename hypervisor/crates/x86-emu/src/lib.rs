@@ -297,6 +297,44 @@ pub trait Vcpu {
     fn segment_base(&self, seg: Segment) -> u64;
 }
 
+/// A register file kept in memory: the [`Vcpu`] for callers that hold the registers
+/// themselves (the host tests and the fuzz target).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registers {
+    /// RAX ... R15 by encoding index.
+    pub gpr: [u64; 16],
+    /// RFLAGS.
+    pub rflags: u64,
+    /// RIP.
+    pub rip: u64,
+    /// Segment bases by [`Segment`] index.
+    pub seg: [u64; 6],
+}
+
+impl Vcpu for Registers {
+    fn gpr(&self, index: u8) -> u64 {
+        self.gpr[usize::from(index)]
+    }
+    fn set_gpr(&mut self, index: u8, value: u64) {
+        self.gpr[usize::from(index)] = value;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn set_rflags(&mut self, value: u64) {
+        self.rflags = value;
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, value: u64) {
+        self.rip = value;
+    }
+    fn segment_base(&self, seg: Segment) -> u64 {
+        self.seg[seg as usize]
+    }
+}
+
 /// The device and guest memory.
 pub trait Memory {
     /// Reads `size` (1, 2, 4 or 8) bytes from the device at `gpa`, little-endian.

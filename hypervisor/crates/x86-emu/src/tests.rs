@@ -26,37 +26,7 @@ const M16: CpuMode = CpuMode::Real;
 const RBX: u8 = 3;
 const RDX: u8 = 2;
 
-#[derive(Clone, Debug)]
-struct Cpu {
-    gpr: [u64; 16],
-    rflags: u64,
-    rip: u64,
-    seg: [u64; 6],
-}
-
-impl Vcpu for Cpu {
-    fn gpr(&self, i: u8) -> u64 {
-        self.gpr[usize::from(i)]
-    }
-    fn set_gpr(&mut self, i: u8, v: u64) {
-        self.gpr[usize::from(i)] = v;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, v: u64) {
-        self.rflags = v;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, v: u64) {
-        self.rip = v;
-    }
-    fn segment_base(&self, s: Segment) -> u64 {
-        self.seg[s as usize]
-    }
-}
+type Cpu = Registers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ev {
