@@ -409,10 +409,9 @@ impl<B: Backend> Hv<B> {
     }
 }
 
-/// An INIT, SIPI or NMI sent through a vCPU's virtual LAPIC to another vCPU of its domain
+/// An INIT or SIPI sent through a vCPU's virtual LAPIC to another vCPU of its domain
 /// (Linux starts its APs with INIT, SIPI, SIPI through the x2APIC ICR).
 pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
-    const NMI: u8 = 4;
     const INIT: u8 = 5;
     const SIPI: u8 = 6;
     let ApicEffect::Special { dest, mode, vector } = effect else {
@@ -444,10 +443,6 @@ pub fn apic_special<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
         }
         // A second SIPI (Linux sends two) or one without INIT is ignored, as on hardware.
         SIPI => {}
-        NMI => log::debug!(
-            "d{}: NMI IPI to vCPU {dest} not delivered (no virtual NMIs yet)",
-            cx.dom.id
-        ),
         _ => log::debug!(
             "d{}: APIC IPI mode {mode} to vCPU {dest} not supported; dropped",
             cx.dom.id

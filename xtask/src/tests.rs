@@ -127,6 +127,19 @@ const GUESTS: &[GuestCase] = &[
         provokes_fault: false,
     },
     GuestCase {
+        artifact: &build::GUEST_NMI,
+        args: "nmi",
+        expect: &[
+            r"^\(d0\) nmi: xAPIC NMI by physical ID taken once with interrupts off",
+            r"^\(d0\) nmi: NMI taken before a pending fixed IPI, the IPI once interrupts were on",
+            r"^\(d0\) nmi: x2APIC NMI by shorthand taken once",
+            r"^\(d0\) nmi: held until IRET: the NMI sent inside the handler arrived after it, none nested",
+            r"^\(d0\) guest nmi: PASS",
+            r"^\(I\) domain 0 \(guest-nmi\) shut down: poweroff \(reason 0\)",
+        ],
+        provokes_fault: false,
+    },
+    GuestCase {
         artifact: &build::GUEST_UPCALL_VECTOR,
         args: "upcall-vector",
         expect: &[

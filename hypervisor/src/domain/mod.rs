@@ -138,6 +138,9 @@ pub mod vflags {
     pub const POLLING: u32 = 1 << 2;
     /// An AP received INIT and waits for a SIPI.
     pub const WAIT_SIPI: u32 = 1 << 3;
+    /// An NMI waits for delivery (sent through a virtual LAPIC; taken at the next entry
+    /// the guest can take it).
+    pub const NMI: u32 = 1 << 4;
 }
 
 /// `Vcpu::sipi`: a SIPI waits to be applied.

@@ -63,6 +63,7 @@ pub fn run_vcpu<B: Backend>(
     if sipi & super::SIPI_PENDING != 0 {
         // An AP's start-up: the architectural state after INIT and this SIPI.
         cx.v.hw.reset_to_sipi(sipi as u8);
+        vcpu.clear_flag(super::vflags::NMI);
         cx.v.vlapic = cx.v.vlapic.after_init();
         cx.v.timer = super::VcpuTimer::default();
         debug!(
@@ -112,6 +113,7 @@ fn prepare_entry<B: Backend>(cx: &mut Cx<'_, B>, slice_end: u64) {
         cx.v.flush_gen = gen;
         cx.v.hw.flush_nested_tlb();
     }
+    deliver_nmi(cx);
     deliver_interrupt(cx);
     let slice_end = cx.hv.run_until(slice_end);
     let wake =
@@ -140,6 +142,21 @@ fn pending_interrupt<B: Backend>(cx: &Cx<'_, B>) -> Option<(u8, bool)> {
         }
     }
     cx.v.vlapic.next_interrupt().map(|v| (v, true))
+}
+
+/// Injects a pending NMI if the guest can take one now (not still in its handler of the
+/// last), else asks for an exit as soon as it can. NMIs go before interrupts.
+fn deliver_nmi<B: Backend>(cx: &mut Cx<'_, B>) {
+    if !cx.vcpu.has(vflags::NMI) {
+        return;
+    }
+    if cx.v.hw.nmi_allowed() {
+        cx.vcpu.clear_flag(vflags::NMI);
+        cx.v.hw.inject(Event::Nmi);
+        cx.v.hw.request_nmi_window(false);
+    } else {
+        cx.v.hw.request_nmi_window(true);
+    }
 }
 
 /// Injects the pending interrupt if the guest can take it now, else asks for an exit
@@ -211,7 +228,7 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
             }
         }
         Exit::CacheFlush => cx.v.hw.skip_instruction(),
-        Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::SliceExpired => {}
+        Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::NmiWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {
             use super::mmio::Emulated;
             match super::mmio::on_nested_page_fault(cx, gpa, access) {
@@ -348,6 +365,7 @@ fn wakeable<B: Backend>(cx: &Cx<'_, B>) -> bool {
     // local_events_need_delivery); only a new kick or a polled port ends it.
     let interrupt = pending_interrupt(cx).is_some() && (!polling || cx.v.hw.interrupts_enabled());
     interrupt
+        || cx.vcpu.has(vflags::NMI)
         || cx.vcpu.ipi_queued()
         || cx.v.timer.next_expiry().is_some_and(|t| t <= now)
         || (polling
@@ -628,6 +646,26 @@ pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
             }
         }
         ApicEffect::Special { .. } => crate::schedule::apic_special(cx, effect),
+        ApicEffect::Nmi { others, to_self } => {
+            if to_self {
+                cx.vcpu.set_flag(vflags::NMI);
+            }
+            let Some(dest) = others else {
+                return;
+            };
+            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
+                if dest != u32::MAX && dest != t.id {
+                    continue;
+                }
+                // An offline vCPU (waiting for SIPI, or halted for good) takes no NMI.
+                if t.has(vflags::DOWN) {
+                    log::debug!("d{}: NMI to offline vCPU {} dropped", cx.dom.id, t.id);
+                    continue;
+                }
+                t.set_flag(vflags::NMI);
+                cx.hv.wake(cx.dom, t);
+            }
+        }
     }
 }
 

@@ -110,6 +110,8 @@ pub enum Exit {
     ExternalInterrupt,
     /// The guest can now take an interrupt (requested with [`Vcpu::request_interrupt_window`]).
     InterruptWindow,
+    /// The guest can now take an NMI (requested with [`Vcpu::request_nmi_window`]).
+    NmiWindow,
     /// The time slice set with [`Vcpu::set_slice_deadline`] ran out.
     SliceExpired,
     /// The guest triple-faulted (SVM: shutdown intercept).
@@ -142,6 +144,7 @@ impl Exit {
             Exit::TripleFault => 12,
             Exit::EntryFailed { .. } => 13,
             Exit::Unhandled { .. } => 14,
+            Exit::NmiWindow => 15,
         }
     }
 
@@ -163,7 +166,7 @@ impl Exit {
             "triple-fault",
             "entry-failed",
             "unhandled",
-            "?",
+            "nmi-window",
         ][k.min(15)]
     }
 }
@@ -175,6 +178,9 @@ pub enum Event {
     Interrupt(u8),
     /// An exception, with its error code if it has one.
     Exception { vector: u8, error_code: Option<u32> },
+    /// A non-maskable interrupt (vector 2). The backend then holds further NMIs until
+    /// the guest's IRET, as hardware does.
+    Nmi,
 }
 
 /// Control and segment state the generic code reads (diagnostics, guest page walks).
@@ -273,6 +279,11 @@ pub trait Vcpu {
     /// True if the guest can take an external interrupt right now (IF set, no STI/MOV SS
     /// shadow, no event already being injected).
     fn interrupts_enabled(&self) -> bool;
+    /// True if the guest can take an NMI right now: not still handling one (no IRET
+    /// since the last), no STI/MOV SS shadow, no event already being injected.
+    fn nmi_allowed(&self) -> bool;
+    /// Asks for an [`Exit::NmiWindow`] (or any exit) as soon as the guest can take an NMI.
+    fn request_nmi_window(&mut self, on: bool);
     /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an interrupt.
     fn request_interrupt_window(&mut self, on: bool);
     /// Ends the guest's slice at this TSC value (None: no limit). Backends without a slice

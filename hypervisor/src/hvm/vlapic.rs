@@ -46,8 +46,11 @@ pub enum ApicEffect {
     None,
     /// A fixed IPI to another vCPU (by x2APIC id).
     Ipi { dest: u32, vector: u8 },
-    /// An NMI, INIT or SIPI to another vCPU (SMP bring-up and shutdown): mode and target.
+    /// An INIT or SIPI to another vCPU (SMP bring-up): mode and target.
     Special { dest: u32, mode: u8, vector: u8 },
+    /// An NMI: to other vCPUs (`Some(id)`, `Some(u32::MAX)` for all of them) and/or to
+    /// the sender itself.
+    Nmi { others: Option<u32>, to_self: bool },
 }
 
 /// One vCPU's local APIC.
@@ -322,6 +325,7 @@ impl Vlapic {
     }
 
     fn write_icr(&mut self, value: u64) -> ApicEffect {
+        const NMI_MODE: u8 = 4;
         self.icr = value & !(1 << 12); // delivery status always idle
         let vector = value as u8;
         let mode = ((value >> 8) & 7) as u8;
@@ -343,6 +347,15 @@ impl Vlapic {
             0 => ApicEffect::Ipi {
                 dest: if shorthand == 3 { u32::MAX } else { dest },
                 vector,
+            },
+            NMI_MODE => ApicEffect::Nmi {
+                others: match shorthand {
+                    0 if to_self => None,
+                    0 => Some(dest),
+                    1 => None,
+                    _ => Some(u32::MAX),
+                },
+                to_self,
             },
             _ => ApicEffect::Special { dest, mode, vector },
         }
@@ -555,13 +568,37 @@ mod tests {
         );
         assert_eq!(
             a.write(0x830, (1u64 << 32) | (4 << 8)).unwrap(),
-            ApicEffect::Special {
-                dest: 1,
-                mode: 4,
-                vector: 0
+            ApicEffect::Nmi {
+                others: Some(1),
+                to_self: false
             },
             "NMI"
         );
+        assert_eq!(
+            a.write(0x830, (2u64 << 32) | (4 << 8)).unwrap(),
+            ApicEffect::Nmi {
+                others: None,
+                to_self: true
+            },
+            "NMI to its own id"
+        );
+        assert_eq!(
+            a.write(0x830, (2 << 18) | (4 << 8)).unwrap(),
+            ApicEffect::Nmi {
+                others: Some(u32::MAX),
+                to_self: true
+            },
+            "NMI to all including self"
+        );
+        assert_eq!(
+            a.write(0x830, (3 << 18) | (4 << 8)).unwrap(),
+            ApicEffect::Nmi {
+                others: Some(u32::MAX),
+                to_self: false
+            },
+            "NMI to all but self (Linux's stop and backtrace)"
+        );
+        assert!(!a.is_pending(0), "an NMI raises no vector");
         assert_eq!(
             a.read(0x830).unwrap() & (1 << 12),
             0,

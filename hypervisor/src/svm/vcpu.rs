@@ -58,6 +58,10 @@ const MISC2: u32 = 1 << 0
     | 1 << 13;
 /// The VINTR intercept bit in MISC1, used for interrupt windows.
 const MISC1_VINTR: u32 = 1 << 4;
+/// The IRET intercept bit in MISC1: on while the guest handles an NMI we injected.
+const MISC1_IRET: u32 = 1 << 20;
+/// EVENTINJ type NMI, vector 2.
+const EVENT_NMI: u64 = 2 << 8 | 2;
 const V_IRQ: u64 = 1 << 8;
 const V_IGN_TPR: u64 = 1 << 20;
 const V_INTR_MASKING: u64 = 1 << 24;
@@ -94,6 +98,23 @@ pub struct SvmVcpu {
     /// The guest's TSC_AUX, and the host's while the guest's is loaded.
     tsc_aux: u64,
     host_tsc_aux: u64,
+    /// NMI blocking, which SVM (without vNMI) leaves to the hypervisor: set when an NMI is
+    /// injected, lifted once the guest's IRET has executed.
+    nmi: NmiBlocking,
+    /// The VINTR window is wanted for an interrupt, and for a held NMI.
+    irq_window: bool,
+    nmi_window: bool,
+}
+
+/// Where the guest is in handling an injected NMI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NmiBlocking {
+    None,
+    /// In the handler; the IRET intercept is on.
+    Handler,
+    /// The IRET at this RIP exited and is about to run; NMIs unblock at the first exit
+    /// with RIP elsewhere.
+    Iret(u64),
 }
 
 impl SvmVcpu {
@@ -138,6 +159,9 @@ impl SvmVcpu {
             io_next_rip: 0,
             tsc_aux: 0,
             host_tsc_aux: 0,
+            nmi: NmiBlocking::None,
+            irq_window: false,
+            nmi_window: false,
         };
         match start {
             VcpuStart::Pvh(entry) => vcpu.pvh_state(entry),
@@ -219,6 +243,33 @@ impl SvmVcpu {
         };
     }
 
+    fn set_misc1(&mut self, bit: u32, on: bool) {
+        let misc1 = self.vmcb.read32(ctl::INTERCEPT_MISC1);
+        let new = if on { misc1 | bit } else { misc1 & !bit };
+        if new != misc1 {
+            self.vmcb.write32(ctl::INTERCEPT_MISC1, new);
+        }
+    }
+
+    /// Programs the VINTR window (an exit as soon as the guest could take an interrupt)
+    /// for what wants it: an interrupt, or an NMI held by a shadow or an injection, or by
+    /// an IRET about to run with IF clear.
+    fn update_vintr(&mut self) {
+        let for_nmi = self.nmi_window
+            && match self.nmi {
+                NmiBlocking::None => true,
+                NmiBlocking::Handler => false,
+                NmiBlocking::Iret(_) => self.vmcb.read64(save::RFLAGS) & (1 << 9) == 0,
+            };
+        let on = self.irq_window || for_nmi;
+        self.set_misc1(MISC1_VINTR, on);
+        let vintr = self.vmcb.read64(ctl::V_INTR);
+        let new = if on { vintr | V_IRQ } else { vintr & !V_IRQ };
+        if new != vintr {
+            self.vmcb.write64(ctl::V_INTR, new);
+        }
+    }
+
     /// The event the CPU was delivering when the exit happened must be delivered again.
     fn requeue_interrupted_event(&mut self) {
         let info = self.vmcb.read64(ctl::EXITINTINFO);
@@ -276,7 +327,10 @@ impl SvmVcpu {
             },
             exit::INTR | exit::NMI | exit::INIT => Exit::ExternalInterrupt,
             exit::VINTR => {
-                self.request_interrupt_window(false);
+                // One exit per request: the generic code asks again if it still needs one.
+                self.irq_window = false;
+                self.nmi_window = false;
+                self.update_vintr();
                 Exit::InterruptWindow
             }
             exit::SHUTDOWN => Exit::TripleFault,
@@ -381,6 +435,21 @@ impl Vcpu for SvmVcpu {
                 // The interrupt is still pending (IF = 0 since the exit): handle it now.
                 irq::take_pending();
             }
+            if let NmiBlocking::Iret(at) = self.nmi {
+                if self.vmcb.read64(save::RIP) != at {
+                    self.nmi = NmiBlocking::None;
+                }
+            }
+            if code == exit::IRET {
+                // The IRET has not run yet: it does when the guest resumes, and NMIs
+                // unblock at the first exit after it. For a held NMI, the VINTR window
+                // gives that exit, but only if IF is clear now: with IF set it would come
+                // before the IRET, again and again.
+                self.set_misc1(MISC1_IRET, false);
+                self.nmi = NmiBlocking::Iret(self.vmcb.read64(save::RIP));
+                self.update_vintr();
+                continue;
+            }
             // SVM instructions, MONITOR/MWAIT and RDTSCP are hidden from guests by CPUID:
             // executing them is an invalid opcode, as on a CPU without them.
             if code == exit::VMRUN
@@ -463,6 +532,11 @@ impl Vcpu for SvmVcpu {
     fn inject(&mut self, event: Event) {
         let v = match event {
             Event::Interrupt(vector) => u64::from(vector) | EVENT_VALID,
+            Event::Nmi => {
+                self.nmi = NmiBlocking::Handler;
+                self.set_misc1(MISC1_IRET, true);
+                EVENT_NMI | EVENT_VALID
+            }
             Event::Exception { vector, error_code } => {
                 let mut v = u64::from(vector) | 3 << 8 | EVENT_VALID;
                 // Real mode (CR0.PE clear) exceptions push no error code.
@@ -483,16 +557,22 @@ impl Vcpu for SvmVcpu {
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
-        let misc1 = self.vmcb.read32(ctl::INTERCEPT_MISC1);
-        let vintr = self.vmcb.read64(ctl::V_INTR);
-        if on {
-            self.vmcb.write32(ctl::INTERCEPT_MISC1, misc1 | MISC1_VINTR);
-            self.vmcb.write64(ctl::V_INTR, vintr | V_IRQ);
-        } else {
-            self.vmcb
-                .write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
-            self.vmcb.write64(ctl::V_INTR, vintr & !V_IRQ);
-        }
+        self.irq_window = on;
+        self.update_vintr();
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.nmi == NmiBlocking::None
+            && self.vmcb.read64(ctl::INTERRUPT_SHADOW) & 1 == 0
+            && self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        // There is no NMI-window intercept: while the handler runs, the IRET intercept
+        // brings the guest back; behind a shadow or another injection (or after the IRET,
+        // see `run`), the VINTR window gives the next exit.
+        self.nmi_window = on;
+        self.update_vintr();
     }
 
     fn set_slice_deadline(&mut self, _tsc: Option<u64>) {}
@@ -618,7 +698,10 @@ impl Vcpu for SvmVcpu {
         v.write64(ctl::EVENTINJ, 0);
         v.write64(ctl::INTERRUPT_SHADOW, 0);
         let misc1 = v.read32(ctl::INTERCEPT_MISC1);
-        v.write32(ctl::INTERCEPT_MISC1, misc1 & !MISC1_VINTR);
+        v.write32(ctl::INTERCEPT_MISC1, misc1 & !(MISC1_VINTR | MISC1_IRET));
+        self.nmi = NmiBlocking::None;
+        self.irq_window = false;
+        self.nmi_window = false;
         v.write64(ctl::V_INTR, V_INTR_MASKING | V_IGN_TPR);
         self.regs = GuestRegs {
             rdx: u64::from(core::arch::x86_64::__cpuid_count(1, 0).eax),

@@ -84,6 +84,7 @@ pub mod exit {
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
+    pub const IRET: u64 = 0x74;
     pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;

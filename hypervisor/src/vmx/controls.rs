@@ -38,6 +38,7 @@ pub mod pin {
 /// Primary processor-based VM-execution controls (SDM 25.6.2, table 25-6).
 pub mod proc {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const MWAIT_EXITING: u32 = 1 << 10;
     pub const RDPMC_EXITING: u32 = 1 << 11;
@@ -268,6 +269,11 @@ impl Controls {
         use_timer: bool,
     ) -> Result<Controls, BackendError> {
         let mut want_pin = pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING;
+        // Virtual NMIs (the CPU tracks the guest's NMI blocking until its IRET), used only
+        // together with NMI-window exiting.
+        if caps.proc.may_be_one() & proc::NMI_WINDOW_EXITING != 0 {
+            want_pin |= pin::VIRTUAL_NMIS;
+        }
         if use_timer {
             want_pin |= pin::PREEMPTION_TIMER;
         }

@@ -10,6 +10,7 @@ pub mod reason {
     pub const EXTERNAL_INTERRUPT: u16 = 1;
     pub const TRIPLE_FAULT: u16 = 2;
     pub const INTERRUPT_WINDOW: u16 = 7;
+    pub const NMI_WINDOW: u16 = 8;
     pub const CPUID: u16 = 10;
     pub const HLT: u16 = 12;
     pub const GETSEC: u16 = 11;
@@ -155,6 +156,7 @@ pub fn classify(raw: &RawExit) -> Action {
         reason::EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
         reason::TRIPLE_FAULT => Exit::TripleFault,
         reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
+        reason::NMI_WINDOW => Exit::NmiWindow,
         reason::CPUID => Exit::Cpuid,
         reason::HLT => Exit::Hlt,
         reason::VMCALL => Exit::Hypercall,
@@ -334,7 +336,7 @@ pub fn interruption_info_in_mode(event: Event, protected: bool) -> (u32, Option<
     const DELIVER_ERROR: u32 = 1 << 11;
     match event {
         Event::Interrupt(v) => (VALID | u32::from(v), None),
-        Event::Exception { vector: 2, .. } => (VALID | 2 << 8 | 2, None),
+        Event::Nmi | Event::Exception { vector: 2, .. } => (VALID | 2 << 8 | 2, None),
         Event::Exception { vector, error_code } => {
             let code = if protected && has_error_code(vector) {
                 Some(error_code.unwrap_or(0))

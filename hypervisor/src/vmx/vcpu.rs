@@ -177,6 +177,25 @@ impl VmxVcpu {
         }
     }
 
+    /// A fault in the guest's IRET unblocked NMIs before the exit (SDM 27.2.3, "NMI
+    /// unblocking due to IRET"); the IRET is executed again (or the fault delivered), so
+    /// the blocking it had not yet lifted is put back.
+    fn restore_nmi_blocking(raw: &RawExit) {
+        const UNBLOCKED_BY_IRET: u32 = 1 << 12;
+        let unblocked = match raw.reason as u16 {
+            decode::reason::EXCEPTION_OR_NMI => {
+                raw.interruption_info & (1 << 31) != 0
+                    && raw.interruption_info & UNBLOCKED_BY_IRET != 0
+            }
+            decode::reason::EPT_VIOLATION => raw.qualification & u64::from(UNBLOCKED_BY_IRET) != 0,
+            _ => false,
+        };
+        if unblocked && vmcs::get(Field::IDT_VECTORING_INFO) & (1 << 31) == 0 {
+            let state = vmcs::get(Field::GUEST_INTERRUPTIBILITY);
+            vmcs::set(Field::GUEST_INTERRUPTIBILITY, state | 8);
+        }
+    }
+
     /// An exit during event delivery: queue the event again (SDM 28.2.4, 27.2.3).
     fn requeue_vectoring() {
         let info = vmcs::get(Field::IDT_VECTORING_INFO);
@@ -334,6 +353,9 @@ impl Vcpu for VmxVcpu {
             if raw.reason & (1 << 31) == 0 {
                 self.launched = true;
                 Self::requeue_vectoring();
+                if self.controls.pin & pin::VIRTUAL_NMIS != 0 {
+                    Self::restore_nmi_blocking(&raw);
+                }
             }
             match decode::classify(&raw) {
                 Action::Report(Exit::ExternalInterrupt) => {
@@ -350,6 +372,10 @@ impl Vcpu for VmxVcpu {
                     // One exit per request, as on SVM: the generic code asks again if needed.
                     self.request_interrupt_window(false);
                     return Exit::InterruptWindow;
+                }
+                Action::Report(Exit::NmiWindow) => {
+                    self.request_nmi_window(false);
+                    return Exit::NmiWindow;
                 }
                 Action::Report(exit) => return exit,
                 Action::Cr(access) => {
@@ -438,6 +464,22 @@ impl Vcpu for VmxVcpu {
 
     fn request_interrupt_window(&mut self, on: bool) {
         self.set_proc_bit(proc::INTERRUPT_WINDOW_EXITING, on);
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.make_current();
+        // Blocking by STI (0), MOV SS (1) or NMI (3); without virtual NMIs the CPU does
+        // not track the last one and NMIs may nest.
+        vmcs::get(Field::GUEST_INTERRUPTIBILITY) & (1 | 2 | 8) == 0
+            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) == 0
+    }
+
+    fn request_nmi_window(&mut self, on: bool) {
+        // Without virtual NMIs (never seen on a CPU with EPT and unrestricted guest) there
+        // is no NMI-window exit: a held NMI waits for the next exit.
+        if self.controls.pin & pin::VIRTUAL_NMIS != 0 {
+            self.set_proc_bit(proc::NMI_WINDOW_EXITING, on);
+        }
     }
 
     fn set_slice_deadline(&mut self, tsc: Option<u64>) {

@@ -248,8 +248,8 @@ impl Gate {
 #[repr(C, align(16))]
 struct Idt(UnsafeCell<[Gate; 256]>);
 
-// SAFETY: the IDT is written once by `init` on the only vCPU before interrupts are enabled,
-// and read afterwards only by the CPU.
+// SAFETY: the IDT is written by `init` on the only vCPU before interrupts are enabled, and
+// afterwards only by `set_gate` on that vCPU for a vector not being raised; the CPU reads it.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::EMPTY; 256]));
@@ -306,4 +306,17 @@ pub fn interrupt_count() -> u64 {
 /// Number of interrupts taken so far on `vector` (always 0 for exceptions, 0-31).
 pub fn vector_count(vector: u8) -> u64 {
     VECTOR_COUNTS[usize::from(vector)].load(Ordering::Relaxed)
+}
+
+/// Points `vector`'s gate at `handler` (a 64-bit interrupt gate in the runtime's code
+/// segment: IF cleared on entry, the interrupted stack, returning with IRETQ).
+///
+/// # Safety
+/// `handler` must be the address of code that handles that vector's frame (no error code
+/// for vectors 2 and 32-255) and returns with IRETQ, preserving every register.
+pub unsafe fn set_gate(vector: u8, handler: u64) {
+    // SAFETY: the test's own thread is the only writer; a 16-byte gate write racing with a
+    // delivery on this vector is excluded by the caller's contract (the vector is not
+    // raised while it installs its handler).
+    unsafe { (*IDT.0.get())[usize::from(vector)] = Gate::interrupt(handler) };
 }
