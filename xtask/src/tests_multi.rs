@@ -638,9 +638,17 @@ fn dom0_two_vcpus(bochs: bool) -> Test {
     .expect_value(d0!(r"TIMERS=(\S*)$"), "both")
     .send(r"TIMERS=\S+\r?\n", BUSY_CHECK)
     .expect_value(d0!(r"BUSY=(\S*)$"), "done")
-    .send(r"BUSY=\S+\r?\n", "poweroff -f\n")
+    // SysRq-l: Linux sends an NMI to every other CPU, and each prints its own backtrace
+    // from its NMI handler (nothing comes from a CPU the NMI never reached).
+    .send(r"BUSY=\S+\r?\n", NMI_CHECK)
+    .expect(&[d0!(r"NMI_BT=[1-9]\d*$")])
+    .send(r"NMI_BT=\d+\r?\n", "poweroff -f\n")
     .expect(tests_dom0::POWEROFF_EXPECT)
 }
+
+/// Asks dom0 for a backtrace of all CPUs (by NMI) and counts vCPU 1's.
+const NMI_CHECK: &str = "echo l > /proc/sysrq-trigger; sleep 1; \
+    echo NMI_BT=$(dmesg | grep -c 'NMI backtrace for cpu 1')\n";
 
 /// Every many-domain test, QEMU first.
 pub fn all() -> Vec<Test> {
