@@ -1,7 +1,8 @@
 //! A hostile CPU user (issue 12), on both backends: `guest-hostile-cpu` runs VMX and SVM
 //! instructions in ring 0 and ring 3, WBINVD/INVD/MONITOR/MWAIT/RDPMC, single-step,
 //! ICEBP and #AC, IA32_XSS, XSAVES, XSETBV with broken pairing rules, the speculation
-//! MSRs, SWAPGS across exits, reserved CR3/CR4 bits and TSC_AUX, and asserts for each the
+//! MSRs, SWAPGS across exits, TSC_AUX, illegal and legal CR0/CR3/CR4/EFER writes and
+//! IA32_DEBUGCTL, and asserts for each the
 //! exception (vector, error code) hardware without the feature would raise, or none.
 //!
 //! The guest judges every case itself and prints `case <name>: PASS|FAIL`, then
@@ -12,11 +13,12 @@
 use crate::build;
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
 
-/// Cases the guest runs on each backend (keep in step with the guest): 40 common, 6
-/// XSETBV, 4 checks; on Intel (Bochs) also ICEBP twice, CR4 and CR3 reserved bits, #AC
-/// and XSAVES (QEMU 7.2 TCG models none of the first four correctly itself).
-const CASES_SVM: &str = "50";
-const CASES_VMX: &str = "56";
+/// Cases the guest runs on each backend (keep in step with the guest): 42 common, 6
+/// XSETBV, 4 checks, the control-register and EFER cases (33 under QEMU, 34 under Bochs,
+/// which depend on what CPUID offers), 8 DEBUGCTL; on Intel (Bochs) also ICEBP twice,
+/// #AC and XSAVES (QEMU 7.2 TCG models none of the first three correctly itself).
+const CASES_SVM: &str = "93";
+const CASES_VMX: &str = "98";
 
 /// A backend's test prefix, emulator, hypervisor command line, timeout and case count.
 type Backend = (

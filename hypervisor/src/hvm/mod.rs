@@ -12,6 +12,8 @@
 
 pub mod asid;
 pub mod cpuid;
+pub mod crcheck;
+pub mod crdecode;
 pub mod msr;
 pub mod pit;
 pub mod spec;

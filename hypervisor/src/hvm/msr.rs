@@ -22,6 +22,18 @@ pub enum MsrWrite {
     Fault,
 }
 
+/// IA32_DEBUGCTL.
+pub const DEBUGCTL: u32 = 0x1d9;
+/// The IA32_DEBUGCTL bits guests get, on both vendors: LBR (0, last-branch recording) and
+/// BTF (1, single-step on branches). Every other bit (Intel's TR/BTS/freeze controls, AMD's
+/// PB0-3) is refused with #GP: their records go to memory or counters not virtualized.
+pub const DEBUGCTL_GUEST_BITS: u64 = 0b11;
+
+/// True if a guest may write `value` to IA32_DEBUGCTL.
+pub const fn debugctl_valid(value: u64) -> bool {
+    value & !DEBUGCTL_GUEST_BITS == 0
+}
+
 /// Reads an MSR the backend did not claim.
 pub fn read(index: u32) -> MsrRead {
     MsrRead::Value(match index {
@@ -81,6 +93,15 @@ pub fn hypercall_page(amd: bool) -> [u8; 4096] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debugctl_bits() {
+        assert!(debugctl_valid(0) && debugctl_valid(1) && debugctl_valid(2) && debugctl_valid(3));
+        assert!(!debugctl_valid(1 << 2), "AMD PB0 / Intel reserved");
+        assert!(!debugctl_valid(1 << 6), "Intel TR");
+        assert!(!debugctl_valid(1 << 7), "Intel BTS");
+        assert!(!debugctl_valid(1 << 63));
+    }
 
     #[test]
     fn unknown_msrs_fault() {

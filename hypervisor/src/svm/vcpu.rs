@@ -19,11 +19,16 @@ use super::vmcb::{ctl, exit, save, Segment, Vmcb};
 use crate::arch::x86::fpu::ExtState;
 use crate::arch::x86::{irq, percpu, spec, xcr};
 use crate::hvm::asid::TlbTag;
+use crate::hvm::crcheck::{self, CrPolicy, CrState};
+use crate::hvm::crdecode;
+use crate::hvm::msr;
 use crate::hvm::{
     Access, ControlState, EmulationState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu,
     VcpuStart,
 };
+use crate::mm::phys::{self, DirectMap};
 use core::sync::atomic::Ordering;
+use pagetable::{Npt, PageTable};
 
 /// Intercepts in the first misc vector: INTR, NMI, INIT, RDPMC, CPUID, INVD, HLT, INVLPGA,
 /// IOIO, MSR, SHUTDOWN.
@@ -38,6 +43,13 @@ const MISC1: u32 = 1 << 0
     | 1 << 27
     | 1 << 28
     | 1 << 31;
+/// Intercepted CR writes: CR0 (MOV, LMSW, CLTS), CR3 and CR4. Each is checked as the
+/// hardware would (`hvm::crcheck`): an emulator may not (QEMU 7.2 TCG lets reserved CR3/CR4
+/// bits through to a failing VMRUN and ignores CR0 bits 63:32, which its selective CR0
+/// intercept does not see either), and CR4 bits the guest's CPUID does not offer must fault
+/// even where the CPU has them. Guests rarely write CR0; CR3 writes (context switches)
+/// cost an exit each.
+const CR_INTERCEPTS: u32 = 1 << 16 | 1 << (16 + 3) | 1 << (16 + 4);
 /// Intercepted exceptions: #DB and #AC (reflected: their unintercepted recursive delivery
 /// can hold a CPU in microcode for ever, XSA-156), #MC (logged).
 const EXCEPTIONS: u32 = 1 << 1 | 1 << 17 | 1 << 18;
@@ -66,8 +78,6 @@ const V_IRQ: u64 = 1 << 8;
 const V_IGN_TPR: u64 = 1 << 20;
 const V_INTR_MASKING: u64 = 1 << 24;
 const EFER_SVME: u64 = 1 << 12;
-/// EFER bits a guest may set: SCE, LME, LMA (read-only in effect), NXE, LMSLE, FFXSR, TCE.
-const EFER_GUEST_BITS: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11 | 1 << 13 | 1 << 14 | 1 << 15;
 /// The architectural power-on PAT.
 const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;
 const EVENT_VALID: u64 = 1 << 31;
@@ -104,6 +114,16 @@ pub struct SvmVcpu {
     /// The VINTR window is wanted for an interrupt, and for a held NMI.
     irq_window: bool,
     nmi_window: bool,
+    /// Which CR4/EFER bits the guest's CPUID offers, and its MAXPHYADDR.
+    policy: CrPolicy,
+    /// TLB_CONTROL can flush one ASID (3, 7) rather than all (1).
+    flush_by_asid: bool,
+    /// The guest's IA32_DEBUGCTL (LBR, BTF). With LBR virtualization it lives in the VMCB
+    /// and VMRUN switches it; without, it is loaded into the MSR around VMRUN when it
+    /// differs from the host's (`host_debugctl`, read at `load`).
+    debugctl: u64,
+    host_debugctl: u64,
+    lbr_virt: bool,
 }
 
 /// Where the guest is in handling an injected NMI.
@@ -131,6 +151,7 @@ impl SvmVcpu {
         start: VcpuStart,
     ) -> SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
+        v.write32(ctl::INTERCEPT_CR, CR_INTERCEPTS);
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
         v.write32(ctl::INTERCEPT_EXCEPTIONS, EXCEPTIONS);
@@ -162,7 +183,15 @@ impl SvmVcpu {
             nmi: NmiBlocking::None,
             irq_window: false,
             nmi_window: false,
+            policy: CrPolicy::for_guests(),
+            flush_by_asid: core::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 6) != 0,
+            debugctl: 0,
+            host_debugctl: 0,
+            lbr_virt: core::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 1) != 0,
         };
+        if vcpu.lbr_virt {
+            vcpu.vmcb.write64(ctl::VIRT_EXT, 1);
+        }
         match start {
             VcpuStart::Pvh(entry) => vcpu.pvh_state(entry),
             VcpuStart::WaitForSipi => {
@@ -366,6 +395,238 @@ impl SvmVcpu {
     }
 }
 
+/// Guest-physical memory read through the nested page table (for instruction fetches and
+/// guest page walks in the CR-write emulation).
+struct NptMem(u64);
+
+impl NptMem {
+    /// Reads `buf.len()` bytes at `gpa`, which must not cross a 4 KiB page; None if the
+    /// page is not mapped for the guest.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Option<()> {
+        if (gpa & 0xfff) + buf.len() as u64 > 4096 {
+            return None;
+        }
+        let t = PageTable::<Npt>::from_root(self.0).translate(&DirectMap, gpa)?;
+        if t.phys.checked_add(buf.len() as u64)? > phys::mapped_limit() {
+            return None;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: the nested page table maps `gpa` to `t.phys`, a frame of this guest's
+            // memory inside the direct map (checked above, `buf` stays in the page); the
+            // guest may change it concurrently, so each byte is one volatile load.
+            *b = unsafe { phys::to_virt(t.phys + i as u64).read_volatile() };
+        }
+        Some(())
+    }
+}
+
+impl guest_walk::GuestPhysRead for NptMem {
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        let mut b = [0; 8];
+        self.read(gpa, &mut b)?;
+        Some(u64::from_le_bytes(b))
+    }
+    fn read_u32(&self, gpa: u64) -> Option<u32> {
+        let mut b = [0; 4];
+        self.read(gpa, &mut b)?;
+        Some(u32::from_le_bytes(b))
+    }
+}
+
+impl SvmVcpu {
+    /// The guest's control state for `crcheck`.
+    fn cr_state(&self) -> CrState {
+        CrState {
+            cr0: self.vmcb.read64(save::CR0),
+            cr3: self.vmcb.read64(save::CR3),
+            cr4: self.vmcb.read64(save::CR4),
+            efer: self.vmcb.read64(save::EFER) & !EFER_SVME,
+            cs_long: self.vmcb.segment(save::CS).attrib & (1 << 9) != 0,
+        }
+    }
+
+    /// General-purpose register `n` (RAX is mirrored in `regs`, RSP lives in the VMCB).
+    fn gpr(&self, n: u8) -> u64 {
+        let r = &self.regs;
+        match n & 15 {
+            0 => r.rax,
+            1 => r.rcx,
+            2 => r.rdx,
+            3 => r.rbx,
+            4 => self.vmcb.read64(save::RSP),
+            5 => r.rbp,
+            6 => r.rsi,
+            7 => r.rdi,
+            8 => r.r8,
+            9 => r.r9,
+            10 => r.r10,
+            11 => r.r11,
+            12 => r.r12,
+            13 => r.r13,
+            14 => r.r14,
+            _ => r.r15,
+        }
+    }
+
+    /// Reads guest memory at linear address `linear` through the guest's paging (`wrap`:
+    /// the address wraps at 4 GiB). Returns how many bytes were readable from the start.
+    fn read_linear(&self, linear: u64, buf: &mut [u8], wrap: bool) -> usize {
+        let mode = guest_walk::PagingMode {
+            cr0: self.vmcb.read64(save::CR0),
+            cr3: self.vmcb.read64(save::CR3),
+            cr4: self.vmcb.read64(save::CR4),
+            efer: self.vmcb.read64(save::EFER),
+        };
+        let mem = NptMem(self.vmcb.read64(ctl::N_CR3));
+        let mut done = 0;
+        while done < buf.len() {
+            let mut at = linear.wrapping_add(done as u64);
+            if wrap {
+                at &= 0xffff_ffff;
+            }
+            let n = (4096 - (at & 0xfff) as usize).min(buf.len() - done);
+            let Some(gpa) = guest_walk::translate(&mode, at, &mem) else {
+                break;
+            };
+            if mem.read(gpa, &mut buf[done..done + n]).is_none() {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+
+    /// Flushes this guest's TLB entries at the next VMRUN (all of them, or only the
+    /// non-global ones), as the emulated CR write would have on hardware.
+    fn flush_guest_tlb(&mut self, non_global: bool) {
+        let want = match (self.flush_by_asid, non_global) {
+            (false, _) => 1,
+            (true, false) => 3,
+            (true, true) => 7,
+        };
+        let cur = self.vmcb.read8(ctl::TLB_CONTROL);
+        let v = if cur == 1 || want == 1 {
+            1
+        } else if cur == 3 || want == 3 {
+            3
+        } else {
+            want
+        };
+        self.vmcb.write8(ctl::TLB_CONTROL, v);
+    }
+
+    /// Emulates the intercepted control-register write behind exit `code`: decodes the
+    /// instruction at RIP, checks the value with `crcheck` and either applies it and skips
+    /// the instruction or queues #GP(0). Err: the instruction could not be read or decoded.
+    fn cr_write(&mut self, code: u64) -> Result<(), Exit> {
+        let unhandled = Exit::Unhandled {
+            code,
+            qualification: self.vmcb.read64(ctl::EXITINFO1),
+        };
+        let gp = Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        };
+        if self.vmcb.read8(save::CPL) != 0 {
+            self.inject(gp);
+            return Ok(());
+        }
+        let st = self.cr_state();
+        let cs = self.vmcb.segment(save::CS);
+        let long = st.efer & (1 << 10) != 0 && st.cs_long;
+        let rip = self.vmcb.read64(save::RIP);
+        let mut bytes = [0u8; 15];
+        let n = if long {
+            self.read_linear(rip, &mut bytes, false)
+        } else {
+            self.read_linear(cs.base.wrapping_add(rip), &mut bytes, true)
+        };
+        let shape = crdecode::Code {
+            long,
+            big: cs.attrib & (1 << 10) != 0,
+        };
+        let Some((insn, len)) = crdecode::decode(&bytes[..n], shape) else {
+            return Err(unhandled);
+        };
+        let mut next = rip.wrapping_add(len as u64);
+        if !long {
+            next &= 0xffff_ffff;
+        }
+        let width = |v: u64| if long { v } else { v & 0xffff_ffff };
+        let cr = match code {
+            exit::WRITE_CR3 => 3,
+            exit::WRITE_CR4 => 4,
+            _ => 0,
+        };
+        let result = match insn {
+            crdecode::CrWrite::MovTo { cr: c, gpr } if c == cr => {
+                let value = width(self.gpr(gpr));
+                match cr {
+                    0 => self.set_cr0(&st, value),
+                    3 => crcheck::check_cr3(&st, value, &self.policy).map(|v| {
+                        self.vmcb.write64(save::CR3, v);
+                        self.flush_guest_tlb(true);
+                    }),
+                    _ => crcheck::check_cr4(&st, value, &self.policy).map(|()| {
+                        self.vmcb.write64(save::CR4, value);
+                        self.flush_guest_tlb(false);
+                    }),
+                }
+            }
+            crdecode::CrWrite::Lmsw(src) if cr == 0 => {
+                let source = match src {
+                    crdecode::Source::Reg(r) => self.gpr(r) as u16,
+                    crdecode::Source::Mem(m) => {
+                        let ea = crdecode::effective_address(&m, |r| self.gpr(r), next);
+                        let seg = [save::ES, save::CS, save::SS, save::DS, save::FS, save::GS]
+                            [usize::from(m.seg.min(5))];
+                        let base = if long && m.seg < 4 {
+                            0
+                        } else {
+                            self.vmcb.segment(seg).base
+                        };
+                        let mut w = [0u8; 2];
+                        if self.read_linear(base.wrapping_add(ea), &mut w, !long) != 2 {
+                            return Err(unhandled);
+                        }
+                        u16::from_le_bytes(w)
+                    }
+                };
+                self.set_cr0(&st, crcheck::lmsw(st.cr0, source))
+            }
+            crdecode::CrWrite::Clts if cr == 0 => self.set_cr0(&st, st.cr0 & !crcheck::CR0_TS),
+            // The bytes at RIP are not the instruction that exited (another vCPU changed
+            // them): run it again.
+            _ => return Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.vmcb.write64(save::RIP, next);
+                self.vmcb.write64(ctl::INTERRUPT_SHADOW, 0);
+            }
+            Err(()) => self.inject(gp),
+        }
+        Ok(())
+    }
+
+    /// Loads a checked CR0 value; entering or leaving paging with EFER.LME set switches
+    /// EFER.LMA, as the CPU does for a MOV it executes itself.
+    fn set_cr0(&mut self, st: &CrState, value: u64) -> Result<(), ()> {
+        crcheck::check_cr0(st, value)?;
+        let value = value | (1 << 4); // ET is hardwired to 1
+        let mut efer = st.efer;
+        if value & crcheck::CR0_PG == 0 {
+            efer &= !crcheck::EFER_LMA;
+        } else if efer & crcheck::EFER_LME != 0 {
+            efer |= crcheck::EFER_LMA;
+        }
+        self.vmcb.write64(save::EFER, efer | EFER_SVME);
+        self.vmcb.write64(save::CR0, value);
+        self.flush_guest_tlb(false);
+        Ok(())
+    }
+}
+
 impl Vcpu for SvmVcpu {
     fn load(&mut self) {
         let pc = percpu::this();
@@ -381,6 +642,7 @@ impl Vcpu for SvmVcpu {
         self.asid = Some(a.tag);
         self.ext.restore();
         self.host_tsc_aux = crate::arch::x86::regs::rdmsr(MSR_TSC_AUX);
+        self.host_debugctl = crate::arch::x86::regs::rdmsr(msr::DEBUGCTL);
         if self.host_tsc_aux != self.tsc_aux {
             // SAFETY: TSC_AUX only holds the value RDTSCP/RDPID return; the host's is put
             // back in `put` before host code that reads it (none does) runs again.
@@ -420,12 +682,23 @@ impl Vcpu for SvmVcpu {
             }
             self.vmcb.write64(save::RAX, self.regs.rax);
             xcr::enter_guest(self.xcr0);
+            let swap_debugctl = !self.lbr_virt && self.debugctl != self.host_debugctl;
+            if swap_debugctl {
+                // SAFETY: LBR/BTF only (checked on write): BTF acts only with RFLAGS.TF,
+                // which the host never sets, and the host reads no LBR; its value is
+                // restored right after the exit.
+                unsafe { crate::arch::x86::regs::wrmsr(msr::DEBUGCTL, self.debugctl) };
+            }
             spec::before_entry();
             // SAFETY: the VMCB was fully initialised in `new` and only modified through
             // this vCPU, with a valid ASID from `load`; `host_area` is this CPU's VMSAVE
             // area; SVM is enabled on this CPU (Svm::init).
             unsafe { entry::run(&mut self.regs, self.vmcb.pa(), host_area) };
             spec::after_exit();
+            if swap_debugctl {
+                // SAFETY: the host's own value, read at `load`.
+                unsafe { crate::arch::x86::regs::wrmsr(msr::DEBUGCTL, self.host_debugctl) };
+            }
             xcr::leave_guest_sync(&mut self.xcr0);
             self.regs.rax = self.vmcb.read64(save::RAX);
             self.vmcb.write8(ctl::TLB_CONTROL, 0);
@@ -466,6 +739,12 @@ impl Vcpu for SvmVcpu {
                 continue;
             }
             match code {
+                exit::WRITE_CR0 | exit::WRITE_CR3 | exit::WRITE_CR4 | exit::CR0_SEL_WRITE => {
+                    match self.cr_write(code) {
+                        Ok(()) => continue,
+                        Err(exit) => return exit,
+                    }
+                }
                 // No performance counters are offered (CPUID leaf 0xA is zero).
                 exit::RDPMC => {
                     self.inject(Event::Exception {
@@ -581,7 +860,8 @@ impl Vcpu for SvmVcpu {
         Some(match index {
             0xc000_0080 => self.vmcb.read64(save::EFER) & !EFER_SVME,
             0x277 => self.vmcb.read64(save::G_PAT),
-            0x1d9 => self.vmcb.read64(save::DBGCTL),
+            msr::DEBUGCTL if self.lbr_virt => self.vmcb.read64(save::DBGCTL),
+            msr::DEBUGCTL => self.debugctl,
             MSR_TSC_AUX => self.tsc_aux,
             _ => return None,
         })
@@ -590,13 +870,9 @@ impl Vcpu for SvmVcpu {
     fn write_msr(&mut self, index: u32, value: u64) -> Result<bool, ()> {
         match index {
             0xc000_0080 => {
-                if value & !EFER_GUEST_BITS != 0 {
-                    return Err(());
-                }
-                // LMA is owned by the CPU: keep its current value.
-                let lma = self.vmcb.read64(save::EFER) & (1 << 10);
-                self.vmcb
-                    .write64(save::EFER, (value & !(1 << 10)) | lma | EFER_SVME);
+                // Reserved bits, LME changes under paging: #GP; LMA is the CPU's, kept.
+                let efer = crcheck::check_efer(&self.cr_state(), value, &self.policy)?;
+                self.vmcb.write64(save::EFER, efer | EFER_SVME);
             }
             0x277 => {
                 // Each PAT entry must be a valid memory type (0, 1, 4, 5, 6, 7).
@@ -605,7 +881,15 @@ impl Vcpu for SvmVcpu {
                 }
                 self.vmcb.write64(save::G_PAT, value);
             }
-            0x1d9 => self.vmcb.write64(save::DBGCTL, value & 0x3),
+            msr::DEBUGCTL => {
+                if !msr::debugctl_valid(value) {
+                    return Err(());
+                }
+                self.debugctl = value;
+                if self.lbr_virt {
+                    self.vmcb.write64(save::DBGCTL, value);
+                }
+            }
             MSR_TSC_AUX => {
                 if value >> 32 != 0 {
                     return Err(());
@@ -707,6 +991,8 @@ impl Vcpu for SvmVcpu {
             rdx: u64::from(core::arch::x86_64::__cpuid_count(1, 0).eax),
             ..GuestRegs::default()
         };
+        self.debugctl = 0;
+        self.vmcb.write64(save::DBGCTL, 0);
         self.xcr0 = 1;
         self.ext.reset();
         if self.loaded {

@@ -27,6 +27,8 @@ pub mod ctl {
     pub const EXITINTINFO: usize = 0x088;
     pub const NP_ENABLE: usize = 0x090;
     pub const EVENTINJ: usize = 0x0a8;
+    /// Bit 0: LBR virtualization (DBGCTL and the LBR MSRs switched by VMRUN/#VMEXIT).
+    pub const VIRT_EXT: usize = 0x0b8;
     pub const N_CR3: usize = 0x0b0;
     pub const VMCB_CLEAN: usize = 0x0c0;
     pub const NEXT_RIP: usize = 0x0c8;
@@ -74,6 +76,11 @@ pub mod save {
 
 /// Exit codes (APM Vol. 2, Appendix C).
 pub mod exit {
+    /// CR writes: 0x10 + n for CRn; CR0_SEL_WRITE: a CR0 write changing more than TS/MP.
+    pub const WRITE_CR0: u64 = 0x10;
+    pub const WRITE_CR3: u64 = 0x13;
+    pub const WRITE_CR4: u64 = 0x14;
+    pub const CR0_SEL_WRITE: u64 = 0x65;
     /// Exception intercepts: 0x40 + vector.
     pub const EXCP_DB: u64 = 0x41;
     pub const EXCP_AC: u64 = 0x51;

@@ -85,12 +85,12 @@ fn platform(caps: &VmxCaps, controls: &Controls) -> Platform {
             cr0_fixed1: caps.cr0_fixed1,
             cr4_fixed0: caps.cr4_fixed0,
             cr4_fixed1: caps.cr4_fixed1,
+            guest: crate::hvm::crcheck::CrPolicy::for_guests(),
         },
         timer_rate: caps
             .preemption_timer()
             .then(|| caps.preemption_timer_rate()),
         invept,
-        nx: cpuid(0x8000_0001, 0).3 & (1 << 20) != 0,
         xss_supported,
     }
 }

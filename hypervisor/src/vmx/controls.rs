@@ -303,11 +303,16 @@ impl Controls {
             | exit::SAVE_EFER
             | exit::LOAD_EFER;
         let exit = adjust(
-            req_exit | exit::SAVE_PAT | exit::LOAD_PAT,
+            req_exit | exit::SAVE_PAT | exit::LOAD_PAT | exit::SAVE_DEBUG_CONTROLS,
             req_exit,
             caps.exit,
         )?;
-        let entry = adjust(entry::LOAD_PAT, entry::LOAD_EFER, caps.entry)?;
+        // Debug controls: the guest's IA32_DEBUGCTL (and DR7) loaded at entry, saved at exit.
+        let entry = adjust(
+            entry::LOAD_PAT | entry::LOAD_DEBUG_CONTROLS,
+            entry::LOAD_EFER,
+            caps.entry,
+        )?;
         // The preemption timer is changed per entry; the IA-32e entry control follows LMA.
         Ok(Controls {
             pin,

@@ -7,7 +7,7 @@ use super::controls::{entry, proc2};
 use super::decode::{gpr, CrAccess};
 use super::fields::Field;
 use super::fields::Seg;
-use super::modes::{CR0_PE, EFER_LMA};
+use super::modes::EFER_LMA;
 
 /// TR access-rights types: 16-bit busy TSS, and busy 32/64-bit TSS.
 const TSS16_BUSY: u64 = 3;
@@ -76,9 +76,7 @@ impl VmxVcpu {
             }
             CrAccess::Clts => self.write_cr0(self.modes.cr0_shadow & !CR0_TS),
             CrAccess::Lmsw { source } => {
-                // LMSW loads MP/EM/TS and can set PE but never clear it.
-                let old = self.modes.cr0_shadow;
-                let new = (old & !0xe) | (u64::from(source) & 0xf) | (old & CR0_PE);
+                let new = crate::hvm::crcheck::lmsw(self.modes.cr0_shadow, source);
                 self.write_cr0(new)
             }
             _ => Err(()),
@@ -90,7 +88,8 @@ impl VmxVcpu {
     }
 
     fn write_cr0(&mut self, value: u64) -> Result<(), ()> {
-        let u = self.modes.write_cr0(value, &self.platform.fixed)?;
+        let cs_long = vmcs::get(Seg::Cs.access_rights()) & (1 << 13) != 0;
+        let u = self.modes.write_cr0(value, &self.platform.fixed, cs_long)?;
         if u.load_pdptes {
             self.load_pdptes(vmcs::get(Field::GUEST_CR3))?;
         }
@@ -117,7 +116,8 @@ impl VmxVcpu {
     }
 
     fn write_cr4(&mut self, value: u64) -> Result<(), ()> {
-        let (real, shadow, pdptes) = self.modes.write_cr4(value, &self.platform.fixed)?;
+        let cr3 = vmcs::get(Field::GUEST_CR3);
+        let (real, shadow, pdptes) = self.modes.write_cr4(value, &self.platform.fixed, cr3)?;
         if pdptes {
             self.load_pdptes(vmcs::get(Field::GUEST_CR3))?;
         }
@@ -130,11 +130,8 @@ impl VmxVcpu {
     /// MOV to CR3 when the CPU forces CR3-load exiting.
     fn write_cr3(&mut self, value: u64) -> Result<(), ()> {
         let long = self.modes.efer & EFER_LMA != 0;
-        let value = if long {
-            value & !(1 << 63)
-        } else {
-            value & 0xffff_ffff
-        };
+        let state = self.modes.state(vmcs::get(Field::GUEST_CR3), false);
+        let value = crate::hvm::crcheck::check_cr3(&state, value, &self.platform.fixed.guest)?;
         let paging = self.modes.cr0_shadow & super::modes::CR0_PG != 0;
         if paging && !long && self.modes.cr4_shadow & super::modes::CR4_PAE != 0 {
             self.load_pdptes(value)?;

@@ -7,6 +7,8 @@
 //! control, which the hardware does not do by itself on VM entry.
 #![allow(dead_code)] // complete SDM tables: not every entry is used yet
 
+use crate::hvm::crcheck::{self, CrPolicy, CrState};
+
 pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_ET: u64 = 1 << 4;
 pub const CR0_NE: u64 = 1 << 5;
@@ -28,6 +30,8 @@ pub struct Fixed {
     pub cr0_fixed1: u64,
     pub cr4_fixed0: u64,
     pub cr4_fixed1: u64,
+    /// What the guest's CPUID offers (CR4 and EFER bits, MAXPHYADDR).
+    pub guest: CrPolicy,
 }
 
 /// Guest mode state the backend keeps in sync with the VMCS.
@@ -62,9 +66,13 @@ impl Fixed {
         ((self.cr0_fixed0 & !CR0_PE) | (!self.cr0_fixed1 & 0xffff_ffff)) | CR0_PG | CR0_CD | CR0_NW
     }
 
-    /// CR4 bits whose guest writes must exit: VMXE and every other forced or unsupported bit.
+    /// CR4 bits whose guest writes must exit: VMXE, every other forced or unsupported bit,
+    /// and every bit the guest's CPUID does not offer (the CPU would let the guest set it).
     pub const fn cr4_mask(&self) -> u64 {
-        self.cr4_fixed0 | (!self.cr4_fixed1 & 0xffff_ffff) | CR4_VMXE
+        self.cr4_fixed0
+            | (!self.cr4_fixed1 & 0xffff_ffff)
+            | CR4_VMXE
+            | (!self.guest.cr4_valid & 0xffff_ffff)
     }
 
     /// The CR0 the guest sees: guest-owned bits from the real register, masked ones from
@@ -94,21 +102,25 @@ impl Fixed {
 }
 
 impl Modes {
-    /// A guest MOV to CR0 (or LMSW/CLTS turned into one). Err: the write faults (#GP).
-    pub fn write_cr0(&self, value: u64, f: &Fixed) -> Result<Cr0Update, ()> {
-        if value >> 32 != 0 || (value & CR0_PG != 0 && value & CR0_PE == 0) {
-            return Err(());
+    /// The state the shared checks look at; `cs_long` is CS.L, `cr3` the guest's CR3.
+    pub fn state(&self, cr3: u64, cs_long: bool) -> CrState {
+        CrState {
+            cr0: self.cr0_shadow,
+            cr3,
+            cr4: self.cr4_shadow,
+            efer: self.efer,
+            cs_long,
         }
-        if value & CR0_NW != 0 && value & CR0_CD == 0 {
-            return Err(());
-        }
+    }
+
+    /// A guest MOV to CR0 (or LMSW/CLTS turned into one), with CS.L = `cs_long`. Err: the
+    /// write faults (#GP), by the rules of [`crcheck::check_cr0`].
+    pub fn write_cr0(&self, value: u64, f: &Fixed, cs_long: bool) -> Result<Cr0Update, ()> {
+        crcheck::check_cr0(&self.state(0, cs_long), value)?;
         let paging = value & CR0_PG != 0;
         let was_paging = self.cr0_shadow & CR0_PG != 0;
         let pae = self.cr4_shadow & CR4_PAE != 0;
         let lme = self.efer & EFER_LME != 0;
-        if paging && !was_paging && lme && !pae {
-            return Err(());
-        }
         let mut efer = self.efer & !EFER_LMA;
         if paging && lme {
             efer |= EFER_LMA;
@@ -122,16 +134,16 @@ impl Modes {
         })
     }
 
-    /// A guest MOV to CR4. Ok((real, shadow, load_pdptes)); Err: #GP.
-    pub fn write_cr4(&self, value: u64, f: &Fixed) -> Result<(u64, u64, bool), ()> {
-        let supported = f.cr4_fixed1 & !CR4_VMXE;
-        if value & !supported != 0 {
-            return Err(());
-        }
+    /// A guest MOV to CR4 (`cr3` the guest's CR3). Ok((real, shadow, load_pdptes)); Err:
+    /// #GP, by the rules of [`crcheck::check_cr4`] for the bits both the CPU and the
+    /// guest's CPUID offer.
+    pub fn write_cr4(&self, value: u64, f: &Fixed, cr3: u64) -> Result<(u64, u64, bool), ()> {
+        let policy = CrPolicy {
+            cr4_valid: f.guest.cr4_valid & f.cr4_fixed1 & !CR4_VMXE,
+            ..f.guest
+        };
+        crcheck::check_cr4(&self.state(cr3, false), value, &policy)?;
         let long = self.efer & EFER_LMA != 0;
-        if long && value & CR4_PAE == 0 {
-            return Err(());
-        }
         let paging = self.cr0_shadow & CR0_PG != 0;
         let pae_changed = (value ^ self.cr4_shadow) & CR4_PAE != 0;
         Ok((
@@ -142,19 +154,9 @@ impl Modes {
     }
 
     /// A guest WRMSR to EFER. LMA is read-only (kept as is); LME cannot change while paging
-    /// is on. Err: #GP. `nx` says whether NXE is supported.
-    pub fn write_efer(&self, value: u64, nx: bool) -> Result<u64, ()> {
-        let mut writable = EFER_SCE | EFER_LME | EFER_LMA;
-        if nx {
-            writable |= EFER_NXE;
-        }
-        if value & !writable != 0 {
-            return Err(());
-        }
-        if self.cr0_shadow & CR0_PG != 0 && (value ^ self.efer) & EFER_LME != 0 {
-            return Err(());
-        }
-        Ok((value & !EFER_LMA) | (self.efer & EFER_LMA))
+    /// is on; only bits the guest's CPUID offers ([`crcheck::check_efer`]). Err: #GP.
+    pub fn write_efer(&self, value: u64, f: &Fixed) -> Result<u64, ()> {
+        crcheck::check_efer(&self.state(0, false), value, &f.guest)
     }
 }
 
@@ -179,6 +181,12 @@ mod tests {
         cr0_fixed1: 0xffff_ffff,
         cr4_fixed0: 0x2000,
         cr4_fixed1: 0x3727ff,
+        guest: CrPolicy {
+            // What Bochs's Skylake offers a guest (no VMXE, SMXE or LA57).
+            cr4_valid: 0x3727ff & !(CR4_VMXE | 1 << 14 | 1 << 12),
+            efer_valid: EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE,
+            phys_bits: 39,
+        },
     };
 
     #[test]
@@ -214,14 +222,14 @@ mod tests {
             cr4_shadow: 0,
             efer: 0,
         };
-        let (real4, shadow4, pdpte) = m.write_cr4(CR4_PAE, &F).unwrap();
+        let (real4, shadow4, pdpte) = m.write_cr4(CR4_PAE, &F, 0).unwrap();
         assert_eq!(
             (real4, shadow4, pdpte),
             (CR4_PAE | CR4_VMXE, CR4_PAE, false)
         );
         m.cr4_shadow = shadow4;
-        m.efer = m.write_efer(EFER_LME, true).unwrap();
-        let u = m.write_cr0(CR0_PG | CR0_PE | CR0_ET, &F).unwrap();
+        m.efer = m.write_efer(EFER_LME, &F).unwrap();
+        let u = m.write_cr0(CR0_PG | CR0_PE | CR0_ET, &F, false).unwrap();
         assert_eq!(u.real, CR0_PG | CR0_PE | CR0_ET | CR0_NE);
         assert_eq!(u.efer, EFER_LME | EFER_LMA);
         assert!(u.ia32e && !u.load_pdptes);
@@ -229,15 +237,15 @@ mod tests {
         m.efer = u.efer;
         // EFER writes keep LMA; LME cannot be cleared with paging on.
         assert_eq!(
-            m.write_efer(EFER_LME | EFER_SCE | EFER_NXE, true),
+            m.write_efer(EFER_LME | EFER_SCE | EFER_NXE, &F),
             Ok(EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE)
         );
-        assert_eq!(m.write_efer(0, true), Err(()));
+        assert_eq!(m.write_efer(0, &F), Err(()));
         // CR4.PAE cannot be cleared in long mode; CR4.VMXE is refused.
-        assert_eq!(m.write_cr4(0, &F), Err(()));
-        assert_eq!(m.write_cr4(CR4_PAE | CR4_VMXE, &F), Err(()));
+        assert_eq!(m.write_cr4(0, &F, 0), Err(()));
+        assert_eq!(m.write_cr4(CR4_PAE | CR4_VMXE, &F, 0), Err(()));
         // Leaving paging leaves long mode.
-        let u = m.write_cr0(CR0_PE | CR0_ET, &F).unwrap();
+        let u = m.write_cr0(CR0_PE | CR0_ET, &F, false).unwrap();
         assert!(!u.ia32e && u.efer == EFER_LME);
     }
 
@@ -248,14 +256,18 @@ mod tests {
             cr4_shadow: 0,
             efer: EFER_LME,
         };
-        assert_eq!(m.write_cr0(CR0_PG, &F), Err(()), "PG without PE");
+        assert_eq!(m.write_cr0(CR0_PG, &F, false), Err(()), "PG without PE");
         assert_eq!(
-            m.write_cr0(CR0_PG | CR0_PE, &F),
+            m.write_cr0(CR0_PG | CR0_PE, &F, false),
             Err(()),
             "long mode without PAE"
         );
-        assert_eq!(m.write_cr0(CR0_NW | CR0_PE, &F), Err(()), "NW without CD");
-        assert_eq!(m.write_efer(1 << 1, true), Err(()), "reserved EFER bit");
+        assert_eq!(
+            m.write_cr0(CR0_NW | CR0_PE, &F, false),
+            Err(()),
+            "NW without CD"
+        );
+        assert_eq!(m.write_efer(1 << 1, &F), Err(()), "reserved EFER bit");
     }
 
     #[test]
@@ -265,7 +277,7 @@ mod tests {
             cr4_shadow: CR4_PAE,
             efer: 0,
         };
-        let u = m.write_cr0(CR0_PG | CR0_PE, &F).unwrap();
+        let u = m.write_cr0(CR0_PG | CR0_PE, &F, false).unwrap();
         assert!(u.load_pdptes && !u.ia32e);
     }
 

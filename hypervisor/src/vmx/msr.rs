@@ -137,7 +137,7 @@ impl VmxVcpu {
     pub(super) fn write_held_msr(&mut self, index: u32, value: u64) -> Result<bool, ()> {
         let valid = match index {
             EFER => {
-                let efer = self.modes.write_efer(value, self.platform.nx)?;
+                let efer = self.modes.write_efer(value, &self.platform.fixed)?;
                 self.modes.efer = efer;
                 vmcs::set(Field::GUEST_IA32_EFER, efer);
                 return Ok(true);
@@ -147,8 +147,15 @@ impl VmxVcpu {
                 canonical(value)
             }
             SYSENTER_CS | SFMASK | TSC_AUX => value >> 32 == 0,
-            // Only 0 (no LBR/BTF tracing is offered to guests).
-            DEBUGCTL => value == 0,
+            // LBR and BTF, in the guest's own VMCS field (loaded at entry, saved at exit;
+            // every VM exit clears the CPU's). Only 0 if the CPU cannot switch it.
+            DEBUGCTL => {
+                crate::hvm::msr::debugctl_valid(value)
+                    && (value == 0
+                        || (self.controls.entry & super::controls::entry::LOAD_DEBUG_CONTROLS != 0
+                            && self.controls.exit & super::controls::exit::SAVE_DEBUG_CONTROLS
+                                != 0))
+            }
             XSS if self.platform.xss_supported == 0 => return Ok(false),
             XSS => value & !self.platform.xss_supported == 0,
             STAR => true,

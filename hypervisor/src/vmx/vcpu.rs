@@ -39,7 +39,6 @@ pub struct Platform {
     pub timer_rate: Option<u32>,
     /// INVEPT type for flushes: 1 single-context, 2 all-context.
     pub invept: Option<u64>,
-    pub nx: bool,
     /// IA32_XSS bits the CPU supports.
     pub xss_supported: u64,
     /// VPIDs in use: guests get 1..vpid_limit (0: VPID off).

@@ -12,7 +12,13 @@
 //!   XSETBV with a value breaking a pairing rule, or ECX != 0: #GP; a valid one works;
 //! * SPEC_CTRL/PRED_CMD: #GP, and CPUID does not offer IBRS/IBPB/STIBP/SSBD;
 //! * SWAPGS then an exit: the MSRs read back swapped (the lazy MSR cache is current);
-//! * reserved CR3/CR4 bits: #GP; TSC_AUX holds what the guest wrote (RDMSR, RDPID, RDTSCP).
+//! * TSC_AUX holds what the guest wrote (RDMSR, RDPID, RDTSCP);
+//! * control registers (issue 13, on both backends): every illegal MOV to CR0/CR3/CR4 and
+//!   WRMSR EFER (reserved bits, bits CPUID does not offer, PG without PE, NW without CD, PG
+//!   or PAE off in long mode, CR3 bits at MAXPHYADDR, LME under paging, ...) raises #GP(0)
+//!   and changes nothing; legal ones (CD, WP, PGE, NXE toggles, LMSW from a register and
+//!   from memory, CLTS, CR3 with PWT/PCD) take effect;
+//! * IA32_DEBUGCTL: LBR and BTF read back across exits; other bits #GP(0).
 //!
 //! Each case states its expected outcome; the guest prints `case <name>: PASS` or
 //! `case <name>: FAIL: ...`, then `<passed>/<total> cases passed`, and passes only if all
@@ -378,17 +384,17 @@ mod bare {
         r0("wrmsr SPEC_CTRL #GP(0)", GP0, wrmsr_spec_ctrl),
         r0("wrmsr PRED_CMD #GP(0)", GP0, wrmsr_pred_cmd),
         r0("wrmsr TSC_AUX bit 32 #GP(0)", GP0, wrmsr_tsc_aux_high),
+        // QEMU 7.2 TCG checks neither on MOV to CR4/CR3 under SVM (the next VMRUN then
+        // failed and the domain was crashed): the SVM backend intercepts and checks them.
+        r0("mov cr4 bit 63 #GP(0)", GP0, cr4_reserved),
+        r0("mov cr3 bit 56 #GP(0)", GP0, cr3_reserved),
     ];
 
     /// Cases whose outcome the emulator under the SVM backend (QEMU 7.2 TCG) gets wrong
-    /// itself, run on Intel (Bochs, VMX) only: QEMU raises #UD for ICEBP (not #DB), and
-    /// and checks neither CR4's nor CR3's reserved bits on MOV to CR4/CR3 (the next VMRUN
-    /// then fails its consistency checks and the domain is crashed with a report).
+    /// itself, run on Intel (Bochs, VMX) only: QEMU raises #UD for ICEBP (not #DB).
     const INTEL_CASES: &[Case] = &[
         r0("icebp #DB", DB, icebp),
         r3("ring-3 icebp #DB", DB, icebp),
-        r0("mov cr4 bit 63 #GP(0)", GP0, cr4_reserved),
-        r0("mov cr3 bit 56 #GP(0)", GP0, cr3_reserved),
     ];
 
     /// XSETBV cases (need CR4.OSXSAVE).
@@ -546,6 +552,322 @@ mod bare {
         Ok(())
     }
 
+    fn mov_cr0(v: u64) {
+        // SAFETY: the callers write CR0 values that fault (caught) or that keep protected
+        // mode, paging and the runtime's mappings (CD, WP, TS, EM toggles, undone after).
+        unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack)) };
+    }
+    fn mov_cr3(v: u64) {
+        // SAFETY: the callers load CR3 values that fault (caught) or that name the runtime's
+        // own page tables (with PWT/PCD at most).
+        unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack)) };
+    }
+    fn efer_write(v: u64) {
+        // SAFETY: the callers write EFER values that fault (caught) or the current value
+        // with NXE toggled (the runtime's page tables set no NX bit).
+        unsafe { wrmsr(EFER, v) };
+    }
+    const EFER: u32 = 0xc000_0080;
+
+    /// Records one case: `f` must end as `want` says.
+    fn expect(t: &mut Tally, name: &str, want: Want, f: impl FnOnce()) {
+        t.record(name, check(want, fault::catch(f)));
+    }
+
+    /// Illegal and legal writes to CR0, CR3, CR4 and EFER from 64-bit ring 0 (issue 13):
+    /// each illegal value raises #GP(0) as on hardware, and the guest's state is unchanged;
+    /// each legal one completes and reads back.
+    fn control_registers(t: &mut Tally) {
+        let cr0 = read_cr0();
+        let cr3 = guest_rt::arch::read_cr3();
+        let cr4 = read_cr4();
+        // SAFETY: EFER exists in long mode.
+        let efer = unsafe { rdmsr(EFER) };
+        let l1 = cpuid(1, 0);
+        let l7 = cpuid(7, 0);
+        let e1 = cpuid(0x8000_0001, 0);
+        let phys_bits = cpuid(0x8000_0008, 0).eax & 0xff;
+        const PE: u64 = 1;
+        const EM: u64 = 1 << 2;
+        const TS: u64 = 1 << 3;
+        const WP: u64 = 1 << 16;
+        const NW: u64 = 1 << 29;
+        const CD: u64 = 1 << 30;
+        const PG: u64 = 1 << 31;
+        expect(t, "mov cr0 bit 32 #GP(0)", GP0, || mov_cr0(cr0 | 1 << 32));
+        expect(t, "mov cr0 bit 63 #GP(0)", GP0, || mov_cr0(cr0 | 1 << 63));
+        expect(t, "mov cr0 NW without CD #GP(0)", GP0, || {
+            mov_cr0((cr0 & !CD) | NW)
+        });
+        expect(t, "mov cr0 PG without PE #GP(0)", GP0, || {
+            mov_cr0(cr0 & !PE)
+        });
+        expect(t, "mov cr0 PG off in 64-bit mode #GP(0)", GP0, || {
+            mov_cr0(cr0 & !PG)
+        });
+        expect(t, "mov cr0 PE and PG off #GP(0)", GP0, || {
+            mov_cr0(cr0 & !(PE | PG))
+        });
+        let ok = fault::catch(|| mov_cr0(cr0 | CD)).is_none() && read_cr0() & CD != 0;
+        mov_cr0(cr0);
+        t.record(
+            "mov cr0 CD (and back) completes",
+            if ok && read_cr0() == cr0 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "CR0.CD not taken or not restored"
+                )))
+            },
+        );
+        let ok = fault::catch(|| mov_cr0(cr0 & !WP)).is_none() && read_cr0() & WP == 0;
+        mov_cr0(cr0);
+        t.record(
+            "mov cr0 WP off (and back) completes",
+            if ok && read_cr0() == cr0 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "CR0.WP not cleared or not restored"
+                )))
+            },
+        );
+        // LMSW: EM on through a register (an exit under SVM's selective CR0 intercept),
+        // off again through memory; PE cannot be cleared. CLTS clears TS.
+        let msw: u16 = (cr0 as u16) & !(EM as u16) & !(PE as u16);
+        let (with_em, after): (u64, u64);
+        // SAFETY: EM is set and cleared again with no x87/SSE instruction in between (the
+        // guest is built without SSE); LMSW cannot clear PE, so nothing else changes.
+        unsafe {
+            asm!(
+                "lmsw {on:x}",
+                "mov {with}, cr0",
+                "lmsw word ptr [{m}]",
+                "mov {after}, cr0",
+                on = in(reg) (cr0 as u16) | EM as u16,
+                m = in(reg) &msw,
+                with = out(reg) with_em,
+                after = out(reg) after,
+                options(nostack)
+            )
+        };
+        t.record(
+            "lmsw sets EM, lmsw [mem] clears it, PE stays",
+            if with_em == cr0 | EM && after == cr0 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "CR0 after LMSW not as written"
+                )))
+            },
+        );
+        mov_cr0(cr0 | TS);
+        // SAFETY: CLTS only clears CR0.TS.
+        unsafe { asm!("clts", options(nomem, nostack)) };
+        t.record(
+            "clts clears TS",
+            if read_cr0() == cr0 & !TS {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "CR0.TS still set after CLTS"
+                )))
+            },
+        );
+        mov_cr0(cr0);
+
+        // CR4: reserved bits, bits the CPUID does not offer, PAE in long mode.
+        expect(t, "mov cr4 bit 15 #GP(0)", GP0, || mov_cr4(cr4 | 1 << 15));
+        expect(t, "mov cr4 bit 32 #GP(0)", GP0, || mov_cr4(cr4 | 1 << 32));
+        expect(t, "mov cr4 PAE off in long mode #GP(0)", GP0, || {
+            mov_cr4(cr4 & !(1 << 5))
+        });
+        expect(t, "mov cr4 VMXE (not offered) #GP(0)", GP0, || {
+            mov_cr4(cr4 | 1 << 13)
+        });
+        expect(t, "mov cr4 SMXE (not offered) #GP(0)", GP0, || {
+            mov_cr4(cr4 | 1 << 14)
+        });
+        expect(t, "mov cr4 LA57 in long mode #GP(0)", GP0, || {
+            mov_cr4(cr4 | 1 << 12)
+        });
+        if l1.edx & (1 << 7) == 0 {
+            expect(t, "mov cr4 MCE (CPUID: no MCE) #GP(0)", GP0, || {
+                mov_cr4(cr4 | 1 << 6)
+            });
+        }
+        if l7.ecx & (1 << 3) == 0 {
+            expect(t, "mov cr4 PKE (CPUID: no PKU) #GP(0)", GP0, || {
+                mov_cr4(cr4 | 1 << 22)
+            });
+        }
+        if l1.edx & (1 << 13) != 0 {
+            let ok = fault::catch(|| mov_cr4(cr4 ^ 1 << 7)).is_none() && read_cr4() == cr4 ^ 1 << 7;
+            mov_cr4(cr4);
+            t.record(
+                "mov cr4 PGE toggled (and back) completes",
+                if ok && read_cr4() == cr4 {
+                    Ok(())
+                } else {
+                    Err(guest_rt::Fail::new(format_args!(
+                        "CR4.PGE not toggled or not restored"
+                    )))
+                },
+            );
+        }
+        t.record(
+            "CR4 unchanged by the refused writes",
+            if read_cr4() == cr4 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!("CR4 changed")))
+            },
+        );
+
+        // CR3: bits at and above MAXPHYADDR; bit 63 without PCIDE.
+        if (32..52).contains(&phys_bits) {
+            expect(t, "mov cr3 bit MAXPHYADDR #GP(0)", GP0, || {
+                mov_cr3(cr3 | 1 << phys_bits)
+            });
+        }
+        expect(t, "mov cr3 bit 63 without PCIDE #GP(0)", GP0, || {
+            mov_cr3(cr3 | 1 << 63)
+        });
+        expect(
+            t,
+            "mov cr3 same tables with PWT|PCD completes",
+            Want::Nothing,
+            || mov_cr3(cr3 | 0x18),
+        );
+        mov_cr3(cr3);
+        t.record(
+            "CR3 back to its value",
+            if guest_rt::arch::read_cr3() == cr3 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!("CR3 not restored")))
+            },
+        );
+
+        // EFER: reserved bits, features CPUID does not offer, LME under paging.
+        expect(t, "wrmsr EFER bit 1 #GP(0)", GP0, || {
+            efer_write(efer | 1 << 1)
+        });
+        expect(t, "wrmsr EFER bit 63 #GP(0)", GP0, || {
+            efer_write(efer | 1 << 63)
+        });
+        expect(t, "wrmsr EFER SVME (not offered) #GP(0)", GP0, || {
+            efer_write(efer | 1 << 12)
+        });
+        expect(t, "wrmsr EFER LMSLE #GP(0)", GP0, || {
+            efer_write(efer | 1 << 13)
+        });
+        expect(t, "wrmsr EFER LME off under paging #GP(0)", GP0, || {
+            efer_write(efer & !(1 << 8))
+        });
+        if e1.ecx & (1 << 17) == 0 {
+            expect(t, "wrmsr EFER TCE (CPUID: no TCE) #GP(0)", GP0, || {
+                efer_write(efer | 1 << 15)
+            });
+        }
+        expect(t, "wrmsr EFER LMA off: ignored", Want::Nothing, || {
+            efer_write(efer & !(1 << 10))
+        });
+        if e1.edx & (1 << 20) != 0 {
+            let ok = fault::catch(|| efer_write(efer ^ 1 << 11)).is_none()
+                // SAFETY: EFER exists.
+                && unsafe { rdmsr(EFER) } == efer ^ 1 << 11;
+            efer_write(efer);
+            t.record(
+                "wrmsr EFER NXE toggled (and back) completes",
+                if ok {
+                    Ok(())
+                } else {
+                    Err(guest_rt::Fail::new(format_args!("EFER.NXE not toggled")))
+                },
+            );
+        }
+        // SAFETY: EFER exists.
+        let now = unsafe { rdmsr(EFER) };
+        t.record(
+            "EFER unchanged by the refused writes",
+            if now == efer {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!("EFER changed")))
+            },
+        );
+        let _ = cpuid(0, 0); // an exit: the VMCB/VMCS state must still be valid
+        t.record(
+            "CR0/CR3/CR4 intact after an exit",
+            if (read_cr0(), guest_rt::arch::read_cr3(), read_cr4()) == (cr0, cr3, cr4) {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "control registers changed"
+                )))
+            },
+        );
+    }
+
+    /// IA32_DEBUGCTL (issue 13): LBR and BTF are the guest's own, kept across exits;
+    /// every other bit raises #GP(0) and leaves the value as it was.
+    fn debugctl(t: &mut Tally) {
+        const DEBUGCTL: u32 = 0x1d9;
+        fn write(v: u64) {
+            // SAFETY: DEBUGCTL exists on every x86-64 CPU; LBR/BTF only record branches or
+            // change single-stepping (RFLAGS.TF stays clear); other values fault (caught).
+            unsafe { wrmsr(DEBUGCTL, v) };
+        }
+        fn read() -> u64 {
+            // SAFETY: as above.
+            unsafe { rdmsr(DEBUGCTL) }
+        }
+        for (name, v) in [
+            ("DEBUGCTL LBR reads back", 1u64),
+            ("DEBUGCTL BTF reads back", 2),
+            ("DEBUGCTL LBR|BTF reads back", 3),
+        ] {
+            let got = fault::catch(|| write(v));
+            let _ = cpuid(0, 0); // an exit in between
+            let back = read();
+            t.record(
+                name,
+                match got {
+                    Some(f) => Err(guest_rt::Fail::new(format_args!(
+                        "wrmsr {v:#x} raised vector {}",
+                        f.vector
+                    ))),
+                    None if back != v => Err(guest_rt::Fail::new(format_args!(
+                        "wrote {v:#x}, read {back:#x}"
+                    ))),
+                    None => Ok(()),
+                },
+            );
+        }
+        for (name, bit) in [
+            ("wrmsr DEBUGCTL bit 2 #GP(0)", 2),
+            ("wrmsr DEBUGCTL bit 6 (TR) #GP(0)", 6),
+            ("wrmsr DEBUGCTL bit 7 (BTS) #GP(0)", 7),
+            ("wrmsr DEBUGCTL bit 63 #GP(0)", 63),
+        ] {
+            expect(t, name, GP0, || write(3 | 1 << bit));
+        }
+        let back = read();
+        write(0);
+        let zero = read();
+        t.record(
+            "DEBUGCTL kept by refused writes, then 0",
+            if back == 3 && zero == 0 {
+                Ok(())
+            } else {
+                Err(guest_rt::Fail::new(format_args!(
+                    "after refused writes {back:#x}, after writing 0 {zero:#x}"
+                )))
+            },
+        );
+    }
+
     pub fn run() -> TestResult {
         user::init();
         let intel = &cpu_vendor() == b"GenuineIntel";
@@ -586,6 +908,8 @@ mod bare {
             t.record("ring-3 misaligned load with AC #AC(0)", alignment_check());
         }
         t.record("TSC_AUX through exit, RDPID, RDTSCP", tsc_aux());
+        control_registers(&mut t);
+        debugctl(&mut t);
         println!("{}/{} cases passed", t.passed, t.total);
         ensure!(
             t.passed == t.total,
