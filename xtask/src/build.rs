@@ -83,6 +83,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_NO_FEATURES,
     GUEST_MMIO_HOLE,
     GUEST_APIC_MODES,
+    GUEST_FIFO_EVTCHN,
     GUEST_HOSTILE_HCALL,
     GUEST_HOSTILE_CPU,
 ];
@@ -154,6 +155,7 @@ pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
 pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
 pub const GUEST_MMIO_HOLE: Artifact = guest("guest-mmio-hole");
 pub const GUEST_APIC_MODES: Artifact = guest("guest-apic-modes");
+pub const GUEST_FIFO_EVTCHN: Artifact = guest("guest-fifo-evtchn");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 
