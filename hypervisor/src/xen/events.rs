@@ -268,7 +268,9 @@ pub fn event_channel_op<B: Backend>(
         EVTCHNOP_ALLOC_UNBOUND => {
             let mut a: EvtchnAllocUnbound = read_arg(cx, arg)?;
             let d = cx.target(a.dom)?;
-            a.port = d.st.lock().evtchn.alloc_unbound(caller, a.remote_dom)?;
+            a.port = with_table(&d, |table, bits| {
+                table.alloc_unbound(caller, a.remote_dom, bits)
+            })?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
@@ -294,7 +296,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_BIND_VIRQ => {
             let mut a: EvtchnBindVirq = read_arg(cx, arg)?;
-            a.port = cx.dom.st.lock().evtchn.bind_virq(a.virq, a.vcpu)?;
+            a.port = with_table(cx.dom, |table, bits| table.bind_virq(a.virq, a.vcpu, bits))?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_PIRQ => {
@@ -303,7 +305,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_BIND_IPI => {
             let mut a: EvtchnBindIpi = read_arg(cx, arg)?;
-            a.port = cx.dom.st.lock().evtchn.bind_ipi(a.vcpu)?;
+            a.port = with_table(cx.dom, |table, bits| table.bind_ipi(a.vcpu, bits))?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_CLOSE => {

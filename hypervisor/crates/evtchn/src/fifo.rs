@@ -420,6 +420,13 @@ impl EventChannels {
         }
     }
 
+    /// Xen's `evtchn_fifo_is_busy`: the port's word is LINKED (false for 2-level).
+    pub(crate) fn fifo_is_busy(&self, port: Port, bits: &impl SharedBits) -> bool {
+        self.fifo_word_gpa(port)
+            .and_then(|w| bits.load_u32(w))
+            .is_some_and(|w| w & LINKED != 0)
+    }
+
     /// Xen's `evtchn_fifo_is_pending`.
     pub(crate) fn fifo_is_pending(&self, port: Port, bits: &impl SharedBits) -> bool {
         self.fifo_word_gpa(port)

@@ -137,7 +137,8 @@ impl<B: SharedBits> Registry<B> {
         remote_dom: DomId,
     ) -> Result<Port, Errno> {
         let target = caller.resolve(dom);
-        self.dom(target)?.evtchn.alloc_unbound(caller, remote_dom)
+        let d = self.dom(target)?;
+        d.evtchn.alloc_unbound(caller, remote_dom, &d.bits)
     }
 
     /// `EVTCHNOP_bind_interdomain`: `-ESRCH` for an unknown remote domain, then see
@@ -171,12 +172,14 @@ impl<B: SharedBits> Registry<B> {
 
     /// `EVTCHNOP_bind_virq`; see [`EventChannels::bind_virq`].
     pub fn bind_virq(&mut self, caller: Caller, virq: u32, vcpu: u32) -> Result<Port, Errno> {
-        self.dom(caller.domid)?.evtchn.bind_virq(virq, vcpu)
+        let d = self.dom(caller.domid)?;
+        d.evtchn.bind_virq(virq, vcpu, &d.bits)
     }
 
     /// `EVTCHNOP_bind_ipi`; see [`EventChannels::bind_ipi`].
     pub fn bind_ipi(&mut self, caller: Caller, vcpu: u32) -> Result<Port, Errno> {
-        self.dom(caller.domid)?.evtchn.bind_ipi(vcpu)
+        let d = self.dom(caller.domid)?;
+        d.evtchn.bind_ipi(vcpu, &d.bits)
     }
 
     /// `EVTCHNOP_bind_pirq`: always `-EINVAL`; see [`EventChannels::bind_pirq`].

@@ -264,19 +264,31 @@ impl EventChannels {
     // -----------------------------------------------------------------------------------
 
     /// Xen's `get_free_port`: the lowest free port, growing the valid range by buckets.
+    /// A free port whose FIFO event word is still LINKED (the guest has not consumed it) is
+    /// skipped, as Xen's `evtchn_allocate_port` skips busy ports.
     /// Does not mark it used. `-EINVAL` if dying, `-ENOSPC` if none is left at or below
     /// `max_port`.
-    pub(crate) fn get_free_port(&mut self) -> Result<Port, Errno> {
+    pub(crate) fn get_free_port(&mut self, bits: &impl SharedBits) -> Result<Port, Errno> {
         if self.dying {
             return Err(Errno::EINVAL);
         }
         let limit = self.cfg.max_port.min(self.max_ports() - 1);
         let valid = self.valid_ports();
-        if let Some(p) = (self.first_free.max(1)..valid.min(limit + 1))
-            .find(|&p| self.chans[p as usize].state == State::Free)
-        {
-            self.first_free = p;
+        let mut busy = None;
+        for p in self.first_free.max(1)..valid.min(limit + 1) {
+            if self.chans[p as usize].state != State::Free {
+                continue;
+            }
+            if self.fifo_is_busy(p, bits) {
+                busy.get_or_insert(p);
+                continue;
+            }
+            // A busy port may be consumed later: the hint stays at or below it.
+            self.first_free = busy.unwrap_or(p);
             return Ok(p);
+        }
+        if let Some(b) = busy {
+            self.first_free = b;
         }
         if valid > limit {
             return Err(Errno::ENOSPC);
@@ -340,8 +352,13 @@ impl EventChannels {
     /// (`get_free_port` runs first), then `-EPERM` unless the target is the caller or the caller
     /// is privileged (`xsm_evtchn_unbound`, `XSM_TARGET`). `remote_dom == DOMID_SELF` means the
     /// **caller** (not the target). Xen does not check that `remote_dom` exists.
-    pub fn alloc_unbound(&mut self, caller: Caller, remote_dom: DomId) -> Result<Port, Errno> {
-        let port = self.get_free_port()?;
+    pub fn alloc_unbound(
+        &mut self,
+        caller: Caller,
+        remote_dom: DomId,
+        bits: &impl SharedBits,
+    ) -> Result<Port, Errno> {
+        let port = self.get_free_port(bits)?;
         caller.check_target(self.domid)?;
         let remote_dom = caller.resolve(remote_dom);
         self.occupy(port, State::Unbound { remote_dom }, 0);
@@ -353,7 +370,12 @@ impl EventChannels {
     /// Xen's order: `-EINVAL` if `virq >= NR_VIRQS`; `-EINVAL` if the VIRQ is global and
     /// `vcpu != 0`; `-ENOENT` if `vcpu` is not a vCPU of the domain; `-EEXIST` if already
     /// bound on that vCPU; then `get_free_port` errors (`-ENOSPC`, `-EINVAL` if dying).
-    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<Port, Errno> {
+    pub fn bind_virq(
+        &mut self,
+        virq: u32,
+        vcpu: u32,
+        bits: &impl SharedBits,
+    ) -> Result<Port, Errno> {
         if virq >= NR_VIRQS {
             return Err(Errno::EINVAL);
         }
@@ -366,18 +388,18 @@ impl EventChannels {
         if self.virq_to_port[vcpu as usize][virq as usize] != 0 {
             return Err(Errno::EEXIST);
         }
-        let port = self.get_free_port()?;
+        let port = self.get_free_port(bits)?;
         self.occupy(port, State::Virq { virq }, vcpu);
         self.virq_to_port[vcpu as usize][virq as usize] = port;
         Ok(port)
     }
 
     /// `EVTCHNOP_bind_ipi`: `-ENOENT` for a bad vCPU, then `get_free_port` errors.
-    pub fn bind_ipi(&mut self, vcpu: u32) -> Result<Port, Errno> {
+    pub fn bind_ipi(&mut self, vcpu: u32, bits: &impl SharedBits) -> Result<Port, Errno> {
         if !self.vcpu_ok(vcpu) {
             return Err(Errno::ENOENT);
         }
-        let port = self.get_free_port()?;
+        let port = self.get_free_port(bits)?;
         self.occupy(port, State::Ipi, vcpu);
         Ok(port)
     }

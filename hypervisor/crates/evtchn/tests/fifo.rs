@@ -291,8 +291,8 @@ fn hostile_tail_word_cannot_stall_linking() {
     b.add_ram(array_gfn(0));
     t.init_control(0, cb_gfn(0), 0, &mut b).unwrap();
     t.expand_array(array_gfn(0), &mut b).unwrap();
-    let p1 = t.bind_ipi(0).unwrap();
-    let p2 = t.bind_ipi(0).unwrap();
+    let p1 = t.bind_ipi(0, &b).unwrap();
+    let p2 = t.bind_ipi(0, &b).unwrap();
     let mut h = Hostile {
         inner: b,
         target: t.fifo_word_gpa(p1).unwrap(),
@@ -314,7 +314,7 @@ fn hostile_tail_word_cannot_stall_linking() {
     }
     h.inner.poke_u32(cb_gfn(0) * 4096, u32::MAX);
     for _ in 0..100 {
-        let p = t.bind_ipi(0).unwrap();
+        let p = t.bind_ipi(0, &h).unwrap();
         t.set_priority(p, p % 16).unwrap();
         t.send(p, &mut h).unwrap();
         t.unmask(p, &mut h).unwrap();
@@ -410,4 +410,25 @@ fn random_traffic_delivers_each_event_once() {
     }
     assert_eq!(got, owed);
     assert!(owed.values().sum::<u32>() > 1000);
+}
+
+#[test]
+fn a_closed_port_still_linked_is_not_reused_until_consumed() {
+    let mut r = registry();
+    fifo_init(&mut r, 1, 1);
+    let c = DOMU;
+    let p = r.bind_ipi(c, 0).unwrap();
+    r.send(c, p).unwrap();
+    r.close(c, p).unwrap();
+    assert_eq!(word(&r, 1, p), F_LINKED, "close clears PENDING only");
+    // Xen's evtchn_allocate_port: a LINKED free port is busy; the next one is used.
+    let q = r.bind_ipi(c, 0).unwrap();
+    assert_eq!(q, p + 1);
+    // The guest walks its queue (unlinking p): p is free for use again.
+    let t = r.get(1).unwrap().evtchn.clone();
+    assert_eq!(
+        Consumer::new(2).drain(&t, bits_mut(&mut r, 1), 0, 10),
+        vec![]
+    );
+    assert_eq!(r.bind_ipi(c, 0), Ok(p));
 }
