@@ -84,6 +84,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_MMIO_HOLE,
     GUEST_APIC_MODES,
     GUEST_NMI,
+    GUEST_FIFO_EVTCHN,
     GUEST_HOSTILE_HCALL,
     GUEST_HOSTILE_CPU,
 ];
@@ -156,6 +157,7 @@ pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
 pub const GUEST_MMIO_HOLE: Artifact = guest("guest-mmio-hole");
 pub const GUEST_APIC_MODES: Artifact = guest("guest-apic-modes");
 pub const GUEST_NMI: Artifact = guest("guest-nmi");
+pub const GUEST_FIFO_EVTCHN: Artifact = guest("guest-fifo-evtchn");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 

@@ -14,6 +14,10 @@
 //!   driven through its MMIO page, then in x2APIC mode, then disabled and re-enabled;
 //!   the guest counts the self-IPIs and LAPIC timer interrupts it takes in each mode and
 //!   times them by its pvclock.
+//! * `compat/fifo-evtchn`: the FIFO event-channel ABI: `init_control` argument errors as
+//!   Xen (a bad GFN is `-EINVAL`, not `-ENOSYS`), the switch from 2-level, 2,000 channels on
+//!   16 priorities sent with interrupts off and walked by the guest as Linux does: each
+//!   event once, in priority order; masked ports and ports beyond the event array.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,6 +49,15 @@ const APIC_MODES_PASSED: &[&str] = &[
     r"^\(d0\) apic-modes: x2APIC periodic timer: 3 interrupts",
     r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
     r"^\(d0\) guest apic-modes: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const FIFO_EVTCHN_PASSED: &[&str] = &[
+    r"^\(d0\) fifo-evtchn: 2-level until init_control succeeds; argument errors as Xen",
+    r"^\(d0\) fifo-evtchn: init_control and expand_array; the 2-level pending event carried over",
+    r"^\(d0\) fifo-evtchn: 2000 events delivered once each in priority order",
+    r"^\(d0\) fifo-evtchn: masked events wait for unmask; events beyond the array wait for their page",
+    r"^\(d0\) guest fifo-evtchn: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -133,6 +146,13 @@ pub fn all() -> Vec<Test> {
                 .cmdline(console)
                 .module(ModuleSpec::built(&build::GUEST_APIC_MODES).args("apic-modes"))
                 .expect(APIC_MODES_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("fifo-evtchn"), emulator())
+                .cmdline(console)
+                .module(ModuleSpec::built(&build::GUEST_FIFO_EVTCHN).args("fifo-evtchn"))
+                .expect(FIFO_EVTCHN_PASSED)
                 .timeout_secs(timeout),
         );
     }

@@ -7,8 +7,15 @@
 //! are symmetric (the peer exists and points back); the VIRQ table and the port states agree;
 //! kicks name existing vCPUs of existing domains; a successful send leaves the destination
 //! port pending; a blocked poll registers the poller.
+//!
+//! FIFO ABI: domains switch with `init_control` (good and bad GFNs, offsets, vCPUs), add
+//! event-array pages, set priorities, and the guest rewrites its event words and control
+//! blocks at will, gives pages away and walks its queues (boundedly); argument errors must be
+//! Xen's, and the hypervisor side must neither loop nor panic whatever the words hold.
 
-use evtchn::{Caller, Config, PollOutcome, Port, Registry, SharedBits, State, VecBits, NR_PORTS};
+use evtchn::{
+    Caller, Config, Errno, PollOutcome, Port, Registry, SharedBits, State, VecBits, NR_PORTS,
+};
 use xen_abi::event_channel::EvtchnStatus;
 use xen_abi::xen::{virq_is_per_vcpu, DOMID_SELF, NR_VIRQS};
 use xen_abi::DomId;
@@ -23,12 +30,122 @@ const DOMS: [DomId; 3] = [0, 1, 2];
 fn add(reg: &mut Registry<VecBits>, inp: &mut Input<'_>, d: DomId) {
     let vcpus = 1 + inp.below(4);
     let max_port = inp.pick(&[NR_PORTS - 1, 1023, 127, 63, 5]);
-    reg.add(
-        d,
-        Config::new(vcpus).with_max_port(max_port),
-        VecBits::new(vcpus),
-    )
-    .unwrap();
+    let mut bits = VecBits::new(vcpus);
+    for g in RAM_GFNS {
+        bits.add_ram(g);
+    }
+    reg.add(d, Config::new(vcpus).with_max_port(max_port), bits)
+        .unwrap();
+}
+
+/// Guest RAM frames of every domain (for control blocks and event-array pages).
+const RAM_GFNS: [u64; 6] = [0x10, 0x11, 0x12, 0x13, 0x14, 0x15];
+
+fn gfn(inp: &mut Input<'_>) -> u64 {
+    match inp.u8() % 8 {
+        0..=5 => RAM_GFNS[usize::from(inp.u8()) % RAM_GFNS.len()],
+        6 => 0x99,
+        _ => inp.u64(),
+    }
+}
+
+/// The FIFO sub-ops and the guest's own traffic on its FIFO pages.
+fn fifo_op(reg: &mut Registry<VecBits>, inp: &mut Input<'_>, caller: Caller, vcpus: u32) {
+    let who = caller.domid;
+    match inp.u8() % 6 {
+        0 => {
+            let (v, g) = (inp.below(6), gfn(inp));
+            let off = match inp.u8() % 4 {
+                0 => inp.u32(),
+                1 => inp.below(4096 / 8) * 8,
+                _ => 0,
+            };
+            let had = reg.get(who).unwrap().evtchn.fifo_control_block(v).is_some();
+            let ram = reg.get(who).unwrap().bits.frame_ok(g);
+            let res = reg.init_control(caller, v, g, off);
+            let want = if v >= vcpus {
+                Err(Errno::ENOENT)
+            } else if off > 4096 - 72 || off % 8 != 0 || had || !ram {
+                Err(Errno::EINVAL)
+            } else {
+                Ok(17)
+            };
+            assert_eq!(
+                res, want,
+                "init_control(vcpu {v}, gfn {g:#x}, offset {off})"
+            );
+            if res.is_ok() {
+                assert!(reg.get(who).unwrap().evtchn.is_fifo());
+            }
+        }
+        1 => {
+            let g = gfn(inp);
+            let fifo = reg.get(who).unwrap().evtchn.is_fifo();
+            match reg.expand_array(caller, g) {
+                Ok(n) => check_kick(reg, &n),
+                Err(e) => assert!(
+                    matches!(e, Errno::EINVAL | Errno::ENOSPC) || (!fifo && e == Errno::EOPNOTSUPP),
+                    "expand_array: {e:?}"
+                ),
+            }
+        }
+        2 => {
+            let (p, prio) = (port(inp), inp.below(18));
+            if reg.set_priority(caller, p, prio).is_ok() {
+                assert!(prio <= 15);
+                assert_eq!(reg.get(who).unwrap().evtchn.priority(p), Some(prio));
+            }
+        }
+        3 => {
+            // The guest writes anything anywhere in its pages.
+            let g = RAM_GFNS[usize::from(inp.u8()) % RAM_GFNS.len()];
+            let (i, v) = (inp.below(1024), inp.u32());
+            reg.get_mut(who)
+                .unwrap()
+                .bits
+                .poke_u32(g * 4096 + u64::from(i) * 4, v);
+        }
+        4 => {
+            // The guest gives a page away, or takes it back (zeroed).
+            let g = RAM_GFNS[usize::from(inp.u8()) % RAM_GFNS.len()];
+            let bits = &mut reg.get_mut(who).unwrap().bits;
+            if inp.bool() {
+                bits.remove_ram(g);
+            } else {
+                bits.add_ram(g);
+            }
+        }
+        _ => {
+            // A Linux-like queue walk, bounded (the words may hold anything).
+            let v = inp.below(vcpus);
+            let d = reg.get_mut(who).unwrap();
+            let Some(cb) = d.evtchn.fifo_control_block(v) else {
+                return;
+            };
+            let b = &mut d.bits;
+            for _ in 0..64 {
+                let ready = b.peek_u32(cb).unwrap_or(0);
+                if ready == 0 {
+                    break;
+                }
+                let q = ready.trailing_zeros();
+                let head = b.peek_u32(cb + 8 + 4 * u64::from(q)).unwrap_or(0);
+                let next = match d.evtchn.fifo_word_gpa(head) {
+                    Some(w) => {
+                        let old = b.peek_u32(w).unwrap_or(0);
+                        b.poke_u32(w, old & !((1 << 29) | 0x1ffff) & !(1 << 31));
+                        old & 0x1ffff
+                    }
+                    None => 0,
+                };
+                if next == 0 {
+                    b.poke_u32(cb, ready & !(1 << q));
+                } else {
+                    b.poke_u32(cb + 8 + 4 * u64::from(q), next);
+                }
+            }
+        }
+    }
 }
 
 fn port(inp: &mut Input<'_>) -> Port {
@@ -122,7 +239,7 @@ pub fn target_evtchn(data: &[u8]) {
         }
         let caller = Caller::new(who, who == 0);
         let vcpus = reg.get(who).unwrap().evtchn.max_vcpus();
-        match inp.u8() % 16 {
+        match inp.u8() % 20 {
             0 => {
                 let (d, r) = (dom(&mut inp), dom(&mut inp));
                 let _ = reg.alloc_unbound(caller, d, r);
@@ -159,10 +276,21 @@ pub fn target_evtchn(data: &[u8]) {
                         check_kick(&reg, n);
                     }
                     if let Some((rd, rp)) = target {
-                        assert!(
-                            reg.get(rd).unwrap().bits.is_pending(rp),
-                            "send left no trace"
-                        );
+                        let d = reg.get(rd).unwrap();
+                        let t = &d.evtchn;
+                        // FIFO: an event for a port without an event word (or whose page
+                        // the guest gave away), or for a vCPU without a control block, is
+                        // kept or dropped as in Xen.
+                        let traceable = !t.is_fifo()
+                            || (t
+                                .fifo_word_gpa(rp)
+                                .is_some_and(|w| d.bits.load_u32(w).is_some())
+                                && t.notify_vcpu(rp)
+                                    .and_then(|v| t.fifo_control_block(v))
+                                    .is_some());
+                        if traceable {
+                            assert!(t.is_pending(rp, &d.bits), "send left no trace");
+                        }
                     }
                 }
             }
@@ -220,6 +348,7 @@ pub fn target_evtchn(data: &[u8]) {
                 let d = DOMS[usize::from(inp.u8()) % 3];
                 reg.remove(d);
             }
+            16..=19 => fifo_op(&mut reg, &mut inp, caller, vcpus),
             14 => {
                 let (pirq, flags) = (inp.u32(), inp.u32());
                 assert!(reg.bind_pirq(caller, pirq, flags).is_err());

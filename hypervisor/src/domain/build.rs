@@ -197,7 +197,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         max_grant_frames: super::MAX_GRANT_FRAMES as u32,
         max_maptrack_frames: crate::xen::grant_table::DEFAULT_MAPTRACK_FRAMES,
         max_port: if privileged {
-            evtchn::NR_PORTS - 1
+            evtchn::FIFO_NR_PORTS - 1
         } else {
             DOMU_MAX_PORT
         },

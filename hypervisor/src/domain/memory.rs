@@ -535,6 +535,25 @@ impl<F: Format> GuestMemory<F> {
         Ok(word.fetch_or(bits, core::sync::atomic::Ordering::SeqCst))
     }
 
+    /// Runs `f` on the aligned u32 at `gpa` as an atomic (the FIFO event-channel words:
+    /// locked operations shared with the guest's own); fails if `gpa` is unaligned or not
+    /// writable. `f` must not block: a granted page is held only for this call.
+    pub fn with_atomic_u32<R>(
+        &self,
+        gpa: u64,
+        f: impl FnOnce(&core::sync::atomic::AtomicU32) -> R,
+    ) -> Result<R, GuestFault> {
+        if gpa % 4 != 0 {
+            return Err(GuestFault { gpa });
+        }
+        let (host, _hold) = self.host_addr(gpa, true)?;
+        // SAFETY: as in `fetch_or_u64`: a 4-aligned address inside a frame the p2m lets this
+        // guest write, alive for this call; AtomicU32 has u32's layout and only atomic
+        // operations are made through it.
+        let word = unsafe { &*phys::to_virt(host).cast::<core::sync::atomic::AtomicU32>() };
+        Ok(f(word))
+    }
+
     /// Writes a plain value.
     pub fn write_obj<T: zerocopy::IntoBytes + zerocopy::Immutable>(
         &self,

@@ -1,6 +1,7 @@
-//! Event channels in the hypervisor: the guest-visible bits (in shared_info and
-//! vcpu_info), `event_channel_op` (32), and the event sources inside the hypervisor
-//! (timers, console).
+//! Event channels in the hypervisor: the guest-visible bits (2-level: in shared_info and
+//! vcpu_info; FIFO: the guest's event-array pages and per-vCPU control blocks, reached
+//! through the checked guest-memory accessors), `event_channel_op` (32), and the event
+//! sources inside the hypervisor (timers, console).
 //!
 //! The state machine itself is the host-tested `evtchn` crate; this module gives it the
 //! guest's memory ([`GuestBits`]) and decodes the hypercall arguments. Delivery to the
@@ -103,6 +104,42 @@ impl<F: pagetable::Format> SharedBits for GuestBits<'_, F> {
     fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool {
         // Bit 0 of the `evtchn_upcall_pending` byte, as Xen's test_and_set_bit.
         self.vcpu_info_or(vcpu, 0, 1)
+    }
+
+    // FIFO words: ordinary guest RAM, reached through the checked accessor on every use
+    // (re-translated each time, so a page the guest gave away is simply absent).
+    fn frame_ok(&self, gfn: u64) -> bool {
+        gfn.checked_mul(4096)
+            .is_some_and(|gpa| self.mem.ram_frame(gpa).is_some())
+    }
+    fn load_u32(&self, gpa: u64) -> Option<u32> {
+        self.mem
+            .with_atomic_u32(gpa, |w| w.load(Ordering::SeqCst))
+            .ok()
+    }
+    fn fetch_or_u32(&mut self, gpa: u64, bits: u32) -> Option<u32> {
+        self.mem
+            .with_atomic_u32(gpa, |w| w.fetch_or(bits, Ordering::SeqCst))
+            .ok()
+    }
+    fn fetch_and_u32(&mut self, gpa: u64, bits: u32) -> Option<u32> {
+        self.mem
+            .with_atomic_u32(gpa, |w| w.fetch_and(bits, Ordering::SeqCst))
+            .ok()
+    }
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<u32> {
+        self.mem
+            .with_atomic_u32(gpa, |w| {
+                match w.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(v) | Err(v) => v,
+                }
+            })
+            .ok()
+    }
+    fn store_u32(&mut self, gpa: u64, v: u32) -> bool {
+        self.mem
+            .with_atomic_u32(gpa, |w| w.store(v, Ordering::SeqCst))
+            .is_ok()
     }
 }
 
@@ -231,7 +268,9 @@ pub fn event_channel_op<B: Backend>(
         EVTCHNOP_ALLOC_UNBOUND => {
             let mut a: EvtchnAllocUnbound = read_arg(cx, arg)?;
             let d = cx.target(a.dom)?;
-            a.port = d.st.lock().evtchn.alloc_unbound(caller, a.remote_dom)?;
+            a.port = with_table(&d, |table, bits| {
+                table.alloc_unbound(caller, a.remote_dom, bits)
+            })?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
@@ -257,7 +296,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_BIND_VIRQ => {
             let mut a: EvtchnBindVirq = read_arg(cx, arg)?;
-            a.port = cx.dom.st.lock().evtchn.bind_virq(a.virq, a.vcpu)?;
+            a.port = with_table(cx.dom, |table, bits| table.bind_virq(a.virq, a.vcpu, bits))?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_BIND_PIRQ => {
@@ -266,7 +305,7 @@ pub fn event_channel_op<B: Backend>(
         }
         EVTCHNOP_BIND_IPI => {
             let mut a: EvtchnBindIpi = read_arg(cx, arg)?;
-            a.port = cx.dom.st.lock().evtchn.bind_ipi(a.vcpu)?;
+            a.port = with_table(cx.dom, |table, bits| table.bind_ipi(a.vcpu, bits))?;
             write_arg(cx, arg, &a)?;
         }
         EVTCHNOP_CLOSE => {
@@ -305,6 +344,24 @@ pub fn event_channel_op<B: Backend>(
             let a: EvtchnReset = read_arg(cx, arg)?;
             let d = cx.target(a.dom)?;
             close_all(hv, &d);
+            // A FIFO domain goes back to 2-level (Xen's evtchn_reset).
+            d.st.lock().evtchn.reset_abi()?;
+        }
+        EVTCHNOP_INIT_CONTROL => {
+            let mut a: EvtchnInitControl = read_arg(cx, arg)?;
+            a.link_bits = with_table(cx.dom, |table, bits| {
+                table.init_control(a.vcpu, a.control_gfn, a.offset, bits)
+            })?;
+            write_arg(cx, arg, &a)?;
+        }
+        EVTCHNOP_EXPAND_ARRAY => {
+            let a: EvtchnExpandArray = read_arg(cx, arg)?;
+            let kick = with_table(cx.dom, |table, bits| table.expand_array(a.array_gfn, bits))?;
+            hv.kick(cx.dom, kick);
+        }
+        EVTCHNOP_SET_PRIORITY => {
+            let a: EvtchnSetPriority = read_arg(cx, arg)?;
+            cx.dom.st.lock().evtchn.set_priority(a.port, a.priority)?;
         }
         _ => return Err(Errno::ENOSYS),
     }

@@ -8,6 +8,7 @@
 //! frames, exactly like Xen's `guest_test_and_set_bit` & co. [`VecBits`] is an in-memory
 //! implementation for tests.
 
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -36,6 +37,24 @@ pub trait SharedBits {
     /// Sets `vcpu_info[vcpu].evtchn_upcall_pending` (a byte, set to 1); returns whether it
     /// was already non-zero.
     fn test_and_set_upcall_pending(&mut self, vcpu: u32) -> bool;
+
+    // FIFO ABI: the event array and control blocks are ordinary guest pages.
+
+    /// Whether guest frame `gfn` is a writable RAM page of the domain, usable for an event
+    /// array or control block (Xen's `map_guest_page`).
+    fn frame_ok(&self, gfn: u64) -> bool;
+    /// Atomically reads the 4-aligned `u32` at guest-physical `gpa`; `None` if it is not
+    /// writable guest RAM (any more).
+    fn load_u32(&self, gpa: u64) -> Option<u32>;
+    /// Atomically ORs `bits` into the `u32` at `gpa`; returns the previous value.
+    fn fetch_or_u32(&mut self, gpa: u64, bits: u32) -> Option<u32>;
+    /// Atomically ANDs `bits` into the `u32` at `gpa`; returns the previous value.
+    fn fetch_and_u32(&mut self, gpa: u64, bits: u32) -> Option<u32>;
+    /// One compare-and-exchange of the `u32` at `gpa`: writes `new` iff it holds `old`;
+    /// returns the value found (equal to `old` on success).
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<u32>;
+    /// Atomically writes `v` to the `u32` at `gpa`; false if not writable.
+    fn store_u32(&mut self, gpa: u64, v: u32) -> bool;
 }
 
 const WORDS: usize = (NR_PORTS / BITS_PER_WORD) as usize;
@@ -47,6 +66,8 @@ pub struct VecBits {
     mask: [u64; WORDS],
     pending_sel: Vec<u64>,
     upcall_pending: Vec<u8>,
+    /// Guest RAM pages for the FIFO ABI: GFN → 1024 words.
+    ram: BTreeMap<u64, Vec<u32>>,
 }
 
 fn split(port: Port) -> (usize, u64) {
@@ -64,6 +85,7 @@ impl VecBits {
             mask: [0; WORDS],
             pending_sel: vec![0; nr_vcpus as usize],
             upcall_pending: vec![0; nr_vcpus as usize],
+            ram: BTreeMap::new(),
         }
     }
 
@@ -104,6 +126,48 @@ impl VecBits {
     pub fn guest_take_upcall(&mut self, vcpu: u32) -> u64 {
         self.upcall_pending[vcpu as usize] = 0;
         core::mem::take(&mut self.pending_sel[vcpu as usize])
+    }
+
+    /// Guest: makes `gfn` a (zeroed) writable RAM page.
+    pub fn add_ram(&mut self, gfn: u64) {
+        self.ram.insert(gfn, vec![0; 1024]);
+    }
+
+    /// Guest: gives page `gfn` away (it stops being RAM).
+    pub fn remove_ram(&mut self, gfn: u64) {
+        self.ram.remove(&gfn);
+    }
+
+    /// Guest: the `u32` at `gpa` (plain read), `None` outside RAM or unaligned.
+    pub fn peek_u32(&self, gpa: u64) -> Option<u32> {
+        self.slot(gpa).map(|(g, i)| self.ram[&g][i])
+    }
+
+    /// Guest: writes the `u32` at `gpa` (plain write); false outside RAM.
+    pub fn poke_u32(&mut self, gpa: u64, v: u32) -> bool {
+        match self.slot(gpa) {
+            Some((g, i)) => {
+                if let Some(p) = self.ram.get_mut(&g) {
+                    p[i] = v;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn slot(&self, gpa: u64) -> Option<(u64, usize)> {
+        let g = gpa / 4096;
+        (gpa.is_multiple_of(4) && self.ram.contains_key(&g))
+            .then_some((g, (gpa % 4096 / 4) as usize))
+    }
+
+    fn update_u32(&mut self, gpa: u64, f: impl FnOnce(u32) -> u32) -> Option<u32> {
+        let (g, i) = self.slot(gpa)?;
+        let w = &mut self.ram.get_mut(&g)?[i];
+        let old = *w;
+        *w = f(old);
+        Some(old)
     }
 
     /// Word `w` of `evtchn_pending`.
@@ -155,5 +219,29 @@ impl SharedBits for VecBits {
         let old = *u != 0;
         *u = 1;
         old
+    }
+
+    fn frame_ok(&self, gfn: u64) -> bool {
+        self.ram.contains_key(&gfn)
+    }
+
+    fn load_u32(&self, gpa: u64) -> Option<u32> {
+        self.peek_u32(gpa)
+    }
+
+    fn fetch_or_u32(&mut self, gpa: u64, bits: u32) -> Option<u32> {
+        self.update_u32(gpa, |w| w | bits)
+    }
+
+    fn fetch_and_u32(&mut self, gpa: u64, bits: u32) -> Option<u32> {
+        self.update_u32(gpa, |w| w & bits)
+    }
+
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<u32> {
+        self.update_u32(gpa, |w| if w == old { new } else { w })
+    }
+
+    fn store_u32(&mut self, gpa: u64, v: u32) -> bool {
+        self.update_u32(gpa, |_| v).is_some()
     }
 }

@@ -1,4 +1,4 @@
-//! Xen 2-level event channels: per-domain port tables, the `EVTCHNOP_*` state machine with
+//! Xen event channels, 2-level and FIFO ABIs: per-domain port tables, the `EVTCHNOP_*` state machine with
 //! Xen's error codes, and 2-level delivery (`evtchn_pending` / `evtchn_mask` /
 //! `evtchn_pending_sel` / `evtchn_upcall_pending`), plus `SCHEDOP_poll` and VIRQ helpers.
 //!
@@ -32,12 +32,17 @@
 extern crate alloc;
 
 mod bits;
+mod fifo;
 mod kick;
 mod pair;
 mod registry;
 mod table;
 
 pub use bits::{SharedBits, VecBits};
+pub use fifo::{
+    FIFO_CONTROL_BLOCK_SIZE, FIFO_HEAD_OFFSET, FIFO_MAX_ARRAY_PAGES, FIFO_NR_PORTS, FIFO_QUEUES,
+    FIFO_WORDS_PER_PAGE,
+};
 pub use kick::{Kick, Notify, VcpuMask};
 pub use pair::{bind_interdomain, close};
 pub use registry::{Domain, Registry};
@@ -109,17 +114,13 @@ pub const fn resolve_domid(caller: DomId, dom: DomId) -> DomId {
     }
 }
 
-/// The result of an `EVTCHNOP_*` command this crate does not implement as a state change:
-/// `Some(err)` for the FIFO ABI commands (`init_control`, `expand_array`, `set_priority`),
-/// which return `-ENOSYS` so Linux falls back to the 2-level ABI (doc §4.4; this is what a
-/// Xen without the FIFO ABI answers, via the `default:` case of `do_event_channel_op`), and for
-/// unknown commands; `None` for commands handled elsewhere in this crate.
+/// The result of an `EVTCHNOP_*` command this crate does not implement: `Some(-ENOSYS)` for
+/// unknown commands (the `default:` case of Xen's `do_event_channel_op`); `None` for the
+/// 2-level commands 0..=10 and the FIFO ones (`init_control`, `expand_array`,
+/// `set_priority`), all handled by this crate.
 pub fn unsupported_op(cmd: u64) -> Option<Errno> {
     match cmd {
-        EVTCHNOP_INIT_CONTROL | EVTCHNOP_EXPAND_ARRAY | EVTCHNOP_SET_PRIORITY => {
-            Some(Errno::ENOSYS)
-        }
-        0..=10 => None,
+        0..=10 | EVTCHNOP_INIT_CONTROL | EVTCHNOP_EXPAND_ARRAY | EVTCHNOP_SET_PRIORITY => None,
         _ => Some(Errno::ENOSYS),
     }
 }

@@ -22,7 +22,7 @@ pub fn bind_interdomain(
     local_bits: &mut impl SharedBits,
 ) -> Result<(Port, Kick), Errno> {
     let ldom = local.domid();
-    let lport = local.get_free_port()?;
+    let lport = local.get_free_port(local_bits)?;
     let check = |t: &EventChannels| -> Result<(), Errno> {
         match t.state(remote_port) {
             Some(State::Unbound { remote_dom }) if remote_dom == ldom => Ok(()),

@@ -137,7 +137,8 @@ impl<B: SharedBits> Registry<B> {
         remote_dom: DomId,
     ) -> Result<Port, Errno> {
         let target = caller.resolve(dom);
-        self.dom(target)?.evtchn.alloc_unbound(caller, remote_dom)
+        let d = self.dom(target)?;
+        d.evtchn.alloc_unbound(caller, remote_dom, &d.bits)
     }
 
     /// `EVTCHNOP_bind_interdomain`: `-ESRCH` for an unknown remote domain, then see
@@ -171,12 +172,14 @@ impl<B: SharedBits> Registry<B> {
 
     /// `EVTCHNOP_bind_virq`; see [`EventChannels::bind_virq`].
     pub fn bind_virq(&mut self, caller: Caller, virq: u32, vcpu: u32) -> Result<Port, Errno> {
-        self.dom(caller.domid)?.evtchn.bind_virq(virq, vcpu)
+        let d = self.dom(caller.domid)?;
+        d.evtchn.bind_virq(virq, vcpu, &d.bits)
     }
 
     /// `EVTCHNOP_bind_ipi`; see [`EventChannels::bind_ipi`].
     pub fn bind_ipi(&mut self, caller: Caller, vcpu: u32) -> Result<Port, Errno> {
-        self.dom(caller.domid)?.evtchn.bind_ipi(vcpu)
+        let d = self.dom(caller.domid)?;
+        d.evtchn.bind_ipi(vcpu, &d.bits)
     }
 
     /// `EVTCHNOP_bind_pirq`: always `-EINVAL`; see [`EventChannels::bind_pirq`].
@@ -256,7 +259,36 @@ impl<B: SharedBits> Registry<B> {
             return Err(Errno::EINVAL);
         }
         self.close_all(target);
-        Ok(())
+        self.dom(target)?.evtchn.reset_abi()
+    }
+
+    /// `EVTCHNOP_init_control` by `caller`; see [`EventChannels::init_control`]. Returns
+    /// `link_bits`.
+    pub fn init_control(
+        &mut self,
+        caller: Caller,
+        vcpu: u32,
+        control_gfn: u64,
+        offset: u32,
+    ) -> Result<u8, Errno> {
+        let d = self.dom(caller.domid)?;
+        d.evtchn
+            .init_control(vcpu, control_gfn, offset, &mut d.bits)
+    }
+
+    /// `EVTCHNOP_expand_array` by `caller`; see [`EventChannels::expand_array`].
+    pub fn expand_array(&mut self, caller: Caller, array_gfn: u64) -> Result<Notify, Errno> {
+        let d = self.dom(caller.domid)?;
+        let kick = d.evtchn.expand_array(array_gfn, &mut d.bits)?;
+        Ok(Notify {
+            dom: caller.domid,
+            kick,
+        })
+    }
+
+    /// `EVTCHNOP_set_priority` by `caller`; see [`EventChannels::set_priority`].
+    pub fn set_priority(&mut self, caller: Caller, port: Port, priority: u32) -> Result<(), Errno> {
+        self.dom(caller.domid)?.evtchn.set_priority(port, priority)
     }
 
     /// `SCHEDOP_poll` by `caller`'s `vcpu`; see [`EventChannels::poll`].

@@ -1,7 +1,10 @@
 //! One domain's port table and the single-domain sub-ops.
 
+use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+
+use crate::fifo::{Fifo, FifoPort, FIFO_NR_PORTS};
 
 use xen_abi::event_channel::EvtchnStatus;
 use xen_abi::xen::{virq_is_per_vcpu, NR_VIRQS};
@@ -48,14 +51,16 @@ impl State {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Chan {
-    state: State,
-    notify: u32,
+pub(crate) struct Chan {
+    pub(crate) state: State,
+    pub(crate) notify: u32,
+    pub(crate) fifo: FifoPort,
 }
 
 const FREE: Chan = Chan {
     state: State::Free,
     notify: 0,
+    fifo: FifoPort::INIT,
 };
 
 /// Per-domain limits.
@@ -65,17 +70,18 @@ pub struct Config {
     /// binding, online or not (doc §4.4).
     pub max_vcpus: u32,
     /// Highest port number that may be allocated (Xen's `max_evtchn_port`; libxl's domU
-    /// default is 1023, dom0's is unlimited = `NR_PORTS - 1`). Allocation above it fails with
+    /// default is 1023, dom0's is unlimited = `FIFO_NR_PORTS - 1`). Allocation above it, or
+    /// at or above the ABI's port count (4096 for 2-level, 131,072 for FIFO), fails with
     /// `-ENOSPC`.
     pub max_port: Port,
 }
 
 impl Config {
-    /// `max_vcpus` vCPUs, all 4095 ports usable.
+    /// `max_vcpus` vCPUs, no port limit but the ABI's.
     pub const fn new(max_vcpus: u32) -> Self {
         Config {
             max_vcpus,
-            max_port: NR_PORTS - 1,
+            max_port: FIFO_NR_PORTS - 1,
         }
     }
 
@@ -131,13 +137,17 @@ pub struct EventChannels {
     domid: DomId,
     cfg: Config,
     /// Valid ports; the length is a multiple of [`PORTS_PER_BUCKET`] and never shrinks.
-    chans: Vec<Chan>,
+    pub(crate) chans: Vec<Chan>,
     in_use: u32,
     /// `virq_to_evtchn[vcpu][virq]`, 0 = unbound. Global VIRQs use vCPU 0's row.
     virq_to_port: Vec<[Port; NR_VIRQS as usize]>,
     poll: Vec<Option<PollTarget>>,
     polling: VcpuMask,
-    dying: bool,
+    pub(crate) dying: bool,
+    /// Every port in `1..first_free` is in use (a search hint; Xen scans from 0).
+    pub(crate) first_free: u32,
+    /// FIFO ABI state, once the domain switched to it.
+    pub(crate) fifo: Option<Box<Fifo>>,
 }
 
 impl EventChannels {
@@ -158,6 +168,8 @@ impl EventChannels {
             poll: vec![None; cfg.max_vcpus as usize],
             polling: VcpuMask::EMPTY,
             dying: false,
+            first_free: 1,
+            fifo: None,
         })
     }
 
@@ -187,7 +199,7 @@ impl EventChannels {
 
     /// Changes the highest allocatable port (ports already above it stay open).
     pub fn set_max_port(&mut self, max_port: Port) {
-        self.cfg.max_port = max_port.min(NR_PORTS - 1);
+        self.cfg.max_port = max_port.min(FIFO_NR_PORTS - 1);
     }
 
     /// Marks the domain dying: further allocations fail with `-EINVAL` (Xen's
@@ -252,18 +264,31 @@ impl EventChannels {
     // -----------------------------------------------------------------------------------
 
     /// Xen's `get_free_port`: the lowest free port, growing the valid range by buckets.
+    /// A free port whose FIFO event word is still LINKED (the guest has not consumed it) is
+    /// skipped, as Xen's `evtchn_allocate_port` skips busy ports.
     /// Does not mark it used. `-EINVAL` if dying, `-ENOSPC` if none is left at or below
     /// `max_port`.
-    pub(crate) fn get_free_port(&mut self) -> Result<Port, Errno> {
+    pub(crate) fn get_free_port(&mut self, bits: &impl SharedBits) -> Result<Port, Errno> {
         if self.dying {
             return Err(Errno::EINVAL);
         }
-        let limit = self.cfg.max_port.min(NR_PORTS - 1);
+        let limit = self.cfg.max_port.min(self.max_ports() - 1);
         let valid = self.valid_ports();
-        if let Some(p) =
-            (1..valid.min(limit + 1)).find(|&p| self.chans[p as usize].state == State::Free)
-        {
+        let mut busy = None;
+        for p in self.first_free.max(1)..valid.min(limit + 1) {
+            if self.chans[p as usize].state != State::Free {
+                continue;
+            }
+            if self.fifo_is_busy(p, bits) {
+                busy.get_or_insert(p);
+                continue;
+            }
+            // A busy port may be consumed later: the hint stays at or below it.
+            self.first_free = busy.unwrap_or(p);
             return Ok(p);
+        }
+        if let Some(b) = busy {
+            self.first_free = b;
         }
         if valid > limit {
             return Err(Errno::ENOSPC);
@@ -277,16 +302,26 @@ impl EventChannels {
     pub(crate) fn occupy(&mut self, port: Port, state: State, notify: u32) {
         let c = &mut self.chans[port as usize];
         debug_assert_eq!(c.state, State::Free);
-        *c = Chan { state, notify };
+        // Xen's evtchn_port_init: a fresh binding gets the default FIFO priority.
+        c.state = state;
+        c.notify = notify;
+        c.fifo.priority = FifoPort::INIT.priority;
+        c.fifo.pending = false;
         self.in_use += 1;
+        if port == self.first_free {
+            self.first_free += 1;
+        }
     }
 
     /// Xen's `evtchn_free`: clears pending, resets the notify vCPU to 0.
     pub(crate) fn free(&mut self, port: Port, bits: &mut impl SharedBits) {
-        bits.clear_pending(port);
+        self.clear_pending(port, bits);
         let c = &mut self.chans[port as usize];
         debug_assert!(c.state.is_open());
-        *c = FREE;
+        // The queue it was last linked on is remembered (Xen keeps `fifo_lastq`).
+        c.state = State::Free;
+        c.notify = 0;
+        self.first_free = self.first_free.min(port);
         self.in_use -= 1;
     }
 
@@ -317,8 +352,13 @@ impl EventChannels {
     /// (`get_free_port` runs first), then `-EPERM` unless the target is the caller or the caller
     /// is privileged (`xsm_evtchn_unbound`, `XSM_TARGET`). `remote_dom == DOMID_SELF` means the
     /// **caller** (not the target). Xen does not check that `remote_dom` exists.
-    pub fn alloc_unbound(&mut self, caller: Caller, remote_dom: DomId) -> Result<Port, Errno> {
-        let port = self.get_free_port()?;
+    pub fn alloc_unbound(
+        &mut self,
+        caller: Caller,
+        remote_dom: DomId,
+        bits: &impl SharedBits,
+    ) -> Result<Port, Errno> {
+        let port = self.get_free_port(bits)?;
         caller.check_target(self.domid)?;
         let remote_dom = caller.resolve(remote_dom);
         self.occupy(port, State::Unbound { remote_dom }, 0);
@@ -330,7 +370,12 @@ impl EventChannels {
     /// Xen's order: `-EINVAL` if `virq >= NR_VIRQS`; `-EINVAL` if the VIRQ is global and
     /// `vcpu != 0`; `-ENOENT` if `vcpu` is not a vCPU of the domain; `-EEXIST` if already
     /// bound on that vCPU; then `get_free_port` errors (`-ENOSPC`, `-EINVAL` if dying).
-    pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<Port, Errno> {
+    pub fn bind_virq(
+        &mut self,
+        virq: u32,
+        vcpu: u32,
+        bits: &impl SharedBits,
+    ) -> Result<Port, Errno> {
         if virq >= NR_VIRQS {
             return Err(Errno::EINVAL);
         }
@@ -343,18 +388,18 @@ impl EventChannels {
         if self.virq_to_port[vcpu as usize][virq as usize] != 0 {
             return Err(Errno::EEXIST);
         }
-        let port = self.get_free_port()?;
+        let port = self.get_free_port(bits)?;
         self.occupy(port, State::Virq { virq }, vcpu);
         self.virq_to_port[vcpu as usize][virq as usize] = port;
         Ok(port)
     }
 
     /// `EVTCHNOP_bind_ipi`: `-ENOENT` for a bad vCPU, then `get_free_port` errors.
-    pub fn bind_ipi(&mut self, vcpu: u32) -> Result<Port, Errno> {
+    pub fn bind_ipi(&mut self, vcpu: u32, bits: &impl SharedBits) -> Result<Port, Errno> {
         if !self.vcpu_ok(vcpu) {
             return Err(Errno::ENOENT);
         }
-        let port = self.get_free_port()?;
+        let port = self.get_free_port(bits)?;
         self.occupy(port, State::Ipi, vcpu);
         Ok(port)
     }
@@ -408,8 +453,13 @@ impl EventChannels {
     /// valid port is accepted, even a free one). Atomically clears the mask bit; if it **was
     /// set** and the port is pending, sets the word's bit in the notify vCPU's selector and,
     /// if that was clear, `upcall_pending` — the returned kick names that vCPU.
+    /// A FIFO domain uses Xen's `evtchn_fifo_unmask` instead: clear MASKED, and if PENDING
+    /// raise the port again (linking it on its queue).
     pub fn unmask(&mut self, port: Port, bits: &mut impl SharedBits) -> Result<Kick, Errno> {
         let c = *self.chans.get(port as usize).ok_or(Errno::EINVAL)?;
+        if self.is_fifo() {
+            return Ok(self.fifo_unmask(port, bits));
+        }
         let mut kick = Kick::NONE;
         if bits.test_and_clear_mask(port)
             && bits.is_pending(port)
@@ -487,10 +537,19 @@ impl EventChannels {
     ///
     /// Invalid ports are ignored (empty kick). Free ports are raised like any other: the
     /// hypervisor's own callers only raise ports they own.
+    ///
+    /// A FIFO domain uses Xen's `evtchn_fifo_set_pending` instead (see the `fifo` module):
+    /// PENDING, then, if not MASKED and not already LINKED, the port is linked at the tail of
+    /// its notify vCPU's queue of its priority (or made the head of an empty queue, setting the
+    /// queue's READY bit and then `evtchn_upcall_pending`); pollers are woken only when
+    /// PENDING was clear, as in Xen.
     pub fn set_pending(&mut self, port: Port, bits: &mut impl SharedBits) -> Kick {
         let Some(c) = self.chans.get(port as usize).copied() else {
             return Kick::NONE;
         };
+        if self.is_fifo() {
+            return self.fifo_set_pending(port, bits);
+        }
         let mut kick = Kick::NONE;
         if !bits.test_and_set_pending(port)
             && !bits.is_masked(port)
@@ -546,7 +605,7 @@ impl EventChannels {
             if !self.is_valid(p) {
                 return Err(Errno::EINVAL);
             }
-            if bits.is_pending(p) {
+            if self.is_pending(p, bits) {
                 return Ok(PollOutcome::Ready);
             }
         }
@@ -571,8 +630,26 @@ impl EventChannels {
         self.polling.contains(vcpu)
     }
 
+    /// Whether `port` is pending in the domain's ABI (2-level bit or FIFO PENDING).
+    pub fn is_pending(&self, port: Port, bits: &impl SharedBits) -> bool {
+        if self.is_fifo() {
+            self.fifo_is_pending(port, bits)
+        } else {
+            port < NR_PORTS && bits.is_pending(port)
+        }
+    }
+
+    /// Clears `port`'s pending state in the domain's ABI (Xen's `evtchn_port_clear_pending`).
+    pub fn clear_pending(&mut self, port: Port, bits: &mut impl SharedBits) {
+        if self.is_fifo() {
+            self.fifo_clear_pending(port, bits);
+        } else if port < NR_PORTS {
+            bits.clear_pending(port);
+        }
+    }
+
     /// Xen's `evtchn_check_pollers`.
-    fn wake_pollers(&mut self, port: Port) -> VcpuMask {
+    pub(crate) fn wake_pollers(&mut self, port: Port) -> VcpuMask {
         let mut woken = VcpuMask::EMPTY;
         if self.polling.is_empty() {
             return woken;

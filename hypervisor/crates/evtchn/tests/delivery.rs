@@ -23,7 +23,7 @@ fn set_pending_propagates_selector_and_upcall_exactly_once() {
     // Fill to a port in word 1 so the selector bit is not bit 0.
     let mut port = 0;
     while port < 70 {
-        port = t.bind_ipi(1).unwrap();
+        port = t.bind_ipi(1, &evtchn::VecBits::new(1)).unwrap();
     }
     let k = t.set_pending(port, &mut b);
     assert_eq!(
@@ -40,7 +40,7 @@ fn set_pending_propagates_selector_and_upcall_exactly_once() {
     // Already pending: nothing more.
     assert!(t.set_pending(port, &mut b).is_empty());
     // Another port in the same word while the selector bit is set: pending bit only.
-    let p2 = t.bind_ipi(1).unwrap();
+    let p2 = t.bind_ipi(1, &evtchn::VecBits::new(1)).unwrap();
     assert!(t.set_pending(p2, &mut b).is_empty());
     assert!(b.is_pending(p2));
 }
@@ -50,8 +50,8 @@ fn selector_clear_but_upcall_still_set_no_new_kick() {
     // The guest handler cleared the selector, not yet upcall_pending: Xen re-sets the selector
     // bit but only kicks when upcall_pending goes 0 -> 1.
     let (mut t, mut b) = table(1);
-    let a = t.bind_ipi(0).unwrap();
-    let c = t.bind_ipi(0).unwrap();
+    let a = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
+    let c = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
     t.set_pending(a, &mut b);
     b.guest_clear_pending(a);
     // Clear only the selector (upcall still pending).
@@ -67,7 +67,7 @@ fn selector_clear_but_upcall_still_set_no_new_kick() {
 fn masked_port_send_sets_pending_only() {
     let (mut t, mut b) = table(1);
     b.mask_all();
-    let p = t.bind_ipi(0).unwrap();
+    let p = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
     let k = t.send(p, &mut b).unwrap();
     assert_eq!(k, evtchn::SendOutcome::Local(Kick::NONE));
     assert!(b.is_pending(p));
@@ -77,7 +77,7 @@ fn masked_port_send_sets_pending_only() {
 #[test]
 fn unmask_of_pending_port_triggers_upcall() {
     let (mut t, mut b) = table(2);
-    let p = t.bind_ipi(1).unwrap();
+    let p = t.bind_ipi(1, &evtchn::VecBits::new(1)).unwrap();
     b.mask(p);
     assert!(t.set_pending(p, &mut b).is_empty());
     let k = t.unmask(p, &mut b).unwrap();
@@ -90,7 +90,7 @@ fn unmask_of_pending_port_triggers_upcall() {
 #[test]
 fn unmask_not_pending_or_not_masked_does_nothing() {
     let (mut t, mut b) = table(1);
-    let p = t.bind_ipi(0).unwrap();
+    let p = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
     b.mask(p);
     assert!(t.unmask(p, &mut b).unwrap().is_empty());
     assert!(!b.is_masked(p));
@@ -111,7 +111,9 @@ fn unmask_invalid_port_einval_free_valid_port_ok() {
 #[test]
 fn unmask_uses_notify_vcpu_after_bind_vcpu() {
     let (mut t, mut b) = table(4);
-    let p = t.alloc_unbound(evtchn::Caller::new(1, false), 0).unwrap();
+    let p = t
+        .alloc_unbound(evtchn::Caller::new(1, false), 0, &evtchn::VecBits::new(1))
+        .unwrap();
     t.bind_vcpu(p, 2).unwrap();
     b.mask(p);
     t.set_pending(p, &mut b);
@@ -126,7 +128,9 @@ fn raise_virq_per_vcpu_and_global_and_unbound() {
         t.raise_virq(VIRQ_TIMER, 1, &mut b).is_empty(),
         "unbound VIRQ: nothing"
     );
-    let p = t.bind_virq(VIRQ_TIMER, 1).unwrap();
+    let p = t
+        .bind_virq(VIRQ_TIMER, 1, &evtchn::VecBits::new(1))
+        .unwrap();
     let k = t.raise_virq(VIRQ_TIMER, 1, &mut b);
     assert_eq!(k.upcalls, only(1));
     assert!(b.is_pending(p));
@@ -134,7 +138,9 @@ fn raise_virq_per_vcpu_and_global_and_unbound() {
         t.raise_virq(VIRQ_TIMER, 0, &mut b).is_empty(),
         "not bound on vCPU 0"
     );
-    let g = t.bind_virq(VIRQ_DOM_EXC, 0).unwrap();
+    let g = t
+        .bind_virq(VIRQ_DOM_EXC, 0, &evtchn::VecBits::new(1))
+        .unwrap();
     t.bind_vcpu(g, 1).unwrap();
     b.guest_take_upcall(1);
     // Global VIRQ: `vcpu` is ignored; goes to the port's notify vCPU.
@@ -147,8 +153,8 @@ fn raise_virq_per_vcpu_and_global_and_unbound() {
 fn poll_ready_when_any_port_pending_even_masked() {
     let (mut t, mut b) = table(2);
     b.mask_all();
-    let a = t.bind_ipi(0).unwrap();
-    let c = t.bind_ipi(0).unwrap();
+    let a = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
+    let c = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
     t.set_pending(c, &mut b);
     assert_eq!(t.poll(1, &[a, c], &b), Ok(PollOutcome::Ready));
     assert!(!t.is_polling(1));
@@ -159,8 +165,8 @@ fn masked_send_wakes_single_port_poller_without_upcall() {
     // Linux PV spinlocks: the kicker IPI port stays masked, the waiter polls it.
     let (mut t, mut b) = table(2);
     b.mask_all();
-    let kicker = t.bind_ipi(1).unwrap();
-    let other = t.bind_ipi(1).unwrap();
+    let kicker = t.bind_ipi(1, &evtchn::VecBits::new(1)).unwrap();
+    let other = t.bind_ipi(1, &evtchn::VecBits::new(1)).unwrap();
     assert_eq!(t.poll(1, &[kicker], &b), Ok(PollOutcome::Blocked));
     assert!(t.is_polling(1));
     // Some other port does not wake a single-port poller.
@@ -182,9 +188,9 @@ fn masked_send_wakes_single_port_poller_without_upcall() {
 fn multi_port_poller_woken_by_any_port() {
     // nr_ports != 1 -> poll_evtchn = -1: any port of the domain wakes it.
     let (mut t, mut b) = table(3);
-    let a = t.bind_ipi(0).unwrap();
-    let c = t.bind_ipi(0).unwrap();
-    let z = t.bind_ipi(2).unwrap();
+    let a = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
+    let c = t.bind_ipi(0, &evtchn::VecBits::new(1)).unwrap();
+    let z = t.bind_ipi(2, &evtchn::VecBits::new(1)).unwrap();
     assert_eq!(t.poll(1, &[a, c], &b), Ok(PollOutcome::Blocked));
     assert_eq!(t.poll(2, &[a], &b), Ok(PollOutcome::Blocked));
     let k = t.set_pending(z, &mut b);
@@ -213,7 +219,9 @@ fn bind_interdomain_pending_fixup_respects_mask() {
     let mut r = EventChannels::new(2, Config::new(1)).unwrap();
     let mut ba = VecBits::new(1);
     ba.mask_all();
-    let p = r.alloc_unbound(evtchn::Caller::new(2, false), 1).unwrap();
+    let p = r
+        .alloc_unbound(evtchn::Caller::new(2, false), 1, &evtchn::VecBits::new(1))
+        .unwrap();
     let (lp, k) = evtchn::bind_interdomain(&mut a, Some(&mut r), p, &mut ba).unwrap();
     assert!(k.is_empty());
     assert!(ba.is_pending(lp));

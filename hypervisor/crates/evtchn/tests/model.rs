@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{array_gfn, Consumer, F_LINKED, F_MASKED, F_PENDING};
+
 use evtchn::{Caller, Notify, Registry, SharedBits, State, VecBits};
 use xen_abi::xen::{virq_is_per_vcpu, DOMID_SELF, NR_VIRQS};
 
@@ -98,9 +100,47 @@ fn check_invariants(r: &Registry<VecBits>) {
     }
 }
 
+/// Fresh FIFO links checked (the generator must reach them).
+static FIFO_LINKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A FIFO delivery: PENDING set; linked unless masked; a fresh link is the queue's tail.
+fn check_fifo_delivery(d: &evtchn::Domain<VecBits>, n: &Notify, port: u32, before: &VecBits) {
+    let t = &d.evtchn;
+    let v = t.notify_vcpu(port).unwrap();
+    for u in n.kick.upcalls.iter() {
+        assert!(d.bits.upcall_pending(u));
+    }
+    let (Some(w), Some(_)) = (t.fifo_word_gpa(port), t.fifo_control_block(v)) else {
+        assert!(
+            n.kick.upcalls.is_empty(),
+            "no word or no control block: nothing raised"
+        );
+        return;
+    };
+    let (old, new) = (before.load_u32(w).unwrap(), d.bits.load_u32(w).unwrap());
+    assert_ne!(new & F_PENDING, 0);
+    if old & F_MASKED == 0 {
+        assert_ne!(new & F_LINKED, 0);
+        if old & F_LINKED == 0 {
+            FIFO_LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(t.fifo_tail(v, t.priority(port).unwrap()), Some(port));
+        }
+    } else {
+        assert_eq!(
+            old & F_LINKED,
+            new & F_LINKED,
+            "a masked port is not linked"
+        );
+        assert!(n.kick.upcalls.is_empty());
+    }
+}
+
 /// Checks a delivery against a snapshot of the target's bits taken before it.
 fn check_delivery(r: &Registry<VecBits>, n: &Notify, port: u32, before: &VecBits) {
     let d = r.get(n.dom).unwrap();
+    if d.evtchn.is_fifo() {
+        return check_fifo_delivery(d, n, port, before);
+    }
     let v = d.evtchn.notify_vcpu(port).unwrap();
     assert!(d.bits.is_pending(port));
     let fresh = !before.is_pending(port) && !before.is_masked(port);
@@ -121,11 +161,12 @@ fn run(seed: u64, steps: usize) -> (u32, u32, u32) {
     let (mut binds, mut iclose, mut woken) = (0, 0, 0);
     let mut rng = Rng(seed | 1);
     let mut r = common::registry();
+    let mut guests: Vec<Consumer> = DOMS.iter().map(|_| Consumer::new(4)).collect();
     for _ in 0..steps {
         let c = caller(&mut rng);
         let dom = c.domid;
         let nv = r.get(dom).unwrap().evtchn.max_vcpus();
-        match rng.below(16) {
+        match rng.below(17) {
             0 | 1 => {
                 let target = if rng.chance(70) {
                     DOMID_SELF
@@ -194,7 +235,8 @@ fn run(seed: u64, steps: usize) -> (u32, u32, u32) {
                 }
                 assert_eq!(r.close(c, p).is_ok(), was_open);
                 if was_open {
-                    assert!(!r.get(dom).unwrap().bits.is_pending(p));
+                    let d = r.get(dom).unwrap();
+                    assert!(!d.evtchn.is_pending(p, &d.bits));
                 }
             }
             8 | 9 => {
@@ -242,7 +284,12 @@ fn run(seed: u64, steps: usize) -> (u32, u32, u32) {
                     for u in n.kick.upcalls.iter() {
                         assert!(r.get(dom).unwrap().bits.upcall_pending(u));
                     }
-                    assert!(!r.get(dom).unwrap().bits.is_masked(p));
+                    let d = r.get(dom).unwrap();
+                    if !d.evtchn.is_fifo() {
+                        assert!(!d.bits.is_masked(p));
+                    } else if let Some(w) = d.evtchn.fifo_word_gpa(p) {
+                        assert_eq!(d.bits.load_u32(w).unwrap() & F_MASKED, 0);
+                    }
                 }
             }
             13 => {
@@ -266,10 +313,50 @@ fn run(seed: u64, steps: usize) -> (u32, u32, u32) {
                     r.get_mut(dom).unwrap().evtchn.poll_cancel(v);
                 }
             }
+            15 if rng.chance(50) => {
+                // FIFO: switch, grow the array, set priorities, drain, flip masks.
+                let t = &r.get(dom).unwrap().evtchn;
+                if !t.is_fifo() {
+                    if rng.chance(10) {
+                        common::fifo_init(&mut r, dom, rng.below(3) as u32);
+                        guests[dom as usize] = Consumer::new(4);
+                    }
+                } else {
+                    match rng.below(5) {
+                        0 => {
+                            let i = t.fifo_words() / 1024;
+                            common::bits_mut(&mut r, dom).add_ram(array_gfn(i));
+                            let _ = r.expand_array(c, array_gfn(i));
+                        }
+                        1 => {
+                            let prio = rng.below(17) as u32;
+                            let res = r.set_priority(c, port(&mut rng), prio);
+                            if prio > 15 {
+                                assert!(res.is_err());
+                            }
+                        }
+                        2 | 3 => {
+                            let t = r.get(dom).unwrap().evtchn.clone();
+                            let v = rng.below(nv as u64) as u32;
+                            let b = common::bits_mut(&mut r, dom);
+                            // Bounded: the hypervisor never builds a cycle.
+                            guests[dom as usize].drain(&t, b, v, 10_000);
+                        }
+                        _ => {
+                            let p = port(&mut rng);
+                            if r.get(dom).unwrap().evtchn.fifo_word_gpa(p).is_some() {
+                                common::fifo_mask(&mut r, dom, p, rng.chance(50));
+                            }
+                        }
+                    }
+                }
+            }
             _ => {
                 if rng.chance(15) {
                     let _ = r.reset(c, DOMID_SELF, false);
                     assert_eq!(r.get(dom).unwrap().evtchn.in_use(), 0);
+                    assert!(!r.get(dom).unwrap().evtchn.is_fifo());
+                    guests[dom as usize] = Consumer::new(4);
                 }
             }
         }
@@ -288,6 +375,10 @@ fn random_sequences_keep_invariants() {
 #[test]
 fn long_random_sequence_keeps_invariants() {
     let (binds, closes, woken) = run(0xDEAD_BEEF, 20_000);
+    let (b2, c2, w2) = run(0x1234_5678_9ABC, 20_000);
+    assert!(b2 > 100 && c2 > 50 && w2 > 0, "{b2} {c2} {w2}");
+    let links = FIFO_LINKS.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(links > 100, "FIFO links checked: {links}");
     // The generator really exercises the interesting paths.
     assert!(
         binds > 100 && closes > 50 && woken > 0,
