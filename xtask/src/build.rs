@@ -85,6 +85,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_APIC_MODES,
     GUEST_HOSTILE_HCALL,
     GUEST_HOSTILE_CPU,
+    GUEST_BALLOON,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -156,6 +157,7 @@ pub const GUEST_MMIO_HOLE: Artifact = guest("guest-mmio-hole");
 pub const GUEST_APIC_MODES: Artifact = guest("guest-apic-modes");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
+pub const GUEST_BALLOON: Artifact = guest("guest-balloon");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

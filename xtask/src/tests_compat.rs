@@ -14,6 +14,10 @@
 //!   driven through its MMIO page, then in x2APIC mode, then disabled and re-enabled;
 //!   the guest counts the self-IPIs and LAPIC timer interrupts it takes in each mode and
 //!   times them by its pvclock.
+//! * `compat/balloon`: the guest gives 16 MiB back with `XENMEM_decrease_reservation`,
+//!   finds hypercall copies to those pages failing, takes them back with
+//!   `XENMEM_populate_physmap` and finds them zeroed (4 KiB and 2 MiB extents), and gets
+//!   Xen's answers to bad arguments; it checks every count and reservation itself.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,6 +49,14 @@ const APIC_MODES_PASSED: &[&str] = &[
     r"^\(d0\) apic-modes: x2APIC periodic timer: 3 interrupts",
     r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
     r"^\(d0\) guest apic-modes: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const BALLOON_PASSED: &[&str] = &[
+    r"^\(d0\) balloon: 4096 pages given back, copies to them fail: ok",
+    r"^\(d0\) balloon: repopulated pages read as zero: ok",
+    r"^\(d0\) balloon: 12 cases passed",
+    r"^\(d0\) guest balloon: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -133,6 +145,15 @@ pub fn all() -> Vec<Test> {
                 .cmdline(console)
                 .module(ModuleSpec::built(&build::GUEST_APIC_MODES).args("apic-modes"))
                 .expect(APIC_MODES_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("balloon"), emulator())
+                .cmdline(Box::leak(
+                    format!("{console} dom0_mem=64M").into_boxed_str(),
+                ))
+                .module(ModuleSpec::built(&build::GUEST_BALLOON).args("balloon"))
+                .expect(BALLOON_PASSED)
                 .timeout_secs(timeout),
         );
     }
