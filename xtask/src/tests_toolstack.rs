@@ -203,8 +203,9 @@ pub fn linux_domu_bochs() -> Test {
     ends_with_poweroff(t)
 }
 
-/// dom0's balloon driver, driven through its sysfs target: dom0 shrinks by 64 MiB and
-/// grows back, and dom0 itself reports its balloon's `current_kb` and `MemTotal` moving
+/// dom0's balloon driver: dom0 shrinks by 64 MiB on `xl mem-set` (xenstore
+/// `memory/target`, which the driver watches) and grows back through its sysfs
+/// `target_kb`, and dom0 itself reports its balloon's `current_kb` and `MemTotal` moving
 /// by exactly 65536 KiB each way, and `xl info`'s free memory (whole MiB) rising by
 /// 64 MiB and falling back, ±1 MiB: the page tables and page lists of the 2 MiB regions
 /// the balloon splits (it frees pages from anywhere in dom0's RAM) come from the same
@@ -213,7 +214,7 @@ const BALLOON: &str = "B=/sys/devices/system/xen_memory/xen_memory0; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; cur() { cat $B/info/current_kb; }; \
     mt() { awk '/^MemTotal/ { print $2 }' /proc/meminfo; }; \
     w() { i=0; while [ $(cur) -ne $1 ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.1; done; }; \
-    k0=$(cur); f0=$(free); m0=$(mt); echo $((k0 - 65536)) > $B/target_kb; w $((k0 - 65536)); \
+    k0=$(cur); f0=$(free); m0=$(mt); xl mem-set 0 $((k0 - 65536))k; echo MEMSET=$?; w $((k0 - 65536)); \
     k1=$(cur); f1=$(free); m1=$(mt); echo $k0 > $B/target_kb; w $k0; k2=$(cur); f2=$(free); m2=$(mt); \
     echo BALLOON_KB=$k0,$k1,$k2 FREE_MIB=$f0,$f1,$f2 MEMTOTAL_KB=$m0,$m1,$m2; \
     r=bad; [ $((k0 - k1)) -eq 65536 ] && [ $k2 -eq $k0 ] && [ $((m0 - m1)) -eq 65536 ] && [ $m2 -eq $m0 ] \
@@ -229,6 +230,7 @@ pub fn dom0_balloon() -> Test {
     )
     .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
     .send(r"dom0: shell ready", BALLOON)
+    .expect_value(d0!(r"MEMSET=(\d+)$"), "0")
     .expect(&[d0!(
         r"BALLOON_KB=\d+,\d+,\d+ FREE_MIB=\d+,\d+,\d+ MEMTOTAL_KB=\d+,\d+,\d+$"
     )])
