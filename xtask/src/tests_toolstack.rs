@@ -67,6 +67,7 @@ pub fn all() -> Vec<Test> {
     // (XZ decompression in dom0 userspace, then a second Linux boot): only with
     // XTASK_SLOW=1. The suite covers VMX with bochs/toolstack/fvctl-cycles.
     .chain(std::env::var_os("XTASK_SLOW").map(|_| linux_domu_bochs()))
+    .chain(std::env::var_os("XTASK_SLOW").map(|_| dom0_balloon_bochs()))
     .collect()
 }
 
@@ -222,19 +223,39 @@ const BALLOON: &str = "B=/sys/devices/system/xen_memory/xen_memory0; \
     && r=ok; echo BALLOON=$r\n";
 
 pub fn dom0_balloon() -> Test {
-    crate::tests_dom0::dom0_boot(
+    dom0_balloon_on(
         "qemu-tcg/toolstack/dom0-balloon",
         Emulator::qemu_tcg(QemuBoot::Kernel),
         crate::tests_dom0::QEMU_CMDLINE,
         crate::tests_dom0::QEMU_TIMEOUT,
     )
-    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
-    .send(r"dom0: shell ready", BALLOON)
-    .expect_value(d0!(r"MEMSET=(\d+)$"), "0")
-    .expect(&[d0!(
-        r"BALLOON_KB=\d+,\d+,\d+ FREE_MIB=\d+,\d+,\d+ MEMTOTAL_KB=\d+,\d+,\d+$"
-    )])
-    .expect_value(d0!(r"BALLOON=(\S+)$"), "ok")
-    .send(r"BALLOON=\w+\r?\n", "poweroff -f\n")
-    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// The same under VMX (Bochs): a dom0 boot of its own takes minutes, so only with
+/// XTASK_SLOW=1.
+fn dom0_balloon_bochs() -> Test {
+    dom0_balloon_on(
+        "bochs/toolstack/dom0-balloon",
+        Emulator::Bochs,
+        "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff",
+        900,
+    )
+}
+
+fn dom0_balloon_on(
+    name: &'static str,
+    emulator: Emulator,
+    cmdline: &'static str,
+    timeout: u64,
+) -> Test {
+    crate::tests_dom0::dom0_boot(name, emulator, cmdline, timeout)
+        .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+        .send(r"dom0: shell ready", BALLOON)
+        .expect_value(d0!(r"MEMSET=(\d+)$"), "0")
+        .expect(&[d0!(
+            r"BALLOON_KB=\d+,\d+,\d+ FREE_MIB=\d+,\d+,\d+ MEMTOTAL_KB=\d+,\d+,\d+$"
+        )])
+        .expect_value(d0!(r"BALLOON=(\S+)$"), "ok")
+        .send(r"BALLOON=\w+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }

@@ -464,10 +464,9 @@ impl<F: Format> GuestMemory<F> {
             // overhead by `with_p2m`).
             if let Some(Chunk::Whole(base)) = p2m.chunks.get(&slot) {
                 let base = *base;
-                let Ok(frame) = a.0.alloc() else {
+                let Some(frame) = alloc_list_frame(a) else {
                     return Ok(Err(RemoveError::OutOfMemory));
                 };
-                phys::zero_frame(frame.addr());
                 let mut list = PageList {
                     frame: frame.addr(),
                     present: 0,
@@ -812,11 +811,10 @@ fn populate_locked<F: Format>(
         }
         // One page, into the slot's page list (created on first use).
         if !p2m.chunks.contains_key(&slot) {
-            let Ok(frame) = a.0.alloc() else {
+            let Some(frame) = alloc_list_frame(a) else {
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             };
-            phys::zero_frame(frame.addr());
             p2m.chunks.insert(
                 slot,
                 Chunk::Split(PageList {
@@ -901,6 +899,17 @@ fn populate_locked<F: Format>(
     p2m.pages += count;
     p2m.max_mapped_gfn = p2m.max_mapped_gfn.max((gpa / FRAME_SIZE) + count - 1);
     Ok(())
+}
+
+/// A zeroed frame inside the direct map for a page list.
+fn alloc_list_frame(a: &mut TableFrames<'_>) -> Option<crate::mm::frame::Frame> {
+    let frame = a.0.alloc().ok()?;
+    if frame.addr() + FRAME_SIZE > phys::mapped_limit() {
+        let _ = a.0.free(frame);
+        return None;
+    }
+    phys::zero_frame(frame.addr());
+    Some(frame)
 }
 
 /// Frees the page list of `slot` if no page is left in it.
