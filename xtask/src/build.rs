@@ -87,6 +87,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_FIFO_EVTCHN,
     GUEST_HOSTILE_HCALL,
     GUEST_HOSTILE_CPU,
+    GUEST_BALLOON,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -160,6 +161,7 @@ pub const GUEST_NMI: Artifact = guest("guest-nmi");
 pub const GUEST_FIFO_EVTCHN: Artifact = guest("guest-fifo-evtchn");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
+pub const GUEST_BALLOON: Artifact = guest("guest-balloon");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

@@ -18,6 +18,10 @@
 //!   Xen (a bad GFN is `-EINVAL`, not `-ENOSYS`), the switch from 2-level, 2,000 channels on
 //!   16 priorities sent with interrupts off and walked by the guest as Linux does: each
 //!   event once, in priority order; masked ports and ports beyond the event array.
+//! * `compat/balloon`: the guest gives 16 MiB back with `XENMEM_decrease_reservation`,
+//!   finds hypercall copies to those pages failing, takes them back with
+//!   `XENMEM_populate_physmap` and finds them zeroed (4 KiB and 2 MiB extents), and gets
+//!   Xen's answers to bad arguments; it checks every count and reservation itself.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,6 +62,14 @@ const FIFO_EVTCHN_PASSED: &[&str] = &[
     r"^\(d0\) fifo-evtchn: 2000 events delivered once each in priority order",
     r"^\(d0\) fifo-evtchn: masked events wait for unmask; events beyond the array wait for their page",
     r"^\(d0\) guest fifo-evtchn: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const BALLOON_PASSED: &[&str] = &[
+    r"^\(d0\) balloon: 4096 pages given back, copies to them fail: ok",
+    r"^\(d0\) balloon: repopulated pages read as zero: ok",
+    r"^\(d0\) balloon: 12 cases passed",
+    r"^\(d0\) guest balloon: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -153,6 +165,15 @@ pub fn all() -> Vec<Test> {
                 .cmdline(console)
                 .module(ModuleSpec::built(&build::GUEST_FIFO_EVTCHN).args("fifo-evtchn"))
                 .expect(FIFO_EVTCHN_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("balloon"), emulator())
+                .cmdline(Box::leak(
+                    format!("{console} dom0_mem=64M").into_boxed_str(),
+                ))
+                .module(ModuleSpec::built(&build::GUEST_BALLOON).args("balloon"))
+                .expect(BALLOON_PASSED)
                 .timeout_secs(timeout),
         );
     }

@@ -88,6 +88,13 @@ enum Cmd {
         ty: Option<String>,
         domain: String,
     },
+    /// Set a domain's memory target (`memory/target`, which its balloon driver follows):
+    /// `mem-set DOMAIN SIZE`, SIZE in MiB or with a suffix (`b`, `k`, `m`, `g`, `t`).
+    #[command(name = "mem-set")]
+    MemSet {
+        domain: String,
+        memory: String,
+    },
     /// Host and hypervisor facts.
     Info,
     /// The hypervisor's console ring.
@@ -332,6 +339,56 @@ fn wait_gone(hv: &mut dyn Hv, domid: u16) -> Result<()> {
 }
 
 /// A domain given on the command line that devices may be attached to.
+/// dom0 may not be set below this (libxl's `LIBXL_MIN_DOM0_MEM`).
+const MIN_DOM0_KIB: u64 = 128 << 10;
+
+/// A size as xl takes it: a number with an optional unit suffix (`b`, `k`, `m`, `g`, `t`,
+/// either case), MiB without one; in KiB (bytes rounded down).
+fn parse_mem_kib(s: &str) -> Result<u64> {
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, 'm'),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("invalid memory size `{s}`"))?;
+    let kib = match unit {
+        'b' => Some(n / 1024),
+        'k' => Some(n),
+        'm' => n.checked_mul(1 << 10),
+        'g' => n.checked_mul(1 << 20),
+        't' => n.checked_mul(1 << 30),
+        _ => bail!("invalid memory size `{s}` (units: b, k, m, g, t)"),
+    };
+    kib.with_context(|| format!("memory size `{s}` too large"))
+}
+
+/// `xl mem-set`: checks the target as libxl does (not below dom0's minimum, not above
+/// the domain's maximum) and writes it to `memory/target`, where the domain's balloon
+/// driver picks it up. The hypervisor's maximum itself is not changed (there is no
+/// toolstack call for it yet), so a target above it is refused rather than raised.
+fn mem_set(hv: &mut dyn Hv, st: &mut dyn Store, id: u16, kib: u64) -> Result<()> {
+    let Some(d) = hv.domain_info(id)?.filter(|d| d.domid == id) else {
+        bail!("domain {id} does not exist");
+    };
+    if id == 0 && kib < MIN_DOM0_KIB {
+        bail!("new target {kib} KiB for dom0 is below the minimum threshold ({MIN_DOM0_KIB} KiB)");
+    }
+    if kib > d.max_kib {
+        bail!(
+            "memory_dynamic_max must be less than or equal to memory_static_max \
+             ({kib} KiB > {} KiB)",
+            d.max_kib
+        );
+    }
+    st.write(
+        &format!("/local/domain/{id}/memory/target"),
+        kib.to_string().as_bytes(),
+    )
+    .with_context(|| format!("writing domain {id}'s memory target"))?;
+    Ok(())
+}
+
 fn guest(hv: &mut dyn Hv, st: &mut dyn Store, spec: &str) -> Result<u16> {
     let id = create::resolve(hv, st, spec)?;
     if id == 0 {
@@ -412,6 +469,11 @@ fn simple(
                 bail!("Domain-0's console is the hypervisor's serial line (see xl dmesg)");
             }
             console::attach(id, Duration::from_secs(0))?;
+        }
+        Cmd::MemSet { domain, memory } => {
+            let id = create::resolve(hv, st, &domain)?;
+            let kib = parse_mem_kib(&memory)?;
+            mem_set(hv, st, id, kib)?;
         }
         Cmd::Info => {
             let p = hv.physinfo()?;
@@ -713,6 +775,22 @@ mod tests {
             cli(&["shutdown", "0"])
         )
         .is_err());
+    }
+
+    #[test]
+    fn mem_set_writes_the_target_within_the_limits() {
+        let (mut hv, mut st) = world();
+        let mut run = |args: &[&str]| simple(&mut hv, &mut st, &mut FakeHost::default(), cli(args));
+        run(&["mem-set", "g", "12"]).unwrap();
+        run(&["mem-set", "1", "8192k"]).unwrap();
+        assert!(run(&["mem-set", "g", "17m"]).is_err(), "above the maximum");
+        assert!(run(&["mem-set", "g", "12x"]).is_err());
+        assert!(run(&["mem-set", "g", "99999999999999t"]).is_err());
+        assert!(run(&["mem-set", "0", "64m"]).is_err(), "dom0 below 128 MiB");
+        assert!(run(&["mem-set", "nosuch", "12"]).is_err());
+        assert_eq!(st.value("/local/domain/1/memory/target").unwrap(), "8192");
+        assert_eq!(parse_mem_kib("1g").unwrap(), 1 << 20);
+        assert_eq!(parse_mem_kib("4096B").unwrap(), 4);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 use crate::mm::frame::FRAME_SIZE;
 use crate::mm::frametable::global as frametable;
 use crate::mm::phys::{self, DirectMap, TableFrames};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 use frametable::Hold;
@@ -26,6 +27,9 @@ use pagetable::{Format, MapError, MemType, PageSize, PageTable, Perm};
 
 /// Granule of guest RAM allocation and of large p2m pages.
 pub const CHUNK: u64 = 2 << 20;
+
+/// End of the guest-physical space the p2m covers (48-bit addresses, 4 levels).
+pub const MAX_GPA: u64 = 1 << 48;
 
 /// What a p2m entry maps (stored with the leaf, see `pagetable::PageTable::map_kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,12 +159,87 @@ struct P2m<F: Format> {
     /// Extra hypervisor-owned frames mapped into the guest (shared_info, ...), as
     /// (gpa, host frame); the RAM page they displaced is kept and restored on unmap.
     overlays: Vec<(u64, u64)>,
-    /// Frames the p2m's own tables use (root included), for per-domain accounting.
+    /// Frames the p2m's own tables and the page lists of split slots use (root included),
+    /// for per-domain accounting.
     tables: u64,
-    /// Host-physical address of each RAM chunk, in guest-physical order from 0.
-    chunks: Vec<u64>,
+    /// The domain's RAM by 2 MiB slot of guest-physical space (slot = gpa / 2 MiB).
+    chunks: BTreeMap<u64, Chunk>,
+    /// Slots [`GuestMemory::populate`] filled, contiguous from guest-physical 0 (the RAM
+    /// size the domain was built with; ballooning does not change it).
+    span: u64,
+    /// RAM pages the domain holds (Xen's `tot_pages`).
+    pages: u64,
+    /// Highest guest frame number ever mapped (Xen's `max_mapped_pfn`).
+    max_mapped_gfn: u64,
     /// Whether RAM may be mapped with 2 MiB pages.
     large_pages: bool,
+}
+
+/// Pages per 2 MiB slot.
+const SLOT_PAGES: u64 = CHUNK / FRAME_SIZE;
+
+/// The RAM of one 2 MiB slot of guest-physical space.
+enum Chunk {
+    /// All 512 pages present, backed by 512 contiguous host frames from this address.
+    Whole(u64),
+    /// Some pages present (ballooned out, or populated page by page).
+    Split(PageList),
+}
+
+/// The host frame of each page of a split slot (0 for a hole), kept in one hypervisor
+/// frame of 512 entries, so a domain that splits all its RAM costs the hypervisor heap
+/// nothing (the frames count as p2m overhead).
+struct PageList {
+    frame: u64,
+    present: u64,
+}
+
+impl PageList {
+    fn get(&self, i: u64) -> u64 {
+        phys::read_u64(self.frame + (i % SLOT_PAGES) * 8)
+    }
+
+    fn set(&mut self, i: u64, host: u64) {
+        let old = self.get(i);
+        phys::write_u64(self.frame + (i % SLOT_PAGES) * 8, host);
+        match (old != 0, host != 0) {
+            (false, true) => self.present += 1,
+            (true, false) => self.present -= 1,
+            _ => {}
+        }
+    }
+}
+
+impl Chunk {
+    /// The host frame of page `i` of the slot, if present.
+    fn page(&self, i: u64) -> Option<u64> {
+        match self {
+            Chunk::Whole(h) => Some(h + (i % SLOT_PAGES) * FRAME_SIZE),
+            Chunk::Split(l) => Some(l.get(i)).filter(|&h| h != 0),
+        }
+    }
+}
+
+/// Why a page could not be removed from the domain (`XENMEM_decrease_reservation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveError {
+    /// Nothing, or not the domain's own RAM (a shared frame, a grant mapping), is there.
+    NotRam,
+    /// No frame for a page table or a page list.
+    OutOfMemory,
+}
+
+/// Why a page could not be added to the domain (`XENMEM_populate_physmap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopulateError {
+    /// The extent is not aligned to its size or lies beyond the p2m's reach.
+    BadAddress,
+    /// Something is mapped in the extent already.
+    Occupied,
+    /// The domain would hold more than its maximum.
+    OverMax,
+    /// The host has no (suitable) frames left.
+    OutOfMemory,
 }
 
 impl<F: Format> GuestMemory<F> {
@@ -181,7 +260,10 @@ impl<F: Format> GuestMemory<F> {
                 table,
                 overlays: Vec::new(),
                 tables: 1,
-                chunks: Vec::new(),
+                chunks: BTreeMap::new(),
+                span: 0,
+                pages: 0,
+                max_mapped_gfn: 0,
                 large_pages,
             }),
         })
@@ -194,7 +276,7 @@ impl<F: Format> GuestMemory<F> {
     /// domain owns them and returns them when destroyed).
     pub fn populate(&self, target: u64, max_step: u64) -> Result<u64, MemoryError> {
         let want = target.div_ceil(CHUNK);
-        let have = self.p2m.lock().chunks.len() as u64;
+        let have = self.p2m.lock().span;
         if want <= have {
             return Ok(have * CHUNK);
         }
@@ -215,15 +297,25 @@ impl<F: Format> GuestMemory<F> {
                 },
             )?;
             let pushed = self.with_p2m(|p2m, m, a| {
-                let gpa = p2m.chunks.len() as u64 * CHUNK;
+                let gpa = p2m.span * CHUNK;
                 let max = if p2m.large_pages {
                     PageSize::Size2M
                 } else {
                     PageSize::Size4K
                 };
+                if p2m.chunks.contains_key(&p2m.span) {
+                    // The guest populated pages there itself.
+                    return Err(MapError::AlreadyMapped {
+                        addr: gpa,
+                        size: PageSize::Size2M,
+                    });
+                }
                 p2m.table
                     .map_range(m, a, gpa, host, CHUNK, Perm::RWX, MemType::WriteBack, max)?;
-                p2m.chunks.push(host);
+                p2m.chunks.insert(p2m.span, Chunk::Whole(host));
+                p2m.span += 1;
+                p2m.pages += SLOT_PAGES;
+                p2m.max_mapped_gfn = p2m.max_mapped_gfn.max((gpa + CHUNK) / FRAME_SIZE - 1);
                 Ok(())
             });
             if let Err(e) = pushed {
@@ -274,14 +366,20 @@ impl<F: Format> GuestMemory<F> {
         self.root
     }
 
-    /// Bytes of RAM.
+    /// Bytes of guest-physical space the domain's RAM was built to fill from 0 (pages
+    /// given back by the balloon since leave holes in it).
     pub fn ram_size(&self) -> u64 {
-        self.p2m.lock().chunks.len() as u64 * CHUNK
+        self.p2m.lock().span * CHUNK
     }
 
-    /// Host frames this memory holds (RAM chunks), for per-domain accounting.
+    /// Host frames this memory holds as RAM (Xen's `tot_pages`), for per-domain accounting.
     pub fn host_frames(&self) -> u64 {
-        self.p2m.lock().chunks.len() as u64 * (CHUNK / FRAME_SIZE)
+        self.p2m.lock().pages
+    }
+
+    /// Highest guest frame number ever mapped (Xen's `max_mapped_pfn`).
+    pub fn max_mapped_gfn(&self) -> u64 {
+        self.p2m.lock().max_mapped_gfn
     }
 
     /// Frames the p2m's tables use.
@@ -338,8 +436,120 @@ impl<F: Format> GuestMemory<F> {
                 P2mType::XenShared.kind(),
             )?;
             p2m.overlays.push((gpa, host));
+            p2m.max_mapped_gfn = p2m.max_mapped_gfn.max(gpa / FRAME_SIZE);
             Ok(())
         })
+    }
+
+    /// Takes the domain's own RAM page `gfn` out of the p2m (`XENMEM_decrease_reservation`),
+    /// splitting a 2 MiB mapping where needed; the page becomes a hole that neither the
+    /// guest nor a hypercall copy can reach. Returns its host frame, which the caller must
+    /// hand to [`Self::release`] only after every vCPU of the domain has dropped its
+    /// nested-TLB entries (`Domain::p2m_changed`). Shared frames, grant mappings and holes
+    /// are refused ([`RemoveError::NotRam`]), changing nothing.
+    pub fn remove_page(&self, gfn: u64) -> Result<u64, RemoveError> {
+        let gpa = gfn.checked_mul(FRAME_SIZE).ok_or(RemoveError::NotRam)?;
+        let r = self.with_p2m(|p2m, m, a| {
+            let Some(t) = p2m.table.translate(&DirectMap, gpa) else {
+                return Ok(Err(RemoveError::NotRam));
+            };
+            let host = t.phys & !(FRAME_SIZE - 1);
+            let slot = gpa / CHUNK;
+            if P2mType::from_kind(t.kind) != P2mType::Ram
+                || p2m.chunks.get(&slot).and_then(|c| c.page(gfn)) != Some(host)
+            {
+                return Ok(Err(RemoveError::NotRam));
+            }
+            // A whole slot gets a page list first (its own frame, counted as p2m
+            // overhead by `with_p2m`).
+            if let Some(Chunk::Whole(base)) = p2m.chunks.get(&slot) {
+                let base = *base;
+                let Some(frame) = alloc_list_frame(a) else {
+                    return Ok(Err(RemoveError::OutOfMemory));
+                };
+                let mut list = PageList {
+                    frame: frame.addr(),
+                    present: 0,
+                };
+                for i in 0..SLOT_PAGES {
+                    list.set(i, base + i * FRAME_SIZE);
+                }
+                p2m.chunks.insert(slot, Chunk::Split(list));
+            }
+            match p2m.table.unmap(m, a, gpa, PageSize::Size4K) {
+                Ok(_) => {}
+                Err(MapError::OutOfMemory) => return Ok(Err(RemoveError::OutOfMemory)),
+                Err(e) => return Err(e),
+            }
+            let empty = match p2m.chunks.get_mut(&slot) {
+                Some(Chunk::Split(list)) => {
+                    list.set(gfn, 0);
+                    (list.present == 0).then_some(list.frame)
+                }
+                _ => None,
+            };
+            if let Some(frame) = empty {
+                p2m.chunks.remove(&slot);
+                if let Some(f) = crate::mm::frame::Frame::from_addr(frame) {
+                    let _ = a.0.free(f);
+                }
+            }
+            p2m.pages -= 1;
+            Ok(Ok(host))
+        });
+        match r {
+            Ok(inner) => inner,
+            Err(_) => Err(RemoveError::OutOfMemory),
+        }
+    }
+
+    /// Returns frames [`Self::remove_page`] took out to the hypervisor's free pool (or
+    /// leaves each to its last grant unmap if another domain still maps it). Call only
+    /// once no vCPU can still use a translation to them.
+    pub fn release(frames: &[u64]) {
+        for &host in frames {
+            frametable::disown_and_free(host, 1);
+        }
+    }
+
+    /// Gives the domain `2^order` fresh, zeroed pages at guest frames `gfn..` (aligned to
+    /// the extent's size; `XENMEM_populate_physmap`), each below host address `limit`,
+    /// unless that would take it over `max_pages`. All or nothing.
+    pub fn populate_extent(
+        &self,
+        gfn: u64,
+        order: u32,
+        max_pages: u64,
+        limit: u64,
+    ) -> Result<(), PopulateError> {
+        let count = 1u64.checked_shl(order).ok_or(PopulateError::BadAddress)?;
+        let gpa = gfn
+            .checked_mul(FRAME_SIZE)
+            .ok_or(PopulateError::BadAddress)?;
+        let bytes = count * FRAME_SIZE;
+        if gfn % count != 0 || gpa.checked_add(bytes).is_none_or(|e| e > MAX_GPA) {
+            return Err(PopulateError::BadAddress);
+        }
+        let mut p2m = self.p2m.lock();
+        if p2m.pages.saturating_add(count) > max_pages {
+            return Err(PopulateError::OverMax);
+        }
+        // Nothing may be mapped in the extent (a 2 MiB slot present as a whole maps it all).
+        for g in gfn..gfn + count {
+            if p2m.table.translate(&DirectMap, g * FRAME_SIZE).is_some() {
+                return Err(PopulateError::Occupied);
+            }
+        }
+        let mut guard = phys::FRAMES.lock();
+        let frames = guard.as_mut().ok_or(PopulateError::OutOfMemory)?;
+        let before = frames.free_frames();
+        let mut a = TableFrames(frames);
+        let r = populate_locked(&mut p2m, &mut a, gpa, count, limit);
+        let after = a.0.free_frames();
+        // RAM frames are the domain's; the rest of the change is tables and page lists.
+        let ram = if r.is_ok() { count } else { 0 };
+        p2m.tables = (p2m.tables + before).saturating_sub(after + ram);
+        r
     }
 
     /// Host-physical address backing `gpa`, if the p2m allows `perm` there. For a page
@@ -423,6 +633,7 @@ impl<F: Format> GuestMemory<F> {
                 MemType::WriteBack,
                 ty.kind(),
             )?;
+            p2m.max_mapped_gfn = p2m.max_mapped_gfn.max(gpa / FRAME_SIZE);
             Ok(Ok(()))
         });
         match r {
@@ -564,10 +775,178 @@ impl<F: Format> GuestMemory<F> {
     }
 }
 
+/// The part of [`GuestMemory::populate_extent`] under the p2m and frame-allocator locks:
+/// the extent is free and within the domain's maximum. Whole 2 MiB slots get one
+/// contiguous run (a large page where allowed), the rest page by page; on a failure every
+/// page added so far is taken out again and freed (none was visible to the guest: its
+/// vCPUs are not running this hypercall's changes until it returns).
+fn populate_locked<F: Format>(
+    p2m: &mut P2m<F>,
+    a: &mut TableFrames<'_>,
+    gpa: u64,
+    count: u64,
+    limit: u64,
+) -> Result<(), PopulateError> {
+    let mut done = 0u64;
+    let mut added: Vec<(u64, u64)> = Vec::new();
+    let mut fail = None;
+    while done < count {
+        let at = gpa + done * FRAME_SIZE;
+        let slot = at / CHUNK;
+        if at % CHUNK == 0 && count - done >= SLOT_PAGES && !p2m.chunks.contains_key(&slot) {
+            let Ok(run) = a.0.alloc_contiguous(SLOT_PAGES, SLOT_PAGES) else {
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            };
+            let host = run.addr();
+            if host + CHUNK > limit.min(phys::mapped_limit()) {
+                let _ = a.0.free_contiguous(run, SLOT_PAGES);
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            }
+            for i in 0..SLOT_PAGES {
+                phys::zero_frame(host + i * FRAME_SIZE);
+            }
+            let max = if p2m.large_pages {
+                PageSize::Size2M
+            } else {
+                PageSize::Size4K
+            };
+            let m = &mut DirectMap;
+            if p2m
+                .table
+                .map_range(m, a, at, host, CHUNK, Perm::RWX, MemType::WriteBack, max)
+                .is_err()
+            {
+                let _ = p2m.table.unmap_range(m, a, at, CHUNK);
+                let _ = a.0.free_contiguous(run, SLOT_PAGES);
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            }
+            p2m.chunks.insert(slot, Chunk::Whole(host));
+            added.push((at, SLOT_PAGES));
+            done += SLOT_PAGES;
+            continue;
+        }
+        // One page, into the slot's page list (created on first use).
+        if !p2m.chunks.contains_key(&slot) {
+            let Some(frame) = alloc_list_frame(a) else {
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            };
+            p2m.chunks.insert(
+                slot,
+                Chunk::Split(PageList {
+                    frame: frame.addr(),
+                    present: 0,
+                }),
+            );
+        }
+        let host = match a.0.alloc() {
+            Ok(f) if f.addr() + FRAME_SIZE <= limit.min(phys::mapped_limit()) => f.addr(),
+            Ok(f) => {
+                let _ = a.0.free(f);
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            }
+            Err(_) => {
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            }
+        };
+        phys::zero_frame(host);
+        let mapped = p2m.table.map(
+            &mut DirectMap,
+            a,
+            at,
+            host,
+            PageSize::Size4K,
+            Perm::RWX,
+            MemType::WriteBack,
+        );
+        match (mapped, p2m.chunks.get_mut(&slot)) {
+            (Ok(()), Some(Chunk::Split(list))) => list.set(at / FRAME_SIZE, host),
+            (r, _) => {
+                if r.is_ok() {
+                    let _ = p2m.table.unmap(&mut DirectMap, a, at, PageSize::Size4K);
+                }
+                if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
+                    let _ = a.0.free(f);
+                }
+                drop_empty_list(p2m, a, slot);
+                fail = Some(PopulateError::OutOfMemory);
+                break;
+            }
+        }
+        added.push((at, 1));
+        done += 1;
+    }
+    if let Some(e) = fail {
+        // Undo: nothing of a failed extent stays.
+        for &(at, n) in added.iter().rev() {
+            let slot = at / CHUNK;
+            let _ = p2m.table.unmap_range(&mut DirectMap, a, at, n * FRAME_SIZE);
+            match p2m.chunks.get_mut(&slot) {
+                Some(Chunk::Whole(host)) => {
+                    if let Some(f) = crate::mm::frame::Frame::from_addr(*host) {
+                        let _ = a.0.free_contiguous(f, SLOT_PAGES);
+                    }
+                    p2m.chunks.remove(&slot);
+                }
+                Some(Chunk::Split(list)) => {
+                    let host = list.get(at / FRAME_SIZE);
+                    list.set(at / FRAME_SIZE, 0);
+                    if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
+                        let _ = a.0.free(f);
+                    }
+                    drop_empty_list(p2m, a, slot);
+                }
+                None => {}
+            }
+        }
+        return Err(e);
+    }
+    // The domain owns the new frames (nothing can hold a reference to a frame just taken
+    // from the free pool, so marking cannot fail but for an untracked frame).
+    for &(at, n) in &added {
+        let base = ram_host_addr(&p2m.chunks, at).unwrap_or(0);
+        for i in 0..n {
+            let host = if n == 1 { base } else { base + i * FRAME_SIZE };
+            frametable::set_owned(host);
+        }
+    }
+    p2m.pages += count;
+    p2m.max_mapped_gfn = p2m.max_mapped_gfn.max((gpa / FRAME_SIZE) + count - 1);
+    Ok(())
+}
+
+/// A zeroed frame inside the direct map for a page list.
+fn alloc_list_frame(a: &mut TableFrames<'_>) -> Option<crate::mm::frame::Frame> {
+    let frame = a.0.alloc().ok()?;
+    if frame.addr() + FRAME_SIZE > phys::mapped_limit() {
+        let _ = a.0.free(frame);
+        return None;
+    }
+    phys::zero_frame(frame.addr());
+    Some(frame)
+}
+
+/// Frees the page list of `slot` if no page is left in it.
+fn drop_empty_list<F: Format>(p2m: &mut P2m<F>, a: &mut TableFrames<'_>, slot: u64) {
+    if let Some(Chunk::Split(list)) = p2m.chunks.get(&slot) {
+        if list.present == 0 {
+            let frame = list.frame;
+            p2m.chunks.remove(&slot);
+            if let Some(f) = crate::mm::frame::Frame::from_addr(frame) {
+                let _ = a.0.free(f);
+            }
+        }
+    }
+}
+
 /// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).
-fn ram_host_addr(chunks: &[u64], gpa: u64) -> Option<u64> {
-    let chunk = chunks.get(usize::try_from(gpa / CHUNK).ok()?)?;
-    Some(chunk + (gpa % CHUNK & !(FRAME_SIZE - 1)))
+fn ram_host_addr(chunks: &BTreeMap<u64, Chunk>, gpa: u64) -> Option<u64> {
+    chunks.get(&(gpa / CHUNK))?.page(gpa / FRAME_SIZE)
 }
 
 /// Removes the overlay at `gpa`, putting back the RAM page `ram` it hid (if any).
@@ -627,8 +1006,19 @@ impl<F: Format> Drop for GuestMemory<F> {
             p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
         }
         // Frames still mapped by other domains stay until their last unmap.
-        for &chunk in &self.p2m.get_mut().chunks {
-            frametable::disown_and_free(chunk, CHUNK / FRAME_SIZE);
+        for chunk in core::mem::take(&mut self.p2m.get_mut().chunks).into_values() {
+            match chunk {
+                Chunk::Whole(host) => frametable::disown_and_free(host, SLOT_PAGES),
+                Chunk::Split(list) => {
+                    for i in 0..SLOT_PAGES {
+                        let host = list.get(i);
+                        if host != 0 {
+                            frametable::disown_and_free(host, 1);
+                        }
+                    }
+                    phys::free_frames(list.frame, 1);
+                }
+            }
         }
     }
 }

@@ -225,3 +225,25 @@ impl Drop for FrameBuf {
         free_frames(self.first, self.count);
     }
 }
+
+/// Reads the u64 at the 8-aligned physical address `pa` of a frame the caller owns (a
+/// hypervisor bookkeeping frame).
+pub fn read_u64(pa: u64) -> u64 {
+    assert!(
+        pa % 8 == 0 && pa + 8 <= mapped_limit(),
+        "read_u64({pa:#x}) outside the direct map"
+    );
+    // SAFETY: 8-aligned, inside the direct map (checked above), in a frame the caller owns
+    // (nothing else writes it concurrently).
+    unsafe { to_virt(pa).cast::<u64>().read() }
+}
+
+/// Writes the u64 at the 8-aligned physical address `pa` of a frame the caller owns.
+pub fn write_u64(pa: u64, v: u64) {
+    assert!(
+        pa % 8 == 0 && pa + 8 <= mapped_limit(),
+        "write_u64({pa:#x}) outside the direct map"
+    );
+    // SAFETY: as in `read_u64`; the caller owns the frame, so no one else accesses it.
+    unsafe { to_virt(pa).cast::<u64>().write(v) };
+}

@@ -467,7 +467,7 @@ fn domain_info<B: Backend>(cx: &Cx<'_, B>, d: &Domain<B>) -> DomainInfo {
         online_vcpus: online.len() as u32,
         cap: params.map_or(d.params.cap, |p| p.cap),
         _pad: 0,
-        tot_kib: d.mem.ram_size() / 1024,
+        tot_kib: d.mem.host_frames() * 4,
         max_kib: d.max_mem / 1024,
         held_kib: d.frames_held() * 4,
         cpu_time_ns,
