@@ -14,7 +14,8 @@
 //! Xen's, and the hypervisor side must neither loop nor panic whatever the words hold.
 
 use evtchn::{
-    Caller, Config, Errno, PollOutcome, Port, Registry, SharedBits, State, VecBits, NR_PORTS,
+    Caller, Config, Errno, PollOutcome, Port, Registry, SharedBits, State, VecBits,
+    FIFO_CONTROL_BLOCK_SIZE, NR_PORTS,
 };
 use xen_abi::event_channel::EvtchnStatus;
 use xen_abi::xen::{virq_is_per_vcpu, DOMID_SELF, NR_VIRQS};
@@ -280,14 +281,22 @@ pub fn target_evtchn(data: &[u8]) {
                         let t = &d.evtchn;
                         // FIFO: an event for a port without an event word (or whose page
                         // the guest gave away), or for a vCPU without a control block, is
-                        // kept or dropped as in Xen.
+                        // kept or dropped as in Xen. A guest may also lay a control block
+                        // over its own event words: queueing then writes a HEAD over the
+                        // word, which is the guest's own doing (Xen does the same).
                         let traceable = !t.is_fifo()
-                            || (t
-                                .fifo_word_gpa(rp)
-                                .is_some_and(|w| d.bits.load_u32(w).is_some())
-                                && t.notify_vcpu(rp)
-                                    .and_then(|v| t.fifo_control_block(v))
-                                    .is_some());
+                            || (t.fifo_word_gpa(rp).is_some_and(|w| {
+                                d.bits.load_u32(w).is_some()
+                                    && !(0..t.max_vcpus()).any(|v| {
+                                        t.fifo_control_block(v).is_some_and(|cb| {
+                                            (cb..cb + u64::from(FIFO_CONTROL_BLOCK_SIZE))
+                                                .contains(&w)
+                                        })
+                                    })
+                            }) && t
+                                .notify_vcpu(rp)
+                                .and_then(|v| t.fifo_control_block(v))
+                                .is_some());
                         if traceable {
                             assert!(t.is_pending(rp, &d.bits), "send left no trace");
                         }
