@@ -89,7 +89,12 @@ enum Cmd {
         domain: String,
     },
     /// Host and hypervisor facts.
-    Info,
+    Info {
+        /// Memory figures in KiB instead of MiB (a ferrovisor extension: exact to the
+        /// frame, for tests that check every frame came back).
+        #[arg(long = "kib")]
+        kib: bool,
+    },
     /// The hypervisor's console ring.
     Dmesg,
     /// vCPUs of every (or the given) domain.
@@ -413,9 +418,9 @@ fn simple(
             }
             console::attach(id, Duration::from_secs(0))?;
         }
-        Cmd::Info => {
+        Cmd::Info { kib } => {
             let p = hv.physinfo()?;
-            write!(out, "{}", fmt::info(&host_facts(), &p, XEN_VERSION))?;
+            write!(out, "{}", fmt::info(&host_facts(), &p, XEN_VERSION, kib))?;
         }
         Cmd::Dmesg => {
             let mut pos = 0;
