@@ -91,11 +91,11 @@ pub fn dom0_xenstored() -> Test {
 
 /// Shell helpers typed into dom0 first: `c` counts the domU's `tick` lines in its console
 /// log (written by xenconsoled), `up` waits (up to 90 s) until the log has one more
-/// `domU: shell ready` than `$n`. `back WHAT ID...` waits (up to 10 s) until the host's
-/// free memory, in KiB as dom0 reads it (`xl info --kib`), is back to `$k0` (taken before
-/// the first create), prints both, then how many of `/local/domain/ID...` xenstore still
-/// holds: once the domUs are gone, every frame must be free again (no daemon in dom0 may
-/// keep a dead domain's ring mapped) and their xenstore homes removed.
+/// `domU: shell ready` than `$n`. `back WHAT` waits (up to 10 s) until the host's free
+/// memory, in KiB as dom0 reads it (`xl info --kib`), is back to `$k0` (taken before the
+/// first create), prints both, then the domains under `/local/domain` in xenstore: once
+/// the domUs are gone, every frame must be free again (no daemon in dom0 may keep a dead
+/// domain's ring mapped) and only dom0's home left (`0,`).
 const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     c() { grep -c '^tick' $L; }; \
     ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
@@ -103,8 +103,7 @@ const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
     kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; \
     back() { i=0; while [ \"$(kib)\" != \"$k0\" ] && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.2; done; \
-    echo FREE_KIB_$1=$k0,$(kib); w=$1; shift; left=0; for d in \"$@\"; do \
-    xenstore-exists /local/domain/$d 2>/dev/null && left=$((left+1)); done; echo XS_LEFT_$w=$left/$#; }; \
+    echo FREE_KIB_$1=$k0,$(kib); echo XS_DOMAINS_$1=$(xenstore-list /local/domain | tr '\\n' ,); }; \
     xs-check --dom0; echo HELPERS=$((40 + 2))\n";
 
 /// `xl create` of the example domU, timed from the command to the domU's shell.
@@ -112,7 +111,6 @@ const CREATE: &str = "n=$(ready); f0=$(free); k0=$(kib); t0=$(cut -d' ' -f1 /pro
     xl create /etc/xen/example.cfg; echo CREATE=$?; \
     up && echo DOMU_UP_MS=$(awk -v a=$t0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf \"%d\", (b - a) * 1000 }') \
     || echo DOMU_UP=never; \
-    id0=$(xl list | awk '$1 == \"example\" { print $2 }'); \
     xl list | awk '$1 == \"example\" { print \"LIST=\" $3 \",\" $4 \",\" $5 }'\n";
 
 /// Ticks counted from the console log: they advance, stop while paused, resume.
@@ -124,7 +122,7 @@ const PAUSE_CHECK: &str = "a=$(c); sleep 2; b=$(c); xl pause example; \
 /// Waits (10 s at most) until `example` is gone from `xl list`.
 const GONE: &str =
     "for i in $(seq 50); do xl list | grep -q '^example ' || break; sleep 0.2; done; \
-    echo GONE=$(xl list | grep -c '^example '); back POWEROFF $id0\n";
+    echo GONE=$(xl list | grep -c '^example '); back POWEROFF\n";
 
 /// `xl reboot`: the domU reboots through its own kernel, and xl's monitor builds it
 /// again with the same config (a new domain id, and its shell comes up once more).
@@ -135,7 +133,7 @@ const REBOOT: &str = "n=$(ready); xl create /etc/xen/example.cfg >/dev/null; up;
 
 const DESTROY: &str = "xl destroy example; echo DESTROY=$?; \
     echo GONE2=$(xl list | grep -c '^example '); echo FREE_MIB=$f0,$(free); \
-    back DESTROY $id0 $id1 $id2\n";
+    back DESTROY\n";
 
 /// `BASELINE,NOW` (KiB): the host's free memory is back to the last KiB.
 pub(crate) fn same_kib(v: &str) -> Result<(), String> {
@@ -191,16 +189,16 @@ pub fn linux_domu() -> Test {
     .send(r"dom0# ", GONE)
     .expect_value(d0!(r"GONE=(\d+)$"), "0")
     .expect_text(d0!(r"FREE_KIB_POWEROFF=(\d+,\d+)$"), same_kib)
-    .expect_value(d0!(r"XS_LEFT_POWEROFF=(\d+/\d+)$"), "0/1")
-    .send(r"XS_LEFT_POWEROFF=\d+/\d+\r?\n", REBOOT)
+    .expect_value(d0!(r"XS_DOMAINS_POWEROFF=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_POWEROFF=[0-9,]+\r?\n", REBOOT)
     .expect_value(d0!(r"REBOOT=(ok|bad)$"), "ok")
     .send(r"REBOOT=(ok|bad)\r?\n", DESTROY)
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
     .expect_value(d0!(r"GONE2=(\d+)$"), "0")
     .expect(&[d0!(r"FREE_MIB=\d+,\d+$")])
     .expect_text(d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"), same_kib)
-    .expect_value(d0!(r"XS_LEFT_DESTROY=(\d+/\d+)$"), "0/3")
-    .send(r"XS_LEFT_DESTROY=\d+/\d+\r?\n", "poweroff -f\n");
+    .expect_value(d0!(r"XS_DOMAINS_DESTROY=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_DESTROY=[0-9,]+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
 }
 
@@ -225,7 +223,7 @@ pub fn linux_domu_bochs() -> Test {
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
     .expect_value(d0!(r"GONE2=(\d+)$"), "0")
     .expect_text(d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"), same_kib)
-    .expect_value(d0!(r"XS_LEFT_DESTROY=(\d+/\d+)$"), "0/1")
-    .send(r"XS_LEFT_DESTROY=\d+/\d+\r?\n", "poweroff -f\n");
+    .expect_value(d0!(r"XS_DOMAINS_DESTROY=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_DESTROY=[0-9,]+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
 }
