@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::build::{self, Artifact, Profile};
-use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::spec::{Check, Emulator, ModuleSpec, QemuBoot, Test, ValueCheck};
 use crate::{linux, tests_dom0, util};
 
 /// A line dom0 Linux printed, with or without the `(d0) ` prefix (as `tests_dom0::d0!`).
@@ -317,7 +317,58 @@ fn weights(s: &Scale) -> Test {
     ] {
         t = t.expect_group(&g);
     }
+    // The ratio of the two running times the guests measured over the same window:
+    // 2.0 +- 0.2 (each line is also required, in order, by its domain's group).
+    let bochs = s.prefix == BOCHS.prefix;
+    let checks: [TextCheck; 2] = if bochs {
+        [weight_ratio::<1, 0>, weight_ratio::<1, 1>]
+    } else {
+        [weight_ratio::<0, 0>, weight_ratio::<0, 1>]
+    };
+    for (domid, (label, check)) in [(1, ("w256", checks[0])), (2, ("w512", checks[1]))] {
+        t.values.push(ValueCheck {
+            pattern: line(
+                domid,
+                &format!(r"cpu-burn {label}: running (\d+) ns in window \[\d+ ms, \d+ ms\)"),
+            ),
+            check: Check::Text(check),
+        });
+    }
     t
+}
+
+type TextCheck = fn(&str) -> Result<(), String>;
+
+/// Running times (ns) the two burners of [`weights`] measured, per scale (0 QEMU,
+/// 1 Bochs) and weight (0: 256, 1: 512). A value check sees one line; the ratio needs
+/// both, so each check records its own and the second one judges the pair.
+static BURN_NS: std::sync::Mutex<[[Option<u64>; 2]; 2]> = std::sync::Mutex::new([[None; 2]; 2]);
+
+/// Records one burner's running time; once both are in, their ratio (weight 512 over
+/// weight 256) must be 2.0 +- 0.2.
+fn weight_ratio<const SCALE: usize, const HEAVY: usize>(v: &str) -> Result<(), String> {
+    let ns: u64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+    let mut all = BURN_NS.lock().map_err(|_| "poisoned".to_string())?;
+    all[SCALE][HEAVY] = Some(ns);
+    match all[SCALE] {
+        [Some(light), Some(heavy)] => ratio_within(heavy, light, 2.0, 0.2),
+        _ => Ok(()),
+    }
+}
+
+/// `heavy / light` within `want +- tol`.
+fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Result<(), String> {
+    if light == 0 {
+        return Err(format!("weight 256 ran 0 ns (weight 512: {heavy} ns)"));
+    }
+    let r = heavy as f64 / light as f64;
+    if (r - want).abs() <= tol {
+        Ok(())
+    } else {
+        Err(format!(
+            "running time ratio 512:256 = {heavy}/{light} = {r:.3}, expected {want} +- {tol}"
+        ))
+    }
 }
 
 /// One cpu-burn domU capped at 25 % of a CPU beside an idle domain 0: 25 +- 5 %.
@@ -702,6 +753,33 @@ mod check {
         assert!(!loopback.expect.iter().any(|p| re(p).is_match(zero)));
         assert!(re(line(1, r"cpu-burn w256: share within 33\.3"))
             .is_match("(d1) cpu-burn w256: share within 33.3 +- 2.3 %"));
+    }
+
+    #[test]
+    fn weights_check_the_ratio_of_the_running_times() {
+        assert!(ratio_within(3_320_000_000, 1_663_259_343, 2.0, 0.2).is_ok());
+        assert!(ratio_within(3_700_000_000, 1_663_259_343, 2.0, 0.2).is_err());
+        assert!(ratio_within(2_900_000_000, 1_663_259_343, 2.0, 0.2).is_err());
+        assert!(ratio_within(1, 0, 2.0, 0.2).is_err());
+        let t = weights(&QEMU);
+        let mut checks = Vec::new();
+        for l in [
+            "(d2) cpu-burn w512: running 3400000000 ns in window [3000 ms, 8000 ms)",
+            "(d1) cpu-burn w256: running 1500000000 ns in window [3000 ms, 8000 ms)",
+        ] {
+            for v in &t.values {
+                if let Some(c) = Regex::new(v.pattern).unwrap().captures(l) {
+                    let Check::Text(f) = v.check else {
+                        panic!("a text check")
+                    };
+                    checks.push(f(&c[1]));
+                }
+            }
+        }
+        // 3.4 / 1.5 = 2.27: the second line's check fails the pair.
+        assert_eq!(checks.len(), 2);
+        assert!(checks[0].is_ok());
+        assert!(checks[1].as_ref().unwrap_err().contains("2.267"));
     }
 
     #[test]

@@ -66,6 +66,38 @@ fn all_three(text: &str) -> Result<(), String> {
     }
 }
 
+/// Typed before a `pvio-test` run: the host's free memory in KiB, as dom0 reads it
+/// (`xl info --kib`), into `$k0`.
+const KIB_BASELINE: &str =
+    "kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; k0=$(kib); ";
+
+/// Typed after a `pvio-test` run whose domUs are gone: waits (up to 20 s) until the free
+/// memory is back to `$k0`, then prints `dom0: <NAME>_FREE_KIB=<before>,<now>` and the
+/// domains xenstore still has under `/local/domain` (`dom0: <NAME>_XS_DOMAINS=0,` once
+/// every domU's home is gone). Exact to the KiB, so a single frame a daemon in dom0
+/// kept mapped (a dead domU's xenstore or console ring) would show.
+macro_rules! kib_check {
+    ($name:literal) => {
+        concat!(
+            "i=0; while [ \"$(kib)\" != \"$k0\" ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.2; done; ",
+            "echo \"dom0: ", $name, "_FREE_KIB=$k0,$(kib)\"; ",
+            "echo \"dom0: ", $name, "_XS_DOMAINS=$(xenstore-list /local/domain | tr '\\n' ,)\"\n"
+        )
+    };
+}
+
+fn leak_concat(a: &str, b: &str) -> &'static str {
+    crate::tests_multi::leak(format!("{a}{b}"))
+}
+
+/// `before,after` free memory in KiB: equal, to the last frame.
+fn same_kib(text: &str) -> Result<(), String> {
+    match text.split_once(',') {
+        Some((a, b)) if !a.is_empty() && a == b => Ok(()),
+        _ => Err("free memory (KiB) differs before and after: a frame is still held".into()),
+    }
+}
+
 fn boot(name: &'static str, timeout: u64) -> Test {
     crate::tests_dom0::dom0_boot(name, Emulator::qemu_tcg(QemuBoot::Kernel), CMDLINE, timeout)
         .memory_mib(MEMORY_MIB)
@@ -119,11 +151,17 @@ pub fn hotplug() -> Test {
         .expect_value(d0!(r"HOTPLUG_PING=(\S+)$"), "2")
         .expect_text(d0!(r"HOTPLUG_LEFT=(\S+)$"), all_zero)
         .expect_text(d0!(r"HOTPLUG_FREE_MIB=(\S+)$"), same_free)
-        .send(r"HOTPLUG_FREE_MIB=\S+\r?\n", "pvio-test destroy-io\n")
+        .send(
+            r"HOTPLUG_FREE_MIB=\S+\r?\n",
+            leak_concat(KIB_BASELINE, "pvio-test destroy-io\n"),
+        )
         .expect_text(d0!(r"DESTROY_IO_LEFT=(\S+)$"), all_zero)
         .expect_text(d0!(r"DESTROY_IO_FREE_MIB=(\S+)$"), same_free)
         .expect_value(d0!(r"DESTROY_IO_DOM0=(\S+)$"), "42")
-        .send(r"DESTROY_IO_DOM0=\S+\r?\n", "poweroff -f\n")
+        .send(r"DESTROY_IO_DOM0=\S+\r?\n", kib_check!("DESTROY_IO"))
+        .expect_text(d0!(r"DESTROY_IO_FREE_KIB=(\d+,\d+)$"), same_kib)
+        .expect_value(d0!(r"DESTROY_IO_XS_DOMAINS=([0-9,]+)$"), "0,")
+        .send(r"DESTROY_IO_XS_DOMAINS=[0-9,]+\r?\n", "poweroff -f\n")
         .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
 
@@ -137,7 +175,10 @@ pub fn hotplug() -> Test {
 /// detach and the domain go without leaving anything behind.
 pub fn hostile() -> Test {
     boot("qemu-tcg/pvio/hostile-frontend", 1200)
-        .send(r"dom0: shell ready", "pvio-test hostile\n")
+        .send(
+            r"dom0: shell ready",
+            leak_concat(KIB_BASELINE, "pvio-test hostile\n"),
+        )
         .expect_value(d0!(r"HOSTILE_FRONTENDS=(\S+)$"), "0")
         .expect_text(d0!(r"HOSTILE_RESULTS=(\S+)$"), hostile_refused)
         .expect_text(d0!(r"HOSTILE_SANITY=(\S+)$"), hostile_honest_ok)
@@ -147,7 +188,10 @@ pub fn hostile() -> Test {
         .expect_text(d0!(r"HOSTILE_DETACH=(\S+)$"), hostile_detached)
         .expect_text(d0!(r"HOSTILE_LEFT=(\S+)$"), all_zero)
         .expect_text(d0!(r"HOSTILE_FREE_MIB=(\S+)$"), same_free)
-        .send(r"HOSTILE_FREE_MIB=\S+\r?\n", "poweroff -f\n")
+        .send(r"HOSTILE_FREE_MIB=\S+\r?\n", kib_check!("HOSTILE"))
+        .expect_text(d0!(r"HOSTILE_FREE_KIB=(\d+,\d+)$"), same_kib)
+        .expect_value(d0!(r"HOSTILE_XS_DOMAINS=([0-9,]+)$"), "0,")
+        .send(r"HOSTILE_XS_DOMAINS=[0-9,]+\r?\n", "poweroff -f\n")
         .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
 
@@ -279,6 +323,8 @@ mod tests {
         assert!(same_md5s(&format!("{a},{b}")).is_err());
         assert!(same_md5s(&format!("{a},none")).is_err());
         assert!(same_md5s(a).is_err());
+        assert!(same_kib("474248,474248").is_ok());
+        assert!(same_kib("474248,474240").is_err());
         assert!(same_free("100,100").is_ok());
         assert!(same_free("100,98").is_err());
         assert!(same_free(",").is_err());

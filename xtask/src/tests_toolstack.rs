@@ -29,6 +29,7 @@ fn toolstack(
         .expect_group(&[
             starts(0, "guest-toolstack", None),
             line(0, "toolstack: error paths checked$"),
+            line(0, r"toolstack: bad input: \d+ of \d+ checks as documented$"),
             line(0, r"toolstack: cycle 1: domain \d+ built, ran its checks, destroyed$"),
             line(
                 0,
@@ -92,16 +93,23 @@ pub fn dom0_xenstored() -> Test {
 
 /// Shell helpers typed into dom0 first: `c` counts the domU's `tick` lines in its console
 /// log (written by xenconsoled), `up` waits (up to 90 s) until the log has one more
-/// `domU: shell ready` than `$n`.
+/// `domU: shell ready` than `$n`. `back WHAT` waits (up to 10 s) until the host's free
+/// memory, in KiB as dom0 reads it (`xl info --kib`), is back to `$k0` (taken before the
+/// first create), prints both, then the domains under `/local/domain` in xenstore: once
+/// the domUs are gone, every frame must be free again (no daemon in dom0 may keep a dead
+/// domain's ring mapped) and only dom0's home left (`0,`).
 const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     c() { grep -c '^tick' $L; }; \
     ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
     up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.1; done; }; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
+    kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; \
+    back() { i=0; while [ \"$(kib)\" != \"$k0\" ] && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.2; done; \
+    echo FREE_KIB_$1=$k0,$(kib); echo XS_DOMAINS_$1=$(xenstore-list /local/domain | tr '\\n' ,); }; \
     xs-check --dom0; echo HELPERS=$((40 + 2))\n";
 
 /// `xl create` of the example domU, timed from the command to the domU's shell.
-const CREATE: &str = "n=$(ready); f0=$(free); t0=$(cut -d' ' -f1 /proc/uptime); \
+const CREATE: &str = "n=$(ready); f0=$(free); k0=$(kib); t0=$(cut -d' ' -f1 /proc/uptime); \
     xl create /etc/xen/example.cfg; echo CREATE=$?; \
     up && echo DOMU_UP_MS=$(awk -v a=$t0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf \"%d\", (b - a) * 1000 }') \
     || echo DOMU_UP=never; \
@@ -116,7 +124,7 @@ const PAUSE_CHECK: &str = "a=$(c); sleep 2; b=$(c); xl pause example; \
 /// Waits (10 s at most) until `example` is gone from `xl list`.
 const GONE: &str =
     "for i in $(seq 50); do xl list | grep -q '^example ' || break; sleep 0.2; done; \
-    echo GONE=$(xl list | grep -c '^example ')\n";
+    echo GONE=$(xl list | grep -c '^example '); back POWEROFF\n";
 
 /// `xl reboot`: the domU reboots through its own kernel, and xl's monitor builds it
 /// again with the same config (a new domain id, and its shell comes up once more).
@@ -126,7 +134,18 @@ const REBOOT: &str = "n=$(ready); xl create /etc/xen/example.cfg >/dev/null; up;
     r=bad; [ -n \"$id2\" ] && [ \"$id1\" != \"$id2\" ] && r=ok; echo REBOOT=$r\n";
 
 const DESTROY: &str = "xl destroy example; echo DESTROY=$?; \
-    echo GONE2=$(xl list | grep -c '^example '); echo FREE_MIB=$f0,$(free)\n";
+    echo GONE2=$(xl list | grep -c '^example '); echo FREE_MIB=$f0,$(free); \
+    back DESTROY\n";
+
+/// `BASELINE,NOW` (KiB): the host's free memory is back to the last KiB.
+pub(crate) fn same_kib(v: &str) -> Result<(), String> {
+    match v.split_once(',') {
+        Some((a, b)) if a == b => Ok(()),
+        _ => Err(format!(
+            "free memory (baseline,now KiB) {v}: not back to the baseline"
+        )),
+    }
+}
 
 fn ends_with_poweroff(t: Test) -> Test {
     t.expect(crate::tests_dom0::POWEROFF_EXPECT)
@@ -168,15 +187,20 @@ pub fn linux_domu() -> Test {
     .send(r"PAUSE_CHECK=(ok|bad)\r?\n", "xl console example\n")
     .send(r"tick \d+\r?\n", "poweroff\n")
     .expect(&[d0!(r".*domU: poweroff requested"), r"console closed"])
-    .send(r"console closed", GONE)
+    // The prompt, not "console closed": keys typed while xl console still exits are lost.
+    .send(r"dom0# ", GONE)
     .expect_value(d0!(r"GONE=(\d+)$"), "0")
-    .send(r"GONE=\d\r?\n", REBOOT)
+    .expect_text(d0!(r"FREE_KIB_POWEROFF=(\d+,\d+)$"), same_kib)
+    .expect_value(d0!(r"XS_DOMAINS_POWEROFF=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_POWEROFF=[0-9,]+\r?\n", REBOOT)
     .expect_value(d0!(r"REBOOT=(ok|bad)$"), "ok")
     .send(r"REBOOT=(ok|bad)\r?\n", DESTROY)
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
     .expect_value(d0!(r"GONE2=(\d+)$"), "0")
     .expect(&[d0!(r"FREE_MIB=\d+,\d+$")])
-    .send(r"FREE_MIB=\d+,\d+\r?\n", "poweroff -f\n");
+    .expect_text(d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"), same_kib)
+    .expect_value(d0!(r"XS_DOMAINS_DESTROY=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_DESTROY=[0-9,]+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
 }
 
@@ -200,7 +224,9 @@ pub fn linux_domu_bochs() -> Test {
     .send(r"dom0# ", DESTROY)
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
     .expect_value(d0!(r"GONE2=(\d+)$"), "0")
-    .send(r"FREE_MIB=\d+,\d+\r?\n", "poweroff -f\n");
+    .expect_text(d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"), same_kib)
+    .expect_value(d0!(r"XS_DOMAINS_DESTROY=([0-9,]+)$"), "0,")
+    .send(r"XS_DOMAINS_DESTROY=[0-9,]+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
 }
 

@@ -71,11 +71,18 @@ fn timeout(c: &Client) {
 #[test]
 fn basic_operations_and_initial_tree() {
     let d = Daemon::start("basic", &[]);
-    let pid: u32 = std::fs::read_to_string(d.dir.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // The socket may be up a moment before the pid file is written: read it until whole.
+    let mut pid = None;
+    for _ in 0..500 {
+        pid = std::fs::read_to_string(d.dir.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if pid.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = pid.expect("no pid file within 5 s");
     assert_eq!(pid, d.child.id());
     let mut c = d.client();
     timeout(&c);

@@ -98,8 +98,10 @@ pub struct HostFacts {
     pub machine: String,
 }
 
-/// `xl info`: `key                    : value`.
-pub fn info(h: &HostFacts, p: &PhysInfo, xen: (u32, u32)) -> String {
+/// `xl info`: `key                    : value`. Memory in MiB as Xen's, or in KiB with
+/// `kib` (`xl info --kib`).
+pub fn info(h: &HostFacts, p: &PhysInfo, xen: (u32, u32), kib: bool) -> String {
+    let shift = if kib { 0 } else { 10 };
     let virt_caps = match p.virt {
         1 => "hvm hap",
         2 => "hvm hap",
@@ -118,8 +120,8 @@ pub fn info(h: &HostFacts, p: &PhysInfo, xen: (u32, u32)) -> String {
             format!("{}.{:03}", p.cpu_khz / 1000, p.cpu_khz % 1000),
         ),
         ("virt_caps", virt_caps.into()),
-        ("total_memory", (p.total_kib >> 10).to_string()),
-        ("free_memory", (p.free_kib >> 10).to_string()),
+        ("total_memory", (p.total_kib >> shift).to_string()),
+        ("free_memory", (p.free_kib >> shift).to_string()),
         ("sharing_freed_memory", "0".into()),
         ("sharing_used_memory", "0".into()),
         ("outstanding_claims", "0".into()),
@@ -342,7 +344,7 @@ mod tests {
             nr_domains: 1,
             uptime_ns: 90_061_000_000_000,
         };
-        let out = info(&h, &p, (4, 19));
+        let out = info(&h, &p, (4, 19), false);
         assert!(out.contains("\nrelease                : 6.1.0-18-amd64\n"));
         assert!(out.contains("\nnr_cpus                : 2\n"));
         assert!(out.contains("\ntotal_memory           : 4096\n"));
@@ -355,6 +357,9 @@ mod tests {
         for l in out.lines() {
             assert_eq!(&l[23..25], ": ", "{l}");
         }
+        let kib = info(&h, &p, (4, 19), true);
+        assert!(kib.contains("\ntotal_memory           : 4194304\n"));
+        assert!(kib.contains("\nfree_memory            : 1048576\n"));
     }
 
     #[test]

@@ -96,7 +96,12 @@ enum Cmd {
         memory: String,
     },
     /// Host and hypervisor facts.
-    Info,
+    Info {
+        /// Memory figures in KiB instead of MiB (a ferrovisor extension: exact to the
+        /// frame, for tests that check every frame came back).
+        #[arg(long = "kib")]
+        kib: bool,
+    },
     /// The hypervisor's console ring.
     Dmesg,
     /// vCPUs of every (or the given) domain.
@@ -475,9 +480,9 @@ fn simple(
             let kib = parse_mem_kib(&memory)?;
             mem_set(hv, st, id, kib)?;
         }
-        Cmd::Info => {
+        Cmd::Info { kib } => {
             let p = hv.physinfo()?;
-            write!(out, "{}", fmt::info(&host_facts(), &p, XEN_VERSION))?;
+            write!(out, "{}", fmt::info(&host_facts(), &p, XEN_VERSION, kib))?;
         }
         Cmd::Dmesg => {
             let mut pos = 0;

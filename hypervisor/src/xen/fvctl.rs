@@ -127,7 +127,9 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
         FVCTL_SCHED_SET => {
             let d = cx.target(op.domid)?;
             let p: SchedParams = op.payload();
-            if p.weight == 0 || p.cap > 100 || p._pad != 0 {
+            // As CREATE_DOMAIN (and Xen's credit2): up to 100 % of a CPU per vCPU.
+            let max_cap = 100u32.saturating_mul(d.vcpus.len() as u32);
+            if p.weight == 0 || u32::from(p.cap) > max_cap || p._pad != 0 {
                 return Err(Errno::EINVAL);
             }
             let params = sched::Params {
@@ -141,6 +143,9 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
             let d = cx.target(op.domid)?;
             let mut info: VcpuInfo = op.payload();
             let v = d.vcpu(info.vcpu).ok_or(Errno::EINVAL)?;
+            if info._pad != 0 {
+                return Err(Errno::EINVAL);
+            }
             let now = crate::time::now().1;
             let rs = v.runstate.lock().snapshot(now);
             let aff = cx.hv.sched.lock().affinity(v.sref()).ok_or(Errno::ESRCH)?;
@@ -156,6 +161,9 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
             let d = cx.target(op.domid)?;
             let info: VcpuInfo = op.payload();
             let v = d.vcpu(info.vcpu).ok_or(Errno::EINVAL)?;
+            if info._pad != 0 {
+                return Err(Errno::EINVAL);
+            }
             let aff = sched::Affinity {
                 hard: sched::CpuMask(info.hard_affinity),
                 soft: sched::CpuMask(info.soft_affinity),

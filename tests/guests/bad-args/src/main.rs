@@ -18,6 +18,12 @@
 //!   sub-op (0xffffffff included);
 //! * `xen/common/sched/core.c` `SCHEDOP_remote_shutdown`: `rcu_lock_domain_by_id` first
 //!   (`-ESRCH`, also for `DOMID_SELF`), then XSM (`-EPERM`).
+//! * the same file's `do_poll` (`SCHEDOP_poll`), with interrupts disabled so that no
+//!   upcall can end the poll first: an unreadable argument is `-EFAULT`; more than 128
+//!   ports `-EINVAL` before the array is looked at; then the ports are read one by one, in
+//!   order: an unreadable one is `-EFAULT`, one at or beyond the ABI's range `-EINVAL`, a
+//!   pending one ends the poll at once (0, the ports after it unread); no alignment is
+//!   required of the array; with no port at all the poll only waits for its timeout.
 //!
 //! Command line: `[other=<domid>]`. With `other`, the checks that need a second, existing
 //! domain run too; the guest first waits (yielding, up to 30 s) until that domain exists
@@ -27,10 +33,11 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_rt::evtchn;
-use guest_rt::hypercall::{describe, sched_remote_shutdown, sched_yield};
+use guest_rt::hypercall::{describe, hypercall2, sched_remote_shutdown, sched_yield};
 use guest_rt::xen_abi::event_channel::EVTCHNSTAT_CLOSED;
 use guest_rt::xen_abi::sched::SHUTDOWN_POWEROFF;
-use guest_rt::xen_abi::xen::{DOMID_SELF, VIRQ_CONSOLE, VIRQ_TIMER};
+use guest_rt::xen_abi::sched::{SchedPoll, SCHEDOP_POLL};
+use guest_rt::xen_abi::xen::{DOMID_SELF, HYPERVISOR_SCHED_OP, VIRQ_CONSOLE, VIRQ_TIMER};
 use guest_rt::xen_abi::{DomId, Errno};
 use guest_rt::{arch, ensure, fail, println, pvclock, vcpu, StartInfo, TestResult};
 
@@ -44,6 +51,37 @@ const PORT_BEYOND: u32 = 4096;
 const PORT_FREE: u32 = 1000;
 /// `NR_VIRQS` (xen/include/public/xen.h).
 const NR_VIRQS: u32 = 24;
+
+/// A guest-virtual address the runtime's page tables do not map.
+const UNMAPPED_GVA: u64 = 0x0000_0100_0000_0000;
+/// Xen's limit on `SCHEDOP_poll`'s `nr_ports`.
+const POLL_MAX_PORTS: u32 = 128;
+
+/// `SCHEDOP_poll` with `nr_ports` ports at guest-virtual `ports` (any value) and a
+/// timeout 50 ms ahead (so a poll that wrongly blocks still ends).
+fn poll_raw(ports: u64, nr_ports: u32) -> Result<i64, guest_rt::Fail> {
+    let arg = SchedPoll {
+        ports: guest_rt::xen_abi::GuestHandle::new(ports),
+        nr_ports,
+        _pad0: 0,
+        timeout: evtchn::now()? + 50_000_000,
+    };
+    // SAFETY: `arg` lives across the call and poll only reads it and (at most `nr_ports`
+    // u32s at) `ports`, which the hypervisor validates: a bad address is an error, not a
+    // write.
+    Ok(unsafe {
+        hypercall2(
+            HYPERVISOR_SCHED_OP,
+            SCHEDOP_POLL,
+            core::ptr::addr_of!(arg) as u64,
+        )
+    })
+}
+
+/// [`poll_raw`] on `ports`.
+fn poll_ports(ports: &[u32]) -> Result<i64, guest_rt::Fail> {
+    poll_raw(ports.as_ptr() as u64, ports.len() as u32)
+}
 
 #[derive(Clone, Copy)]
 enum Expect {
@@ -200,7 +238,7 @@ fn test_main(si: &StartInfo) -> TestResult {
         EINVAL,
         "bind_interdomain(self, port {foreign} unbound for domain {NO_SUCH_DOMAIN})"
     );
-    check!(
+    let loop_end = check!(
         c,
         evtchn::bind_interdomain(DOMID_SELF, own),
         Expect::Port,
@@ -358,6 +396,103 @@ fn test_main(si: &StartInfo) -> TestResult {
         vcpu::set_singleshot_timer(u32::MAX, 0, 0),
         ENOENT,
         "vcpu_op(set_singleshot_timer, vcpu 0xffffffff)"
+    );
+
+    // sched_op(poll), interrupts off: nothing but a pending port or the timeout ends it.
+    arch::cli();
+    ensure!(loop_end > 0, "no loopback port for the poll checks");
+    let loop_end = loop_end as u32;
+    let _ = evtchn::test_and_clear(own);
+    check!(
+        c,
+        // SAFETY: the hypervisor only reads the (unmapped) argument address and fails.
+        unsafe { hypercall2(HYPERVISOR_SCHED_OP, SCHEDOP_POLL, UNMAPPED_GVA) },
+        Expect::Eq(Errno::EFAULT.to_ret()),
+        "sched_op(poll, unmapped argument)"
+    );
+    let pending = [own];
+    check!(
+        c,
+        poll_raw(pending.as_ptr() as u64, POLL_MAX_PORTS + 1)?,
+        EINVAL,
+        "sched_op(poll, nr_ports {})",
+        POLL_MAX_PORTS + 1
+    );
+    check!(
+        c,
+        poll_raw(UNMAPPED_GVA, u32::MAX)?,
+        EINVAL,
+        "sched_op(poll, nr_ports 0xffffffff, unmapped array)"
+    );
+    check!(
+        c,
+        poll_raw(UNMAPPED_GVA, 1)?,
+        Expect::Eq(Errno::EFAULT.to_ret()),
+        "sched_op(poll, 1 port, unmapped array)"
+    );
+    for bad in [PORT_BEYOND, u32::MAX] {
+        check!(
+            c,
+            poll_ports(&[bad])?,
+            EINVAL,
+            "sched_op(poll, port {bad:#x})"
+        );
+    }
+    // A valid port that is not pending, then a bad one: the bad one is still seen.
+    check!(
+        c,
+        poll_ports(&[own, PORT_BEYOND])?,
+        EINVAL,
+        "sched_op(poll, ports [{own} idle, {PORT_BEYOND}])"
+    );
+    // The same with `own` pending (sent through its loopback peer): the poll ends at `own`.
+    check!(
+        c,
+        evtchn::send(loop_end),
+        OK,
+        "send(port {loop_end} to {own})"
+    );
+    ensure!(
+        evtchn::is_pending(own),
+        "port {own} not pending after the loopback send"
+    );
+    check!(
+        c,
+        poll_ports(&[own, PORT_BEYOND])?,
+        OK,
+        "sched_op(poll, ports [{own} pending, {PORT_BEYOND}])"
+    );
+    check!(
+        c,
+        poll_ports(&[PORT_BEYOND, own])?,
+        EINVAL,
+        "sched_op(poll, ports [{PORT_BEYOND}, {own} pending])"
+    );
+    // An array at an odd address works as any other.
+    let mut bytes = [0u8; 9];
+    bytes[1..5].copy_from_slice(&own.to_ne_bytes());
+    check!(
+        c,
+        poll_raw(bytes.as_ptr() as u64 + 1, 1)?,
+        OK,
+        "sched_op(poll, port {own} pending, array at an odd address)"
+    );
+    ensure!(
+        evtchn::test_and_clear(own),
+        "port {own} lost its pending bit"
+    );
+    // No port (array never read): the poll waits for its timeout, then returns 0.
+    let t0 = evtchn::now()?;
+    check!(
+        c,
+        poll_raw(UNMAPPED_GVA, 0)?,
+        OK,
+        "sched_op(poll, no port, unmapped array, 50 ms timeout)"
+    );
+    let waited = evtchn::now()?.saturating_sub(t0);
+    ensure!(
+        waited >= 40_000_000,
+        "poll with no port returned after {waited} ns, before its 50 ms timeout"
     );
 
     // remote_shutdown (not privileged). If the hypervisor wrongly allowed the one on our own

@@ -225,6 +225,498 @@ fn error_paths(mem_kib: u64) -> TestResult {
     Ok(())
 }
 
+/// Counts bad-input checks; a mismatch is printed and counted, the rest still run.
+struct Tally {
+    total: u32,
+    failures: u32,
+}
+
+impl Tally {
+    fn call(&mut self, what: core::fmt::Arguments<'_>, op: FvCtl, want: i64) -> (i64, FvCtl) {
+        let mut op = op;
+        let rc = fvctl(&mut op);
+        self.total += 1;
+        if rc != want {
+            self.failures += 1;
+            println!(
+                "toolstack: bad input: {what}: got {} expected {}  <-- mismatch",
+                describe(rc),
+                describe(want)
+            );
+        }
+        (rc, op)
+    }
+
+    fn check<T: IntoBytes + Immutable>(
+        &mut self,
+        what: core::fmt::Arguments<'_>,
+        cmd: u32,
+        domid: u16,
+        payload: &T,
+        want: i64,
+    ) -> (i64, FvCtl) {
+        self.call(what, FvCtl::new(cmd, domid, payload), want)
+    }
+
+    fn ensure(&mut self, ok: bool, what: core::fmt::Arguments<'_>) {
+        self.total += 1;
+        if !ok {
+            self.failures += 1;
+            println!("toolstack: bad input: {what}  <-- mismatch");
+        }
+    }
+}
+
+macro_rules! bad {
+    ($t:expr, $cmd:expr, $dom:expr, $payload:expr, $want:expr, $($what:tt)*) => {
+        $t.check(format_args!($($what)*), $cmd, $dom, $payload, $want)
+    };
+}
+
+/// A domain id no test creates.
+const NO_DOMAIN: u16 = 999;
+/// A guest-virtual address the runtime's page tables do not map.
+const UNMAPPED: u64 = 0x7fff_0000_0000;
+
+fn sched_get(t: &mut Tally, d: u16) -> SchedParams {
+    let (_, op) = bad!(t, FVCTL_SCHED_GET, d, &[0u8; 0], 0, "sched_get({d})");
+    op.payload::<SchedParams>()
+}
+
+fn vcpu_info(t: &mut Tally, d: u16) -> VcpuInfo {
+    let q = VcpuInfo::new_zeroed();
+    let (_, op) = bad!(t, FVCTL_VCPU_INFO, d, &q, 0, "vcpu_info({d}, vcpu 0)");
+    op.payload::<VcpuInfo>()
+}
+
+/// Bad arguments to the commands the error paths above leave out: the top-level padding,
+/// `SET_MEMMAP`, `SEED_GRANT`, `SET_VCPU_BOOT`, `SCHED_GET`/`SCHED_SET`, `VCPU_INFO`,
+/// `SET_AFFINITY` and `CONSOLE_READ`, each answered with the error `docs/toolstack.md`
+/// gives and leaving nothing changed (checked afterwards where the command changes
+/// something). The domains built for it are destroyed; `main`'s final free-memory check
+/// also covers the grant frame `SEED_GRANT` allocates for a domain that never ran.
+fn bad_input(mem_kib: u64) -> TestResult {
+    let none = [0u8; 0];
+    let inval = err(Errno::EINVAL);
+    let srch = err(Errno::ESRCH);
+    let mut t = Tally {
+        total: 0,
+        failures: 0,
+    };
+
+    // The header's padding (checked before the command).
+    let domains = |t: &mut Tally| {
+        let (_, op) = bad!(t, FVCTL_PHYSINFO, 0, &none, 0, "physinfo");
+        op.payload::<PhysInfo>().nr_domains
+    };
+    let before = domains(&mut t);
+    for pad in [[1u16, 0, 0], [0, 0, 0x8000]] {
+        let mut op = FvCtl::new(FVCTL_PHYSINFO, 0, &none);
+        op._pad = pad;
+        t.call(format_args!("physinfo with padding {pad:?}"), op, inval);
+        let mut op = FvCtl::new(FVCTL_CREATE_DOMAIN, 0, &create_spec(mem_kib));
+        op._pad = pad;
+        t.call(format_args!("create with padding {pad:?}"), op, inval);
+    }
+    let after = domains(&mut t);
+    t.ensure(
+        after == before,
+        format_args!("{after} domains after refused creates, {before} before"),
+    );
+
+    let (rc, op) = bad!(
+        t,
+        FVCTL_CREATE_DOMAIN,
+        0,
+        &create_spec(mem_kib),
+        0,
+        "create"
+    );
+    ensure!(rc == 0, "create for the bad-input checks failed");
+    let d = op.domid;
+    let mut spec2 = create_spec(mem_kib);
+    spec2.max_vcpus = 2;
+    let (rc, op) = bad!(t, FVCTL_CREATE_DOMAIN, 0, &spec2, 0, "create with 2 vCPUs");
+    ensure!(rc == 0, "create of a 2-vCPU domain failed");
+    let d2 = op.domid;
+
+    // SET_MEMMAP: 1..=8 entries, sorted, not overlapping, non-empty, types 1-5, pads 0.
+    let entry = |addr: u64, size: u64, ty: u32| MemmapEntry {
+        addr,
+        size,
+        ty,
+        _pad: 0,
+    };
+    let good = [
+        entry(0, 0xa_0000, 1),
+        entry(0x10_0000, mem_kib * 1024 - 0x10_0000, 1),
+    ];
+    let memmap = |nr: u32, e: &[MemmapEntry]| {
+        let mut m = SetMemmap {
+            nr,
+            ..SetMemmap::new_zeroed()
+        };
+        m.entries[..e.len()].copy_from_slice(e);
+        m
+    };
+    let spoiled: [(&str, SetMemmap); 12] = [
+        ("no entry", memmap(0, &good)),
+        ("9 entries", memmap(9, &[good[0]; 8])),
+        ("nr 0xffffffff", memmap(u32::MAX, &good)),
+        (
+            "padding",
+            SetMemmap {
+                _pad: 1,
+                ..memmap(2, &good)
+            },
+        ),
+        (
+            "an empty entry",
+            memmap(2, &[good[0], entry(0x10_0000, 0, 1)]),
+        ),
+        ("type 0", memmap(2, &[good[0], entry(0x10_0000, 0x1000, 0)])),
+        ("type 6", memmap(2, &[good[0], entry(0x10_0000, 0x1000, 6)])),
+        (
+            "entry padding",
+            memmap(2, &[good[0], MemmapEntry { _pad: 1, ..good[1] }]),
+        ),
+        (
+            "overlapping entries",
+            memmap(2, &[good[0], entry(0x9_0000, 0x2_0000, 2)]),
+        ),
+        ("unsorted entries", memmap(2, &[good[1], good[0]])),
+        (
+            "an entry wrapping at 2^64",
+            memmap(2, &[good[0], entry(u64::MAX - 0xfff, 0x2000, 2)]),
+        ),
+        ("a duplicate entry", memmap(2, &[good[0], good[0]])),
+    ];
+    for (what, m) in &spoiled {
+        bad!(
+            t,
+            FVCTL_SET_MEMMAP,
+            d,
+            m,
+            inval,
+            "set_memmap({d}) with {what}"
+        );
+    }
+    let m = memmap(2, &good);
+    bad!(
+        t,
+        FVCTL_SET_MEMMAP,
+        NO_DOMAIN,
+        &m,
+        srch,
+        "set_memmap({NO_DOMAIN})"
+    );
+    bad!(t, FVCTL_SET_MEMMAP, 0, &m, inval, "set_memmap(itself)");
+    bad!(
+        t,
+        FVCTL_SET_MEMMAP,
+        d,
+        &m,
+        0,
+        "set_memmap({d}) with a good map"
+    );
+
+    // SEED_GRANT: gref < 8, flags 0 / permit_access / + readonly, a 32-bit frame.
+    use guest_rt::xen_abi::grant_table::{GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY};
+    let seed = |gref: u32, flags: u16, frame: u64| SeedGrant {
+        gref,
+        flags,
+        domid: 0,
+        frame,
+    };
+    let spoiled = [
+        ("ref 8", seed(8, GTF_PERMIT_ACCESS, 0x10)),
+        ("ref 0xffffffff", seed(u32::MAX, GTF_PERMIT_ACCESS, 0x10)),
+        (
+            "readonly without permit_access",
+            seed(1, GTF_READONLY, 0x10),
+        ),
+        ("flags 0xffff", seed(1, 0xffff, 0x10)),
+        (
+            "GTF_reading",
+            seed(1, GTF_PERMIT_ACCESS | GTF_READING, 0x10),
+        ),
+        ("frame 2^32", seed(1, GTF_PERMIT_ACCESS, 1 << 32)),
+        ("frame 2^64-1", seed(1, GTF_PERMIT_ACCESS, u64::MAX)),
+    ];
+    for (what, g) in &spoiled {
+        bad!(
+            t,
+            FVCTL_SEED_GRANT,
+            d,
+            g,
+            inval,
+            "seed_grant({d}) with {what}"
+        );
+    }
+    let g = seed(1, GTF_PERMIT_ACCESS, 0x10);
+    bad!(
+        t,
+        FVCTL_SEED_GRANT,
+        NO_DOMAIN,
+        &g,
+        srch,
+        "seed_grant({NO_DOMAIN})"
+    );
+    bad!(t, FVCTL_SEED_GRANT, 0, &g, inval, "seed_grant(itself)");
+    bad!(t, FVCTL_SEED_GRANT, d, &g, 0, "seed_grant({d}) ref 1");
+
+    // SET_VCPU_BOOT: an existing vCPU, rip and rbx below 4 GiB, padding 0.
+    let boot = |vcpu: u32, rip: u64, rbx: u64, pad: u32| VcpuBoot {
+        vcpu,
+        _pad: pad,
+        rip,
+        rbx,
+    };
+    let spoiled = [
+        ("vCPU 1 of 1", boot(1, 0x10_0000, START_INFO_GPA, 0)),
+        (
+            "vCPU 0xffffffff",
+            boot(u32::MAX, 0x10_0000, START_INFO_GPA, 0),
+        ),
+        ("rip 4 GiB", boot(0, 1 << 32, START_INFO_GPA, 0)),
+        ("rbx 4 GiB", boot(0, 0x10_0000, 1 << 32, 0)),
+        ("padding", boot(0, 0x10_0000, START_INFO_GPA, 1)),
+    ];
+    for (what, b) in &spoiled {
+        bad!(
+            t,
+            FVCTL_SET_VCPU_BOOT,
+            d,
+            b,
+            inval,
+            "set_vcpu_boot({d}) with {what}"
+        );
+    }
+
+    // SCHED_SET: weight >= 1, cap <= 100 per vCPU, padding 0; nothing changes on error.
+    let sp = |weight: u16, cap: u16, pad: u32| SchedParams {
+        weight,
+        cap,
+        _pad: pad,
+    };
+    let was = sched_get(&mut t, d);
+    let spoiled = [
+        ("weight 0", sp(0, 0, 0)),
+        ("cap 101 for 1 vCPU", sp(256, 101, 0)),
+        ("cap 65535", sp(256, u16::MAX, 0)),
+        ("padding", sp(512, 50, 1)),
+    ];
+    for (what, p) in &spoiled {
+        bad!(
+            t,
+            FVCTL_SCHED_SET,
+            d,
+            p,
+            inval,
+            "sched_set({d}) with {what}"
+        );
+    }
+    let now = sched_get(&mut t, d);
+    t.ensure(
+        (now.weight, now.cap) == (was.weight, was.cap),
+        format_args!(
+            "sched_get({d}) after refused sets: weight {} cap {}, before {} {}",
+            now.weight, now.cap, was.weight, was.cap
+        ),
+    );
+    let p = sp(512, 50, 0);
+    bad!(
+        t,
+        FVCTL_SCHED_SET,
+        NO_DOMAIN,
+        &p,
+        srch,
+        "sched_set({NO_DOMAIN})"
+    );
+    bad!(
+        t,
+        FVCTL_SCHED_GET,
+        NO_DOMAIN,
+        &none,
+        srch,
+        "sched_get({NO_DOMAIN})"
+    );
+    bad!(
+        t,
+        FVCTL_SCHED_SET,
+        d,
+        &p,
+        0,
+        "sched_set({d}) weight 512 cap 50"
+    );
+    let now = sched_get(&mut t, d);
+    t.ensure(
+        (now.weight, now.cap) == (512, 50),
+        format_args!(
+            "sched_get({d}): weight {} cap {}, set 512 50",
+            now.weight, now.cap
+        ),
+    );
+    // As CREATE_DOMAIN and Xen's credit2: a cap is up to 100 % per vCPU.
+    bad!(
+        t,
+        FVCTL_SCHED_SET,
+        d2,
+        &sp(256, 200, 0),
+        0,
+        "sched_set({d2}) cap 200 for 2 vCPUs"
+    );
+    bad!(
+        t,
+        FVCTL_SCHED_SET,
+        d2,
+        &sp(256, 201, 0),
+        inval,
+        "sched_set({d2}) cap 201 for 2 vCPUs"
+    );
+
+    // VCPU_INFO and SET_AFFINITY: an existing vCPU, padding 0, a hard affinity naming an
+    // online CPU; nothing changes on error.
+    let vi = |vcpu: u32, hard: u64, soft: u64, pad: u32| VcpuInfo {
+        vcpu,
+        _pad: pad,
+        hard_affinity: hard,
+        soft_affinity: soft,
+        ..VcpuInfo::new_zeroed()
+    };
+    let spoiled = [
+        ("vCPU 1 of 1", vi(1, 0, 0, 0)),
+        ("vCPU 0xffffffff", vi(u32::MAX, 0, 0, 0)),
+        ("padding", vi(0, 0, 0, 1)),
+    ];
+    for (what, q) in &spoiled {
+        bad!(
+            t,
+            FVCTL_VCPU_INFO,
+            d,
+            q,
+            inval,
+            "vcpu_info({d}) with {what}"
+        );
+    }
+    bad!(
+        t,
+        FVCTL_VCPU_INFO,
+        NO_DOMAIN,
+        &vi(0, 0, 0, 0),
+        srch,
+        "vcpu_info({NO_DOMAIN})"
+    );
+    let was = vcpu_info(&mut t, d);
+    let spoiled = [
+        ("no hard CPU", vi(0, 0, 1, 0)),
+        ("only CPU 5 (offline)", vi(0, 1 << 5, 1, 0)),
+        ("vCPU 1 of 1", vi(1, 1, 1, 0)),
+        ("vCPU 0xffffffff", vi(u32::MAX, 1, 1, 0)),
+        ("padding", vi(0, 1, 1, 1)),
+    ];
+    for (what, q) in &spoiled {
+        bad!(
+            t,
+            FVCTL_SET_AFFINITY,
+            d,
+            q,
+            inval,
+            "set_affinity({d}) with {what}"
+        );
+    }
+    bad!(
+        t,
+        FVCTL_SET_AFFINITY,
+        NO_DOMAIN,
+        &vi(0, 1, 1, 0),
+        srch,
+        "set_affinity({NO_DOMAIN})"
+    );
+    let now = vcpu_info(&mut t, d);
+    t.ensure(
+        (now.hard_affinity, now.soft_affinity) == (was.hard_affinity, was.soft_affinity),
+        format_args!(
+            "vcpu_info({d}) after refused sets: hard {:#x} soft {:#x}, before {:#x} {:#x}",
+            now.hard_affinity, now.soft_affinity, was.hard_affinity, was.soft_affinity
+        ),
+    );
+    bad!(
+        t,
+        FVCTL_SET_AFFINITY,
+        d,
+        &vi(0, 1, 1, 0),
+        0,
+        "set_affinity({d}) hard 0x1 soft 0x1"
+    );
+
+    // CONSOLE_READ: at most 64 KiB, padding 0, a writable buffer.
+    let mut buf = [0u8; 64];
+    let cr = |buf: u64, len: u32, pad: u32| ConsoleRead {
+        pos: 0,
+        buf,
+        len,
+        _pad: pad,
+    };
+    let at = buf.as_mut_ptr() as u64;
+    let spoiled = [
+        ("64 KiB + 1", cr(at, (64 << 10) + 1, 0)),
+        ("0xffffffff bytes", cr(at, u32::MAX, 0)),
+        ("padding", cr(at, 64, 1)),
+    ];
+    for (what, c) in &spoiled {
+        bad!(
+            t,
+            FVCTL_CONSOLE_READ,
+            0,
+            c,
+            inval,
+            "console_read with {what}"
+        );
+    }
+    bad!(
+        t,
+        FVCTL_CONSOLE_READ,
+        0,
+        &cr(UNMAPPED, 64, 0),
+        err(Errno::EFAULT),
+        "console_read into an unmapped buffer"
+    );
+    let (_, op) = bad!(
+        t,
+        FVCTL_CONSOLE_READ,
+        0,
+        &cr(at, 64, 0),
+        0,
+        "console_read of 64 bytes"
+    );
+    let got = op.payload::<ConsoleRead>();
+    t.ensure(
+        got.len == 64 && got.pos >= 64 && buf.iter().any(|&b| b != 0),
+        format_args!("console_read of 64 bytes: len {} pos {}", got.len, got.pos),
+    );
+
+    for dom in [d, d2] {
+        bad!(t, FVCTL_DESTROY, dom, &none, 0, "destroy({dom})");
+        let gone = info(dom)?.is_none();
+        t.ensure(
+            gone,
+            format_args!("domain {dom} still listed after destroy"),
+        );
+    }
+    println!(
+        "toolstack: bad input: {} of {} checks as documented",
+        t.total - t.failures,
+        t.total
+    );
+    ensure!(
+        t.failures == 0,
+        "{} bad-input result(s) differ from the documentation",
+        t.failures
+    );
+    Ok(())
+}
+
 fn populate(d: u16, mem_kib: u64) -> TestResult {
     let p = Populate {
         target_kib: mem_kib,
@@ -395,6 +887,7 @@ fn test_main(si: &StartInfo) -> TestResult {
     let image = own_image(si)?;
     let baseline = free_kib()?;
     error_paths(mem_kib)?;
+    bad_input(mem_kib)?;
     let t0 = evtchn::now()?;
     let mut last = 0;
     for n in 0..cycles {
