@@ -183,6 +183,21 @@ fn give_back(order: u32, cur0: i64) -> TestResult {
     Ok(())
 }
 
+/// Gives the region's first page back (so the domain is below its maximum).
+fn give_back_first_page() -> TestResult {
+    fill_list(REGION / 4096, 1, 1);
+    let rc = reservation(
+        XENMEM_DECREASE_RESERVATION,
+        0,
+        list_addr(),
+        1,
+        0,
+        DOMID_SELF,
+    );
+    ensure!(rc == 1, "decrease of one page: {}", describe(rc));
+    Ok(())
+}
+
 fn test_main(si: &StartInfo) -> TestResult {
     let (_, image_end) = guest_rt::image_range();
     ensure!(
@@ -286,16 +301,7 @@ fn test_main(si: &StartInfo) -> TestResult {
     case(
         "increase_reservation populates as populate_physmap",
         (|| {
-            fill_list(REGION / 4096, 1, 1);
-            let rc = reservation(
-                XENMEM_DECREASE_RESERVATION,
-                0,
-                list_addr(),
-                1,
-                0,
-                DOMID_SELF,
-            );
-            ensure!(rc == 1, "decrease of one page: {}", describe(rc));
+            give_back_first_page()?;
             let rc = reservation(
                 XENMEM_INCREASE_RESERVATION,
                 0,
@@ -413,16 +419,7 @@ fn test_main(si: &StartInfo) -> TestResult {
         (|| {
             // Populating where RAM is already, or a 2 MiB extent at an odd GFN, or beyond the
             // p2m: nothing done. (Give a page back first so the maximum is not what stops it.)
-            fill_list(REGION / 4096, 1, 1);
-            let rc = reservation(
-                XENMEM_DECREASE_RESERVATION,
-                0,
-                list_addr(),
-                1,
-                0,
-                DOMID_SELF,
-            );
-            ensure!(rc == 1, "decrease of one page: {}", describe(rc));
+            give_back_first_page()?;
             let cur1 = cur0 - 1;
             for (what, gfn, order) in [
                 ("occupied GFN", REGION / 4096 + 1, 0u32),
