@@ -271,10 +271,22 @@ fn forced_backend_tests() -> Vec<Test> {
         .timeout_secs(60),
         // More memory than the machine has: a clear error, nothing half-built, clean power-off.
         Test::new("qemu-tcg/domain-memory-too-large", Emulator::qemu_tcg(QemuBoot::Kernel))
-            .cmdline("console=com1 on_idle=poweroff dom0_mem=64G")
+            .cmdline("console=com1 on_idle=poweroff dom0_mem=2G")
             .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
             .expect(&[
-                r"^\(E\) domain 0 \(guest-hello\): cannot build: guest memory: out of host memory \(65536 MiB requested\)",
+                r"^\(E\) domain 0 \(guest-hello\): cannot build: guest memory: out of host memory \(2048 MiB requested\)",
+                r"^\(I\) nothing to run; powering off",
+                r"^ferrovisor: power off, exit code 0",
+            ])
+            .forbid(&[r"domain 0 .*starting"])
+            .timeout_secs(60),
+        // RAM from 0 that would reach the MMIO hole (and the LAPIC page): refused, not laid
+        // over it.
+        Test::new("qemu-tcg/domain-memory-covers-hole", Emulator::qemu_tcg(QemuBoot::Kernel))
+            .cmdline("console=com1 on_idle=poweroff dom0_mem=3841M")
+            .module(ModuleSpec::built(&build::GUEST_HELLO).args("hello"))
+            .expect(&[
+                r"^\(E\) domain 0 \(guest-hello\): cannot build: guest memory: 3841 MiB of RAM from address 0 would cover the MMIO hole below 4 GiB \(at most 3840 MiB; RAM above 4 GiB is not supported yet\)",
                 r"^\(I\) nothing to run; powering off",
                 r"^ferrovisor: power off, exit code 0",
             ])

@@ -111,11 +111,18 @@ impl fmt::Display for GuestFault {
     }
 }
 
+/// Where RAM laid out from guest-physical 0 must end: the MMIO hole (Xen's default for
+/// HVM guests) runs from here to 4 GiB.
+pub const RAM_BELOW_HOLE: u64 = 0xf000_0000;
+
 /// Why guest memory could not be set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryError {
     /// Not enough free host memory for the domain.
     OutOfMemory { requested: u64 },
+    /// RAM from guest-physical 0 this large would cover the MMIO hole below 4 GiB (the
+    /// LAPIC page, unbacked device space); RAM above 4 GiB is not laid out yet.
+    CoversHole { requested: u64 },
     /// The p2m refused a mapping.
     P2m(MapError),
 }
@@ -126,6 +133,12 @@ impl fmt::Display for MemoryError {
             MemoryError::OutOfMemory { requested } => {
                 write!(f, "out of host memory ({} MiB requested)", requested >> 20)
             }
+            MemoryError::CoversHole { requested } => write!(
+                f,
+                "{} MiB of RAM from address 0 would cover the MMIO hole below 4 GiB (at most {} MiB; RAM above 4 GiB is not supported yet)",
+                requested >> 20,
+                RAM_BELOW_HOLE >> 20
+            ),
             MemoryError::P2m(e) => write!(f, "nested page table: {e}"),
         }
     }
@@ -275,6 +288,9 @@ impl<F: Format> GuestMemory<F> {
     /// hold the whole target; on a failure midway, the chunks added so far stay (the
     /// domain owns them and returns them when destroyed).
     pub fn populate(&self, target: u64, max_step: u64) -> Result<u64, MemoryError> {
+        if target > RAM_BELOW_HOLE {
+            return Err(MemoryError::CoversHole { requested: target });
+        }
         let want = target.div_ceil(CHUNK);
         let have = self.p2m.lock().span;
         if want <= have {
@@ -639,7 +655,9 @@ impl<F: Format> GuestMemory<F> {
         match r {
             Ok(inner) => inner,
             Err(MemoryError::P2m(e)) => Err(GrantP2mError::P2m(e)),
-            Err(MemoryError::OutOfMemory { .. }) => Err(GrantP2mError::P2m(MapError::OutOfMemory)),
+            Err(MemoryError::OutOfMemory { .. } | MemoryError::CoversHole { .. }) => {
+                Err(GrantP2mError::P2m(MapError::OutOfMemory))
+            }
         }
     }
 
@@ -658,7 +676,9 @@ impl<F: Format> GuestMemory<F> {
         match r {
             Ok(inner) => inner,
             Err(MemoryError::P2m(e)) => Err(GrantP2mError::P2m(e)),
-            Err(MemoryError::OutOfMemory { .. }) => Err(GrantP2mError::P2m(MapError::OutOfMemory)),
+            Err(MemoryError::OutOfMemory { .. } | MemoryError::CoversHole { .. }) => {
+                Err(GrantP2mError::P2m(MapError::OutOfMemory))
+            }
         }
     }
 

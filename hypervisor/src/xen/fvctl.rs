@@ -292,6 +292,7 @@ fn populate<B: Backend>(cx: &mut Cx<'_, B>, op: &mut FvCtl) -> Result<u64, Errno
         .populate(target, FVCTL_POPULATE_STEP_KIB * 1024)
         .map_err(|e| match e {
             MemoryError::OutOfMemory { .. } => Errno::ENOMEM,
+            MemoryError::CoversHole { .. } => Errno::EINVAL,
             MemoryError::P2m(_) => Errno::ENOMEM,
         })?;
     p.populated_kib = ram / 1024;
