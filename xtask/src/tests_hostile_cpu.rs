@@ -17,8 +17,8 @@ use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
 /// XSETBV, 4 checks, the control-register and EFER cases (33 under QEMU, 34 under Bochs,
 /// which depend on what CPUID offers), 8 DEBUGCTL; on Intel (Bochs) also ICEBP twice,
 /// #AC and XSAVES (QEMU 7.2 TCG models none of the first three correctly itself).
-const CASES_SVM: &str = "96";
-const CASES_VMX: &str = "101";
+const CASES_SVM: &str = "97";
+const CASES_VMX: &str = "102";
 
 /// A backend's test prefix, emulator, hypervisor command line, timeout and case count.
 type Backend = (

@@ -18,7 +18,11 @@
 //!   or PAE off in long mode, CR3 bits at MAXPHYADDR, LME under paging, ...) raises #GP(0)
 //!   and changes nothing; legal ones (CD, WP, PGE, NXE toggles, LMSW from a register and
 //!   from memory, CLTS, CR3 with PWT/PCD) take effect;
-//! * IA32_DEBUGCTL: LBR and BTF read back across exits; other bits #GP(0).
+//! * IA32_DEBUGCTL: LBR and BTF read back across exits; other bits #GP(0);
+//! * exits at the top of the address space: CPUID and a hypercall ending at 2^64 in 64-bit
+//!   mode, CPUID ending at 2^32 in compatibility mode, continue at RIP/EIP 0 as on hardware;
+//! * #GP injected in real mode (vCPU 1 started by INIT-SIPI, RDMSR of an unknown MSR):
+//!   delivered through the IVT without an error code, and the vCPU carries on.
 //!
 //! Each case states its expected outcome; the guest prints `case <name>: PASS` or
 //! `case <name>: FAIL: ...`, then `<passed>/<total> cases passed`, and passes only if all
@@ -938,6 +942,90 @@ mod bare {
         }
     }
 
+    /// A copy of the GDT in force plus a flat 32-bit code segment, for compatibility mode.
+    #[repr(C, align(16))]
+    struct Gdt([u64; 32]);
+    static mut GDT_COPY: Gdt = Gdt([0; 32]);
+    static mut TOP_PT32: Page = Page([0; 4096]);
+
+    /// CPUID at linear 0xfffffffe in compatibility mode (32-bit code, EFER.LMA set): EIP +
+    /// length = 2^32, and the CPU goes on at EIP 0, where a `retf` returns to 64-bit code.
+    /// The last 4 KiB below 4 GiB are mapped to `TOP_CODE` for the duration (the 2 MiB page
+    /// of the MMIO hole there is replaced by a page table). Ok(EAX after CPUID).
+    fn cpuid_at_4g() -> Result<u64, Fail> {
+        // SAFETY: as `exit_at_top`: the pages are this function's own, the GDT copy extends
+        // the one in force (same selectors, TR already loaded) and the original is put
+        // back, the PD entry and the 8 bytes at physical 0 are restored, the far jumps stay
+        // inside this asm block and every clobbered register is declared; the stack is
+        // below 4 GiB (ESP is used in compatibility mode).
+        unsafe {
+            // The GDT in force (copied and extended below).
+            let mut old = [0u8; 10];
+            asm!("sgdt [{}]", in(reg) old.as_mut_ptr(), options(nostack));
+            let limit = u16::from_le_bytes([old[0], old[1]]);
+            let base = u64::from_le_bytes(old[2..10].try_into().unwrap_or([0; 8]));
+            let n = (usize::from(limit) + 1) / 8;
+            ensure!(n < 31, "GDT of {n} entries");
+            let code_page = core::ptr::addr_of_mut!(TOP_CODE.0).cast::<u8>();
+            core::ptr::write_bytes(code_page, 0xcc, 4096);
+            code_page.add(0xffe).write(0x0f);
+            code_page.add(0xfff).write(0xa2);
+            let pt = core::ptr::addr_of_mut!(TOP_PT32.0).cast::<u64>();
+            core::ptr::write_bytes(pt, 0, 512);
+            pt.add(511).write_volatile(phys(code_page) | 3);
+            let mask = 0x000f_ffff_ffff_f000u64;
+            let pml4 = (guest_rt::arch::read_cr3() & mask) as *mut u64;
+            let pdpt = (pml4.read_volatile() & mask) as *mut u64;
+            let pd3 = (pdpt.add(3).read_volatile() & mask) as *mut u64;
+            let old_pde = pd3.add(511).read_volatile();
+            pd3.add(511).write_volatile(phys(pt) | 3);
+            let cr3 = guest_rt::arch::read_cr3();
+            asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+            // Copy the GDT, append a 32-bit flat code segment, load the copy.
+            let copy = core::ptr::addr_of_mut!(GDT_COPY.0).cast::<u64>();
+            core::ptr::copy_nonoverlapping(base as *const u64, copy, n);
+            copy.add(n).write(0x00cf_9b00_0000_ffff);
+            let sel32 = (n * 8) as u64;
+            let mut new = [0u8; 10];
+            new[..2].copy_from_slice(&(((n + 1) * 8 - 1) as u16).to_le_bytes());
+            new[2..].copy_from_slice(&phys(copy).to_le_bytes());
+            asm!("lgdt [{}]", in(reg) new.as_ptr(), options(nostack));
+            let saved0: u64;
+            asm!("mov {a}, qword ptr [{z}]", z = in(reg) 0u64, a = out(reg) saved0,
+                options(nostack, readonly));
+            let out: u64;
+            asm!(
+                "mov byte ptr [{z}], 0xcb",       // retf (32-bit operand size)
+                "lea {t}, [rip + 2f]",
+                "mov {s}, rbx",
+                "push {s}",
+                "sub rsp, 8",                      // the 32-bit far frame retf pops
+                "mov dword ptr [rsp], {t:e}",
+                "mov dword ptr [rsp + 4], 0x08",
+                "push {sel}",
+                "mov {s}, 0xfffffffe",
+                "push {s}",
+                "xor eax, eax",
+                "xor ecx, ecx",
+                "retfq",
+                "2:",
+                "pop rbx",
+                z = in(reg) 0u64,
+                t = out(reg) _,
+                s = out(reg) _,
+                sel = in(reg) sel32,
+                out("rax") out,
+                out("rcx") _, out("rdx") _,
+            );
+            asm!("mov qword ptr [{z}], {a}", z = in(reg) 0u64, a = in(reg) saved0,
+                options(nostack));
+            asm!("lgdt [{}]", in(reg) old.as_ptr(), options(nostack));
+            pd3.add(511).write_volatile(old_pde);
+            asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+            Ok(out)
+        }
+    }
+
     fn top_of_address_space(si: &StartInfo, t: &mut Tally) {
         if !si.memmap_covers(0, 16, 1) {
             t.record(
@@ -974,6 +1062,19 @@ mod bare {
             }
         });
         t.record("hypercall ending at 2^64 continues at RIP 0", r);
+        let r = cpuid_at_4g().and_then(|eax| {
+            if eax as u32 == want {
+                Ok(())
+            } else {
+                Err(Fail::new(format_args!(
+                    "CPUID at 4 GiB - 2: EAX {eax:#x}, want {want:#x}"
+                )))
+            }
+        });
+        t.record(
+            "compatibility-mode cpuid ending at 2^32 continues at EIP 0",
+            r,
+        );
     }
 
     // A real-mode piece for vCPU 1, started with INIT-SIPI at 0x8000 (issue 12: #GP
