@@ -40,7 +40,7 @@ const HELLO_PASSED: &[&str] = &[
 ];
 
 const MMIO_HOLE_PASSED: &[&str] = &[
-    r"^\(d0\) mmio-hole: 15 cases passed",
+    r"^\(d0\) mmio-hole: 17 cases passed",
     r"^\(d0\) guest mmio-hole: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];

@@ -460,17 +460,46 @@ fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
 /// INS/OUTS. OUTS to the debug port prints the low byte of each element; to any other
 /// port the data is dropped. INS from any port stores all ones, as reads from absent
 /// devices. RSI/RDI move by the operand size in the direction RFLAGS.DF says, through
-/// DS (OUTS) or ES (INS); a REP form does at most `REP_OUT_MAX` bytes per exit and is
-/// re-executed until RCX reaches 0. Addresses and RCX are 64-bit in 64-bit code and
-/// 32-bit otherwise (an address-size prefix is not decoded). Returns whether the
+/// DS or its override (OUTS) or ES (INS); a REP form does at most `REP_OUT_MAX` bytes per
+/// exit and is re-executed until RCX reaches 0. RSI/RDI/RCX are used at the instruction's
+/// address size (16, 32 or 64 bits: the code segment's, changed by an address-size prefix,
+/// read from the instruction bytes), and written back at that size as hardware does (a
+/// 16-bit update keeps bits 63:16, a 32-bit one zero-extends). Returns whether the
 /// instruction retired; Err ends the domain (memory the string cannot reach).
 fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc::string::String> {
+    use crate::hvm::crdecode;
     let s = cx.v.hw.control_state();
     let e = cx.v.hw.emulation_state();
-    let mask = if s.efer & (1 << 10) != 0 && e.cs_long {
-        u64::MAX
+    let long = s.efer & (1 << 10) != 0 && e.cs_long;
+    let code = crdecode::Code {
+        long,
+        big: e.cs_default_big,
+    };
+    // The prefixes: read up to 15 bytes, or up to the end of the page if the next one is
+    // not mapped.
+    let rip = if long {
+        s.rip
     } else {
-        0xffff_ffff
+        e.seg_base[1].wrapping_add(s.rip) & 0xffff_ffff
+    };
+    let mut insn = [0u8; 15];
+    let to_page_end = (4096 - (rip & 0xfff)).min(15) as usize;
+    let fetched = if xen::guest_access::copy_from_guest(cx, rip, &mut insn).is_ok() {
+        15
+    } else if xen::guest_access::copy_from_guest(cx, rip, &mut insn[..to_page_end]).is_ok() {
+        to_page_end
+    } else {
+        return Err(alloc::format!("string I/O at unreadable RIP {:#x}", s.rip));
+    };
+    let (addr_prefix, seg_override) = crdecode::string_prefixes(&insn[..fetched], long);
+    let mask = match crdecode::address_size(code, addr_prefix) {
+        16 => 0xffff,
+        32 => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    let merge = |old: u64, new: u64| match mask {
+        0xffff => (old & !0xffff) | (new & 0xffff),
+        m => new & m,
     };
     let size = u64::from(io.size.clamp(1, 4));
     let regs = *cx.v.hw.regs();
@@ -483,11 +512,19 @@ fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc
         return Ok(true);
     }
     let down = s.rflags & (1 << 10) != 0;
-    let (reg, seg) = if io.write {
-        (regs.rsi & mask, e.seg_base[3])
+    // OUTS reads through DS or the override; INS always writes through ES. In 64-bit mode
+    // only FS and GS have bases.
+    let seg_index = if io.write {
+        usize::from(seg_override.unwrap_or(3))
     } else {
-        (regs.rdi & mask, e.seg_base[0])
+        0
     };
+    let seg = if long && seg_index < 4 {
+        0
+    } else {
+        e.seg_base[seg_index.min(5)]
+    };
+    let reg = if io.write { regs.rsi } else { regs.rdi } & mask;
     // The block the iterations cover, lowest address first.
     let span = count * size;
     let low = if down {
@@ -495,7 +532,10 @@ fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc
     } else {
         reg
     };
-    let linear = seg.wrapping_add(low);
+    let mut linear = seg.wrapping_add(low);
+    if !long {
+        linear &= 0xffff_ffff;
+    }
     let mut buf = [0u8; REP_OUT_MAX as usize];
     let buf = &mut buf[..span as usize];
     if io.write {
@@ -521,16 +561,16 @@ fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc
         reg.wrapping_sub(span)
     } else {
         reg.wrapping_add(span)
-    } & mask;
+    };
     let regs = cx.v.hw.regs();
     if io.write {
-        regs.rsi = moved;
+        regs.rsi = merge(regs.rsi, moved);
     } else {
-        regs.rdi = moved;
+        regs.rdi = merge(regs.rdi, moved);
     }
     if io.rep {
         let left = (regs.rcx & mask) - count;
-        regs.rcx = left;
+        regs.rcx = merge(regs.rcx, left);
         return Ok(left == 0);
     }
     Ok(true)

@@ -119,11 +119,7 @@ pub fn decode(bytes: &[u8], code: Code) -> Option<(CrWrite, usize)> {
             if md == 3 {
                 return Some((CrWrite::Lmsw(Source::Reg(rm | rex_b << 3)), i + 3));
             }
-            let addr_bits = match (code.long, code.big, addr_override) {
-                (true, _, false) => 64,
-                (true, _, true) | (false, true, false) | (false, false, true) => 32,
-                (false, true, true) | (false, false, false) => 16,
-            };
+            let addr_bits = address_size(code, addr_override);
             let mut p = i + 3;
             let mut m = MemOperand {
                 seg: 3,
@@ -205,6 +201,39 @@ pub fn decode(bytes: &[u8], code: Code) -> Option<(CrWrite, usize)> {
     }
 }
 
+/// The legacy prefixes in front of an instruction that matter to string I/O: whether an
+/// address-size prefix (0x67) is present, and the last segment override (0 ES ... 5 GS).
+/// Scanning stops at the first byte that is not a prefix (REX only in 64-bit code).
+pub fn string_prefixes(bytes: &[u8], long: bool) -> (bool, Option<u8>) {
+    let mut addr = false;
+    let mut seg = None;
+    for &b in bytes.iter().take(15) {
+        match b {
+            0x26 => seg = Some(0),
+            0x2e => seg = Some(1),
+            0x36 => seg = Some(2),
+            0x3e => seg = Some(3),
+            0x64 => seg = Some(4),
+            0x65 => seg = Some(5),
+            0x67 => addr = true,
+            0x66 | 0xf0 | 0xf2 | 0xf3 => {}
+            0x40..=0x4f if long => {}
+            _ => break,
+        }
+    }
+    (addr, seg)
+}
+
+/// The address size in bits of an instruction in code of this shape, with or without an
+/// address-size prefix.
+pub const fn address_size(code: Code, prefix: bool) -> u32 {
+    match (code.long, code.big, prefix) {
+        (true, _, false) => 64,
+        (true, _, true) | (false, true, false) | (false, false, true) => 32,
+        (false, true, true) | (false, false, false) => 16,
+    }
+}
+
 /// The effective (segment-relative) address of `m`, given the registers (`gpr(n)`) and
 /// the address of the next instruction (for RIP-relative operands).
 pub fn effective_address(m: &MemOperand, gpr: impl Fn(u8) -> u64, next_rip: u64) -> u64 {
@@ -274,6 +303,23 @@ mod tests {
         assert_eq!(decode(&[0x0f, 0x20, 0xe0], L64), None, "MOV from CR");
         assert_eq!(decode(&[0x0f, 0x22], L64), None, "truncated");
         assert_eq!(decode(&[0x66; 15], L64), None, "prefixes only");
+    }
+
+    #[test]
+    fn string_io_prefixes() {
+        // rep insb / addr32 rep insb / fs rep outsd with REX.W in 64-bit code
+        assert_eq!(string_prefixes(&[0xf3, 0x6c], true), (false, None));
+        assert_eq!(string_prefixes(&[0x67, 0xf3, 0x6c], true), (true, None));
+        assert_eq!(
+            string_prefixes(&[0x64, 0xf3, 0x48, 0x6f], true),
+            (false, Some(4))
+        );
+        // 0x48 is DEC EAX outside 64-bit mode: scanning stops there.
+        assert_eq!(string_prefixes(&[0x48, 0x67, 0x6c], false), (false, None));
+        assert_eq!(address_size(L64, true), 32);
+        assert_eq!(address_size(P32, true), 16);
+        assert_eq!(address_size(R16, true), 32);
+        assert_eq!(address_size(R16, false), 16);
     }
 
     #[test]

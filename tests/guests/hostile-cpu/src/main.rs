@@ -18,7 +18,11 @@
 //!   or PAE off in long mode, CR3 bits at MAXPHYADDR, LME under paging, ...) raises #GP(0)
 //!   and changes nothing; legal ones (CD, WP, PGE, NXE toggles, LMSW from a register and
 //!   from memory, CLTS, CR3 with PWT/PCD) take effect;
-//! * IA32_DEBUGCTL: LBR and BTF read back across exits; other bits #GP(0).
+//! * IA32_DEBUGCTL: LBR and BTF read back across exits; other bits #GP(0);
+//! * exits at the top of the address space: CPUID and a hypercall ending at 2^64 in 64-bit
+//!   mode, CPUID ending at 2^32 in compatibility mode, continue at RIP/EIP 0 as on hardware;
+//! * #GP injected in real mode (vCPU 1 started by INIT-SIPI, RDMSR of an unknown MSR):
+//!   delivered through the IVT without an error code, and the vCPU carries on.
 //!
 //! Each case states its expected outcome; the guest prints `case <name>: PASS` or
 //! `case <name>: FAIL: ...`, then `<passed>/<total> cases passed`, and passes only if all
@@ -35,8 +39,8 @@ fn test_main(_si: &StartInfo) -> TestResult {
 }
 
 #[cfg(target_os = "none")]
-fn test_main(_si: &StartInfo) -> TestResult {
-    bare::run()
+fn test_main(si: &StartInfo) -> TestResult {
+    bare::run(si)
 }
 
 #[cfg(target_os = "none")]
@@ -868,7 +872,297 @@ mod bare {
         );
     }
 
-    pub fn run() -> TestResult {
+    /// A page-table page or a code page for the top of the address space.
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+    static mut TOP_PDPT: Page = Page([0; 4096]);
+    static mut TOP_PD: Page = Page([0; 4096]);
+    static mut TOP_PT: Page = Page([0; 4096]);
+    static mut TOP_CODE: Page = Page([0; 4096]);
+
+    fn phys<T>(p: *mut T) -> u64 {
+        p as u64 // the runtime maps guest-physical memory 1:1 below 4 GiB
+    }
+
+    /// An instruction that exits, placed at the very top of the 64-bit address space so
+    /// that RIP + length = 2^64 (issue 12): after it the CPU goes on at RIP 0, as the next
+    /// instruction address wraps in 64-bit mode. The last page of the linear address space
+    /// is mapped to `TOP_CODE`; at linear (and physical) 0 a `jmp [rip+0]` stub leads back.
+    /// Ok(rax after the instruction).
+    fn exit_at_top(code: &[u8], rax: u64, rdi: u64) -> Result<u64, Fail> {
+        const TOP: u64 = 0xffff_ffff_ffff_f000;
+        // SAFETY: the four pages are this function's own (one case at a time); PML4[511] is
+        // unused by the runtime (it maps the low 4 GiB through PML4[0]) and is cleared
+        // again below; the 14 bytes at physical 0 (guest RAM, checked by the caller) are
+        // saved and restored; the jump leaves through the stub at 0 back into this asm
+        // block with every clobbered register declared.
+        unsafe {
+            let code_page = core::ptr::addr_of_mut!(TOP_CODE.0).cast::<u8>();
+            core::ptr::write_bytes(code_page, 0xcc, 4096);
+            let at = 4096 - code.len();
+            core::ptr::copy_nonoverlapping(code.as_ptr(), code_page.add(at), code.len());
+            let pt = core::ptr::addr_of_mut!(TOP_PT.0).cast::<u64>();
+            let pd = core::ptr::addr_of_mut!(TOP_PD.0).cast::<u64>();
+            let pdpt = core::ptr::addr_of_mut!(TOP_PDPT.0).cast::<u64>();
+            pt.add(511).write_volatile(phys(code_page) | 3);
+            pd.add(511).write_volatile(phys(pt) | 3);
+            pdpt.add(511).write_volatile(phys(pd) | 3);
+            let pml4 = (guest_rt::arch::read_cr3() & !0xfff) as *mut u64;
+            pml4.add(511).write_volatile(phys(pdpt) | 3);
+            asm!("invlpg [{}]", in(reg) TOP, options(nostack));
+            let (saved0, saved1): (u64, u64);
+            asm!("mov {a}, qword ptr [{z}]", "mov {b}, qword ptr [{z} + 8]",
+                z = in(reg) 0u64, a = out(reg) saved0, b = out(reg) saved1,
+                options(nostack, readonly));
+            let out: u64;
+            asm!(
+                "lea {t}, [rip + 2f]",
+                "mov dword ptr [{z}], 0x0025ff",  // ff 25 00 00: jmp [rip + 0]
+                "mov word ptr [{z} + 4], 0",
+                "mov qword ptr [{z} + 6], {t}",
+                "mov {t}, rbx",
+                "push {t}",
+                "jmp {target}",
+                "2:",
+                "pop rbx",
+                z = in(reg) 0u64,
+                t = out(reg) _,
+                target = in(reg) TOP + at as u64,
+                inout("rax") rax => out,
+                inout("rdi") rdi => _,
+                inout("rsi") 0u64 => _,
+                inout("rdx") 0u64 => _,
+                out("rcx") _, out("r11") _,
+            );
+            asm!("mov qword ptr [{z}], {a}", "mov qword ptr [{z} + 8], {b}",
+                z = in(reg) 0u64, a = in(reg) saved0, b = in(reg) saved1, options(nostack));
+            pml4.add(511).write_volatile(0);
+            asm!("invlpg [{}]", in(reg) TOP, options(nostack));
+            Ok(out)
+        }
+    }
+
+    /// A copy of the GDT in force plus a flat 32-bit code segment, for compatibility mode.
+    #[repr(C, align(16))]
+    struct Gdt([u64; 32]);
+    static mut GDT_COPY: Gdt = Gdt([0; 32]);
+    static mut TOP_PT32: Page = Page([0; 4096]);
+
+    /// CPUID at linear 0xfffffffe in compatibility mode (32-bit code, EFER.LMA set): EIP +
+    /// length = 2^32, and the CPU goes on at EIP 0, where a `retf` returns to 64-bit code.
+    /// The last 4 KiB below 4 GiB are mapped to `TOP_CODE` for the duration (the 2 MiB page
+    /// of the MMIO hole there is replaced by a page table). Ok(EAX after CPUID).
+    fn cpuid_at_4g() -> Result<u64, Fail> {
+        // SAFETY: as `exit_at_top`: the pages are this function's own, the GDT copy extends
+        // the one in force (same selectors, TR already loaded) and the original is put
+        // back, the PD entry and the 8 bytes at physical 0 are restored, the far jumps stay
+        // inside this asm block and every clobbered register is declared; the stack is
+        // below 4 GiB (ESP is used in compatibility mode).
+        unsafe {
+            // The GDT in force (copied and extended below).
+            let mut old = [0u8; 10];
+            asm!("sgdt [{}]", in(reg) old.as_mut_ptr(), options(nostack));
+            let limit = u16::from_le_bytes([old[0], old[1]]);
+            let base = u64::from_le_bytes(old[2..10].try_into().unwrap_or([0; 8]));
+            let n = (usize::from(limit) + 1) / 8;
+            ensure!(n < 31, "GDT of {n} entries");
+            let code_page = core::ptr::addr_of_mut!(TOP_CODE.0).cast::<u8>();
+            core::ptr::write_bytes(code_page, 0xcc, 4096);
+            code_page.add(0xffe).write(0x0f);
+            code_page.add(0xfff).write(0xa2);
+            let pt = core::ptr::addr_of_mut!(TOP_PT32.0).cast::<u64>();
+            core::ptr::write_bytes(pt, 0, 512);
+            pt.add(511).write_volatile(phys(code_page) | 3);
+            let mask = 0x000f_ffff_ffff_f000u64;
+            let pml4 = (guest_rt::arch::read_cr3() & mask) as *mut u64;
+            let pdpt = (pml4.read_volatile() & mask) as *mut u64;
+            let pd3 = (pdpt.add(3).read_volatile() & mask) as *mut u64;
+            let old_pde = pd3.add(511).read_volatile();
+            pd3.add(511).write_volatile(phys(pt) | 3);
+            let cr3 = guest_rt::arch::read_cr3();
+            asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+            // Copy the GDT, append a 32-bit flat code segment, load the copy.
+            let copy = core::ptr::addr_of_mut!(GDT_COPY.0).cast::<u64>();
+            core::ptr::copy_nonoverlapping(base as *const u64, copy, n);
+            copy.add(n).write(0x00cf_9b00_0000_ffff);
+            let sel32 = (n * 8) as u64;
+            let mut new = [0u8; 10];
+            new[..2].copy_from_slice(&(((n + 1) * 8 - 1) as u16).to_le_bytes());
+            new[2..].copy_from_slice(&phys(copy).to_le_bytes());
+            asm!("lgdt [{}]", in(reg) new.as_ptr(), options(nostack));
+            let saved0: u64;
+            asm!("mov {a}, qword ptr [{z}]", z = in(reg) 0u64, a = out(reg) saved0,
+                options(nostack, readonly));
+            let out: u64;
+            asm!(
+                "mov byte ptr [{z}], 0xcb",       // retf (32-bit operand size)
+                "lea {t}, [rip + 2f]",
+                "mov {s}, rbx",
+                "push {s}",
+                "sub rsp, 8",                      // the 32-bit far frame retf pops
+                "mov dword ptr [rsp], {t:e}",
+                "mov dword ptr [rsp + 4], 0x08",
+                "push {sel}",
+                "mov {s}, 0xfffffffe",
+                "push {s}",
+                "xor eax, eax",
+                "xor ecx, ecx",
+                "retfq",
+                "2:",
+                "pop rbx",
+                z = in(reg) 0u64,
+                t = out(reg) _,
+                s = out(reg) _,
+                sel = in(reg) sel32,
+                out("rax") out,
+                out("rcx") _, out("rdx") _,
+            );
+            asm!("mov qword ptr [{z}], {a}", z = in(reg) 0u64, a = in(reg) saved0,
+                options(nostack));
+            asm!("lgdt [{}]", in(reg) old.as_ptr(), options(nostack));
+            pd3.add(511).write_volatile(old_pde);
+            asm!("mov cr3, {}", in(reg) cr3, options(nostack));
+            Ok(out)
+        }
+    }
+
+    fn top_of_address_space(si: &StartInfo, t: &mut Tally) {
+        if !si.memmap_covers(0, 16, 1) {
+            t.record(
+                "exit at the top of the address space",
+                Err(Fail::new(format_args!("guest-physical 0 is not RAM"))),
+            );
+            return;
+        }
+        // CPUID leaf 0 at 2^64 - 2: EAX = the highest basic leaf (non-zero).
+        let want = cpuid(0, 0).eax;
+        let r = exit_at_top(&[0x0f, 0xa2], 0, 0).and_then(|eax| {
+            if eax as u32 == want {
+                Ok(())
+            } else {
+                Err(Fail::new(format_args!(
+                    "CPUID at the top: EAX {eax:#x}, want {want:#x}"
+                )))
+            }
+        });
+        t.record("cpuid ending at 2^64 continues at RIP 0", r);
+        // A hypercall (xen_version(XENVER_version)) at 2^64 - 3.
+        let call: [u8; 3] = if &cpu_vendor() == b"GenuineIntel" {
+            [0x0f, 0x01, 0xc1]
+        } else {
+            [0x0f, 0x01, 0xd9]
+        };
+        let r = exit_at_top(&call, 17, 0).and_then(|v| {
+            if v >> 16 >= 4 {
+                Ok(())
+            } else {
+                Err(Fail::new(format_args!(
+                    "xen_version at the top returned {v:#x}"
+                )))
+            }
+        });
+        t.record("hypercall ending at 2^64 continues at RIP 0", r);
+        let r = cpuid_at_4g().and_then(|eax| {
+            if eax as u32 == want {
+                Ok(())
+            } else {
+                Err(Fail::new(format_args!(
+                    "CPUID at 4 GiB - 2: EAX {eax:#x}, want {want:#x}"
+                )))
+            }
+        });
+        t.record(
+            "compatibility-mode cpuid ending at 2^32 continues at EIP 0",
+            r,
+        );
+    }
+
+    // A real-mode piece for vCPU 1, started with INIT-SIPI at 0x8000 (issue 12: #GP
+    // injected in real mode; CS = 0x800): it points IVT entry 13 at its handler, RDMSRs an MSR nobody
+    // has (the hypervisor answers #GP), and the handler skips the 2-byte RDMSR by the
+    // return IP it finds on top of the stack (real mode pushes no error code; a hypervisor
+    // that made the CPU push one would send it elsewhere), counts itself at 0x8ffa and
+    // returns; the piece then writes 0x600d at 0x8ff8 and halts with interrupts off.
+    core::arch::global_asm!(
+        r#"
+        .pushsection .rodata.hostile_cpu_rm, "a"
+        .code16
+        .global hostile_cpu_rm_start
+    hostile_cpu_rm_start:
+        cli
+        xorw %ax, %ax
+        movw %ax, %ds
+        movw %ax, %ss
+        movw $0x8f00, %sp
+        movw $(hostile_cpu_rm_gp - hostile_cpu_rm_start), 0x34
+        movw $0x0800, 0x36
+        movl $0x0bad0bad, %ecx
+        rdmsr
+        movw $0x600d, 0x8ff8
+    2:
+        hlt
+        jmp 2b
+    hostile_cpu_rm_gp:
+        pushw %bp
+        movw %sp, %bp
+        addw $2, 2(%bp)
+        popw %bp
+        incw 0x8ffa
+        iret
+        .global hostile_cpu_rm_end
+    hostile_cpu_rm_end:
+        .code64
+        .popsection
+        "#,
+        options(att_syntax)
+    );
+
+    extern "C" {
+        static hostile_cpu_rm_start: u8;
+        static hostile_cpu_rm_end: u8;
+    }
+
+    /// vCPU 1 takes #GP from the hypervisor in real mode and survives it.
+    fn real_mode_gp(si: &StartInfo) -> Result<(), Fail> {
+        const BASE: u64 = 0x8000;
+        const APIC: u64 = 0xfee0_0000;
+        ensure!(
+            si.memmap_covers(0, 0x9000, 1),
+            "guest-physical 0..0x9000 is not RAM"
+        );
+        // SAFETY: the trampoline symbols delimit bytes in this image; 0x8000..0x9000 and
+        // the IVT entry are guest RAM (checked) the runtime does not use; the xAPIC page
+        // is emulated MMIO (identity-mapped), written with 32-bit stores as the SDM asks.
+        unsafe {
+            let start = core::ptr::addr_of!(hostile_cpu_rm_start);
+            let len = core::ptr::addr_of!(hostile_cpu_rm_end) as usize - start as usize;
+            ensure!(len < 0xf00, "trampoline of {len} bytes");
+            core::ptr::copy_nonoverlapping(start, BASE as *mut u8, len);
+            ((BASE + 0xff8) as *mut u32).write_volatile(0);
+            ((APIC + 0x310) as *mut u32).write_volatile(1 << 24);
+            ((APIC + 0x300) as *mut u32).write_volatile(0x4500); // INIT
+            ((APIC + 0x310) as *mut u32).write_volatile(1 << 24);
+            ((APIC + 0x300) as *mut u32).write_volatile(0x4600 | (BASE >> 12) as u32);
+            // SIPI
+        }
+        let mut done = 0;
+        for _ in 0..100_000 {
+            // SAFETY: guest RAM written by vCPU 1.
+            done = unsafe { ((BASE + 0xff8) as *const u32).read_volatile() };
+            if done & 0xffff == 0x600d {
+                break;
+            }
+            guest_rt::hypercall::sched_yield();
+        }
+        let (flag, count) = (done & 0xffff, done >> 16);
+        ensure!(
+            flag == 0x600d && count == 1,
+            "vCPU 1 in real mode: flag {flag:#x}, #GP handler ran {count} times (want 0x600d, 1)"
+        );
+        Ok(())
+    }
+
+    pub fn run(si: &StartInfo) -> TestResult {
         user::init();
         let intel = &cpu_vendor() == b"GenuineIntel";
         let mut t = Tally {
@@ -910,6 +1204,11 @@ mod bare {
         t.record("TSC_AUX through exit, RDPID, RDTSCP", tsc_aux());
         control_registers(&mut t);
         debugctl(&mut t);
+        top_of_address_space(si, &mut t);
+        t.record(
+            "vCPU 1 in real mode: RDMSR #GP through the IVT, no error code",
+            real_mode_gp(si),
+        );
         println!("{}/{} cases passed", t.passed, t.total);
         ensure!(
             t.passed == t.total,

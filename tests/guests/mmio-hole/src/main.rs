@@ -8,7 +8,8 @@
 //!
 //! Absent I/O ports behave the same way for string I/O: `INS` stores all ones, `OUTS`
 //! drops its data, and RSI/RDI/RCX move by the operand size in the direction RFLAGS.DF
-//! gives, whether or not the instruction has a REP prefix.
+//! gives, whether or not the instruction has a REP prefix, at the instruction's address size
+//! (an address-size prefix in 64-bit code uses ESI/EDI/ECX and zero-extends them).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use core::arch::asm;
@@ -77,8 +78,13 @@ fn test_main(si: &StartInfo) -> TestResult {
         rep_outs(),
     )?;
     case("OUTSB with DF=1 moves RSI down by one", outs_backwards())?;
+    case(
+        "ADDR32 REP INSB uses EDI and ECX, zero-extends them",
+        rep_ins_addr32(),
+    )?;
+    case("ADDR32 OUTSB uses ESI, zero-extends it", outs_addr32())?;
     println!("mmio-hole: {passed} cases passed");
-    ensure!(passed == 15, "only {passed} of 15 cases ran");
+    ensure!(passed == 17, "only {passed} of 17 cases ran");
     Ok(())
 }
 
@@ -351,6 +357,47 @@ fn outs_backwards() -> TestResult {
     ensure!(
         rsi == src - 1,
         "after std; outsb: rsi {rsi:#x} (start {src:#x})"
+    );
+    Ok(())
+}
+
+/// With an address-size prefix in 64-bit code, INS uses EDI and ECX (bits 63:32 of RDI and
+/// RCX are ignored) and leaves them zero-extended, as a 32-bit register write does.
+fn rep_ins_addr32() -> TestResult {
+    let mut buf = [0u8; 8];
+    let dst = buf.as_mut_ptr() as u64 + 2;
+    assert!(dst >> 32 == 0, "the runtime's memory is below 4 GiB");
+    let (rcx, rdi): (u64, u64);
+    // SAFETY: with the prefix, INSB writes 3 bytes at EDI = `dst` (inside `buf`); the high
+    // halves of RDI and RCX are ignored by the CPU. DF is clear.
+    unsafe {
+        asm!(".byte 0x67, 0xf3, 0x6c", inout("rcx") (5u64 << 32) | 3 => rcx,
+            inout("rdi") (0xdead_u64 << 32) | dst => rdi, in("dx") ABSENT_PORT, options(nostack));
+    }
+    ensure!(
+        rcx == 0 && rdi == dst + 3,
+        "after addr32 rep insb: rcx {rcx:#x}, rdi {rdi:#x} (start {dst:#x})"
+    );
+    ensure!(
+        buf == [0, 0, 0xff, 0xff, 0xff, 0, 0, 0],
+        "buffer holds {buf:x?}"
+    );
+    Ok(())
+}
+
+/// OUTS with an address-size prefix reads at ESI and leaves RSI zero-extended.
+fn outs_addr32() -> TestResult {
+    let buf = [0x5au8; 2];
+    let src = buf.as_ptr() as u64;
+    let rsi: u64;
+    // SAFETY: OUTSB reads one byte at ESI = `src`; DF is clear.
+    unsafe {
+        asm!(".byte 0x67, 0x6e", inout("rsi") (0x77_u64 << 32) | src => rsi,
+            in("dx") ABSENT_PORT, options(nostack));
+    }
+    ensure!(
+        rsi == src + 1,
+        "after addr32 outsb: rsi {rsi:#x} (start {src:#x})"
     );
     Ok(())
 }
