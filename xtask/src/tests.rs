@@ -226,6 +226,63 @@ fn guest_tests(
         .collect()
 }
 
+/// Triple faults in real mode and in 32-bit protected mode (long mode is `guest-triple-fault`):
+/// vCPU 1, started by INIT-SIPI, faults with an empty IDT; the domain ends with a report and
+/// the hypervisor powers off cleanly.
+fn triple_fault_modes() -> Vec<Test> {
+    let mut tests = Vec::new();
+    for (prefix, emulator, console, timeout) in [
+        (
+            "qemu-tcg",
+            (|| Emulator::qemu_tcg(QemuBoot::Kernel)) as fn() -> Emulator,
+            "console=com1 on_idle=poweroff dom0_max_vcpus=2",
+            60,
+        ),
+        (
+            "bochs",
+            || Emulator::Bochs,
+            "console=com1,e9 on_idle=poweroff dom0_max_vcpus=2",
+            300,
+        ),
+    ] {
+        for mode in ["real", "prot32"] {
+            let name = format!("{prefix}/guest-triple-fault-{mode}");
+            let args = format!("triple-fault mode={mode}");
+            let said = format!(r"^\(d0\) about to triple fault in {mode} mode on vCPU 1");
+            let expect: &'static [&'static str] = Box::leak(
+                vec![
+                    &*Box::leak(said.into_boxed_str()),
+                    r"^\(E\) domain 0 crashed: triple fault",
+                    // The report shows the mode it happened in: PE clear, or set without PG.
+                    if mode == "real" {
+                        r"^\(E\)   CR0 0x60000010 "
+                    } else {
+                        r"^\(E\)   CR0 0x60000011 "
+                    },
+                    // ... and the faulting UD2 at CS:IP.
+                    r"^\(E\)   instruction bytes at RIP \(.*\): 0f 0b",
+                    r"^\(I\) domain 0 \(guest-triple-fault\) crashed",
+                ]
+                .into_boxed_slice(),
+            );
+            tests.push(
+                Test::new(Box::leak(name.into_boxed_str()), emulator())
+                    .cmdline(console)
+                    .module(
+                        ModuleSpec::built(&build::GUEST_TRIPLE_FAULT)
+                            .args(Box::leak(args.into_boxed_str())),
+                    )
+                    .expect(expect)
+                    .expect(SURVIVED)
+                    .no_default_forbid()
+                    .forbid(&[r"panic", r"PANIC", r"EXCEPTION", r"page fault", r"FAIL"])
+                    .timeout_secs(timeout),
+            );
+        }
+    }
+    tests
+}
+
 pub fn all() -> Vec<Test> {
     let mut tests = base_tests();
     tests.extend(forced_backend_tests());
@@ -242,6 +299,7 @@ pub fn all() -> Vec<Test> {
         "console=com1,e9 on_idle=poweroff",
         300,
     ));
+    tests.extend(triple_fault_modes());
     // dom0 tests first: the first of them fetches the Debian kernel.
     tests.extend(crate::tests_dom0::all());
     tests.extend(crate::tests_multi::all());

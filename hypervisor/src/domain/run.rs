@@ -731,6 +731,16 @@ fn x2apic_access<B: Backend>(cx: &mut Cx<'_, B>, index: u32, write: bool, value:
     }
 }
 
+/// The linear address of `rip` in the guest's current code segment.
+fn code_linear<B: Backend>(cx: &Cx<'_, B>, rip: u64) -> u64 {
+    let e = cx.v.hw.emulation_state();
+    if e.cs_long {
+        rip
+    } else {
+        e.seg_base[1].wrapping_add(rip) & 0xffff_ffff
+    }
+}
+
 /// Prints guest console text through the domain's line buffer.
 fn console_write<B: Backend>(cx: &Cx<'_, B>, bytes: &[u8]) {
     let (id, control) = (cx.dom.id, cx.dom.is_control());
@@ -795,12 +805,14 @@ fn crash<B: Backend>(cx: &mut Cx<'_, B>, what: core::fmt::Arguments<'_>) -> Flow
             fetched = b;
             ("captured by the CPU", &fetched[..n])
         }
-        // Fallback: fetch from guest memory through the guest's own page tables. Flat
-        // code segments (PVH) make RIP the linear address.
-        None => match xen::guest_access::copy_from_guest(cx, s.rip, &mut fetched) {
-            Ok(()) => ("read from guest memory", &fetched),
-            Err(_) => ("not readable", &[]),
-        },
+        // Fallback: fetch from guest memory through the guest's own page tables, at CS's
+        // base plus RIP (64-bit code ignores the base; real mode has CS * 16 there).
+        None => {
+            match xen::guest_access::copy_from_guest(cx, code_linear(cx, s.rip), &mut fetched) {
+                Ok(()) => ("read from guest memory", &fetched),
+                Err(_) => ("not readable", &[]),
+            }
+        }
     };
     let mut bytes = arrayvec::ArrayString::<64>::new();
     for x in insn {
