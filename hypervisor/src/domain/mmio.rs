@@ -13,7 +13,7 @@ use crate::xen::guest_access::{copy_from_guest, copy_to_guest};
 use crate::xen::Cx;
 use alloc::string::String;
 use core::fmt::Write as _;
-use x86_emu::{CpuMode, Exception, MmioFault, Outcome, Segment};
+use x86_emu::{CpuMode, Exception, MmioFault, Outcome, Registers};
 
 /// Top of the MMIO hole: everything unbacked below it is emulated.
 const HOLE_END: u64 = 1 << 32;
@@ -103,14 +103,14 @@ pub fn emulate<B: Backend>(
             x86_emu::Access::Read
         },
     };
-    let mut cpu = EmuCpu::new(cx.v.hw.regs(), s.rsp, s.rip, s.rflags, e.seg_base);
+    let mut cpu = registers(cx.v.hw.regs(), s.rsp, s.rip, s.rflags, e.seg_base);
     let result = {
         let mut mem = EmuMem { cx, region };
         x86_emu::emulate(&bytes[..len], mode, fault, &mut cpu, &mut mem)
     };
     // Registers changed by the iterations that completed stand even when a later one
     // failed, as when hardware faults in the middle of a REP string instruction.
-    if cpu.write_back(cx.v.hw.regs()) != s.rsp {
+    if write_back(&cpu, cx.v.hw.regs()) != s.rsp {
         // No instruction the emulator accepts has a reason to load RSP from a device.
         return Emulated::Crash(alloc::format!(
             "the instruction at {:#x} loads RSP from MMIO at {gpa:#x}",
@@ -170,90 +170,31 @@ fn fetch<B: Backend>(cx: &Cx<'_, B>, at: u64) -> Option<([u8; 15], usize)> {
     Some((bytes, n))
 }
 
-/// The registers the emulator may read and change, in the hardware's numbering (RAX,
-/// RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15), written back once it is done.
-struct EmuCpu {
-    gpr: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    seg_base: [u64; 6],
+/// The registers the emulator may read and change, in the hardware's numbering (RSP from
+/// the VMCS/VMCB), written back by [`write_back`] once it is done.
+fn registers(r: &GuestRegs, rsp: u64, rip: u64, rflags: u64, seg: [u64; 6]) -> Registers {
+    let mut regs = *r;
+    let mut gpr = [0; 16];
+    for (n, g) in (0u8..).zip(gpr.iter_mut()) {
+        *g = regs.by_encoding(n).map_or(rsp, |v| *v);
+    }
+    Registers {
+        gpr,
+        rflags,
+        rip,
+        seg,
+    }
 }
 
-impl EmuCpu {
-    fn new(r: &GuestRegs, rsp: u64, rip: u64, rflags: u64, seg_base: [u64; 6]) -> Self {
-        let gpr = [
-            r.rax, r.rcx, r.rdx, r.rbx, rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12,
-            r.r13, r.r14, r.r15,
-        ];
-        EmuCpu {
-            gpr,
-            rip,
-            rflags,
-            seg_base,
+/// Writes the general-purpose registers back; RSP, which the VMCS/VMCB holds, is returned
+/// for the caller to compare.
+fn write_back(cpu: &Registers, r: &mut GuestRegs) -> u64 {
+    for (n, &g) in (0u8..).zip(cpu.gpr.iter()) {
+        if let Some(v) = r.by_encoding(n) {
+            *v = g;
         }
     }
-
-    /// Writes the general-purpose registers back; RSP, which the VMCS/VMCB holds, is
-    /// returned for the caller to compare.
-    fn write_back(&self, r: &mut GuestRegs) -> u64 {
-        let g = &self.gpr;
-        *r = GuestRegs {
-            rax: g[0],
-            rcx: g[1],
-            rdx: g[2],
-            rbx: g[3],
-            rbp: g[5],
-            rsi: g[6],
-            rdi: g[7],
-            r8: g[8],
-            r9: g[9],
-            r10: g[10],
-            r11: g[11],
-            r12: g[12],
-            r13: g[13],
-            r14: g[14],
-            r15: g[15],
-        };
-        g[4]
-    }
-}
-
-impl x86_emu::Vcpu for EmuCpu {
-    fn gpr(&self, index: u8) -> u64 {
-        self.gpr[usize::from(index & 15)]
-    }
-
-    fn set_gpr(&mut self, index: u8, value: u64) {
-        self.gpr[usize::from(index & 15)] = value;
-    }
-
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-
-    fn set_rflags(&mut self, value: u64) {
-        self.rflags = value;
-    }
-
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-
-    fn set_rip(&mut self, value: u64) {
-        self.rip = value;
-    }
-
-    fn segment_base(&self, seg: Segment) -> u64 {
-        let i = match seg {
-            Segment::Es => 0,
-            Segment::Cs => 1,
-            Segment::Ss => 2,
-            Segment::Ds => 3,
-            Segment::Fs => 4,
-            Segment::Gs => 5,
-        };
-        self.seg_base[i]
-    }
+    cpu.gpr[4]
 }
 
 /// The device side (the region) and ordinary guest memory by linear address.

@@ -44,6 +44,32 @@ pub struct GuestRegs {
     pub r15: u64,
 }
 
+impl GuestRegs {
+    /// The register an instruction encoding names (only the low 4 bits count): 0 RAX,
+    /// 1 RCX, 2 RDX, 3 RBX, 4 RSP (None: it lives in the VMCS/VMCB), 5 RBP, 6 RSI, 7 RDI,
+    /// 8-15 R8-R15.
+    pub fn by_encoding(&mut self, n: u8) -> Option<&mut u64> {
+        Some(match n & 0xf {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => return None,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        })
+    }
+}
+
 /// Kinds of access in a nested page fault.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {

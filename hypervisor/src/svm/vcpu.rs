@@ -151,6 +151,8 @@ impl SvmVcpu {
         start: VcpuStart,
     ) -> SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
+        // CPUID Fn8000_000A EDX: LBR virtualization (1), flush by ASID (6).
+        let svm_features = core::arch::x86_64::__cpuid(0x8000_000a).edx;
         v.write32(ctl::INTERCEPT_CR, CR_INTERCEPTS);
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
@@ -184,10 +186,10 @@ impl SvmVcpu {
             irq_window: false,
             nmi_window: false,
             policy: CrPolicy::for_guests(),
-            flush_by_asid: core::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 6) != 0,
+            flush_by_asid: svm_features & (1 << 6) != 0,
             debugctl: 0,
             host_debugctl: 0,
-            lbr_virt: core::arch::x86_64::__cpuid(0x8000_000a).edx & (1 << 1) != 0,
+            lbr_virt: svm_features & (1 << 1) != 0,
         };
         if vcpu.lbr_virt {
             vcpu.vmcb.write64(ctl::VIRT_EXT, 1);
@@ -445,27 +447,12 @@ impl SvmVcpu {
         }
     }
 
-    /// General-purpose register `n` (RAX is mirrored in `regs`, RSP lives in the VMCB).
+    /// General-purpose register `n` by encoding (RAX is mirrored in `regs`, RSP lives in
+    /// the VMCB).
     fn gpr(&self, n: u8) -> u64 {
-        let r = &self.regs;
-        match n & 15 {
-            0 => r.rax,
-            1 => r.rcx,
-            2 => r.rdx,
-            3 => r.rbx,
-            4 => self.vmcb.read64(save::RSP),
-            5 => r.rbp,
-            6 => r.rsi,
-            7 => r.rdi,
-            8 => r.r8,
-            9 => r.r9,
-            10 => r.r10,
-            11 => r.r11,
-            12 => r.r12,
-            13 => r.r13,
-            14 => r.r14,
-            _ => r.r15,
-        }
+        let mut regs = self.regs;
+        regs.by_encoding(n)
+            .map_or_else(|| self.vmcb.read64(save::RSP), |r| *r)
     }
 
     /// Reads guest memory at linear address `linear` through the guest's paging (`wrap`:

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use super::controls::{entry, proc2};
-use super::decode::{gpr, CrAccess};
+use super::decode::CrAccess;
 use super::fields::Field;
 use super::fields::Seg;
 use super::modes::EFER_LMA;
@@ -26,14 +26,14 @@ const CR0_TS: u64 = 1 << 3;
 
 impl VmxVcpu {
     fn get_gpr(&mut self, n: u8) -> u64 {
-        match gpr(&mut self.regs, n) {
+        match self.regs.by_encoding(n) {
             Some(r) => *r,
             None => vmcs::get(Field::GUEST_RSP),
         }
     }
 
     fn set_gpr(&mut self, n: u8, value: u64) {
-        match gpr(&mut self.regs, n) {
+        match self.regs.by_encoding(n) {
             Some(r) => *r = value,
             None => vmcs::set(Field::GUEST_RSP, value),
         }

@@ -2,7 +2,7 @@
 //! chapters 25, 27 and 28, Vol. 3D appendix C). Pure, host-tested: no VMCS access here, the
 //! caller passes the raw field values in.
 
-use crate::hvm::{Access, Event, Exit, GuestRegs, IoAccess};
+use crate::hvm::{Access, Event, Exit, IoAccess};
 
 /// Basic exit reasons (SDM appendix C) the backend distinguishes.
 pub mod reason {
@@ -347,29 +347,6 @@ pub fn interruption_info_in_mode(event: Event, protected: bool) -> (u32, Option<
             (VALID | deliver | 3 << 8 | u32::from(vector), code)
         }
     }
-}
-
-/// The guest register a CR-access or instruction-information GPR number names: 0 RAX,
-/// 1 RCX, 2 RDX, 3 RBX, 4 RSP (None: it lives in the VMCS), 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15.
-pub fn gpr(regs: &mut GuestRegs, n: u8) -> Option<&mut u64> {
-    Some(match n & 0xf {
-        0 => &mut regs.rax,
-        1 => &mut regs.rcx,
-        2 => &mut regs.rdx,
-        3 => &mut regs.rbx,
-        4 => return None,
-        5 => &mut regs.rbp,
-        6 => &mut regs.rsi,
-        7 => &mut regs.rdi,
-        8 => &mut regs.r8,
-        9 => &mut regs.r9,
-        10 => &mut regs.r10,
-        11 => &mut regs.r11,
-        12 => &mut regs.r12,
-        13 => &mut regs.r13,
-        14 => &mut regs.r14,
-        _ => &mut regs.r15,
-    })
 }
 
 #[cfg(test)]

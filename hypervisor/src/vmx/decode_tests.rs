@@ -1,5 +1,6 @@
 //! Host tests of [`super`] (exit decoding, error names, access rights, events).
 use super::*;
+use crate::hvm::GuestRegs;
 
 #[test]
 fn io_qualifications() {
@@ -182,10 +183,10 @@ fn gpr_numbers() {
         r15: 15,
         ..GuestRegs::default()
     };
-    assert_eq!(gpr(&mut r, 1).copied(), Some(1));
-    assert_eq!(gpr(&mut r, 3).copied(), Some(3));
-    assert_eq!(gpr(&mut r, 15).copied(), Some(15));
-    assert!(gpr(&mut r, 4).is_none());
+    assert_eq!(r.by_encoding(1).copied(), Some(1));
+    assert_eq!(r.by_encoding(3).copied(), Some(3));
+    assert_eq!(r.by_encoding(15).copied(), Some(15));
+    assert!(r.by_encoding(4).is_none());
 }
 
 #[test]

@@ -298,7 +298,7 @@ pub trait Vcpu {
 }
 
 /// A register file kept in memory: the [`Vcpu`] for callers that hold the registers
-/// themselves (the host tests and the fuzz target).
+/// themselves (the hypervisor's MMIO path, the host tests and the fuzz target).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registers {
     /// RAX ... R15 by encoding index.
@@ -313,10 +313,12 @@ pub struct Registers {
 
 impl Vcpu for Registers {
     fn gpr(&self, index: u8) -> u64 {
-        self.gpr[usize::from(index)]
+        debug_assert!(index < 16, "register {index}");
+        self.gpr[usize::from(index & 15)]
     }
     fn set_gpr(&mut self, index: u8, value: u64) {
-        self.gpr[usize::from(index)] = value;
+        debug_assert!(index < 16, "register {index}");
+        self.gpr[usize::from(index & 15)] = value;
     }
     fn rflags(&self) -> u64 {
         self.rflags
