@@ -248,6 +248,8 @@ pub mod fake {
         pub auto_vif: bool,
         /// `bridge_del` finds the interface gone (netback unregistered it meanwhile).
         pub vanish_on_bridge_del: bool,
+        /// `bridge_del` fails with EINVAL this many more times, the port staying.
+        pub bridge_del_failures: u32,
         /// Fail the call with this name.
         pub fail: Option<&'static str>,
         pub calls: Vec<String>,
@@ -262,6 +264,7 @@ pub mod fake {
                 bridges: BTreeMap::new(),
                 auto_vif: true,
                 vanish_on_bridge_del: false,
+                bridge_del_failures: 0,
                 fail: None,
                 calls: Vec::new(),
             };
@@ -398,6 +401,10 @@ pub mod fake {
                 self.netdevs.remove(dev);
             }
             self.step("bridge_del", format!("{bridge} {dev}"))?;
+            if self.bridge_del_failures > 0 {
+                self.bridge_del_failures -= 1;
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
             self.dev(dev)?.master = None;
             Ok(())
         }
