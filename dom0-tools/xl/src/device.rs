@@ -1181,7 +1181,11 @@ mod tests {
         host.bridge_del_failures = 3;
         assert_eq!(remove_all(&mut st, &mut host, U), Vec::<String>::new());
         assert!(host.ports().is_empty());
-        let tries = host.calls.iter().filter(|c| c.starts_with("bridge_del")).count();
+        let tries = host
+            .calls
+            .iter()
+            .filter(|c| c.starts_with("bridge_del"))
+            .count();
         assert_eq!(tries, 4, "{:?}", host.calls);
     }
 

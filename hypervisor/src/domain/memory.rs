@@ -699,14 +699,12 @@ impl<F: Format> GuestMemory<F> {
     /// is not readable guest memory.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
         self.for_each_page(gpa, buf.len(), false, |host, off, len| {
-            for (i, b) in buf[off..off + len].iter_mut().enumerate() {
-                // SAFETY: `host..host+len` lies within one frame translated through this
-                // domain's p2m: its own RAM or an overlay frame (both live as long as the
-                // domain), or a granted page kept allocated by the hold `for_each_page`
-                // keeps during this call; reached through the direct map; a volatile byte
-                // read tolerates concurrent guest writes.
-                *b = unsafe { phys::to_virt(host + i as u64).read_volatile() };
-            }
+            // SAFETY: `host..host+len` lies within one frame translated through this
+            // domain's p2m: its own RAM or an overlay frame (both live as long as the
+            // domain), or a granted page kept allocated by the hold `for_each_page` keeps
+            // during this call; reached through the direct map; volatile loads tolerate
+            // concurrent guest writes.
+            unsafe { phys::load_volatile(phys::to_virt(host), &mut buf[off..off + len]) };
         })
     }
 
@@ -715,11 +713,9 @@ impl<F: Format> GuestMemory<F> {
     pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), GuestFault> {
         self.check(gpa, data.len(), true)?;
         self.for_each_page(gpa, data.len(), true, |host, off, len| {
-            for (i, b) in data[off..off + len].iter().enumerate() {
-                // SAFETY: as in `read`, and the p2m grants the guest write access here, so
-                // the frame is writable memory of the domain (or granted to it writable).
-                unsafe { phys::to_virt(host + i as u64).write_volatile(*b) };
-            }
+            // SAFETY: as in `read`, and the p2m grants the guest write access here, so the
+            // frame is writable memory of the domain (or granted to it writable).
+            unsafe { phys::store_volatile(phys::to_virt(host), &data[off..off + len]) };
         })
     }
 

@@ -1392,36 +1392,51 @@ impl<'a> XzDictBuffer<'a> {
     }
 
     /// repeats a lzma rep in the dictionary.
+    ///
+    /// ferrovisor patch: copies in chunks with `copy_within` instead of byte by byte
+    /// (the same bytes as the byte loop, which reads each source byte after writing the
+    /// bytes before it: an overlapping match repeats its last `rep0 + 1` bytes).
     pub fn dict_repeat(&mut self, rep0: usize, len: usize) -> Result<usize, XzError> {
         if rep0 >= self.dict_full() || rep0 >= self.dict_size() {
             return Err(XzError::DictionaryOverflow);
         }
 
         let count = self.get_dict_remaining_until_limit().min(len);
-
-        //TODO further examine wrapping logic
-        let mut back = self.dict_pos().wrapping_sub(rep0).wrapping_sub(1);
-
-        if rep0 >= self.dict_pos() {
-            //TODO UNREACHED
-            back = back.wrapping_add(self.buffer().len());
-        }
-
-        //TODO unfuck this loop
-        let mut remaining = count;
-        loop {
-            self.push(self.buffer()[back]);
-            back += 1;
-
-            if back == self.buffer().len() {
-                //TODO unreached.
-                back = 0;
+        let size = self.dict_size();
+        let pos = self.dict_pos();
+        // The destination never wraps: `count` stops at the limit, which is at most the size.
+        let buf = &mut self.buffer.deref_mut()[..size];
+        let dist = rep0 + 1;
+        let mut dst = pos;
+        let end = pos + count;
+        if dist <= pos {
+            // The source starts `dist` bytes back and does not wrap. [src, dst) repeats
+            // with period `dist` and `dst - src` stays a multiple of it, so each chunk can
+            // be as long as everything copied so far.
+            let src = pos - dist;
+            while dst < end {
+                let n = (end - dst).min(dst - src);
+                buf.copy_within(src..src + n, dst);
+                dst += n;
             }
-            remaining = remaining.wrapping_sub(1);
-            if remaining == 0 {
-                break;
+        } else {
+            // The source starts in the old data at the end of the ring and wraps to 0,
+            // where it is `dist` bytes behind the destination.
+            let mut back = pos + size - dist;
+            while dst < end {
+                let mut n = (end - dst).min(size - back);
+                if back < dst {
+                    n = n.min(dst - back);
+                }
+                buf.copy_within(back..back + n, dst);
+                dst += n;
+                back += n;
+                if back == size {
+                    back = 0;
+                }
             }
         }
+        self.set_dict_pos(end);
 
         if (self.dict_full()) < self.dict_pos() {
             self.set_dict_full();

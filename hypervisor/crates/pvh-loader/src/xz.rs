@@ -101,6 +101,53 @@ mod tests {
         assert!(decompress(input, &mut dict, &mut out).is_err());
     }
 
+    /// 1 MiB of words and byte runs from a fixed generator (the same as the one that made
+    /// `wrap.bin.xz` with `xz --check=crc32 --lzma2=dict=16KiB`): long overlapping
+    /// matches, and a dictionary that wraps 64 times, so matches reach back across the
+    /// ring's end (both paths of the patched `dict_repeat`).
+    fn wrap_sample() -> Vec<u8> {
+        const WORDS: [&[u8]; 8] = [
+            b"alpha ",
+            b"beta ",
+            b"gamma ",
+            b"delta ",
+            b"epsilon\n",
+            b"zeta ",
+            b"eta ",
+            b"theta ",
+        ];
+        let mut x: u64 = 12345;
+        let mut out = Vec::new();
+        while out.len() < 1 << 20 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = x >> 33;
+            if r % 97 == 0 {
+                out.resize(out.len() + (r % 500 + 1) as usize, r as u8);
+            } else {
+                out.extend_from_slice(WORDS[(r % 8) as usize]);
+            }
+        }
+        out.truncate(1 << 20);
+        out
+    }
+
+    #[test]
+    fn matches_across_a_wrapping_dictionary() {
+        let want = wrap_sample();
+        let xz = include_bytes!("../tests/fixtures/wrap.bin.xz");
+        let mut dict = vec![0u8; 16 << 10];
+        let mut out = vec![0u8; want.len()];
+        assert_eq!(decompress(xz, &mut dict, &mut out).unwrap(), want.len());
+        assert!(out == want, "decoded bytes differ");
+        // A larger ring than the stream asks for must not change the result.
+        let mut dict = vec![0u8; 1 << 20];
+        out.fill(0);
+        decompress(xz, &mut dict, &mut out).unwrap();
+        assert!(out == want);
+    }
+
     #[test]
     fn trailing_size_word_is_ignored() {
         let mut input = SAMPLE_XZ.to_vec();
