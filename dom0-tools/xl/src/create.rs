@@ -153,8 +153,8 @@ fn build_domain(
 ) -> Result<(u32, u32)> {
     hv.populate(domid, img.ram >> 10)
         .with_context(|| format!("giving the domain {} MiB", img.ram >> 20))?;
-    for (gpa, data) in &img.pieces {
-        hv.copy_to(domid, *gpa, data)
+    for (gpa, data) in img.pieces() {
+        hv.copy_to(domid, gpa, data)
             .with_context(|| format!("copying {} bytes to {gpa:#x}", data.len()))?;
     }
     hv.set_memmap(domid, &img.memmap)

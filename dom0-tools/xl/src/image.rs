@@ -87,13 +87,25 @@ pub fn check_kernel(bytes: &[u8]) -> Result<(), ImageError> {
     parse_pvh(&elf).map(|_| ()).map_err(ImageError::Elf)
 }
 
-/// What to put where in a new domain.
+/// Bytes of a [`BootImage`] piece: a range of the kernel's ELF image, the ramdisk as
+/// given, or built here. Nothing large is copied before it goes to the domain.
 #[derive(Debug)]
-pub struct BootImage {
+pub enum Bytes<'a> {
+    Elf(core::ops::Range<usize>),
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+/// What to put where in a new domain. Kernel segments carry their file bytes only: the
+/// BSS after them is zero because populated memory is (`docs/toolstack.md`, POPULATE).
+#[derive(Debug)]
+pub struct BootImage<'a> {
     /// RAM size (bytes, a multiple of [`RAM_ALIGN`]).
     pub ram: u64,
+    /// The kernel's ELF image (decompressed from a bzImage, or the file itself).
+    elf: std::borrow::Cow<'a, [u8]>,
     /// (guest-physical address, bytes) to copy.
-    pub pieces: Vec<(u64, Vec<u8>)>,
+    pieces: Vec<(u64, Bytes<'a>)>,
     pub memmap: Vec<MemmapEntry>,
     /// PVH entry point.
     pub entry: u64,
@@ -101,14 +113,28 @@ pub struct BootImage {
     pub store_gfn: u64,
 }
 
+impl BootImage<'_> {
+    /// (guest-physical address, bytes) to copy into the domain, in layout order.
+    pub fn pieces(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.pieces.iter().map(|(gpa, b)| {
+            let bytes: &[u8] = match b {
+                Bytes::Elf(r) => &self.elf[r.clone()],
+                Bytes::Borrowed(b) => b,
+                Bytes::Owned(v) => v,
+            };
+            (*gpa, bytes)
+        })
+    }
+}
+
 /// Lays out a PVH domU of `memory_bytes` (rounded up to 2 MiB).
-pub fn build(
-    kernel: &[u8],
-    ramdisk: Option<&[u8]>,
+pub fn build<'a>(
+    kernel: &'a [u8],
+    ramdisk: Option<&'a [u8]>,
     cmdline: &str,
     memory_bytes: u64,
     vcpus: u32,
-) -> Result<BootImage, ImageError> {
+) -> Result<BootImage<'a>, ImageError> {
     let ram = memory_bytes.div_ceil(RAM_ALIGN) * RAM_ALIGN;
     if ram < 4 << 20 {
         return Err(ImageError::TooSmall(memory_bytes >> 20));
@@ -118,26 +144,25 @@ pub fn build(
     }
     let elf = kernel_elf(kernel)?;
     let image = parse_pvh(&elf).map_err(ImageError::Elf)?;
+    let entry = u64::from(image.entry);
     // The rings live in the top two pages, outside what the guest may use.
     let console_gfn = ram / PAGE - 2;
     let store_gfn = ram / PAGE - 1;
     let usable_end = console_gfn * PAGE;
 
     let mut pieces = Vec::new();
-    pvh_loader::load_segments(&image, |paddr, bytes, zero_len| {
-        let len = bytes.len() as u64 + zero_len;
+    for seg in image.segments.iter() {
+        let (paddr, len) = (seg.paddr, seg.memsz);
         let fits = paddr
             .checked_add(len)
             .is_some_and(|e| e <= usable_end && paddr >= LEGACY_HOLE.1);
         if !fits {
             return Err(ImageError::SegmentOutsideMemory { paddr, len, ram });
         }
-        let mut data = bytes.to_vec();
-        // Memory is zero when populated; write the BSS tail anyway, as the hypervisor does.
-        data.resize(len as usize, 0);
-        pieces.push((paddr, data));
-        Ok(())
-    })?;
+        // parse_pvh checked that the file bytes lie inside the image.
+        let start = seg.offset as usize;
+        pieces.push((paddr, Bytes::Elf(start..start + seg.filesz as usize)));
+    }
 
     let mut modules = Vec::new();
     if let Some(rd) = ramdisk {
@@ -146,7 +171,7 @@ pub fn build(
         if at.checked_add(len).is_none_or(|end| end > usable_end) {
             return Err(ImageError::RamdiskTooLarge { len, ram });
         }
-        pieces.push((at, rd.to_vec()));
+        pieces.push((at, Bytes::Borrowed(rd)));
         modules.push(HvmModlistEntry {
             paddr: at,
             size: len,
@@ -159,7 +184,7 @@ pub fn build(
     let mut acpi = vec![0u8; acpi_tables::size_needed(&acpi_cfg).max(4096)];
     let layout = acpi_tables::build(&acpi_cfg, ACPI_GPA, &mut acpi).map_err(ImageError::Acpi)?;
     acpi.truncate(layout.total_len);
-    pieces.push((ACPI_GPA, acpi));
+    pieces.push((ACPI_GPA, Bytes::Owned(acpi)));
 
     let map = memory_map(ram);
     let mut memmap_bytes = Vec::new();
@@ -172,11 +197,11 @@ pub fn build(
         };
         memmap_bytes.extend_from_slice(t.as_bytes());
     }
-    pieces.push((MEMMAP_GPA, memmap_bytes));
+    pieces.push((MEMMAP_GPA, Bytes::Owned(memmap_bytes)));
 
     let mut cl = cmdline.as_bytes().to_vec();
     cl.push(0);
-    pieces.push((CMDLINE_GPA, cl));
+    pieces.push((CMDLINE_GPA, Bytes::Owned(cl)));
 
     let info = HvmStartInfo {
         magic: XEN_HVM_START_MAGIC_VALUE,
@@ -195,16 +220,17 @@ pub fn build(
     for m in &modules {
         si.extend_from_slice(m.as_bytes());
     }
-    pieces.push((START_INFO_GPA, si));
+    pieces.push((START_INFO_GPA, Bytes::Owned(si)));
     // Fresh, zeroed ring pages.
-    pieces.push((console_gfn * PAGE, vec![0; PAGE as usize]));
-    pieces.push((store_gfn * PAGE, vec![0; PAGE as usize]));
+    pieces.push((console_gfn * PAGE, Bytes::Owned(vec![0; PAGE as usize])));
+    pieces.push((store_gfn * PAGE, Bytes::Owned(vec![0; PAGE as usize])));
 
     Ok(BootImage {
         ram,
+        elf,
         pieces,
         memmap: map,
-        entry: u64::from(image.entry),
+        entry,
         console_gfn,
         store_gfn,
     })
@@ -280,8 +306,8 @@ pub mod tests {
         f
     }
 
-    fn piece(img: &BootImage, gpa: u64) -> &[u8] {
-        &img.pieces.iter().find(|(a, _)| *a == gpa).expect("piece").1
+    fn piece<'b>(img: &'b BootImage<'_>, gpa: u64) -> &'b [u8] {
+        img.pieces().find(|(a, _)| *a == gpa).expect("piece").1
     }
 
     #[test]
@@ -293,10 +319,10 @@ pub mod tests {
         assert_eq!(img.entry, 0x10_0040);
         assert_eq!(img.console_gfn, (64 << 8) - 2);
         assert_eq!(img.store_gfn, (64 << 8) - 1);
-        // Kernel with its BSS.
+        // The kernel's file bytes; its BSS (to 0x3000) is left to populated memory,
+        // which is zero, and nothing else is placed there.
         let kern = piece(&img, 0x10_0000);
-        assert_eq!(kern.len(), 0x3000);
-        assert_eq!(&kern[..100], &[0x90; 100][..]);
+        assert_eq!(kern, &[0x90; 100][..]);
         // Ramdisk page-aligned after the kernel's end.
         assert_eq!(piece(&img, 0x10_3000), &rd[..]);
         // Memmap: reserved ring pages at the top.
@@ -330,11 +356,8 @@ pub mod tests {
         assert_eq!(&piece(&img, ACPI_GPA)[..8], b"RSD PTR ");
         assert_eq!(piece(&img, MEMMAP_GPA).len(), 5 * 24);
         // No piece overlaps another or the ring pages' neighbours beyond RAM.
-        let mut spans: Vec<(u64, u64)> = img
-            .pieces
-            .iter()
-            .map(|(a, d)| (*a, *a + d.len() as u64))
-            .collect();
+        let mut spans: Vec<(u64, u64)> =
+            img.pieces().map(|(a, d)| (a, a + d.len() as u64)).collect();
         spans.sort();
         for w in spans.windows(2) {
             assert!(w[0].1 <= w[1].0, "overlap {w:?}");
@@ -403,7 +426,7 @@ pub mod tests {
         let rd = vec![0x5a; 3 << 20];
         let img = build(&k, Some(&rd), "console=hvc0", 128 << 20, 1).unwrap();
         assert!(img.entry >= 0x10_0000 && img.entry < 128 << 20);
-        let (rd_at, _) = img.pieces.iter().find(|(_, d)| d.len() == 3 << 20).unwrap();
+        let (rd_at, _) = img.pieces().find(|(_, d)| d.len() == 3 << 20).unwrap();
         assert_eq!(rd_at % 4096, 0);
         assert!(rd_at + (3 << 20) <= img.console_gfn * 4096);
         eprintln!("entry {:#x}, ramdisk at {rd_at:#x}", img.entry);
