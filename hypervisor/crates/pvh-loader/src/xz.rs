@@ -123,7 +123,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let r = x >> 33;
-            if r % 97 == 0 {
+            if r.is_multiple_of(97) {
                 out.resize(out.len() + (r % 500 + 1) as usize, r as u8);
             } else {
                 out.extend_from_slice(WORDS[(r % 8) as usize]);
