@@ -13,6 +13,7 @@
 mod bench;
 mod bochs;
 mod build;
+mod deb;
 mod fuzz;
 mod harness;
 mod image;
@@ -80,10 +81,15 @@ enum Command {
         #[arg(long)]
         debug: bool,
     },
-    /// Build a GRUB rescue ISO that boots the hypervisor with its modules.
+    /// Build a GRUB rescue ISO that boots the hypervisor with its modules: by default
+    /// what `run-qemu` boots (the Debian dom0 kernel and the initramfs with the tools), to
+    /// write to a USB stick; `--module`/`--guest` choose other modules.
     Iso {
         #[command(flatten)]
         kernel: KernelOpts,
+        /// Only the hypervisor, without modules (it then reports that it has no dom0).
+        #[arg(long, conflicts_with_all = ["modules", "guest"])]
+        hypervisor_only: bool,
         /// Hypervisor command line written into grub.cfg.
         #[arg(long, default_value = "console=com1")]
         cmdline: String,
@@ -92,6 +98,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Loader::Multiboot2)]
         loader: Loader,
         /// Where to write the ISO (default: target/xtask/ferrovisor.iso).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Build the Debian package (hypervisor, dom0 tools, systemd units, GRUB hook).
+    Deb {
+        /// Where to write the .deb (default: target/xtask/ferrovisor_<version>_amd64.deb).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -311,6 +323,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Iso {
             kernel,
+            hypervisor_only,
             cmdline,
             loader,
             output,
@@ -318,7 +331,11 @@ fn run(command: Command) -> Result<ExitCode> {
             prereq::ensure(&[prereq::Need::Grub])?;
             let elf = kernel_elf(&kernel)?;
             let output = output.unwrap_or_else(|| util::xtask_dir().join("ferrovisor.iso"));
-            let modules = image::modules_from_args(&kernel.modules)?;
+            let modules = if hypervisor_only {
+                Vec::new()
+            } else {
+                boot_modules(&kernel)?.0
+            };
             image::build_iso(&image::IsoSpec {
                 kernel: elf,
                 cmdline,
@@ -327,6 +344,12 @@ fn run(command: Command) -> Result<ExitCode> {
                 output: output.clone(),
             })?;
             println!("wrote {}", util::display_rel(&output));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deb { output } => {
+            prereq::ensure(&[prereq::Need::RustTargets])?;
+            let path = deb::build(output)?;
+            println!("wrote {}", util::display_rel(&path));
             Ok(ExitCode::SUCCESS)
         }
         Command::RunQemu {
