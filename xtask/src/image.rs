@@ -222,7 +222,7 @@ pub fn build_iso(spec: &IsoSpec) -> Result<()> {
 /// the ELF in target/), which is most of the file, and Bochs's BIOS reads
 /// every byte of the ISO slowly (measured: 5.7 MB ISO 3.0 s, 0.7 MB 1.1 s
 /// from start to first console line). Loaded segments are unchanged.
-fn copy_kernel(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_kernel(from: &Path, to: &Path) -> Result<()> {
     if util::on_path("objcopy") {
         let stripped = Command::new("objcopy")
             .arg("--strip-debug")
