@@ -335,3 +335,44 @@ pub fn xl_cycle_bochs() -> Test {
     .send(r"FREE_KIB=\d+,\d+\r?\n", "poweroff -f\n");
     ends_with_poweroff(t)
 }
+
+#[cfg(test)]
+mod check {
+    use super::*;
+    use regex::Regex;
+
+    #[test]
+    fn xl_cycle_checks_fail_on_wrong_answers_and_not_on_echoes() {
+        assert!(same_kib("474184,474184").is_ok());
+        assert!(same_kib("474184,470088").is_err());
+        assert!(same_kib("474184").is_err());
+        let t = xl_cycle_bochs();
+        for p in t.expect.iter().chain(t.values.iter().map(|v| &v.pattern)) {
+            let re = Regex::new(p).unwrap_or_else(|e| panic!("bad regex {p:?}: {e}"));
+            // The echo of a typed command must not satisfy any check.
+            for cmd in [XL_CREATE, XL_DESTROY] {
+                let echo = format!("dom0# {}", cmd.trim_end());
+                assert!(!re.is_match(&echo), "{p} matches the echo {echo:?}");
+            }
+        }
+        let reply = t
+            .values
+            .iter()
+            .find(|v| v.pattern.contains("REPLY"))
+            .expect("the reply check");
+        let got = &Regex::new(reply.pattern)
+            .unwrap()
+            .captures("(d0) REPLY=ferrovisor")
+            .unwrap()[1];
+        assert!(matches!(reply.check, crate::spec::Check::Equals(e) if e == got));
+        // The typed text itself, and the answer to a mistyped line, fail.
+        assert!(!matches!(
+            reply.check,
+            crate::spec::Check::Equals("rosivorref")
+        ));
+        assert!(!matches!(
+            reply.check,
+            crate::spec::Check::Equals("ferrovistor")
+        ));
+    }
+}
