@@ -33,12 +33,12 @@ macro_rules! d0 {
 /// Hypervisor command lines: dom0 gets 512 MiB; a crashed dom0 halts
 /// (`noreboot`) and the halt powers off (`on_idle=poweroff`).
 pub(crate) const QEMU_CMDLINE: &str = "console=com1 dom0_mem=512M noreboot on_idle=poweroff";
-const BOCHS_CMDLINE: &str = "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff";
+pub(crate) const BOCHS_CMDLINE: &str = "console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff";
 
 /// Generous limits: Linux alone reaches userspace in about 6 s (QEMU TCG) and
 /// 80 s (Bochs); Xen's dom0 took 20 s and 146 s (docs/test-bed.md).
 pub(crate) const QEMU_TIMEOUT: u64 = 240;
-const BOCHS_TIMEOUT: u64 = 600;
+pub(crate) const BOCHS_TIMEOUT: u64 = 600;
 /// Bad images never start a guest.
 const QEMU_BAD_TIMEOUT: u64 = 60;
 const BOCHS_BAD_TIMEOUT: u64 = 300;

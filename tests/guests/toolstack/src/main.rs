@@ -17,13 +17,27 @@
 //!
 //! Child: checks that it is not the control domain and that every fvctl call from it
 //! gets `-EPERM`, then passes (poweroff).
+//!
+//! `console`: started as a domU by `xl create` in a Linux dom0 (`bochs/toolstack/xl-cycle`):
+//! writes `toolstack: console ready` to its PV console ring (`HVM_PARAM_CONSOLE_PFN`,
+//! `HVM_PARAM_CONSOLE_EVTCHN`, as the toolstack seeded them), then answers every line
+//! typed into its console with `REPLY=` and the line reversed (so the answer cannot be
+//! the typed text echoed by anyone else), until it is destroyed.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use guest_rt::hypercall::{describe, hypercall1};
+use core::mem::offset_of;
+use core::sync::atomic::{fence, Ordering};
+
+use guest_rt::hypercall::{describe, hypercall1, hypercall2};
 use guest_rt::xen_abi::fvctl::*;
+use guest_rt::xen_abi::hvm::hvm_op::{XenHvmParam, HVMOP_GET_PARAM};
+use guest_rt::xen_abi::hvm::params::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
+use guest_rt::xen_abi::hvm::start_info::XEN_HVM_MEMMAP_TYPE_RESERVED;
 use guest_rt::xen_abi::hvm::start_info::{
     HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE,
 };
+use guest_rt::xen_abi::io::console::{XenconsInterface, XENCONS_IN_SIZE, XENCONS_OUT_SIZE};
+use guest_rt::xen_abi::xen::{DOMID_SELF, HYPERVISOR_HVM_OP};
 use guest_rt::xen_abi::Errno;
 use guest_rt::{ensure, evtchn, fail, println, Fail, StartInfo, TestResult};
 use zerocopy::{FromZeros, Immutable, IntoBytes};
@@ -858,6 +872,127 @@ fn cycle(image: &[u8], mem_kib: u64, first: bool) -> Result<u16, Fail> {
     Ok(d)
 }
 
+/// `HVMOP_get_param(DOMID_SELF, index)`.
+fn hvm_param(index: u32) -> Result<u64, Fail> {
+    let mut p = XenHvmParam {
+        domid: DOMID_SELF,
+        index,
+        ..Default::default()
+    };
+    // SAFETY: `p` is a live xen_hvm_param the hypervisor fills in.
+    let rc = unsafe {
+        hypercall2(
+            HYPERVISOR_HVM_OP,
+            HVMOP_GET_PARAM,
+            core::ptr::from_mut(&mut p) as u64,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "HVMOP_get_param({index}) returned {}",
+        describe(rc)
+    );
+    Ok(p.value)
+}
+
+/// The domU's end of its console ring page (`struct xencons_interface`), identity-mapped.
+struct ConsoleRing {
+    base: usize,
+}
+
+impl ConsoleRing {
+    fn idx(&self, off: usize) -> u32 {
+        // SAFETY: `base` is the ring page (checked to be inside our reserved memory map,
+        // identity-mapped below 4 GiB), `off` an aligned index field of it.
+        let v = unsafe { core::ptr::read_volatile((self.base + off) as *const u32) };
+        fence(Ordering::SeqCst);
+        v
+    }
+
+    fn set_idx(&self, off: usize, v: u32) {
+        fence(Ordering::SeqCst);
+        // SAFETY: as in `idx`; the guest owns this index (in_cons or out_prod).
+        unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, v) };
+    }
+
+    /// Copies `bytes` into the output ring, waiting (with the timer) while it is full.
+    fn write(&self, port: u32, bytes: &[u8]) -> TestResult {
+        let out = offset_of!(XenconsInterface, output);
+        for &b in bytes {
+            let prod = self.idx(offset_of!(XenconsInterface, out_prod));
+            while prod.wrapping_sub(self.idx(offset_of!(XenconsInterface, out_cons)))
+                >= XENCONS_OUT_SIZE as u32
+            {
+                evtchn::send(port);
+                evtchn::sleep_until(evtchn::now()? + 10_000_000)?;
+            }
+            let at = out + prod as usize % XENCONS_OUT_SIZE;
+            // SAFETY: `at` is inside the output array of the ring page.
+            unsafe { core::ptr::write_volatile((self.base + at) as *mut u8, b) };
+            self.set_idx(offset_of!(XenconsInterface, out_prod), prod.wrapping_add(1));
+        }
+        evtchn::send(port);
+        Ok(())
+    }
+
+    /// The next input byte, if the backend has produced one.
+    fn read(&self, port: u32) -> Option<u8> {
+        let cons = self.idx(offset_of!(XenconsInterface, in_cons));
+        if cons == self.idx(offset_of!(XenconsInterface, in_prod)) {
+            return None;
+        }
+        let at = offset_of!(XenconsInterface, input) + cons as usize % XENCONS_IN_SIZE;
+        // SAFETY: `at` is inside the input array of the ring page.
+        let b = unsafe { core::ptr::read_volatile((self.base + at) as *const u8) };
+        self.set_idx(offset_of!(XenconsInterface, in_cons), cons.wrapping_add(1));
+        evtchn::send(port);
+        Some(b)
+    }
+}
+
+/// The `console` mode: a domU of `xl` talking on its PV console until destroyed.
+fn console(si: &StartInfo) -> TestResult {
+    ensure!(
+        !guest_rt::is_control_domain()?,
+        "an xl-built domU claims XENFEAT_dom0"
+    );
+    let pfn = hvm_param(HVM_PARAM_CONSOLE_PFN)?;
+    let port = hvm_param(HVM_PARAM_CONSOLE_EVTCHN)?;
+    let gpa = pfn.saturating_mul(4096);
+    ensure!(
+        gpa < (1 << 32) && si.memmap_covers(gpa, gpa + 4096, XEN_HVM_MEMMAP_TYPE_RESERVED),
+        "console pfn {pfn:#x} is not a reserved page of our memory map"
+    );
+    ensure!(
+        port != 0 && port < evtchn::NR_PORTS as u64,
+        "console event channel {port} out of range"
+    );
+    let port = port as u32;
+    evtchn::init_with_timer()?;
+    let ring = ConsoleRing { base: gpa as usize };
+    println!("toolstack: console: ring at pfn {pfn:#x}, port {port}");
+    ring.write(port, b"toolstack: console ready\r\n")?;
+    let mut line = [0u8; 64];
+    let mut len = 0;
+    loop {
+        while let Some(b) = ring.read(port) {
+            if b == b'\r' || b == b'\n' {
+                if len > 0 {
+                    line[..len].reverse();
+                    ring.write(port, b"REPLY=")?;
+                    ring.write(port, &line[..len])?;
+                    ring.write(port, b"\r\n")?;
+                    len = 0;
+                }
+            } else if len < line.len() {
+                line[len] = b;
+                len += 1;
+            }
+        }
+        evtchn::sleep_until(evtchn::now()? + 20_000_000)?;
+    }
+}
+
 fn own_image(si: &StartInfo) -> Result<&'static [u8], Fail> {
     ensure!(
         si.raw.nr_modules >= 1 && si.raw.modlist_paddr != 0,
@@ -876,6 +1011,12 @@ fn test_main(si: &StartInfo) -> TestResult {
         .is_some_and(|c| c.split_whitespace().any(|w| w == "child"))
     {
         return child();
+    }
+    if si
+        .cmdline()
+        .is_some_and(|c| c.split_whitespace().any(|w| w == "console"))
+    {
+        return console(si);
     }
     let cycles = si.arg_u64("cycles", 100)?;
     let mem_kib = si.arg_u64("mem_mib", 4)? * 1024;
