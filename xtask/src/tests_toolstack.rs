@@ -95,7 +95,8 @@ pub fn dom0_xenstored() -> Test {
 
 /// Shell helpers typed into dom0 first: `c` counts the domU's `tick` lines in its console
 /// log (written by xenconsoled), `up` waits (up to 90 s) until the log has one more
-/// `domU: shell ready` than `$n`. `back WHAT` waits (up to 10 s) until the host's free
+/// `domU: shell ready` than `$n`, looking every 0.5 s (each look forks in dom0, and the
+/// booting domU on the same CPU would lose that time). `back WHAT` waits (up to 10 s) until the host's free
 /// memory, in KiB as dom0 reads it (`xl info --kib`), is back to `$k0` (taken before the
 /// first create), prints both, then the domains under `/local/domain` in xenstore: once
 /// the domUs are gone, every frame must be free again (no daemon in dom0 may keep a dead
@@ -103,7 +104,7 @@ pub fn dom0_xenstored() -> Test {
 const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     c() { grep -c '^tick' $L; }; \
     ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
-    up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.1; done; }; \
+    up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 180 ] && return 1; sleep 0.5; done; }; \
     free() { xl info | awk '/^free_memory/ { print $3 }'; }; \
     kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; \
     back() { i=0; while [ \"$(kib)\" != \"$k0\" ] && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.2; done; \
