@@ -308,6 +308,9 @@ impl<B: Backend> Hv<B> {
             let _ = core::fmt::Write::write_fmt(&mut kinds, format_args!(" {name}={n}"));
         }
         log::debug!("domain {} exits by kind:{kinds}", dom.id);
+        if !dom.is_control() {
+            stats::summary(now);
+        }
         if end == DomainEnd::Shutdown(3) {
             log::error!(
                 "domain {} ({}) crashed: the guest reported a fatal error (its messages are above)",
@@ -714,11 +717,22 @@ pub mod stats {
         if now.saturating_sub(last) < 1_000_000_000 {
             return;
         }
-        LAST_REPORT.store(now, Relaxed);
-        let span = now - last;
+        print(log::Level::Debug, now);
+    }
+
+    /// Prints (at info level) and clears what was counted since the last report: when a
+    /// domU ends, so that each domU's run is summed up once.
+    pub fn summary(now: u64) {
+        print(log::Level::Info, now);
+    }
+
+    fn print(level: log::Level, now: u64) {
+        let last = LAST_REPORT.swap(now, Relaxed);
+        let span = now.saturating_sub(last);
         let idle = IDLE_NS.swap(0, Relaxed);
         let ev: [u64; 9] = core::array::from_fn(|i| EVENTS[i].swap(0, Relaxed));
-        log::debug!(
+        log::log!(
+            level,
             "perf: {} ms: idle {} ms ({} waits); wakes dom0 {} domU {}: preempt {} held {} later {}; switches {} preempted {} blocked {}",
             span / 1_000_000,
             idle / 1_000_000,
@@ -766,7 +780,7 @@ pub mod stats {
                     s.push_str(&alloc::format!(" {:#x}={n}", 0x800 + i));
                 }
             }
-            log::debug!("perf {who}:{s}");
+            log::log!(level, "perf {who}:{s}");
         }
     }
 }
