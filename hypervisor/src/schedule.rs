@@ -165,11 +165,16 @@ impl<B: Backend> Hv<B> {
     /// the time the rate limit allows.
     fn sched_wake(&self, v: &Vcpu<B>, now: u64) {
         let mut s = self.sched.lock();
+        stats::wake(v.domid == 0);
         if let Some(_cpu) = s.wake(v.sref(), now) {
             // One CPU: the loop notices at its next decision (SMP: an IPI to `_cpu`).
+            stats::event(stats::WAKE_PREEMPT);
             percpu::raise_softirq(softirq::SCHEDULE);
         } else if let Some(t) = s.resched_deadline(0) {
+            stats::event(stats::WAKE_HELD);
             self.resched_at.fetch_min(t, Ordering::SeqCst);
+        } else {
+            stats::event(stats::WAKE_LATER);
         }
     }
 
@@ -303,6 +308,9 @@ impl<B: Backend> Hv<B> {
             let _ = core::fmt::Write::write_fmt(&mut kinds, format_args!(" {name}={n}"));
         }
         log::debug!("domain {} exits by kind:{kinds}", dom.id);
+        if !dom.is_control() {
+            stats::summary(now);
+        }
         if end == DomainEnd::Shutdown(3) {
             log::error!(
                 "domain {} ({}) crashed: the guest reported a fatal error (its messages are above)",
@@ -491,16 +499,21 @@ fn host_timer_changed() {
 fn wait_until(ns: u64) {
     host_timer_changed();
     arm_host_timer(ns);
+    let start = time::now().1;
+    stats::event(stats::IDLE_WAITS);
     while time::now().1 < ns && percpu::this().softirq.load(Ordering::SeqCst) == 0 {
         irq::wait_for_interrupt();
     }
+    stats::idle(time::now().1.saturating_sub(start));
 }
 
 /// This CPU's scheduling loop.
 pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
     const CPU: u32 = 0;
+    let mut last_ran = None;
     loop {
         let now = time::now().1;
+        stats::report(now);
         if percpu::take_softirqs() & softirq::TIMER != 0 {
             host_timer_changed();
         }
@@ -536,6 +549,9 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             log::error!("d{}v{}: picked while running elsewhere", r.dom, r.vcpu);
             continue;
         };
+        if last_ran.replace(r) != Some(r) {
+            stats::event(stats::SWITCH);
+        }
         let slice_end = now.saturating_add(decision.slice.unwrap_or(MAX_SLICE_NS));
         vcpu.runstate.lock().set(runstate::RUNNING, now);
         {
@@ -543,18 +559,23 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             crate::xen::shared_info::update_time(&dom.mem, &st, vcpu.id);
         }
         crate::arch::x86::spec::enter_domain(u32::from(r.dom));
+        stats::running(dom.is_control());
         ctx.hw.load();
         let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
         ctx.hw.put();
         *vcpu.ctx.lock() = Some(ctx);
         let now = time::now().1;
         match outcome {
-            Outcome::Preempted => vcpu.runstate.lock().set(runstate::RUNNABLE, now),
+            Outcome::Preempted => {
+                stats::event(stats::PREEMPTED);
+                vcpu.runstate.lock().set(runstate::RUNNABLE, now)
+            }
             Outcome::Yield => {
                 vcpu.runstate.lock().set(runstate::RUNNABLE, now);
                 hv.sched.lock().yield_now(r, now);
             }
             Outcome::Blocked | Outcome::Down => {
+                stats::event(stats::BLOCKED);
                 let state = if outcome == Outcome::Down {
                     runstate::OFFLINE
                 } else {
@@ -572,6 +593,194 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
                 }
             }
             Outcome::End(end) => hv.end_domain(&dom, end),
+        }
+    }
+}
+
+/// Machine-wide performance counters, for finding where the time of PV I/O goes: exits
+/// by kind, hypercalls by number and sub-op (with the items of grant-table batches),
+/// x2APIC MSR accesses by register, scheduler wake-ups by outcome, context switches and
+/// idle time, each split between the control domain (0) and the others (1). With
+/// `loglvl=debug` the loop prints what changed about once a second ([`stats::report`]).
+pub mod stats {
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    /// Hypercall numbers counted (Xen's go up to 41 in use).
+    const NRS: usize = 48;
+    /// Sub-ops counted per hypercall (the first argument, higher ones fold into 31).
+    const SUBS: usize = 32;
+    /// x2APIC registers (MSR 0x800 + n); 63 counts every other MSR.
+    const MSRS: usize = 64;
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const Z: AtomicU64 = AtomicU64::new(0);
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZK: [AtomicU64; crate::hvm::Exit::KINDS] = [Z; crate::hvm::Exit::KINDS];
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZS: [AtomicU64; SUBS] = [Z; SUBS];
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZN: [[AtomicU64; SUBS]; NRS] = [ZS; NRS];
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZM: [AtomicU64; MSRS] = [Z; MSRS];
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const ZC: [AtomicU64; 16] = [Z; 16];
+    static EXITS: [[AtomicU64; crate::hvm::Exit::KINDS]; 2] = [ZK; 2];
+    static CALLS: [[[AtomicU64; SUBS]; NRS]; 2] = [ZN; 2];
+    static GRANT_ITEMS: [[AtomicU64; SUBS]; 2] = [ZS; 2];
+    static MSR: [[AtomicU64; MSRS]; 2] = [ZM; 2];
+    /// Wake-ups: of a blocked vCPU (0 control, 1 other); answered with a reschedule
+    /// (2), held back by the ratelimit (3), or neither (4); context switches (5); slices
+    /// ended by a preemption (6); blocks (7); idle waits (8).
+    static EVENTS: [AtomicU64; 9] = [Z; 9];
+    pub const WAKE_PREEMPT: usize = 2;
+    pub const WAKE_HELD: usize = 3;
+    pub const WAKE_LATER: usize = 4;
+    pub const SWITCH: usize = 5;
+    pub const PREEMPTED: usize = 6;
+    pub const BLOCKED: usize = 7;
+    pub const IDLE_WAITS: usize = 8;
+    static IDLE_NS: AtomicU64 = Z;
+    /// Raw backend exits by exit code (SVM: CR accesses 0..0x1f fold to 0..31, others by
+    /// code / 4 mod 32 would collide; only CR writes are kept apart: 0x10..0x1f), of the
+    /// class running now.
+    static CR_EXITS: [[AtomicU64; 16]; 2] = [ZC; 2];
+    static ALL_BACKEND: [AtomicU64; 2] = [Z; 2];
+    static CURRENT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    static LAST_REPORT: AtomicU64 = Z;
+
+    fn class(control: bool) -> usize {
+        usize::from(!control)
+    }
+
+    /// The class of the domain about to run (the backend does not know it).
+    pub fn running(control: bool) {
+        CURRENT.store(class(control), Relaxed);
+    }
+
+    /// Every exit the backend sees, including those it handles itself (CR writes).
+    pub fn backend_exit(code: u64) {
+        let c = CURRENT.load(Relaxed);
+        ALL_BACKEND[c].fetch_add(1, Relaxed);
+        if (0x10..0x20).contains(&code) {
+            CR_EXITS[c][(code - 0x10) as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn exit(control: bool, kind: usize) {
+        if let Some(c) = EXITS[class(control)].get(kind) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn hypercall(control: bool, nr: u64, sub: u64, items: u64) {
+        let c = class(control);
+        let (n, s) = (
+            nr.min(NRS as u64 - 1) as usize,
+            sub.min(SUBS as u64 - 1) as usize,
+        );
+        CALLS[c][n][s].fetch_add(1, Relaxed);
+        if nr == xen_abi::xen::HYPERVISOR_GRANT_TABLE_OP {
+            GRANT_ITEMS[c][s].fetch_add(items.min(1 << 20), Relaxed);
+        }
+    }
+
+    pub fn msr(control: bool, index: u32) {
+        let i = index.wrapping_sub(0x800).min(MSRS as u32 - 1) as usize;
+        MSR[class(control)][i].fetch_add(1, Relaxed);
+    }
+
+    pub fn wake(control: bool) {
+        EVENTS[class(control)].fetch_add(1, Relaxed);
+    }
+
+    pub fn event(which: usize) {
+        if let Some(c) = EVENTS.get(which) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn idle(ns: u64) {
+        IDLE_NS.fetch_add(ns, Relaxed);
+    }
+
+    /// Prints and clears the counters when `loglvl=debug` and a second has passed.
+    pub fn report(now: u64) {
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        let last = LAST_REPORT.load(Relaxed);
+        if last == 0 {
+            LAST_REPORT.store(now, Relaxed);
+            return;
+        }
+        if now.saturating_sub(last) < 1_000_000_000 {
+            return;
+        }
+        print(log::Level::Debug, now);
+    }
+
+    /// Prints (at info level) and clears what was counted since the last report: when a
+    /// domU ends, so that each domU's run is summed up once.
+    pub fn summary(now: u64) {
+        print(log::Level::Info, now);
+    }
+
+    fn print(level: log::Level, now: u64) {
+        let last = LAST_REPORT.swap(now, Relaxed);
+        let span = now.saturating_sub(last);
+        let idle = IDLE_NS.swap(0, Relaxed);
+        let ev: [u64; 9] = core::array::from_fn(|i| EVENTS[i].swap(0, Relaxed));
+        log::log!(
+            level,
+            "perf: {} ms: idle {} ms ({} waits); wakes dom0 {} domU {}: preempt {} held {} later {}; switches {} preempted {} blocked {}",
+            span / 1_000_000,
+            idle / 1_000_000,
+            ev[IDLE_WAITS],
+            ev[0],
+            ev[1],
+            ev[WAKE_PREEMPT],
+            ev[WAKE_HELD],
+            ev[WAKE_LATER],
+            ev[SWITCH],
+            ev[PREEMPTED],
+            ev[BLOCKED]
+        );
+        for (c, who) in ["dom0", "domU"].iter().enumerate() {
+            let mut s = alloc::format!(" all={}", ALL_BACKEND[c].swap(0, Relaxed));
+            for (i, n) in CR_EXITS[c].iter().enumerate() {
+                let n = n.swap(0, Relaxed);
+                if n > 0 {
+                    s.push_str(&alloc::format!(" cr{}w={n}", i));
+                }
+            }
+            for (k, n) in EXITS[c].iter().enumerate() {
+                let n = n.swap(0, Relaxed);
+                if n > 0 {
+                    s.push_str(&alloc::format!(" {}={n}", crate::hvm::Exit::kind_name(k)));
+                }
+            }
+            s.push_str(" | hcall");
+            for (nr, subs) in CALLS[c].iter().enumerate() {
+                for (sub, n) in subs.iter().enumerate() {
+                    let n = n.swap(0, Relaxed);
+                    if n > 0 {
+                        s.push_str(&alloc::format!(" {nr}.{sub}={n}"));
+                        if nr as u64 == xen_abi::xen::HYPERVISOR_GRANT_TABLE_OP {
+                            let items = GRANT_ITEMS[c][sub].swap(0, Relaxed);
+                            s.push_str(&alloc::format!("({items} items)"));
+                        }
+                    }
+                }
+            }
+            s.push_str(" | msr");
+            for (i, n) in MSR[c].iter().enumerate() {
+                let n = n.swap(0, Relaxed);
+                if n > 0 {
+                    s.push_str(&alloc::format!(" {:#x}={n}", 0x800 + i));
+                }
+            }
+            log::log!(level, "perf {who}:{s}");
         }
     }
 }

@@ -420,6 +420,14 @@ fn start_ferrovisor(
     modules: Vec<Module>,
     megs: u32,
 ) -> Result<Session> {
+    // For profiling runs: e.g. FERROVISOR_BENCH_CMDLINE=loglvl=debug makes the hypervisor
+    // print its performance counters about once a second (see `schedule::stats`).
+    let extra = std::env::var("FERROVISOR_BENCH_CMDLINE").unwrap_or_default();
+    let cmdline = &if extra.is_empty() {
+        cmdline.to_string()
+    } else {
+        format!("{cmdline} {extra}")
+    };
     match emu {
         Emu::QemuTcg => {
             let boot_dir = dir.join("boot");

@@ -83,6 +83,7 @@ pub fn run_vcpu<B: Backend>(
         let exit = cx.v.hw.run();
         cx.v.exits += 1;
         cx.v.exits_by_kind[exit.kind()] += 1;
+        crate::schedule::stats::exit(dom.is_control(), exit.kind());
         if let Flow::Out(outcome) = handle(&mut cx, exit) {
             return outcome;
         }
@@ -580,6 +581,7 @@ fn string_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) -> Result<bool, alloc
 fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
     let regs = *cx.v.hw.regs();
     let index = regs.rcx as u32;
+    crate::schedule::stats::msr(cx.dom.is_control(), index);
     if index == MSR_APIC_BASE {
         if write {
             let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);

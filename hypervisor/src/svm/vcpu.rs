@@ -691,6 +691,7 @@ impl Vcpu for SvmVcpu {
             self.vmcb.write8(ctl::TLB_CONTROL, 0);
             self.requeue_interrupted_event();
             let code = self.vmcb.read64(ctl::EXITCODE);
+            crate::schedule::stats::backend_exit(code);
             if code == exit::INTR {
                 // The interrupt is still pending (IF = 0 since the exit): handle it now.
                 irq::take_pending();

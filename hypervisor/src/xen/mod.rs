@@ -101,6 +101,7 @@ pub fn dispatch<B: Backend>(cx: &mut Cx<'_, B>, call: Call) -> (u64, Reply) {
         return (Errno::EPERM.to_rax(), Reply::Value(0));
     }
     let a = call.args;
+    crate::schedule::stats::hypercall(cx.dom.is_control(), call.nr, a[0], a[2]);
     let result = match call.nr {
         nr::HYPERVISOR_SET_TIMER_OP => sched::set_timer_op(cx, a[0]),
         nr::HYPERVISOR_MEMORY_OP => memory::memory_op(cx, a[0], a[1]),
