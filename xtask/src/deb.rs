@@ -34,13 +34,29 @@ pub struct Entry {
     pub source: Source,
 }
 
-/// The xenstore multicall's names, as Xen installs them.
-pub const XENSTORE_LINKS: &[&str] = &[
-    "read", "write", "ls", "rm", "exists", "list", "watch", "chmod",
-];
-
 /// The dom0 tools packaged (the test tools of dom0's initramfs stay out).
 pub const TOOLS: &[&str] = &["xl", "xenstored", "xenconsoled", "xenstore"];
+
+/// Files of `packaging/deb/`: (installed path, name there, mode).
+const PACKAGED: &[(&str, &str, u32)] = &[
+    (
+        "etc/grub.d/20_linux_ferrovisor",
+        "20_linux_ferrovisor",
+        0o755,
+    ),
+    ("etc/default/grub.d/ferrovisor.cfg", "ferrovisor.cfg", 0o644),
+    ("lib/systemd/system/proc-xen.mount", "proc-xen.mount", 0o644),
+    (
+        "lib/systemd/system/xenstored.service",
+        "xenstored.service",
+        0o644,
+    ),
+    (
+        "lib/systemd/system/xenconsoled.service",
+        "xenconsoled.service",
+        0o644,
+    ),
+];
 
 /// Every file of the package (symbolic links apart: [`links`]).
 pub fn layout() -> Vec<Entry> {
@@ -49,70 +65,39 @@ pub fn layout() -> Vec<Entry> {
         mode,
         source,
     };
-    let mut v = vec![
-        e("boot/ferrovisor", 0o644, Source::Hypervisor),
-        e(
-            "etc/grub.d/20_linux_ferrovisor",
-            0o755,
-            Source::Packaging("20_linux_ferrovisor"),
-        ),
-        e(
-            "etc/default/grub.d/ferrovisor.cfg",
-            0o644,
-            Source::Packaging("ferrovisor.cfg"),
-        ),
-        e(
-            "lib/systemd/system/proc-xen.mount",
-            0o644,
-            Source::Packaging("proc-xen.mount"),
-        ),
-        e(
-            "lib/systemd/system/xenstored.service",
-            0o644,
-            Source::Packaging("xenstored.service"),
-        ),
-        e(
-            "lib/systemd/system/xenconsoled.service",
-            0o644,
-            Source::Packaging("xenconsoled.service"),
-        ),
-        e(
-            "usr/lib/modules-load.d/ferrovisor.conf",
-            0o644,
-            Source::Text(modules_load()),
-        ),
-        e(
-            "usr/share/doc/ferrovisor/README.md",
-            0o644,
-            Source::Repo("README.md"),
-        ),
-    ];
-    for tool in build::DOM0_TOOLS {
-        v.push(e(
-            &format!("usr/sbin/{}", tool.bin),
-            0o755,
-            Source::Tool(tool.bin),
-        ));
+    let mut v = vec![e("boot/ferrovisor", 0o644, Source::Hypervisor)];
+    for &(path, name, mode) in PACKAGED {
+        v.push(e(path, mode, Source::Packaging(name)));
+    }
+    v.push(e(
+        "usr/lib/modules-load.d/ferrovisor.conf",
+        0o644,
+        Source::Text(modules_load()),
+    ));
+    v.push(e(
+        "usr/share/doc/ferrovisor/README.md",
+        0o644,
+        Source::Repo("README.md"),
+    ));
+    for bin in TOOLS {
+        v.push(e(&format!("usr/sbin/{bin}"), 0o755, Source::Tool(bin)));
     }
     v
 }
 
 /// Symbolic links: (path, target).
 pub fn links() -> Vec<(String, String)> {
-    XENSTORE_LINKS
+    crate::linux::XENSTORE_LINKS
         .iter()
         .map(|l| (format!("usr/sbin/xenstore-{l}"), "xenstore".to_string()))
         .collect()
 }
 
-/// `modules-load.d`: the Xen modules dom0 needs (the Debian kernel builds them as
-/// modules), then loop and the bridge for `file:` disks and `xenbr0`.
+/// `modules-load.d`: what dom0's initramfs loads, the Xen modules (the Debian kernel
+/// builds them as modules) and what the PV devices need around them (loop, bridge, ...).
 fn modules_load() -> String {
     let mut s = String::from("# Loaded at boot for ferrovisor's dom0 (harmless elsewhere).\n");
-    for m in initramfs::XEN_MODULES
-        .iter()
-        .chain(["loop", "bridge"].iter())
-    {
+    for m in initramfs::XEN_MODULES.iter().chain(initramfs::IO_MODULES) {
         s.push_str(m);
         s.push('\n');
     }
@@ -160,7 +145,11 @@ pub fn build(output: Option<PathBuf>) -> Result<PathBuf> {
     if tools.len() != TOOLS.len() {
         bail!("a packaged tool is not among the dom0 tools xtask builds");
     }
-    let tool_paths = build::build(&tools, Profile::Release)?;
+    let built: Vec<(&str, PathBuf)> = tools
+        .iter()
+        .map(|t| t.bin)
+        .zip(build::build(&tools, Profile::Release)?)
+        .collect();
     let packaging = util::repo_root().join("packaging/deb");
     let mut bytes = 0u64;
     for entry in layout() {
@@ -170,11 +159,11 @@ pub fn build(output: Option<PathBuf>) -> Result<PathBuf> {
             Source::Packaging(name) => copy(&packaging.join(name), &dest)?,
             Source::Hypervisor => crate::image::copy_kernel(&hypervisor, &dest)?,
             Source::Tool(bin) => {
-                let i = tools
+                let (_, path) = built
                     .iter()
-                    .position(|t| t.bin == *bin)
-                    .context("tool not in DOM0_TOOLS")?;
-                copy(&tool_paths[i], &dest)?;
+                    .find(|(b, _)| b == bin)
+                    .context("packaged tool not built")?;
+                copy(path, &dest)?;
             }
             Source::Repo(path) => copy(&util::repo_root().join(path), &dest)?,
             Source::Text(t) => std::fs::write(&dest, t)
@@ -261,6 +250,13 @@ mod tests {
                 assert!(dir.join(name).is_file(), "{name} missing in packaging/deb");
             }
         }
+        // Only the tools `build` builds, and not dom0's test tools.
+        for e in &l {
+            if let Source::Tool(bin) = e.source {
+                assert!(TOOLS.contains(&bin), "{bin} is packaged but not built");
+            }
+        }
+        assert!(!has("usr/sbin/xs-check"));
         assert!(conffiles().lines().all(|c| c.starts_with("/etc/")));
         assert!(control("1.2.3", 10).contains("Version: 1.2.3\n"));
         assert!(modules_load().contains("\nxen-privcmd\n") && modules_load().contains("\nxenfs\n"));

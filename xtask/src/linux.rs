@@ -172,7 +172,7 @@ pub const DOMU_DIR: &str = "usr/lib/ferrovisor";
 pub const EXAMPLE_CFG: &str = "/etc/xen/example.cfg";
 
 /// The xenstore multicall's names, as Xen installs them.
-const XENSTORE_LINKS: &[&str] = &[
+pub const XENSTORE_LINKS: &[&str] = &[
     "read", "write", "ls", "rm", "exists", "list", "watch", "chmod",
 ];
 
