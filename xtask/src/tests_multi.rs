@@ -572,6 +572,26 @@ fn scaled(s: &Scale) -> Vec<Test> {
 // ---------------------------------------------------------------------------
 // Linux dom0 beside domUs (Bochs takes minutes per dom0 boot)
 
+/// A Linux dom0 test on Bochs or QEMU (`names`: Bochs's, QEMU's), with the usual
+/// command line and `scale` times the usual timeout.
+fn linux_dom0(bochs: bool, names: [&'static str; 2], scale: u64) -> Test {
+    if bochs {
+        tests_dom0::dom0_boot(
+            names[0],
+            Emulator::Bochs,
+            tests_dom0::BOCHS_CMDLINE,
+            scale * tests_dom0::BOCHS_TIMEOUT,
+        )
+    } else {
+        tests_dom0::dom0_boot(
+            names[1],
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+            tests_dom0::QEMU_CMDLINE,
+            scale * tests_dom0::QEMU_TIMEOUT,
+        )
+    }
+}
+
 /// Module 2: a spinner domU after dom0's kernel and initramfs.
 fn spinner_domu() -> ModuleSpec {
     ModuleSpec::built(&build::GUEST_SPINNER).args("domu:name=spinner,mem=16M")
@@ -580,33 +600,22 @@ fn spinner_domu() -> ModuleSpec {
 /// dom0's `sleep 2` takes 2 s +- 10 % by its own clock while a domU spins on the same
 /// (only) pCPU without ever yielding; on QEMU its wall clock also stays with the host's.
 fn dom0_beside_spinner(bochs: bool) -> Test {
-    let t = if bochs {
-        tests_dom0::dom0_boot(
-            "bochs/dom0-beside-spinner",
-            Emulator::Bochs,
-            tests_dom0::BOCHS_CMDLINE,
-            // Half the CPU goes to the spinner.
-            2 * tests_dom0::BOCHS_TIMEOUT,
-        )
-    } else {
-        tests_dom0::dom0_boot(
-            "qemu-tcg/dom0-beside-spinner",
-            Emulator::qemu_tcg(QemuBoot::Kernel),
-            tests_dom0::QEMU_CMDLINE,
-            2 * tests_dom0::QEMU_TIMEOUT,
-        )
-    };
-    let t = t
-        .module(spinner_domu())
-        .expect_group(&[
-            starts(1, "spinner", Some(16)),
-            line(
-                1,
-                "spinner: domain 1 spinning with interrupts off, never yielding",
-            ),
-        ])
-        .send(r"dom0: shell ready", linux::SLEEP_CHECK)
-        .expect_number(d0!(r"SLEPT_MS=(\d+)$"), tests_dom0::slept_two_seconds);
+    // Half the CPU goes to the spinner: twice the usual time.
+    let t = linux_dom0(
+        bochs,
+        ["bochs/dom0-beside-spinner", "qemu-tcg/dom0-beside-spinner"],
+        2,
+    )
+    .module(spinner_domu())
+    .expect_group(&[
+        starts(1, "spinner", Some(16)),
+        line(
+            1,
+            "spinner: domain 1 spinning with interrupts off, never yielding",
+        ),
+    ])
+    .send(r"dom0: shell ready", linux::SLEEP_CHECK)
+    .expect_number(d0!(r"SLEPT_MS=(\d+)$"), tests_dom0::slept_two_seconds);
     if bochs {
         // No host-date check: Bochs's clocks (its RTC included) run on instruction count
         // (`clock: sync=none`, bochs.rs), so dom0's date is only as close to the host's as
@@ -627,22 +636,12 @@ fn dom0_beside_spinner(bochs: bool) -> Test {
 /// still answers afterwards (the domUs end within a second; dom0's shell is ready after
 /// several).
 fn dom0_survives_domus(bochs: bool) -> Test {
-    let t = if bochs {
-        tests_dom0::dom0_boot(
-            "bochs/dom0-survives-domus",
-            Emulator::Bochs,
-            tests_dom0::BOCHS_CMDLINE,
-            tests_dom0::BOCHS_TIMEOUT,
-        )
-    } else {
-        tests_dom0::dom0_boot(
-            "qemu-tcg/dom0-survives-domus",
-            Emulator::qemu_tcg(QemuBoot::Kernel),
-            tests_dom0::QEMU_CMDLINE,
-            tests_dom0::QEMU_TIMEOUT,
-        )
-    };
-    t.module(
+    linux_dom0(
+        bochs,
+        ["bochs/dom0-survives-domus", "qemu-tcg/dom0-survives-domus"],
+        1,
+    )
+    .module(
         ModuleSpec::prepared(|| built_copy(&build::GUEST_DOMU_END, "domu-end-tf"))
             .args("domu:name=end-triple-fault,mem=16M how=triple-fault after_ms=200"),
     )
