@@ -159,9 +159,10 @@ pub fn build<'a>(
         if !fits {
             return Err(ImageError::SegmentOutsideMemory { paddr, len, ram });
         }
-        // parse_pvh checked that the file bytes lie inside the image.
-        let start = seg.offset as usize;
-        pieces.push((paddr, Bytes::Elf(start..start + seg.filesz as usize)));
+        // parse_pvh checked that the file bytes lie inside the image (as segment_data,
+        // nothing for a segment outside it).
+        let range = image.segment_range(seg).unwrap_or(0..0);
+        pieces.push((paddr, Bytes::Elf(range)));
     }
 
     let mut modules = Vec::new();

@@ -127,15 +127,14 @@ impl<'a> PvhImage<'a> {
     /// The file bytes of `seg` (`filesz` bytes at `offset`), or an empty slice for a segment
     /// not from this image.
     pub fn segment_data(&self, seg: &Segment) -> &'a [u8] {
-        let start = usize::try_from(seg.offset).ok();
-        let len = usize::try_from(seg.filesz).ok();
-        match (start, len) {
-            (Some(s), Some(l)) => s
-                .checked_add(l)
-                .and_then(|e| self.image.get(s..e))
-                .unwrap_or(&[]),
-            _ => &[],
-        }
+        self.segment_range(seg).map_or(&[], |r| &self.image[r])
+    }
+
+    /// Where a segment's file bytes lie in the image; None if outside it.
+    pub fn segment_range(&self, seg: &Segment) -> Option<core::ops::Range<usize>> {
+        let start = usize::try_from(seg.offset).ok()?;
+        let end = start.checked_add(usize::try_from(seg.filesz).ok()?)?;
+        (end <= self.image.len()).then_some(start..end)
     }
 
     /// The first note of type `ty`.
