@@ -248,12 +248,19 @@ fn test_main(_si: &StartInfo) -> TestResult {
     }
     let took = t1 - t0;
     wrmsr(X2_TMICT, 0);
-    let (extra, _) = wait_for(0x68, before + 3, 1, 5_000_000)?;
+    let stopped = now()? - t0;
+    let (extra, _) = wait_for(0x68, before + 3, 2, 5_000_000)?;
+    // A fourth period that ended before the stop leaves its interrupt pending (IRR), and
+    // stopping the count does not withdraw it: one more is then correct, never two.
+    let may_be_pending = u64::from(stopped >= 4_000_000);
     ensure!(
-        took >= 2_900_000 && extra == 0,
-        "x2APIC periodic timer: 3 interrupts in {took} ns, {extra} after it was stopped"
+        took >= 2_900_000 && extra <= may_be_pending,
+        "x2APIC periodic timer: 3 interrupts in {took} ns, {extra} after it was stopped \
+         {stopped} ns after the start"
     );
-    println!("apic-modes: x2APIC periodic timer: 3 interrupts in {took} ns, none once stopped");
+    println!(
+        "apic-modes: x2APIC periodic timer: 3 interrupts in {took} ns, {extra} pending at the stop"
+    );
 
     // 4. Disabled, then xAPIC again.
     wrmsr(MSR_APIC_BASE, BASE | BSP);
