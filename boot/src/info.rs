@@ -117,7 +117,13 @@ pub struct BootInfo {
     pub info_range: (u64, u64),
     /// Set when a list or string was longer than we keep; reported, not fatal.
     pub truncated: bool,
+    /// The loader's copy of the ACPI RSDP (multiboot2 tag 15, else 14; at most
+    /// [`MAX_RSDP`] bytes, unchecked), empty when it gave none.
+    pub acpi_rsdp: ArrayVec<u8, MAX_RSDP>,
 }
+
+/// Most RSDP bytes kept (an ACPI 2.0+ RSDP is 36).
+pub const MAX_RSDP: usize = 64;
 
 impl BootInfo {
     pub(crate) fn new(protocol: Protocol) -> Self {
@@ -129,6 +135,7 @@ impl BootInfo {
             modules: ArrayVec::new(),
             info_range: (0, 0),
             truncated: false,
+            acpi_rsdp: ArrayVec::new(),
         }
     }
 

@@ -52,6 +52,10 @@ pub(crate) fn parse(addr: u64, mem: &impl PhysRead) -> Result<BootInfo, BootInfo
     if info.memory_map.is_empty() {
         return Err(BootInfoError::NoMemoryMap);
     }
+    if let Some(rsdp) = rsdp_tag(bytes) {
+        let n = rsdp.len().min(crate::info::MAX_RSDP);
+        let _ = info.acpi_rsdp.try_extend_from_slice(&rsdp[..n]);
+    }
     for module in mbi.module_tags() {
         let cmdline = module.cmdline().unwrap_or("");
         info.push_module(
@@ -74,6 +78,28 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         b.get(off..off.checked_add(4)?)?.try_into().ok()?,
     ))
+}
+
+const TAG_ACPI_OLD: u32 = 14;
+const TAG_ACPI_NEW: u32 = 15;
+
+/// The payload of the ACPI "new" RSDP tag, else of the "old" one. Only for a block that
+/// [`check_tags`] accepted (every tag lies inside it).
+fn rsdp_tag(bytes: &[u8]) -> Option<&[u8]> {
+    let mut off = 8usize;
+    let mut old = None;
+    while let (Some(typ), Some(size)) = (u32_at(bytes, off), u32_at(bytes, off + 4)) {
+        let end = off.checked_add(size as usize)?;
+        let payload = bytes.get(off.checked_add(8)?..end);
+        match typ {
+            TAG_END => break,
+            TAG_ACPI_NEW => return payload,
+            TAG_ACPI_OLD => old = payload,
+            _ => {}
+        }
+        off = end.max(off + 8).next_multiple_of(8);
+    }
+    old
 }
 
 /// Walks the tag list of the `bytes.len()`-byte information block as the `multiboot2` crate
@@ -150,6 +176,33 @@ mod tests {
         // SAFETY: (test only) the structure is one allocation that starts with its header and
         // is `total_size` bytes long, as the builder guarantees.
         unsafe { core::slice::from_raw_parts(mbi as *const _ as *const u8, len) }.to_vec()
+    }
+
+    #[test]
+    fn keeps_the_acpi_rsdp_copy_preferring_the_new_one() {
+        use multiboot2::{RsdpV1Tag, RsdpV2Tag};
+        let base = || {
+            Builder::new().mmap(MemoryMapTag::new(&[MemoryArea::new(
+                0,
+                0x9fc00,
+                MemoryAreaType::Available,
+            )]))
+        };
+        let parse = |b: Vec<u8>| {
+            let mem = Buffer::at(0x10000, &b);
+            BootInfo::parse(MULTIBOOT2_BOOTLOADER_MAGIC, 0x10000, &mem).unwrap()
+        };
+        let none = parse(bytes_of(&base().build()));
+        assert!(none.acpi_rsdp.is_empty());
+        let v1 = RsdpV1Tag::new(0x11, *b"OEMID ", 0, 0xe1000);
+        let old = parse(bytes_of(&base().rsdpv1(v1).build()));
+        assert_eq!(old.acpi_rsdp.len(), 20);
+        assert_eq!(&old.acpi_rsdp[..8], b"RSD PTR ");
+        assert_eq!(old.acpi_rsdp[16..20], 0xe1000u32.to_le_bytes());
+        let v2 = RsdpV2Tag::new(0x22, *b"OEMID ", 2, 0xe1000, 36, 0xe2000, 0x33);
+        let new = parse(bytes_of(&base().rsdpv1(v1).rsdpv2(v2).build()));
+        assert_eq!(new.acpi_rsdp.len(), 36);
+        assert_eq!(new.acpi_rsdp[24..32], 0xe2000u64.to_le_bytes());
     }
 
     #[test]

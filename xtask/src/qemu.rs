@@ -122,10 +122,31 @@ pub fn kernel_for(test: &crate::spec::Test, default: &Path) -> anyhow::Result<st
     }
 }
 
+/// What separates a CPU model from a CPU count in a [`Config::cpu`] value: `max+smp=4`
+/// means `-cpu max -smp 4`. The count rides in the model string because test specs
+/// (`spec::Emulator::Qemu`) and the harness carry only that string.
+pub const SMP_SUFFIX: &str = "+smp=";
+
+/// Splits a [`Config::cpu`] value into the model and the CPU count (1 when none is given).
+pub fn split_cpus(cpu: &str) -> Result<(&str, u32)> {
+    match cpu.split_once(SMP_SUFFIX) {
+        None => Ok((cpu, 1)),
+        Some((model, n)) => {
+            let n: u32 = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .with_context(|| format!("CPU count in {cpu:?}: expected 1..=64"))?;
+            Ok((model, n))
+        }
+    }
+}
+
 /// A complete QEMU configuration.
 pub struct Config<'a> {
     pub accel: Accel,
-    /// CPU model and flags; `None` means [`Accel::default_cpu`].
+    /// CPU model and flags, optionally with a CPU count (`max+smp=4`, see
+    /// [`SMP_SUFFIX`]); `None` means [`Accel::default_cpu`] on one CPU.
     pub cpu: Option<&'a str>,
     pub memory: &'a str,
     pub serial: Serial,
@@ -192,9 +213,22 @@ fn initrd_arg(modules: &[Module]) -> String {
 pub fn command(config: &Config) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.current_dir(config.boot_dir);
+    // A malformed count is a bug in a test spec: the test fails on QEMU's own complaint.
+    let (model, cpus) = config
+        .cpu
+        .map_or(Ok((config.accel.default_cpu(), 1)), split_cpus)
+        .unwrap_or(("invalid-cpu-count", 1));
+    let model = if model.is_empty() {
+        config.accel.default_cpu()
+    } else {
+        model
+    };
     cmd.args(["-accel", config.accel.name()])
-        .args(["-cpu", config.cpu.unwrap_or(config.accel.default_cpu())])
-        .args(["-m", config.memory])
+        .args(["-cpu", model]);
+    if cpus > 1 {
+        cmd.args(["-smp", &cpus.to_string()]);
+    }
+    cmd.args(["-m", config.memory])
         .args(["-display", "none", "-vga", "std", "-nic", "none"])
         .arg("-no-reboot")
         .args(["-device", DEBUG_EXIT_DEVICE]);
@@ -323,6 +357,38 @@ mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use Outcome::PowerOff;
+
+    #[test]
+    fn cpu_count_rides_in_the_cpu_string() {
+        assert_eq!(split_cpus("max").unwrap(), ("max", 1));
+        assert_eq!(split_cpus("max+smp=4").unwrap(), ("max", 4));
+        assert_eq!(split_cpus("+smp=2").unwrap(), ("", 2));
+        assert!(split_cpus("max+smp=0").is_err());
+        assert!(split_cpus("max+smp=x").is_err());
+        let dir = Path::new("/tmp");
+        let args = |cpu| {
+            let cmd = command(&Config {
+                accel: Accel::Tcg,
+                cpu,
+                memory: "1G",
+                serial: Serial::Stdio,
+                boot_dir: dir,
+                boot: Boot::Iso("x.iso"),
+                extra_args: &[],
+            });
+            cmd.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(args(Some("max+smp=4")).contains("-cpu max -smp 4 -m 1G"));
+        assert!(args(Some("+smp=2")).contains("-cpu max -smp 2 -m 1G"));
+        let one = args(None);
+        assert!(
+            one.contains("-cpu max -m 1G") && !one.contains("-smp"),
+            "{one}"
+        );
+    }
 
     #[test]
     fn exit_status_maps_back() {
