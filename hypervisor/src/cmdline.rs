@@ -111,6 +111,9 @@ pub struct Options {
     pub selftest: SelfTest,
     /// `dom0_max_vcpus=N`: vCPUs of dom0 (default 1).
     pub dom0_max_vcpus: u32,
+    /// `maxcpus=N`: start at most N physical CPUs, the boot CPU included (default: every
+    /// CPU the firmware lists, up to the per-CPU table's size).
+    pub maxcpus: Option<u32>,
 }
 
 impl Default for Options {
@@ -127,6 +130,7 @@ impl Default for Options {
             hvm: BackendChoice::Auto,
             selftest: SelfTest::None,
             dom0_max_vcpus: 1,
+            maxcpus: None,
         }
     }
 }
@@ -192,6 +196,7 @@ const OPTION_NAMES: &[&str] = &[
     "on_idle",
     "hvm",
     "dom0_max_vcpus",
+    "maxcpus",
 ];
 
 /// Parses a command line. Never fails: problems become diagnostics.
@@ -260,6 +265,11 @@ fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
             "a vCPU count from 1 to 128",
             |v: &str| v.parse::<u32>().ok().filter(|n| (1..=128).contains(n)),
             |o: &mut Options, v| o.dom0_max_vcpus = v
+        ),
+        "maxcpus" => valued!(
+            "a CPU count from 1 to 4096",
+            |v: &str| v.parse::<u32>().ok().filter(|n| (1..=4096).contains(n)),
+            |o: &mut Options, v| o.maxcpus = Some(v)
         ),
         "on_idle" => valued!(
             "halt or poweroff",
@@ -503,7 +513,7 @@ mod tests {
     #[test]
     fn parses_every_option() {
         let p =
-            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm dom0_max_vcpus=2");
+            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm dom0_max_vcpus=2 maxcpus=3");
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         assert_eq!(
             p.options,
@@ -519,8 +529,45 @@ mod tests {
                 hvm: BackendChoice::Svm,
                 selftest: SelfTest::None,
                 dom0_max_vcpus: 2,
+                maxcpus: Some(3),
             }
         );
+    }
+
+    #[test]
+    fn maxcpus_bounds() {
+        assert_eq!(parse("maxcpus=1").options.maxcpus, Some(1));
+        assert_eq!(parse("maxcpus=4096").options.maxcpus, Some(4096));
+        assert_eq!(parse("").options.maxcpus, None);
+        for bad in [
+            "maxcpus=0",
+            "maxcpus=4097",
+            "maxcpus=-1",
+            "maxcpus=two",
+            "maxcpus=",
+        ] {
+            let p = parse(bad);
+            assert_eq!(p.options.maxcpus, None, "{bad}");
+            assert!(
+                matches!(
+                    p.diagnostics[..],
+                    [Diagnostic::BadValue {
+                        name: "maxcpus",
+                        ..
+                    }]
+                ),
+                "{bad}: {:?}",
+                p.diagnostics
+            );
+        }
+        let p = parse("maxcpus");
+        assert!(matches!(
+            p.diagnostics[..],
+            [Diagnostic::MissingValue {
+                name: "maxcpus",
+                ..
+            }]
+        ));
     }
 
     #[test]

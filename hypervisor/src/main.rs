@@ -18,6 +18,8 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod acpi;
+#[cfg(target_os = "none")]
 mod arch;
 pub mod cmdline;
 #[cfg(target_os = "none")]

@@ -1,6 +1,7 @@
 //! The boot sequence, from the trampoline's call to the idle loop, and the fatal paths.
 #![allow(unsafe_code)]
 
+use crate::arch::x86::smp::{self, BackendKind};
 use crate::arch::x86::{cpu, exceptions, gdt, lapic, percpu, pic, power, xcr};
 use crate::cmdline::{self, DomuSpec, IdleAction, ModuleLine, Options};
 use crate::cmdline::{BackendChoice, SelfTest};
@@ -20,8 +21,13 @@ use spin::Once;
 
 /// The options in force, for code that runs after boot (fatal paths included).
 static OPTIONS: Once<Options> = Once::new();
+/// The CPUs to start, from the firmware's MADT and `maxcpus=`.
+static HOST_CPUS: Once<smp::HostCpus> = Once::new();
+/// The firmware's memory map (the AP trampoline must lie in usable RAM).
+static MEMORY_MAP: Once<arrayvec::ArrayVec<ferrovisor_boot::MemoryRegion, 128>> = Once::new();
 
-/// Below this, memory is left to firmware structures and (later) AP start-up trampolines.
+/// Below this, memory is left to firmware structures and the AP start-up trampoline
+/// (`arch::x86::smp::TRAMPOLINE`).
 const LOW_MEMORY_END: u64 = 0x10_0000;
 
 /// Entered from the boot trampoline with the loader's magic and information address.
@@ -61,6 +67,8 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         image.image_end,
         image.boot_stack_top
     );
+    HOST_CPUS.call_once(|| enumerate_cpus(&boot, &options));
+    MEMORY_MAP.call_once(|| boot.memory_map.iter().copied().collect());
     init_frames(&boot);
     let mut frames_guard = phys::FRAMES.lock();
     let Some(frames) = frames_guard.as_mut() else {
@@ -142,6 +150,62 @@ fn banner(boot: &BootInfo, cpu: &cpu::CpuInfo) {
     if boot.truncated {
         warn!("boot information was longer than kept; some entries were dropped");
     }
+}
+
+/// The APIC ids of the CPUs to start (the boot CPU's first), from the firmware's MADT and
+/// `maxcpus=`. With no usable MADT, the boot CPU alone (and the log says why).
+fn enumerate_cpus(boot: &BootInfo, options: &Options) -> smp::HostCpus {
+    use smp::HostCpus;
+    let bsp = cpu::initial_apic_id();
+    let limit = (options.maxcpus.unwrap_or(u32::MAX) as usize).min(percpu::MAX_CPUS);
+    let (madt, rsdp, source) = match crate::acpi::read_madt(boot) {
+        Ok(found) => found,
+        Err(e) => {
+            warn!("ACPI: {e}; running on the boot CPU alone");
+            return HostCpus::boot_only(bsp);
+        }
+    };
+    info!(
+        "ACPI: RSDP revision {} {}, root table {}",
+        rsdp.revision,
+        source,
+        crate::acpi::RootTable(&rsdp)
+    );
+    let enabled = madt.enabled().count();
+    let capable = madt.cpus.len() - enabled;
+    info!(
+        "ACPI MADT: {enabled} enabled CPUs, {capable} online-capable (hot-plug; not started), \
+         {} disabled, {} duplicate, {} beyond {} kept; local APIC at {:#x}",
+        madt.disabled,
+        madt.duplicates,
+        madt.dropped,
+        acpi_host::MAX_MADT_CPUS,
+        madt.lapic_addr
+    );
+    let mut cpus = HostCpus::boot_only(bsp);
+    if !madt.enabled().any(|c| c.apic_id == bsp) {
+        warn!("ACPI MADT does not list the boot CPU (APIC id {bsp}); starting it anyway");
+    }
+    let mut skipped = 0;
+    for c in madt.enabled().filter(|c| c.apic_id != bsp) {
+        if cpus.apic_ids.len() >= limit || cpus.apic_ids.try_push(c.apic_id).is_err() {
+            skipped += 1;
+        }
+    }
+    if skipped > 0 {
+        info!(
+            "{skipped} CPU(s) left offline ({})",
+            if options
+                .maxcpus
+                .is_some_and(|m| (m as usize) < percpu::MAX_CPUS)
+            {
+                "maxcpus="
+            } else {
+                "more than the per-CPU table holds"
+            }
+        );
+    }
+    cpus
 }
 
 /// Sets up the frame allocator over usable RAM minus the first MiB, the image and modules.
@@ -261,6 +325,7 @@ fn plan_domains(boot: &BootInfo) -> alloc::vec::Vec<DomainPlan<'_>> {
 /// and hands the CPU to the scheduler. Returns only if nothing can run.
 fn start_domains(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
     if boot.modules.is_empty() {
+        start_aps(BackendKind::None);
         info!("no domain to start: no boot module given");
         return;
     }
@@ -275,6 +340,7 @@ fn start_domains(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
         match Svm::init() {
             Ok(svm) => {
                 info!("virtualization backend: {svm}");
+                start_aps(BackendKind::Svm);
                 boot_domains(svm, boot, options)
             }
             Err(e) => backend_unavailable("SVM", e),
@@ -283,11 +349,25 @@ fn start_domains(boot: &BootInfo, options: &Options, cpu: &cpu::CpuInfo) {
         match crate::vmx::Vmx::init() {
             Ok(vmx) => {
                 info!("virtualization backend: VMX backend: {vmx}");
+                start_aps(BackendKind::Vmx);
                 boot_domains(vmx, boot, options)
             }
             Err(e) => backend_unavailable("VMX", e),
         }
     }
+}
+
+/// Starts the other CPUs with the boot CPU's backend and checks each through a cross-CPU
+/// call. They wait in their idle loops (the scheduler runs on the boot CPU).
+fn start_aps(kind: BackendKind) {
+    let (Some(cpus), Some(map)) = (HOST_CPUS.get(), MEMORY_MAP.get()) else {
+        return;
+    };
+    if cpus.apic_ids.len() > 1 {
+        info!("smp: starting {} more CPU(s)", cpus.apic_ids.len() - 1);
+    }
+    smp::start_aps(cpus, kind, map);
+    smp::check_and_report(cpus);
 }
 
 fn backend_unavailable(name: &str, e: BackendError) {

@@ -177,6 +177,34 @@ pub fn enable_cpu() -> Result<(), BackendError> {
     Ok(())
 }
 
+/// Enables SVM on an AP after the checks the boot CPU passed in [`Svm::init`] (SVM and
+/// NPT offered, not disabled by firmware); the caller has already checked that the AP's
+/// CPUID (SVM feature leaf included) matches the boot CPU's.
+pub fn enable_ap() -> Result<(), BackendError> {
+    let cpuid = CpuId::new();
+    if !cpuid
+        .get_extended_processor_and_feature_identifiers()
+        .is_some_and(|e| e.has_svm())
+    {
+        return Err(BackendError::Unsupported("SVM"));
+    }
+    if !cpuid.get_svm_info().is_some_and(|i| i.has_nested_paging()) {
+        return Err(BackendError::Unsupported("nested paging (NPT)"));
+    }
+    if rdmsr(MSR_VM_CR) & VM_CR_SVMDIS != 0 {
+        return Err(BackendError::LockedByFirmware("SVM (VM_CR.SVMDIS)"));
+    }
+    enable_cpu()
+}
+
+/// Whether SVM is on for this CPU: EFER.SVME set and the host save area given to the
+/// processor is this CPU's (for the boot-time check of every CPU).
+pub fn enabled_here() -> bool {
+    rdmsr(MSR_EFER) & EFER_SVME != 0
+        && rdmsr(MSR_VM_HSAVE_PA) != 0
+        && percpu::this().host_save_area.load(Ordering::SeqCst) != 0
+}
+
 fn fill(pa: u64, len: usize, byte: u8) {
     // SAFETY: `pa` is a run of `len` bytes of frames just allocated for this map and
     // reached through the direct map; nothing else references them yet.

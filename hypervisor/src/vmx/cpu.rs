@@ -98,7 +98,25 @@ pub fn detect() -> Result<VmxCaps, BackendError> {
     if !caps.unrestricted_guest() {
         return Err(BackendError::Unsupported("VMX unrestricted guest"));
     }
+    // The first CPU to get here is the boot CPU: APs must match its capabilities.
+    BOOT_CAPS.call_once(|| caps);
     Ok(caps)
+}
+
+/// The boot CPU's VMX capability MSRs, which every AP must match.
+static BOOT_CAPS: spin::Once<VmxCaps> = spin::Once::new();
+
+/// Puts an AP into VMX root operation after the boot CPU's checks (`detect`) and a check
+/// that its capability MSRs are exactly the boot CPU's (the VMCS controls were derived from
+/// those). Returns the VMXON region's physical address.
+pub fn enable_ap() -> Result<u64, BackendError> {
+    let caps = detect()?;
+    if BOOT_CAPS.get() != Some(&caps) {
+        return Err(BackendError::Unsupported(
+            "VMX capability MSRs identical to the boot CPU's",
+        ));
+    }
+    enable(&caps)
 }
 
 /// Puts this CPU into VMX root operation. Returns the VMXON region's physical address.

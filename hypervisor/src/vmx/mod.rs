@@ -30,7 +30,7 @@ pub mod modes;
 #[cfg(target_os = "none")]
 mod backend;
 #[cfg(target_os = "none")]
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(target_os = "none")]
 mod cr;
 #[cfg(target_os = "none")]

@@ -136,3 +136,116 @@ pub fn invariant_tsc() -> bool {
         .get_advanced_power_mgmt_info()
         .is_some_and(|a| a.has_invariant_tsc())
 }
+
+/// This CPU's initial APIC id from CPUID: the 32-bit x2APIC id of leaf 0xB when the CPU
+/// has that leaf, else the 8-bit id of leaf 1.
+pub fn initial_apic_id() -> u32 {
+    let max = core::arch::x86_64::__cpuid_count(0, 0).eax;
+    if max >= 0xb {
+        let b = core::arch::x86_64::__cpuid_count(0xb, 0);
+        // A leaf 0xB with no level (EBX = 0) is not implemented.
+        if b.ebx != 0 {
+            return b.edx;
+        }
+    }
+    core::arch::x86_64::__cpuid_count(1, 0).ebx >> 24
+}
+
+/// The CPUID words the hypervisor and its backends rely on, for checking that every CPU
+/// offers the same as the boot CPU. Bits that reflect what the OS enabled (OSXSAVE,
+/// OSPKE) or which CPU runs (APIC ids, XSAVE area size for the current XCR0) are left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature {
+    words: [u32; SIGNATURE_WORDS],
+}
+
+const SIGNATURE_WORDS: usize = 16;
+const SIGNATURE_NAMES: [&str; SIGNATURE_WORDS] = [
+    "vendor",
+    "vendor",
+    "vendor",
+    "CPUID.1:ECX features",
+    "CPUID.1:EDX features",
+    "CPUID.7:EBX features",
+    "CPUID.7:ECX features",
+    "CPUID.7:EDX features",
+    "XSAVE components (CPUID.0xD:EAX)",
+    "XSAVE components (CPUID.0xD:EDX)",
+    "CPUID.0x80000001:ECX features (SVM among them)",
+    "CPUID.0x80000001:EDX features",
+    "SVM revision (CPUID.0x8000000A:EAX)",
+    "SVM ASIDs (CPUID.0x8000000A:EBX)",
+    "SVM features (CPUID.0x8000000A:EDX)",
+    "physical/linear address sizes (CPUID.0x80000008:EAX)",
+];
+
+impl Signature {
+    /// The signature of the CPU this runs on.
+    pub fn current() -> Signature {
+        let c = |leaf: u32, sub: u32| core::arch::x86_64::__cpuid_count(leaf, sub);
+        let max = c(0, 0).eax;
+        let max_ext = c(0x8000_0000, 0).eax;
+        let std = |leaf: u32, sub: u32| {
+            if max >= leaf {
+                c(leaf, sub)
+            } else {
+                core::arch::x86_64::CpuidResult {
+                    eax: 0,
+                    ebx: 0,
+                    ecx: 0,
+                    edx: 0,
+                }
+            }
+        };
+        let ext = |leaf: u32| {
+            if max_ext >= leaf {
+                c(leaf, 0)
+            } else {
+                core::arch::x86_64::CpuidResult {
+                    eax: 0,
+                    ebx: 0,
+                    ecx: 0,
+                    edx: 0,
+                }
+            }
+        };
+        let (v, l1, l7, ld, e1, ea, e8) = (
+            c(0, 0),
+            std(1, 0),
+            std(7, 0),
+            std(0xd, 0),
+            ext(0x8000_0001),
+            ext(0x8000_000a),
+            ext(0x8000_0008),
+        );
+        const OSXSAVE: u32 = 1 << 27;
+        const OSPKE: u32 = 1 << 4;
+        Signature {
+            words: [
+                v.ebx,
+                v.edx,
+                v.ecx,
+                l1.ecx & !OSXSAVE,
+                l1.edx,
+                l7.ebx,
+                l7.ecx & !OSPKE,
+                l7.edx,
+                ld.eax,
+                ld.edx,
+                e1.ecx,
+                e1.edx,
+                ea.eax,
+                ea.ebx,
+                ea.edx,
+                e8.eax & 0xffff,
+            ],
+        }
+    }
+
+    /// What differs from `other` (the first word that does), or None when they match.
+    pub fn differs_from(&self, other: &Signature) -> Option<(&'static str, u32, u32)> {
+        (0..SIGNATURE_WORDS)
+            .find(|&i| self.words[i] != other.words[i])
+            .map(|i| (SIGNATURE_NAMES[i], self.words[i], other.words[i]))
+    }
+}

@@ -166,6 +166,19 @@ pub fn init() {
     unsafe { lidt(&ptr) };
 }
 
+/// Loads the IDT [`init`] built on this CPU (an AP: every CPU shares the one IDT; the IST
+/// indices in its gates name slots of each CPU's own TSS).
+pub fn load() {
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: VirtAddr::from_ptr(IDT.0.get()),
+    };
+    // SAFETY: the IDT was filled by `init` on the boot CPU before any AP started and is
+    // never written again; its gates point at the stubs below, with the code selector
+    // every CPU's GDT has at the same index, and IST slots each CPU's TSS fills.
+    unsafe { lidt(&ptr) };
+}
+
 /// Called by `exc_common` with a pointer to the saved registers; never returns.
 #[no_mangle]
 extern "C" fn ferrovisor_exception(frame: &ExceptionFrame) -> ! {

@@ -100,6 +100,43 @@ pub fn init() {
     }
 }
 
+/// Size of each IST stack of an AP (the boot CPU's are statics with guard pages; an AP's
+/// come from the frame allocator, in the direct map, without guard pages).
+pub const AP_IST_STACK_SIZE: u64 = IST_STACK_SIZE as u64;
+
+/// Builds and loads this AP's own GDT and TSS (the same layout as the boot CPU's, so the
+/// selectors are the same on every CPU) with IST stacks whose tops are `ist_tops`
+/// (double fault, NMI/MCE), and reloads every segment register. Both tables are leaked:
+/// they serve this CPU for the rest of the machine's life. Returns the GDT's address.
+pub fn init_ap(ist_tops: [u64; 2]) -> u64 {
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = VirtAddr::new(ist_tops[0]);
+    tss.interrupt_stack_table[IST_NMI_MCE as usize] = VirtAddr::new(ist_tops[1]);
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_sel = gdt.append(Descriptor::tss_segment(tss));
+    assert!(
+        code.0 == code_selector() && tss_sel.0 == tss_selector(),
+        "AP GDT layout differs from the boot CPU's"
+    );
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index descriptors of the GDT just loaded, which is leaked and
+    // so lives for the rest of the machine's life; the TSS descriptor points at this CPU's
+    // own leaked TSS (never loaded by another CPU), whose IST stacks the caller allocated
+    // for this CPU alone.
+    unsafe {
+        CS::set_reg(code);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        SS::set_reg(data);
+        load_tss(tss_sel);
+    }
+    gdt as *const GlobalDescriptorTable as u64
+}
+
 /// Selector of the hypervisor code segment (host CS for VM exits).
 pub fn code_selector() -> u16 {
     GDT.get().map_or(0, |t| t.code.0)

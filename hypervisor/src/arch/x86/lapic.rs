@@ -161,6 +161,35 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
     }
 }
 
+/// ICR delivery modes used to start an AP (SDM 10.6.1).
+const ICR_INIT: u32 = 0b101 << 8;
+const ICR_STARTUP: u32 = 0b110 << 8;
+
+fn send_icr(apic_id: u32, low: u32) {
+    if X2APIC.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC mode is on; 0x830 is the x2APIC ICR. The callers send INIT or
+        // STARTUP to an AP the firmware listed, which only resets or starts that CPU.
+        unsafe { wrmsr(0x830, u64::from(apic_id) << 32 | u64::from(low)) };
+    } else {
+        wait_icr_idle();
+        write(REG_ICR_HIGH, apic_id << 24);
+        write(REG_ICR_LOW, low);
+        wait_icr_idle();
+    }
+}
+
+/// Sends an INIT IPI (level assert) to the CPU with APIC id `apic_id`: it resets and
+/// waits for a STARTUP IPI.
+pub fn send_init(apic_id: u32) {
+    send_icr(apic_id, ICR_INIT | ICR_ASSERT);
+}
+
+/// Sends a STARTUP IPI: the CPU with APIC id `apic_id`, waiting after INIT, starts in real
+/// mode at physical address `vector << 12`.
+pub fn send_startup(apic_id: u32, vector: u8) {
+    send_icr(apic_id, ICR_STARTUP | ICR_ASSERT | u32::from(vector));
+}
+
 /// Sends a fixed interrupt `vector` to this CPU.
 pub fn self_ipi(vector: u8) {
     if X2APIC.load(Ordering::Relaxed) {
@@ -411,8 +440,8 @@ pub fn init(tsc_hz: u64) {
     }
 }
 
-/// Enables an AP's APIC with the boot CPU's configuration.
-#[allow(dead_code)] // for AP bring-up (next issue)
+/// Enables an AP's APIC with the boot CPU's configuration (mode and the timer rate the
+/// boot CPU calibrated; the TSC is assumed to run at the same rate on every CPU).
 pub fn init_ap() {
     enable_local(false);
     set_timer_mode(mode());

@@ -1,5 +1,5 @@
 //! x86-64 host support: CPU identification, descriptor tables, exceptions, interrupts and
-//! the local APIC, per-CPU data, extended-state switching, ports, power.
+//! the local APIC, per-CPU data, AP start-up and cross-CPU calls, extended-state switching, ports, power.
 pub mod cpu;
 pub mod exceptions;
 pub mod fpu;
@@ -12,6 +12,7 @@ pub mod port;
 pub mod power;
 pub mod regs;
 pub mod rtc;
+pub mod smp;
 pub mod spec;
 pub mod tsc;
 pub mod xcr;
