@@ -1,0 +1,115 @@
+//! SMP: the hypervisor starts the CPUs the firmware lists (ACPI MADT), each AP answers a
+//! cross-CPU call with its CPUID APIC id and backend state, wakes for an event-check IPI and
+//! takes its own LAPIC timer; `maxcpus=` limits them. A real guest runs beside them and must
+//! pass its own checks. Every earlier test runs with one CPU, unchanged.
+//!
+//! QEMU only: Debian's Bochs is built with SMP, but a Bochs test's machine (`bochs::Config`)
+//! is built by the harness, which has no CPU count to give it yet (see docs/design.md, SMP).
+
+use crate::build;
+use crate::image::Loader;
+use crate::qemu::Accel;
+use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+
+/// QEMU TCG with `cpu` as the CPU string, e.g. `max+smp=4` (the count rides in it, see
+/// `qemu::SMP_SUFFIX`).
+fn tcg_smp(boot: QemuBoot, cpu: &'static str) -> Emulator {
+    Emulator::Qemu {
+        accel: Accel::Tcg,
+        boot,
+        cpu: Some(cpu),
+    }
+}
+
+/// The hello guest's own lines: it ran, and passed its checks.
+const HELLO: &[&str] = &[
+    r"^\(d0\) hello from a PVH guest",
+    r"^\(d0\) guest hello: PASS",
+    r"^\(I\) nothing to run; powering off",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+/// What no SMP test may print: a CPU that failed to start, was refused, or failed a check.
+const SMP_FORBID: &[&str] = &[
+    r"did not start",
+    r"refused",
+    r"check failed",
+    r"no answer to a cross-CPU call",
+    r"running on the boot CPU alone",
+];
+
+/// Each AP's check line, then the total.
+fn online(n: usize, total: &'static str) -> Vec<&'static str> {
+    const AP: [&str; 3] = [
+        r"^\(I\) CPU 1: APIC id 1 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+        r"^\(I\) CPU 2: APIC id 2 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+        r"^\(I\) CPU 3: APIC id 3 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+    ];
+    let mut v = AP[..n - 1].to_vec();
+    v.push(total);
+    v
+}
+
+pub fn all() -> Vec<Test> {
+    let hello = || ModuleSpec::built(&build::GUEST_HELLO).args("hello");
+    let mut start = vec![
+        r"^\(I\) ACPI: RSDP revision \d+ at 0x[0-9a-f]+, root table (XSDT|RSDT) at 0x[0-9a-f]+",
+        r"^\(I\) ACPI MADT: 4 enabled CPUs, 0 online-capable",
+        r"^\(I\) smp: starting 3 more CPU\(s\)",
+    ];
+    start.extend(online(
+        4,
+        r"^\(I\) smp: 4 CPUs online \(4 listed by the firmware and allowed\)",
+    ));
+    start.extend_from_slice(HELLO);
+    let mut limited = vec![
+        r"^\(I\) ACPI MADT: 4 enabled CPUs",
+        r"^\(I\) 2 CPU\(s\) left offline \(maxcpus=\)",
+        r"^\(I\) smp: starting 1 more CPU\(s\)",
+    ];
+    limited.extend(online(
+        2,
+        r"^\(I\) smp: 2 CPUs online \(2 listed by the firmware and allowed\)",
+    ));
+    limited.extend_from_slice(HELLO);
+    // GRUB (multiboot2) hands over its copy of the RSDP: the other path to the MADT.
+    let mut grub = vec![
+        r"^\(I\) ACPI: RSDP revision \d+ from the boot loader, root table (XSDT|RSDT) at 0x[0-9a-f]+",
+        r"^\(I\) ACPI MADT: 2 enabled CPUs",
+    ];
+    grub.extend(online(
+        2,
+        r"^\(I\) smp: 2 CPUs online \(2 listed by the firmware and allowed\)",
+    ));
+    grub.extend_from_slice(HELLO);
+    vec![
+        // Four CPUs from the BIOS's MADT (QEMU's multiboot1 loader: found by the BIOS-area
+        // scan); the hello guest runs on the boot CPU with three APs idle beside it.
+        Test::new("qemu-tcg/smp/start", tcg_smp(QemuBoot::Kernel, "max+smp=4"))
+            .cmdline("console=com1 on_idle=poweroff")
+            .module(hello())
+            .expect(&start)
+            .forbid(SMP_FORBID)
+            .timeout_secs(90),
+        // maxcpus=2 on a 4-CPU machine: exactly two start.
+        Test::new(
+            "qemu-tcg/smp/maxcpus",
+            tcg_smp(QemuBoot::Kernel, "max+smp=4"),
+        )
+        .cmdline("console=com1 on_idle=poweroff maxcpus=2")
+        .module(hello())
+        .expect(&limited)
+        .forbid(SMP_FORBID)
+        .forbid(&[r"^\(I\) CPU 2:", r"^\(I\) CPU 3:"])
+        .timeout_secs(90),
+        Test::new(
+            "qemu-tcg/smp/grub-rsdp",
+            tcg_smp(QemuBoot::Iso(Loader::Multiboot2), "max+smp=2"),
+        )
+        .cmdline("console=com1 on_idle=poweroff")
+        .module(hello())
+        .expect(&grub)
+        .forbid(SMP_FORBID)
+        .timeout_secs(120),
+    ]
+}
