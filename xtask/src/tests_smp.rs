@@ -41,9 +41,9 @@ const SMP_FORBID: &[&str] = &[
 /// Each AP's check line, then the total.
 fn online(n: usize, total: &'static str) -> Vec<&'static str> {
     const AP: [&str; 3] = [
-        r"^\(I\) CPU 1: APIC id 1 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
-        r"^\(I\) CPU 2: APIC id 2 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
-        r"^\(I\) CPU 3: APIC id 3 \(x2?APIC\), SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+        r"^\(I\) CPU 1: APIC id 1 \(x2?APIC\), CPUID features as the boot CPU's, SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+        r"^\(I\) CPU 2: APIC id 2 \(x2?APIC\), CPUID features as the boot CPU's, SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
+        r"^\(I\) CPU 3: APIC id 3 \(x2?APIC\), CPUID features as the boot CPU's, SVM enabled with its own host save area, idle loop answers calls, IPIs and its timer",
     ];
     let mut v = AP[..n - 1].to_vec();
     v.push(total);

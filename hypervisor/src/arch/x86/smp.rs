@@ -549,7 +549,7 @@ pub fn check_and_report(cpus: &HostCpus) -> u32 {
         if problems.is_empty() {
             good += 1;
             info!(
-                "CPU {index}: APIC id {seen_id} ({}), {}, idle loop answers calls, IPIs and its timer",
+                "CPU {index}: APIC id {seen_id} ({}), CPUID features as the boot CPU's, {}, idle loop answers calls, IPIs and its timer",
                 if answer & REPORT_X2APIC != 0 { "x2APIC" } else { "xAPIC" },
                 match kind {
                     BackendKind::None => "no backend",
@@ -564,7 +564,8 @@ pub fn check_and_report(cpus: &HostCpus) -> u32 {
         }
     }
     info!(
-        "smp: {good} CPUs online ({} listed by the firmware and allowed)",
+        "smp: {good} CPU{} online ({} listed by the firmware and allowed)",
+        if good == 1 { "" } else { "s" },
         cpus.apic_ids.len()
     );
     good
