@@ -82,6 +82,20 @@ pub fn all() -> Vec<Test> {
         r"^\(I\) smp: 2 CPUs online \(2 listed by the firmware and allowed\)",
     ));
     grub.extend_from_slice(HELLO);
+    // dom0 (the Debian kernel) on the boot CPU while three APs idle: its shell comes up and
+    // its own power-off ends the run.
+    let mut dom0_smp = vec![r"^\(I\) smp: starting 3 more CPU\(s\)"];
+    dom0_smp.extend(online(4, r"^\(I\) smp: 4 CPUs online"));
+    let dom0 = crate::tests_dom0::dom0_boot(
+        "qemu-tcg/smp/dom0-poweroff",
+        tcg_smp(QemuBoot::Kernel, "max+smp=4"),
+        crate::tests_dom0::QEMU_CMDLINE,
+        crate::tests_dom0::QEMU_TIMEOUT,
+    )
+    .expect_group(&dom0_smp)
+    .send(r"dom0: shell ready", "poweroff -f\n")
+    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+    .forbid(SMP_FORBID);
     vec![
         // Four CPUs from the BIOS's MADT (QEMU's multiboot1 loader: found by the BIOS-area
         // scan); the hello guest runs on the boot CPU with three APs idle beside it.
@@ -111,5 +125,6 @@ pub fn all() -> Vec<Test> {
         .expect(&grub)
         .forbid(SMP_FORBID)
         .timeout_secs(120),
+        dom0,
     ]
 }
