@@ -79,8 +79,9 @@ fn sidt() -> TablePointer {
 /// Base of the TSS named by `selector`, from the 16-byte system descriptor in the GDT.
 fn tss_base(gdt_base: u64, selector: u16) -> u64 {
     let at = gdt_base + u64::from(selector & !7);
-    // SAFETY: the GDT is the hypervisor's own static table (mapped, readable), and the TR
-    // selector indexes a 16-byte TSS descriptor inside it (built by `gdt::init`).
+    // SAFETY: the GDT is this CPU's own table (the boot CPU's static one, or an AP's, leaked
+    // by `gdt::init_ap`; mapped, readable, never freed), and the TR selector indexes a
+    // 16-byte TSS descriptor inside it (the same index on every CPU).
     let (lo, hi) = unsafe {
         let p = at as *const u64;
         (p.read_unaligned(), p.add(1).read_unaligned())
