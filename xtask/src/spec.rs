@@ -135,12 +135,7 @@ impl ModuleSpec {
     /// The file to boot, writing fixtures as needed.
     pub fn materialize(&self) -> anyhow::Result<PathBuf> {
         match &self.source {
-            Source::Fixture { name, contents } => {
-                let path = util::xtask_dir().join("fixtures").join(name);
-                util::create_parent(&path)?;
-                std::fs::write(&path, contents())?;
-                Ok(path)
-            }
+            Source::Fixture { name, contents } => util::write_fixture(name, &contents()),
             Source::File(path) => Ok(util::repo_root().join(path)),
             Source::Built(artifact) => Ok(build::output_path(artifact, Profile::Release)),
             Source::Prepared(make) => make(),
