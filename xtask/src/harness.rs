@@ -914,27 +914,26 @@ fn run_lanes(tests: &[&Test], ctx: &RunContext, lanes: usize, mut done: impl FnM
         for _ in 0..lanes.min(tests.len()) {
             let tx = tx.clone();
             let (order, next) = (&order, &next);
-            scope.spawn(move || loop {
-                let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                if ctx.verbose {
-                    println!("test {} ...", tests[i].name);
-                }
-                let start = Instant::now();
-                let report = run_test(tests[i], ctx).unwrap_or_else(|e| {
-                    let (console_log, emulator_log) = log_paths(tests[i].name);
-                    Report {
-                        passed: false,
-                        problems: vec![format!("the harness failed: {e:#}")],
-                        elapsed: start.elapsed(),
-                        console_log,
-                        emulator_log,
-                        tail: Vec::new(),
+            scope.spawn(move || {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if ctx.verbose {
+                        println!("test {} ...", tests[i].name);
                     }
-                });
-                if tx.send((i, report)).is_err() {
-                    break;
+                    let start = Instant::now();
+                    let report = run_test(tests[i], ctx).unwrap_or_else(|e| {
+                        let (console_log, emulator_log) = log_paths(tests[i].name);
+                        Report {
+                            passed: false,
+                            problems: vec![format!("the harness failed: {e:#}")],
+                            elapsed: start.elapsed(),
+                            console_log,
+                            emulator_log,
+                            tail: Vec::new(),
+                        }
+                    });
+                    if tx.send((i, report)).is_err() {
+                        break;
+                    }
                 }
             });
         }
