@@ -80,6 +80,7 @@ pub fn run_vcpu<B: Backend>(
             return Outcome::Preempted;
         }
         prepare_entry(&mut cx, slice_end);
+        crate::sync::assert_none_held();
         let exit = cx.v.hw.run();
         cx.v.exits += 1;
         cx.v.exits_by_kind[exit.kind()] += 1;
