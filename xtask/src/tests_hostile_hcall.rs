@@ -15,7 +15,7 @@
 //! `hostile/nmi` (QEMU): NMIs sent from QEMU's monitor while a guest works; the guest
 //! must finish its checked work and the machine power off cleanly.
 
-use crate::build;
+use crate::build::{self, Profile};
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
 use crate::tests_multi::built_copy;
 
@@ -105,7 +105,7 @@ pub fn all() -> Vec<Test> {
     vec![
         neighbour("qemu-tcg/hostile/hcall-neighbour", qemu(), QEMU, 1),
         neighbour("bochs/hostile/hcall-neighbour", Emulator::Bochs, BOCHS, 5),
-        neighbour("qemu-tcg/debug/hostile-hcall", qemu(), QEMU, 2).debug_hypervisor(),
+        neighbour("qemu-tcg/debug/hostile-hcall", qemu(), QEMU, 2).hypervisor(Profile::Debug),
         nmi(),
     ]
 }
