@@ -20,10 +20,25 @@
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 
-/// A lock's place in the order, outermost first. A CPU takes locks only in this order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Level {
+/// Declares [`Level`] and `all::ALL` (every level, in order) from one list.
+macro_rules! levels {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// A lock's place in the order, outermost first. A CPU takes locks only in this
+        /// order.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Level {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        mod all {
+            /// Every level, in order (`ALL[l] as usize == l`).
+            pub const ALL: &[super::Level] = &[$(super::Level::$name,)*];
+        }
+    };
+}
+
+levels! {
     /// Destroyed domains waiting for their last reference (`schedule::Hv::graves`).
     Graves,
     /// The free-memory baseline taken before the first domU (`schedule::Hv::baseline`).
@@ -57,7 +72,7 @@ pub enum Level {
 }
 
 /// How many levels there are (each gets a 4-bit count of holders on a CPU).
-const LEVELS: usize = Level::Console as usize + 1;
+const LEVELS: usize = all::ALL.len();
 const _: () = assert!(
     LEVELS * 4 <= 64,
     "the held-lock word has 16 four-bit counts"
@@ -167,6 +182,7 @@ pub fn assert_none_held() {
 
 /// The per-CPU record of held levels (debug builds; a no-op otherwise).
 mod order {
+    use super::all::ALL;
     use super::{Level, LEVELS};
 
     use core::fmt;
@@ -190,28 +206,6 @@ mod order {
             Ok(())
         }
     }
-
-    /// Every level, in order (`ALL[l] as usize == l`).
-    pub const ALL: [Level; LEVELS] = {
-        use Level::*;
-        [
-            Graves,
-            Baseline,
-            DomainTable,
-            Sched,
-            DomainState,
-            VcpuCtx,
-            Runstate,
-            Timers,
-            E820,
-            P2m,
-            Frames,
-            MappedLimit,
-            Asids,
-            ConsoleInput,
-            Console,
-        ]
-    };
 
     /// Whether a CPU holding `held` may take a lock of `level` (`nested`: a second one of
     /// the highest level it holds).
@@ -347,7 +341,7 @@ mod tests {
 
     #[test]
     fn every_level_listed_in_order() {
-        for (i, l) in super::order::ALL.iter().enumerate() {
+        for (i, l) in super::all::ALL.iter().enumerate() {
             assert_eq!(*l as usize, i);
         }
     }
