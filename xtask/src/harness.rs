@@ -1117,7 +1117,7 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
                     to_run.push(test);
                 }
             }
-            let lanes = lanes(opts);
+            let lanes = lanes(opts).min(to_run.len().max(1));
             if lanes > 1 {
                 println!("emulator tests: {} in {lanes} lanes", to_run.len());
             }
