@@ -209,6 +209,7 @@ mod order {
 
     /// Whether a CPU holding `held` may take a lock of `level` (`nested`: a second one of
     /// the highest level it holds).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub fn allowed(held: u64, level: Level, nested: bool) -> bool {
         let l = level as u32;
         let above = if l + 1 >= LEVELS as u32 {

@@ -48,8 +48,10 @@ const MMIO_HOLE_PASSED: &[&str] = &[
 const APIC_MODES_PASSED: &[&str] = &[
     r"^\(d0\) apic-modes: boots in xAPIC mode",
     r"^\(d0\) apic-modes: xAPIC self-IPIs by shorthand and by ID taken",
+    r"^\(d0\) apic-modes: xAPIC logical IPIs \(flat and cluster\) reach the APICs their MDA selects",
     r"^\(d0\) apic-modes: xAPIC one-shot timer: one interrupt after \d+ ns",
     r"^\(d0\) apic-modes: x2APIC: SELF_IPI taken",
+    r"^\(d0\) apic-modes: x2APIC logical IPIs match the derived LDR",
     r"^\(d0\) apic-modes: x2APIC periodic timer: 3 interrupts",
     r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
     r"^\(d0\) guest apic-modes: PASS",

@@ -302,6 +302,7 @@ fn assemble<B: Backend>(
             sipi: AtomicU32::new(0),
             hw_frames: crate::hvm::Vcpu::frames(&ctx.hw),
             next_timer: AtomicU64::new(u64::MAX),
+            apic_logical: AtomicU64::new(ctx.vlapic.logical_id().to_bits()),
             runstate: Lock::new(
                 Level::Runstate,
                 Runstate {

@@ -203,6 +203,9 @@ pub struct Vcpu<B: Backend> {
     /// Earliest expiry of the vCPU's timers (Xen system time, ns), or u64::MAX: a
     /// mirror the timer heap checks so stale heap entries are skipped.
     pub next_timer: AtomicU64,
+    /// The logical APIC id of its virtual LAPIC (`hvm::vlapic::LogicalId::to_bits`),
+    /// kept by the vCPU after each LAPIC write, for other vCPUs' logical IPIs.
+    pub apic_logical: AtomicU64,
     pub runstate: Lock<Runstate>,
     pub ctx: Lock<Option<Box<VcpuCtx<B>>>>,
 }
