@@ -88,8 +88,10 @@ pub fn load(path: &str, dir: &Path) -> io::Result<(Vec<u8>, Source)> {
         hash: content_hash(&bytes),
     };
     let entry = dir.join(key.file_name());
-    if let Some(elf) = read_entry(&entry) {
-        return Ok((elf, Source::Cached));
+    if private(dir) {
+        if let Some(elf) = read_entry(&entry) {
+            return Ok((elf, Source::Cached));
+        }
     }
     match image::kernel_elf(&bytes) {
         Ok(Cow::Owned(elf)) => {
@@ -99,6 +101,14 @@ pub fn load(path: &str, dir: &Path) -> io::Result<(Vec<u8>, Source)> {
         // Not decompressible: `create` reports why, from the bytes as read.
         Ok(Cow::Borrowed(_)) | Err(_) => Ok((bytes, Source::AsRead)),
     }
+}
+
+/// Whether `dir` is trusted: owned by this process's user and closed to everyone else
+/// (an entry there is booted as given). A missing directory is not.
+fn private(dir: &Path) -> bool {
+    let me = fs::metadata("/proc/self").map(|m| m.uid());
+    fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.mode() & 0o077 == 0 && me.is_ok_and(|u| u == m.uid()))
 }
 
 /// An entry's bytes, if it exists and holds an ELF image; marks it used.
@@ -219,6 +229,22 @@ mod tests {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).unwrap();
         let elf = crate::image::tests::tiny_kernel(&[0x90; 64], 64, Some(0x10_0000));
+        // A directory others may write to is not trusted.
+        let open_dir = tmp.join("open");
+        fs::create_dir(&open_dir).unwrap();
+        assert!(!private(&open_dir) && !private(&tmp.join("missing")));
+        fs::set_permissions(
+            &open_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        assert!(!private(&open_dir));
+        fs::set_permissions(
+            &open_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        assert!(private(&open_dir));
         let p = tmp.join("k.elf");
         fs::write(&p, &elf).unwrap();
         let (bytes, s) = load(p.to_str().unwrap(), &tmp.join("cache")).unwrap();
