@@ -253,8 +253,7 @@ pub fn nonzero_runs(gpa: u64, data: &[u8]) -> Vec<(u64, &[u8])> {
     let mut next = if first == 0 { PAGE as usize } else { first };
     while at < data.len() {
         let end = next.min(data.len());
-        // OR-folding the whole page vectorizes; there is no early exit to win.
-        let zero = data[at..end].iter().fold(0u8, |a, &b| a | b) == 0;
+        let zero = all_zero(&data[at..end]);
         match (zero, start) {
             (false, None) => start = Some(at),
             (true, Some(s)) => {
@@ -270,6 +269,14 @@ pub fn nonzero_runs(gpa: u64, data: &[u8]) -> Vec<(u64, &[u8])> {
         runs.push((gpa + s as u64, &data[s..]));
     }
     runs
+}
+
+/// Whether `bytes` are all zero: 64-byte blocks OR-folded (which vectorizes), stopping
+/// at the first block that is not (most pages that are not zero show it early).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(64)
+        .all(|block| block.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
 /// The e820 map: low RAM, the legacy hole (reserved, ACPI tables in NVS), RAM, and the
