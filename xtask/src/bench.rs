@@ -223,7 +223,7 @@ static FERROVISOR_PINGPONG: Setup = Setup {
 /// (xl's kernel cache, docs/toolstack.md, then skips the decompression).
 const CREATE_BENCH: &str = "L=/var/log/xen/console/guest-example.log; \
     ms() { read u x </proc/uptime; echo $((${u%.*} * 1000 + 1${u#*.}0 - 1000)); }; \
-    cnt() { grep -c 'domU: shell ready' $L 2>/dev/null || echo 0; }; \
+    cnt() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
     one() { n=$(cnt); t0=$(ms); xl create -p /etc/xen/example.cfg >/dev/null 2>&1; t1=$(ms); \
     xl unpause example; i=0; while [ $(cnt) -le $n ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.2; done; \
     t2=$(ms); [ $i -lt 600 ] && echo \"$1_create_p_ms=$((t1 - t0)) $1_unpause_up_ms=$((t2 - t1)) $1_total_ms=$((t2 - t0))\"; }; \
@@ -1174,6 +1174,70 @@ mod tests {
         assert!(!render(&[r]).contains("notes"));
         let rows = [row(cold, Emu::QemuTcg, &runs)];
         assert!(render(&rows).lines().next().unwrap().ends_with("notes"));
+    }
+
+    /// CREATE_BENCH run by busybox's sh against a fake `xl` whose `create -p` takes 0.5 s
+    /// and starts the console log (as xenconsoled does), and whose domU writes its `shell
+    /// ready` line 1 s after `unpause`: both creates
+    /// are timed from dom0's clock, unpause -> shell is about 1 s, not 0 (a `grep -c` that
+    /// printed two lines once ended the wait at once). Skipped without /bin/busybox.
+    #[test]
+    fn create_bench_command_waits_for_the_shell() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("xtask-create-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        let log = dir.join("guest-example.log");
+        let xl = format!(
+            "#!/bin/sh\nL={}\ncase \"$1\" in\ncreate) sleep 0.5; echo booting >> $L ;;\n\
+             unpause) (sleep 1; echo 'domU: shell ready on /dev/hvc0' >> $L) & ;;\nesac\n",
+            log.display()
+        );
+        let xl_path = dir.join("bin/xl");
+        std::fs::write(&xl_path, xl).unwrap();
+        std::fs::set_permissions(
+            &xl_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let script = CREATE_BENCH.replace(
+            "/var/log/xen/console/guest-example.log",
+            &log.display().to_string(),
+        );
+        let path = format!(
+            "{}:{}",
+            dir.join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = std::process::Command::new(busybox)
+            .args(["sh", "-c", &script])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let _ = std::fs::remove_dir_all(&dir);
+        let line = text.lines().find(|l| l.starts_with("create-bench:"));
+        let line = line.unwrap_or_else(|| panic!("no line in {text:?}"));
+        assert!(Regex::new(CREATE_LINE).unwrap().is_match(line), "{line}");
+        let s = sample(1.0, line);
+        for (what, lo, hi) in [
+            ("cold_create_p_ms", 0.4, 1.5),
+            ("cold_unpause_up_ms", 0.9, 2.5),
+            ("cold_total_ms", 1.3, 4.0),
+            ("warm_unpause_up_ms", 0.9, 2.5),
+        ] {
+            let pattern: &'static str = leak_pattern(what);
+            let v =
+                value(Metric::Millis(pattern), &s).unwrap_or_else(|| panic!("{what} in {line}"));
+            assert!(v >= lo && v <= hi, "{what} = {v} s in {line}");
+        }
+    }
+
+    fn leak_pattern(name: &str) -> &'static str {
+        Box::leak(format!(r"{name}=(\d+)").into_boxed_str())
     }
 
     #[test]
