@@ -8,8 +8,8 @@
 
 use crate::arch::x86::port;
 use crate::cmdline::{Consoles, LogLevel};
+use crate::sync::{Level, Lock};
 use core::fmt::{self, Write};
-use spin::Mutex;
 use uart_16550::SerialPort;
 
 /// I/O port of the first UART.
@@ -34,14 +34,17 @@ struct Console {
     at_line_start: bool,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console {
-    com1: None,
-    e9: false,
-    ring: [0; RING_SIZE],
-    ring_pos: 0,
-    guest_line: None,
-    at_line_start: true,
-});
+static CONSOLE: Lock<Console> = Lock::new(
+    Level::Console,
+    Console {
+        com1: None,
+        e9: false,
+        ring: [0; RING_SIZE],
+        ring_pos: 0,
+        guest_line: None,
+        at_line_start: true,
+    },
+);
 
 /// Copies console output from position `pos` (bytes since boot; an older position starts
 /// at the oldest byte kept) into `out`; returns the bytes copied and the position after.

@@ -34,6 +34,7 @@ mod schedule;
 mod start;
 #[cfg(target_os = "none")]
 mod svm;
+pub mod sync;
 pub mod time;
 mod vmx;
 #[cfg(target_os = "none")]

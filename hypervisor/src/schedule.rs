@@ -24,6 +24,7 @@ use crate::domain::table::DomainTable;
 use crate::domain::{runstate, vflags, DomId, Domain, DomainEnd, Life, Vcpu, VcpuTimer};
 use crate::hvm::vlapic::ApicEffect;
 use crate::hvm::{Backend, Vcpu as _};
+use crate::sync::{Level, Lock};
 use crate::time;
 use crate::xen::Cx;
 use alloc::collections::BinaryHeap;
@@ -52,14 +53,14 @@ struct Grave<B: Backend> {
 pub struct Hv<B: Backend> {
     pub backend: B,
     pub domains: DomainTable<B>,
-    pub sched: spin::Mutex<sched::Credit2>,
+    pub sched: Lock<sched::Credit2>,
     /// (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale when a
     /// vCPU re-arms; `Vcpu::next_timer` tells which are current.
-    timers: spin::Mutex<BinaryHeap<Reverse<(u64, DomId, u32)>>>,
-    graves: spin::Mutex<Vec<Grave<B>>>,
+    timers: Lock<BinaryHeap<Reverse<(u64, DomId, u32)>>>,
+    graves: Lock<Vec<Grave<B>>>,
     /// Free frames plus the frames held by domains that are not boot-time domUs, taken
     /// before the first domU was built: once every domU is gone, the same sum must hold.
-    baseline: spin::Mutex<Option<u64>>,
+    baseline: Lock<Option<u64>>,
     /// When the running vCPU must give the CPU back at the latest because a wake-up was
     /// held back by the scheduler's rate limit (u64::MAX: no such time).
     resched_at: AtomicU64,
@@ -71,10 +72,13 @@ impl<B: Backend> Hv<B> {
         Hv {
             backend,
             domains: DomainTable::new(),
-            sched: spin::Mutex::new(sched::Credit2::new(1, sched::Config::default())),
-            timers: spin::Mutex::new(BinaryHeap::new()),
-            graves: spin::Mutex::new(Vec::new()),
-            baseline: spin::Mutex::new(None),
+            sched: Lock::new(
+                Level::Sched,
+                sched::Credit2::new(1, sched::Config::default()),
+            ),
+            timers: Lock::new(Level::Timers, BinaryHeap::new()),
+            graves: Lock::new(Level::Graves, Vec::new()),
+            baseline: Lock::new(Level::Baseline, None),
             resched_at: AtomicU64::new(u64::MAX),
             options,
         }

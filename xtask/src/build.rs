@@ -15,6 +15,8 @@ use crate::util;
 pub enum Profile {
     Release,
     Debug,
+    /// Optimized, with debug assertions and overflow checks (Cargo.toml `[profile.checked]`).
+    Checked,
 }
 
 impl Profile {
@@ -31,6 +33,7 @@ impl Profile {
         match self {
             Profile::Release => "release",
             Profile::Debug => "debug",
+            Profile::Checked => "checked",
         }
     }
 }
@@ -180,8 +183,14 @@ pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> 
     for target in targets {
         let mut cmd = util::cargo();
         cmd.arg("build");
-        if profile == Profile::Release {
-            cmd.arg("--release");
+        match profile {
+            Profile::Release => {
+                cmd.arg("--release");
+            }
+            Profile::Checked => {
+                cmd.args(["--profile", "checked"]);
+            }
+            Profile::Debug => {}
         }
         let mut packages: Vec<&str> = artifacts
             .iter()

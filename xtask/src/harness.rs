@@ -870,6 +870,83 @@ pub struct SuiteOptions {
     pub skip_dom0: bool,
     pub verbose: bool,
     pub kernel: Option<PathBuf>,
+    /// How many emulators run at once (`None`: one per host CPU; 1 with `--verbose`).
+    pub jobs: Option<usize>,
+}
+
+/// How many emulator tests run at once: one per host CPU unless told otherwise (each
+/// emulator keeps one CPU busy, and the guests' own timing checks need that CPU), one
+/// when the console output is shown live (it would interleave).
+fn lanes(opts: &SuiteOptions) -> usize {
+    match opts.jobs {
+        Some(n) => n.max(1),
+        None if opts.verbose => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// The order tests start in: the longest first, so the last to finish in each lane are
+/// short. A test's length is estimated from what it boots (the Linux dom0 under Bochs
+/// takes minutes, under QEMU about a minute) and then its timeout; ties keep their
+/// listed order.
+fn start_order(tests: &[&Test]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..tests.len()).collect();
+    order.sort_by_key(|&i| {
+        let t = tests[i];
+        std::cmp::Reverse((t.dom0 && t.emulator.is_bochs(), t.dom0, t.timeout))
+    });
+    order
+}
+
+/// Prepares the files a test boots before the lanes start (fixtures, the Debian kernel,
+/// the debug hypervisor), so no lane spends its time building while another runs a
+/// guest against the clock. Launching prepares them again, quickly and atomically.
+fn prepare(test: &Test, ctx: &RunContext) -> Result<()> {
+    modules_of(test)?;
+    qemu::kernel_for(test, &ctx.kernel)?;
+    Ok(())
+}
+
+/// Runs `tests` in `lanes` threads, handing each [`Report`] to `done` as it comes (in
+/// completion order). A test whose harness fails (rather than the test itself) is
+/// reported as a failure with the error, and the others still run.
+fn run_lanes(tests: &[&Test], ctx: &RunContext, lanes: usize, mut done: impl FnMut(&Test, Report)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let order = start_order(tests);
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Report)>();
+    std::thread::scope(|scope| {
+        for _ in 0..lanes.min(tests.len()) {
+            let tx = tx.clone();
+            let (order, next) = (&order, &next);
+            scope.spawn(move || {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if ctx.verbose {
+                        println!("test {} ...", tests[i].name);
+                    }
+                    let start = Instant::now();
+                    let report = run_test(tests[i], ctx).unwrap_or_else(|e| {
+                        let (console_log, emulator_log) = log_paths(tests[i].name);
+                        Report {
+                            passed: false,
+                            problems: vec![format!("the harness failed: {e:#}")],
+                            elapsed: start.elapsed(),
+                            console_log,
+                            emulator_log,
+                            tail: Vec::new(),
+                        }
+                    });
+                    if tx.send((i, report)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, report) in rx {
+            done(tests[i], report);
+        }
+    });
 }
 
 /// Why a selected test is skipped, if it is.
@@ -1029,41 +1106,50 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
                 kernel,
                 verbose: opts.verbose,
             };
+            let mut to_run = Vec::new();
             for (test, skip) in &selected {
                 if *skip {
                     let why = skip_reason(opts, test).unwrap_or("");
                     println!("test {} ... skipped ({why})", test.name);
                     skipped += 1;
-                    continue;
-                }
-                if opts.verbose {
-                    println!("test {} ...", test.name);
+                } else if let Err(e) = prepare(test, &ctx) {
+                    println!(
+                        "test {} ... FAILED: cannot prepare its files: {e:#}",
+                        test.name
+                    );
+                    failed.push(test.name.to_string());
                 } else {
-                    print!("test {} ... ", test.name);
-                    let _ = std::io::stdout().flush();
+                    to_run.push(test);
                 }
-                let report = run_test(test, &ctx)?;
-                if report.passed {
-                    println!("ok ({})", secs(report.elapsed));
-                    passed += 1;
-                    continue;
-                }
-                println!("FAILED ({})", secs(report.elapsed));
-                for p in &report.problems {
-                    println!("    {p}");
-                }
-                if !report.tail.is_empty() {
-                    println!("    --- last {} lines of output ---", report.tail.len());
-                    for line in &report.tail {
-                        println!("    | {line}");
+            }
+            let lanes = lanes(opts).min(to_run.len().max(1));
+            if lanes > 1 {
+                println!("emulator tests: {} in {lanes} lanes", to_run.len());
+            }
+            {
+                run_lanes(&to_run, &ctx, lanes, |test, report| {
+                    if report.passed {
+                        println!("test {} ... ok ({})", test.name, secs(report.elapsed));
+                        passed += 1;
+                        return;
                     }
-                }
-                println!(
-                    "    logs: {} and {}",
-                    util::display_rel(&report.console_log),
-                    util::display_rel(&report.emulator_log)
-                );
-                failed.push(test.name.to_string());
+                    println!("test {} ... FAILED ({})", test.name, secs(report.elapsed));
+                    for p in &report.problems {
+                        println!("    {p}");
+                    }
+                    if !report.tail.is_empty() {
+                        println!("    --- last {} lines of output ---", report.tail.len());
+                        for line in &report.tail {
+                            println!("    | {line}");
+                        }
+                    }
+                    println!(
+                        "    logs: {} and {}",
+                        util::display_rel(&report.console_log),
+                        util::display_rel(&report.emulator_log)
+                    );
+                    failed.push(test.name.to_string());
+                });
             }
         }
     }
@@ -1091,6 +1177,44 @@ mod unit {
         for l in lines {
             checker.line(l);
         }
+    }
+
+    #[test]
+    fn longest_tests_start_first_and_ties_keep_their_order() {
+        let q = || Emulator::Qemu {
+            accel: crate::qemu::Accel::Tcg,
+            boot: QemuBoot::Kernel,
+            cpu: None,
+        };
+        let tests = [
+            Test::new("a", q()).timeout_secs(60),
+            Test::new("b", q()).timeout_secs(600),
+            Test::new("c", q()).timeout_secs(60),
+            Test::new("d", q()).timeout_secs(300),
+            Test::new("linux", q()).timeout_secs(120).dom0(),
+            Test::new("bochs-linux", Emulator::Bochs)
+                .timeout_secs(100)
+                .dom0(),
+        ];
+        let refs: Vec<&Test> = tests.iter().collect();
+        assert_eq!(start_order(&refs), [5, 4, 1, 3, 0, 2]);
+    }
+
+    #[test]
+    fn lanes_follow_the_options() {
+        let opts = |jobs, verbose| SuiteOptions {
+            filter: None,
+            skip_bochs: false,
+            skip_host: false,
+            skip_dom0: false,
+            verbose,
+            kernel: None,
+            jobs,
+        };
+        assert_eq!(lanes(&opts(Some(3), true)), 3, "an explicit count wins");
+        assert_eq!(lanes(&opts(Some(0), false)), 1, "never zero lanes");
+        assert_eq!(lanes(&opts(None, true)), 1, "live output in one lane");
+        assert!(lanes(&opts(None, false)) >= 1);
     }
 
     #[test]

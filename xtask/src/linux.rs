@@ -142,7 +142,7 @@ fn prepare() -> Result<Dom0Assets> {
     }
     // The example domU boots the same kernel with the same init (which sees it is not
     // the control domain) and no tools.
-    let domu = initramfs::build(
+    let domu = initramfs::build_domu(
         &version,
         &modules_dir,
         &tool_extras(build::DOMU_TOOLS)?,

@@ -172,6 +172,10 @@ enum Command {
         /// Boot this ELF instead of building the hypervisor.
         #[arg(long, value_name = "ELF")]
         kernel: Option<PathBuf>,
+        /// How many emulator tests run at once (default: one per host CPU, or 1 with
+        /// --verbose). Results are printed as tests finish, longest tests start first.
+        #[arg(long, short, value_name = "N")]
+        jobs: Option<usize>,
     },
     /// Fetch the Debian dom0 kernel (the package `linux-image-amd64` depends
     /// on now) into target/dom0/ and pack the dom0 initramfs; print what is where.
@@ -409,6 +413,7 @@ fn run(command: Command) -> Result<ExitCode> {
             list,
             verbose,
             kernel,
+            jobs,
         } => {
             let opts = harness::SuiteOptions {
                 filter,
@@ -417,6 +422,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 skip_dom0,
                 verbose,
                 kernel,
+                jobs,
             };
             if list {
                 harness::list(&opts);

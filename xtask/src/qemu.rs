@@ -115,10 +115,9 @@ pub fn serial_for(sends: &[crate::spec::Send]) -> Serial {
 /// The hypervisor a test boots: the debug build if it asks for one (overflow checks
 /// live), else `default`.
 pub fn kernel_for(test: &crate::spec::Test, default: &Path) -> anyhow::Result<std::path::PathBuf> {
-    if test.debug_hypervisor {
-        crate::build::hypervisor(crate::build::Profile::Debug)
-    } else {
-        Ok(default.to_path_buf())
+    match test.hypervisor {
+        Some(profile) => crate::build::hypervisor(profile),
+        None => Ok(default.to_path_buf()),
     }
 }
 

@@ -135,12 +135,7 @@ impl ModuleSpec {
     /// The file to boot, writing fixtures as needed.
     pub fn materialize(&self) -> anyhow::Result<PathBuf> {
         match &self.source {
-            Source::Fixture { name, contents } => {
-                let path = util::xtask_dir().join("fixtures").join(name);
-                util::create_parent(&path)?;
-                std::fs::write(&path, contents())?;
-                Ok(path)
-            }
+            Source::Fixture { name, contents } => util::write_fixture(name, &contents()),
             Source::File(path) => Ok(util::repo_root().join(path)),
             Source::Built(artifact) => Ok(build::output_path(artifact, Profile::Release)),
             Source::Prepared(make) => make(),
@@ -219,8 +214,9 @@ pub struct Test {
     pub values: Vec<ValueCheck>,
     /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
     pub dom0: bool,
-    /// Boots the debug build of the hypervisor (overflow checks live).
-    pub debug_hypervisor: bool,
+    /// Boots the hypervisor built with this profile instead of the suite's release
+    /// build (Debug, or Checked: optimized with debug assertions and overflow checks).
+    pub hypervisor: Option<Profile>,
 }
 
 impl Test {
@@ -241,7 +237,7 @@ impl Test {
             exit: Exit::Code(0),
             memory_mib,
             values: Vec::new(),
-            debug_hypervisor: false,
+            hypervisor: None,
             dom0: false,
         }
     }
@@ -315,13 +311,13 @@ impl Test {
         self
     }
 
-    /// Marks a test that boots the Debian dom0 (`--skip-dom0` skips it).
-    #[allow(dead_code)]
-    pub fn debug_hypervisor(mut self) -> Self {
-        self.debug_hypervisor = true;
+    /// Boots the hypervisor built with `profile` (see [`Test::hypervisor`]).
+    pub fn hypervisor(mut self, profile: Profile) -> Self {
+        self.hypervisor = Some(profile);
         self
     }
 
+    /// Marks a test that boots the Debian dom0 (`--skip-dom0` skips it).
     pub fn dom0(mut self) -> Self {
         self.dom0 = true;
         self

@@ -48,8 +48,10 @@ const MMIO_HOLE_PASSED: &[&str] = &[
 const APIC_MODES_PASSED: &[&str] = &[
     r"^\(d0\) apic-modes: boots in xAPIC mode",
     r"^\(d0\) apic-modes: xAPIC self-IPIs by shorthand and by ID taken",
+    r"^\(d0\) apic-modes: xAPIC logical IPIs \(flat and cluster\) reach the APICs their MDA selects",
     r"^\(d0\) apic-modes: xAPIC one-shot timer: one interrupt after \d+ ns",
     r"^\(d0\) apic-modes: x2APIC: SELF_IPI taken",
+    r"^\(d0\) apic-modes: x2APIC logical IPIs match the derived LDR",
     r"^\(d0\) apic-modes: x2APIC periodic timer: 3 interrupts",
     r"^\(d0\) apic-modes: disabled \(CPUID APIC clear\), re-enabled",
     r"^\(d0\) guest apic-modes: PASS",
@@ -83,7 +85,8 @@ const NO_FEATURES_PASSED: &[&str] = &[
 /// `guest-hello` rewritten as ELF32 with machine x86-64.
 fn hello_elf32() -> Result<PathBuf> {
     let from = build::output_path(&build::GUEST_HELLO, Profile::Release);
-    let to = util::xtask_dir().join("fixtures").join("guest-hello-elf32");
+    let name = "guest-hello-elf32";
+    let to = util::temp_beside(&util::xtask_dir().join("fixtures").join(name));
     util::create_parent(&to)?;
     let status = Command::new("objcopy")
         .args(["-O", "elf32-x86-64"])
@@ -97,18 +100,17 @@ fn hello_elf32() -> Result<PathBuf> {
             from.display()
         );
     }
-    let bytes = std::fs::read(&to).with_context(|| format!("cannot read {}", to.display()))?;
+    let bytes = std::fs::read(&to).with_context(|| format!("cannot read {}", to.display()));
+    let _ = std::fs::remove_file(&to);
+    let bytes = bytes?;
     let (class, machine) = match bytes.get(..20) {
         Some(h) if h.starts_with(b"\x7fELF") => (h[4], u16::from_le_bytes([h[18], h[19]])),
-        _ => bail!("{} is not an ELF file", to.display()),
+        _ => bail!("objcopy's output for {name} is not an ELF file"),
     };
     if (class, machine) != (1, 62) {
-        bail!(
-            "{}: class {class}, machine {machine}; expected ELF32 (1) with x86-64 (62)",
-            to.display()
-        );
+        bail!("{name}: class {class}, machine {machine}; expected ELF32 (1) with x86-64 (62)");
     }
-    Ok(to)
+    util::write_fixture(name, &bytes)
 }
 
 /// A backend's test prefix, emulator, hypervisor command line and timeout.

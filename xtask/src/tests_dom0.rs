@@ -243,7 +243,7 @@ fn crash_test(name: &'static str, emulator: Emulator, cmdline: &'static str, tim
 fn truncated_vmlinuz() -> Result<PathBuf> {
     let a = linux::assets()?;
     let bytes = std::fs::read(&a.vmlinuz)?;
-    write_fixture("vmlinuz-truncated", &bytes[..bytes.len().min(64 << 10)])
+    util::write_fixture("vmlinuz-truncated", &bytes[..bytes.len().min(64 << 10)])
 }
 
 /// A valid ELF kernel without the PVH entry note: the `hello` test guest
@@ -256,19 +256,12 @@ fn not_pvh_kernel() -> Result<PathBuf> {
     if renamed == 0 {
         bail!("{} has no Xen notes to remove", guest.display());
     }
-    write_fixture("guest-hello-no-pvh-note", &elf)
+    util::write_fixture("guest-hello-no-pvh-note", &elf)
 }
 
 /// The initramfs handed over as the kernel: neither bzImage nor ELF.
 fn initramfs_as_kernel() -> Result<PathBuf> {
     Ok(linux::assets()?.initramfs.clone())
-}
-
-fn write_fixture(name: &str, bytes: &[u8]) -> Result<PathBuf> {
-    let path = util::xtask_dir().join("fixtures").join(name);
-    util::create_parent(&path)?;
-    std::fs::write(&path, bytes)?;
-    Ok(path)
 }
 
 /// Renames the owner of every `Xen` ELF note in the PT_NOTE segments to

@@ -23,31 +23,12 @@
 //! `grant/maptrack-16k`: 2 = `grant-mapper role=maptrack` holds 16384 mappings of one
 //! grant of 1 at once (blkback's persistent grants), then unmaps them all.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
-
-use crate::build::{self, Artifact, Profile};
+use crate::build;
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
-use crate::util;
+use crate::tests_multi::built_copy;
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
-}
-
-/// A built guest under another file name (modules need unique names).
-fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
-    let from = build::output_path(artifact, Profile::Release);
-    let to = util::xtask_dir().join("fixtures").join(name);
-    util::create_parent(&to)?;
-    std::fs::copy(&from, &to).with_context(|| {
-        format!(
-            "cannot copy {} (run `cargo xtask build`) to {}",
-            from.display(),
-            to.display()
-        )
-    })?;
-    Ok(to)
 }
 
 fn line(domid: u32, pattern: &str) -> &'static str {

@@ -15,31 +15,12 @@
 //! `hostile/nmi` (QEMU): NMIs sent from QEMU's monitor while a guest works; the guest
 //! must finish its checked work and the machine power off cleanly.
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result};
-
-use crate::build::{self, Artifact, Profile};
+use crate::build::{self, Profile};
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
-use crate::util;
+use crate::tests_multi::built_copy;
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
-}
-
-/// A built guest under another file name (modules need unique names).
-fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
-    let from = build::output_path(artifact, Profile::Release);
-    let to = util::xtask_dir().join("fixtures").join(name);
-    util::create_parent(&to)?;
-    std::fs::copy(&from, &to).with_context(|| {
-        format!(
-            "cannot copy {} (run `cargo xtask build`) to {}",
-            from.display(),
-            to.display()
-        )
-    })?;
-    Ok(to)
 }
 
 fn line(domid: u32, pattern: &str) -> &'static str {
@@ -124,7 +105,7 @@ pub fn all() -> Vec<Test> {
     vec![
         neighbour("qemu-tcg/hostile/hcall-neighbour", qemu(), QEMU, 1),
         neighbour("bochs/hostile/hcall-neighbour", Emulator::Bochs, BOCHS, 5),
-        neighbour("qemu-tcg/debug/hostile-hcall", qemu(), QEMU, 2).debug_hypervisor(),
+        neighbour("qemu-tcg/debug/hostile-hcall", qemu(), QEMU, 2).hypervisor(Profile::Debug),
         nmi(),
     ]
 }

@@ -46,16 +46,9 @@ const POWER_OFF: &str = r"^ferrovisor: power off, exit code 0";
 /// names, and a domain is named after its image unless `name=` says otherwise).
 pub(crate) fn built_copy(artifact: &Artifact, name: &str) -> Result<PathBuf> {
     let from = build::output_path(artifact, Profile::Release);
-    let to = util::xtask_dir().join("fixtures").join(name);
-    util::create_parent(&to)?;
-    std::fs::copy(&from, &to).with_context(|| {
-        format!(
-            "cannot copy {} (run `cargo xtask build`) to {}",
-            from.display(),
-            to.display()
-        )
-    })?;
-    Ok(to)
+    let bytes = std::fs::read(&from)
+        .with_context(|| format!("cannot read {} (run `cargo xtask build`)", from.display()))?;
+    util::write_fixture(name, &bytes)
 }
 
 /// What differs between the emulators.

@@ -15,6 +15,7 @@ macro_rules! d0 {
     };
 }
 
+use crate::build::Profile;
 use crate::spec::{Emulator, QemuBoot, Test};
 
 /// dom0 with 512 MiB; room for two 128 MiB domUs beside it.
@@ -174,7 +175,19 @@ pub fn hotplug() -> Test {
 /// dom0 must still work (toolstack, its own disk I/O, no BUG/Oops); the devices must
 /// detach and the domain go without leaving anything behind.
 pub fn hostile() -> Test {
-    boot("qemu-tcg/pvio/hostile-frontend", 1200)
+    hostile_named("qemu-tcg/pvio/hostile-frontend")
+}
+
+/// [`hostile`] against the hypervisor built with debug assertions and overflow checks
+/// (`Profile::Checked`): the lock order, every `debug_assert!` and guest-chosen
+/// arithmetic are checked while dom0's backends, the toolstack and a hostile frontend
+/// run.
+pub fn hostile_checked() -> Test {
+    hostile_named("qemu-tcg/checked/pvio-hostile-frontend").hypervisor(Profile::Checked)
+}
+
+fn hostile_named(name: &'static str) -> Test {
+    boot(name, 1200)
         .send(
             r"dom0: shell ready",
             leak_concat(KIB_BASELINE, "pvio-test hostile\n"),
@@ -308,7 +321,7 @@ mod hostile_checks {
 }
 
 pub fn all() -> Vec<Test> {
-    vec![block(), net(), hotplug(), hostile()]
+    vec![block(), net(), hotplug(), hostile(), hostile_checked()]
 }
 
 #[cfg(test)]

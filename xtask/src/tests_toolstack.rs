@@ -111,9 +111,10 @@ const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     echo FREE_KIB_$1=$k0,$(kib); echo XS_DOMAINS_$1=$(xenstore-list /local/domain | tr '\\n' ,); }; \
     xs-check --dom0; echo HELPERS=$((40 + 2))\n";
 
-/// `xl create` of the example domU, timed from the command to the domU's shell.
+/// `xl create` of the example domU, timed from the command to the domU's shell (`-v`:
+/// xl says where the kernel came from and how long building the domain took).
 const CREATE: &str = "n=$(ready); f0=$(free); k0=$(kib); t0=$(cut -d' ' -f1 /proc/uptime); \
-    xl create /etc/xen/example.cfg; echo CREATE=$?; \
+    xl -v create /etc/xen/example.cfg; echo CREATE=$?; \
     up && echo DOMU_UP_MS=$(awk -v a=$t0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf \"%d\", (b - a) * 1000 }') \
     || echo DOMU_UP=never; \
     xl list | awk '$1 == \"example\" { print \"LIST=\" $3 \",\" $4 \",\" $5 }'\n";
@@ -129,9 +130,15 @@ const GONE: &str =
     "for i in $(seq 50); do xl list | grep -q '^example ' || break; sleep 0.2; done; \
     echo GONE=$(xl list | grep -c '^example '); back POWEROFF\n";
 
-/// `xl reboot`: the domU reboots through its own kernel, and xl's monitor builds it
-/// again with the same config (a new domain id, and its shell comes up once more).
-const REBOOT: &str = "n=$(ready); xl create /etc/xen/example.cfg >/dev/null; up; n=$(ready); \
+/// A second `xl create` of the same kernel, which xl takes from its kernel cache (the
+/// domU reaching its shell again proves the cached image boots; `KSRC` is where xl says
+/// the kernel came from, `WARM_UP_MS` the time to the shell). Then `xl reboot`: the domU
+/// reboots through its own kernel, and xl's monitor builds it again with the same config
+/// (a new domain id, and its shell comes up once more).
+const REBOOT: &str = "n=$(ready); t0=$(cut -d' ' -f1 /proc/uptime); \
+    xl -v create /etc/xen/example.cfg 2>/tmp/xl-v.txt >/dev/null; up; \
+    echo WARM_UP_MS=$(awk -v a=$t0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN { printf \"%d\", (b - a) * 1000 }'); \
+    echo KSRC=$(awk '/^xl: kernel / { print $4 }' /tmp/xl-v.txt); n=$(ready); \
     id1=$(xl list | awk '$1 == \"example\" { print $2 }'); xl reboot example; up; \
     id2=$(xl list | awk '$1 == \"example\" { print $2 }'); echo IDS=$id1,$id2; \
     r=bad; [ -n \"$id2\" ] && [ \"$id1\" != \"$id2\" ] && r=ok; echo REBOOT=$r\n";
@@ -196,6 +203,8 @@ pub fn linux_domu() -> Test {
     .expect_text(d0!(r"FREE_KIB_POWEROFF=(\d+,\d+)$"), same_kib)
     .expect_value(d0!(r"XS_DOMAINS_POWEROFF=([0-9,]+)$"), "0,")
     .send(r"XS_DOMAINS_POWEROFF=[0-9,]+\r?\n", REBOOT)
+    .expect(&[d0!(r"WARM_UP_MS=\d+$")])
+    .expect_value(d0!(r"KSRC=(\w*)$"), "Cached")
     .expect_value(d0!(r"REBOOT=(ok|bad)$"), "ok")
     .send(r"REBOOT=(ok|bad)\r?\n", DESTROY)
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")

@@ -125,6 +125,28 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Writes a test fixture, `target/xtask/fixtures/<name>`, by way of a private temporary
+/// file and a rename. Tests run in parallel lanes and several may prepare the same fixture:
+/// whoever opens it sees one whole version, never a file another lane is rewriting.
+pub fn write_fixture(name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let path = xtask_dir().join("fixtures").join(name);
+    create_parent(&path)?;
+    let temp = temp_beside(&path);
+    std::fs::write(&temp, bytes).with_context(|| format!("cannot write {}", temp.display()))?;
+    std::fs::rename(&temp, &path)
+        .with_context(|| format!("cannot rename {} to {}", temp.display(), path.display()))?;
+    Ok(path)
+}
+
+/// A path beside `path` that no other thread or process of ours uses.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
 /// Creates the parent directory of a file about to be written.
 pub fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {

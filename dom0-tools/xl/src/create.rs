@@ -153,7 +153,10 @@ fn build_domain(
 ) -> Result<(u32, u32)> {
     hv.populate(domid, img.ram >> 10)
         .with_context(|| format!("giving the domain {} MiB", img.ram >> 20))?;
-    for (gpa, data) in img.pieces() {
+    for (gpa, data) in img
+        .pieces()
+        .flat_map(|(gpa, data)| image::nonzero_runs(gpa, data))
+    {
         hv.copy_to(domid, gpa, data)
             .with_context(|| format!("copying {} bytes to {gpa:#x}", data.len()))?;
     }

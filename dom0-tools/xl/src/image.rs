@@ -237,6 +237,48 @@ pub fn build<'a>(
     })
 }
 
+/// The parts of `data` (to go to guest-physical `gpa`) that must be copied: whole guest
+/// pages that are all zero are left out, because a domain's populated memory is zero
+/// already (`docs/toolstack.md`, POPULATE). Half of a Debian kernel's loadable bytes are
+/// zero pages (its BSS, brk and scratch areas lie inside the file image). Runs of
+/// non-zero pages come back merged, in order; a partial page at either end counts as a
+/// page.
+pub fn nonzero_runs(gpa: u64, data: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut runs: Vec<(u64, &[u8])> = Vec::new();
+    // Offsets in `data` where each guest page starts (the first may be partial).
+    let first = (PAGE - gpa % PAGE) % PAGE;
+    let first = (first as usize).min(data.len());
+    let mut start = None;
+    let mut at = 0usize;
+    let mut next = if first == 0 { PAGE as usize } else { first };
+    while at < data.len() {
+        let end = next.min(data.len());
+        let zero = all_zero(&data[at..end]);
+        match (zero, start) {
+            (false, None) => start = Some(at),
+            (true, Some(s)) => {
+                runs.push((gpa + s as u64, &data[s..at]));
+                start = None;
+            }
+            _ => {}
+        }
+        at = end;
+        next = end + PAGE as usize;
+    }
+    if let Some(s) = start {
+        runs.push((gpa + s as u64, &data[s..]));
+    }
+    runs
+}
+
+/// Whether `bytes` are all zero: 64-byte blocks OR-folded (which vectorizes), stopping
+/// at the first block that is not (most pages that are not zero show it early).
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(64)
+        .all(|block| block.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
 /// The e820 map: low RAM, the legacy hole (reserved, ACPI tables in NVS), RAM, and the
 /// two ring pages at the top reserved.
 pub fn memory_map(ram: u64) -> Vec<MemmapEntry> {
@@ -375,6 +417,43 @@ pub mod tests {
                 .unwrap()
                 .0
         }
+    }
+
+    #[test]
+    fn zero_pages_are_not_copied() {
+        let mut d = vec![0u8; 5 * 4096];
+        d[10] = 1; // page 0
+        d[2 * 4096 + 5] = 2; // page 2
+        d[3 * 4096] = 3; // page 3
+        let runs = nonzero_runs(0x10_0000, &d);
+        let spans: Vec<(u64, usize)> = runs.iter().map(|(a, b)| (*a, b.len())).collect();
+        assert_eq!(spans, [(0x10_0000, 4096), (0x10_2000, 2 * 4096)]);
+        assert_eq!(runs[1].1, &d[2 * 4096..4 * 4096]);
+        // Not page-aligned: pages are the guest's, partial ends count.
+        let runs = nonzero_runs(0x10_0ffe, &[0, 0, 7, 0, 0]);
+        assert_eq!(runs, [(0x10_1000, &[7u8, 0, 0][..])]);
+        let runs = nonzero_runs(0x10_0ffe, &[0, 9, 0, 0]);
+        assert_eq!(runs, [(0x10_0ffe, &[0u8, 9][..])]);
+        assert!(nonzero_runs(0, &[0; 9000]).is_empty());
+        assert!(nonzero_runs(0, &[]).is_empty());
+        // Every non-zero byte is covered, and only zeros are left out.
+        let mut x = 1u32;
+        let d: Vec<u8> = (0..40_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if (x >> 16).is_multiple_of(7) {
+                    (x >> 24) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut rebuilt = vec![0u8; d.len()];
+        for (a, b) in nonzero_runs(0x1234, &d) {
+            let o = (a - 0x1234) as usize;
+            rebuilt[o..o + b.len()].copy_from_slice(b);
+        }
+        assert_eq!(rebuilt, d);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod fmt;
 mod hotplug;
 mod hv;
 mod image;
+mod kcache;
 mod linux;
 mod monitor;
 mod store;
@@ -31,8 +32,19 @@ const XEN_VERSION: (u32, u32) = (4, 19);
     version
 )]
 struct Cli {
+    /// Verbose: `create` reports how long reading the kernel and building the domain
+    /// took, and whether the kernel came from xl's cache.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `-v` given.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Subcommand)]
@@ -190,6 +202,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    VERBOSE.store(cli.verbose > 0, std::sync::atomic::Ordering::Relaxed);
     match cli.cmd {
         Cmd::Create {
             console,
@@ -245,8 +258,13 @@ pub fn prepare(path: &str, overrides: &[String]) -> Result<Prepared> {
         eprintln!("xl: warning: {path}: {w}");
     }
     cfg.check_supported().map_err(anyhow::Error::msg)?;
-    let kernel =
-        std::fs::read(&cfg.kernel).with_context(|| format!("reading kernel {}", cfg.kernel))?;
+    // The kernel's ELF image: a bzImage is decompressed here, or taken from xl's cache
+    // of earlier decompressions (kcache.rs).
+    let (kernel, source, ms) = kcache::load_timed(&cfg.kernel, std::path::Path::new(kcache::DIR))
+        .with_context(|| format!("reading kernel {}", cfg.kernel))?;
+    if verbose() {
+        eprintln!("xl: kernel {}: {source:?} in {ms} ms", cfg.kernel);
+    }
     let ramdisk = match &cfg.ramdisk {
         Some(r) => Some(std::fs::read(r).with_context(|| format!("reading ramdisk {r}"))?),
         None => None,
@@ -284,7 +302,15 @@ pub fn cmd_create(
             .map_or(0, |d| d.as_secs()),
         macs,
     };
+    let t = std::time::Instant::now();
     let c = create::create(hv, st, host, &p.cfg, &inputs, paused)?;
+    if verbose() {
+        eprintln!(
+            "xl: domain {} built in {} ms",
+            c.domid,
+            t.elapsed().as_millis()
+        );
+    }
     let _ = st.write(&format!("/libxl/{}/xl-config", c.domid), p.text.as_bytes());
     Ok(c.domid)
 }

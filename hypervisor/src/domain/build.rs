@@ -10,6 +10,7 @@ use super::{
     VcpuTimer,
 };
 use crate::hvm::{Backend, BackendError, PvhEntry, VcpuStart};
+use crate::sync::{Level, Lock};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
@@ -301,12 +302,16 @@ fn assemble<B: Backend>(
             sipi: AtomicU32::new(0),
             hw_frames: crate::hvm::Vcpu::frames(&ctx.hw),
             next_timer: AtomicU64::new(u64::MAX),
-            runstate: spin::Mutex::new(Runstate {
-                state,
-                entry_ns: now,
-                ..Runstate::default()
-            }),
-            ctx: spin::Mutex::new(Some(Box::new(ctx))),
+            apic_logical: AtomicU64::new(ctx.vlapic.logical_id().to_bits()),
+            runstate: Lock::new(
+                Level::Runstate,
+                Runstate {
+                    state,
+                    entry_ns: now,
+                    ..Runstate::default()
+                },
+            ),
+            ctx: Lock::new(Level::VcpuCtx, Some(Box::new(ctx))),
         });
     }
     let mut name = ArrayString::new();
@@ -328,7 +333,7 @@ fn assemble<B: Backend>(
         mem,
         vcpus,
         params: spec.params,
-        e820: spin::Mutex::new(e820),
+        e820: Lock::new(Level::E820, e820),
         managed: spec.managed,
         max_mem: spec.max_mem,
         max_grant_frames: spec.max_grant_frames,
@@ -336,20 +341,23 @@ fn assemble<B: Backend>(
         flush_gen: AtomicU64::new(0),
         pause_count: AtomicU32::new(1),
         hypercalls: AtomicU64::new(0),
-        st: spin::Mutex::new(DomState {
-            life: Life::Running,
-            hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
-            evtchn,
-            callback_vector: None,
-            upcall_vector: alloc::vec![0; spec.vcpus as usize],
-            shared_info: None,
-            vcpu_info: alloc::vec![None; spec.vcpus as usize],
-            grant_frames: arrayvec::ArrayVec::new(),
-            grant: crate::xen::grant_table::GrantState::new(spec.max_maptrack_frames),
-            pit: Default::default(),
-            console_line: ArrayString::new(),
-            console_budget: Default::default(),
-        }),
+        st: Lock::new(
+            Level::DomainState,
+            DomState {
+                life: Life::Running,
+                hvm_params: [0; xen_abi::hvm::params::HVM_NR_PARAMS as usize],
+                evtchn,
+                callback_vector: None,
+                upcall_vector: alloc::vec![0; spec.vcpus as usize],
+                shared_info: None,
+                vcpu_info: alloc::vec![None; spec.vcpus as usize],
+                grant_frames: arrayvec::ArrayVec::new(),
+                grant: crate::xen::grant_table::GrantState::new(spec.max_maptrack_frames),
+                pit: Default::default(),
+                console_line: ArrayString::new(),
+                console_budget: Default::default(),
+            },
+        ),
     })
 }
 

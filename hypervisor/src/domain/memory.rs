@@ -18,6 +18,7 @@
 use crate::mm::frame::FRAME_SIZE;
 use crate::mm::frametable::global as frametable;
 use crate::mm::phys::{self, DirectMap, TableFrames};
+use crate::sync::{Level, Lock};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -157,7 +158,7 @@ impl From<MapError> for MemoryError {
 /// lock, taken for the duration of a translation or a change (never across a VM entry);
 /// RAM only grows ([`GuestMemory::populate`]) until the domain is destroyed.
 pub struct GuestMemory<F: Format> {
-    p2m: spin::Mutex<P2m<F>>,
+    p2m: Lock<P2m<F>>,
     /// Root of the p2m (fixed for the domain's life).
     root: u64,
 }
@@ -269,16 +270,19 @@ impl<F: Format> GuestMemory<F> {
         let table = Self::new_p2m()?;
         Ok(GuestMemory {
             root: table.root(),
-            p2m: spin::Mutex::new(P2m {
-                table,
-                overlays: Vec::new(),
-                tables: 1,
-                chunks: BTreeMap::new(),
-                span: 0,
-                pages: 0,
-                max_mapped_gfn: 0,
-                large_pages,
-            }),
+            p2m: Lock::new(
+                Level::P2m,
+                P2m {
+                    table,
+                    overlays: Vec::new(),
+                    tables: 1,
+                    chunks: BTreeMap::new(),
+                    span: 0,
+                    pages: 0,
+                    max_mapped_gfn: 0,
+                    large_pages,
+                },
+            ),
         })
     }
 

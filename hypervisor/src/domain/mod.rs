@@ -21,6 +21,7 @@ pub mod run;
 pub mod table;
 
 use crate::hvm::Backend;
+use crate::sync::Lock;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
@@ -202,8 +203,11 @@ pub struct Vcpu<B: Backend> {
     /// Earliest expiry of the vCPU's timers (Xen system time, ns), or u64::MAX: a
     /// mirror the timer heap checks so stale heap entries are skipped.
     pub next_timer: AtomicU64,
-    pub runstate: spin::Mutex<Runstate>,
-    pub ctx: spin::Mutex<Option<Box<VcpuCtx<B>>>>,
+    /// The logical APIC id of its virtual LAPIC (`hvm::vlapic::LogicalId::to_bits`),
+    /// kept by the vCPU after each LAPIC write, for other vCPUs' logical IPIs.
+    pub apic_logical: AtomicU64,
+    pub runstate: Lock<Runstate>,
+    pub ctx: Lock<Option<Box<VcpuCtx<B>>>>,
 }
 
 impl<B: Backend> Vcpu<B> {
@@ -361,7 +365,7 @@ pub struct Domain<B: Backend> {
     pub params: SchedParams,
     /// The memory map the guest was given: (start, length, e820 type). Set at build
     /// time, or by the toolstack before the domain first runs.
-    pub e820: spin::Mutex<arrayvec::ArrayVec<(u64, u64, u32), 8>>,
+    pub e820: Lock<arrayvec::ArrayVec<(u64, u64, u32), 8>>,
     /// Created through the toolstack interface: when it ends it stays (shut down) until
     /// the toolstack destroys it, as in Xen. Boot-time domUs are destroyed when they end.
     pub managed: bool,
@@ -378,7 +382,7 @@ pub struct Domain<B: Backend> {
     pub pause_count: AtomicU32,
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: AtomicU64,
-    pub st: spin::Mutex<DomState>,
+    pub st: Lock<DomState>,
 }
 
 impl<B: Backend> Domain<B> {

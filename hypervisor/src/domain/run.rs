@@ -9,7 +9,7 @@
 use super::{vflags, Domain, DomainEnd, Vcpu, VcpuCtx};
 use crate::hvm::cpuid::{guest_cpuid, CpuidContext, CpuidResult};
 use crate::hvm::msr::{self, MsrRead, MsrWrite};
-use crate::hvm::vlapic::{ApicEffect, Vlapic};
+use crate::hvm::vlapic::{ApicEffect, LogicalId, Vlapic};
 use crate::hvm::{Backend, Event, Exit, IoAccess, Vcpu as _};
 use crate::schedule::Hv;
 use crate::time;
@@ -80,6 +80,7 @@ pub fn run_vcpu<B: Backend>(
             return Outcome::Preempted;
         }
         prepare_entry(&mut cx, slice_end);
+        crate::sync::assert_none_held();
         let exit = cx.v.hw.run();
         cx.v.exits += 1;
         cx.v.exits_by_kind[exit.kind()] += 1;
@@ -587,6 +588,7 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
             let value = (regs.rdx << 32) | (regs.rax & 0xffff_ffff);
             let ok = cx.v.vlapic.set_apic_base(value, guest_phys_bits()).is_ok();
             sync_apic_timer(cx);
+            apic_effect(cx, ApicEffect::None);
             return ok;
         }
         let v = cx.v.vlapic.apic_base();
@@ -677,14 +679,34 @@ pub(super) fn sync_apic_timer<B: Backend>(cx: &mut Cx<'_, B>) {
 /// Carries out what a write to the virtual LAPIC asks for: IPIs to other vCPUs, INIT,
 /// SIPI.
 pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
+    // The write may have changed the logical id other vCPUs' logical IPIs match.
+    cx.vcpu
+        .apic_logical
+        .store(cx.v.vlapic.logical_id().to_bits(), Ordering::SeqCst);
+    let others_of = || cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id);
+    let logical = |t: &Vcpu<B>, mda: u32| {
+        LogicalId::from_bits(t.apic_logical.load(Ordering::SeqCst)).matches(mda)
+    };
     match effect {
         ApicEffect::None => {}
+        ApicEffect::LogicalIpi { mda, vector } => {
+            for t in others_of().filter(|t| logical(t, mda)) {
+                t.post_ipi(vector);
+                cx.hv.wake(cx.dom, t);
+            }
+        }
+        ApicEffect::LogicalNmi { mda, to_self } => {
+            if to_self {
+                cx.vcpu.set_flag(vflags::NMI);
+            }
+            for t in others_of().filter(|t| logical(t, mda)) {
+                send_nmi(cx, t);
+            }
+        }
         ApicEffect::Ipi { dest, vector } => {
-            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
-                if dest == u32::MAX || dest == t.id {
-                    t.post_ipi(vector);
-                    cx.hv.wake(cx.dom, t);
-                }
+            for t in others_of().filter(|t| dest == u32::MAX || dest == t.id) {
+                t.post_ipi(vector);
+                cx.hv.wake(cx.dom, t);
             }
         }
         ApicEffect::Special { .. } => crate::schedule::apic_special(cx, effect),
@@ -695,20 +717,22 @@ pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
             let Some(dest) = others else {
                 return;
             };
-            for t in cx.dom.vcpus.iter().filter(|t| t.id != cx.vcpu.id) {
-                if dest != u32::MAX && dest != t.id {
-                    continue;
-                }
-                // An offline vCPU (waiting for SIPI, or halted for good) takes no NMI.
-                if t.has(vflags::DOWN) {
-                    log::debug!("d{}: NMI to offline vCPU {} dropped", cx.dom.id, t.id);
-                    continue;
-                }
-                t.set_flag(vflags::NMI);
-                cx.hv.wake(cx.dom, t);
+            for t in others_of().filter(|t| dest == u32::MAX || dest == t.id) {
+                send_nmi(cx, t);
             }
         }
     }
+}
+
+/// An NMI IPI to vCPU `t`; an offline vCPU (waiting for SIPI, or halted for good) takes
+/// none.
+fn send_nmi<B: Backend>(cx: &Cx<'_, B>, t: &Vcpu<B>) {
+    if t.has(vflags::DOWN) {
+        log::debug!("d{}: NMI to offline vCPU {} dropped", cx.dom.id, t.id);
+        return;
+    }
+    t.set_flag(vflags::NMI);
+    cx.hv.wake(cx.dom, t);
 }
 
 /// An x2APIC register access; false means #GP.

@@ -7,19 +7,20 @@
 
 use super::{DomId, Domain};
 use crate::hvm::Backend;
+use crate::sync::{Level, Lock};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 /// Every live domain.
 pub struct DomainTable<B: Backend> {
-    map: spin::Mutex<BTreeMap<DomId, Arc<Domain<B>>>>,
+    map: Lock<BTreeMap<DomId, Arc<Domain<B>>>>,
 }
 
 impl<B: Backend> DomainTable<B> {
     pub const fn new() -> Self {
         DomainTable {
-            map: spin::Mutex::new(BTreeMap::new()),
+            map: Lock::new(Level::DomainTable, BTreeMap::new()),
         }
     }
 

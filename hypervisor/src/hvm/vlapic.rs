@@ -51,6 +51,62 @@ pub enum ApicEffect {
     /// An NMI: to other vCPUs (`Some(id)`, `Some(u32::MAX)` for all of them) and/or to
     /// the sender itself.
     Nmi { others: Option<u32>, to_self: bool },
+    /// A fixed IPI to the other vCPUs whose logical APIC id matches the message
+    /// destination address `mda` (the sender, if it matches, has the vector already).
+    LogicalIpi { mda: u32, vector: u8 },
+    /// An NMI to the other vCPUs whose logical APIC id matches `mda`, and to the sender
+    /// if it matches too.
+    LogicalNmi { mda: u32, to_self: bool },
+}
+
+/// What a logical destination is matched against: the receiving APIC's logical id in
+/// its own mode (SDM Vol. 3 §10.6.2.2, §10.12.10.2). Other vCPUs keep theirs where a
+/// sender can read it (`Vcpu::apic_logical`, as [`LogicalId::to_bits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicalId {
+    /// The APIC is disabled: no logical destination reaches it.
+    Off,
+    /// xAPIC, flat model: LDR bits 24-31 are a bit mask.
+    Flat(u8),
+    /// xAPIC, cluster model: LDR bits 28-31 the cluster, 24-27 a bit mask in it.
+    Cluster(u8),
+    /// x2APIC: the LDR derived from the APIC id (cluster in bits 16-31, a bit in 0-15).
+    X2(u32),
+}
+
+impl LogicalId {
+    /// Whether a message destination address `mda` (8 bits in xAPIC mode, 32 in x2APIC
+    /// mode) selects this APIC; all ones is the broadcast.
+    pub fn matches(self, mda: u32) -> bool {
+        let m = mda as u8;
+        match self {
+            LogicalId::Off => false,
+            LogicalId::Flat(l) => m == 0xff || l & m != 0,
+            LogicalId::Cluster(l) => m == 0xff || ((l >> 4) == (m >> 4) && l & m & 0xf != 0),
+            LogicalId::X2(l) => {
+                mda == u32::MAX || ((mda >> 16) == (l >> 16) && mda & l & 0xffff != 0)
+            }
+        }
+    }
+
+    /// Packed for an atomic: kind in bits 32-33, value in bits 0-31.
+    pub fn to_bits(self) -> u64 {
+        match self {
+            LogicalId::Off => 0,
+            LogicalId::Flat(l) => 1 << 32 | u64::from(l),
+            LogicalId::Cluster(l) => 2 << 32 | u64::from(l),
+            LogicalId::X2(l) => 3 << 32 | u64::from(l),
+        }
+    }
+
+    pub fn from_bits(bits: u64) -> LogicalId {
+        match bits >> 32 {
+            1 => LogicalId::Flat(bits as u8),
+            2 => LogicalId::Cluster(bits as u8),
+            3 => LogicalId::X2(bits as u32),
+            _ => LogicalId::Off,
+        }
+    }
 }
 
 /// One vCPU's local APIC.
@@ -190,6 +246,21 @@ impl Vlapic {
         self.base
     }
 
+    /// This APIC's logical id, as logical destinations are matched against it.
+    pub fn logical_id(&self) -> LogicalId {
+        match self.mode() {
+            Mode::Disabled => LogicalId::Off,
+            Mode::XApic if self.dfr >> 28 == 0xf => LogicalId::Flat((self.ldr >> 24) as u8),
+            Mode::XApic => LogicalId::Cluster((self.ldr >> 24) as u8),
+            Mode::X2Apic => LogicalId::X2(self.x2apic_ldr()),
+        }
+    }
+
+    /// The x2APIC logical destination, derived from the id (cluster, bit).
+    fn x2apic_ldr(&self) -> u32 {
+        ((self.id >> 4) << 16) | (1 << (self.id & 0xf))
+    }
+
     /// The mode IA32_APIC_BASE selects.
     pub fn mode(&self) -> Mode {
         match (
@@ -255,7 +326,7 @@ impl Vlapic {
             0x08 => self.tpr,
             0x0a => self.ppr(),
             // Logical destination in x2APIC mode is derived from the id (cluster, bit).
-            0x0d => ((self.id >> 4) << 16) | (1 << (self.id & 0xf)),
+            0x0d => self.x2apic_ldr(),
             0x0f => self.svr,
             0x10..=0x17 => self.isr[(r - 0x10) as usize],
             0x18..=0x1f => 0, // TMR: every interrupt here is edge-triggered
@@ -326,11 +397,31 @@ impl Vlapic {
 
     fn write_icr(&mut self, value: u64) -> ApicEffect {
         const NMI_MODE: u8 = 4;
+        const ICR_LOGICAL: u64 = 1 << 11;
         self.icr = value & !(1 << 12); // delivery status always idle
         let vector = value as u8;
         let mode = ((value >> 8) & 7) as u8;
         let shorthand = (value >> 18) & 3;
         let dest = (value >> 32) as u32;
+        if shorthand == 0 && value & ICR_LOGICAL != 0 {
+            let to_self = self.logical_id().matches(dest);
+            return match mode {
+                0 => {
+                    if to_self {
+                        self.raise(vector);
+                    }
+                    ApicEffect::LogicalIpi { mda: dest, vector }
+                }
+                NMI_MODE => ApicEffect::LogicalNmi { mda: dest, to_self },
+                _ => {
+                    log::debug!(
+                        "vlapic {}: IPI mode {mode} to logical {dest:#x} not supported; dropped",
+                        self.id
+                    );
+                    ApicEffect::None
+                }
+            };
+        }
         let to_self = shorthand == 1 || (shorthand == 0 && dest == self.id) || shorthand == 2;
         match mode {
             0 if to_self => {
@@ -417,18 +508,9 @@ impl Vlapic {
                 let x2 = if shorthand == 0 && !logical && dest == 0xff {
                     // Physical broadcast: all including self.
                     u64::from(v) | (2 << 18)
-                } else if shorthand == 0 && logical {
-                    // Flat or cluster logical destinations: delivered to this APIC if
-                    // its LDR matches; other vCPUs' LDRs are not tracked yet (Linux
-                    // switches to x2APIC before it sends IPIs to other CPUs).
-                    if self.ldr >> 24 & dest != 0 {
-                        u64::from(v) | (1 << 18)
-                    } else {
-                        log::debug!("vlapic {}: logical IPI to {dest:#x} dropped", self.id);
-                        self.icr = u64::from(v) & !(1 << 12);
-                        return ApicEffect::None;
-                    }
                 } else {
+                    // A physical id, or a logical destination (8-bit MDA) matched against
+                    // each APIC's flat or cluster LDR by `write_icr`.
                     u64::from(v) | (u64::from(dest) << 32)
                 };
                 let effect = self.write_icr(x2);
@@ -482,6 +564,101 @@ mod tests {
         let mut a = Vlapic::new(id);
         a.write(0x80f, 0x1ff).unwrap();
         a
+    }
+
+    #[test]
+    fn logical_ids_match_as_the_sdm_says() {
+        use LogicalId::*;
+        assert!(Flat(0b0100).matches(0b0110) && !Flat(0b0100).matches(0b0011));
+        assert!(Flat(0).matches(0xff), "flat broadcast");
+        assert!(!Flat(0).matches(0x01));
+        assert!(Cluster(0x21).matches(0x23), "cluster 2, bit 0");
+        assert!(!Cluster(0x21).matches(0x31), "another cluster");
+        assert!(!Cluster(0x21).matches(0x22), "another bit");
+        assert!(Cluster(0x21).matches(0xff));
+        let x2 = X2((1 << 16) | (1 << 3)); // x2APIC id 19
+        assert!(x2.matches((1 << 16) | 0b1000) && !x2.matches((1 << 16) | 0b0100));
+        assert!(!x2.matches(1 << 3), "cluster 0");
+        assert!(x2.matches(u32::MAX));
+        assert!(!Off.matches(u32::MAX), "a disabled APIC takes nothing");
+        for id in [Off, Flat(0x81), Cluster(0x42), x2] {
+            assert_eq!(LogicalId::from_bits(id.to_bits()), id);
+        }
+    }
+
+    #[test]
+    fn logical_id_follows_ldr_dfr_and_mode() {
+        let mut a = Vlapic::new(19);
+        assert_eq!(
+            a.logical_id(),
+            LogicalId::Flat(0),
+            "LDR 0, flat DFR at reset"
+        );
+        a.mmio_write(0xd0, 4, 0x0800_0000);
+        assert_eq!(a.logical_id(), LogicalId::Flat(0x08));
+        a.mmio_write(0xe0, 4, 0x0fff_ffff);
+        assert_eq!(a.logical_id(), LogicalId::Cluster(0x08));
+        a.set_apic_base(APIC_DEFAULT_BASE | APIC_BASE_ENABLE | APIC_BASE_EXTD, 40)
+            .unwrap();
+        assert_eq!(a.logical_id(), LogicalId::X2((1 << 16) | (1 << 3)));
+        assert_eq!(a.read(0x80d), Some((1 << 16) | (1 << 3)));
+        a.set_apic_base(APIC_DEFAULT_BASE, 40).unwrap();
+        assert_eq!(a.logical_id(), LogicalId::Off);
+    }
+
+    #[test]
+    fn logical_ipis_in_both_modes() {
+        // xAPIC, flat: the sender holds bit 1; a send to bits 1|2 reaches it and others.
+        let mut a = Vlapic::new(1);
+        a.mmio_write(0xf0, 4, 0x1ff);
+        a.mmio_write(0xd0, 4, 0x0200_0000);
+        a.mmio_write(0x310, 4, 0x06 << 24);
+        assert_eq!(
+            a.mmio_write(0x300, 4, (1 << 11) | 0x61),
+            ApicEffect::LogicalIpi {
+                mda: 0x06,
+                vector: 0x61
+            }
+        );
+        assert!(a.is_pending(0x61), "the sender matched its own MDA");
+        a.mmio_write(0x310, 4, 0x04 << 24);
+        assert_eq!(
+            a.mmio_write(0x300, 4, (1 << 11) | 0x62),
+            ApicEffect::LogicalIpi {
+                mda: 0x04,
+                vector: 0x62
+            }
+        );
+        assert!(!a.is_pending(0x62), "not for the sender");
+        assert_eq!(
+            a.mmio_write(0x300, 4, (1 << 11) | (4 << 8)),
+            ApicEffect::LogicalNmi {
+                mda: 0x04,
+                to_self: false
+            }
+        );
+        assert_eq!(
+            a.mmio_write(0x300, 4, (1 << 11) | (6 << 8) | 0x10),
+            ApicEffect::None,
+            "a logical SIPI is not supported"
+        );
+        // x2APIC: the destination is 32 bits (cluster, bits), never a physical id.
+        let mut b = enabled(1);
+        b.set_apic_base(APIC_DEFAULT_BASE | APIC_BASE_ENABLE | APIC_BASE_EXTD, 40)
+            .unwrap();
+        assert_eq!(
+            b.write(0x830, (0b0001u64 << 32) | (1 << 11) | 0x63)
+                .unwrap(),
+            ApicEffect::LogicalIpi {
+                mda: 0b0001,
+                vector: 0x63
+            },
+            "logical 1 is APIC id 0, not id 1"
+        );
+        assert!(!b.is_pending(0x63));
+        b.write(0x830, (0b0010u64 << 32) | (1 << 11) | 0x64)
+            .unwrap();
+        assert!(b.is_pending(0x64), "logical 2 in cluster 0 is id 1 itself");
     }
 
     #[test]

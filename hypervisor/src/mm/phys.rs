@@ -5,16 +5,16 @@
 #![allow(unsafe_code)]
 
 use super::frame::{FrameAllocator, FRAME_SIZE};
+use crate::sync::{Level, Lock};
 use ferrovisor_boot::entry::DIRECT_MAP_BASE;
 use ferrovisor_boot::PhysRead;
-use spin::Mutex;
 
 /// The global frame allocator, set up once by `mm::paging::init`.
-pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+pub static FRAMES: Lock<Option<FrameAllocator<'static>>> = Lock::new(Level::Frames, None);
 
 /// How much of physical memory the direct map covers right now. Starts at the 4 GiB of the
 /// boot tables; raised when the final tables are live.
-static MAPPED_LIMIT: Mutex<u64> = Mutex::new(1 << 32);
+static MAPPED_LIMIT: Lock<u64> = Lock::new(Level::MappedLimit, 1 << 32);
 
 /// Records how far the direct map reaches.
 pub fn set_mapped_limit(limit: u64) {

@@ -8,6 +8,7 @@ use super::Cx;
 use super::Reply;
 use crate::hvm::{Backend, Vcpu as _};
 use crate::schedule::Hv;
+use crate::sync::{Level, Lock};
 use xen_abi::errno::Errno;
 use xen_abi::xen::{CONSOLEIO_READ, CONSOLEIO_WRITE};
 
@@ -85,8 +86,8 @@ pub fn console_io<B: Backend>(
 }
 
 /// Console input waiting for dom0 (bounded: the oldest input is kept, the excess dropped).
-static INPUT: spin::Mutex<arrayvec::ArrayVec<u8, 4096>> =
-    spin::Mutex::new(arrayvec::ArrayVec::new_const());
+static INPUT: Lock<arrayvec::ArrayVec<u8, 4096>> =
+    Lock::new(Level::ConsoleInput, arrayvec::ArrayVec::new_const());
 
 trait Deque {
     fn pop_front(&mut self) -> Option<u8>;

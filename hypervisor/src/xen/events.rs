@@ -16,6 +16,7 @@ use crate::domain::{DomState, Domain};
 use crate::hvm::Backend;
 use crate::mm::phys;
 use crate::schedule::Hv;
+use crate::sync::Guard;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 use evtchn::{Caller, EventChannels, Kick, Port, SendOutcome, SharedBits};
@@ -171,17 +172,14 @@ pub fn with_state<B: Backend, R>(
 pub fn lock_pair<'a, B: Backend>(
     a: &'a Domain<B>,
     b: &'a Domain<B>,
-) -> (
-    spin::MutexGuard<'a, DomState>,
-    spin::MutexGuard<'a, DomState>,
-) {
+) -> (Guard<'a, DomState>, Guard<'a, DomState>) {
     debug_assert_ne!(a.id, b.id);
     if a.id < b.id {
         let ga = a.st.lock();
-        (ga, b.st.lock())
+        (ga, b.st.lock_nested())
     } else {
         let gb = b.st.lock();
-        (a.st.lock(), gb)
+        (a.st.lock_nested(), gb)
     }
 }
 

@@ -188,4 +188,23 @@ mod tests {
         let (mut dict, mut out) = buffers();
         assert!(decompress(&bad, &mut dict, &mut out).is_err());
     }
+
+    /// A real bzImage (e.g. Debian's) given by `PVH_LOADER_TEST_KERNEL`: its payload
+    /// decompresses, and the time it takes is printed (for profiling the decoder with
+    /// `cargo test --release`); skipped without it.
+    #[test]
+    fn real_kernel_from_env_decompresses() {
+        let Ok(path) = std::env::var("PVH_LOADER_TEST_KERNEL") else {
+            return;
+        };
+        let image = std::fs::read(path).unwrap();
+        let bz = crate::bzimage::parse_bzimage(&image).unwrap();
+        let size = bz.uncompressed_size_hint().unwrap() as usize;
+        let mut dict = vec![0u8; 32 << 20];
+        let mut out = vec![0u8; size];
+        let t = std::time::Instant::now();
+        let n = decompress(bz.payload, &mut dict, &mut out).unwrap();
+        eprintln!("{n} bytes in {:?}", t.elapsed());
+        assert_eq!(n, size);
+    }
 }

@@ -90,6 +90,18 @@ fn in_service(vector: u8, read: impl Fn(u32) -> u64) -> bool {
 }
 
 /// Opens an interrupt window until `vector` has been taken once more than `before`.
+/// Lets interrupts in for a while and checks `vector` never came.
+fn not_taken(vector: u8, before: u64) -> TestResult {
+    for _ in 0..1000 {
+        arch::sti();
+        arch::pause();
+        arch::cli();
+    }
+    let n = vector_count(vector) - before;
+    ensure!(n == 0, "vector {vector:#x} taken {n} times, expected never");
+    Ok(())
+}
+
 fn take(vector: u8, before: u64) -> TestResult {
     for _ in 0..1000 {
         arch::sti();
@@ -181,6 +193,30 @@ fn test_main(_si: &StartInfo) -> TestResult {
     mmio_write(EOI, 0);
     println!("apic-modes: xAPIC self-IPIs by shorthand and by ID taken, EOI through MMIO");
 
+    // Logical destinations (flat, then cluster model): this APIC's LDR against the MDA.
+    const LOGICAL: u32 = 1 << 11;
+    const LDR: u64 = 0xd0;
+    // (DFR, LDR, an MDA that selects this APIC, one that does not)
+    for (dfr, ldr, hit, miss) in [
+        (u32::MAX, 0x02, 0x06, 0x04),    // flat: bit masks
+        (0x0fff_ffff, 0x01, 0x03, 0x11), // cluster 0 bit 0; cluster 1 is another
+    ] {
+        mmio_write(DFR, dfr);
+        mmio_write(LDR, ldr << 24);
+        let before = vector_count(0x52);
+        mmio_write(ICR_HI, hit << 24);
+        mmio_write(ICR_LO, LOGICAL | 0x52);
+        take(0x52, before)?;
+        mmio_write(EOI, 0);
+        let before = vector_count(0x53);
+        mmio_write(ICR_HI, miss << 24);
+        mmio_write(ICR_LO, LOGICAL | 0x53);
+        not_taken(0x53, before)?;
+    }
+    mmio_write(DFR, u32::MAX);
+    mmio_write(LDR, 0);
+    println!("apic-modes: xAPIC logical IPIs (flat and cluster) reach the APICs their MDA selects");
+
     ensure!(
         guest_rt::pvclock::map_shared_info() == 0,
         "cannot map shared_info for the pvclock"
@@ -233,6 +269,24 @@ fn test_main(_si: &StartInfo) -> TestResult {
         "the xAPIC page reads {page:#x} in x2APIC mode, expected all ones"
     );
     println!("apic-modes: x2APIC: SELF_IPI taken, EOI by MSR, xAPIC page gone");
+
+    // x2APIC logical destinations: cluster 0, bit 0 is APIC id 0 (this one); bit 1 is
+    // id 1, which does not exist. A physical reading of either would get both wrong.
+    const X2_ICR: u32 = 0x830;
+    const X2_LDR: u32 = 0x80d;
+    ensure!(
+        rdmsr(X2_LDR) == 1,
+        "x2APIC LDR {:#x}, expected 1",
+        rdmsr(X2_LDR)
+    );
+    let before = vector_count(0x61);
+    wrmsr(X2_ICR, (1 << 32) | (1 << 11) | 0x61);
+    take(0x61, before)?;
+    wrmsr(X2_EOI, 0);
+    let before = vector_count(0x62);
+    wrmsr(X2_ICR, (2 << 32) | (1 << 11) | 0x62);
+    not_taken(0x62, before)?;
+    println!("apic-modes: x2APIC logical IPIs match the derived LDR (cluster, bit)");
 
     wrmsr(X2_TDCR, 0x3); // divide by 16
     wrmsr(X2_LVT_TIMER, PERIODIC | 0x68);
