@@ -105,6 +105,18 @@ pub fn all() -> Vec<Test> {
             .expect(&start)
             .forbid(SMP_FORBID)
             .timeout_secs(90),
+        // The same on the checked build: debug assertions, overflow checks and the lock-order
+        // checks live on the APs too.
+        Test::new(
+            "qemu-tcg/checked/smp-start",
+            tcg_smp(QemuBoot::Kernel, "max+smp=4"),
+        )
+        .hypervisor(crate::build::Profile::Checked)
+        .cmdline("console=com1 on_idle=poweroff")
+        .module(hello())
+        .expect(&start)
+        .forbid(SMP_FORBID)
+        .timeout_secs(120),
         // maxcpus=2 on a 4-CPU machine: exactly two start.
         Test::new(
             "qemu-tcg/smp/maxcpus",
