@@ -31,6 +31,7 @@ mod tests_hostile_cpu;
 mod tests_hostile_hcall;
 mod tests_multi;
 mod tests_pvio;
+mod tests_smp;
 mod tests_toolstack;
 mod unsafe_map;
 mod util;

@@ -309,14 +309,9 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_compat::all());
     tests.extend(crate::tests_hostile_hcall::all());
     tests.extend(crate::tests_hostile_cpu::all());
-    tests.extend(tests_smp::all());
+    tests.extend(crate::tests_smp::all());
     tests
 }
-
-// Declared here rather than in main.rs (left to other work in progress); the file is
-// xtask/src/tests_smp.rs.
-#[path = "tests_smp.rs"]
-mod tests_smp;
 
 /// Forcing the backend the CPU lacks: a clear refusal, no domain, a clean power-off.
 fn forced_backend_tests() -> Vec<Test> {
