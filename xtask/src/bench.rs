@@ -479,6 +479,7 @@ fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
     let mut cmd = qemu::command(&qemu::Config {
         accel: qemu::Accel::Tcg,
         cpu: None,
+        cpus: 1,
         memory: "1G",
         serial: qemu::Serial::Stdio,
         boot_dir: dir,

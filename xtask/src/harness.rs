@@ -403,6 +403,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
             let mut cmd = qemu::command(&qemu::Config {
                 accel: *accel,
                 cpu: *cpu,
+                cpus: test.cpus,
                 memory: &memory,
                 serial: qemu::serial_for(&test.send),
                 boot_dir: &boot_dir,
@@ -438,7 +439,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
         Emulator::Bochs => {
             let iso = iso(image::Loader::Multiboot2)?;
             let (listener, port) = bochs::com1_listener()?;
-            let mut cmd = bochs::prepare(
+            let mut cmd = bochs::prepare_with_cpus(
                 work,
                 &bochs::Config {
                     iso: &iso,
@@ -446,6 +447,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                     log: &work.join("bochs.log"),
                     megs: test.memory_mib,
                 },
+                test.cpus,
             )?;
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             let command_line = format!("(cd {} && {})", work.display(), util::show_command(&cmd));

@@ -121,32 +121,13 @@ pub fn kernel_for(test: &crate::spec::Test, default: &Path) -> anyhow::Result<st
     }
 }
 
-/// What separates a CPU model from a CPU count in a [`Config::cpu`] value: `max+smp=4`
-/// means `-cpu max -smp 4`. The count rides in the model string because test specs
-/// (`spec::Emulator::Qemu`) and the harness carry only that string.
-pub const SMP_SUFFIX: &str = "+smp=";
-
-/// Splits a [`Config::cpu`] value into the model and the CPU count (1 when none is given).
-pub fn split_cpus(cpu: &str) -> Result<(&str, u32)> {
-    match cpu.split_once(SMP_SUFFIX) {
-        None => Ok((cpu, 1)),
-        Some((model, n)) => {
-            let n: u32 = n
-                .parse()
-                .ok()
-                .filter(|n| (1..=64).contains(n))
-                .with_context(|| format!("CPU count in {cpu:?}: expected 1..=64"))?;
-            Ok((model, n))
-        }
-    }
-}
-
 /// A complete QEMU configuration.
 pub struct Config<'a> {
     pub accel: Accel,
-    /// CPU model and flags, optionally with a CPU count (`max+smp=4`, see
-    /// [`SMP_SUFFIX`]); `None` means [`Accel::default_cpu`] on one CPU.
+    /// CPU model and flags; `None` means [`Accel::default_cpu`].
     pub cpu: Option<&'a str>,
+    /// How many CPUs (`-smp` when more than one).
+    pub cpus: u32,
     pub memory: &'a str,
     pub serial: Serial,
     /// Working directory with `ferrovisor` and the modules (or the ISO).
@@ -212,20 +193,10 @@ fn initrd_arg(modules: &[Module]) -> String {
 pub fn command(config: &Config) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.current_dir(config.boot_dir);
-    // A malformed count is a bug in a test spec: the test fails on QEMU's own complaint.
-    let (model, cpus) = config
-        .cpu
-        .map_or(Ok((config.accel.default_cpu(), 1)), split_cpus)
-        .unwrap_or(("invalid-cpu-count", 1));
-    let model = if model.is_empty() {
-        config.accel.default_cpu()
-    } else {
-        model
-    };
     cmd.args(["-accel", config.accel.name()])
-        .args(["-cpu", model]);
-    if cpus > 1 {
-        cmd.args(["-smp", &cpus.to_string()]);
+        .args(["-cpu", config.cpu.unwrap_or(config.accel.default_cpu())]);
+    if config.cpus > 1 {
+        cmd.args(["-smp", &config.cpus.to_string()]);
     }
     cmd.args(["-m", config.memory])
         .args(["-display", "none", "-vga", "std", "-nic", "none"])
@@ -316,6 +287,7 @@ pub fn run_interactive(spec: &RunSpec) -> Result<ExitCode> {
     let mut cmd = command(&Config {
         accel: spec.accel,
         cpu: None,
+        cpus: 1,
         memory: &spec.memory,
         serial: Serial::MonitorStdio,
         boot_dir: &dir,
@@ -358,17 +330,13 @@ mod tests {
     use Outcome::PowerOff;
 
     #[test]
-    fn cpu_count_rides_in_the_cpu_string() {
-        assert_eq!(split_cpus("max").unwrap(), ("max", 1));
-        assert_eq!(split_cpus("max+smp=4").unwrap(), ("max", 4));
-        assert_eq!(split_cpus("+smp=2").unwrap(), ("", 2));
-        assert!(split_cpus("max+smp=0").is_err());
-        assert!(split_cpus("max+smp=x").is_err());
+    fn cpu_count_gives_smp() {
         let dir = Path::new("/tmp");
-        let args = |cpu| {
+        let args = |cpus| {
             let cmd = command(&Config {
                 accel: Accel::Tcg,
-                cpu,
+                cpu: None,
+                cpus,
                 memory: "1G",
                 serial: Serial::Stdio,
                 boot_dir: dir,
@@ -380,9 +348,9 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        assert!(args(Some("max+smp=4")).contains("-cpu max -smp 4 -m 1G"));
-        assert!(args(Some("+smp=2")).contains("-cpu max -smp 2 -m 1G"));
-        let one = args(None);
+        assert!(args(4).contains("-cpu max -smp 4 -m 1G"));
+        assert!(args(2).contains("-cpu max -smp 2 -m 1G"));
+        let one = args(1);
         assert!(
             one.contains("-cpu max -m 1G") && !one.contains("-smp"),
             "{one}"

@@ -214,6 +214,8 @@ pub struct Test {
     pub values: Vec<ValueCheck>,
     /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
     pub dom0: bool,
+    /// How many CPUs the emulated machine has (QEMU `-smp`, Bochs `cpu: count=`).
+    pub cpus: u32,
     /// Boots the hypervisor built with this profile instead of the suite's release
     /// build (Debug, or Checked: optimized with debug assertions and overflow checks).
     pub hypervisor: Option<Profile>,
@@ -238,6 +240,7 @@ impl Test {
             memory_mib,
             values: Vec::new(),
             hypervisor: None,
+            cpus: 1,
             dom0: false,
         }
     }
@@ -308,6 +311,12 @@ impl Test {
             pattern,
             check: Check::Text(check),
         });
+        self
+    }
+
+    /// Gives the emulated machine `n` CPUs.
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.cpus = n;
         self
     }
 
