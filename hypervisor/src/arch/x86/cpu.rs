@@ -185,8 +185,10 @@ impl Signature {
         let c = |leaf: u32, sub: u32| core::arch::x86_64::__cpuid_count(leaf, sub);
         let max = c(0, 0).eax;
         let max_ext = c(0x8000_0000, 0).eax;
-        let std = |leaf: u32, sub: u32| {
-            if max >= leaf {
+        // A leaf above the highest one offered reads as zeros (what it would report
+        // otherwise depends on the vendor: Intel answers with the highest basic leaf).
+        let below = |top: u32, leaf: u32, sub: u32| {
+            if top >= leaf {
                 c(leaf, sub)
             } else {
                 core::arch::x86_64::CpuidResult {
@@ -197,18 +199,8 @@ impl Signature {
                 }
             }
         };
-        let ext = |leaf: u32| {
-            if max_ext >= leaf {
-                c(leaf, 0)
-            } else {
-                core::arch::x86_64::CpuidResult {
-                    eax: 0,
-                    ebx: 0,
-                    ecx: 0,
-                    edx: 0,
-                }
-            }
-        };
+        let std = |leaf: u32, sub: u32| below(max, leaf, sub);
+        let ext = |leaf: u32| below(max_ext, leaf, 0);
         let (v, l1, l7, ld, e1, ea, e8) = (
             c(0, 0),
             std(1, 0),
