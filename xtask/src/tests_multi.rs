@@ -246,7 +246,7 @@ fn spinner(s: &Scale) -> Test {
 }
 
 /// The lines of one cpu-burn domU that checks its own share.
-fn burner_group(domid: u32, name: &str, label: &str, share: &str) -> Vec<&'static str> {
+pub(crate) fn burner_group(domid: u32, name: &str, label: &str, share: &str) -> Vec<&'static str> {
     vec![
         starts(domid, name, Some(16)),
         line(
@@ -276,7 +276,7 @@ fn idle_reaper(s: &Scale, domains: &str) -> ModuleSpec {
 }
 
 /// The idle reaper's lines (the burners end in either order, so no per-domain lines).
-fn reaper_group() -> Vec<&'static str> {
+pub(crate) fn reaper_group() -> Vec<&'static str> {
     vec![
         starts(0, "guest-reaper", None),
         line(0, "reaper: domain 0, control domain: true"),
@@ -351,7 +351,7 @@ fn weight_ratio<const SCALE: usize, const HEAVY: usize>(v: &str) -> Result<(), S
 }
 
 /// `heavy / light` within `want +- tol`.
-fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Result<(), String> {
+pub(crate) fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Result<(), String> {
     if light == 0 {
         return Err(format!("weight 256 ran 0 ns (weight 512: {heavy} ns)"));
     }

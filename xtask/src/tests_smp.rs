@@ -8,7 +8,8 @@
 
 use crate::build;
 use crate::image::Loader;
-use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::spec::{Check, Emulator, ModuleSpec, QemuBoot, Test, ValueCheck};
+use crate::tests_multi::{built_copy, burner_group, leak, line, ratio_within, reaper_group};
 
 /// The hello guest's own lines: it ran, and passed its checks.
 const HELLO: &[&str] = &[
@@ -130,4 +131,111 @@ pub fn all() -> Vec<Test> {
         .timeout_secs(120),
         dom0,
     ]
+    .into_iter()
+    .chain(scheduling())
+    .collect()
+}
+
+/// Where the cpu-burn window starts (absolute system time) and how long it lasts.
+const BURN_WINDOW: &str = "from_ms=3000 secs=5";
+
+/// The idle reaper as domain 0: waits for `domains` to end, then powers off.
+fn reaper(domains: &str) -> ModuleSpec {
+    ModuleSpec::built(&build::GUEST_REAPER).args(leak(format!(
+        "await={domains} alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms=500 timeout=70"
+    )))
+}
+
+/// A cpu-burn domU (the second and later ones from copies of the image) that checks its
+/// own share of the window.
+fn burner(index: usize, opts: &str, label: &str, share: &str, tol: &str) -> ModuleSpec {
+    let args = leak(format!(
+        "domu:name={label},mem=16M{opts} label={label} {BURN_WINDOW} expect_share={share} tolerance={tol}"
+    ));
+    match index {
+        0 => ModuleSpec::built(&build::GUEST_CPU_BURN).args(args),
+        _ => ModuleSpec::prepared(|| built_copy(&build::GUEST_CPU_BURN, "cpu-burn-b")).args(args),
+    }
+}
+
+/// Domain 0 the idle reaper, then one cpu-burn domU per `(label, extra domu options,
+/// expected share)` (at most two: the second boots from a copy of the image).
+fn sched_test(name: &str, cpus: u32, burners: &[(&str, &str, &str)], tol: &str) -> Test {
+    let ids: Vec<String> = (1..=burners.len()).map(|i| i.to_string()).collect();
+    let mut t = Test::new(
+        leak(format!("qemu-tcg/smp/{name}")),
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+    )
+    .cpus(cpus)
+    .cmdline("console=com1 on_idle=poweroff dom0_mem=32M")
+    .module(reaper(&ids.join(",")))
+    .forbid(SMP_FORBID)
+    .expect_group(&reaper_group())
+    .timeout_secs(120);
+    for (i, (label, opts, share)) in burners.iter().enumerate() {
+        t = t
+            .module(burner(i, opts, label, share, tol))
+            .expect_group(&burner_group(i as u32 + 1, label, label, share));
+    }
+    t
+}
+
+/// The scheduler across CPUs, measured by the guests themselves (each cpu-burn domU reads
+/// its running time from its runstate and checks its share of a common 5 s window).
+fn scheduling() -> Vec<Test> {
+    let mut weights = sched_test(
+        "weights-one-cpu",
+        2,
+        &[
+            ("w256", ",cpus=1,weight=256", "33.3"),
+            ("w512", ",cpus=1,weight=512", "66.7"),
+        ],
+        "5",
+    );
+    // Both confined to CPU 1 of two: their running times must be 1:2 +- 15 %.
+    for (domid, label) in [(1, "w256"), (2, "w512")] {
+        weights.values.push(ValueCheck {
+            pattern: line(
+                domid,
+                &format!(r"cpu-burn {label}: running (\d+) ns in window"),
+            ),
+            check: Check::Text(if domid == 1 {
+                smp_ratio::<0>
+            } else {
+                smp_ratio::<1>
+            }),
+        });
+    }
+    vec![
+        // Pinned to different CPUs, each gets (nearly) a whole one: ≥ 90 %.
+        sched_test(
+            "pinned-burners",
+            3,
+            &[("pin1", ",cpus=1", "95.0"), ("pin2", ",cpus=2", "95.0")],
+            "5",
+        ),
+        // Unpinned on three CPUs: the scheduler spreads them, ≥ 90 % each.
+        sched_test(
+            "spread-burners",
+            3,
+            &[("free1", "", "95.0"), ("free2", "", "95.0")],
+            "5",
+        ),
+        weights,
+        // A 50 % cap holds with another CPU idle beside it.
+        sched_test("cap50", 2, &[("cap50", ",cap=50", "50.0")], "5"),
+    ]
+}
+
+/// The running times of `weights-one-cpu`'s two burners (0: weight 256, 1: 512); once
+/// both are in, 512:256 must be 2.0 +- 0.3.
+fn smp_ratio<const HEAVY: usize>(v: &str) -> Result<(), String> {
+    static NS: std::sync::Mutex<[Option<u64>; 2]> = std::sync::Mutex::new([None; 2]);
+    let ns: u64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+    let mut all = NS.lock().map_err(|_| "poisoned".to_string())?;
+    all[HEAVY] = Some(ns);
+    match *all {
+        [Some(light), Some(heavy)] => ratio_within(heavy, light, 2.0, 0.3),
+        _ => Ok(()),
+    }
 }
