@@ -36,7 +36,7 @@ use crate::sync::{Level, Lock};
 use crate::time;
 use crate::xen::Cx;
 use alloc::collections::BinaryHeap;
-use alloc::sync::{Arc, Weak};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use core::cmp::Reverse;
@@ -50,8 +50,10 @@ const MAX_SLICE_NS: u64 = 30_000_000;
 const CONSOLE_POLL_NS: u64 = 10_000_000;
 
 /// A destroyed domain whose last reference may still be held.
-struct Grave<B: Backend> {
-    dom: Weak<Domain<B>>,
+struct Grave {
+    /// Raised once the domain is dropped and its frames are back (after its last
+    /// reference went, possibly on another CPU).
+    freed: Arc<core::sync::atomic::AtomicBool>,
     id: DomId,
     name: ArrayString<32>,
     frames: u64,
@@ -65,7 +67,7 @@ pub struct Hv<B: Backend> {
     /// Per CPU, (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale
     /// when a vCPU re-arms; `Vcpu::next_timer` tells which are current.
     timers: Vec<Lock<BinaryHeap<Reverse<(u64, DomId, u32)>>>>,
-    graves: Lock<Vec<Grave<B>>>,
+    graves: Lock<Vec<Grave>>,
     /// Free frames plus the frames held by domains that are not boot-time domUs, taken
     /// before the first domU was built: once every domU is gone, the same sum must hold.
     baseline: Lock<Option<u64>>,
@@ -457,7 +459,7 @@ impl<B: Backend> Hv<B> {
         dom.st.lock().life = Life::Dying;
         self.domains.remove(dom.id);
         self.graves.lock().push(Grave {
-            dom: Arc::downgrade(dom),
+            freed: dom.freed.0.clone(),
             id: dom.id,
             name: dom.name.clone(),
             frames,
@@ -472,7 +474,7 @@ impl<B: Backend> Hv<B> {
             return;
         }
         graves.retain(|g| {
-            if g.dom.strong_count() > 0 {
+            if !g.freed.load(Ordering::SeqCst) {
                 return true;
             }
             info!(

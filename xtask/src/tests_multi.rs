@@ -290,7 +290,9 @@ pub(crate) fn reaper_group() -> Vec<&'static str> {
 /// within 2.3 points, i.e. a ratio of about 2.0 +- 0.2), measured over the same window.
 fn weights(s: &Scale) -> Test {
     let window = format!("from_ms={} secs={}", s.burn_from_ms, s.burn_secs);
+    // One CPU whatever XTASK_TEST_CPUS says: the two must share it.
     let mut t = base(s, "weights", s.burn_from_ms / 1000 + s.burn_secs + 90)
+        .cpus(1)
         .module(idle_reaper(s, "1,2"))
         .module(
             ModuleSpec::built(&build::GUEST_CPU_BURN).args(leak(format!(

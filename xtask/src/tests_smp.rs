@@ -133,24 +133,109 @@ pub fn all() -> Vec<Test> {
     ]
     .into_iter()
     .chain(scheduling())
+    .chain([xl_two_by_two()])
     .collect()
 }
 
-/// Where the cpu-burn window starts (absolute system time) and how long it lasts.
-const BURN_WINDOW: &str = "from_ms=3000 secs=5";
+/// A line dom0 printed, with or without the `(d0) ` prefix.
+macro_rules! d0 {
+    ($p:literal) => {
+        concat!(r"^(?:\(d0\) )?", $p)
+    };
+}
+
+/// Creates the example domU with two vCPUs and waits for its shell.
+const CREATE_2: &str =
+    "n=$(ready); k0=$(kib); xl create /etc/xen/example.cfg vcpus=2; echo CREATE=$?; \
+    up && echo UP=yes || echo UP=never\n";
+
+/// In the domU: its CPU count, then one endless busy loop per vCPU, in the background.
+const DOMU_BUSY: &str =
+    "echo DOMU_NPROC=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo); \
+    for i in 1 2; do (while :; do :; done) & done; echo DOMU_BUSY=$((1 + 1))\n";
+
+/// Pins the domU's vCPU 1 to CPU 3, then reads which CPU it is on, once a second, five
+/// times (`xl vcpu-list`'s CPU column), and its state (running, with both busy).
+const PIN_CHECK: &str = "xl vcpu-pin example 1 3; echo VCPU_PIN=$?; sleep 1; \
+    s=; for i in 1 2 3 4 5; do s=$s$(xl vcpu-list example | awk '$3 == 1 { print $4 }'),; sleep 1; done; \
+    echo PINNED_CPU=$s; xl vcpu-list example\n";
+
+/// dom0 with two vCPUs and a domU with two vCPUs on four CPUs: both Linux kernels bring
+/// up their second vCPU, the domU's busy loops run while dom0 works, `vcpu-pin` moves the
+/// domU's vCPU 1 to CPU 3 and it stays there, and `destroy` ends it and gives every
+/// KiB of its memory back.
+fn xl_two_by_two() -> Test {
+    crate::tests_dom0::dom0_boot(
+        "qemu-tcg/smp/xl-2x2",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        "console=com1 dom0_mem=512M noreboot on_idle=poweroff dom0_max_vcpus=2",
+        600,
+    )
+    .cpus(4)
+    .forbid(SMP_FORBID)
+    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
+    .send(
+        r"dom0: shell ready",
+        "echo NPROC=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo); \
+        xl info | awk '/^nr_cpus/ { print \"XL_NR_CPUS=\" $3 }'\n",
+    )
+    .expect_value(d0!(r"NPROC=(\S*)$"), "2")
+    .expect_value(d0!(r"XL_NR_CPUS=(\S*)$"), "4")
+    .send(r"XL_NR_CPUS=\d+\r?\n", crate::tests_toolstack::HELPERS)
+    .expect(&[d0!(r"HELPERS=42")])
+    .send(r"HELPERS=42\r?\n", CREATE_2)
+    .expect_value(d0!(r"CREATE=(\d+)$"), "0")
+    .expect_value(d0!(r"UP=(\w+)$"), "yes")
+    .send(r"UP=\w+\r?\n", "xl console example\n")
+    .send(r"domU: shell ready", DOMU_BUSY)
+    .expect_value(d0!(r"DOMU_NPROC=(\S*)$"), "2")
+    .send(r"DOMU_BUSY=2\r?\n", "\x1d")
+    .send(r"dom0# ", PIN_CHECK)
+    .expect_value(d0!(r"VCPU_PIN=(\d+)$"), "0")
+    .expect_value(d0!(r"PINNED_CPU=(\S*)$"), "3,3,3,3,3,")
+    .send(
+        r"PINNED_CPU=\S*\r?\n",
+        "xl destroy example; echo DESTROY=$?; back DESTROY\n",
+    )
+    .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
+    .expect_text(
+        d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"),
+        crate::tests_toolstack::same_kib,
+    )
+    .send(r"FREE_KIB_DESTROY=\S*\r?\n", "poweroff -f\n")
+    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+}
+
+/// Where the cpu-burn window starts (absolute system time) and how long it lasts: later
+/// on Bochs, where the domains start later.
+fn burn_window(bochs: bool) -> &'static str {
+    if bochs {
+        "from_ms=6000 secs=5"
+    } else {
+        "from_ms=3000 secs=5"
+    }
+}
 
 /// The idle reaper as domain 0: waits for `domains` to end, then powers off.
 fn reaper(domains: &str) -> ModuleSpec {
     ModuleSpec::built(&build::GUEST_REAPER).args(leak(format!(
-        "await={domains} alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms=500 timeout=70"
+        "await={domains} alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms=500 timeout=300"
     )))
 }
 
 /// A cpu-burn domU (the second and later ones from copies of the image) that checks its
 /// own share of the window.
-fn burner(index: usize, opts: &str, label: &str, share: &str, tol: &str) -> ModuleSpec {
+fn burner(
+    bochs: bool,
+    index: usize,
+    opts: &str,
+    label: &str,
+    share: &str,
+    tol: &str,
+) -> ModuleSpec {
+    let window = burn_window(bochs);
     let args = leak(format!(
-        "domu:name={label},mem=16M{opts} label={label} {BURN_WINDOW} expect_share={share} tolerance={tol}"
+        "domu:name={label},mem=16M{opts} label={label} {window} expect_share={share} tolerance={tol}"
     ));
     match index {
         0 => ModuleSpec::built(&build::GUEST_CPU_BURN).args(args),
@@ -161,20 +246,44 @@ fn burner(index: usize, opts: &str, label: &str, share: &str, tol: &str) -> Modu
 /// Domain 0 the idle reaper, then one cpu-burn domU per `(label, extra domu options,
 /// expected share)` (at most two: the second boots from a copy of the image).
 fn sched_test(name: &str, cpus: u32, burners: &[(&str, &str, &str)], tol: &str) -> Test {
+    sched_test_on(false, name, cpus, burners, tol)
+}
+
+/// [`sched_test`] under QEMU TCG (SVM) or Bochs (VMX, where vCPUs moving between CPUs
+/// take the VMCLEAR-on-the-old-CPU path).
+fn sched_test_on(
+    bochs: bool,
+    name: &str,
+    cpus: u32,
+    burners: &[(&str, &str, &str)],
+    tol: &str,
+) -> Test {
     let ids: Vec<String> = (1..=burners.len()).map(|i| i.to_string()).collect();
-    let mut t = Test::new(
-        leak(format!("qemu-tcg/smp/{name}")),
-        Emulator::qemu_tcg(QemuBoot::Kernel),
-    )
-    .cpus(cpus)
-    .cmdline("console=com1 on_idle=poweroff dom0_mem=32M")
-    .module(reaper(&ids.join(",")))
-    .forbid(SMP_FORBID)
-    .expect_group(&reaper_group())
-    .timeout_secs(120);
+    let (prefix, emulator, cmdline, timeout) = if bochs {
+        (
+            "bochs",
+            Emulator::Bochs,
+            "console=com1,e9 on_idle=poweroff dom0_mem=32M",
+            600,
+        )
+    } else {
+        (
+            "qemu-tcg",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+            "console=com1 on_idle=poweroff dom0_mem=32M",
+            120,
+        )
+    };
+    let mut t = Test::new(leak(format!("{prefix}/smp/{name}")), emulator)
+        .cpus(cpus)
+        .cmdline(cmdline)
+        .module(reaper(&ids.join(",")))
+        .forbid(SMP_FORBID)
+        .expect_group(&reaper_group())
+        .timeout_secs(timeout);
     for (i, (label, opts, share)) in burners.iter().enumerate() {
         t = t
-            .module(burner(i, opts, label, share, tol))
+            .module(burner(bochs, i, opts, label, share, tol))
             .expect_group(&burner_group(i as u32 + 1, label, label, share));
     }
     t
@@ -224,6 +333,15 @@ fn scheduling() -> Vec<Test> {
         weights,
         // A 50 % cap holds with another CPU idle beside it.
         sched_test("cap50", 2, &[("cap50", ",cap=50", "50.0")], "5"),
+        // VMX with two CPUs: one burner pinned to each, the reaper (domain 0) wherever
+        // there is room, so its vCPU moves between the CPUs.
+        sched_test_on(
+            true,
+            "pinned-burners",
+            2,
+            &[("pin0", ",cpus=0", "90.0"), ("pin1", ",cpus=1", "90.0")],
+            "10",
+        ),
     ]
 }
 

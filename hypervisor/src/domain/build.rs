@@ -359,6 +359,7 @@ fn assemble<B: Backend>(
                 console_budget: Default::default(),
             },
         ),
+        freed: Default::default(),
     })
 }
 

@@ -392,6 +392,20 @@ pub struct Domain<B: Backend> {
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: AtomicU64,
     pub st: Lock<DomState>,
+    /// Raised when the domain's memory is back (the last field, so it drops last).
+    pub freed: FreedSignal,
+}
+
+/// A flag raised when it is dropped: the last field of [`Domain`], so the flag goes up
+/// only after every frame the domain held went back (the `Arc`'s strong count reaches 0
+/// before the drop runs, possibly on another CPU).
+#[derive(Default)]
+pub struct FreedSignal(pub alloc::sync::Arc<core::sync::atomic::AtomicBool>);
+
+impl Drop for FreedSignal {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl<B: Backend> Domain<B> {

@@ -103,7 +103,8 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
                 .as_ref()
                 .map_or((0, 0), |f| (f.total_frames(), f.free_frames()));
             let info = PhysInfo {
-                nr_cpus: 1,
+                // The CPUs vCPUs are scheduled on.
+                nr_cpus: crate::arch::x86::smp::usable_mask().count_ones(),
                 cpu_khz: (crate::time::tsc_hz() / 1000) as u32,
                 total_kib: total * 4,
                 free_kib: free * 4,
