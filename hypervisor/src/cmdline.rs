@@ -111,6 +111,8 @@ pub struct Options {
     pub selftest: SelfTest,
     /// `dom0_max_vcpus=N`: vCPUs of dom0 (default 1).
     pub dom0_max_vcpus: u32,
+    /// `dom0_cpus=N|A-B`: the physical CPUs dom0's vCPUs may run on (bit mask; 0 = any).
+    pub dom0_cpus: u64,
     /// `maxcpus=N`: start at most N physical CPUs, the boot CPU included (default: every
     /// CPU the firmware lists, up to the per-CPU table's size).
     pub maxcpus: Option<u32>,
@@ -130,6 +132,7 @@ impl Default for Options {
             hvm: BackendChoice::Auto,
             selftest: SelfTest::None,
             dom0_max_vcpus: 1,
+            dom0_cpus: 0,
             maxcpus: None,
         }
     }
@@ -196,6 +199,7 @@ const OPTION_NAMES: &[&str] = &[
     "on_idle",
     "hvm",
     "dom0_max_vcpus",
+    "dom0_cpus",
     "maxcpus",
 ];
 
@@ -265,6 +269,11 @@ fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
             "a vCPU count from 1 to 128",
             |v: &str| v.parse::<u32>().ok().filter(|n| (1..=128).contains(n)),
             |o: &mut Options, v| o.dom0_max_vcpus = v
+        ),
+        "dom0_cpus" => valued!(
+            "a CPU or a range of CPUs below 64, such as 0 or 0-3",
+            parse_cpu_range,
+            |o: &mut Options, v| o.dom0_cpus = v
         ),
         "maxcpus" => valued!(
             "a CPU count from 1 to 4096",
@@ -565,6 +574,7 @@ mod tests {
                 hvm: BackendChoice::Svm,
                 selftest: SelfTest::None,
                 dom0_max_vcpus: 2,
+                dom0_cpus: 0,
                 maxcpus: Some(3),
             }
         );

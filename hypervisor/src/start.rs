@@ -475,7 +475,7 @@ fn build_one<B: Backend>(
             SchedParams {
                 weight: 256,
                 cap: 0,
-                cpus: 0,
+                cpus: options.dom0_cpus,
             },
         ),
     };

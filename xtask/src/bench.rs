@@ -461,7 +461,60 @@ pub static FIGURES: &[Figure] = &[
         pending: "",
         note: "",
     },
+    // Issue 11: an event between domains on two CPUs (ping pinned to CPU 0, pong to CPU
+    // 1: each send wakes the other CPU by IPI) against the same pair sharing one CPU.
+    Figure {
+        name: "evtchn round trip, domains on 2 CPUs",
+        subject: Some(Source::Median(&FERROVISOR_PINGPONG_SMP, INTERDOMAIN_NS)),
+        reference: Some((
+            Source::Median(&FERROVISOR_PINGPONG, INTERDOMAIN_NS),
+            "same pair on 1 CPU",
+        )),
+        pending: "",
+        note: "QEMU only",
+    },
+    // Issue 11: the work a CPU-bound domU does per second when two run pinned to two
+    // CPUs, against one alone on one CPU (a ratio of 1.0 = N domUs on N CPUs do N times
+    // the work; the target is 0.9). Under QEMU TCG this needs the host's cores too.
+    Figure {
+        name: "CPU-bound domU work rate, 2 domUs on 2 CPUs",
+        subject: Some(Source::Median(&FERROVISOR_BURN_2, BURN_RATE)),
+        reference: Some((
+            Source::Median(&FERROVISOR_BURN_1, BURN_RATE),
+            "1 domU on 1 CPU",
+        )),
+        pending: "",
+        note: "QEMU only",
+    },
 ];
+
+/// cpu-burn's work rate line.
+const BURN_LINE: &str = r"cpu-burn \w+: \d+ kilo-pauses per second of window";
+const BURN_RATE: Metric = Metric::Rate(r"(\d+) kilo-pauses per second", "kpause/s");
+static FERROVISOR_BURN_1: Setup = Setup {
+    name: "ferrovisor + 1 cpu-burn domU, 1 CPU",
+    until: BURN_LINE,
+    qemu_timeout_s: 120,
+    boot: boot_ferrovisor_burn_1,
+    command: None,
+    not_on_bochs: Some("not run on Bochs: it emulates its CPUs one after the other"),
+};
+static FERROVISOR_BURN_2: Setup = Setup {
+    name: "ferrovisor + 2 cpu-burn domUs, 2 CPUs",
+    until: BURN_LINE,
+    qemu_timeout_s: 120,
+    boot: boot_ferrovisor_burn_2,
+    command: None,
+    not_on_bochs: Some("not run on Bochs: it emulates its CPUs one after the other"),
+};
+static FERROVISOR_PINGPONG_SMP: Setup = Setup {
+    name: "ferrovisor + evtchn ping/pong domains, 2 CPUs",
+    until: INTERLEAVED_LINE,
+    qemu_timeout_s: 180,
+    boot: boot_ferrovisor_pingpong_smp,
+    command: None,
+    not_on_bochs: Some("not run on Bochs: it emulates its CPUs one after the other"),
+};
 
 // ---------------------------------------------------------------------------
 // Booting
@@ -475,11 +528,16 @@ const EVTCHN_CMDLINE: &str = "console=com1 dom0_mem=32M on_idle=poweroff";
 
 /// QEMU TCG with `-cpu max` (the machine of the tests) and 1 GiB.
 fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
+    start_qemu_cpus(dir, boot, 1)
+}
+
+/// [`start_qemu`] with `cpus` CPUs.
+fn start_qemu_cpus(dir: &Path, boot: qemu::Boot, cpus: u32) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
     let mut cmd = qemu::command(&qemu::Config {
         accel: qemu::Accel::Tcg,
         cpu: None,
-        cpus: 1,
+        cpus,
         memory: "1G",
         serial: qemu::Serial::Stdio,
         boot_dir: dir,
@@ -538,6 +596,19 @@ fn start_ferrovisor(
     modules: Vec<Module>,
     megs: u32,
 ) -> Result<Session> {
+    start_ferrovisor_cpus(emu, ctx, dir, cmdline, modules, megs, 1)
+}
+
+/// [`start_ferrovisor`] on a machine with `cpus` CPUs (QEMU only).
+fn start_ferrovisor_cpus(
+    emu: Emu,
+    ctx: &Ctx,
+    dir: &Path,
+    cmdline: &str,
+    modules: Vec<Module>,
+    megs: u32,
+    cpus: u32,
+) -> Result<Session> {
     // For profiling runs: e.g. FERROVISOR_BENCH_CMDLINE=loglvl=debug makes the hypervisor
     // print its performance counters about once a second (see `schedule::stats`).
     let extra = std::env::var("FERROVISOR_BENCH_CMDLINE").unwrap_or_default();
@@ -550,12 +621,13 @@ fn start_ferrovisor(
         Emu::QemuTcg => {
             let boot_dir = dir.join("boot");
             qemu::stage_kernel_dir(&boot_dir, &ctx.hypervisor, &modules)?;
-            start_qemu(
+            start_qemu_cpus(
                 &boot_dir,
                 qemu::Boot::Kernel {
                     cmdline,
                     modules: &modules,
                 },
+                cpus,
             )
         }
         Emu::Bochs => {
@@ -645,6 +717,69 @@ fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> 
         },
     ];
     start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
+}
+
+/// [`boot_ferrovisor_pingpong`] on two CPUs, ping (dom0) pinned to CPU 0 and pong to 1.
+fn boot_ferrovisor_pingpong_smp(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let (n, timeout) = evtchn_scale(emu);
+    let ping = pingpong_guest()?;
+    let pong = dir.join("pingpong-b");
+    std::fs::copy(&ping, &pong)?;
+    let modules = vec![
+        Module {
+            path: ping,
+            args: format!("role=ping peer=1 count={n} timeout={timeout} loopback=100"),
+        },
+        Module {
+            path: pong,
+            args: format!(
+                "domu:name=pong,mem=16M,cpus=1 role=pong peer=0 count={n} timeout={timeout}"
+            ),
+        },
+    ];
+    let cmdline = format!("{EVTCHN_CMDLINE} dom0_cpus=0");
+    start_ferrovisor_cpus(emu, ctx, dir, &cmdline, modules, 256, 2)
+}
+
+/// An idle domain 0 (the reaper) and cpu-burn domUs, one per entry of `cpus` (pinned
+/// there), on a machine with `machine_cpus` CPUs; each measures a 5 s window.
+fn boot_burners(
+    emu: Emu,
+    ctx: &Ctx,
+    dir: &Path,
+    cpus: &[u32],
+    machine_cpus: u32,
+) -> Result<Session> {
+    let built = build::build(
+        &[&build::GUEST_REAPER, &build::GUEST_CPU_BURN],
+        Profile::Release,
+    )?;
+    let ids: Vec<String> = (1..=cpus.len()).map(|i| i.to_string()).collect();
+    let mut modules = vec![Module {
+        path: built[0].clone(),
+        args: format!(
+            "await={} alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms=500 timeout=120",
+            ids.join(",")
+        ),
+    }];
+    for (i, cpu) in cpus.iter().enumerate() {
+        // QEMU's -kernel boot needs unique module names.
+        let path = dir.join(format!("cpu-burn-{i}"));
+        std::fs::copy(&built[1], &path)?;
+        modules.push(Module {
+            path,
+            args: format!("domu:name=burn{i},mem=16M,cpus={cpu} label=burn{i} from_ms=3000 secs=5"),
+        });
+    }
+    start_ferrovisor_cpus(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256, machine_cpus)
+}
+
+fn boot_ferrovisor_burn_1(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    boot_burners(emu, ctx, dir, &[0], 1)
+}
+
+fn boot_ferrovisor_burn_2(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    boot_burners(emu, ctx, dir, &[0, 1], 2)
 }
 
 /// Xen with the bench guest as its PVH dom0, through GRUB: `multiboot2` on
@@ -1353,6 +1488,9 @@ mod tests {
                 FERROVISOR_CREATE.name,
                 DOMU_BARE.name,
                 FERROVISOR_PVIO.name,
+                FERROVISOR_PINGPONG_SMP.name,
+                FERROVISOR_BURN_2.name,
+                FERROVISOR_BURN_1.name,
             ]
         );
     }
