@@ -22,6 +22,11 @@
 //!   finds hypercall copies to those pages failing, takes them back with
 //!   `XENMEM_populate_physmap` and finds them zeroed (4 KiB and 2 MiB extents), and gets
 //!   Xen's answers to bad arguments; it checks every count and reservation itself.
+//! * `compat/smp-guest`: a PVH guest with 4 vCPUs (`dom0_max_vcpus=4`, on 2 CPUs) starts
+//!   its APs Xen's way (`VCPUOP_initialise` with 64-bit and 32-bit `vcpu_hvm_context`s,
+//!   `VCPUOP_up`), checks Xen's error codes for bad contexts, double initialise and unknown
+//!   vCPUs, sends event-channel IPIs between its vCPUs (`bind_ipi`, `bind_vcpu`) and takes
+//!   the APs down (`VCPUOP_down`, `is_up`); it counts every step itself.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -72,6 +77,18 @@ const BALLOON_PASSED: &[&str] = &[
     r"^\(d0\) balloon: repopulated pages read as zero: ok",
     r"^\(d0\) balloon: 12 cases passed",
     r"^\(d0\) guest balloon: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
+const SMP_PASSED: &[&str] = &[
+    r"^\(d0\) smp-guest: 4 vCPUs, vCPU 0 up, the others down",
+    r"^\(d0\) smp-guest: 21 error cases as Xen",
+    r"^\(d0\) smp-guest: vCPUs 1\.\.2 started in 64-bit mode by initialise\+up",
+    r"^\(d0\) smp-guest: vCPU 3 started in 32-bit protected mode \(paging off\): stored 0x32b00d00, halted",
+    r"^\(d0\) smp-guest: IPIs: 20 to each AP by bind_ipi, 20 by a loopback port moved with bind_vcpu, 20 from each AP to vCPU 0; each received once on its vCPU",
+    r"^\(d0\) smp-guest: vCPU 1 taken down by vCPU 0 \(is_up 0, counter frozen at \d+\), resumed by up",
+    r"^\(d0\) smp-guest: all APs down \(VCPUOP_down of themselves\), is_up 0, counters frozen",
+    r"^\(d0\) guest smp-guest: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
 
@@ -176,6 +193,16 @@ pub fn all() -> Vec<Test> {
                 ))
                 .module(ModuleSpec::built(&build::GUEST_BALLOON).args("balloon"))
                 .expect(BALLOON_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(
+            Test::new(name("smp-guest"), emulator())
+                .cmdline(Box::leak(
+                    format!("{console} dom0_max_vcpus=4").into_boxed_str(),
+                ))
+                .module(ModuleSpec::built(&build::GUEST_SMP).args("smp-guest"))
+                .cpus(2)
+                .expect(SMP_PASSED)
                 .timeout_secs(timeout),
         );
     }

@@ -188,8 +188,9 @@ fn initialise<B: Backend>(cx: &mut Cx<'_, B>, id: u32, ctx: &VcpuHvmContext) -> 
 
 /// `VCPUOP_down` of vCPU `id`, as Xen: the last vCPU of the domain going down powers it
 /// off; a vCPU already down stays so (0). The caller itself leaves the CPU at once;
-/// another vCPU parked here is taken off the run queue. (SMP: a vCPU running on another
-/// CPU sees `DOWN` at its next scheduling decision.)
+/// another vCPU parked here is taken off the run queue. (SMP, to do: a vCPU running on
+/// another CPU only gets the flag; stopping it needs a kick to that CPU and a `runnable()`
+/// check in the scheduling loop. With one CPU no other vCPU is running.)
 fn down<B: Backend>(cx: &mut Cx<'_, B>, id: u32) -> Result<Reply, Errno> {
     let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
     if cx
