@@ -91,6 +91,8 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_HOSTILE_HCALL,
     GUEST_HOSTILE_CPU,
     GUEST_BALLOON,
+    GUEST_SMP,
+    GUEST_GRANT_SHOOTDOWN,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -165,6 +167,8 @@ pub const GUEST_FIFO_EVTCHN: Artifact = guest("guest-fifo-evtchn");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 pub const GUEST_BALLOON: Artifact = guest("guest-balloon");
+pub const GUEST_SMP: Artifact = guest("guest-smp-guest");
+pub const GUEST_GRANT_SHOOTDOWN: Artifact = guest("guest-grant-shootdown");
 
 /// Where cargo leaves an artifact's binary.
 pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {

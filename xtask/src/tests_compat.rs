@@ -22,6 +22,16 @@
 //!   finds hypercall copies to those pages failing, takes them back with
 //!   `XENMEM_populate_physmap` and finds them zeroed (4 KiB and 2 MiB extents), and gets
 //!   Xen's answers to bad arguments; it checks every count and reservation itself.
+//! * `compat/smp-guest`: a PVH guest with 4 vCPUs (`dom0_max_vcpus=4`, on 2 CPUs) starts
+//!   its APs Xen's way (`VCPUOP_initialise` with 64-bit and 32-bit `vcpu_hvm_context`s,
+//!   `VCPUOP_up`), checks Xen's error codes for bad contexts, double initialise and unknown
+//!   vCPUs, sends event-channel IPIs between its vCPUs (`bind_ipi`, `bind_vcpu`) and takes
+//!   the APs down (`VCPUOP_down`, `is_up`); it counts every step itself.
+//! * `grant/shootdown` (issue 11): domain 2 (2 vCPUs) maps a page of domain 1 fifty times
+//!   while its vCPU 1 keeps writing through the same guest-physical address; after each
+//!   unmap domain 1 checks that no write issued after the unmap returned reached its page
+//!   and that the page stays unchanged, then ends and re-grants it (the dom0 `reaper`
+//!   waits for both).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -30,6 +40,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::{self, Profile};
 use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::tests_multi::built_copy;
 use crate::util;
 
 /// The guest's own verdict, then the hypervisor's clean power-off.
@@ -75,12 +86,66 @@ const BALLOON_PASSED: &[&str] = &[
     r"^ferrovisor: power off, exit code 0",
 ];
 
+const SMP_PASSED: &[&str] = &[
+    r"^\(d0\) smp-guest: 4 vCPUs, vCPU 0 up, the others down",
+    r"^\(d0\) smp-guest: 21 error cases as Xen",
+    r"^\(d0\) smp-guest: vCPUs 1\.\.2 started in 64-bit mode by initialise\+up",
+    r"^\(d0\) smp-guest: vCPU 3 started in 32-bit protected mode \(paging off\): stored 0x32b00d00, halted",
+    r"^\(d0\) smp-guest: IPIs: 20 to each AP by bind_ipi, 20 by a loopback port moved with bind_vcpu, 20 from each AP to vCPU 0; each received once on its vCPU",
+    r"^\(d0\) smp-guest: vCPU 1 taken down by vCPU 0 \(is_up 0, counter frozen at \d+\), resumed by up",
+    r"^\(d0\) smp-guest: all APs down \(VCPUOP_down of themselves\), is_up 0, counters frozen",
+    r"^\(d0\) guest smp-guest: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
 const NO_FEATURES_PASSED: &[&str] = &[
     r"^\(d0\) control domain: SIF flags, XENFEAT_dom0 and FVCTL_PHYSINFO all agree",
     r"^\(d0\) platform_op: settime64 and settime32 set the wallclock; errors as Xen",
     r"^\(d0\) guest no-features: PASS",
     r"^ferrovisor: power off, exit code 0",
 ];
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// `grant/shootdown`: the reaper as dom0, 1 = granter, 2 = mapper with 2 vCPUs, on 2 CPUs.
+fn grant_shootdown(prefix: &str, emulator: Emulator, console: &'static str, slow: u64) -> Test {
+    let timeout = 60 * slow;
+    Test::new(leak(format!("{prefix}/grant/shootdown")), emulator)
+        .cmdline(console)
+        .cpus(2)
+        .timeout_secs(120 * slow)
+        .module(ModuleSpec::built(&build::GUEST_REAPER).args(leak(format!(
+            "await=1,2 alive_ms=500 min_ticks=0 after_ticks=0 max_late_ms={} timeout={timeout}",
+            1000 * slow
+        ))))
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_SHOOTDOWN, "shootdown-a"))
+                .args(leak(format!(
+                    "domu:name=granter,mem=16M role=granter mapper=2 timeout={timeout}"
+                ))),
+        )
+        .module(
+            ModuleSpec::prepared(|| built_copy(&build::GUEST_GRANT_SHOOTDOWN, "shootdown-b"))
+                .args(leak(format!(
+                    "domu:name=mapper,mem=16M,vcpus=2 role=mapper granter=1 timeout={timeout}"
+                ))),
+        )
+        .expect_group(&[
+            r"^\(d0\) reaper: every watched domain is gone",
+            r"^\(d0\) guest reaper: PASS$",
+        ])
+        .expect_group(&[
+            r"^\(d1\) grant-shootdown granter: 50 rounds, both writers' values in P while mapped in 50; no write after an unmap returned, P unchanged after each$",
+            r"^\(d1\) guest grant-shootdown: PASS$",
+        ])
+        .expect_group(&[
+            r"^\(d2\) grant-shootdown mapper: 50 rounds, vCPU 1 wrote \d+ times while vCPU 0 held the mapping",
+            r"^\(d2\) guest grant-shootdown: PASS$",
+        ])
+        .forbid(&[r"FAIL", r"crashed"])
+}
 
 /// `guest-hello` rewritten as ELF32 with machine x86-64.
 fn hello_elf32() -> Result<PathBuf> {
@@ -178,6 +243,22 @@ pub fn all() -> Vec<Test> {
                 .expect(BALLOON_PASSED)
                 .timeout_secs(timeout),
         );
+        tests.push(
+            Test::new(name("smp-guest"), emulator())
+                .cmdline(Box::leak(
+                    format!("{console} dom0_max_vcpus=4").into_boxed_str(),
+                ))
+                .module(ModuleSpec::built(&build::GUEST_SMP).args("smp-guest"))
+                .cpus(2)
+                .expect(SMP_PASSED)
+                .timeout_secs(timeout),
+        );
+        tests.push(grant_shootdown(
+            prefix,
+            emulator(),
+            console,
+            if prefix == "bochs" { 5 } else { 1 },
+        ));
     }
     tests
 }

@@ -347,6 +347,7 @@ fn hypercall<B: Backend>(cx: &mut Cx<'_, B>) -> Flow {
             flow
         }
         Reply::Shutdown(reason) => Flow::Out(Outcome::End(DomainEnd::Shutdown(reason))),
+        Reply::Down => Flow::Out(Outcome::Down),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod crdecode;
 pub mod msr;
 pub mod pit;
 pub mod spec;
+pub mod startctx;
 pub mod vlapic;
 
 use core::fmt;
@@ -244,6 +245,37 @@ pub struct PvhEntry {
     pub rbx: u32,
 }
 
+/// A segment register a start state gives: selector 0, `attr` in the packed 12-bit layout
+/// (bits 0-3 type, 4 S, 5-6 DPL, 7 P, 8 AVL, 9 L, 10 D/B, 11 G; as the VMCB keeps it),
+/// byte-granular `limit`. `attr == 0` is a null (unusable) segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartSegment {
+    pub base: u64,
+    pub limit: u32,
+    pub attr: u16,
+}
+
+/// A complete, already validated start state for an offline vCPU (Xen's
+/// `VCPUOP_initialise` with a `vcpu_hvm_context`): consistent CR0/CR4/EFER (EFER.LMA
+/// set exactly when LME and PG are), RFLAGS with only defined bits and bit 1 set, CS/SS
+/// DPL equal. FS and GS become flat read/write data, LDTR null, GDTR and IDTR empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartState {
+    pub regs: GuestRegs,
+    pub rsp: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: StartSegment,
+    pub ds: StartSegment,
+    pub ss: StartSegment,
+    pub es: StartSegment,
+    pub tr: StartSegment,
+}
+
 /// How a new vCPU starts.
 #[derive(Clone, Copy, Debug)]
 pub enum VcpuStart {
@@ -291,6 +323,11 @@ pub trait Vcpu {
     /// EFER 0, RFLAGS 2, EDX the CPU signature, other registers 0, extended state and
     /// XCR0 reset, no pending event. Also ends "waiting for SIPI".
     fn reset_to_sipi(&mut self, vector: u8);
+    /// Puts the vCPU in `state` (after the INIT reset: extended state, XCR0, pending
+    /// events and NMI blocking cleared). Also ends "waiting for SIPI". Err(()): the
+    /// backend cannot enter that state (VMX: PAE paging whose PDPTEs are not valid RAM
+    /// or have reserved bits set); the vCPU then still waits for SIPI.
+    fn set_start_state(&mut self, state: &StartState) -> Result<(), ()>;
     /// Host frames the vCPU holds (VMCS/VMCB, bitmaps, XSAVE area), for per-domain
     /// accounting.
     fn frames(&self) -> u64;

@@ -23,8 +23,8 @@ use crate::hvm::crcheck::{self, CrPolicy, CrState};
 use crate::hvm::crdecode;
 use crate::hvm::msr;
 use crate::hvm::{
-    Access, ControlState, EmulationState, Event, Exit, GuestRegs, IoAccess, PvhEntry, Vcpu,
-    VcpuStart,
+    Access, ControlState, EmulationState, Event, Exit, GuestRegs, IoAccess, PvhEntry, StartState,
+    Vcpu, VcpuStart,
 };
 use crate::mm::phys::{self, DirectMap};
 use core::sync::atomic::Ordering;
@@ -987,6 +987,49 @@ impl Vcpu for SvmVcpu {
             self.ext.restore();
         }
         self.waiting_for_sipi = false;
+    }
+
+    fn set_start_state(&mut self, st: &StartState) -> Result<(), ()> {
+        self.reset_to_sipi(0);
+        let seg = |s: &crate::hvm::StartSegment| Segment {
+            selector: 0,
+            attrib: s.attr & 0xfff,
+            limit: s.limit,
+            base: s.base,
+        };
+        let v = &mut self.vmcb;
+        v.set_segment(save::CS, seg(&st.cs));
+        v.set_segment(save::DS, seg(&st.ds));
+        v.set_segment(save::SS, seg(&st.ss));
+        v.set_segment(save::ES, seg(&st.es));
+        v.set_segment(save::TR, seg(&st.tr));
+        let flat = Segment {
+            selector: 0,
+            attrib: 0xc93,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        v.set_segment(save::FS, flat);
+        v.set_segment(save::GS, flat);
+        let empty = Segment {
+            selector: 0,
+            attrib: 0,
+            limit: 0,
+            base: 0,
+        };
+        v.set_segment(save::GDTR, empty);
+        v.set_segment(save::IDTR, empty);
+        // SVM takes the CPL from its own field (SS.DPL by definition; CS.DPL equals it).
+        v.write8(save::CPL, ((st.ss.attr >> 5) & 3) as u8);
+        v.write64(save::CR0, st.cr0);
+        v.write64(save::CR3, st.cr3);
+        v.write64(save::CR4, st.cr4);
+        v.write64(save::EFER, st.efer | EFER_SVME);
+        v.write64(save::RFLAGS, st.rflags);
+        v.write64(save::RIP, st.rip);
+        v.write64(save::RSP, st.rsp);
+        self.regs = st.regs;
+        Ok(())
     }
 
     fn flush_nested_tlb(&mut self) {

@@ -146,7 +146,7 @@ impl VmxVcpu {
 
     /// Loads the four PAE PDPTEs at guest-physical `cr3` into the VMCS, as a MOV to CR3
     /// would (EPT is on, so VM entry takes them from the VMCS).
-    fn load_pdptes(&self, cr3: u64) -> Result<(), ()> {
+    pub(super) fn load_pdptes(&self, cr3: u64) -> Result<(), ()> {
         let gpa = cr3 & 0xffff_ffe0;
         let table = PageTable::<Ept>::from_root(self.p2m_root);
         let t = table.translate(&DirectMap, gpa).ok_or(())?;

@@ -39,6 +39,8 @@ pub enum Reply {
     Again,
     /// The domain shuts down with this SHUTDOWN_* reason.
     Shutdown(u32),
+    /// Return 0, then the calling vCPU is offline (VCPUOP_down of itself; `DOWN` set).
+    Down,
     /// Return 0 once a polled port is pending (the vCPU is registered as a poller), or
     /// at `timeout` (absolute system time, 0 = none) (SCHEDOP_poll).
     Poll { timeout: u64 },

@@ -1,9 +1,21 @@
-//! `vcpu_op` (24): vcpu_info placement, the runstate area and the timers.
+//! `vcpu_op` (24): bringing vCPUs up and down (`initialise`, `up`, `down`, `is_up`),
+//! vcpu_info placement, the runstate area and the timers.
+//!
+//! A vCPU is *initialised* (Xen's `is_initialised`) unless it waits for a SIPI
+//! (`vflags::WAIT_SIPI`): the boot vCPU is initialised from the start, an AP once a SIPI or
+//! `VCPUOP_initialise` gave it a context, and again not after an INIT while offline.
+//! `initialise` checks the `vcpu_hvm_context` as Xen's `arch_set_info_hvm_guest` does
+//! ([`crate::hvm::startctx`], pure), and also refuses the contexts the hardware would refuse at VM
+//! entry (which in Xen crash the domain at the first entry).
 
 use super::guest_access::{copy_to_guest, read_arg, write_arg};
 use super::{Cx, Reply};
 use crate::domain::{runstate, vflags, VcpuTimer};
-use crate::hvm::Backend;
+use crate::hvm::crcheck::CrPolicy;
+use crate::hvm::startctx::start_state;
+use crate::hvm::{Backend, Vcpu as _};
+use core::sync::atomic::Ordering;
+use sched::Scheduler as _;
 use xen_abi::errno::Errno;
 use xen_abi::vcpu::*;
 use xen_abi::xen::VcpuInfo;
@@ -48,6 +60,21 @@ pub fn vcpu_op<B: Backend>(
     let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
     let is_current = id == cx.vcpu.id;
     match cmd {
+        VCPUOP_INITIALISE => {
+            let ctx: VcpuHvmContext = read_arg(cx, arg)?;
+            initialise(cx, id, &ctx)?;
+            Ok(Reply::Value(0))
+        }
+        VCPUOP_UP => {
+            // Xen: -EINVAL unless initialised; otherwise it leaves "down" and is woken (a
+            // vCPU that is up already is left alone).
+            if target.has(vflags::WAIT_SIPI) {
+                return Err(Errno::EINVAL);
+            }
+            cx.hv.start_vcpu(cx.dom, target);
+            Ok(Reply::Value(0))
+        }
+        VCPUOP_DOWN => down(cx, id),
         VCPUOP_IS_UP => Ok(Reply::Value(u64::from(!target.has(vflags::DOWN)))),
         VCPUOP_REGISTER_VCPU_INFO => {
             let r: VcpuRegisterVcpuInfo = read_arg(cx, arg)?;
@@ -130,6 +157,65 @@ pub fn vcpu_op<B: Backend>(
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `VCPUOP_initialise` of vCPU `id` with `ctx`: `-EEXIST` if it is initialised (the
+/// caller itself included), `-EINVAL` for a context [`start_state`] refuses, `-EBUSY` in
+/// the moment an offline vCPU is still being put away by the CPU that ran it (SMP).
+fn initialise<B: Backend>(cx: &mut Cx<'_, B>, id: u32, ctx: &VcpuHvmContext) -> Result<(), Errno> {
+    if id == cx.vcpu.id {
+        return Err(Errno::EEXIST);
+    }
+    let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
+    // The parked context's lock serialises initialise calls for one vCPU; `up` reads
+    // WAIT_SIPI, cleared only once the state is complete.
+    let mut parked = target.ctx.lock();
+    if !target.has(vflags::WAIT_SIPI) || !target.has(vflags::DOWN) {
+        return Err(Errno::EEXIST);
+    }
+    let state = start_state(ctx, &CrPolicy::for_guests()).map_err(|()| Errno::EINVAL)?;
+    let v = parked.as_mut().ok_or(Errno::EBUSY)?;
+    v.hw.set_start_state(&state).map_err(|()| Errno::EINVAL)?;
+    // As after INIT: a fresh LAPIC, no timers, no pending NMI.
+    v.vlapic = v.vlapic.after_init();
+    v.timer = VcpuTimer::default();
+    cx.hv.timer_changed(target, &v.timer);
+    target.clear_flag(vflags::NMI);
+    target.sipi.store(0, Ordering::SeqCst);
+    target.clear_flag(vflags::WAIT_SIPI);
+    Ok(())
+}
+
+/// `VCPUOP_down` of vCPU `id`, as Xen: the last vCPU of the domain going down powers it
+/// off; a vCPU already down stays so (0). The caller itself leaves the CPU at once;
+/// another vCPU parked here is taken off the run queue. (SMP, to do: a vCPU running on
+/// another CPU only gets the flag; stopping it needs a kick to that CPU and a `runnable()`
+/// check in the scheduling loop. With one CPU no other vCPU is running.)
+fn down<B: Backend>(cx: &mut Cx<'_, B>, id: u32) -> Result<Reply, Errno> {
+    let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
+    if cx
+        .dom
+        .vcpus
+        .iter()
+        .all(|v| v.id == id || v.has(vflags::DOWN))
+    {
+        return Ok(Reply::Shutdown(xen_abi::sched::SHUTDOWN_POWEROFF));
+    }
+    if id == cx.vcpu.id {
+        target.set_flag(vflags::DOWN);
+        return Ok(Reply::Down);
+    }
+    // The scheduler lock, then the parked context (the lock order): a parked vCPU cannot
+    // be picked meanwhile.
+    let mut sched = cx.hv.sched.lock();
+    let parked = target.ctx.lock();
+    let was_down = target.flags.fetch_or(vflags::DOWN, Ordering::SeqCst) & vflags::DOWN != 0;
+    if !was_down && parked.is_some() {
+        let now = crate::time::now().1;
+        sched.sleep(target.sref(), now);
+        target.runstate.lock().set(runstate::OFFLINE, now);
+    }
+    Ok(Reply::Value(0))
 }
 
 fn runstate_info(r: crate::domain::Runstate) -> VcpuRunstateInfo {

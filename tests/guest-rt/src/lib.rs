@@ -54,6 +54,7 @@ pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod idt;
 pub mod pvclock;
+pub mod smp;
 pub mod start_info;
 #[cfg(target_os = "none")]
 pub mod user;

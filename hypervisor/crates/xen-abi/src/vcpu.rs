@@ -134,6 +134,132 @@ zc_struct! {
 }
 assert_layout!(VcpuRegisterTimeMemoryArea, size = 8, align = 8, addr @ 0);
 
+/// `VCPU_HVM_MODE_32B`: a [`VcpuHvmContext`] holding [`VcpuHvmX86_32`].
+pub const VCPU_HVM_MODE_32B: u32 = 0;
+/// `VCPU_HVM_MODE_64B`: a [`VcpuHvmContext`] holding [`VcpuHvmX86_64`].
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
+zc_struct! {
+    /// `struct vcpu_hvm_x86_32` (public/hvm/hvm_vcpu.h): a start state in any 32-bit
+    /// mode. Segment attributes (`*_ar`) use Xen's packed layout: bits 0-3 type, 4 S,
+    /// 5-6 DPL, 7 P, 8 AVL, 9 L, 10 D/B, 11 G; bits 12-15 must be zero. Each field is the
+    /// register (or segment base, limit, attributes) its name says.
+    #[allow(missing_docs)]
+    pub struct VcpuHvmX86_32 {
+        pub eax: u32,
+        pub ecx: u32,
+        pub edx: u32,
+        pub ebx: u32,
+        pub esp: u32,
+        pub ebp: u32,
+        pub esi: u32,
+        pub edi: u32,
+        pub eip: u32,
+        pub eflags: u32,
+        pub cr0: u32,
+        pub cr3: u32,
+        pub cr4: u32,
+        /// Must be zero.
+        pub pad1: u32,
+        pub efer: u64,
+        pub cs_base: u32,
+        pub ds_base: u32,
+        pub ss_base: u32,
+        pub es_base: u32,
+        pub tr_base: u32,
+        pub cs_limit: u32,
+        pub ds_limit: u32,
+        pub ss_limit: u32,
+        pub es_limit: u32,
+        pub tr_limit: u32,
+        pub cs_ar: u16,
+        pub ds_ar: u16,
+        pub ss_ar: u16,
+        pub es_ar: u16,
+        pub tr_ar: u16,
+        /// Must be zero.
+        pub pad2: [u16; 3],
+    }
+}
+assert_layout!(VcpuHvmX86_32, size = 120, align = 8,
+    eip @ 32, cr0 @ 40, pad1 @ 52, efer @ 56, cs_base @ 64, cs_limit @ 84, cs_ar @ 104,
+    tr_ar @ 112, pad2 @ 114);
+
+zc_struct! {
+    /// `struct vcpu_hvm_x86_64`: a start state in 64-bit mode (segments flat, selectors
+    /// 0, chosen by the hypervisor). Each field is the register its name says.
+    #[allow(missing_docs)]
+    pub struct VcpuHvmX86_64 {
+        pub rax: u64,
+        pub rcx: u64,
+        pub rdx: u64,
+        pub rbx: u64,
+        pub rsp: u64,
+        pub rbp: u64,
+        pub rsi: u64,
+        pub rdi: u64,
+        pub rip: u64,
+        pub rflags: u64,
+        pub cr0: u64,
+        pub cr3: u64,
+        pub cr4: u64,
+        pub efer: u64,
+    }
+}
+assert_layout!(VcpuHvmX86_64, size = 112, align = 8, rip @ 64, cr0 @ 80, efer @ 104);
+
+zc_struct! {
+    /// `struct vcpu_hvm_context` (`VCPUOP_initialise` for HVM/PVH vCPUs): `mode` says
+    /// which member of the `cpu_regs` union (here raw bytes, read with
+    /// [`VcpuHvmContext::x86_32`] / [`VcpuHvmContext::x86_64`]) is meant.
+    pub struct VcpuHvmContext {
+        /// IN: `VCPU_HVM_MODE_*`.
+        pub mode: u32,
+        /// Must be zero.
+        pub pad: u32,
+        /// IN: union `cpu_regs`.
+        pub cpu_regs: [u64; 15],
+    }
+}
+assert_layout!(VcpuHvmContext, size = 128, align = 8, mode @ 0, pad @ 4, cpu_regs @ 8);
+
+impl VcpuHvmContext {
+    /// The union read as its 32-bit member.
+    pub fn x86_32(&self) -> VcpuHvmX86_32 {
+        use zerocopy::{FromBytes, IntoBytes};
+        VcpuHvmX86_32::read_from_bytes(self.cpu_regs.as_bytes()).unwrap_or_default()
+    }
+
+    /// The union read as its 64-bit member (its first 112 bytes).
+    pub fn x86_64(&self) -> VcpuHvmX86_64 {
+        use zerocopy::{FromBytes, IntoBytes};
+        VcpuHvmX86_64::read_from_prefix(self.cpu_regs.as_bytes())
+            .map(|(r, _)| r)
+            .unwrap_or_default()
+    }
+
+    /// A context in `VCPU_HVM_MODE_32B` holding `r`.
+    pub fn from_32(r: &VcpuHvmX86_32) -> Self {
+        use zerocopy::{FromBytes, IntoBytes};
+        VcpuHvmContext {
+            mode: VCPU_HVM_MODE_32B,
+            pad: 0,
+            cpu_regs: <[u64; 15]>::read_from_bytes(r.as_bytes()).unwrap_or_default(),
+        }
+    }
+
+    /// A context in `VCPU_HVM_MODE_64B` holding `r`.
+    pub fn from_64(r: &VcpuHvmX86_64) -> Self {
+        use zerocopy::IntoBytes;
+        let mut c = VcpuHvmContext {
+            mode: VCPU_HVM_MODE_64B,
+            ..Default::default()
+        };
+        c.cpu_regs.as_mut_bytes()[..112].copy_from_slice(r.as_bytes());
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +283,28 @@ mod tests {
         let back = VcpuRunstateInfo::read_from_bytes(r.as_bytes()).unwrap();
         assert_eq!(back, r);
         assert_eq!(&r.as_bytes()[40..48], &7u64.to_le_bytes());
+    }
+
+    #[test]
+    fn hvm_context_union() {
+        let r = VcpuHvmX86_64 {
+            rip: 0x1234,
+            efer: 0x500,
+            ..Default::default()
+        };
+        let c = VcpuHvmContext::from_64(&r);
+        assert_eq!(c.mode, VCPU_HVM_MODE_64B);
+        assert_eq!(c.x86_64(), r);
+        assert_eq!(&c.as_bytes()[8 + 64..8 + 72], &0x1234u64.to_le_bytes());
+        let r32 = VcpuHvmX86_32 {
+            eip: 7,
+            tr_ar: 0x8b,
+            pad2: [0, 0, 9],
+            ..Default::default()
+        };
+        let c = VcpuHvmContext::from_32(&r32);
+        assert_eq!(c.mode, VCPU_HVM_MODE_32B);
+        assert_eq!(c.x86_32(), r32);
+        assert_eq!(&c.as_bytes()[8 + 118..128], &9u16.to_le_bytes());
     }
 }
