@@ -448,6 +448,9 @@ impl<B: Backend> Hv<B> {
     /// its vCPUs leave the scheduler and it leaves the table. Its memory goes back when
     /// the last reference drops ([`Hv::reap`] reports it).
     fn destroy(&self, dom: &Arc<Domain<B>>) {
+        // Its vCPUs were put to sleep when it ended; wait until none still runs (in a
+        // hypercall that could map or bind) on another CPU.
+        self.descheduled(dom);
         crate::xen::events::close_all(self, dom);
         crate::xen::grant_table::unmap_all(self, dom);
         self.with_sched(|s| {
