@@ -18,6 +18,7 @@ pub mod msr;
 pub mod pit;
 pub mod spec;
 pub mod vlapic;
+pub mod vpci;
 
 use core::fmt;
 
