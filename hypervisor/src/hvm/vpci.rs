@@ -30,7 +30,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use arrayvec::ArrayVec;
 use core::fmt;
-use log::{info, warn};
+use log::{debug, warn};
 
 /// Configuration mechanism #1's address register.
 pub const ADDRESS_PORT: u16 = 0xcf8;
@@ -256,7 +256,7 @@ impl State {
         };
         let (start, end) = (u16::from(reg), u16::from(reg) + u16::from(size));
         if dev.denied.iter().any(|&(s, e)| start < e && s < end) {
-            log::debug!("vpci: {bdf}: write to MSI/MSI-X register {reg:#x} dropped");
+            debug!("vpci: {bdf}: write to MSI/MSI-X register {reg:#x} dropped");
             return;
         }
         if start < u16::from(COMMAND) + 2 && u16::from(COMMAND) < end {
@@ -355,7 +355,7 @@ impl State {
                 mmio.unmap(s, e, &|page| {
                     others.iter().any(|&(a, b)| a <= page && page < b)
                 });
-                info!(
+                debug!(
                     "vpci: {bdf}: BAR register {:#x} unmapped from [{s:#x}, {e:#x})",
                     bar.reg
                 );
@@ -372,7 +372,7 @@ impl State {
                     }
                     Ok((s, e)) => match mmio.map(s, e) {
                         Ok(()) => {
-                            info!(
+                            debug!(
                                 "vpci: {bdf}: BAR register {:#x} identity-mapped at \
                                  [{s:#x}, {e:#x})",
                                 bar.reg
@@ -776,9 +776,15 @@ mod tests {
         assert_eq!(cfg_read(&mut st, &mut f, &mut p, 3, 1), 0x11);
         // Another function: nothing there.
         st.access(&mut f, &mut p, RAM, 0xcf8, 4, Some(address(Bdf(0x0020), 0)));
-        assert_eq!(st.access(&mut f, &mut p, RAM, 0xcfc, 4, None), Some(u32::MAX));
+        assert_eq!(
+            st.access(&mut f, &mut p, RAM, 0xcfc, 4, None),
+            Some(u32::MAX)
+        );
         assert_eq!(st.access(&mut f, &mut p, RAM, 0xcfc, 2, Some(6)), None);
-        assert!(f.writes.iter().all(|w| w.0 != 0), "no write reached a vendor ID");
+        assert!(
+            f.writes.iter().all(|w| w.0 != 0),
+            "no write reached a vendor ID"
+        );
     }
 
     #[test]
