@@ -692,6 +692,8 @@ mod tests {
     struct P2m {
         mapped: Vec<(u64, u64)>,
         refuse: bool,
+        /// For each unmap, whether its first page was to be kept (another BAR's).
+        kept: Vec<bool>,
     }
 
     impl Mmio for P2m {
@@ -702,10 +704,10 @@ mod tests {
             self.mapped.push((s, e));
             Ok(())
         }
-        fn unmap(&mut self, s: u64, e: u64, _keep: &dyn Fn(u64) -> bool) {
-            let before = self.mapped.len();
-            self.mapped.retain(|&r| r != (s, e));
-            assert_eq!(self.mapped.len() + 1, before, "unmapping what was mapped");
+        fn unmap(&mut self, s: u64, e: u64, keep: &dyn Fn(u64) -> bool) {
+            let i = self.mapped.iter().position(|&r| r == (s, e));
+            self.mapped.remove(i.expect("unmapping what was mapped"));
+            self.kept.push(keep(s));
         }
     }
 
@@ -884,6 +886,24 @@ mod tests {
     }
 
     #[test]
+    fn a_page_two_bars_share_stays_until_both_go() {
+        let (mut st, mut f, mut p) = (State::new(), Fake::new(), P2m::default());
+        f.sizes[0] = 0x100;
+        f.sizes[1] = 0x100;
+        f.set(0x10, 4, 0xfeb0_0000);
+        f.set(0x14, 4, 0xfeb0_0100);
+        cfg_write(&mut st, &mut f, &mut p, COMMAND, 2, CMD_MEMORY);
+        assert_eq!(p.mapped, vec![(0xfeb0_0000, 0xfeb0_1000); 2]);
+        cfg_write(&mut st, &mut f, &mut p, COMMAND, 2, 0);
+        assert!(p.mapped.is_empty());
+        assert_eq!(
+            p.kept,
+            vec![true, false],
+            "the first unmap keeps BAR1's page"
+        );
+    }
+
+    #[test]
     fn msi_capabilities_are_read_only() {
         let (mut st, mut f, mut p) = (State::new(), device(), P2m::default());
         f.set(STATUS, 2, STATUS_CAP_LIST);
@@ -899,6 +919,39 @@ mod tests {
         // Beyond the MSI structure (14 bytes) writes pass.
         cfg_write(&mut st, &mut f, &mut p, 0x4e, 1, 0x7);
         assert_eq!(f.get(0x4e, 1), 0x7);
+    }
+
+    #[test]
+    fn any_access_sequence_is_handled() {
+        // dom0 is hostile too: random latches, ports, sizes and values never panic, and
+        // nothing mapped ever lies over RAM or the platform window.
+        let (mut st, mut f, mut p) = (State::new(), device(), P2m::default());
+        f.set(STATUS, 2, STATUS_CAP_LIST);
+        f.set(CAP_PTR, 1, 0x40);
+        f.set(0x40, 4, 0x0180_0005);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = 0xcf8 + (x & 7) as u16;
+            let size = [1, 2, 4, 3, 0][(x >> 3) as usize % 5];
+            let value = (x >> 32) as u32;
+            let write = (x >> 8) & 1 == 0;
+            if port == 0xcf8 && size == 4 && write && (x >> 9) & 3 != 0 {
+                // Mostly the fake's function, its BAR and command registers.
+                let reg = [0x04, 0x10, 0x18, 0x1c, 0x30, 0x40, 0x44][(x >> 11) as usize % 7];
+                let latch = address(f.bdf, reg);
+                st.access(&mut f, &mut p, RAM, port, 4, Some(latch));
+                continue;
+            }
+            let r = st.access(&mut f, &mut p, RAM, port, size, write.then_some(value));
+            assert_eq!(r.is_some(), !write);
+            for &(s, e) in &p.mapped {
+                assert!(pages(s, e - s, RAM) == Ok((s, e)), "{s:#x}-{e:#x} mapped");
+            }
+        }
+        assert_eq!(f.get(COMMAND, 2) & CMD_MASTER, 0);
     }
 
     #[test]
