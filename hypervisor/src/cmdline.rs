@@ -352,6 +352,8 @@ pub struct DomuSpec<'a> {
     pub weight: u16,
     /// `cap=` in percent of one CPU (0 = none, default 0).
     pub cap: u16,
+    /// `cpus=`: the physical CPUs its vCPUs may run on (bit i: CPU i; 0 = any).
+    pub cpus: u64,
     /// What the guest's kernel gets as its command line.
     pub kernel_args: &'a str,
 }
@@ -381,6 +383,16 @@ pub fn parse_module_line(line: &str) -> ModuleLine<'_> {
     ModuleLine::Domu(parse_domu_opts(name, opts, args.trim_start()))
 }
 
+/// `N` or `A-B` (A ≤ B < 64) as a CPU mask.
+fn parse_cpu_range(s: &str) -> Option<u64> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+    if a > b || b >= 64 {
+        return None;
+    }
+    Some((a..=b).fold(0, |m, c| m | 1 << c))
+}
+
 fn parse_domu_opts<'a>(
     image: &'a str,
     opts: &'a str,
@@ -393,6 +405,7 @@ fn parse_domu_opts<'a>(
         vcpus: 1,
         weight: 256,
         cap: 0,
+        cpus: 0,
         kernel_args,
     };
     for opt in opts.split(',').filter(|o| !o.is_empty()) {
@@ -429,9 +442,13 @@ fn parse_domu_opts<'a>(
                     .filter(|&c: &u16| c <= 12_800)
                     .ok_or_else(|| bad("a cap in percent of one CPU (0 = none)"))?
             }
+            "cpus" => {
+                spec.cpus = parse_cpu_range(value)
+                    .ok_or_else(|| bad("a CPU or a range of CPUs below 64, such as 1 or 0-3"))?
+            }
             _ => {
                 return Err(format!(
-                    "unknown domu option `{key}` (known: name, mem, vcpus, weight, cap)"
+                    "unknown domu option `{key}` (known: name, mem, vcpus, weight, cap, cpus)"
                 ))
             }
         }
@@ -442,6 +459,23 @@ fn parse_domu_opts<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domu_cpus() {
+        let spec = |opts: &str| match parse_module_line(&alloc::format!("/g domu:{opts}")) {
+            ModuleLine::Domu(r) => r.map(|s| s.cpus),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(spec("cpus=1"), Ok(0b10));
+        assert_eq!(spec("cpus=0-3"), Ok(0b1111));
+        assert_eq!(spec("cpus=63"), Ok(1 << 63));
+        assert_eq!(spec("name=a"), Ok(0));
+        for bad in [
+            "cpus=64", "cpus=3-1", "cpus=", "cpus=a", "cpus=1-", "cpus=-1",
+        ] {
+            assert!(spec(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn module_lines() {
@@ -460,6 +494,7 @@ mod tests {
                 vcpus: 1,
                 weight: 512,
                 cap: 25,
+                cpus: 0,
                 kernel_args: "role=ping peer=1",
             }))
         );
@@ -471,6 +506,7 @@ mod tests {
                 vcpus: 1,
                 weight: 256,
                 cap: 0,
+                cpus: 0,
                 kernel_args: "",
             }))
         );

@@ -6,33 +6,41 @@
 //! picks, run it for its slice ([`crate::domain::run::run_vcpu`]), put it back and act on
 //! why it stopped; with nothing to run, wait for the next timer.
 //!
-//! A vCPU's hardware half is owned by whichever CPU runs it: it is taken out of its
-//! parking place for the slice and put back after, so no lock is held across a VM entry
-//! and no other CPU can touch a running vCPU's registers. Others reach a vCPU through its
-//! atomic flags and pending bits (wake, IPI) and through the scheduler.
+//! Every usable CPU runs [`run`] (the APs enter it from their idle loops once the boot
+//! domains are built). A vCPU's hardware half is owned by whichever CPU runs it: it is
+//! taken out of its parking place for the slice and put back after, so no lock is held
+//! across a VM entry and no other CPU can touch a running vCPU's registers. Others reach
+//! a vCPU through its atomic flags and pending bits (wake, IPI) and through the
+//! scheduler; when it runs on another CPU they poke that CPU (softirq + event-check IPI),
+//! which makes it leave guest mode and look again. The scheduler's answers (the CPU a
+//! wake-up tickles, its tickle set, held-back deadlines) become softirqs and IPIs in
+//! [`Hv::act_on`].
+//!
+//! Timers of blocked vCPUs live in a heap per CPU (the CPU where the vCPU set them), so
+//! each CPU arms its host timer only for its own vCPUs' deadlines.
 //!
 //! Wake-ups are never lost: a waker first makes its condition visible (event bits, IPI
 //! bits, timer), then clears the BLOCKED flag and tells the scheduler; a vCPU that blocks
 //! raises the flag, re-checks every condition, and is put to sleep in the scheduler only
 //! if the flag is still up with the scheduler lock held.
 
-use crate::arch::x86::percpu::{self, softirq};
-use crate::arch::x86::{irq, lapic};
+use crate::arch::x86::percpu::{self, softirq, MAX_CPUS};
+use crate::arch::x86::{irq, lapic, smp};
 use crate::cmdline::Options;
 use crate::domain::run::{run_vcpu, Outcome};
 use crate::domain::table::DomainTable;
-use crate::domain::{runstate, vflags, DomId, Domain, DomainEnd, Life, Vcpu, VcpuTimer};
+use crate::domain::{runstate, vflags, DomId, Domain, DomainEnd, Life, Vcpu, VcpuTimer, NO_CPU};
 use crate::hvm::vlapic::ApicEffect;
 use crate::hvm::{Backend, Vcpu as _};
 use crate::sync::{Level, Lock};
 use crate::time;
 use crate::xen::Cx;
 use alloc::collections::BinaryHeap;
-use alloc::sync::{Arc, Weak};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use arrayvec::ArrayString;
 use core::cmp::Reverse;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use log::info;
 use sched::Scheduler;
 
@@ -42,8 +50,10 @@ const MAX_SLICE_NS: u64 = 30_000_000;
 const CONSOLE_POLL_NS: u64 = 10_000_000;
 
 /// A destroyed domain whose last reference may still be held.
-struct Grave<B: Backend> {
-    dom: Weak<Domain<B>>,
+struct Grave {
+    /// Raised once the domain is dropped and its frames are back (after its last
+    /// reference went, possibly on another CPU).
+    freed: Arc<core::sync::atomic::AtomicBool>,
     id: DomId,
     name: ArrayString<32>,
     frames: u64,
@@ -54,32 +64,31 @@ pub struct Hv<B: Backend> {
     pub backend: B,
     pub domains: DomainTable<B>,
     pub sched: Lock<sched::Credit2>,
-    /// (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale when a
-    /// vCPU re-arms; `Vcpu::next_timer` tells which are current.
-    timers: Lock<BinaryHeap<Reverse<(u64, DomId, u32)>>>,
-    graves: Lock<Vec<Grave<B>>>,
+    /// Per CPU, (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale
+    /// when a vCPU re-arms; `Vcpu::next_timer` tells which are current.
+    timers: Vec<Lock<BinaryHeap<Reverse<(u64, DomId, u32)>>>>,
+    graves: Lock<Vec<Grave>>,
     /// Free frames plus the frames held by domains that are not boot-time domUs, taken
     /// before the first domU was built: once every domU is gone, the same sum must hold.
     baseline: Lock<Option<u64>>,
-    /// When the running vCPU must give the CPU back at the latest because a wake-up was
-    /// held back by the scheduler's rate limit (u64::MAX: no such time).
-    resched_at: AtomicU64,
     pub options: Options,
 }
 
 impl<B: Backend> Hv<B> {
+    /// The hypervisor instance, scheduling on every CPU that passed the boot check.
     pub fn new(backend: B, options: Options) -> Self {
+        let cpus = sched::CpuMask(smp::usable_mask());
+        let policy = sched::Credit2::with_runqueues(sched::Config::default(), &[cpus])
+            .unwrap_or_else(|_| sched::Credit2::new(1, sched::Config::default()));
         Hv {
             backend,
             domains: DomainTable::new(),
-            sched: Lock::new(
-                Level::Sched,
-                sched::Credit2::new(1, sched::Config::default()),
-            ),
-            timers: Lock::new(Level::Timers, BinaryHeap::new()),
+            sched: Lock::new(Level::Sched, policy),
+            timers: (0..MAX_CPUS)
+                .map(|_| Lock::new(Level::Timers, BinaryHeap::new()))
+                .collect(),
             graves: Lock::new(Level::Graves, Vec::new()),
             baseline: Lock::new(Level::Baseline, None),
-            resched_at: AtomicU64::new(u64::MAX),
             options,
         }
     }
@@ -113,7 +122,14 @@ impl<B: Backend> Hv<B> {
                     weight: dom.params.weight,
                     cap: dom.params.cap,
                 };
-                if let Err(e) = s.insert(v.sref(), params, sched::Affinity::ANY, now) {
+                let affinity = match dom.params.cpus {
+                    0 => sched::Affinity::ANY,
+                    m => sched::Affinity {
+                        hard: sched::CpuMask(m),
+                        soft: sched::CpuMask::ANY,
+                    },
+                };
+                if let Err(e) = s.insert(v.sref(), params, affinity, now) {
                     log::error!("domain {}: scheduler refused vCPU {}: {e:?}", dom.id, v.id);
                 }
             }
@@ -121,13 +137,47 @@ impl<B: Backend> Hv<B> {
         true
     }
 
-    /// Stops the domain's vCPUs from being scheduled until a matching [`Hv::unpause`].
+    /// Stops the domain's vCPUs from being scheduled until a matching [`Hv::unpause`],
+    /// and returns once none of them runs (except the caller's own, if it is one of them).
+    /// The caller holds no lock.
     pub fn pause(&self, dom: &Domain<B>) {
         if dom.pause_count.fetch_add(1, Ordering::SeqCst) == 0 {
             let now = time::now().1;
             let mut s = self.sched.lock();
             for v in &dom.vcpus {
                 s.sleep(v.sref(), now);
+            }
+        }
+        self.descheduled(dom);
+    }
+
+    /// Waits until no vCPU of `dom` runs on another CPU, after the scheduler was told
+    /// they may not run: each such CPU is asked to reschedule. Serves this CPU's
+    /// cross-CPU calls meanwhile.
+    fn descheduled(&self, dom: &Domain<B>) {
+        crate::sync::assert_none_held();
+        let me = percpu::this().index;
+        for v in &dom.vcpus {
+            let c = v.cpu.load(Ordering::SeqCst);
+            if c == NO_CPU || c == me {
+                continue;
+            }
+            smp::poke(c, softirq::SCHEDULE);
+            while v.cpu.load(Ordering::SeqCst) == c {
+                smp::serve_calls();
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Makes the CPUs running vCPUs of `dom` look at them again soon (the domain ended,
+    /// or a vCPU has something new to take).
+    fn poke_running(&self, dom: &Domain<B>, bits: u32) {
+        let me = percpu::this().index;
+        for v in &dom.vcpus {
+            let c = v.cpu.load(Ordering::SeqCst);
+            if c != NO_CPU && c != me {
+                smp::poke(c, bits);
             }
         }
     }
@@ -139,15 +189,23 @@ impl<B: Backend> Hv<B> {
             let mut s = self.sched.lock();
             for v in dom.vcpus.iter().filter(|v| v.runnable()) {
                 v.runstate.lock().set(runstate::RUNNABLE, now);
-                s.wake(v.sref(), now);
+                let cpu = s.wake(v.sref(), now);
+                self.act_on(&mut s, cpu);
             }
         }
     }
 
-    /// Wakes `v` if it is blocked: after a caller made a wake condition visible.
+    /// Wakes `v` if it is blocked, after a caller made a wake condition visible (an
+    /// event, an IPI, a timer); if it runs on another CPU, makes that CPU leave guest mode
+    /// so that it takes the news at its next entry.
     pub fn wake(&self, dom: &Domain<B>, v: &Vcpu<B>) {
         if v.clear_flag(vflags::BLOCKED) {
             self.make_runnable(dom, v);
+        } else {
+            let c = v.cpu.load(Ordering::SeqCst);
+            if c != NO_CPU && c != percpu::this().index {
+                smp::poke(c, softirq::EVENT_CHECK);
+            }
         }
     }
 
@@ -170,22 +228,55 @@ impl<B: Backend> Hv<B> {
     fn sched_wake(&self, v: &Vcpu<B>, now: u64) {
         let mut s = self.sched.lock();
         stats::wake(v.domid == 0);
-        if let Some(_cpu) = s.wake(v.sref(), now) {
-            // One CPU: the loop notices at its next decision (SMP: an IPI to `_cpu`).
-            stats::event(stats::WAKE_PREEMPT);
-            percpu::raise_softirq(softirq::SCHEDULE);
-        } else if let Some(t) = s.resched_deadline(0) {
-            stats::event(stats::WAKE_HELD);
-            self.resched_at.fetch_min(t, Ordering::SeqCst);
-        } else {
-            stats::event(stats::WAKE_LATER);
+        let cpu = s.wake(v.sref(), now);
+        match cpu {
+            Some(_) => stats::event(stats::WAKE_PREEMPT),
+            None if s.online().iter().any(|c| s.resched_deadline(c).is_some()) => {
+                stats::event(stats::WAKE_HELD)
+            }
+            None => stats::event(stats::WAKE_LATER),
+        }
+        self.act_on(&mut s, cpu);
+    }
+
+    /// Turns what the scheduler asked for into softirqs and IPIs: `cpu` (the answer of a
+    /// `wake`) and every CPU in its tickle set reschedule now; a CPU with a held-back
+    /// deadline gives its vCPU back by then at the latest.
+    fn act_on(&self, s: &mut sched::Credit2, cpu: Option<u32>) {
+        use sched::Scheduler as _;
+        let mut resched = s.take_tickles();
+        if let Some(c) = cpu {
+            resched = resched.with(c);
+        }
+        for c in resched.iter() {
+            smp::poke(c, softirq::SCHEDULE);
+        }
+        for c in s.online().iter() {
+            let (Some(t), Some(pc)) = (s.resched_deadline(c), percpu::cpu(c as usize)) else {
+                continue;
+            };
+            if t < pc.resched_at.fetch_min(t, Ordering::SeqCst) {
+                // Earlier than what that CPU's host timer is armed for: it must re-arm.
+                smp::poke(c, softirq::EVENT_CHECK);
+            }
         }
     }
 
-    /// The latest time the running vCPU may run to: its slice end, or earlier when a
-    /// held-back wake-up is due.
+    /// Applies `f` to the scheduler, then acts on the CPUs it asks to reschedule.
+    pub fn with_sched<R>(&self, f: impl FnOnce(&mut sched::Credit2) -> R) -> R {
+        let mut s = self.sched.lock();
+        let r = f(&mut s);
+        self.act_on(&mut s, None);
+        r
+    }
+
+    /// The latest time the vCPU running on this CPU may run to: its slice end, or earlier
+    /// when a held-back wake-up or one of this CPU's vCPU timers is due.
     pub fn run_until(&self, slice_end: u64) -> u64 {
-        slice_end.min(self.resched_at.load(Ordering::SeqCst))
+        let pc = percpu::this();
+        slice_end
+            .min(pc.resched_at.load(Ordering::SeqCst))
+            .min(pc.timer_next.load(Ordering::SeqCst))
     }
 
     /// Brings an offline vCPU online (after its SIPI).
@@ -231,17 +322,21 @@ impl<B: Backend> Hv<B> {
         }
         let old = vcpu.next_timer.swap(next, Ordering::SeqCst);
         if next != u64::MAX && next != old {
-            self.timers
+            let pc = percpu::this();
+            self.timers[pc.index as usize]
                 .lock()
                 .push(Reverse((next, vcpu.domid, vcpu.id)));
+            pc.timer_next.fetch_min(next, Ordering::SeqCst);
         }
     }
 
-    /// Wakes the blocked vCPUs whose timers are due; returns the next deadline.
+    /// Wakes the blocked vCPUs whose timers in this CPU's heap are due; returns the next
+    /// deadline there.
     fn run_timers(&self, now: u64) -> Option<u64> {
         let mut due: arrayvec::ArrayVec<(DomId, u32), 32> = arrayvec::ArrayVec::new();
+        let pc = percpu::this();
         let next = {
-            let mut heap = self.timers.lock();
+            let mut heap = self.timers[pc.index as usize].lock();
             while let Some(&Reverse((t, d, v))) = heap.peek() {
                 if t > now || due.is_full() {
                     break;
@@ -249,7 +344,10 @@ impl<B: Backend> Hv<B> {
                 heap.pop();
                 due.push((d, v));
             }
-            heap.peek().map(|Reverse((t, _, _))| *t)
+            let next = heap.peek().map(|Reverse((t, _, _))| *t);
+            pc.timer_next
+                .store(next.unwrap_or(u64::MAX), Ordering::SeqCst);
+            next
         };
         for (d, id) in due {
             let Some(dom) = self.domains.get(d) else {
@@ -291,6 +389,7 @@ impl<B: Backend> Hv<B> {
                 s.sleep(v.sref(), now);
             }
         }
+        self.poke_running(dom, softirq::SCHEDULE);
         let (mut exits, mut by_kind) = (0, [0u64; crate::hvm::Exit::KINDS]);
         for v in &dom.vcpus {
             if let Some(ctx) = v.ctx.lock().as_ref() {
@@ -351,17 +450,16 @@ impl<B: Backend> Hv<B> {
     fn destroy(&self, dom: &Arc<Domain<B>>) {
         crate::xen::events::close_all(self, dom);
         crate::xen::grant_table::unmap_all(self, dom);
-        {
-            let mut s = self.sched.lock();
+        self.with_sched(|s| {
             for v in &dom.vcpus {
                 s.remove(v.sref());
             }
-        }
+        });
         let frames = dom.frames_held();
         dom.st.lock().life = Life::Dying;
         self.domains.remove(dom.id);
         self.graves.lock().push(Grave {
-            dom: Arc::downgrade(dom),
+            freed: dom.freed.0.clone(),
             id: dom.id,
             name: dom.name.clone(),
             frames,
@@ -376,7 +474,7 @@ impl<B: Backend> Hv<B> {
             return;
         }
         graves.retain(|g| {
-            if g.dom.strong_count() > 0 {
+            if !g.freed.load(Ordering::SeqCst) {
                 return true;
             }
             info!(
@@ -471,10 +569,6 @@ pub fn tsc_at(ns: u64) -> u64 {
     tsc.saturating_add(time::scale().ns_to_ticks(ns.saturating_sub(now)))
 }
 
-/// The system time the host timer is armed for (u64::MAX: disarmed), so that the many
-/// entries of one slice, which all ask for the same time, program the LAPIC once.
-static ARMED_NS: AtomicU64 = AtomicU64::new(u64::MAX);
-
 /// Ends the guest's run at system time `ns` at the latest: the host timer interrupt makes
 /// the guest exit even if it never exits by itself.
 pub fn arm_host_timer(ns: u64) {
@@ -484,7 +578,7 @@ pub fn arm_host_timer(ns: u64) {
         .fetch_and(!softirq::TIMER, Ordering::SeqCst)
         & softirq::TIMER
         != 0;
-    if ARMED_NS.swap(ns, Ordering::SeqCst) == ns && !fired {
+    if percpu::this().armed_ns.swap(ns, Ordering::SeqCst) == ns && !fired {
         return;
     }
     if ns == u64::MAX {
@@ -496,7 +590,7 @@ pub fn arm_host_timer(ns: u64) {
 
 /// Forgets what the host timer is armed for (it fired, or the CPU reprograms it).
 fn host_timer_changed() {
-    ARMED_NS.store(0, Ordering::SeqCst);
+    percpu::this().armed_ns.store(0, Ordering::SeqCst);
 }
 
 /// Waits with interrupts enabled until system time `ns` or a softirq (a timer, an IPI).
@@ -505,28 +599,51 @@ fn wait_until(ns: u64) {
     arm_host_timer(ns);
     let start = time::now().1;
     stats::event(stats::IDLE_WAITS);
-    while time::now().1 < ns && percpu::this().softirq.load(Ordering::SeqCst) == 0 {
+    while time::now().1 < ns
+        && percpu::this().softirq.load(Ordering::SeqCst) == 0
+        && !smp::call_pending()
+    {
         irq::wait_for_interrupt();
     }
     stats::idle(time::now().1.saturating_sub(start));
 }
 
-/// This CPU's scheduling loop.
+/// This CPU's scheduling loop (every usable CPU runs one). The boot CPU also polls the
+/// console for input. The CPU that finds nothing left to run acts on `on_idle=`.
 pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
-    const CPU: u32 = 0;
+    let pc = percpu::this();
+    let cpu = pc.index;
+    let boot_cpu = cpu == 0;
+    if boot_cpu {
+        // The APs join now: every domain of the boot modules is in the table.
+        smp::start_scheduler(alloc::boxed::Box::leak(alloc::boxed::Box::new(move || {
+            run(hv)
+        })));
+    }
     let mut last_ran = None;
     loop {
         let now = time::now().1;
-        stats::report(now);
+        if boot_cpu {
+            stats::report(now);
+        }
         if percpu::take_softirqs() & softirq::TIMER != 0 {
             host_timer_changed();
         }
+        smp::serve_calls();
         irq::report_nmis();
         let next_timer = hv.run_timers(now);
-        crate::xen::console::poll_input(hv);
+        if boot_cpu {
+            crate::xen::console::poll_input(hv);
+        }
+        // Any CPU: the one that dropped a dead domain's last reference reports it.
         hv.reap();
-        hv.resched_at.store(u64::MAX, Ordering::SeqCst);
-        let decision = hv.sched.lock().do_schedule(CPU, now);
+        pc.resched_at.store(u64::MAX, Ordering::SeqCst);
+        let decision = {
+            let mut s = hv.sched.lock();
+            let d = s.do_schedule(cpu, now);
+            hv.act_on(&mut s, None);
+            d
+        };
         let Some(r) = decision.next else {
             if hv.domains.is_empty() && hv.graves.lock().is_empty() {
                 crate::start::idle(&hv.options);
@@ -535,10 +652,10 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             if let Some(s) = decision.slice {
                 until = until.min(now.saturating_add(s));
             }
-            if hv.control_domain().is_some() {
+            if boot_cpu && hv.control_domain().is_some() {
                 until = until.min(now + CONSOLE_POLL_NS);
             }
-            wait_until(until);
+            wait_until(until.min(pc.resched_at.load(Ordering::SeqCst)));
             continue;
         };
         let Some(dom) = hv.domains.get(r.dom) else {
@@ -549,7 +666,11 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             hv.sched.lock().remove(r);
             continue;
         };
+        // Published before the context is loaded and the flush generation read (see
+        // `Domain::p2m_changed`).
+        vcpu.cpu.store(cpu, Ordering::SeqCst);
         let Some(mut ctx) = vcpu.ctx.lock().take() else {
+            vcpu.cpu.store(NO_CPU, Ordering::SeqCst);
             log::error!("d{}v{}: picked while running elsewhere", r.dom, r.vcpu);
             continue;
         };
@@ -568,6 +689,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
         let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
         ctx.hw.put();
         *vcpu.ctx.lock() = Some(ctx);
+        vcpu.cpu.store(NO_CPU, Ordering::SeqCst);
         let now = time::now().1;
         match outcome {
             Outcome::Preempted => {
@@ -576,7 +698,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             }
             Outcome::Yield => {
                 vcpu.runstate.lock().set(runstate::RUNNABLE, now);
-                hv.sched.lock().yield_now(r, now);
+                hv.with_sched(|s| s.yield_now(r, now));
             }
             Outcome::Blocked | Outcome::Down => {
                 stats::event(stats::BLOCKED);

@@ -466,6 +466,7 @@ fn build_one<B: Backend>(
             SchedParams {
                 weight: d.weight,
                 cap: d.cap,
+                cpus: d.cpus,
             },
         ),
         None => (
@@ -474,6 +475,7 @@ fn build_one<B: Backend>(
             SchedParams {
                 weight: 256,
                 cap: 0,
+                cpus: 0,
             },
         ),
     };
@@ -565,8 +567,13 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1).wrapping_add(frame[63])
 }
 
-/// Nothing (yet) to run: do what `on_idle=` says.
+/// Nothing (yet) to run: do what `on_idle=` says (once: another CPU that finds the same
+/// halts quietly).
 pub(crate) fn idle(options: &Options) -> ! {
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, core::sync::atomic::Ordering::SeqCst) {
+        power::halt()
+    }
     match options.on_idle {
         IdleAction::Poweroff => {
             info!("nothing to run; powering off (on_idle=poweroff)");

@@ -73,8 +73,7 @@ pub struct Config<'a> {
 }
 
 /// Environment variable giving `run-bochs` more than one CPU (`cpu: count=N`, 1 to 8;
-/// Debian's Bochs 2.7 is built with SMP). Tests run with one: a test's machine has no CPU
-/// count of its own yet.
+/// Debian's Bochs 2.7 is built with SMP). Tests give theirs with `Test::cpus`.
 pub const CPUS_ENV: &str = "FERROVISOR_BOCHS_CPUS";
 
 /// The CPU count for `run-bochs`: [`CPUS_ENV`] if it holds 1 to 8, else 1.

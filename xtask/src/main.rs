@@ -127,6 +127,10 @@ enum Command {
         /// Guest memory size as QEMU writes it.
         #[arg(long, default_value = "1G")]
         memory: String,
+        /// How many CPUs the emulated machine has (QEMU's -smp); the hypervisor
+        /// schedules vCPUs on all of them.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        cpus: u32,
         /// Extra arguments for QEMU itself, e.g. `--qemu-arg=-s`.
         #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
@@ -363,9 +367,13 @@ fn run(command: Command) -> Result<ExitCode> {
             accel,
             boot,
             memory,
-            qemu_args,
+            cpus,
+            mut qemu_args,
             cmdline,
         } => {
+            if cpus > 1 {
+                qemu_args.extend(["-smp".to_string(), cpus.to_string()]);
+            }
             let mut needs = vec![prereq::Need::Qemu];
             if boot == qemu::BootKind::Iso {
                 needs.push(prereq::Need::Grub);

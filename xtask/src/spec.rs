@@ -214,13 +214,26 @@ pub struct Test {
     pub values: Vec<ValueCheck>,
     /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
     pub dom0: bool,
-    /// How many CPUs the emulated machine has (QEMU `-smp`, Bochs `cpu: count=`).
+    /// How many CPUs the emulated machine has (QEMU `-smp`, Bochs `cpu: count=`): what
+    /// the test sets with [`Test::cpus`], else [`DEFAULT_CPUS_ENV`], else 1.
     pub cpus: u32,
     /// Boots the hypervisor built with this profile instead of the suite's release
     /// build (Debug, or Checked: optimized with debug assertions and overflow checks).
     pub hypervisor: Option<Profile>,
     /// Extra QEMU arguments (e.g. `-device edu`), appended to the machine's.
     pub qemu_args: Vec<&'static str>,
+}
+
+/// Environment variable giving every test that does not set its own CPU count that many
+/// CPUs (1 to 8), to run the whole suite with SMP on: `XTASK_TEST_CPUS=2 cargo xtask test`.
+pub const DEFAULT_CPUS_ENV: &str = "XTASK_TEST_CPUS";
+
+fn default_cpus() -> u32 {
+    std::env::var(DEFAULT_CPUS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| (1..=8).contains(n))
+        .unwrap_or(1)
 }
 
 impl Test {
@@ -243,7 +256,7 @@ impl Test {
             values: Vec::new(),
             hypervisor: None,
             qemu_args: Vec::new(),
-            cpus: 1,
+            cpus: default_cpus(),
             dom0: false,
         }
     }

@@ -246,7 +246,7 @@ fn spinner(s: &Scale) -> Test {
 }
 
 /// The lines of one cpu-burn domU that checks its own share.
-fn burner_group(domid: u32, name: &str, label: &str, share: &str) -> Vec<&'static str> {
+pub(crate) fn burner_group(domid: u32, name: &str, label: &str, share: &str) -> Vec<&'static str> {
     vec![
         starts(domid, name, Some(16)),
         line(
@@ -276,7 +276,7 @@ fn idle_reaper(s: &Scale, domains: &str) -> ModuleSpec {
 }
 
 /// The idle reaper's lines (the burners end in either order, so no per-domain lines).
-fn reaper_group() -> Vec<&'static str> {
+pub(crate) fn reaper_group() -> Vec<&'static str> {
     vec![
         starts(0, "guest-reaper", None),
         line(0, "reaper: domain 0, control domain: true"),
@@ -290,7 +290,9 @@ fn reaper_group() -> Vec<&'static str> {
 /// within 2.3 points, i.e. a ratio of about 2.0 +- 0.2), measured over the same window.
 fn weights(s: &Scale) -> Test {
     let window = format!("from_ms={} secs={}", s.burn_from_ms, s.burn_secs);
+    // One CPU whatever XTASK_TEST_CPUS says: the two must share it.
     let mut t = base(s, "weights", s.burn_from_ms / 1000 + s.burn_secs + 90)
+        .cpus(1)
         .module(idle_reaper(s, "1,2"))
         .module(
             ModuleSpec::built(&build::GUEST_CPU_BURN).args(leak(format!(
@@ -351,7 +353,7 @@ fn weight_ratio<const SCALE: usize, const HEAVY: usize>(v: &str) -> Result<(), S
 }
 
 /// `heavy / light` within `want +- tol`.
-fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Result<(), String> {
+pub(crate) fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Result<(), String> {
     if light == 0 {
         return Err(format!("weight 256 ran 0 ns (weight 512: {heavy} ns)"));
     }

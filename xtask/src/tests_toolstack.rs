@@ -101,7 +101,7 @@ pub fn dom0_xenstored() -> Test {
 /// first create), prints both, then the domains under `/local/domain` in xenstore: once
 /// the domUs are gone, every frame must be free again (no daemon in dom0 may keep a dead
 /// domain's ring mapped) and only dom0's home left (`0,`).
-const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
+pub(crate) const HELPERS: &str = "L=/var/log/xen/console/guest-example.log; \
     c() { grep -c '^tick' $L; }; \
     ready() { cat $L 2>/dev/null | grep -c 'domU: shell ready'; }; \
     up() { i=0; while [ $(ready) -le $n ]; do i=$((i+1)); [ $i -gt 180 ] && return 1; sleep 0.5; done; }; \

@@ -303,6 +303,7 @@ fn assemble<B: Backend>(
             hw_frames: crate::hvm::Vcpu::frames(&ctx.hw),
             next_timer: AtomicU64::new(u64::MAX),
             apic_logical: AtomicU64::new(ctx.vlapic.logical_id().to_bits()),
+            cpu: AtomicU32::new(super::NO_CPU),
             runstate: Lock::new(
                 Level::Runstate,
                 Runstate {
@@ -358,6 +359,7 @@ fn assemble<B: Backend>(
                 console_budget: Default::default(),
             },
         ),
+        freed: Default::default(),
     })
 }
 

@@ -147,6 +147,9 @@ pub mod vflags {
 /// `Vcpu::sipi`: a SIPI waits to be applied.
 pub const SIPI_PENDING: u32 = 1 << 8;
 
+/// `Vcpu::cpu` of a vCPU that runs nowhere.
+pub const NO_CPU: u32 = u32::MAX;
+
 /// Xen runstates.
 pub mod runstate {
     pub const RUNNING: usize = 0;
@@ -206,6 +209,10 @@ pub struct Vcpu<B: Backend> {
     /// The logical APIC id of its virtual LAPIC (`hvm::vlapic::LogicalId::to_bits`),
     /// kept by the vCPU after each LAPIC write, for other vCPUs' logical IPIs.
     pub apic_logical: AtomicU64,
+    /// The CPU running it now ([`NO_CPU`]: none): set before its hardware half is loaded
+    /// and cleared after it is put, so that event delivery can make that CPU leave guest
+    /// mode and a TLB shootdown knows which CPUs to wait for.
+    pub cpu: AtomicU32,
     pub runstate: Lock<Runstate>,
     pub ctx: Lock<Option<Box<VcpuCtx<B>>>>,
 }
@@ -349,6 +356,8 @@ impl ConsoleBudget {
 pub struct SchedParams {
     pub weight: u16,
     pub cap: u16,
+    /// Hard affinity of its vCPUs at creation (bit i: CPU i; 0 = any).
+    pub cpus: u64,
 }
 
 /// A guest. Shared (`Arc`) between the domain table, the scheduler's vCPU look-ups and
@@ -383,6 +392,20 @@ pub struct Domain<B: Backend> {
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: AtomicU64,
     pub st: Lock<DomState>,
+    /// Raised when the domain's memory is back (the last field, so it drops last).
+    pub freed: FreedSignal,
+}
+
+/// A flag raised when it is dropped: the last field of [`Domain`], so the flag goes up
+/// only after every frame the domain held went back (the `Arc`'s strong count reaches 0
+/// before the drop runs, possibly on another CPU).
+#[derive(Default)]
+pub struct FreedSignal(pub alloc::sync::Arc<core::sync::atomic::AtomicBool>);
+
+impl Drop for FreedSignal {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl<B: Backend> Domain<B> {
@@ -403,9 +426,27 @@ impl<B: Backend> Domain<B> {
             + st.grant_frames.len() as u64
     }
 
-    /// Asks every vCPU to flush its nested TLB before it next enters the guest.
+    /// Asks every vCPU to flush its nested TLB before it next enters the guest, and
+    /// returns only when none can still use a translation the p2m lost before this call:
+    /// each other CPU running one of its vCPUs is made to leave guest mode (a cross-CPU
+    /// call it answers in host context), and enters again only after flushing. The caller
+    /// holds no lock (the other CPU may be waiting for one).
+    ///
+    /// The order makes it race-free: a CPU publishes `Vcpu::cpu` before it reads the
+    /// generation at its next entry, and this bumps the generation before it reads
+    /// `Vcpu::cpu`, so either that CPU sees the new generation or this call sees the CPU.
     pub fn p2m_changed(&self) {
         self.flush_gen.fetch_add(1, Ordering::SeqCst);
+        let me = crate::arch::x86::percpu::this().index;
+        let mut done = 0u64;
+        for v in &self.vcpus {
+            let c = v.cpu.load(Ordering::SeqCst);
+            if c == NO_CPU || c == me || c >= 64 || done & (1 << c) != 0 {
+                continue;
+            }
+            done |= 1 << c;
+            crate::arch::x86::smp::sync_with(c);
+        }
     }
 
     /// The domain's life-cycle state.

@@ -76,6 +76,8 @@ pub fn run_vcpu<B: Backend>(
     // Back from SCHEDOP_poll, if a polled port, an upcall or the timeout woke it.
     end_poll(&mut cx);
     loop {
+        // A cross-CPU call (a TLB shootdown's) made this CPU leave guest mode: answer it.
+        crate::arch::x86::smp::serve_calls();
         if hv.should_preempt(slice_end) {
             return Outcome::Preempted;
         }

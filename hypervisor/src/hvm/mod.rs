@@ -343,9 +343,9 @@ pub trait Vcpu {
 }
 
 /// A virtualization backend: brings up the CPU and creates vCPUs.
-pub trait Backend: 'static {
-    /// The backend's vCPU type.
-    type Vcpu: Vcpu;
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's vCPU type (its hardware half moves between CPUs with the vCPU).
+    type Vcpu: Vcpu + Send;
     /// The nested page-table format (EPT or NPT).
     type P2m: pagetable::Format;
     /// "VMX" or "SVM", for the banner.

@@ -110,6 +110,37 @@ impl VmxVcpu {
         }
     }
 
+    /// VMCLEARs the VMCS on CPU `cpu` (a cross-CPU call if it is not this one), where it
+    /// was last current; afterwards it may be made current anywhere.
+    fn clear_on(&mut self, cpu: u32) {
+        if cpu == percpu::this().index {
+            self.vmclear();
+            return;
+        }
+        let vmcs = self.vmcs;
+        let clear = move || {
+            // SAFETY: the VMCS belongs to this vCPU, which no CPU runs (its owner is
+            // loading it elsewhere, or dropping it); clearing only writes its cached
+            // data back and makes it not current here.
+            let r = unsafe { vmcs::vmclear(vmcs) };
+            let _ = percpu::this().current_vmcs.compare_exchange(
+                vmcs,
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            u64::from(r.is_err())
+        };
+        match crate::arch::x86::smp::call_on(cpu as usize, &clear, 1000) {
+            Ok(0) | Err(crate::arch::x86::smp::CallError::Offline) => {}
+            Ok(_) => log::error!("vmx: VMCLEAR of VMCS {vmcs:#x} failed on CPU {cpu}"),
+            Err(e) => log::error!("vmx: VMCLEAR of VMCS {vmcs:#x} on CPU {cpu}: {e:?}"),
+        }
+        self.launched = false;
+        self.cpu = u32::MAX;
+        self.loaded = false;
+    }
+
     /// VMCLEARs the VMCS on this CPU (its launch state becomes clear and its data is
     /// written back to memory), so it can be made current on another CPU or freed. The
     /// vCPU must be put first if it was loaded.
@@ -277,6 +308,11 @@ impl Vcpu for VmxVcpu {
     fn load(&mut self) {
         let pc = percpu::this();
         if self.cpu != pc.index {
+            // Moving from another CPU: the VMCS may be active there (its data cached in
+            // that CPU), so it is VMCLEARed there first; its launch state becomes clear.
+            if self.cpu != u32::MAX {
+                self.clear_on(self.cpu);
+            }
             // First load here (or after VMCLEAR): the host state names this CPU's
             // GS base (per-CPU data), TR, GDT and IDT.
             self.make_current();
@@ -285,6 +321,9 @@ impl Vcpu for VmxVcpu {
             }
             self.msrs.invalidate();
             self.cpu = pc.index;
+            // This CPU may cache EPT translations of this p2m from an earlier visit that
+            // the domain's flush generation (caught up with elsewhere) no longer covers.
+            self.flush_nested_tlb();
         } else {
             self.make_current();
         }
@@ -581,14 +620,22 @@ impl Vcpu for VmxVcpu {
 impl Drop for VmxVcpu {
     /// VMCLEARs and frees the VMCS and bitmaps (the save area goes with `ext`), and drops
     /// cached EPT translations of its p2m root so a later domain whose EPT root reuses
-    /// that frame cannot hit them. (Its VPID needs no flush: it is not handed out again
-    /// before a new generation flushes them all.) Must run on the CPU the VMCS was last
-    /// current on; with SMP the other CPUs need the INVEPT too.
+    /// that frame cannot hit them, on every CPU. (Its VPID needs no flush: it is not
+    /// handed out again before a new generation flushes them all.) The VMCS is cleared
+    /// on the CPU where it was last current.
     fn drop(&mut self) {
-        self.vmclear();
+        match self.cpu {
+            u32::MAX => self.vmclear(),
+            cpu => self.clear_on(cpu),
+        }
         if let Some(kind) = self.platform.invept {
-            if let Err(e) = vmcs::invept(kind, self.eptp) {
-                log::error!("vmx: {e}");
+            let eptp = self.eptp;
+            let flush = move || u64::from(vmcs::invept(kind, eptp).is_err());
+            for cpu in crate::arch::x86::smp::usable_cpus() {
+                match crate::arch::x86::smp::call_on(cpu as usize, &flush, 1000) {
+                    Ok(0) => {}
+                    r => log::error!("vmx: INVEPT of {eptp:#x} on CPU {cpu}: {r:?}"),
+                }
             }
         }
         self.msrs.forget(self.vmcs);

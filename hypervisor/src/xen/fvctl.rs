@@ -10,7 +10,7 @@ use super::guest_access::{copy_from_guest, copy_to_guest, read_arg, write_arg};
 use super::{Cx, Reply};
 use crate::domain::build::{self, DomainSpec};
 use crate::domain::memory::{MemoryError, CHUNK};
-use crate::domain::{runstate, vflags, Domain, DomainEnd, Life};
+use crate::domain::{runstate, vflags, Domain, DomainEnd, Life, NO_CPU};
 use crate::hvm::{Backend, PvhEntry};
 use crate::mm::phys;
 use alloc::sync::Arc;
@@ -103,7 +103,8 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
                 .as_ref()
                 .map_or((0, 0), |f| (f.total_frames(), f.free_frames()));
             let info = PhysInfo {
-                nr_cpus: 1,
+                // The CPUs vCPUs are scheduled on.
+                nr_cpus: crate::arch::x86::smp::usable_mask().count_ones(),
                 cpu_khz: (crate::time::tsc_hz() / 1000) as u32,
                 total_kib: total * 4,
                 free_kib: free * 4,
@@ -136,7 +137,8 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
                 weight: p.weight,
                 cap: p.cap,
             };
-            sched::Scheduler::adjust(&mut *cx.hv.sched.lock(), d.id, params, crate::time::now().1);
+            cx.hv
+                .with_sched(|s| sched::Scheduler::adjust(s, d.id, params, crate::time::now().1));
             0
         }
         FVCTL_VCPU_INFO => {
@@ -150,7 +152,11 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
             let rs = v.runstate.lock().snapshot(now);
             let aff = cx.hv.sched.lock().affinity(v.sref()).ok_or(Errno::ESRCH)?;
             info.flags = vcpu_flags(cx, &d, v.id);
-            info.cpu = 0;
+            // The CPU it runs on, else the one it last ran on (as Xen's vcpu-list).
+            info.cpu = match v.cpu.load(Ordering::SeqCst) {
+                NO_CPU => cx.hv.sched.lock().last_cpu(v.sref()).unwrap_or(0),
+                c => c,
+            };
             info.cpu_time_ns = rs.time[runstate::RUNNING];
             info.hard_affinity = aff.hard.0;
             info.soft_affinity = aff.soft.0;
@@ -168,13 +174,11 @@ pub fn fvctl<B: Backend>(cx: &mut Cx<'_, B>, arg: u64) -> Result<Reply, Errno> {
                 hard: sched::CpuMask(info.hard_affinity),
                 soft: sched::CpuMask(info.soft_affinity),
             };
-            sched::Scheduler::set_affinity(
-                &mut *cx.hv.sched.lock(),
-                v.sref(),
-                aff,
-                crate::time::now().1,
-            )
-            .map_err(|_| Errno::EINVAL)?;
+            cx.hv
+                .with_sched(|s| {
+                    sched::Scheduler::set_affinity(s, v.sref(), aff, crate::time::now().1)
+                })
+                .map_err(|_| Errno::EINVAL)?;
             0
         }
         _ => return Err(Errno::ENOSYS),
@@ -256,6 +260,7 @@ fn create<B: Backend>(cx: &mut Cx<'_, B>, op: &mut FvCtl) -> Result<u64, Errno> 
         params: crate::domain::SchedParams {
             weight: if c.weight == 0 { 256 } else { c.weight },
             cap: c.cap,
+            cpus: 0,
         },
         privileged: false,
         managed: true,
@@ -412,9 +417,7 @@ fn vcpu_flags<B: Backend>(cx: &Cx<'_, B>, d: &Domain<B>, vcpu: u32) -> u32 {
     if v.has(vflags::BLOCKED) {
         f |= vcpuinfo::BLOCKED;
     }
-    // This CPU runs the caller: a vCPU of another domain runs only if the scheduler says so.
-    let current = cx.hv.sched.lock().current(0);
-    if current == Some(v.sref()) || (d.id == cx.dom.id && vcpu == cx.vcpu.id) {
+    if v.cpu.load(Ordering::SeqCst) != NO_CPU || (d.id == cx.dom.id && vcpu == cx.vcpu.id) {
         f |= vcpuinfo::RUNNING;
     }
     f

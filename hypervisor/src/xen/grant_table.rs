@@ -736,7 +736,8 @@ fn release<B: Backend>(
     force: bool,
 ) -> Result<(), Status> {
     let g = hv.domains.get(mapping.granter);
-    with_states(m, g.as_deref(), |maptrack, granter| {
+    // The p2m entry and the handle go first, under the locks.
+    with_states(m, None, |maptrack, _| {
         // Another vCPU of `m` may have unmapped it meanwhile (the lock was dropped).
         if maptrack.get(handle) != Ok(&mapping) {
             return Err(GNTST_BAD_HANDLE);
@@ -747,11 +748,16 @@ fn release<B: Backend>(
                 return Err(GNTST_GENERAL_ERROR);
             }
         }
-        flush_mapper(m);
         let _ = maptrack.remove(handle);
-        // The granter may be gone, or its id reused: only an active entry this mapping
-        // pinned (same mapper, same frame, which our reference kept from being reused)
-        // is unpinned.
+        Ok(())
+    })?;
+    // Then, with no lock held (another CPU running a vCPU of `m` may be waiting for one),
+    // every CPU that may still hold the translation drops it.
+    flush_mapper(m);
+    // Only now may the granter see the page unmapped. The granter may be gone, or its id
+    // reused: only an active entry this mapping pinned (same mapper, same frame, which
+    // our reference kept from being reused) is unpinned.
+    with_states(m, g.as_deref(), |_, granter| {
         if let Some(gr) = granter {
             let ours = gr
                 .active
@@ -767,8 +773,7 @@ fn release<B: Backend>(
                 }
             }
         }
-        Ok(())
-    })?;
+    });
     // After the flush: no vCPU of `m` can reach the frame any more.
     frametable::put(mapping.host);
     Ok(())
@@ -778,14 +783,9 @@ fn release<B: Backend>(
 /// frame behind it is released.
 ///
 /// Every vCPU compares the domain's flush generation with its own before each VM entry
-/// and flushes its nested TLB (INVEPT / new ASID) if it changed. With one physical CPU,
-/// while this hypervisor code runs no vCPU of `m` is in guest mode (the caller's own vCPU
-/// is in this hypercall; the others are parked), so bumping the generation suffices: each
-/// flushes before it can use a stale translation, and the frame may be released at once.
-/// With several pCPUs this must also send an IPI to each pCPU currently running a vCPU of
-/// `m` (its context is taken out of `Vcpu::ctx`) and wait until that pCPU has flushed
-/// (acknowledged the new generation) before returning, or defer the frame release until
-/// then.
+/// and flushes its nested TLB (INVEPT / new ASID) if it changed; `Domain::p2m_changed`
+/// bumps it and waits until every other CPU running a vCPU of `m` has left guest mode,
+/// so no translation removed before this call survives it.
 fn flush_mapper<B: Backend>(m: &Domain<B>) {
     m.p2m_changed();
 }

@@ -242,6 +242,11 @@ impl Credit2 {
         self.doms.get(&dom).map(|d| d.params)
     }
 
+    /// The CPU `v` ran on last (or was placed on), if it is known.
+    pub fn last_cpu(&self, v: VcpuRef) -> Option<u32> {
+        self.vcpus.get(&v).map(|x| x.last_cpu)
+    }
+
     /// Affinity of `v`.
     pub fn affinity(&self, v: VcpuRef) -> Option<Affinity> {
         self.vcpus.get(&v).map(|x| x.affinity)

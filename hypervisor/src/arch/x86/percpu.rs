@@ -26,7 +26,6 @@ pub mod softirq {
     /// The host timer armed with `lapic::arm_deadline` reached its deadline.
     pub const TIMER: u32 = 1 << 0;
     /// Something asked this CPU to run the scheduler.
-    #[allow(dead_code)] // raised by the scheduler (next issue)
     pub const SCHEDULE: u32 = 1 << 1;
     /// An event-check IPI: look at pending events of the vCPUs here.
     pub const EVENT_CHECK: u32 = 1 << 2;
@@ -68,6 +67,14 @@ pub struct PerCpu {
     /// The domain whose vCPU ran last on this CPU (`u32::MAX`: none yet), for the IBPB on
     /// a domain switch (`spec::enter_domain`).
     pub last_domain: AtomicU32,
+    /// The system time (ns) the host timer is armed for (`u64::MAX`: disarmed; 0: not
+    /// known), so that the many entries of one slice program the LAPIC once.
+    pub armed_ns: AtomicU64,
+    /// When the vCPU running here must give the CPU back at the latest because a wake-up
+    /// was held back by the scheduler's rate limit (`u64::MAX`: no such time).
+    pub resched_at: AtomicU64,
+    /// The earliest deadline in this CPU's heap of vCPU timers (`u64::MAX`: none).
+    pub timer_next: AtomicU64,
 }
 
 // SAFETY: `self_ptr` is only ever read (it names the structure itself, which lives
@@ -111,6 +118,9 @@ pub fn init_cpu(index: u32) -> &'static PerCpu {
         current_vmcs: AtomicU64::new(0),
         lazy_msr_owner: AtomicU64::new(0),
         last_domain: AtomicU32::new(u32::MAX),
+        armed_ns: AtomicU64::new(u64::MAX),
+        resched_at: AtomicU64::new(u64::MAX),
+        timer_next: AtomicU64::new(u64::MAX),
     }));
     p.self_ptr = p as *const PerCpu;
     let p: &'static PerCpu = p;
@@ -149,7 +159,6 @@ pub fn this() -> &'static PerCpu {
 }
 
 /// CPU `index`'s data, if that CPU is up.
-#[allow(dead_code)] // for cross-CPU softirqs and IPIs (next issue)
 pub fn cpu(index: usize) -> Option<&'static PerCpu> {
     let p = CPUS.get(index)?.load(Ordering::Acquire);
     // SAFETY: non-null entries come from Box::leak in `init_cpu` and live forever.

@@ -111,6 +111,8 @@ struct Slot {
     calls: AtomicU64,
     /// Physical address of its VMXON region (VMX only).
     vmxon: AtomicU64,
+    /// Passed the boot check ([`check_and_report`]): the scheduler may use it.
+    usable: AtomicBool,
 }
 
 impl Slot {
@@ -124,6 +126,7 @@ impl Slot {
             timers: AtomicU64::new(0),
             calls: AtomicU64::new(0),
             vmxon: AtomicU64::new(0),
+            usable: AtomicBool::new(false),
         }
     }
 }
@@ -145,6 +148,66 @@ fn backend() -> BackendKind {
 /// How many CPUs are online.
 pub fn online() -> u32 {
     ONLINE.load(Ordering::SeqCst)
+}
+
+/// The CPUs the scheduler may use (bit i: CPU index i): the boot CPU and every AP that
+/// passed the boot check.
+pub fn usable_mask() -> u64 {
+    SLOTS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, s)| s.usable.load(Ordering::SeqCst))
+        .fold(1, |m, (i, _)| m | 1 << i)
+}
+
+/// The CPUs the scheduler may use, by index.
+pub fn usable_cpus() -> impl Iterator<Item = u32> {
+    let mask = usable_mask();
+    (0..MAX_CPUS as u32).filter(move |i| mask & (1 << i) != 0)
+}
+
+/// What an AP runs once the hypervisor's domains are built: the scheduler loop.
+static SCHEDULER: spin::Once<&'static (dyn Fn() + Sync)> = spin::Once::new();
+
+/// Hands every usable AP to `f` (the scheduler loop, which never returns): each leaves
+/// its idle loop for it at the event-check IPI sent here.
+pub fn start_scheduler(f: &'static (dyn Fn() + Sync)) {
+    SCHEDULER.call_once(|| f);
+    let mask = usable_mask() & !1;
+    for i in (1..MAX_CPUS).filter(|i| mask & (1 << i) != 0) {
+        poke(i as u32, softirq::SCHEDULE);
+    }
+}
+
+/// Asks CPU `cpu` to act on softirq `bits` soon: raises them there and, on another CPU,
+/// sends the event-check IPI, which makes it leave guest mode or its halt.
+pub fn poke(cpu: u32, bits: u32) {
+    let Some(pc) = percpu::cpu(cpu as usize) else {
+        return;
+    };
+    pc.raise(bits);
+    if cpu != percpu::this().index {
+        lapic::send_ipi(
+            SLOTS[cpu as usize].apic_id.load(Ordering::SeqCst),
+            lapic::EVENT_CHECK_VECTOR,
+        );
+    }
+}
+
+/// Waits until CPU `cpu` has left guest mode at least once since this call began (and
+/// run a cross-CPU call in host context): what a TLB shootdown needs after the p2m lost a
+/// translation. Retries a call that timed out, with a complaint, until it runs.
+pub fn sync_with(cpu: u32) {
+    crate::sync::assert_none_held();
+    loop {
+        match call_on(cpu as usize, &|| 0, 1000) {
+            Ok(_) | Err(CallError::Offline) => return,
+            Err(CallError::Timeout) => {
+                warn!("smp: CPU {cpu} did not answer a TLB shootdown within 1 s; still waiting")
+            }
+        }
+    }
 }
 
 extern "C" {
@@ -374,6 +437,12 @@ fn idle_loop(slot: &'static Slot) -> ! {
             // No vCPU runs here yet: an event check only wakes the CPU.
             slot.event_checks.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(scheduler) = SCHEDULER
+            .get()
+            .filter(|_| slot.usable.load(Ordering::SeqCst))
+        {
+            scheduler();
+        }
         if percpu::this().softirq.load(Ordering::SeqCst) == 0
             && slot.call.load(Ordering::SeqCst).is_null()
         {
@@ -398,9 +467,21 @@ pub enum CallError {
     Timeout,
 }
 
-/// Runs this CPU's pending call, if any.
-fn serve_calls() {
+/// Whether a cross-CPU call waits in this CPU's mailbox.
+pub fn call_pending() -> bool {
+    !SLOTS[percpu::this().index as usize]
+        .call
+        .load(Ordering::Acquire)
+        .is_null()
+}
+
+/// Runs this CPU's pending call, if any (the scheduler loop calls it at every turn and
+/// after every guest exit).
+pub fn serve_calls() {
     let me = percpu::this().index as usize;
+    if SLOTS[me].call.load(Ordering::Acquire).is_null() {
+        return;
+    }
     let p = SLOTS[me].call.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if p.is_null() {
         return;
@@ -427,6 +508,8 @@ pub fn call_on(
     if target == me {
         return Ok(f());
     }
+    // The target may be spinning for a lock the caller holds, and answers only then.
+    crate::sync::assert_none_held();
     let slot = SLOTS.get(target).ok_or(CallError::Offline)?;
     if slot.state.load(Ordering::SeqCst) != state::ONLINE {
         return Err(CallError::Offline);
@@ -548,6 +631,7 @@ pub fn check_and_report(cpus: &HostCpus) -> u32 {
         }
         if problems.is_empty() {
             good += 1;
+            slot.usable.store(true, Ordering::SeqCst);
             info!(
                 "CPU {index}: APIC id {seen_id} ({}), CPUID features as the boot CPU's, {}, idle loop answers calls, IPIs and its timer",
                 if answer & REPORT_X2APIC != 0 { "x2APIC" } else { "xAPIC" },
