@@ -57,6 +57,9 @@ levels! {
     Timers,
     /// A domain's memory map (`Domain::e820`).
     E820,
+    /// The host's PCI configuration ports and dom0's mediated view of them
+    /// (`arch::x86::pci::HOST`).
+    Pci,
     /// A domain's p2m and RAM bookkeeping (`GuestMemory`).
     P2m,
     /// The frame allocator (`mm::phys::FRAMES`).

@@ -395,11 +395,12 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
             let memory = format!("{}M", test.memory_mib);
             // A reset test must tell a requested reset from a triple fault: QEMU logs
             // "Triple fault" under `-d cpu_reset` (see `reset_outcome`).
-            let extra_args = if test.exit == Exit::Reset {
+            let mut extra_args = if test.exit == Exit::Reset {
                 vec!["-d".to_string(), "cpu_reset".to_string()]
             } else {
                 Vec::new()
             };
+            extra_args.extend(test.qemu_args.iter().map(|a| a.to_string()));
             let mut cmd = qemu::command(&qemu::Config {
                 accel: *accel,
                 cpu: *cpu,

@@ -30,6 +30,7 @@ mod tests_grant;
 mod tests_hostile_cpu;
 mod tests_hostile_hcall;
 mod tests_multi;
+mod tests_pci;
 mod tests_pvio;
 mod tests_smp;
 mod tests_toolstack;

@@ -220,6 +220,8 @@ pub struct Test {
     /// Boots the hypervisor built with this profile instead of the suite's release
     /// build (Debug, or Checked: optimized with debug assertions and overflow checks).
     pub hypervisor: Option<Profile>,
+    /// Extra QEMU arguments (e.g. `-device edu`), appended to the machine's.
+    pub qemu_args: Vec<&'static str>,
 }
 
 /// Environment variable giving every test that does not set its own CPU count that many
@@ -253,6 +255,7 @@ impl Test {
             memory_mib,
             values: Vec::new(),
             hypervisor: None,
+            qemu_args: Vec::new(),
             cpus: default_cpus(),
             dom0: false,
         }
@@ -330,6 +333,12 @@ impl Test {
     /// Gives the emulated machine `n` CPUs.
     pub fn cpus(mut self, n: u32) -> Self {
         self.cpus = n;
+        self
+    }
+
+    /// Adds QEMU arguments (see [`Test::qemu_args`]).
+    pub fn qemu_args(mut self, args: &[&'static str]) -> Self {
+        self.qemu_args.extend_from_slice(args);
         self
     }
 

@@ -310,6 +310,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_hostile_hcall::all());
     tests.extend(crate::tests_hostile_cpu::all());
     tests.extend(crate::tests_smp::all());
+    tests.extend(crate::tests_pci::all());
     tests
 }
 

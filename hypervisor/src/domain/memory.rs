@@ -45,6 +45,9 @@ pub enum P2mType {
     GrantRo,
     /// Reserved: a foreign page mapped by a privileged domain (not used yet).
     Foreign,
+    /// A host device's MMIO page, identity-mapped (gfn == mfn) into the control domain
+    /// for a PCI BAR (`hvm::vpci`); never RAM, never reached by hypercall copies.
+    Mmio,
 }
 
 impl P2mType {
@@ -55,6 +58,7 @@ impl P2mType {
             P2mType::GrantRw => 2,
             P2mType::GrantRo => 3,
             P2mType::Foreign => 4,
+            P2mType::Mmio => 5,
         }
     }
 
@@ -66,6 +70,7 @@ impl P2mType {
             1 => P2mType::XenShared,
             2 => P2mType::GrantRw,
             3 => P2mType::GrantRo,
+            5 => P2mType::Mmio,
             _ => P2mType::Foreign,
         }
     }
@@ -84,6 +89,17 @@ pub enum GrantP2mError {
     /// Not the grant mapping of that frame.
     NotThatMapping,
     /// The p2m refused (address range, out of memory for tables).
+    P2m(MapError),
+}
+
+/// Why device pages could not be identity-mapped ([`GuestMemory::map_mmio`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioP2mError {
+    /// Not page-aligned, wrapping, or beyond the p2m's reach.
+    BadRange,
+    /// Something other than the same MMIO page is mapped at this address.
+    Occupied { gpa: u64 },
+    /// The p2m refused (out of memory for tables).
     P2m(MapError),
 }
 
@@ -591,7 +607,7 @@ impl<F: Format> GuestMemory<F> {
             P2mType::GrantRw | P2mType::GrantRo => {
                 Some(Hold::new(t.phys).ok_or(GuestFault { gpa })?)
             }
-            P2mType::Foreign => return Err(GuestFault { gpa }),
+            P2mType::Foreign | P2mType::Mmio => return Err(GuestFault { gpa }),
         };
         Ok((t.phys, hold))
     }
@@ -684,6 +700,94 @@ impl<F: Format> GuestMemory<F> {
                 Err(GrantP2mError::P2m(MapError::OutOfMemory))
             }
         }
+    }
+
+    /// Identity-maps the host device pages `[gpa, gpa + len)` (page-aligned) as
+    /// [`P2mType::Mmio`]: read/write, uncacheable, never executable. Pages already mapped
+    /// there as the same MMIO page (another BAR sharing the page) are kept; anything else
+    /// mapped in the range (RAM, a shared frame, a grant) refuses the whole range, as does
+    /// running out of table frames (nothing of this call stays then). Returns the pages
+    /// newly mapped. Needs no flush (only empty slots fill). The caller has checked that
+    /// the range is device memory, not host RAM.
+    pub fn map_mmio(&self, gpa: u64, len: u64) -> Result<u64, MmioP2mError> {
+        let end = gpa.checked_add(len).ok_or(MmioP2mError::BadRange)?;
+        if gpa % FRAME_SIZE != 0 || len % FRAME_SIZE != 0 || end > MAX_GPA {
+            return Err(MmioP2mError::BadRange);
+        }
+        let r = self.with_p2m(|p2m, m, a| {
+            // First pass: refuse before changing anything; note the pages another BAR
+            // mapped already.
+            let mut pre = Vec::new();
+            for page in (gpa..end).step_by(FRAME_SIZE as usize) {
+                match p2m.table.translate(&DirectMap, page) {
+                    None => {}
+                    Some(t) if is_mmio_identity(t, page) => pre.push(page),
+                    Some(_) => return Ok(Err(MmioP2mError::Occupied { gpa: page })),
+                }
+            }
+            let mut added = 0u64;
+            for page in (gpa..end).step_by(FRAME_SIZE as usize) {
+                if p2m.table.translate(&DirectMap, page).is_some() {
+                    continue;
+                }
+                let mapped = p2m.table.map_kind(
+                    m,
+                    a,
+                    page,
+                    page,
+                    PageSize::Size4K,
+                    Perm::RW,
+                    MemType::Uncacheable,
+                    P2mType::Mmio.kind(),
+                );
+                if let Err(e) = mapped {
+                    // Undo this call's pages only: the ones mapped before it started are
+                    // another BAR's. No vCPU ran meanwhile, so no flush is owed.
+                    for p in (gpa..page).step_by(FRAME_SIZE as usize) {
+                        if !pre.contains(&p) {
+                            let _ = p2m.table.unmap(m, a, p, PageSize::Size4K);
+                        }
+                    }
+                    return Ok(Err(MmioP2mError::P2m(e)));
+                }
+                added += 1;
+            }
+            Ok(Ok(added))
+        });
+        match r {
+            Ok(inner) => inner,
+            Err(MemoryError::P2m(e)) => Err(MmioP2mError::P2m(e)),
+            Err(MemoryError::OutOfMemory { .. } | MemoryError::CoversHole { .. }) => {
+                Err(MmioP2mError::P2m(MapError::OutOfMemory))
+            }
+        }
+    }
+
+    /// Removes the identity MMIO pages in `[gpa, gpa + len)` except those `keep` names
+    /// (pages another mapped BAR still uses); anything else there is left alone. Returns
+    /// how many pages went: if any, the caller must make every vCPU flush
+    /// (`Domain::p2m_changed`) before it runs again.
+    pub fn unmap_mmio(&self, gpa: u64, len: u64, keep: impl Fn(u64) -> bool) -> u64 {
+        let Some(end) = gpa.checked_add(len).filter(|&e| e <= MAX_GPA) else {
+            return 0;
+        };
+        let start = gpa & !(FRAME_SIZE - 1);
+        let r = self.with_p2m(|p2m, m, a| {
+            let mut removed = 0u64;
+            for page in (start..end).step_by(FRAME_SIZE as usize) {
+                match p2m.table.translate(&DirectMap, page) {
+                    Some(t) if is_mmio_identity(t, page) && !keep(page) => {
+                        // Only 4 KiB MMIO leaves exist, so this never splits (allocates).
+                        if p2m.table.unmap(m, a, page, PageSize::Size4K).is_ok() {
+                            removed += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(removed)
+        });
+        r.unwrap_or(0)
     }
 
     /// The type of the p2m entry at `gpa`, if anything is mapped there (for diagnostics).
@@ -962,6 +1066,11 @@ fn drop_empty_list<F: Format>(p2m: &mut P2m<F>, a: &mut TableFrames<'_>, slot: u
             }
         }
     }
+}
+
+/// Whether a p2m translation of page `page` is the identity MMIO mapping of that page.
+fn is_mmio_identity(t: pagetable::Translation, page: u64) -> bool {
+    P2mType::from_kind(t.kind) == P2mType::Mmio && t.phys & !(FRAME_SIZE - 1) == page
 }
 
 /// The RAM frame that backs `gpa` in the domain's allocation (ignoring overlays).

@@ -423,6 +423,9 @@ fn deadlocked<B: Backend>(cx: &Cx<'_, B>) -> bool {
 }
 
 fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
+    if crate::hvm::vpci::owns(io.port) && cx.dom.is_control() {
+        return crate::hvm::vpci::port_io(cx.dom, io, &mut cx.v.hw.regs().rax);
+    }
     if crate::hvm::pit::Pit2::owns(io.port) && io.size == 1 && !io.string {
         let now = crate::hvm::pit::ticks(time::now().1);
         let mut st = cx.dom.st.lock();

@@ -19,6 +19,7 @@ pub mod pit;
 pub mod spec;
 pub mod startctx;
 pub mod vlapic;
+pub mod vpci;
 
 use core::fmt;
 

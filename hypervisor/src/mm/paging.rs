@@ -21,6 +21,17 @@ use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 use x86_64::PhysAddr;
 
+/// The host's RAM of every kind (what the direct map covers), kept for checks that must
+/// keep device mappings off RAM (`hvm::vpci`).
+static HOST_RAM: spin::Once<arrayvec::ArrayVec<PhysRange, { frame::MAX_RANGES }>> =
+    spin::Once::new();
+
+/// The host's RAM ranges (usable, ACPI, NVS, defective), sorted and merged; empty before
+/// [`init`].
+pub fn host_ram() -> &'static [PhysRange] {
+    HOST_RAM.get().map_or(&[], |r| r.as_slice())
+}
+
 /// What the W^X audit found.
 pub struct WxReport {
     /// 4 KiB pages covered by all leaves.
@@ -77,6 +88,7 @@ pub fn init(
     if dropped > 0 {
         log::warn!("mm: {dropped} RAM ranges left out of the direct map (too many)");
     }
+    HOST_RAM.call_once(|| ram.clone());
     let mut top = 0;
     for r in &ram {
         table.map_range(

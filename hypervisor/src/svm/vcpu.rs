@@ -409,7 +409,10 @@ impl NptMem {
             return None;
         }
         let t = PageTable::<Npt>::from_root(self.0).translate(&DirectMap, gpa)?;
-        if t.phys.checked_add(buf.len() as u64)? > phys::mapped_limit() {
+        // Only write-back leaves are RAM in the direct map (device MMIO is uncacheable).
+        if t.memtype != pagetable::MemType::WriteBack
+            || t.phys.checked_add(buf.len() as u64)? > phys::mapped_limit()
+        {
             return None;
         }
         for (i, b) in buf.iter_mut().enumerate() {

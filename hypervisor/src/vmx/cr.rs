@@ -150,7 +150,8 @@ impl VmxVcpu {
         let gpa = cr3 & 0xffff_ffe0;
         let table = PageTable::<Ept>::from_root(self.p2m_root);
         let t = table.translate(&DirectMap, gpa).ok_or(())?;
-        if t.phys + 32 > phys::mapped_limit() {
+        // Only write-back leaves are RAM in the direct map (device MMIO is uncacheable).
+        if t.memtype != pagetable::MemType::WriteBack || t.phys + 32 > phys::mapped_limit() {
             return Err(());
         }
         let fields = [

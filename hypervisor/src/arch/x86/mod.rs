@@ -6,6 +6,7 @@ pub mod fpu;
 pub mod gdt;
 pub mod irq;
 pub mod lapic;
+pub mod pci;
 pub mod percpu;
 pub mod pic;
 pub mod port;
