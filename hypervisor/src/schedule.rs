@@ -691,6 +691,15 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
         ctx.hw.load();
         let outcome = run_vcpu(hv, &dom, vcpu, &mut ctx, slice_end);
         ctx.hw.put();
+        // Taken down meanwhile by another vCPU (VCPUOP_down), it goes offline as if it
+        // had gone down itself.
+        let outcome = match outcome {
+            Outcome::Preempted | Outcome::Yield if vcpu.has(vflags::DOWN) => Outcome::Down,
+            o => o,
+        };
+        if outcome == Outcome::Down {
+            ctx.hw.detach();
+        }
         *vcpu.ctx.lock() = Some(ctx);
         vcpu.cpu.store(NO_CPU, Ordering::SeqCst);
         let now = time::now().1;

@@ -249,11 +249,15 @@ pub fn set_boot_vcpu<B: Backend>(
     entry: PvhEntry,
 ) -> Result<(), BackendError> {
     let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry))?;
-    let mut ctx = v.ctx.lock();
-    let Some(ctx) = ctx.as_mut() else {
-        return Err(BackendError::Unsupported("vCPU is running"));
+    let old = {
+        let mut ctx = v.ctx.lock();
+        let Some(ctx) = ctx.as_mut() else {
+            return Err(BackendError::Unsupported("vCPU is running"));
+        };
+        core::mem::replace(&mut ctx.hw, hw)
     };
-    ctx.hw = hw;
+    // Dropped with no lock held (a VMX vCPU's drop may ask other CPUs to flush).
+    drop(old);
     v.clear_flag(vflags::DOWN | vflags::WAIT_SIPI);
     let now = crate::time::now().1;
     v.runstate.lock().set(runstate::RUNNABLE, now);

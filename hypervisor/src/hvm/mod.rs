@@ -366,6 +366,10 @@ pub trait Vcpu {
     /// Asks the hardware to drop cached nested translations of this vCPU (after the p2m
     /// changed).
     fn flush_nested_tlb(&mut self);
+    /// After `put`, for a vCPU that goes offline: lets go of this CPU's hardware state
+    /// (VMX: VMCLEAR), so that another CPU may set its state (`VCPUOP_initialise`) or
+    /// run it without asking this one.
+    fn detach(&mut self) {}
     /// The bytes of the instruction behind the last exit, when the hardware captured
     /// them (AMD decode assists on nested page faults); None otherwise, and the caller
     /// reads them from guest memory.

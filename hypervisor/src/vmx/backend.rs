@@ -146,6 +146,7 @@ impl Backend for Vmx {
             ext,
             cpu: percpu::this().index,
             loaded: false,
+            ran_on: 0,
             waiting_for_sipi: false,
         };
         // SAFETY: the region is this vCPU's own stamped VMCS; VMCLEAR initialises its launch
@@ -161,6 +162,9 @@ impl Backend for Vmx {
             crate::hvm::Vcpu::reset_to_sipi(&mut vcpu, 0);
             vcpu.waiting_for_sipi = true;
         }
+        // Inactive until a CPU runs it: then any CPU may load it (or set its state)
+        // without a cross-CPU VMCLEAR.
+        vcpu.vmclear();
         Ok(vcpu)
     }
 }

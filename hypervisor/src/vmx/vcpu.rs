@@ -78,6 +78,9 @@ pub struct VmxVcpu {
     pub(super) cpu: u32,
     /// Loaded on `cpu` (between `load` and `put`).
     pub(super) loaded: bool,
+    /// CPUs it has been loaded on (bit i: CPU i): those that may cache its EPT
+    /// translations, invalidated when it is dropped.
+    pub(super) ran_on: u64,
     /// Created waiting for SIPI and not yet started.
     pub(super) waiting_for_sipi: bool,
 }
@@ -108,6 +111,75 @@ impl VmxVcpu {
                 Err(e) => log::error!("vmx: {e} loading VMCS {:#x}", self.vmcs),
             }
         }
+    }
+
+    /// Writes a `VCPUOP_initialise` start state into the VMCS (made current here).
+    fn write_start_state(&mut self, st: &crate::hvm::StartState) -> Result<(), ()> {
+        use super::controls::entry::IA32E_MODE_GUEST;
+        use super::decode::AR_UNUSABLE;
+        use super::modes::{CR0_PG, CR4_PAE, EFER_LMA};
+        self.reset_to_sipi(0);
+        // Packed attributes (AVL/L/DB/G in bits 8-11) to VMX access rights (bits 12-15);
+        // a null segment is "unusable".
+        let ar = |attr: u16| -> u64 {
+            if attr == 0 {
+                u64::from(AR_UNUSABLE)
+            } else {
+                u64::from(attr & 0xff) | (u64::from(attr >> 8) & 0xf) << 12
+            }
+        };
+        let flat = crate::hvm::StartSegment {
+            base: 0,
+            limit: 0xffff_ffff,
+            attr: 0xc93,
+        };
+        for (seg, s) in [
+            (Seg::Cs, st.cs),
+            (Seg::Ds, st.ds),
+            (Seg::Ss, st.ss),
+            (Seg::Es, st.es),
+            (Seg::Tr, st.tr),
+            (Seg::Fs, flat),
+            (Seg::Gs, flat),
+        ] {
+            vmcs::set(seg.selector(), 0);
+            vmcs::set(seg.base(), s.base);
+            vmcs::set(seg.limit(), s.limit.into());
+            vmcs::set(seg.access_rights(), ar(s.attr));
+        }
+        vmcs::set(Field::GUEST_GDTR_LIMIT, 0);
+        vmcs::set(Field::GUEST_IDTR_LIMIT, 0);
+        let fixed = self.platform.fixed;
+        vmcs::set(Field::GUEST_CR3, st.cr3);
+        // PAE paging outside long mode: VM entry takes the PDPTEs from the VMCS.
+        let pae = st.cr0 & CR0_PG != 0 && st.cr4 & CR4_PAE != 0 && st.efer & EFER_LMA == 0;
+        if pae && self.load_pdptes(st.cr3).is_err() {
+            self.reset_to_sipi(0);
+            self.waiting_for_sipi = true;
+            return Err(());
+        }
+        vmcs::set(Field::CR0_READ_SHADOW, st.cr0);
+        vmcs::set(Field::GUEST_CR0, fixed.cr0_real(st.cr0));
+        vmcs::set(Field::CR4_READ_SHADOW, st.cr4);
+        vmcs::set(Field::GUEST_CR4, fixed.cr4_real(st.cr4));
+        vmcs::set(Field::GUEST_IA32_EFER, st.efer);
+        self.modes = Modes {
+            cr0_shadow: st.cr0,
+            cr4_shadow: st.cr4,
+            efer: st.efer,
+        };
+        let entry = if st.efer & EFER_LMA != 0 {
+            self.controls.entry | IA32E_MODE_GUEST
+        } else {
+            self.controls.entry & !IA32E_MODE_GUEST
+        };
+        self.controls.entry = entry;
+        vmcs::set(Field::ENTRY_CONTROLS, entry.into());
+        vmcs::set(Field::GUEST_RFLAGS, st.rflags);
+        vmcs::set(Field::GUEST_RIP, st.rip);
+        vmcs::set(Field::GUEST_RSP, st.rsp);
+        self.regs = st.regs;
+        Ok(())
     }
 
     /// VMCLEARs the VMCS on CPU `cpu` (a cross-CPU call if it is not this one), where it
@@ -321,6 +393,7 @@ impl Vcpu for VmxVcpu {
             }
             self.msrs.invalidate();
             self.cpu = pc.index;
+            self.ran_on |= 1u64.checked_shl(pc.index).unwrap_or(0);
             // This CPU may cache EPT translations of this p2m from an earlier visit that
             // the domain's flush generation (caught up with elsewhere) no longer covers.
             self.flush_nested_tlb();
@@ -582,71 +655,19 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_start_state(&mut self, st: &crate::hvm::StartState) -> Result<(), ()> {
-        use super::controls::entry::IA32E_MODE_GUEST;
-        use super::decode::AR_UNUSABLE;
-        use super::modes::{CR0_PG, CR4_PAE, EFER_LMA};
-        self.reset_to_sipi(0);
-        // Packed attributes (AVL/L/DB/G in bits 8-11) to VMX access rights (bits 12-15);
-        // a null segment is "unusable".
-        let ar = |attr: u16| -> u64 {
-            if attr == 0 {
-                u64::from(AR_UNUSABLE)
-            } else {
-                u64::from(attr & 0xff) | (u64::from(attr >> 8) & 0xf) << 12
-            }
-        };
-        let flat = crate::hvm::StartSegment {
-            base: 0,
-            limit: 0xffff_ffff,
-            attr: 0xc93,
-        };
-        for (seg, s) in [
-            (Seg::Cs, st.cs),
-            (Seg::Ds, st.ds),
-            (Seg::Ss, st.ss),
-            (Seg::Es, st.es),
-            (Seg::Tr, st.tr),
-            (Seg::Fs, flat),
-            (Seg::Gs, flat),
-        ] {
-            vmcs::set(seg.selector(), 0);
-            vmcs::set(seg.base(), s.base);
-            vmcs::set(seg.limit(), s.limit.into());
-            vmcs::set(seg.access_rights(), ar(s.attr));
+        let r = self.write_start_state(st);
+        // Written from whichever CPU asked (the vCPU is parked, its VMCS inactive): leave
+        // it inactive again, so that the CPU that runs it next may make it current.
+        if !self.loaded {
+            self.vmclear();
         }
-        vmcs::set(Field::GUEST_GDTR_LIMIT, 0);
-        vmcs::set(Field::GUEST_IDTR_LIMIT, 0);
-        let fixed = self.platform.fixed;
-        vmcs::set(Field::GUEST_CR3, st.cr3);
-        // PAE paging outside long mode: VM entry takes the PDPTEs from the VMCS.
-        let pae = st.cr0 & CR0_PG != 0 && st.cr4 & CR4_PAE != 0 && st.efer & EFER_LMA == 0;
-        if pae && self.load_pdptes(st.cr3).is_err() {
-            self.reset_to_sipi(0);
-            self.waiting_for_sipi = true;
-            return Err(());
+        r
+    }
+
+    fn detach(&mut self) {
+        if !self.loaded {
+            self.vmclear();
         }
-        vmcs::set(Field::CR0_READ_SHADOW, st.cr0);
-        vmcs::set(Field::GUEST_CR0, fixed.cr0_real(st.cr0));
-        vmcs::set(Field::CR4_READ_SHADOW, st.cr4);
-        vmcs::set(Field::GUEST_CR4, fixed.cr4_real(st.cr4));
-        vmcs::set(Field::GUEST_IA32_EFER, st.efer);
-        self.modes = Modes {
-            cr0_shadow: st.cr0,
-            cr4_shadow: st.cr4,
-            efer: st.efer,
-        };
-        let entry = if st.efer & EFER_LMA != 0 {
-            self.controls.entry | IA32E_MODE_GUEST
-        } else {
-            self.controls.entry & !IA32E_MODE_GUEST
-        };
-        self.controls.entry = entry;
-        vmcs::set(Field::ENTRY_CONTROLS, entry.into());
-        vmcs::set(Field::GUEST_RFLAGS, st.rflags);
-        vmcs::set(Field::GUEST_RIP, st.rip);
-        vmcs::set(Field::GUEST_RSP, st.rsp);
-        self.regs = st.regs;
-        Ok(())
     }
 
     fn flush_nested_tlb(&mut self) {
@@ -699,7 +720,10 @@ impl Drop for VmxVcpu {
         if let Some(kind) = self.platform.invept {
             let eptp = self.eptp;
             let flush = move || u64::from(vmcs::invept(kind, eptp).is_err());
-            for cpu in crate::arch::x86::smp::usable_cpus() {
+            // Where it ran, and here (its set-up made the VMCS current here).
+            let here = percpu::this().index;
+            let cpus = self.ran_on | 1u64.checked_shl(here).unwrap_or(0);
+            for cpu in (0..64).filter(|c| cpus & (1 << c) != 0) {
                 match crate::arch::x86::smp::call_on(cpu as usize, &flush, 1000) {
                     Ok(0) => {}
                     r => log::error!("vmx: INVEPT of {eptp:#x} on CPU {cpu}: {r:?}"),

@@ -188,9 +188,8 @@ fn initialise<B: Backend>(cx: &mut Cx<'_, B>, id: u32, ctx: &VcpuHvmContext) -> 
 
 /// `VCPUOP_down` of vCPU `id`, as Xen: the last vCPU of the domain going down powers it
 /// off; a vCPU already down stays so (0). The caller itself leaves the CPU at once;
-/// another vCPU parked here is taken off the run queue. (SMP, to do: a vCPU running on
-/// another CPU only gets the flag; stopping it needs a kick to that CPU and a `runnable()`
-/// check in the scheduling loop. With one CPU no other vCPU is running.)
+/// another vCPU is taken off the run queue, and if it runs on another CPU, that CPU is
+/// made to reschedule, and its loop parks it offline.
 fn down<B: Backend>(cx: &mut Cx<'_, B>, id: u32) -> Result<Reply, Errno> {
     let target = cx.dom.vcpu(id).ok_or(Errno::ENOENT)?;
     if cx
@@ -210,10 +209,19 @@ fn down<B: Backend>(cx: &mut Cx<'_, B>, id: u32) -> Result<Reply, Errno> {
     let mut sched = cx.hv.sched.lock();
     let parked = target.ctx.lock();
     let was_down = target.flags.fetch_or(vflags::DOWN, Ordering::SeqCst) & vflags::DOWN != 0;
-    if !was_down && parked.is_some() {
+    if !was_down {
         let now = crate::time::now().1;
         sched.sleep(target.sref(), now);
-        target.runstate.lock().set(runstate::OFFLINE, now);
+        if parked.is_some() {
+            target.runstate.lock().set(runstate::OFFLINE, now);
+        } else {
+            // Running on another CPU: that CPU reschedules at once, sees the flag and
+            // parks it offline.
+            let cpu = target.cpu.load(Ordering::SeqCst);
+            if cpu != crate::domain::NO_CPU {
+                crate::arch::x86::smp::poke(cpu, crate::arch::x86::percpu::softirq::SCHEDULE);
+            }
+        }
     }
     Ok(Reply::Value(0))
 }

@@ -161,12 +161,6 @@ pub fn usable_mask() -> u64 {
         .fold(1, |m, (i, _)| m | 1 << i)
 }
 
-/// The CPUs the scheduler may use, by index.
-pub fn usable_cpus() -> impl Iterator<Item = u32> {
-    let mask = usable_mask();
-    (0..MAX_CPUS as u32).filter(move |i| mask & (1 << i) != 0)
-}
-
 /// What an AP runs once the hypervisor's domains are built: the scheduler loop.
 static SCHEDULER: spin::Once<&'static (dyn Fn() + Sync)> = spin::Once::new();
 
