@@ -101,8 +101,10 @@ fn ap_main(me: u32) {
         }
         if BACK_SENT[i].load(Ordering::SeqCst) < BACK_REQ[i].load(Ordering::SeqCst) {
             if let Some(p) = port_of(&BACK_PORT[i]) {
-                evtchn::send(p);
+                // Counted before the send: once vCPU 0 (on another CPU) has the event,
+                // it must also see the count.
                 BACK_SENT[i].fetch_add(1, Ordering::SeqCst);
+                evtchn::send(p);
             }
         }
         hypercall::sched_yield();
