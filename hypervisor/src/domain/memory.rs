@@ -791,6 +791,16 @@ impl<F: Format> GuestMemory<F> {
     }
 
     /// The type of the p2m entry at `gpa`, if anything is mapped there (for diagnostics).
+    /// Whether the p2m entry at `gpa` now allows this access (read, write, execute as
+    /// asked). A nested page fault on such a page was spurious: another CPU changed the
+    /// entry (a grant mapped, a page populated) between the fault and its handling.
+    pub fn permits(&self, gpa: u64, read: bool, write: bool, execute: bool) -> bool {
+        let Some(t) = self.p2m.lock().table.translate(&DirectMap, gpa) else {
+            return false;
+        };
+        (!read || t.perm.read()) && (!write || t.perm.write()) && (!execute || t.perm.execute())
+    }
+
     pub fn p2m_type(&self, gpa: u64) -> Option<P2mType> {
         let t = self.p2m.lock().table.translate(&DirectMap, gpa)?;
         Some(P2mType::from_kind(t.kind))

@@ -313,6 +313,9 @@ pub struct ConsoleBudget {
     pub dropped: u64,
     /// No report of dropped bytes before this system time.
     pub next_report_ns: u64,
+    /// Bytes were dropped in the middle of a line: what follows up to the next newline
+    /// is dropped too, so that fragments of several lines never join into one.
+    pub skip_line: bool,
 }
 
 impl ConsoleBudget {

@@ -244,6 +244,17 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
                 Some(Emulated::Crash(what)) => return crash(cx, format_args!("{what}")),
                 None => {}
             }
+            // With several CPUs the entry may have changed since the fault (a grant mapped
+            // or a page populated by another vCPU): if it allows the access now, the
+            // guest retries it (after dropping whatever this CPU cached of the old entry).
+            if cx
+                .dom
+                .mem
+                .permits(gpa, access.read, access.write, access.execute)
+            {
+                cx.v.hw.flush_nested_tlb();
+                return Flow::Continue;
+            }
             let at = gla.map_or_else(|| "".into(), |g| alloc::format!(" (linear {g:#x})"));
             let what = match cx.dom.mem.p2m_type(gpa) {
                 Some(t) => alloc::format!("not permitted by its p2m ({t:?} page)"),

@@ -47,7 +47,32 @@ pub fn console_io<B: Backend>(
                     st.end_console_line(id);
                     log::warn!("d{id}: {n} console bytes dropped (rate limit)");
                 }
-                st.console_write(id, control, &chunk[..allowed as usize]);
+                let mut out = &chunk[..allowed as usize];
+                if st.console_budget.skip_line {
+                    // The rest of a line the limit cut.
+                    let skip = out.iter().position(|&b| b == b'\n').map_or(out.len(), |i| {
+                        st.console_budget.skip_line = false;
+                        i + 1
+                    });
+                    st.console_budget.dropped =
+                        st.console_budget.dropped.saturating_add(skip as u64);
+                    out = &out[skip..];
+                }
+                if allowed < step {
+                    // The limit bites: only whole lines pass, so fragments of several lines
+                    // never join into one. The line in progress is cut (what it gathered
+                    // is dropped) and its rest skipped up to its newline.
+                    let keep = out.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    st.console_write(id, control, &out[..keep]);
+                    st.console_line.clear();
+                    st.console_budget.dropped = st
+                        .console_budget
+                        .dropped
+                        .saturating_add((out.len() - keep) as u64);
+                    st.console_budget.skip_line = chunk.last() != Some(&b'\n');
+                } else {
+                    st.console_write(id, control, out);
+                }
             }
             if step == count {
                 return Ok(Reply::Value(0));

@@ -32,6 +32,12 @@ static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 /// Handles interrupt `vector` in host context: from the IDT stubs, or in software for an
 /// interrupt a VMX exit acknowledged. Must not take locks.
 pub fn dispatch(vector: u8) {
+    let saved_gs = percpu::claim_gs(lapic::id);
+    handle(vector);
+    percpu::release_gs(saved_gs);
+}
+
+fn handle(vector: u8) {
     match vector {
         SPURIOUS_VECTOR => {
             // Not in service: no EOI (SDM 10.9).
@@ -77,7 +83,17 @@ pub fn report_nmis() {
     if u != before {
         log::warn!("{} unexpected interrupt(s) ({u} since boot)", u - before);
     }
+    let g = percpu::FOREIGN_GS.load(Ordering::Relaxed);
+    let before = FOREIGN_GS_REPORTED.swap(g, Ordering::Relaxed);
+    if g != before {
+        log::warn!(
+            "{} interrupt(s) taken with a guest's GS base loaded ({g} since boot; handled on the right CPU's data)",
+            g - before
+        );
+    }
 }
+
+static FOREIGN_GS_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 /// NMIs counted since boot.
 #[allow(dead_code)] // for diagnostics and tests of the scheduler loop

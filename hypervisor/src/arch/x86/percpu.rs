@@ -171,6 +171,45 @@ pub fn online() -> u32 {
     ONLINE.load(Ordering::SeqCst)
 }
 
+/// Interrupts that found a guest's GS base loaded (see [`claim_gs`]).
+pub static FOREIGN_GS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the GS base point at this CPU's data if it does not, and returns the base to
+/// put back when the interrupt handler is done. The SVM entry code runs with a guest's
+/// GS base between its VMLOAD of the guest state and the VMLOAD of the host's, with
+/// GIF clear so that no interrupt is taken there; under QEMU TCG with several CPUs an
+/// interrupt has been seen to arrive inside that window anyway (a hypervisor page fault
+/// on `gs:[0]` in the timer handler, with guest register values live). The handler then
+/// finds its CPU by its LAPIC id, and the window's code resumes with the guest's base.
+pub fn claim_gs(apic_id: impl FnOnce() -> u32) -> Option<u64> {
+    let base = rdmsr(MSR_GS_BASE);
+    if CPUS
+        .iter()
+        .any(|c| c.load(Ordering::Relaxed) as u64 == base && base != 0)
+    {
+        return None;
+    }
+    let id = apic_id();
+    let mine = CPUS.iter().map(|c| c.load(Ordering::Acquire)).find(|&p| {
+        // SAFETY: non-null entries come from Box::leak in `init_cpu` and live forever.
+        !p.is_null() && unsafe { &*p }.apic_id.load(Ordering::Relaxed) == id
+    })?;
+    FOREIGN_GS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `mine` is this CPU's block (its LAPIC id), leaked for the life of the
+    // machine; the caller puts the old base back before the interrupted code resumes.
+    unsafe { wrmsr(MSR_GS_BASE, mine as u64) };
+    Some(base)
+}
+
+/// Puts back the GS base [`claim_gs`] replaced.
+pub fn release_gs(saved: Option<u64>) {
+    if let Some(base) = saved {
+        // SAFETY: the value the interrupted code had; it reads it only through guest
+        // state (VMSAVE), never as per-CPU data.
+        unsafe { wrmsr(MSR_GS_BASE, base) };
+    }
+}
+
 /// Raises softirq `bits` on this CPU.
 pub fn raise_softirq(bits: u32) {
     this().raise(bits);
