@@ -229,20 +229,19 @@ impl<B: Backend> Hv<B> {
         let mut s = self.sched.lock();
         stats::wake(v.domid == 0);
         let cpu = s.wake(v.sref(), now);
-        match cpu {
-            Some(_) => stats::event(stats::WAKE_PREEMPT),
-            None if s.online().iter().any(|c| s.resched_deadline(c).is_some()) => {
-                stats::event(stats::WAKE_HELD)
-            }
-            None => stats::event(stats::WAKE_LATER),
-        }
-        self.act_on(&mut s, cpu);
+        let held = self.act_on(&mut s, cpu);
+        stats::event(match (cpu, held) {
+            (Some(_), _) => stats::WAKE_PREEMPT,
+            (None, true) => stats::WAKE_HELD,
+            (None, false) => stats::WAKE_LATER,
+        });
     }
 
     /// Turns what the scheduler asked for into softirqs and IPIs: `cpu` (the answer of a
     /// `wake`) and every CPU in its tickle set reschedule now; a CPU with a held-back
-    /// deadline gives its vCPU back by then at the latest.
-    fn act_on(&self, s: &mut sched::Credit2, cpu: Option<u32>) {
+    /// deadline gives its vCPU back by then at the latest. Returns whether any CPU has
+    /// such a deadline.
+    fn act_on(&self, s: &mut sched::Credit2, cpu: Option<u32>) -> bool {
         use sched::Scheduler as _;
         let mut resched = s.take_tickles();
         if let Some(c) = cpu {
@@ -251,8 +250,13 @@ impl<B: Backend> Hv<B> {
         for c in resched.iter() {
             smp::poke(c, softirq::SCHEDULE);
         }
+        let mut held = false;
         for c in s.online().iter() {
-            let (Some(t), Some(pc)) = (s.resched_deadline(c), percpu::cpu(c as usize)) else {
+            let Some(t) = s.resched_deadline(c) else {
+                continue;
+            };
+            held = true;
+            let Some(pc) = percpu::cpu(c as usize) else {
                 continue;
             };
             if t < pc.resched_at.fetch_min(t, Ordering::SeqCst) {
@@ -260,6 +264,7 @@ impl<B: Backend> Hv<B> {
                 smp::poke(c, softirq::EVENT_CHECK);
             }
         }
+        held
     }
 
     /// Applies `f` to the scheduler, then acts on the CPUs it asks to reschedule.

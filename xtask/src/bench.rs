@@ -702,29 +702,26 @@ fn pingpong_guest() -> Result<PathBuf> {
 /// `-kernel` boot needs unique module names) as `role=pong`, waiting as in the tests (ping
 /// `sti; hlt`, pong `SCHEDOP_poll`).
 fn boot_ferrovisor_pingpong(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
-    let (n, timeout) = evtchn_scale(emu);
-    let ping = pingpong_guest()?;
-    let pong = dir.join("pingpong-b");
-    std::fs::copy(&ping, &pong)?;
-    let modules = vec![
-        Module {
-            path: ping,
-            args: format!("role=ping peer=1 count={n} timeout={timeout} loopback=100"),
-        },
-        Module {
-            path: pong,
-            args: format!("domu:name=pong,mem=16M role=pong peer=0 count={n} timeout={timeout}"),
-        },
-    ];
-    start_ferrovisor(emu, ctx, dir, EVTCHN_CMDLINE, modules, 256)
+    boot_pingpong(emu, ctx, dir, 1)
 }
 
 /// [`boot_ferrovisor_pingpong`] on two CPUs, ping (dom0) pinned to CPU 0 and pong to 1.
 fn boot_ferrovisor_pingpong_smp(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    boot_pingpong(emu, ctx, dir, 2)
+}
+
+/// The ping/pong pair on a machine with `cpus` CPUs; with more than one, ping (dom0) is
+/// pinned to CPU 0 and pong to CPU 1.
+fn boot_pingpong(emu: Emu, ctx: &Ctx, dir: &Path, cpus: u32) -> Result<Session> {
     let (n, timeout) = evtchn_scale(emu);
     let ping = pingpong_guest()?;
     let pong = dir.join("pingpong-b");
     std::fs::copy(&ping, &pong)?;
+    let (pong_cpus, cmdline) = if cpus > 1 {
+        (",cpus=1", format!("{EVTCHN_CMDLINE} dom0_cpus=0"))
+    } else {
+        ("", EVTCHN_CMDLINE.to_string())
+    };
     let modules = vec![
         Module {
             path: ping,
@@ -733,12 +730,11 @@ fn boot_ferrovisor_pingpong_smp(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Sessi
         Module {
             path: pong,
             args: format!(
-                "domu:name=pong,mem=16M,cpus=1 role=pong peer=0 count={n} timeout={timeout}"
+                "domu:name=pong,mem=16M{pong_cpus} role=pong peer=0 count={n} timeout={timeout}"
             ),
         },
     ];
-    let cmdline = format!("{EVTCHN_CMDLINE} dom0_cpus=0");
-    start_ferrovisor_cpus(emu, ctx, dir, &cmdline, modules, 256, 2)
+    start_ferrovisor_cpus(emu, ctx, dir, &cmdline, modules, 256, cpus)
 }
 
 /// An idle domain 0 (the reaper) and cpu-burn domUs, one per entry of `cpus` (pinned

@@ -85,6 +85,20 @@ pub struct VmxVcpu {
     pub(super) waiting_for_sipi: bool,
 }
 
+/// VMCLEARs VMCS `vmcs` on this CPU (its data is written back, its launch state clear)
+/// and notes that this CPU has no current VMCS if it was that one.
+fn clear_here(vmcs: u64) -> Result<(), crate::hvm::BackendError> {
+    // SAFETY: callers pass a vCPU's own VMCS that no CPU is running (it is parked, being
+    // moved or dropped); clearing only writes its cached data back and makes it not
+    // current here.
+    let r = unsafe { vmcs::vmclear(vmcs) };
+    let _ =
+        percpu::this()
+            .current_vmcs
+            .compare_exchange(vmcs, 0, Ordering::Relaxed, Ordering::Relaxed);
+    r
+}
+
 impl VmxVcpu {
     /// The vector of the host interrupt the last `Exit::ExternalInterrupt` acknowledged.
     #[allow(dead_code)] // for host interrupt dispatch, once the host takes interrupts
@@ -190,24 +204,17 @@ impl VmxVcpu {
             return;
         }
         let vmcs = self.vmcs;
-        let clear = move || {
-            // SAFETY: the VMCS belongs to this vCPU, which no CPU runs (its owner is
-            // loading it elsewhere, or dropping it); clearing only writes its cached
-            // data back and makes it not current here.
-            let r = unsafe { vmcs::vmclear(vmcs) };
-            let _ = percpu::this().current_vmcs.compare_exchange(
-                vmcs,
-                0,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            u64::from(r.is_err())
-        };
+        let clear = move || u64::from(clear_here(vmcs).is_err());
         match crate::arch::x86::smp::call_on(cpu as usize, &clear, 1000) {
             Ok(0) | Err(crate::arch::x86::smp::CallError::Offline) => {}
             Ok(_) => log::error!("vmx: VMCLEAR of VMCS {vmcs:#x} failed on CPU {cpu}"),
             Err(e) => log::error!("vmx: VMCLEAR of VMCS {vmcs:#x} on CPU {cpu}: {e:?}"),
         }
+        self.mark_cleared();
+    }
+
+    /// After a VMCLEAR: not launched, current nowhere, not loaded.
+    fn mark_cleared(&mut self) {
         self.launched = false;
         self.cpu = u32::MAX;
         self.loaded = false;
@@ -217,19 +224,10 @@ impl VmxVcpu {
     /// written back to memory), so it can be made current on another CPU or freed. The
     /// vCPU must be put first if it was loaded.
     pub fn vmclear(&mut self) {
-        // SAFETY: the VMCS belongs to this vCPU; clearing it only makes it not current.
-        if let Err(e) = unsafe { vmcs::vmclear(self.vmcs) } {
+        if let Err(e) = clear_here(self.vmcs) {
             log::error!("vmx: {e} clearing VMCS {:#x}", self.vmcs);
         }
-        let _ = percpu::this().current_vmcs.compare_exchange(
-            self.vmcs,
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        self.launched = false;
-        self.cpu = u32::MAX;
-        self.loaded = false;
+        self.mark_cleared();
     }
 
     /// Per-entry state: VMCS, lazily switched MSRs, slice timer.
