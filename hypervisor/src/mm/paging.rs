@@ -156,3 +156,42 @@ pub fn audit(table: &PageTable<Host>, mem: &DirectMap) -> WxReport {
 pub fn image_range(image: &ImageLayout) -> PhysRange {
     PhysRange::new(image.image_start, image.image_end)
 }
+
+/// Allocates a stack of `bytes` (a whole number of frames) with a guard frame below it that
+/// the direct map no longer maps, so running off the stack's end faults instead of
+/// overwriting the frame below. Returns the stack's top (a direct-map address), or None when
+/// memory is short. The stack and its guard are never freed (they serve an AP for the
+/// machine's life).
+///
+/// Unmapping the guard may split a large direct-map page; that is only sound while no
+/// other CPU can hold a translation of it, so this runs before the APs start.
+pub fn alloc_guarded_stack(bytes: u64) -> Option<u64> {
+    debug_assert!(bytes % FRAME_SIZE == 0 && bytes > 0);
+    let frames = bytes / FRAME_SIZE + 1;
+    let guard = phys::alloc_zeroed(frames, 1)?;
+    let guard_va = DIRECT_MAP_BASE + guard;
+    let (root, _) = Cr3::read();
+    let mut table = PageTable::<Host>::from_root(root.start_address().as_u64());
+    let mut lock = phys::FRAMES.lock();
+    let unmapped = match lock.as_mut() {
+        Some(alloc) => table
+            .unmap(
+                &mut DirectMap,
+                &mut TableFrames(alloc),
+                guard_va,
+                PageSize::Size4K,
+            )
+            .is_ok(),
+        None => false,
+    };
+    drop(lock);
+    // Drop every cached translation of the old (possibly large) page, and the paging-
+    // structure caches above it.
+    x86_64::instructions::tlb::flush_all();
+    if !unmapped {
+        log::warn!("mm: no memory to split the direct map for a stack guard page");
+        return None;
+    }
+    debug_assert!(table.translate(&DirectMap, guard_va).is_none());
+    Some(guard_va + frames * FRAME_SIZE)
+}
