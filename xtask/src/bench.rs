@@ -489,8 +489,8 @@ pub static FIGURES: &[Figure] = &[
 ];
 
 /// cpu-burn's work rate line.
-const BURN_LINE: &str = r"cpu-burn \w+: \d+ kilo-pauses per second of window";
-const BURN_RATE: Metric = Metric::Rate(r"(\d+) kilo-pauses per second", "kpause/s");
+const BURN_LINE: &str = r"cpu-burn \w+: \d+ kilo-steps per second of window";
+const BURN_RATE: Metric = Metric::Rate(r"(\d+) kilo-steps per second", "ksteps/s");
 static FERROVISOR_BURN_1: Setup = Setup {
     name: "ferrovisor + 1 cpu-burn domU, 1 CPU",
     until: BURN_LINE,
