@@ -316,19 +316,21 @@ fn scheduling() -> Vec<Test> {
         });
     }
     vec![
-        // Pinned to different CPUs, each gets (nearly) a whole one: ≥ 90 %.
+        // Pinned to different CPUs, each gets (nearly) a whole one: 90 % to 101 % (a vCPU
+        // alone on its CPU can read a little over 100 %: its runstate and the window are
+        // two clock reads apart; the guest itself fails anything over 101 %).
         sched_test(
             "pinned-burners",
             3,
-            &[("pin1", ",cpus=1", "95.0"), ("pin2", ",cpus=2", "95.0")],
-            "5",
+            &[("pin1", ",cpus=1", "95.5"), ("pin2", ",cpus=2", "95.5")],
+            "5.5",
         ),
-        // Unpinned on three CPUs: the scheduler spreads them, ≥ 90 % each.
+        // Unpinned on three CPUs: the scheduler spreads them, 90 % to 101 % each.
         sched_test(
             "spread-burners",
             3,
-            &[("free1", "", "95.0"), ("free2", "", "95.0")],
-            "5",
+            &[("free1", "", "95.5"), ("free2", "", "95.5")],
+            "5.5",
         ),
         weights,
         // A 50 % cap holds with another CPU idle beside it.
