@@ -490,6 +490,7 @@ fn build_one<B: Backend>(
         vcpus,
         params,
     };
+    let building = time::now().1;
     let dom = match build(&hv.backend, &cfg) {
         Ok(d) => d,
         Err(e) => {
@@ -497,6 +498,10 @@ fn build_one<B: Backend>(
             return None;
         }
     };
+    info!(
+        "domain {domid} ({name}): built in {} ms (memory populated and zeroed, kernel and modules loaded)",
+        (time::now().1 - building) / 1_000_000
+    );
     info!(
         "domain {} ({}): {} MiB, {} backend, {}starting",
         dom.id,

@@ -215,7 +215,9 @@ pub struct Test {
     /// Boots the Debian dom0 kernel (skipped by `cargo xtask test --skip-dom0`).
     pub dom0: bool,
     /// How many CPUs the emulated machine has (QEMU `-smp`, Bochs `cpu: count=`): what
-    /// the test sets with [`Test::cpus`], else [`DEFAULT_CPUS_ENV`], else 1.
+    /// the test sets with [`Test::cpus`], else [`DEFAULT_CPUS_ENV`], else 4 on QEMU and 2
+    /// on Bochs (the SMP acceptance machines: every test runs with SMP on unless it is
+    /// about sharing one CPU).
     pub cpus: u32,
     /// Boots the hypervisor built with this profile instead of the suite's release
     /// build (Debug, or Checked: optimized with debug assertions and overflow checks).
@@ -225,15 +227,18 @@ pub struct Test {
 }
 
 /// Environment variable giving every test that does not set its own CPU count that many
-/// CPUs (1 to 8), to run the whole suite with SMP on: `XTASK_TEST_CPUS=2 cargo xtask test`.
+/// CPUs (1 to 8) instead of the default, e.g. `XTASK_TEST_CPUS=1 cargo xtask test` for the
+/// whole suite on one CPU.
 pub const DEFAULT_CPUS_ENV: &str = "XTASK_TEST_CPUS";
 
-fn default_cpus() -> u32 {
+/// CPUs of a test that does not set its own: QEMU TCG 4 and Bochs 2 (Bochs emulates its
+/// CPUs one after the other in one thread), unless [`DEFAULT_CPUS_ENV`] says otherwise.
+fn default_cpus(emulator: &Emulator) -> u32 {
     std::env::var(DEFAULT_CPUS_ENV)
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|n| (1..=8).contains(n))
-        .unwrap_or(1)
+        .unwrap_or(if emulator.is_bochs() { 2 } else { 4 })
 }
 
 impl Test {
@@ -241,6 +246,7 @@ impl Test {
     /// 512 MiB (Bochs) and an expected exit code of 0.
     pub fn new(name: &'static str, emulator: Emulator) -> Self {
         let memory_mib = if emulator.is_bochs() { 512 } else { 1024 };
+        let cpus = default_cpus(&emulator);
         Test {
             name,
             emulator,
@@ -256,7 +262,7 @@ impl Test {
             values: Vec::new(),
             hypervisor: None,
             qemu_args: Vec::new(),
-            cpus: default_cpus(),
+            cpus,
             dom0: false,
         }
     }
