@@ -253,10 +253,11 @@ pub fn owns_vector(vector: u8) -> bool {
 /// The interrupt handler for a device vector: no locks, no logging. Runs on CPU 0 (the
 /// only destination programmed); if it ever runs elsewhere, it only records the GSI.
 pub fn interrupt(vector: u8) {
-    super::lapic::eoi();
     let gsi = usize::from(vector - VECTOR_BASE);
     COUNT[gsi].fetch_add(1, Ordering::Relaxed);
     let rte = WANTED[gsi].load(Ordering::SeqCst);
+    // A level pin is masked before the EOI, whose broadcast clears its Remote IRR: the
+    // line is still asserted, and unmasked it would fire again at once.
     if rte & RTE_LEVEL != 0 {
         set_bit(&IRQ_MASKED, gsi);
         if percpu::this().index == 0 {
@@ -268,6 +269,7 @@ pub fn interrupt(vector: u8) {
             ANY_DIRTY.store(true, Ordering::SeqCst);
         }
     }
+    super::lapic::eoi();
     set_bit(&PENDING, gsi);
     ANY_PENDING.store(true, Ordering::SeqCst);
     percpu::raise_softirq(percpu::softirq::EVENT_CHECK);
