@@ -16,13 +16,22 @@
 //!   EOI and clear after, flushes, reads the block back; after QEMU exits, the image holds
 //!   that block (and nothing else changed).
 //!
+//! `qemu-tcg/pci/dom0-ioapic-ports`: the Debian dom0 as it boots today: Linux reports the
+//! I/O APIC its MADT lists as it read it through the vIOAPIC's registers (version 17 =
+//! 0x11, GSIs 0-23 from the pin count in the version register), and from dom0's shell
+//! `/dev/port` (`inb`) reads the IDE status register 0x1f7 as the disk has it (not all
+//! ones: the port is reached directly) and COM1's line status 0x3fd as all ones (the
+//! hypervisor's console stays intercepted). Before this work all three failed: no I/O
+//! APIC, every port all ones.
+//!
 //! Why not the Linux dom0 with `ata_piix` yet: dom0's ACPI tables are hardware-reduced,
 //! and Linux 6.1 then uses the null legacy PIC (`acpi_generic_reduced_hw_init`), so
 //! `nr_legacy_irqs()` is 0, no IRQ descriptor 0..15 exists and libata's legacy-mode
 //! `devm_request_irq(14)` fails; see docs/design.md.
 
 use crate::build::{self, Profile};
-use crate::spec::{Emulator, ModuleSpec, QemuBoot, Test};
+use crate::spec::{Emulator, Exit, ModuleSpec, QemuBoot, Test};
+use crate::tests_dom0::{dom0_boot, QEMU_CMDLINE, QEMU_TIMEOUT};
 use std::path::PathBuf;
 
 /// Sectors of the image (the guest expects this many).
@@ -111,33 +120,92 @@ fn image_written() -> Result<(), String> {
     Ok(())
 }
 
-pub fn all() -> Vec<Test> {
-    let drive: &'static str = Box::leak(
-        format!("file={},format=raw,if=ide,index=0", image_path().display()).into_boxed_str(),
-    );
-    vec![Test::new(
-        "qemu-tcg/pci/dom0-ide-pio",
+/// A pattern for a line dom0 printed (optional `(d0) ` prefix), as in `tests_dom0`.
+macro_rules! d0 {
+    ($p:literal) => {
+        concat!(r"^(?:\(d0\) )?", $p)
+    };
+}
+
+/// The Linux dom0: its own report of the vIOAPIC, and two ports read through `/dev/port`.
+fn linux_ioapic_ports() -> Test {
+    let mut t = dom0_boot(
+        "qemu-tcg/pci/dom0-ioapic-ports",
         Emulator::qemu_tcg(QemuBoot::Kernel),
+        QEMU_CMDLINE,
+        QEMU_TIMEOUT,
     )
-    .cmdline("console=com1 on_idle=poweroff")
-    .module(ModuleSpec::prepared(prepare).args("dom0-ide"))
-    .qemu_args(&["-drive", drive])
-    .expect(&[r"^\(d0\) dom0-ide: I/O APIC version 0x11, \d+ pins$"])
-    .expect(&[r"^\(d0\) dom0-ide: status 0x[0-9a-f]+$"])
-    .expect_text(
-        r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=([0-9a-f]+), edge interrupts \d+$",
-        hash_matches,
-    )
-    .expect_text(
-        r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=[0-9a-f]+, edge interrupts (\d+)$",
-        edge_count,
-    )
-    .expect(&[
-        r"^\(d0\) dom0-ide: wrote LBA 4000, read it back, level interrupts 3$",
-        r"^\(d0\) guest dom0-ide: PASS$",
-    ])
-    .after(image_written)
-    .timeout_secs(180)]
+    .qemu_args(&["-drive", drive_arg(&linux_image_path())])
+    .expect_group(&[d0!(
+        r".*IOAPIC\[0\]: apic_id \d+, version 17, address 0xfec00000, GSI 0-23"
+    )]);
+    let args = t.modules[0].args;
+    t.modules[0] = ModuleSpec::prepared(prepare_linux).args(args);
+    // Values printed as `NAME=x<value>` so the echo of the typed command cannot match.
+    t = t.send(
+        r"dom0: shell ready",
+        "p() { dd if=/dev/port bs=1 skip=$(($1)) count=1 2>/dev/null | od -An -tx1 | tr -d ' '; }; \
+         echo IDE_STATUS=x$(p 0x1f7) COM1_LSR=x$(p 0x3fd)\n",
+    );
+    t.expect_text(d0!(r"IDE_STATUS=x(\w*) COM1_LSR=x\w*\r?$"), |v| {
+        if v.len() == 2 && v != "ff" {
+            Ok(())
+        } else {
+            Err(format!(
+                "dom0 read the IDE status port as {v:?}, expected the disk's status"
+            ))
+        }
+    })
+    .expect_value(d0!(r"IDE_STATUS=x\w* COM1_LSR=x(\w*)\r?$"), "ff")
+    .exit(Exit::WhenExpected)
+}
+
+/// QEMU's `-drive` value for `path` as the primary master.
+fn drive_arg(path: &std::path::Path) -> &'static str {
+    Box::leak(format!("file={},format=raw,if=ide,index=0", path.display()).into_boxed_str())
+}
+
+/// The Linux test's disk (its own file: tests may run at the same time).
+fn linux_image_path() -> PathBuf {
+    crate::util::xtask_dir().join("dom0-ioapic.img")
+}
+
+/// Writes the Linux test's disk, then names dom0's kernel.
+fn prepare_linux() -> anyhow::Result<PathBuf> {
+    let path = linux_image_path();
+    crate::util::create_parent(&path)?;
+    std::fs::write(&path, image())?;
+    Ok(crate::linux::assets()?.vmlinuz.clone())
+}
+
+pub fn all() -> Vec<Test> {
+    let drive = drive_arg(&image_path());
+    vec![
+        linux_ioapic_ports(),
+        Test::new(
+            "qemu-tcg/pci/dom0-ide-pio",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+        )
+        .cmdline("console=com1 on_idle=poweroff")
+        .module(ModuleSpec::prepared(prepare).args("dom0-ide"))
+        .qemu_args(&["-drive", drive])
+        .expect(&[r"^\(d0\) dom0-ide: I/O APIC version 0x11, \d+ pins$"])
+        .expect(&[r"^\(d0\) dom0-ide: status 0x[0-9a-f]+$"])
+        .expect_text(
+            r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=([0-9a-f]+), edge interrupts \d+$",
+            hash_matches,
+        )
+        .expect_text(
+            r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=[0-9a-f]+, edge interrupts (\d+)$",
+            edge_count,
+        )
+        .expect(&[
+            r"^\(d0\) dom0-ide: wrote LBA 4000, read it back, level interrupts 3$",
+            r"^\(d0\) guest dom0-ide: PASS$",
+        ])
+        .after(image_written)
+        .timeout_secs(180),
+    ]
 }
 
 #[cfg(test)]
