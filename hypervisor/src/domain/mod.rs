@@ -476,6 +476,10 @@ impl<B: Backend> Drop for Domain<B> {
     fn drop(&mut self) {
         self.vcpus.clear();
         let st = self.st.get_mut();
+        if !st.vioapics.is_empty() {
+            // The control domain's device interrupts go with it.
+            crate::arch::x86::ioapic::mask_all();
+        }
         for frame in st
             .shared_info
             .take()

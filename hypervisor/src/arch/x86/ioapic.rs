@@ -212,6 +212,15 @@ pub fn program(gsi: u32, level: bool, active_low: bool, masked: bool) {
     mark_dirty(gsi as usize);
 }
 
+/// Masks every pin given out (the control domain is gone). Any CPU, host context.
+pub fn mask_all() {
+    for (gsi, w) in WANTED.iter().enumerate() {
+        if w.fetch_or(RTE_MASKED, Ordering::SeqCst) & RTE_MASKED == 0 {
+            mark_dirty(gsi);
+        }
+    }
+}
+
 /// After dom0's EOI of a level interrupt: lets the handler's mask go. Any CPU.
 pub fn unmask_after_eoi(gsi: u32) {
     let g = gsi as usize;
