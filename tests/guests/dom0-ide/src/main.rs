@@ -208,6 +208,10 @@ fn test_main(_si: &StartInfo) -> TestResult {
         guest_rt::is_control_domain()?,
         "not the control domain (no XENFEAT_dom0)"
     );
+    ensure!(
+        guest_rt::pvclock::map_shared_info() == 0,
+        "cannot map shared_info for the pvclock"
+    );
     // The vIOAPIC answers at the host I/O APIC's address.
     let version = ioapic_read(1);
     let pins = (version >> 16 & 0xff) + 1;
