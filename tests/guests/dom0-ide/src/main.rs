@@ -4,8 +4,8 @@
 //!
 //! * the I/O ports of the primary IDE channel (0x1f0-0x1f7, 0x3f6), reached directly
 //!   (no exit: the control domain's I/O permission map);
-//! * ISA IRQ 14 through its **virtual I/O APIC** at the host I/O APIC's address (found in
-//!   its MADT-less way: the address QEMU's machine has, 0xfec00000), which the hypervisor
+//! * ISA IRQ 14 through its **virtual I/O APIC** at the host I/O APIC's address
+//!   (0xfec00000 on QEMU's machine; the guest does not parse its MADT), which the hypervisor
 //!   binds to the physical pin when the guest unmasks RTE 14, delivering the vector the
 //!   guest programmed to its local APIC.
 //!
