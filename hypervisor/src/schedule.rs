@@ -638,6 +638,7 @@ pub fn run<B: Backend>(hv: &'static Hv<B>) -> ! {
             host_timer_changed();
         }
         smp::serve_calls();
+        crate::domain::devirq::poll(hv);
         irq::report_nmis();
         let next_timer = hv.run_timers(now);
         if boot_cpu {

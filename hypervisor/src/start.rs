@@ -109,6 +109,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     );
     percpu::init_boot_cpu();
     lapic::init(tb.tsc_hz);
+    crate::arch::x86::ioapic::init();
     if xcr::init() {
         log::debug!("XSAVE enabled for guests");
     }
@@ -171,6 +172,7 @@ fn enumerate_cpus(boot: &BootInfo, options: &Options) -> smp::HostCpus {
         source,
         crate::acpi::RootTable(&rsdp)
     );
+    crate::arch::x86::ioapic::record(&madt);
     let enabled = madt.enabled().count();
     let capable = madt.cpus.len() - enabled;
     info!(

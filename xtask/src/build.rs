@@ -93,6 +93,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_BALLOON,
     GUEST_SMP,
     GUEST_GRANT_SHOOTDOWN,
+    GUEST_DOM0_IDE,
 ];
 
 /// dom0's toolstack: static musl binaries packed into dom0's initramfs
@@ -162,6 +163,7 @@ pub const GUEST_GRANT_MAPPER: Artifact = guest("guest-grant-mapper");
 pub const GUEST_NO_FEATURES: Artifact = guest("guest-no-features");
 pub const GUEST_MMIO_HOLE: Artifact = guest("guest-mmio-hole");
 pub const GUEST_APIC_MODES: Artifact = guest("guest-apic-modes");
+pub const GUEST_DOM0_IDE: Artifact = guest("guest-dom0-ide");
 pub const GUEST_NMI: Artifact = guest("guest-nmi");
 pub const GUEST_FIFO_EVTCHN: Artifact = guest("guest-fifo-evtchn");
 pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");

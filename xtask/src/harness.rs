@@ -530,7 +530,10 @@ pub fn run_test(test: &Test, ctx: &RunContext) -> Result<Report> {
     // Whatever happened: no stray emulator.
     launched.group.killer().kill();
 
-    let problems = judge(test, &checker, &run);
+    let mut problems = judge(test, &checker, &run);
+    if let Some(Err(why)) = test.after.map(|check| check()) {
+        problems.push(why);
+    }
     let passed = problems.is_empty();
     writeln!(
         emu_log,

@@ -26,6 +26,7 @@ mod spec;
 mod tests;
 mod tests_compat;
 mod tests_dom0;
+mod tests_dom0dev;
 mod tests_grant;
 mod tests_hostile_cpu;
 mod tests_hostile_hcall;

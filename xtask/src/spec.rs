@@ -224,6 +224,9 @@ pub struct Test {
     pub hypervisor: Option<Profile>,
     /// Extra QEMU arguments (e.g. `-device edu`), appended to the machine's.
     pub qemu_args: Vec<&'static str>,
+    /// A check run after the emulator exited (e.g. of a disk image the guest wrote);
+    /// `Err(why)` fails the test.
+    pub after: Option<fn() -> Result<(), String>>,
 }
 
 /// Environment variable giving every test that does not set its own CPU count that many
@@ -262,6 +265,7 @@ impl Test {
             values: Vec::new(),
             hypervisor: None,
             qemu_args: Vec::new(),
+            after: None,
             cpus,
             dom0: false,
         }
@@ -339,6 +343,12 @@ impl Test {
     /// Gives the emulated machine `n` CPUs.
     pub fn cpus(mut self, n: u32) -> Self {
         self.cpus = n;
+        self
+    }
+
+    /// Checks something after the emulator exited (see [`Test::after`]).
+    pub fn after(mut self, check: fn() -> Result<(), String>) -> Self {
+        self.after = Some(check);
         self
     }
 

@@ -181,7 +181,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
     };
     let modules_at = image.highest_paddr_end.div_ceil(4096) * 4096;
     let placed = place_modules(&mem, cfg.modules, modules_at, ram)?;
-    let rsdp = write_acpi(&mem, cfg.vcpus)?;
+    let rsdp = write_acpi(&mem, cfg.vcpus, privileged)?;
     write_start_info(&mem, cfg.cmdline, ram, flags, &placed, rsdp).map_err(BuildError::Fault)?;
     let entry = PvhEntry {
         rip: image.entry,
@@ -248,7 +248,8 @@ pub fn set_boot_vcpu<B: Backend>(
     v: &Vcpu<B>,
     entry: PvhEntry,
 ) -> Result<(), BackendError> {
-    let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry))?;
+    let ports = crate::hvm::ioperm::IoPorts::for_domain(dom.is_control());
+    let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry), ports)?;
     let old = {
         let mut ctx = v.ctx.lock();
         let Some(ctx) = ctx.as_mut() else {
@@ -281,7 +282,11 @@ fn assemble<B: Backend>(
             _ => VcpuStart::WaitForSipi,
         };
         let hw = backend
-            .create_vcpu(mem.p2m_root(), start)
+            .create_vcpu(
+                mem.p2m_root(),
+                start,
+                crate::hvm::ioperm::IoPorts::for_domain(spec.privileged),
+            )
             .map_err(BuildError::Vcpu)?;
         let ctx = VcpuCtx {
             hw,
@@ -361,6 +366,11 @@ fn assemble<B: Backend>(
                 pit: Default::default(),
                 console_line: ArrayString::new(),
                 console_budget: Default::default(),
+                vioapics: if spec.privileged {
+                    super::devirq::vioapics()
+                } else {
+                    Vec::new()
+                },
             },
         ),
         freed: Default::default(),
@@ -419,9 +429,34 @@ fn memory_map(ram: u64) -> [(u64, u64, u32); 4] {
 }
 
 /// Builds the guest's ACPI tables (RSDP, XSDT, hardware-reduced FADT, DSDT, MADT) at
-/// [`ACPI_GPA`]; returns the RSDP's address.
-fn write_acpi<F: pagetable::Format>(mem: &GuestMemory<F>, vcpus: u32) -> Result<u64, BuildError> {
-    let cfg = acpi_tables::AcpiConfig::new(vcpus);
+/// [`ACPI_GPA`]; returns the RSDP's address. The control domain's MADT also lists its
+/// virtual I/O APICs (the host's) and the host's interrupt source overrides.
+fn write_acpi<F: pagetable::Format>(
+    mem: &GuestMemory<F>,
+    vcpus: u32,
+    control: bool,
+) -> Result<u64, BuildError> {
+    let mut cfg = acpi_tables::AcpiConfig::new(vcpus);
+    if let Some(p) = crate::arch::x86::ioapic::platform().filter(|_| control) {
+        for (slot, a) in cfg.ioapics.iter_mut().zip(&p.ioapics) {
+            *slot = Some(acpi_tables::IoApicEntry {
+                id: a.id,
+                addr: a.addr as u32,
+                gsi_base: a.gsi_base,
+            });
+        }
+        for (slot, o) in cfg
+            .overrides
+            .iter_mut()
+            .zip(p.overrides.iter().filter(|o| o.bus == 0))
+        {
+            *slot = Some(acpi_tables::OverrideEntry {
+                source: o.source,
+                gsi: o.gsi,
+                flags: o.flags,
+            });
+        }
+    }
     let mut buf = [0u8; 4096];
     let layout = acpi_tables::build(&cfg, ACPI_GPA, &mut buf).map_err(BuildError::Acpi)?;
     mem.write(ACPI_GPA, &buf[..layout.total_len])

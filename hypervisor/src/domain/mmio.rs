@@ -29,6 +29,9 @@ pub enum Region {
     Hole,
     /// The vCPU's xAPIC register page (in xAPIC mode) starting at this address.
     Lapic(u64),
+    /// The control domain's virtual I/O APIC with this index (`DomState::vioapics`), its
+    /// register page starting at this address.
+    Ioapic(usize, u64),
 }
 
 /// The emulated region behind a nested page fault at `gpa`, if any: only a data access
@@ -41,6 +44,17 @@ pub fn region<B: Backend>(cx: &Cx<'_, B>, gpa: u64, access: NpfAccess) -> Option
     if let Some(page) = cx.v.vlapic.mmio_page() {
         if gpa & !0xfff == page {
             return Some(Region::Lapic(page));
+        }
+    }
+    if cx.dom.is_control() {
+        let st = cx.dom.st.lock();
+        if let Some((i, v)) = st
+            .vioapics
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.contains(gpa))
+        {
+            return Some(Region::Ioapic(i, v.base));
         }
     }
     (gpa < HOLE_END).then_some(Region::Hole)
@@ -214,6 +228,13 @@ impl<B: Backend> x86_emu::Memory for EmuMem<'_, '_, B> {
                 self.cx.v.vlapic.advance(crate::time::now().1);
                 Ok(self.cx.v.vlapic.mmio_read(gpa - page, size))
             }
+            Region::Ioapic(i, base) => {
+                let st = self.cx.dom.st.lock();
+                Ok(st
+                    .vioapics
+                    .get(i)
+                    .map_or(0, |v| v.mmio_read(gpa - base, size)))
+            }
         }
     }
 
@@ -225,6 +246,17 @@ impl<B: Backend> x86_emu::Memory for EmuMem<'_, '_, B> {
                 let effect = self.cx.v.vlapic.mmio_write(gpa - page, size, value);
                 super::run::sync_apic_timer(self.cx);
                 super::run::apic_effect(self.cx, effect);
+            }
+            Region::Ioapic(i, base) => {
+                let effect = {
+                    let mut st = self.cx.dom.st.lock();
+                    st.vioapics
+                        .get_mut(i)
+                        .map(|v| v.mmio_write(gpa - base, size, value))
+                };
+                if let Some(effect) = effect {
+                    super::devirq::rte_written(self.cx.dom, i, effect);
+                }
             }
         }
         Ok(())

@@ -14,6 +14,7 @@
 //! table's reference counts are lock-free atomics.)
 
 pub mod build;
+pub mod devirq;
 pub mod kernel;
 pub mod memory;
 pub mod mmio;
@@ -298,6 +299,9 @@ pub struct DomState {
     pub console_line: ArrayString<256>,
     /// The console_io rate limit (domUs only).
     pub console_budget: ConsoleBudget,
+    /// The control domain's virtual I/O APICs, one per host I/O APIC (`devirq`); empty
+    /// for every other domain.
+    pub vioapics: Vec<crate::hvm::vioapic::Vioapic>,
 }
 
 /// A token bucket on a domU's console output: [`ConsoleBudget::BURST`] bytes at once,
@@ -472,6 +476,10 @@ impl<B: Backend> Drop for Domain<B> {
     fn drop(&mut self) {
         self.vcpus.clear();
         let st = self.st.get_mut();
+        if !st.vioapics.is_empty() {
+            // The control domain's device interrupts go with it.
+            crate::arch::x86::ioapic::mask_all();
+        }
         for frame in st
             .shared_info
             .take()

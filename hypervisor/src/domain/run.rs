@@ -78,6 +78,7 @@ pub fn run_vcpu<B: Backend>(
     loop {
         // A cross-CPU call (a TLB shootdown's) made this CPU leave guest mode: answer it.
         crate::arch::x86::smp::serve_calls();
+        super::devirq::poll(hv);
         if hv.should_preempt(slice_end) {
             return Outcome::Preempted;
         }
@@ -696,6 +697,11 @@ pub(super) fn sync_apic_timer<B: Backend>(cx: &mut Cx<'_, B>) {
 /// Carries out what a write to the virtual LAPIC asks for: IPIs to other vCPUs, INIT,
 /// SIPI.
 pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
+    if let Some(vector) = cx.v.vlapic.take_eoi() {
+        if cx.dom.is_control() {
+            super::devirq::eoi(cx.dom, vector);
+        }
+    }
     // The write may have changed the logical id other vCPUs' logical IPIs match.
     cx.vcpu
         .apic_logical

@@ -14,10 +14,12 @@ pub mod asid;
 pub mod cpuid;
 pub mod crcheck;
 pub mod crdecode;
+pub mod ioperm;
 pub mod msr;
 pub mod pit;
 pub mod spec;
 pub mod startctx;
+pub mod vioapic;
 pub mod vlapic;
 pub mod vpci;
 
@@ -397,7 +399,13 @@ pub trait Backend: Send + Sync + 'static {
     /// through the nested page table rooted at `p2m_root`. Callable at any time through a
     /// shared reference (the backend is meant to live in a `static`). The vCPU frees its
     /// hardware structures when dropped (it must not be loaded on another CPU then).
-    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<Self::Vcpu, BackendError>;
+    /// `ports` says which I/O ports exit (`hvm::ioperm`).
+    fn create_vcpu(
+        &self,
+        p2m_root: u64,
+        start: VcpuStart,
+        ports: ioperm::IoPorts,
+    ) -> Result<Self::Vcpu, BackendError>;
 }
 
 /// Why a backend could not start or create a vCPU.

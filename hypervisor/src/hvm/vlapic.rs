@@ -134,6 +134,9 @@ pub struct Vlapic {
     now: u64,
     /// When the timer next expires (system time), if it runs.
     timer_deadline: Option<u64>,
+    /// The vector the last EOI retired, until [`Vlapic::take_eoi`] (for the vIOAPIC's
+    /// level-triggered pins).
+    eoi: Option<u8>,
 }
 
 fn bit(regs: &[u32; 8], v: u8) -> bool {
@@ -187,6 +190,7 @@ impl Vlapic {
             isr: [0; 8],
             now: 0,
             timer_deadline: None,
+            eoi: None,
         }
     }
 
@@ -358,6 +362,7 @@ impl Vlapic {
                 }
                 if let Some(vec) = highest(&self.isr) {
                     set(&mut self.isr, vec, false);
+                    self.eoi = Some(vec);
                 }
             }
             0x0f => {
@@ -496,6 +501,7 @@ impl Vlapic {
             0x0b => {
                 if let Some(vec) = highest(&self.isr) {
                     set(&mut self.isr, vec, false);
+                    self.eoi = Some(vec);
                 }
             }
             0x0d => self.ldr = v & 0xff00_0000,
@@ -522,6 +528,11 @@ impl Vlapic {
             }
         }
         ApicEffect::None
+    }
+
+    /// The vector the last EOI retired, once.
+    pub fn take_eoi(&mut self) -> Option<u8> {
+        self.eoi.take()
     }
 
     /// Makes `vector` pending (from an IPI or a self-IPI). Vectors below 16 are illegal

@@ -116,6 +116,18 @@ pub fn init(
         )?;
     }
 
+    for page in crate::arch::x86::ioapic::mmio_pages() {
+        table.map(
+            &mut mem,
+            &mut alloc,
+            DIRECT_MAP_BASE + page,
+            page,
+            PageSize::Size4K,
+            Perm::RW,
+            MemType::Uncacheable,
+        )?;
+    }
+
     let report = audit(&table, &mem);
     if report.violations == 0 {
         let root = PhysFrame::from_start_address(PhysAddr::new(table.root()))

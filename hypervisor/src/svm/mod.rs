@@ -32,6 +32,8 @@ pub struct Svm {
     caps: Caps,
     /// I/O permission map (12 KiB, all set: every port exits).
     iopm: u64,
+    /// The control domain's I/O permission map (`hvm::ioperm::IoPorts::Control`).
+    iopm_control: u64,
     /// MSR permission map (8 KiB).
     msrpm: u64,
     /// ASIDs the CPU offers; ASID 0 is the host's. Handed out per CPU by generation
@@ -104,8 +106,14 @@ impl Svm {
             return Err(BackendError::Unsupported("a guest ASID"));
         }
         let alloc = |pages| phys::alloc_zeroed(pages, 1).ok_or(BackendError::OutOfMemory);
-        let (iopm, msrpm) = (alloc(3)?, alloc(2)?);
+        let (iopm, iopm_control, msrpm) = (alloc(3)?, alloc(3)?, alloc(2)?);
         fill(iopm, 3 * 4096, 0xff);
+        // SAFETY: `iopm_control` is three zeroed frames just allocated (ours alone) in the
+        // direct map; the slice is dropped before the frames are handed to any vCPU.
+        let control = unsafe {
+            core::slice::from_raw_parts_mut(phys::to_virt(iopm_control).cast::<u8>(), 3 * 4096)
+        };
+        crate::hvm::ioperm::fill(control, crate::hvm::ioperm::IoPorts::Control);
         fill(msrpm, 2 * 4096, 0xff);
         for msr in PASSTHROUGH_MSRS {
             allow_msr(msrpm, msr);
@@ -119,6 +127,7 @@ impl Svm {
                 slice_timer: false,
             },
             iopm,
+            iopm_control,
             msrpm,
             max_asid: info.supported_asids(),
             nrips: info.has_nrip(),
@@ -136,13 +145,21 @@ impl Backend for Svm {
         self.caps
     }
 
-    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<SvmVcpu, BackendError> {
+    fn create_vcpu(
+        &self,
+        p2m_root: u64,
+        start: VcpuStart,
+        ports: crate::hvm::ioperm::IoPorts,
+    ) -> Result<SvmVcpu, BackendError> {
         let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let vmcb = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
         Ok(SvmVcpu::new(
             vmcb,
             ext,
-            self.iopm,
+            match ports {
+                crate::hvm::ioperm::IoPorts::InterceptAll => self.iopm,
+                crate::hvm::ioperm::IoPorts::Control => self.iopm_control,
+            },
             self.msrpm,
             self.max_asid,
             p2m_root,

@@ -104,7 +104,12 @@ impl Backend for Vmx {
         self.hvm_caps
     }
 
-    fn create_vcpu(&self, p2m_root: u64, start: VcpuStart) -> Result<VmxVcpu, BackendError> {
+    fn create_vcpu(
+        &self,
+        p2m_root: u64,
+        start: VcpuStart,
+        ports: crate::hvm::ioperm::IoPorts,
+    ) -> Result<VmxVcpu, BackendError> {
         let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let region = phys::alloc_zeroed(FRAMES, 1).ok_or(BackendError::OutOfMemory)?;
         // SAFETY: the frames were just allocated (exclusively ours) and are in the direct
@@ -115,6 +120,12 @@ impl Backend for Vmx {
                 .write_volatile(self.caps.revision_id());
             core::ptr::write_bytes(phys::to_virt(region + 4096), 0xff, 3 * 4096);
         }
+        // SAFETY: the two I/O bitmap frames (A, B) follow the VMCS in the region just
+        // allocated; no one else refers to them yet.
+        let io = unsafe {
+            core::slice::from_raw_parts_mut(phys::to_virt(region + 4096).cast::<u8>(), 2 * 4096)
+        };
+        crate::hvm::ioperm::fill(io, ports);
         let (entry, rbx) = match start {
             VcpuStart::Pvh(e) => (e, e.rbx),
             VcpuStart::WaitForSipi => (PvhEntry { rip: 0, rbx: 0 }, 0),

@@ -20,6 +20,10 @@ use core::fmt;
 pub const MAX_TABLE_LEN: u32 = 1 << 20;
 /// Most CPUs kept from the MADT; further entries are counted in [`Madt::dropped`].
 pub const MAX_MADT_CPUS: usize = 256;
+/// I/O APIC entries kept from the MADT (more are counted in [`Madt::dropped_io`]).
+pub const MAX_MADT_IOAPICS: usize = 8;
+/// Interrupt source override entries kept from the MADT (one per ISA IRQ at most).
+pub const MAX_MADT_OVERRIDES: usize = 16;
 /// Length of the common header of every system description table.
 pub const SDT_HEADER_LEN: usize = 36;
 /// Length of the ACPI 1.0 RSDP (the part its first checksum covers).
@@ -282,7 +286,33 @@ pub struct MadtCpu {
     pub x2apic_entry: bool,
 }
 
-/// What the MADT says about the processors.
+/// One I/O APIC of the MADT (entry type 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MadtIoApic {
+    /// Its I/O APIC id.
+    pub id: u8,
+    /// Physical address of its registers (IOREGSEL; IOWIN at +0x10).
+    pub addr: u32,
+    /// The first GSI its pins carry.
+    pub gsi_base: u32,
+}
+
+/// One interrupt source override of the MADT (entry type 2): ISA IRQ `source` arrives at
+/// `gsi` with the polarity and trigger mode in `flags` (MPS INTI flags: bits 0-1 polarity,
+/// 2-3 trigger; 0 means "as the bus says": ISA is active high, edge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MadtOverride {
+    /// Bus (0: ISA).
+    pub bus: u8,
+    /// The bus-relative IRQ (ISA IRQ 0..15).
+    pub source: u8,
+    /// The GSI it is wired to.
+    pub gsi: u32,
+    /// MPS INTI flags.
+    pub flags: u16,
+}
+
+/// What the MADT says about the processors and the interrupt controllers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Madt {
     /// Physical address of the local APIC registers (after any address override entry).
@@ -297,6 +327,12 @@ pub struct Madt {
     pub duplicates: u32,
     /// Usable entries that did not fit in `cpus`.
     pub dropped: u32,
+    /// I/O APICs in table order (ids and GSI bases not checked against each other here).
+    pub ioapics: ArrayVec<MadtIoApic, MAX_MADT_IOAPICS>,
+    /// Interrupt source overrides in table order (a repeated ISA IRQ keeps the first).
+    pub overrides: ArrayVec<MadtOverride, MAX_MADT_OVERRIDES>,
+    /// I/O APIC and override entries that did not fit or repeated a source.
+    pub dropped_io: u32,
 }
 
 impl Madt {
@@ -340,6 +376,9 @@ pub fn parse_madt(b: &[u8]) -> Result<Madt, Error> {
         disabled: 0,
         duplicates: 0,
         dropped: 0,
+        ioapics: ArrayVec::new(),
+        overrides: ArrayVec::new(),
+        dropped_io: 0,
     };
     let mut off = MADT_HEADER_LEN;
     while off < b.len() {
@@ -378,6 +417,39 @@ pub fn parse_madt(b: &[u8]) -> Result<Madt, Error> {
                     return Err(bad);
                 }
                 madt.lapic_addr = u64_at(e, 4).ok_or(bad)?;
+                None
+            }
+            1 => {
+                if e.len() < 12 {
+                    return Err(bad);
+                }
+                let io = MadtIoApic {
+                    id: e[2],
+                    addr: u32_at(e, 4).ok_or(bad)?,
+                    gsi_base: u32_at(e, 8).ok_or(bad)?,
+                };
+                if madt.ioapics.try_push(io).is_err() {
+                    madt.dropped_io += 1;
+                }
+                None
+            }
+            2 => {
+                if e.len() < 10 {
+                    return Err(bad);
+                }
+                let o = MadtOverride {
+                    bus: e[2],
+                    source: e[3],
+                    gsi: u32_at(e, 4).ok_or(bad)?,
+                    flags: u16::from_le_bytes([e[8], e[9]]),
+                };
+                let repeated = madt
+                    .overrides
+                    .iter()
+                    .any(|k| k.bus == o.bus && k.source == o.source);
+                if repeated || madt.overrides.try_push(o).is_err() {
+                    madt.dropped_io += 1;
+                }
                 None
             }
             _ => None,

@@ -325,3 +325,130 @@ fn errors_display() {
     );
     assert!(s.contains("44"), "{s}");
 }
+
+fn ioapic(id: u8, addr: u32, gsi_base: u32) -> Vec<u8> {
+    let mut e = vec![1, 12, id, 0];
+    e.extend_from_slice(&addr.to_le_bytes());
+    e.extend_from_slice(&gsi_base.to_le_bytes());
+    e
+}
+
+fn iso(source: u8, gsi: u32, flags: u16) -> Vec<u8> {
+    let mut e = vec![2, 10, 0, source];
+    e.extend_from_slice(&gsi.to_le_bytes());
+    e.extend_from_slice(&flags.to_le_bytes());
+    e
+}
+
+#[test]
+fn ioapics_and_overrides_are_kept_in_order() {
+    // QEMU's i440FX MADT: one IOAPIC at 0xfec00000 with GSI base 0, IRQ 0 → GSI 2, and
+    // the PCI-style level/active-high overrides for IRQs 5, 9, 10, 11.
+    let t = madt(&[
+        lapic(0, 0, 1),
+        ioapic(0, 0xfec0_0000, 0),
+        iso(0, 2, 0),
+        iso(5, 5, 0xd),
+        iso(9, 9, 0xd),
+        iso(9, 20, 0xf),
+        ioapic(1, 0xfec0_1000, 24),
+    ]);
+    let m = parse_madt(&t).unwrap();
+    assert_eq!(
+        m.ioapics.as_slice(),
+        [
+            MadtIoApic {
+                id: 0,
+                addr: 0xfec0_0000,
+                gsi_base: 0
+            },
+            MadtIoApic {
+                id: 1,
+                addr: 0xfec0_1000,
+                gsi_base: 24
+            }
+        ]
+    );
+    let o: Vec<(u8, u32, u16)> = m
+        .overrides
+        .iter()
+        .map(|o| (o.source, o.gsi, o.flags))
+        .collect();
+    assert_eq!(
+        o,
+        [(0, 2, 0), (5, 5, 0xd), (9, 9, 0xd)],
+        "a repeated IRQ keeps the first"
+    );
+    assert_eq!(m.dropped_io, 1);
+    assert_eq!(m.cpus.len(), 1);
+}
+
+#[test]
+fn too_many_ioapics_are_counted_and_short_entries_refused() {
+    let many: Vec<Vec<u8>> = (0..MAX_MADT_IOAPICS as u8 + 2)
+        .map(|i| ioapic(i, 0xfec0_0000 + u32::from(i) * 0x1000, u32::from(i) * 24))
+        .collect();
+    let m = parse_madt(&madt(&many)).unwrap();
+    assert_eq!(m.ioapics.len(), MAX_MADT_IOAPICS);
+    assert_eq!(m.dropped_io, 2);
+    for (typ, elen) in [(1u8, 11u8), (2, 9)] {
+        let mut e = ioapic(0, 0, 0);
+        e[0] = typ;
+        e[1] = elen;
+        assert!(
+            matches!(
+                parse_madt(&madt(&[e])),
+                Err(Error::BadEntry { offset: 44, .. })
+            ),
+            "{typ} {elen}"
+        );
+    }
+}
+
+#[test]
+fn dom0_tables_list_the_ioapics_and_overrides_given() {
+    let mut cfg = acpi_tables::AcpiConfig::new(2);
+    cfg.ioapics[0] = Some(acpi_tables::IoApicEntry {
+        id: 0,
+        addr: 0xfec0_0000,
+        gsi_base: 0,
+    });
+    cfg.overrides[0] = Some(acpi_tables::OverrideEntry {
+        source: 0,
+        gsi: 2,
+        flags: 0,
+    });
+    cfg.overrides[3] = Some(acpi_tables::OverrideEntry {
+        source: 9,
+        gsi: 9,
+        flags: 0xd,
+    });
+    let mut buf = vec![0u8; acpi_tables::size_needed(&cfg)];
+    acpi_tables::build(&cfg, BASE, &mut buf).unwrap();
+    let mem = Mem {
+        base: BASE,
+        bytes: buf,
+    };
+    let (_, rsdp) = scan_rsdp(&mem.bytes, BASE).unwrap();
+    let m = read_madt(&mem, &rsdp).unwrap();
+    assert_eq!(m.enabled().count(), 2);
+    assert_eq!(
+        m.ioapics.as_slice(),
+        [MadtIoApic {
+            id: 0,
+            addr: 0xfec0_0000,
+            gsi_base: 0
+        }]
+    );
+    let o: Vec<(u8, u8, u32, u16)> = m
+        .overrides
+        .iter()
+        .map(|o| (o.bus, o.source, o.gsi, o.flags))
+        .collect();
+    assert_eq!(o, [(0, 0, 2, 0), (0, 9, 9, 0xd)]);
+    // Without them (a domU), none.
+    let (mem, _) = guest_tables(2);
+    let (_, rsdp) = scan_rsdp(&mem.bytes, BASE).unwrap();
+    let m = read_madt(&mem, &rsdp).unwrap();
+    assert!(m.ioapics.is_empty() && m.overrides.is_empty());
+}

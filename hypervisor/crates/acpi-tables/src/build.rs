@@ -19,6 +19,40 @@ pub struct AcpiConfig {
     pub creator_id: [u8; 4],
     /// Creator revision of every table header.
     pub creator_revision: u32,
+    /// I/O APIC entries for the MADT (the control domain's vIOAPICs); `None` slots are
+    /// skipped. A domain without devices has none.
+    pub ioapics: [Option<IoApicEntry>; MAX_IOAPICS],
+    /// Interrupt source override entries for the MADT (the host's, for the control
+    /// domain).
+    pub overrides: [Option<OverrideEntry>; MAX_OVERRIDES],
+}
+
+/// I/O APICs a MADT built here may list.
+pub const MAX_IOAPICS: usize = 8;
+/// Interrupt source overrides a MADT built here may list.
+pub const MAX_OVERRIDES: usize = 16;
+
+/// A MADT I/O APIC entry (type 1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct IoApicEntry {
+    /// Its I/O APIC id.
+    pub id: u8,
+    /// Physical address of its registers.
+    pub addr: u32,
+    /// The first GSI of its pins.
+    pub gsi_base: u32,
+}
+
+/// A MADT interrupt source override entry (type 2): bus 0 (ISA) IRQ `source` arrives at
+/// `gsi`, with MPS INTI `flags`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OverrideEntry {
+    /// The ISA IRQ.
+    pub source: u8,
+    /// The GSI it arrives at.
+    pub gsi: u32,
+    /// MPS INTI flags (polarity bits 0-1, trigger mode bits 2-3).
+    pub flags: u16,
 }
 
 impl AcpiConfig {
@@ -32,6 +66,8 @@ impl AcpiConfig {
             oem_revision: 1,
             creator_id: *b"FRVS",
             creator_revision: 1,
+            ioapics: [None; MAX_IOAPICS],
+            overrides: [None; MAX_OVERRIDES],
         }
     }
 }
@@ -55,7 +91,7 @@ pub struct AcpiLayout {
 
 /// Bytes [`build`] writes for `cfg` (not checking `cfg`).
 pub fn size_needed(cfg: &AcpiConfig) -> usize {
-    MADT_OFFSET + madt::madt_len(cfg.vcpus)
+    MADT_OFFSET + madt::madt_len(cfg.vcpus) + madt::io_len(cfg)
 }
 
 /// Lays out the RSDP, XSDT, FADT, DSDT and MADT for `cfg` into `out`, which stands for guest
@@ -110,7 +146,7 @@ pub fn build(cfg: &AcpiConfig, base_gpa: u64, out: &mut [u8]) -> Result<AcpiLayo
         cfg,
         layout.dsdt_gpa,
     );
-    madt::write(&mut out[MADT_OFFSET..], cfg);
+    madt::write(&mut out[MADT_OFFSET..len], cfg);
     xsdt::write(
         table(out, XSDT_OFFSET, xsdt::XSDT_LEN),
         cfg,

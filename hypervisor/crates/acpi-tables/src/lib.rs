@@ -41,7 +41,10 @@ mod xsdt;
 #[cfg(test)]
 mod tests;
 
-pub use build::{build, size_needed, AcpiConfig, AcpiLayout};
+pub use build::{
+    build, size_needed, AcpiConfig, AcpiLayout, IoApicEntry, OverrideEntry, MAX_IOAPICS,
+    MAX_OVERRIDES,
+};
 pub use error::AcpiError;
 pub use madt::{vcpu_apic_id, MAX_VCPUS};
 

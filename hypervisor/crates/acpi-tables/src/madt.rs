@@ -11,8 +11,11 @@
 //!   lower logical numbers than their index; only UIDs matter to Xen. Note that Linux limits
 //!   APIC IDs to 255 without interrupt remapping unless the Xen CPUID leaf advertises
 //!   `XEN_HVM_CPUID_EXT_DEST_ID`.
-//! * No I/O APIC, interrupt source override or NMI entries: a guest without devices needs none
-//!   (`docs/xen-pvh-abi.md` §6.3, §11).
+//! * No I/O APIC, interrupt source override or NMI entries for a guest without devices
+//!   (`docs/xen-pvh-abi.md` §6.3, §11). The control domain gets an I/O APIC entry per
+//!   virtual I/O APIC (the host's ids, addresses and GSI bases) and the host's interrupt
+//!   source overrides (`AcpiConfig::ioapics`, `overrides`), after the processors, as Xen
+//!   builds a PVH hardware domain's MADT.
 //! * Revision 5 (ACPI 6.3): every entry is `Enabled`, so the 6.3 "online capable" bit is moot.
 
 use crate::bytes::{put_sdt_header, put_u32, put_u8, seal, HDR_CHECKSUM, SDT_HEADER_LEN};
@@ -39,6 +42,12 @@ pub(crate) const LAPIC_ENTRY_LEN: usize = 8;
 /// Local x2APIC entry: type, length, reserved (2), x2APIC ID (u32), flags (u32), UID (u32).
 pub(crate) const TYPE_X2APIC: u8 = 9;
 pub(crate) const X2APIC_ENTRY_LEN: usize = 16;
+/// I/O APIC entry: type, length, id, reserved, address (u32), GSI base (u32).
+pub(crate) const TYPE_IOAPIC: u8 = 1;
+pub(crate) const IOAPIC_ENTRY_LEN: usize = 12;
+/// Interrupt source override: type, length, bus, source, GSI (u32), flags (u16).
+pub(crate) const TYPE_OVERRIDE: u8 = 2;
+pub(crate) const OVERRIDE_ENTRY_LEN: usize = 10;
 /// `Enabled` bit of the local APIC flags.
 pub(crate) const LAPIC_ENABLED: u32 = 1 << 0;
 /// Highest APIC ID a type-0 entry may carry (0xFF is reserved).
@@ -75,7 +84,14 @@ pub(crate) fn madt_len(vcpus: u32) -> usize {
     MADT_HEADER_LEN + xapic * LAPIC_ENTRY_LEN + x2apic * X2APIC_ENTRY_LEN
 }
 
-/// Writes the MADT into `madt` (exactly [`madt_len`]`(cfg.vcpus)` bytes).
+/// Bytes of the I/O APIC and override entries of `cfg`.
+pub(crate) fn io_len(cfg: &AcpiConfig) -> usize {
+    cfg.ioapics.iter().flatten().count() * IOAPIC_ENTRY_LEN
+        + cfg.overrides.iter().flatten().count() * OVERRIDE_ENTRY_LEN
+}
+
+/// Writes the MADT into `madt` (exactly [`madt_len`]`(cfg.vcpus) + `[`io_len`]`(cfg)`
+/// bytes).
 pub(crate) fn write(madt: &mut [u8], cfg: &AcpiConfig) {
     madt.fill(0);
     put_sdt_header(madt, b"APIC", MADT_REVISION, cfg);
@@ -102,6 +118,24 @@ pub(crate) fn write(madt: &mut [u8], cfg: &AcpiConfig) {
             }
         }
         off += len;
+    }
+    for io in cfg.ioapics.iter().flatten() {
+        let entry = &mut madt[off..off + IOAPIC_ENTRY_LEN];
+        put_u8(entry, 0, TYPE_IOAPIC);
+        put_u8(entry, 1, IOAPIC_ENTRY_LEN as u8);
+        put_u8(entry, 2, io.id);
+        put_u32(entry, 4, io.addr);
+        put_u32(entry, 8, io.gsi_base);
+        off += IOAPIC_ENTRY_LEN;
+    }
+    for o in cfg.overrides.iter().flatten() {
+        let entry = &mut madt[off..off + OVERRIDE_ENTRY_LEN];
+        put_u8(entry, 0, TYPE_OVERRIDE);
+        put_u8(entry, 1, OVERRIDE_ENTRY_LEN as u8);
+        put_u8(entry, 3, o.source);
+        put_u32(entry, 4, o.gsi);
+        entry[8..10].copy_from_slice(&o.flags.to_le_bytes());
+        off += OVERRIDE_ENTRY_LEN;
     }
     debug_assert_eq!(off, madt.len());
     seal(madt, HDR_CHECKSUM);

@@ -57,6 +57,7 @@ fn handle(vector: u8) {
             lapic::eoi();
             percpu::raise_softirq(softirq::CALL_FUNCTION);
         }
+        v if super::ioapic::owns_vector(v) => super::ioapic::interrupt(v),
         _ => {
             // A vector nothing programs: acknowledge it so the APIC does not stay blocked.
             lapic::eoi();

@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod irq;
 pub mod lapic;
 pub mod pci;

@@ -1,0 +1,225 @@
+//! dom0 driving a host device with its interrupt (issue 14): the legacy IDE disk of QEMU's
+//! default machine (PIIX3, primary channel, ports 0x1f0-0x1f7 and 0x3f6, ISA IRQ 14).
+//!
+//! `qemu-tcg/pci/dom0-ide-pio`: xtask writes a 4 MiB raw image of pseudo-random bytes
+//! (xorshift64 from a fixed seed) and gives it to QEMU as the primary master
+//! (`-drive ...,if=ide,index=0`). The `dom0-ide` test guest runs as the privileged dom0 and
+//! drives the disk the way a dom0 driver would, through the control domain's direct I/O
+//! ports and its virtual I/O APIC (docs/design.md, "Physical devices for dom0"). Asserted,
+//! all from the guest's own observations and the image file:
+//! * the guest's vIOAPIC answers (version 0x11) and the IDE status port is reached (not
+//!   all ones, which is what an intercepted port reads);
+//! * the FNV-1a 64 hash of the whole disk, read by PIO with one IRQ 14 per sector, equals
+//!   the one xtask computes over the image; the guest counts the interrupts its own IDT
+//!   took on its vector: one per sector, plus IDENTIFY's;
+//! * level-triggered: the guest writes a block at LBA 4000, sees Remote IRR set until its
+//!   EOI and clear after, flushes, reads the block back; after QEMU exits, the image holds
+//!   that block (and nothing else changed).
+//!
+//! `qemu-tcg/pci/dom0-ioapic-ports`: the Debian dom0 as it boots today: Linux reports the
+//! I/O APIC its MADT lists as it read it through the vIOAPIC's registers (version 17 =
+//! 0x11, GSIs 0-23 from the pin count in the version register), and from dom0's shell
+//! `/dev/port` (`inb`) reads the IDE status register 0x1f7 as the disk has it (not all
+//! ones: the port is reached directly) and COM1's line status 0x3fd as all ones (the
+//! hypervisor's console stays intercepted). Before this work all three failed: no I/O
+//! APIC, every port all ones.
+//!
+//! Why not the Linux dom0 with `ata_piix` yet: dom0's ACPI tables are hardware-reduced,
+//! and Linux 6.1 then uses the null legacy PIC (`acpi_generic_reduced_hw_init`), so
+//! `nr_legacy_irqs()` is 0, no IRQ descriptor 0..15 exists and libata's legacy-mode
+//! `devm_request_irq(14)` fails; see docs/design.md.
+
+use crate::build::{self, Profile};
+use crate::spec::{Emulator, Exit, ModuleSpec, QemuBoot, Test};
+use crate::tests_dom0::{dom0_boot, QEMU_CMDLINE, QEMU_TIMEOUT};
+use std::path::PathBuf;
+
+/// Sectors of the image (the guest expects this many).
+const SECTORS: usize = 8192;
+/// Where the guest writes its block.
+const WRITE_LBA: usize = 4000;
+
+fn image_path() -> PathBuf {
+    crate::util::xtask_dir().join("dom0-ide.img")
+}
+
+/// The image's contents before the run.
+fn image() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(SECTORS * 512);
+    while out.len() < SECTORS * 512 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// The block the guest writes (as its `pattern`).
+fn block() -> Vec<u8> {
+    (0..512).map(|i| ((i * 31 + 7) % 251) as u8).collect()
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Writes a fresh image, then names the guest to boot.
+fn prepare() -> anyhow::Result<PathBuf> {
+    let path = image_path();
+    crate::util::create_parent(&path)?;
+    std::fs::write(&path, image())?;
+    Ok(build::output_path(&build::GUEST_DOM0_IDE, Profile::Release))
+}
+
+fn hash_matches(value: &str) -> Result<(), String> {
+    let want = format!("{:016x}", fnv1a64(&image()));
+    if value == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "dom0 read a disk hashing to {value}, the image hashes to {want}"
+        ))
+    }
+}
+
+/// One interrupt per sector plus IDENTIFY's, as the guest's IDT counted them.
+fn edge_count(value: &str) -> Result<(), String> {
+    match value.parse::<usize>() {
+        Ok(n) if n == SECTORS + 1 => Ok(()),
+        _ => Err(format!(
+            "dom0 took {value} edge interrupts, expected {}",
+            SECTORS + 1
+        )),
+    }
+}
+
+/// After QEMU: the block at LBA 4000 is the guest's, the rest is the original image.
+fn image_written() -> Result<(), String> {
+    let now = std::fs::read(image_path()).map_err(|e| format!("reading the image: {e}"))?;
+    let mut want = image();
+    want[WRITE_LBA * 512..(WRITE_LBA + 1) * 512].copy_from_slice(&block());
+    if now.len() != want.len() {
+        return Err(format!(
+            "the image is {} bytes, expected {}",
+            now.len(),
+            want.len()
+        ));
+    }
+    if now[WRITE_LBA * 512..(WRITE_LBA + 1) * 512] != want[WRITE_LBA * 512..(WRITE_LBA + 1) * 512] {
+        return Err(format!(
+            "the image does not hold dom0's block at LBA {WRITE_LBA}"
+        ));
+    }
+    if now != want {
+        return Err("the image changed outside dom0's block".into());
+    }
+    Ok(())
+}
+
+/// A pattern for a line dom0 printed (optional `(d0) ` prefix), as in `tests_dom0`.
+macro_rules! d0 {
+    ($p:literal) => {
+        concat!(r"^(?:\(d0\) )?", $p)
+    };
+}
+
+/// The Linux dom0: its own report of the vIOAPIC, and two ports read through `/dev/port`.
+fn linux_ioapic_ports() -> Test {
+    let mut t = dom0_boot(
+        "qemu-tcg/pci/dom0-ioapic-ports",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        QEMU_CMDLINE,
+        QEMU_TIMEOUT,
+    )
+    .qemu_args(&["-drive", drive_arg(&linux_image_path())])
+    .expect_group(&[d0!(
+        r".*IOAPIC\[0\]: apic_id \d+, version 17, address 0xfec00000, GSI 0-23"
+    )]);
+    let args = t.modules[0].args;
+    t.modules[0] = ModuleSpec::prepared(prepare_linux).args(args);
+    // Values printed as `NAME=x<value>` so the echo of the typed command cannot match.
+    t = t.send(
+        r"dom0: shell ready",
+        "p() { dd if=/dev/port bs=1 skip=$(($1)) count=1 2>/dev/null | od -An -tx1 | tr -d ' '; }; \
+         echo IDE_STATUS=x$(p 0x1f7) COM1_LSR=x$(p 0x3fd)\n",
+    );
+    t.expect_text(d0!(r"IDE_STATUS=x(\w*) COM1_LSR=x\w*\r?$"), |v| {
+        if v.len() == 2 && v != "ff" {
+            Ok(())
+        } else {
+            Err(format!(
+                "dom0 read the IDE status port as {v:?}, expected the disk's status"
+            ))
+        }
+    })
+    .expect_value(d0!(r"IDE_STATUS=x\w* COM1_LSR=x(\w*)\r?$"), "ff")
+    .exit(Exit::WhenExpected)
+}
+
+/// QEMU's `-drive` value for `path` as the primary master.
+fn drive_arg(path: &std::path::Path) -> &'static str {
+    Box::leak(format!("file={},format=raw,if=ide,index=0", path.display()).into_boxed_str())
+}
+
+/// The Linux test's disk (its own file: tests may run at the same time).
+fn linux_image_path() -> PathBuf {
+    crate::util::xtask_dir().join("dom0-ioapic.img")
+}
+
+/// Writes the Linux test's disk, then names dom0's kernel.
+fn prepare_linux() -> anyhow::Result<PathBuf> {
+    let path = linux_image_path();
+    crate::util::create_parent(&path)?;
+    std::fs::write(&path, image())?;
+    Ok(crate::linux::assets()?.vmlinuz.clone())
+}
+
+pub fn all() -> Vec<Test> {
+    let drive = drive_arg(&image_path());
+    vec![
+        linux_ioapic_ports(),
+        Test::new(
+            "qemu-tcg/pci/dom0-ide-pio",
+            Emulator::qemu_tcg(QemuBoot::Kernel),
+        )
+        .cmdline("console=com1 on_idle=poweroff")
+        .module(ModuleSpec::prepared(prepare).args("dom0-ide"))
+        .qemu_args(&["-drive", drive])
+        .expect(&[r"^\(d0\) dom0-ide: I/O APIC version 0x11, \d+ pins$"])
+        .expect(&[r"^\(d0\) dom0-ide: status 0x[0-9a-f]+$"])
+        .expect_text(
+            r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=([0-9a-f]+), edge interrupts \d+$",
+            hash_matches,
+        )
+        .expect_text(
+            r"^\(d0\) dom0-ide: read 8192 sectors, fnv1a64=[0-9a-f]+, edge interrupts (\d+)$",
+            edge_count,
+        )
+        .expect(&[
+            r"^\(d0\) dom0-ide: wrote LBA 4000, read it back, level interrupts 3$",
+            r"^\(d0\) guest dom0-ide: PASS$",
+        ])
+        .after(image_written)
+        .timeout_secs(180),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_and_block_are_what_the_guest_expects() {
+        let img = image();
+        assert_eq!(img.len(), 8192 * 512);
+        assert_ne!(img[..512], img[512..1024]);
+        assert_eq!(block()[..4], [7, 38, 69, 100]);
+        // FNV-1a 64 of "a" (the published test vector).
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert!(edge_count("8193").is_ok() && edge_count("8192").is_err());
+    }
+}
