@@ -311,6 +311,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_hostile_cpu::all());
     tests.extend(crate::tests_smp::all());
     tests.extend(crate::tests_pci::all());
+    tests.extend(crate::tests_install::all());
     tests
 }
 
