@@ -33,9 +33,12 @@ const UNITS: &str =
     "ferrovisor-modules.service proc-xen.mount xenstored.service xenconsoled.service";
 
 /// Answer lines: `NAME=value` alone on a line (dom0's lines may carry the hypervisor's
-/// `(d0) ` prefix).
+/// `(d0) ` prefix, and the first answer after a prompt bash's "bracketed paste off"
+/// escape sequence).
 fn answer(name: &str) -> &'static str {
-    leak(format!(r"^(?:\(d0\) )?{name}=(.*)$"))
+    leak(format!(
+        r"^(?:\(d0\) )?(?:\x1b\[[0-9;?]*[a-zA-Z])*{name}=(.*)$"
+    ))
 }
 
 /// The autologin shell's first prompt.
@@ -355,6 +358,14 @@ mod tests {
         assert!(only_allowed("", &[]).is_ok());
         assert!(only_allowed("a.service", &[]).is_err());
         assert!(only_allowed("a.service", &[("a.service", "because")]).is_ok());
+    }
+
+    #[test]
+    fn answers_are_whole_lines() {
+        let re = regex::Regex::new(answer("SETUP")).unwrap();
+        assert!(re.is_match("\x1b[?2004lSETUP=42"));
+        assert!(re.is_match("(d0) SETUP=42"));
+        assert!(!re.is_match("root@ferrovisor-e2e:~# echo SETUP=$((6*7))"));
     }
 
     #[test]
