@@ -273,8 +273,23 @@ fn ensure_root_tarball() -> Result<PathBuf> {
         .arg(&temp)
         .args(&sources)
         .stdin(Stdio::null());
+    // Its progress goes to a log: it may run beside the host tests' output.
+    let log = dir().join("mmdebstrap.log");
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    cmd.stdout(log_file.try_clone()?).stderr(log_file);
+    eprintln!(
+        "xtask: debimage: building the {SUITE} root with mmdebstrap (a few minutes; log: {})",
+        util::display_rel(&log)
+    );
     let t = Instant::now();
-    util::run_visible(&mut cmd)?;
+    let status = cmd.status().context("cannot start mmdebstrap")?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("mmdebstrap failed ({status}):\n{}", tail.join("\n"));
+    }
     std::fs::rename(&temp, &tar)?;
     eprintln!(
         "xtask: debimage: mmdebstrap took {:.0} s",
@@ -664,15 +679,43 @@ fn configure(root: &Path, uuid: &str) -> Result<()> {
 
 static BUILT: OnceLock<Result<Image, String>> = OnceLock::new();
 
-/// The image for this run of xtask: built (package included) once, on first use.
+/// The image for this run of xtask: built (package included) once, on first use; a
+/// caller that comes while another thread builds it waits for that build.
 pub fn image() -> Result<Image> {
     BUILT
         .get_or_init(|| {
+            // The root first: on a fresh machine it is the long part, and it needs no
+            // cargo (so it overlaps well with the host tests, see `prefetch`).
+            ensure_root_tarball().map_err(|e| format!("{e:#}"))?;
             let deb = crate::deb::build(None).map_err(|e| format!("{e:#}"))?;
             build(&deb).map_err(|e| format!("{e:#}"))
         })
         .clone()
         .map_err(|e| anyhow::anyhow!("the Debian test image: {e}"))
+}
+
+/// Starts building the image in the background (`cargo xtask test` does so first thing
+/// when it will boot it: mmdebstrap's minutes on a fresh machine then overlap with the
+/// host tests and the build). Errors are reported where the image is used.
+pub fn prefetch() {
+    let mut slot = PREFETCH.lock().unwrap_or_else(|p| p.into_inner());
+    if BUILT.get().is_none() && slot.is_none() {
+        *slot = Some(std::thread::spawn(|| {
+            let _ = image();
+        }));
+    }
+}
+
+static PREFETCH: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(None);
+
+/// Waits for a [`prefetch`] still running: xtask must not exit with the image mounted
+/// (its cleanup runs only when the build returns).
+pub fn join_prefetch() {
+    let handle = PREFETCH.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(h) = handle {
+        let _ = h.join();
+    }
 }
 
 /// `cargo xtask debimage`.

@@ -1029,6 +1029,12 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         }
     }
     prereq::ensure(&needs)?;
+    if selected
+        .iter()
+        .any(|(t, skip)| !skip && t.emulator.boots_disk())
+    {
+        crate::debimage::prefetch();
+    }
 
     let mut passed = 0usize;
     let mut failed: Vec<String> = Vec::new();
@@ -1171,6 +1177,7 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         }
     }
 
+    crate::debimage::join_prefetch();
     println!();
     if !failed.is_empty() {
         println!("failed: {}", failed.join(", "));
