@@ -15,7 +15,7 @@
 //!    into it.
 //! 3. The image's own files are written: fstab by UUID, hostname, a machine ID, GRUB's
 //!    settings (serial terminal, `GRUB_DEFAULT=saved`, one-second menu, `console=ttyS0` for
-//!    the plain kernel and, for the hypervisor's entry, `libata.dma=0` instead, see
+//!    the plain kernel and, for the hypervisor's entry, `libata.dma=0 pci=noacpi` instead, see
 //!    [`GRUB_TEST_CFG`]), and root autologin on the serial consoles `ttyS0` (plain Linux)
 //!    and `hvc0` (dom0 under the hypervisor).
 //! 4. With `/dev`, `/proc` and `/sys` bound into it, the image's own `grub-install`
@@ -82,8 +82,9 @@ const GRUBENV_SIZE: usize = 1024;
 /// GRUB settings of the test image, `/etc/default/grub.d/zz-ferrovisor-image.cfg` (read
 /// after the package's `ferrovisor.cfg`). The plain entries get `console=ttyS0`; the
 /// ferrovisor entries replace that by `libata.dma=0` (the disk is a PIIX IDE disk, and
-/// dom0 drives it by PIO: no DMA remapping yet), keeping the package's
-/// `GRUB_CMDLINE_LINUX_FERROVISOR` (`console=hvc0 earlyprintk=xen`).
+/// dom0 drives it by PIO: no DMA remapping yet) and `pci=noacpi` (the hypervisor's ACPI
+/// tables for dom0 name no PCI root bridge yet, so Linux scans bus 0 itself only so),
+/// keeping the package's `GRUB_CMDLINE_LINUX_FERROVISOR` (`console=hvc0 earlyprintk=xen`).
 pub const GRUB_TEST_CFG: &str = "\
 # Written by `cargo xtask debimage`: the test image's GRUB settings.
 GRUB_DEFAULT=saved
@@ -95,7 +96,7 @@ GRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"
 GRUB_CMDLINE_LINUX_DEFAULT=\"\"
 GRUB_DISABLE_OS_PROBER=true
 GRUB_CMDLINE_FERROVISOR=\"console=com1 dom0_mem=768M\"
-GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0\"
+GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0 pci=noacpi\"
 ";
 
 /// The memory the test machine needs (QEMU `-m`, MiB): dom0 gets 768 MiB of it, the
@@ -796,7 +797,7 @@ mod tests {
             "GRUB_DEFAULT=saved",
             "GRUB_TERMINAL=serial",
             "GRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"",
-            "GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0\"",
+            "GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0 pci=noacpi\"",
         ] {
             assert!(GRUB_TEST_CFG.lines().any(|l| l == line), "{line}");
         }
