@@ -465,9 +465,9 @@ fn info_path() -> PathBuf {
     dir().join("bookworm.img.info")
 }
 
-/// Builds the image (the root tarball from the cache when there), with the package
-/// `deb`; returns it.
-pub fn build(deb: &Path) -> Result<Image> {
+/// Builds the image from the root tarball `tar` ([`ensure_root_tarball`]) with the
+/// package `deb`; returns it.
+fn build(tar: &Path, deb: &Path) -> Result<Image> {
     if !crate::process::is_root() {
         bail!("building the Debian image needs root (loop devices, mount, chroot)");
     }
@@ -484,11 +484,10 @@ pub fn build(deb: &Path) -> Result<Image> {
         }
     }
     let t0 = Instant::now();
-    let tar = ensure_root_tarball()?;
     let out = dir().join("bookworm.img");
     let temp = util::temp_beside(&out);
     let mnt = dir().join("mnt");
-    let result = make_image(&tar, deb, &temp, &mnt);
+    let result = make_image(tar, deb, &temp, &mnt);
     let image = match result {
         Ok(mut image) => {
             std::fs::rename(&temp, &out)?;
@@ -687,9 +686,12 @@ pub fn image() -> Result<Image> {
         .get_or_init(|| {
             // The root first: on a fresh machine it is the long part, and it needs no
             // cargo (so it overlaps well with the host tests, see `prefetch`).
-            ensure_root_tarball().map_err(|e| format!("{e:#}"))?;
+            if !crate::process::is_root() {
+                return Err("building it needs root (loop devices, mount, chroot)".into());
+            }
+            let tar = ensure_root_tarball().map_err(|e| format!("{e:#}"))?;
             let deb = crate::deb::build(None).map_err(|e| format!("{e:#}"))?;
-            build(&deb).map_err(|e| format!("{e:#}"))
+            build(&tar, &deb).map_err(|e| format!("{e:#}"))
         })
         .clone()
         .map_err(|e| anyhow::anyhow!("the Debian test image: {e}"))
