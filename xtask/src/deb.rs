@@ -1,7 +1,7 @@
 //! `cargo xtask deb`: the Debian package, laid out as Xen's packages are: the hypervisor
 //! in `/boot`, the dom0 tools in `/usr/sbin` (with the xenstore multicall's names), systemd
-//! units that mount xenfs and start xenstored and xenconsoled in dom0 only, the Xen
-//! modules loaded at boot, and a GRUB hook (`/etc/grub.d/20_linux_ferrovisor`) adding one
+//! units that load the Xen modules, mount xenfs and start xenstored and xenconsoled in dom0
+//! only (on Xen; elsewhere they are skipped, not failed), and a GRUB hook (`/etc/grub.d/20_linux_ferrovisor`) adding one
 //! entry per installed kernel, whose settings live in `/etc/default/grub.d/ferrovisor.cfg`.
 //! Installing and removing run `update-grub`. The files come from `packaging/deb/`.
 
@@ -70,9 +70,9 @@ pub fn layout() -> Vec<Entry> {
         v.push(e(path, mode, Source::Packaging(name)));
     }
     v.push(e(
-        "usr/lib/modules-load.d/ferrovisor.conf",
+        "lib/systemd/system/ferrovisor-modules.service",
         0o644,
-        Source::Text(modules_load()),
+        Source::Text(modules_service()),
     ));
     v.push(e(
         "usr/share/doc/ferrovisor/README.md",
@@ -93,15 +93,21 @@ pub fn links() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `modules-load.d`: what dom0's initramfs loads, the Xen modules (the Debian kernel
-/// builds them as modules) and what the PV devices need around them (loop, bridge, ...).
-fn modules_load() -> String {
-    let mut s = String::from("# Loaded at boot for ferrovisor's dom0 (harmless elsewhere).\n");
-    for m in initramfs::XEN_MODULES.iter().chain(initramfs::IO_MODULES) {
-        s.push_str(m);
-        s.push('\n');
-    }
-    s
+/// `ferrovisor-modules.service` (from `packaging/deb/`, its `@MODULES@` filled in): what
+/// dom0's initramfs loads, the Xen modules (the Debian kernel builds them as modules) and
+/// what the PV devices need around them (loop, bridge, ...), loaded only on Xen. Not a
+/// `modules-load.d` list: off Xen the Xen drivers refuse to load (-ENODEV) and
+/// systemd-modules-load.service would fail at every boot of the plain kernel.
+fn modules_service() -> String {
+    let modules: Vec<&str> = initramfs::XEN_MODULES
+        .iter()
+        .chain(initramfs::IO_MODULES)
+        .copied()
+        .collect();
+    let path = util::repo_root().join("packaging/deb/ferrovisor-modules.service");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .replace("@MODULES@", &modules.join(" "))
 }
 
 /// The `DEBIAN/control` text.
@@ -184,7 +190,7 @@ pub fn build(output: Option<PathBuf>) -> Result<PathBuf> {
         control(version, bytes.div_ceil(1024)),
     )?;
     std::fs::write(debian.join("conffiles"), conffiles())?;
-    for script in ["postinst", "postrm"] {
+    for script in ["postinst", "prerm", "postrm"] {
         copy(&packaging.join(script), &debian.join(script))?;
         set_mode(&debian.join(script), 0o755)?;
     }
@@ -259,19 +265,34 @@ mod tests {
         assert!(!has("usr/sbin/xs-check"));
         assert!(conffiles().lines().all(|c| c.starts_with("/etc/")));
         assert!(control("1.2.3", 10).contains("Version: 1.2.3\n"));
-        assert!(modules_load().contains("\nxen-privcmd\n") && modules_load().contains("\nxenfs\n"));
+        let m = modules_service();
+        assert!(
+            m.contains("ExecStart=/sbin/modprobe -a xen-evtchn xen-privcmd xenfs ")
+                && m.contains("ConditionPathExists=/sys/hypervisor/type")
+                && !m.contains('@'),
+            "{m}"
+        );
     }
 
     /// Runs the GRUB hook on a fake /boot, with grub-mkconfig_lib's functions stubbed
     /// (the real ones probe the host's disks); returns its standard output.
     fn run_hook(files: &[&str], env: &[(&str, &str)]) -> String {
+        run_hook_with(files, env, &[])
+    }
+
+    /// [`run_hook`] with settings files in the fake `/etc/default/grub.d/`.
+    fn run_hook_with(files: &[&str], env: &[(&str, &str)], cfgs: &[(&str, &str)]) -> String {
         let dir = std::env::temp_dir().join(format!(
             "ferrovisor-grub-hook-{}-{}",
             std::process::id(),
-            files.len() * 100 + env.len()
+            files.len() * 100 + env.len() * 10 + cfgs.len()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("boot")).unwrap();
+        std::fs::create_dir_all(dir.join("etc/default/grub.d")).unwrap();
+        for (name, text) in cfgs {
+            std::fs::write(dir.join("etc/default/grub.d").join(name), text).unwrap();
+        }
         for f in files {
             std::fs::write(dir.join("boot").join(f), b"x").unwrap();
         }
@@ -288,6 +309,7 @@ mod tests {
             .arg(hook)
             .env("pkgdatadir", &dir)
             .env("FERROVISOR_BOOT_DIR", dir.join("boot"))
+            .env("FERROVISOR_SYSCONFDIR", dir.join("etc"))
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -381,5 +403,49 @@ mod tests {
             &[("GRUB_DEVICE", "/dev/sda2")],
         );
         assert!(out.contains(" root=/dev/sda2 ro "), "{out}");
+    }
+
+    #[test]
+    fn grub_hook_reads_its_settings_files() {
+        // grub-mkconfig does not export GRUB_CMDLINE_FERROVISOR*: the hook must read them.
+        let out = run_hook_with(
+            &["ferrovisor", "vmlinuz-6.1.0-9-amd64"],
+            &[
+                ("GRUB_DEVICE", "/dev/sda1"),
+                ("GRUB_CMDLINE_LINUX", "console=ttyS0,115200"),
+            ],
+            &[
+                (
+                    "ferrovisor.cfg",
+                    &std::fs::read_to_string(
+                        util::repo_root().join("packaging/deb/ferrovisor.cfg"),
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "zz-local.cfg",
+                    "GRUB_CMDLINE_FERROVISOR=\"console=com1 dom0_mem=768M\"\n\
+                     GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0\"\n",
+                ),
+            ],
+        );
+        let mb = out
+            .lines()
+            .find(|l| l.trim().starts_with("multiboot2 "))
+            .unwrap();
+        assert!(
+            mb.ends_with("ferrovisor console=com1 dom0_mem=768M "),
+            "{mb}"
+        );
+        let k = out
+            .lines()
+            .find(|l| l.trim().starts_with("module2 ") && l.contains("vmlinuz"))
+            .unwrap();
+        // REPLACE took the place of GRUB_CMDLINE_LINUX; the package's options follow.
+        assert!(
+            k.contains("root=/dev/sda1 ro libata.dma=0  console=hvc0 earlyprintk=xen"),
+            "{k}"
+        );
+        assert!(!k.contains("ttyS0"), "{k}");
     }
 }

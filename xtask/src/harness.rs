@@ -377,6 +377,7 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
     match &test.emulator {
         Emulator::Qemu { accel, boot, cpu } => {
             let boot_dir = work.join("boot");
+            let disk: PathBuf;
             let boot = match boot {
                 QemuBoot::Kernel => {
                     qemu::stage_kernel_dir(&boot_dir, &kernel, &modules)?;
@@ -390,6 +391,11 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
                     std::fs::create_dir_all(&boot_dir)?;
                     std::fs::rename(&path, boot_dir.join("ferrovisor.iso"))?;
                     qemu::Boot::Iso("ferrovisor.iso")
+                }
+                QemuBoot::Disk(make) => {
+                    std::fs::create_dir_all(&boot_dir)?;
+                    disk = make(work)?;
+                    qemu::Boot::Disk(&disk)
                 }
             };
             let memory = format!("{}M", test.memory_mib);
@@ -909,6 +915,9 @@ fn start_order(tests: &[&Test]) -> Vec<usize> {
 /// guest against the clock. Launching prepares them again, quickly and atomically.
 fn prepare(test: &Test, ctx: &RunContext) -> Result<()> {
     modules_of(test)?;
+    if test.emulator.boots_disk() {
+        crate::debimage::image()?;
+    }
     qemu::kernel_for(test, &ctx.kernel)?;
     Ok(())
 }
@@ -961,6 +970,8 @@ fn skip_reason(opts: &SuiteOptions, test: &Test) -> Option<&'static str> {
         Some("--skip-bochs")
     } else if opts.skip_dom0 && test.dom0 {
         Some("--skip-dom0")
+    } else if test.opt_in && opts.filter.as_deref() != Some(test.name) {
+        Some("opt-in: runs only with --filter naming it in full")
     } else {
         None
     }
@@ -1016,8 +1027,17 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         if test.emulator.needs_iso() {
             needs.push(prereq::Need::Grub);
         }
+        if test.emulator.boots_disk() {
+            needs.push(prereq::Need::DebImage);
+        }
     }
     prereq::ensure(&needs)?;
+    if selected
+        .iter()
+        .any(|(t, skip)| !skip && t.emulator.boots_disk())
+    {
+        crate::debimage::prefetch();
+    }
 
     let mut passed = 0usize;
     let mut failed: Vec<String> = Vec::new();
@@ -1160,6 +1180,7 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
         }
     }
 
+    crate::debimage::join_prefetch();
     println!();
     if !failed.is_empty() {
         println!("failed: {}", failed.join(", "));

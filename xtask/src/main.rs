@@ -14,6 +14,7 @@ mod bench;
 mod bochs;
 mod build;
 mod deb;
+mod debimage;
 mod fuzz;
 mod harness;
 mod image;
@@ -30,6 +31,7 @@ mod tests_dom0dev;
 mod tests_grant;
 mod tests_hostile_cpu;
 mod tests_hostile_hcall;
+mod tests_install;
 mod tests_multi;
 mod tests_pci;
 mod tests_pvio;
@@ -107,6 +109,13 @@ enum Command {
     /// Build the Debian package (hypervisor, dom0 tools, systemd units, GRUB hook).
     Deb {
         /// Where to write the .deb (default: target/xtask/ferrovisor_<version>_amd64.deb).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Build a Debian bookworm disk image (systemd, the stock kernel, GRUB) with the
+    /// package installed, as the install tests boot it (as root; see README.md).
+    Debimage {
+        /// Copy the image here (default: it stays in target/debimage/bookworm.img).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -361,6 +370,11 @@ fn run(command: Command) -> Result<ExitCode> {
             prereq::ensure(&[prereq::Need::RustTargets])?;
             let path = deb::build(output)?;
             println!("wrote {}", util::display_rel(&path));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Debimage { output } => {
+            prereq::ensure(&[prereq::Need::RustTargets, prereq::Need::DebImage])?;
+            debimage::cmd(output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::RunQemu {

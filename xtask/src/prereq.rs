@@ -30,6 +30,9 @@ pub enum Need {
     Initramfs,
     /// What the host unit tests call: `iasl` (acpica-tools) for the ACPI cross-check.
     HostTests,
+    /// The Debian disk image of the install tests (`cargo xtask debimage`): mmdebstrap,
+    /// sfdisk, mkfs.ext4/debugfs, and dpkg-deb for the package it installs.
+    DebImage,
 }
 
 impl Need {
@@ -40,6 +43,7 @@ impl Need {
         Need::Grub,
         Need::Initramfs,
         Need::HostTests,
+        Need::DebImage,
     ];
 }
 
@@ -147,6 +151,26 @@ const REQUIREMENTS: &[Requirement] = &[
         need: Need::HostTests,
         probe: Probe::Program("iasl"),
         package: "acpica-tools",
+    },
+    Requirement {
+        need: Need::DebImage,
+        probe: Probe::Program("mmdebstrap"),
+        package: "mmdebstrap",
+    },
+    Requirement {
+        need: Need::DebImage,
+        probe: Probe::Program("sfdisk"),
+        package: "fdisk",
+    },
+    Requirement {
+        need: Need::DebImage,
+        probe: Probe::Program("debugfs"),
+        package: "e2fsprogs",
+    },
+    Requirement {
+        need: Need::DebImage,
+        probe: Probe::Program("dpkg-deb"),
+        package: "dpkg",
     },
 ];
 

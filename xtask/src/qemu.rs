@@ -145,6 +145,9 @@ pub enum Boot<'a> {
     },
     /// A CD image (file name inside `boot_dir`).
     Iso(&'a str),
+    /// A raw hard disk image on the IDE controller, booted by its own boot loader; the
+    /// machine may reboot (no `-no-reboot`).
+    Disk(&'a Path),
 }
 
 /// Places the kernel and modules in `dir` under their boot names (symbolic
@@ -199,9 +202,11 @@ pub fn command(config: &Config) -> Command {
         cmd.args(["-smp", &config.cpus.to_string()]);
     }
     cmd.args(["-m", config.memory])
-        .args(["-display", "none", "-vga", "std", "-nic", "none"])
-        .arg("-no-reboot")
-        .args(["-device", DEBUG_EXIT_DEVICE]);
+        .args(["-display", "none", "-vga", "std", "-nic", "none"]);
+    if !matches!(config.boot, Boot::Disk(_)) {
+        cmd.arg("-no-reboot");
+    }
+    cmd.args(["-device", DEBUG_EXIT_DEVICE]);
     match config.serial {
         Serial::MonitorStdio => cmd.args(["-serial", "mon:stdio"]),
         Serial::Stdio => cmd.args(["-serial", "stdio", "-monitor", "none"]),
@@ -215,6 +220,12 @@ pub fn command(config: &Config) -> Command {
         }
         Boot::Iso(iso) => {
             cmd.args(["-cdrom", iso, "-boot", "d"]);
+        }
+        Boot::Disk(disk) => {
+            let mut drive = std::ffi::OsString::from("file=");
+            drive.push(disk.as_os_str());
+            drive.push(",format=raw,if=ide");
+            cmd.arg("-drive").arg(drive).args(["-boot", "c"]);
         }
     }
     cmd.args(config.extra_args);

@@ -46,6 +46,11 @@ pub enum QemuBoot {
     Kernel,
     /// SeaBIOS + GRUB from the ISO with this loader command.
     Iso(Loader),
+    /// SeaBIOS, then the disk's own boot loader: a raw disk image on the IDE controller,
+    /// made for the test by the function (given the test's work directory). The
+    /// hypervisor ELF of the suite is not used: what boots is what the disk holds. QEMU
+    /// runs without `-no-reboot`: rebooting the installed system is part of a test.
+    Disk(fn(&std::path::Path) -> anyhow::Result<PathBuf>),
 }
 
 impl Emulator {
@@ -60,6 +65,17 @@ impl Emulator {
 
     pub fn is_bochs(&self) -> bool {
         matches!(self, Emulator::Bochs)
+    }
+
+    /// Whether the test boots a disk image (see [`QemuBoot::Disk`]).
+    pub fn boots_disk(&self) -> bool {
+        matches!(
+            self,
+            Emulator::Qemu {
+                boot: QemuBoot::Disk(_),
+                ..
+            }
+        )
     }
 
     /// Whether the test needs a GRUB ISO.
@@ -227,6 +243,9 @@ pub struct Test {
     /// A check run after the emulator exited (e.g. of a disk image the guest wrote);
     /// `Err(why)` fails the test.
     pub after: Option<fn() -> Result<(), String>>,
+    /// Runs only when `cargo xtask test --filter` gives its full name (a test written
+    /// ahead of the feature it needs; see [`Test::opt_in`]).
+    pub opt_in: bool,
 }
 
 /// Environment variable giving every test that does not set its own CPU count that many
@@ -268,6 +287,7 @@ impl Test {
             after: None,
             cpus,
             dom0: false,
+            opt_in: false,
         }
     }
 
@@ -367,6 +387,13 @@ impl Test {
     /// Marks a test that boots the Debian dom0 (`--skip-dom0` skips it).
     pub fn dom0(mut self) -> Self {
         self.dom0 = true;
+        self
+    }
+
+    /// Runs only when `--filter` names it in full: for a test written ahead of the
+    /// feature it needs, which `cargo xtask test` would otherwise fail on.
+    pub fn opt_in(mut self) -> Self {
+        self.opt_in = true;
         self
     }
 

@@ -312,6 +312,7 @@ pub fn all() -> Vec<Test> {
     tests.extend(crate::tests_smp::all());
     tests.extend(crate::tests_pci::all());
     tests.extend(crate::tests_dom0dev::all());
+    tests.extend(crate::tests_install::all());
     tests
 }
 
