@@ -101,8 +101,7 @@ pub fn init() {
 }
 
 /// Size of each IST stack of an AP (the boot CPU's are statics with guard pages; an AP's
-/// come from the frame allocator, in the direct map, each above a guard page the direct
-/// map leaves unmapped).
+/// come from the frame allocator, in the direct map, without guard pages).
 pub const AP_IST_STACK_SIZE: u64 = IST_STACK_SIZE as u64;
 
 /// Builds and loads this AP's own GDT and TSS (the same layout as the boot CPU's, so the

@@ -37,7 +37,7 @@
 use super::percpu::{self, softirq, MAX_CPUS};
 use super::{cpu, exceptions, gdt, irq, lapic, regs, tsc, xcr};
 use crate::mm::frame::FRAME_SIZE;
-use crate::mm::{paging, phys};
+use crate::mm::phys;
 use arrayvec::ArrayVec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use ferrovisor_boot::{MemoryKind, MemoryRegion};
@@ -77,8 +77,7 @@ const P_STACK: u64 = 8;
 const P_INDEX: u64 = 16;
 const P_EFER: u64 = 24;
 const P_PML4: u64 = 28;
-/// Size of each AP's stack (from the frame allocator, in the direct map, with an unmapped
-/// guard page below it).
+/// Size of each AP's stack (from the frame allocator, in the direct map; no guard page).
 const AP_STACK_SIZE: u64 = 128 * 1024;
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -313,19 +312,8 @@ pub fn start_aps(cpus: &HostCpus, kind: BackendKind, map: &[MemoryRegion]) -> u3
     install_trampoline();
     let cr3 = regs::control_registers().cr3;
     let efer = (regs::rdmsr(MSR_EFER) & (EFER_LME | EFER_NXE) | EFER_LME) as u32;
-    // Every AP's stacks first: their guard pages split large direct-map pages, which must
-    // happen while no other CPU runs.
-    let mut stacks = alloc::vec::Vec::with_capacity(cpus.apic_ids.len());
     for (index, &apic_id) in cpus.apic_ids.iter().enumerate().skip(1) {
-        match ap_stacks() {
-            Some(s) => stacks.push((index, apic_id, s)),
-            None => {
-                warn!("smp: CPU {index} (APIC id {apic_id}): no memory for its stacks; not started")
-            }
-        }
-    }
-    for (index, apic_id, s) in stacks {
-        start_one(index, apic_id, s, cr3, efer);
+        start_one(index, apic_id, cr3, efer);
     }
     for page in 0..TRAMPOLINE_PAGES {
         phys::zero_frame(TRAMPOLINE + page * FRAME_SIZE);
@@ -333,25 +321,22 @@ pub fn start_aps(cpus: &HostCpus, kind: BackendKind, map: &[MemoryRegion]) -> u3
     online()
 }
 
-/// An AP's stacks: its own (`stack`) and its two IST stacks (double fault, NMI/MCE), each
-/// with an unmapped guard page below it.
-struct ApStacks {
-    stack: u64,
-    df: u64,
-    nmi: u64,
+fn alloc_stack(bytes: u64) -> Option<u64> {
+    let pages = bytes / FRAME_SIZE;
+    let pa = phys::alloc_zeroed(pages, 1)?;
+    Some(phys::to_virt(pa) as u64 + bytes)
 }
 
-fn ap_stacks() -> Option<ApStacks> {
-    Some(ApStacks {
-        stack: paging::alloc_guarded_stack(AP_STACK_SIZE)?,
-        df: paging::alloc_guarded_stack(gdt::AP_IST_STACK_SIZE)?,
-        nmi: paging::alloc_guarded_stack(gdt::AP_IST_STACK_SIZE)?,
-    })
-}
-
-fn start_one(index: usize, apic_id: u32, stacks: ApStacks, cr3: u64, efer: u32) {
+fn start_one(index: usize, apic_id: u32, cr3: u64, efer: u32) {
     let slot = &SLOTS[index];
-    let ApStacks { stack, df, nmi } = stacks;
+    let (Some(stack), Some(df), Some(nmi)) = (
+        alloc_stack(AP_STACK_SIZE),
+        alloc_stack(gdt::AP_IST_STACK_SIZE),
+        alloc_stack(gdt::AP_IST_STACK_SIZE),
+    ) else {
+        warn!("smp: CPU {index} (APIC id {apic_id}): no memory for its stacks; not started");
+        return;
+    };
     slot.apic_id.store(apic_id, Ordering::SeqCst);
     slot.ist[0].store(df, Ordering::SeqCst);
     slot.ist[1].store(nmi, Ordering::SeqCst);
