@@ -229,6 +229,11 @@ pub fn command(config: &Config) -> Command {
         }
     }
     cmd.args(config.extra_args);
+    // For debugging a run by hand (e.g. `-d cpu_reset -D /tmp/qemu.log`): appended as is,
+    // split at spaces.
+    if let Ok(extra) = std::env::var("XTASK_QEMU_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
     cmd
 }
 
