@@ -64,8 +64,6 @@ static DIRTY: [AtomicU64; WORDS] = [Z; WORDS];
 static ANY_DIRTY: AtomicBool = AtomicBool::new(false);
 static PENDING: [AtomicU64; WORDS] = [Z; WORDS];
 static ANY_PENDING: AtomicBool = AtomicBool::new(false);
-/// Interrupts taken per GSI (diagnostics).
-static COUNT: [AtomicU64; MAX_GSIS] = [Z; MAX_GSIS];
 
 /// Notes the I/O APICs and overrides of the host's MADT. Call once, before `mm::paging`.
 pub fn record(madt: &acpi_host::Madt) {
@@ -263,7 +261,6 @@ pub fn owns_vector(vector: u8) -> bool {
 /// only destination programmed); if it ever runs elsewhere, it only records the GSI.
 pub fn interrupt(vector: u8) {
     let gsi = usize::from(vector - VECTOR_BASE);
-    COUNT[gsi].fetch_add(1, Ordering::Relaxed);
     let rte = WANTED[gsi].load(Ordering::SeqCst);
     // A level pin is masked before the EOI, whose broadcast clears its Remote IRR: the
     // line is still asserted, and unmasked it would fire again at once.
@@ -294,12 +291,4 @@ pub fn take_pending() -> Option<[u64; WORDS]> {
         *o = w.swap(0, Ordering::SeqCst);
     }
     Some(out)
-}
-
-/// Interrupts taken on `gsi` since boot.
-#[allow(dead_code)] // diagnostics
-pub fn count(gsi: u32) -> u64 {
-    COUNT
-        .get(gsi as usize)
-        .map_or(0, |c| c.load(Ordering::Relaxed))
 }
