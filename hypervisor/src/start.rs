@@ -501,7 +501,7 @@ fn build_one<B: Backend>(
         }
     };
     info!(
-        "domain {domid} ({name}): built in {} ms (memory populated and zeroed, kernel and modules loaded)",
+        "domain {domid} ({name}): built in {} ms (memory populated, kernel and modules loaded)",
         (time::now().1 - building) / 1_000_000
     );
     info!(

@@ -4,7 +4,7 @@
 //! `hvm_start_info` at [`START_INFO_GPA`], the module list after it, the memory map at
 //! [`MEMMAP_GPA`], the command line at [`CMDLINE_GPA`].
 
-use super::memory::{GuestFault, GuestMemory, MemoryError};
+use super::memory::{GuestFault, GuestMemory, MemoryError, Scrub};
 use super::{
     runstate, vflags, DomId, DomState, Domain, Life, Runstate, SchedParams, Vcpu, VcpuCtx,
     VcpuTimer,
@@ -147,7 +147,12 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         return Err(BuildError::TooManyModules(cfg.modules.len()));
     }
     let privileged = cfg.initial && image.dom0_capable();
-    let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m)
+    let scrub = if privileged {
+        Scrub::FirstChunk
+    } else {
+        Scrub::All
+    };
+    let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m, scrub)
         .map_err(BuildError::Memory)?;
     let ram = mem.ram_size();
 
@@ -160,7 +165,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
             return Err(BuildError::SegmentOutsideMemory { paddr, len, ram });
         }
         mem.write(paddr, bytes).map_err(BuildError::Fault)?;
-        // BSS: memory is zero from allocation, but be explicit about the tail.
+        // BSS: written, as the control domain's RAM is not zeroed (`Scrub::FirstChunk`).
         let zeros = [0u8; 512];
         let mut at = paddr + bytes.len() as u64;
         let mut left = zero_len;

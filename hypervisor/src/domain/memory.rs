@@ -272,12 +272,29 @@ pub enum PopulateError {
     OutOfMemory,
 }
 
+/// Whether RAM is zeroed before a domain gets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scrub {
+    /// Every frame: nothing a frame held before reaches the domain.
+    All,
+    /// Only the first 2 MiB chunk (the legacy area below 1 MiB, where Linux looks for
+    /// firmware tables by signature, must hold nothing that looks like one); the rest keeps
+    /// what it held. For the initial control domain built at boot, as Xen builds a PVH
+    /// dom0 (`MEMF_no_scrub`): it is built before any domain has run, so free memory holds
+    /// nothing a domain owned, and it may map every other domain's memory anyway. Its
+    /// builder writes every byte it hands over with meaning (kernel segments with their
+    /// BSS, modules, boot data). Under an emulator this also leaves the pages the guest
+    /// never touches unallocated in the host.
+    FirstChunk,
+}
+
 impl<F: Format> GuestMemory<F> {
     /// Allocates `bytes` of RAM (rounded up to 2 MiB) mapped read/write/execute from
-    /// guest-physical 0. Either everything is allocated or nothing is kept.
-    pub fn new(bytes: u64, large_pages: bool) -> Result<Self, MemoryError> {
+    /// guest-physical 0, zeroed as `scrub` says. Either everything is allocated or nothing
+    /// is kept.
+    pub fn new(bytes: u64, large_pages: bool, scrub: Scrub) -> Result<Self, MemoryError> {
         let mem = Self::empty(large_pages)?;
-        mem.populate(bytes, u64::MAX)?;
+        mem.populate_scrub(bytes, u64::MAX, scrub)?;
         Ok(mem)
     }
 
@@ -308,6 +325,11 @@ impl<F: Format> GuestMemory<F> {
     /// hold the whole target; on a failure midway, the chunks added so far stay (the
     /// domain owns them and returns them when destroyed).
     pub fn populate(&self, target: u64, max_step: u64) -> Result<u64, MemoryError> {
+        self.populate_scrub(target, max_step, Scrub::All)
+    }
+
+    /// [`Self::populate`], zeroing as `scrub` says.
+    fn populate_scrub(&self, target: u64, max_step: u64, scrub: Scrub) -> Result<u64, MemoryError> {
         if target > RAM_BELOW_HOLE {
             return Err(MemoryError::CoversHole { requested: target });
         }
@@ -326,12 +348,17 @@ impl<F: Format> GuestMemory<F> {
             });
         }
         let step = (max_step / CHUNK).clamp(1, missing);
-        for _ in 0..step {
-            let host = phys::alloc_zeroed(CHUNK / FRAME_SIZE, CHUNK / FRAME_SIZE).ok_or(
-                MemoryError::OutOfMemory {
-                    requested: missing * CHUNK,
-                },
-            )?;
+        for i in 0..step {
+            let frames = CHUNK / FRAME_SIZE;
+            let zero = scrub == Scrub::All || (have + i == 0);
+            let host = if zero {
+                phys::alloc_zeroed(frames, frames)
+            } else {
+                phys::alloc_unscrubbed(frames, frames)
+            }
+            .ok_or(MemoryError::OutOfMemory {
+                requested: missing * CHUNK,
+            })?;
             let pushed = self.with_p2m(|p2m, m, a| {
                 let gpa = p2m.span * CHUNK;
                 let max = if p2m.large_pages {

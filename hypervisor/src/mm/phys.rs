@@ -238,13 +238,20 @@ impl pagetable::FrameSource for TableFrames<'_> {
 /// Allocates `count` contiguous zeroed frames aligned to `align` frames from the global
 /// allocator; None when memory is exhausted. For VMCS/VMCB pages, bitmaps and guest RAM.
 pub fn alloc_zeroed(count: u64, align: u64) -> Option<u64> {
+    let first = alloc_unscrubbed(count, align)?;
+    for i in 0..count {
+        zero_frame(first + i * FRAME_SIZE);
+    }
+    Some(first)
+}
+
+/// [`alloc_zeroed`] without the zeroing: the frames hold whatever they held when freed.
+/// Only for memory whose receiver may see that (the initial control domain's RAM at boot,
+/// [`crate::domain::memory::Scrub`]).
+pub fn alloc_unscrubbed(count: u64, align: u64) -> Option<u64> {
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut()?;
     let first = frames.alloc_contiguous(count, align).ok()?;
-    drop(guard);
-    for i in 0..count {
-        zero_frame(first.addr() + i * FRAME_SIZE);
-    }
     Some(first.addr())
 }
 

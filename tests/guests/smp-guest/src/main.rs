@@ -53,7 +53,11 @@ static BACK_PORT: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCP
 /// Events the AP received on its IPI port and its loopback port.
 static RECV: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
 static RECV_LOOP: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
-/// Events an AP on the wrong vCPU saw (its flag set with nothing pending for it).
+/// Upcalls an AP took with none of its ports pending. Legal, so only reported: the
+/// hypervisor sets a port's pending bit, then the selector, then the flag, and the AP may
+/// take the event through the selector before the flag lands (as Linux, it then sees one
+/// empty upcall). Events on the wrong vCPU show as short counts here and as vCPU 0's flag
+/// set by an IPI to an AP, both checked.
 static STRAY: AtomicU32 = AtomicU32::new(0);
 /// Sends to vCPU 0 requested of the AP, and done by it.
 static BACK_REQ: [AtomicU32; MAX_VCPUS] = [const { AtomicU32::new(0) }; MAX_VCPUS];
@@ -490,11 +494,12 @@ fn test_main(_si: &StartInfo) -> TestResult {
             BACK_SENT[i].load(Ordering::SeqCst)
         );
     }
-    ensure!(
-        STRAY.load(Ordering::SeqCst) == 0,
-        "{} stray events",
-        STRAY.load(Ordering::SeqCst)
-    );
+    let stray = STRAY.load(Ordering::SeqCst);
+    if stray != 0 {
+        println!(
+            "smp-guest: {stray} empty upcall(s) on the APs (a flag set after its event was taken)"
+        );
+    }
     println!(
         "smp-guest: IPIs: {ROUNDS} to each AP by bind_ipi, {ROUNDS} by a loopback port moved with bind_vcpu, {ROUNDS} from each AP to vCPU 0; each received once on its vCPU"
     );
