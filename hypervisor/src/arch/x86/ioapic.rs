@@ -8,7 +8,8 @@
 //! accesses that must not interleave): in host context with interrupts disabled, and in
 //! the interrupt handler, which therefore cannot interrupt one of its own accesses. Other
 //! CPUs ask for a change by storing the wanted entry in an atomic and poking CPU 0, which
-//! applies it in [`apply`] (called from its scheduling loop and at every guest exit). So
+//! applies it in [`apply`] (called from its scheduling loop and at every guest exit);
+//! [`program`], dom0's RTE writes, also waits for that through a cross-CPU call. So
 //! nothing here takes a lock.
 //!
 //! The handler ([`interrupt`]) EOIs the local APIC, masks a level-triggered pin (the line
@@ -187,7 +188,8 @@ fn mark_dirty(gsi: usize) {
 }
 
 /// Programs `gsi` to its hypervisor vector on the boot CPU with this trigger mode and
-/// polarity, masked or not. Any CPU, host context; CPU 0 applies it.
+/// polarity, masked or not, and waits until CPU 0 has (a cross-CPU call). Any CPU, host
+/// context, no lock held.
 pub fn program(gsi: u32, level: bool, active_low: bool, masked: bool) {
     if !bindable(gsi) {
         return;
@@ -208,6 +210,22 @@ pub fn program(gsi: u32, level: bool, active_low: bool, masked: bool) {
     }
     WANTED[gsi as usize].store(rte, Ordering::SeqCst);
     mark_dirty(gsi as usize);
+    // Written before dom0's RTE write completes: an edge that arrives while the hardware
+    // pin is still masked is dropped (82093AA; QEMU does so), and a driver starts its
+    // device right after unmasking (the IDE IDENTIFY of `pci/dom0-ide-pio` lost its
+    // interrupt when CPU 0 applied the entry later).
+    if super::smp::call_on(
+        0,
+        &|| {
+            apply();
+            0
+        },
+        1000,
+    )
+    .is_err()
+    {
+        log::warn!("I/O APIC: CPU 0 did not apply GSI {gsi}'s entry within 1 s; it will later");
+    }
 }
 
 /// Masks every pin given out (the control domain is gone). Any CPU, host context.
