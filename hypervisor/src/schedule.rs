@@ -790,7 +790,13 @@ pub mod stats {
     /// class running now.
     static CR_EXITS: [[AtomicU64; 16]; 2] = [ZC; 2];
     static ALL_BACKEND: [AtomicU64; 2] = [Z; 2];
-    static CURRENT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    /// Per CPU: the class of the domain it runs (CPUs run dom0 and domUs side by side).
+    static CURRENT: [core::sync::atomic::AtomicUsize; crate::arch::x86::percpu::MAX_CPUS] =
+        [const { core::sync::atomic::AtomicUsize::new(0) }; crate::arch::x86::percpu::MAX_CPUS];
+    fn current() -> &'static core::sync::atomic::AtomicUsize {
+        let cpu = crate::arch::x86::percpu::this().index as usize;
+        &CURRENT[cpu.min(CURRENT.len() - 1)]
+    }
     static LAST_REPORT: AtomicU64 = Z;
 
     fn class(control: bool) -> usize {
@@ -799,12 +805,12 @@ pub mod stats {
 
     /// The class of the domain about to run (the backend does not know it).
     pub fn running(control: bool) {
-        CURRENT.store(class(control), Relaxed);
+        current().store(class(control), Relaxed);
     }
 
     /// Every exit the backend sees, including those it handles itself (CR writes).
     pub fn backend_exit(code: u64) {
-        let c = CURRENT.load(Relaxed);
+        let c = current().load(Relaxed);
         ALL_BACKEND[c].fetch_add(1, Relaxed);
         if (0x10..0x20).contains(&code) {
             CR_EXITS[c][(code - 0x10) as usize].fetch_add(1, Relaxed);
