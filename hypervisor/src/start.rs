@@ -110,6 +110,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     percpu::init_boot_cpu();
     lapic::init(tb.tsc_hz);
     crate::arch::x86::ioapic::init();
+    crate::arch::x86::cr4::init();
     if xcr::init() {
         log::debug!("XSAVE enabled for guests");
     }

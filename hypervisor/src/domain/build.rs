@@ -253,8 +253,8 @@ pub fn set_boot_vcpu<B: Backend>(
     v: &Vcpu<B>,
     entry: PvhEntry,
 ) -> Result<(), BackendError> {
-    let ports = crate::hvm::ioperm::IoPorts::for_domain(dom.is_control());
-    let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry), ports)?;
+    let privilege = crate::hvm::Privilege::of(dom.is_control());
+    let hw = backend.create_vcpu(dom.mem.p2m_root(), VcpuStart::Pvh(entry), privilege)?;
     let old = {
         let mut ctx = v.ctx.lock();
         let Some(ctx) = ctx.as_mut() else {
@@ -290,7 +290,7 @@ fn assemble<B: Backend>(
             .create_vcpu(
                 mem.p2m_root(),
                 start,
-                crate::hvm::ioperm::IoPorts::for_domain(spec.privileged),
+                crate::hvm::Privilege::of(spec.privileged),
             )
             .map_err(BuildError::Vcpu)?;
         let ctx = VcpuCtx {

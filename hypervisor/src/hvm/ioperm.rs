@@ -35,17 +35,6 @@ pub enum IoPorts {
     Control,
 }
 
-impl IoPorts {
-    /// The map for a domain, from its privilege.
-    pub fn for_domain(control: bool) -> IoPorts {
-        if control {
-            IoPorts::Control
-        } else {
-            IoPorts::InterceptAll
-        }
-    }
-}
-
 /// Ports that exit even for the control domain.
 pub const DOM0_INTERCEPTED: &[RangeInclusive<u16>] = &[
     0x00..=0x1f,

@@ -399,13 +399,42 @@ pub trait Backend: Send + Sync + 'static {
     /// through the nested page table rooted at `p2m_root`. Callable at any time through a
     /// shared reference (the backend is meant to live in a `static`). The vCPU frees its
     /// hardware structures when dropped (it must not be loaded on another CPU then).
-    /// `ports` says which I/O ports exit (`hvm::ioperm`).
+    /// `privilege` sets what exits besides what every vCPU must: which I/O ports
+    /// (`hvm::ioperm`) and, on SVM, whether MOV to CR3 does.
     fn create_vcpu(
         &self,
         p2m_root: u64,
         start: VcpuStart,
-        ports: ioperm::IoPorts,
+        privilege: Privilege,
     ) -> Result<Self::Vcpu, BackendError>;
+}
+
+/// The domain's standing, as far as a vCPU's intercepts go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privilege {
+    /// The control domain: the host's I/O ports except the hypervisor's
+    /// (`ioperm::DOM0_INTERCEPTED`), and no exit for MOV to CR3 on SVM.
+    Control,
+    /// Everything that can be intercepted for checking is.
+    Unprivileged,
+}
+
+impl Privilege {
+    pub fn of(control: bool) -> Privilege {
+        if control {
+            Privilege::Control
+        } else {
+            Privilege::Unprivileged
+        }
+    }
+
+    /// Which I/O ports exit.
+    pub fn ports(self) -> ioperm::IoPorts {
+        match self {
+            Privilege::Control => ioperm::IoPorts::Control,
+            Privilege::Unprivileged => ioperm::IoPorts::InterceptAll,
+        }
+    }
 }
 
 /// Why a backend could not start or create a vCPU.

@@ -149,14 +149,14 @@ impl Backend for Svm {
         &self,
         p2m_root: u64,
         start: VcpuStart,
-        ports: crate::hvm::ioperm::IoPorts,
+        privilege: crate::hvm::Privilege,
     ) -> Result<SvmVcpu, BackendError> {
         let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let vmcb = phys::alloc_zeroed(1, 1).ok_or(BackendError::OutOfMemory)?;
         Ok(SvmVcpu::new(
             vmcb,
             ext,
-            match ports {
+            match privilege.ports() {
                 crate::hvm::ioperm::IoPorts::InterceptAll => self.iopm,
                 crate::hvm::ioperm::IoPorts::Control => self.iopm_control,
             },
@@ -165,6 +165,7 @@ impl Backend for Svm {
             p2m_root,
             self.nrips,
             self.decode_assists,
+            privilege,
             start,
         ))
     }

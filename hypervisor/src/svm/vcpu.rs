@@ -47,9 +47,14 @@ const MISC1: u32 = 1 << 0
 /// hardware would (`hvm::crcheck`): an emulator may not (QEMU 7.2 TCG lets reserved CR3/CR4
 /// bits through to a failing VMRUN and ignores CR0 bits 63:32, which its selective CR0
 /// intercept does not see either), and CR4 bits the guest's CPUID does not offer must fault
-/// even where the CPU has them. Guests rarely write CR0; CR3 writes (context switches)
-/// cost an exit each.
+/// even where the CPU has them. Guests rarely write CR0 or CR4.
 const CR_INTERCEPTS: u32 = 1 << 16 | 1 << (16 + 3) | 1 << (16 + 4);
+/// The control domain's: CR3 writes (every context switch, and two per code patch of a
+/// booting Linux: about 17,000 exits in dom0's boot) go to the CPU, as with Xen on NPT.
+/// On hardware the CPU checks them itself; only an emulator's missing reserved-bit check
+/// is not papered over for the trusted domain (a bad CR3 would fail its next VMRUN and
+/// crash it, as the domain's own error).
+const CR_INTERCEPTS_CONTROL: u32 = CR_INTERCEPTS & !(1 << (16 + 3));
 /// Intercepted exceptions: #DB and #AC (reflected: their unintercepted recursive delivery
 /// can hold a CPU in microcode for ever, XSA-156), #MC (logged).
 const EXCEPTIONS: u32 = 1 << 1 | 1 << 17 | 1 << 18;
@@ -148,12 +153,19 @@ impl SvmVcpu {
         ncr3: u64,
         nrips: bool,
         decode_assists: bool,
+        privilege: crate::hvm::Privilege,
         start: VcpuStart,
     ) -> SvmVcpu {
         let mut v = Vmcb::new(vmcb_pa);
         // CPUID Fn8000_000A EDX: LBR virtualization (1), flush by ASID (6).
         let svm_features = core::arch::x86_64::__cpuid(0x8000_000a).edx;
-        v.write32(ctl::INTERCEPT_CR, CR_INTERCEPTS);
+        v.write32(
+            ctl::INTERCEPT_CR,
+            match privilege {
+                crate::hvm::Privilege::Control => CR_INTERCEPTS_CONTROL,
+                crate::hvm::Privilege::Unprivileged => CR_INTERCEPTS,
+            },
+        );
         v.write32(ctl::INTERCEPT_MISC1, MISC1);
         v.write32(ctl::INTERCEPT_MISC2, MISC2);
         v.write32(ctl::INTERCEPT_EXCEPTIONS, EXCEPTIONS);
@@ -679,6 +691,7 @@ impl Vcpu for SvmVcpu {
                 // restored right after the exit.
                 unsafe { crate::arch::x86::regs::wrmsr(msr::DEBUGCTL, self.debugctl) };
             }
+            crate::arch::x86::cr4::match_guest(self.vmcb.read64(save::CR4));
             spec::before_entry();
             // SAFETY: the VMCB was fully initialised in `new` and only modified through
             // this vCPU, with a valid ASID from `load`; `host_area` is this CPU's VMSAVE

@@ -108,7 +108,7 @@ impl Backend for Vmx {
         &self,
         p2m_root: u64,
         start: VcpuStart,
-        ports: crate::hvm::ioperm::IoPorts,
+        privilege: crate::hvm::Privilege,
     ) -> Result<VmxVcpu, BackendError> {
         let ext = ExtState::new().ok_or(BackendError::OutOfMemory)?;
         let region = phys::alloc_zeroed(FRAMES, 1).ok_or(BackendError::OutOfMemory)?;
@@ -125,7 +125,7 @@ impl Backend for Vmx {
         let io = unsafe {
             core::slice::from_raw_parts_mut(phys::to_virt(region + 4096).cast::<u8>(), 2 * 4096)
         };
-        crate::hvm::ioperm::fill(io, ports);
+        crate::hvm::ioperm::fill(io, privilege.ports());
         let (entry, rbx) = match start {
             VcpuStart::Pvh(e) => (e, e.rbx),
             VcpuStart::WaitForSipi => (PvhEntry { rip: 0, rbx: 0 }, 0),

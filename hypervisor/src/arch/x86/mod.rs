@@ -1,6 +1,7 @@
 //! x86-64 host support: CPU identification, descriptor tables, exceptions, interrupts and
 //! the local APIC, per-CPU data, AP start-up and cross-CPU calls, extended-state switching, ports, power.
 pub mod cpu;
+pub mod cr4;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
