@@ -49,6 +49,9 @@ pub const BASELINE_CMDLINE: &str = "console=ttyS0";
 /// the guest's uptime in seconds.
 pub const BANNER_PATTERN: &str =
     r"dom0: userspace up, kernel \S+, hypervisor \S+, console \S+, uptime ([0-9.]+) s";
+/// The line `/init` prints first, before anything else it does (tests/linux/init); group 1
+/// is the guest's uptime in seconds.
+pub const INIT_PATTERN: &str = r"init: running, uptime ([0-9.]+) s";
 /// The line the interactive shell prints from `$ENV` once it owns the console.
 pub const SHELL_READY_PATTERN: &str = r"dom0: shell ready on \S+";
 
