@@ -155,18 +155,24 @@ impl<B: Backend> Hv<B> {
     /// they may not run: each such CPU is asked to reschedule. Serves this CPU's
     /// cross-CPU calls meanwhile.
     fn descheduled(&self, dom: &Domain<B>) {
-        crate::sync::assert_none_held();
-        let me = percpu::this().index;
         for v in &dom.vcpus {
-            let c = v.cpu.load(Ordering::SeqCst);
-            if c == NO_CPU || c == me {
-                continue;
-            }
-            smp::poke(c, softirq::SCHEDULE);
-            while v.cpu.load(Ordering::SeqCst) == c {
-                smp::serve_calls();
-                core::hint::spin_loop();
-            }
+            self.vcpu_descheduled(v);
+        }
+    }
+
+    /// [`Hv::descheduled`] for one vCPU the scheduler was told may not run (paused, or
+    /// down): returns once it runs on no other CPU (as Xen's `vcpu_sleep_sync`). The
+    /// caller holds no lock.
+    pub fn vcpu_descheduled(&self, v: &Vcpu<B>) {
+        crate::sync::assert_none_held();
+        let c = v.cpu.load(Ordering::SeqCst);
+        if c == NO_CPU || c == percpu::this().index {
+            return;
+        }
+        smp::poke(c, softirq::SCHEDULE);
+        while v.cpu.load(Ordering::SeqCst) == c {
+            smp::serve_calls();
+            core::hint::spin_loop();
         }
     }
 

@@ -24,16 +24,8 @@
 //! permission map (12 KiB, ports 0..0xffff plus the bits a wrapping access reads) and
 //! VMX's I/O bitmaps A and B (8 KiB, ports 0..0xffff).
 
+use super::Privilege;
 use core::ops::RangeInclusive;
-
-/// How a domain's vCPUs treat I/O ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoPorts {
-    /// Every port exits (domUs).
-    InterceptAll,
-    /// The control domain: only [`DOM0_INTERCEPTED`] exit.
-    Control,
-}
 
 /// Ports that exit even for the control domain.
 pub const DOM0_INTERCEPTED: &[RangeInclusive<u16>] = &[
@@ -56,26 +48,27 @@ pub const DOM0_INTERCEPTED: &[RangeInclusive<u16>] = &[
     0x8900..=0x8900,
 ];
 
-/// Whether an access to `port` exits for a domain with `ports`.
-pub fn intercepted(ports: IoPorts, port: u16) -> bool {
-    match ports {
-        IoPorts::InterceptAll => true,
-        IoPorts::Control => DOM0_INTERCEPTED.iter().any(|r| r.contains(&port)),
+/// Whether an access to `port` exits for a domain of this privilege: every port for an
+/// unprivileged one, only [`DOM0_INTERCEPTED`] for the control domain.
+pub fn intercepted(privilege: Privilege, port: u16) -> bool {
+    match privilege {
+        Privilege::Unprivileged => true,
+        Privilege::Control => DOM0_INTERCEPTED.iter().any(|r| r.contains(&port)),
     }
 }
 
 /// Fills `map` (at least 8 KiB: one bit per port, then any extra bytes, which stay all
-/// ones so that an access wrapping past 0xffff exits) for `ports`.
-pub fn fill(map: &mut [u8], ports: IoPorts) {
+/// ones so that an access wrapping past 0xffff exits) for a domain of this privilege.
+pub fn fill(map: &mut [u8], privilege: Privilege) {
     map.fill(0xff);
-    if ports == IoPorts::InterceptAll {
+    if privilege == Privilege::Unprivileged {
         return;
     }
     for (i, byte) in map.iter_mut().take(8192).enumerate() {
         let mut b = 0u8;
         for bit in 0..8 {
             let port = (i * 8 + bit) as u16;
-            if intercepted(ports, port) {
+            if intercepted(privilege, port) {
                 b |= 1 << bit;
             }
         }
@@ -94,22 +87,22 @@ mod tests {
     #[test]
     fn domus_exit_on_every_port() {
         let mut map = vec![0u8; 12288];
-        fill(&mut map, IoPorts::InterceptAll);
+        fill(&mut map, Privilege::Unprivileged);
         assert!(map.iter().all(|&b| b == 0xff));
-        assert!((0..=0xffff).all(|p| intercepted(IoPorts::InterceptAll, p)));
+        assert!((0..=0xffff).all(|p| intercepted(Privilege::Unprivileged, p)));
     }
 
     #[test]
     fn dom0_reaches_ide_but_not_the_hypervisors_ports() {
         let mut map = vec![0u8; 12288];
-        fill(&mut map, IoPorts::Control);
+        fill(&mut map, Privilege::Control);
         // The legacy IDE channels, the ACPI PM block QEMU puts at 0x600, VGA, port 0x80's
         // neighbours outside the DMA page registers.
         for p in [
             0x1f0, 0x1f7, 0x3f6, 0x170, 0x376, 0x600, 0x3c0, 0xa2, 0x2f8, 0xcf7, 0xd00,
         ] {
             assert!(!bit(&map, p), "{p:#x} should pass through");
-            assert!(!intercepted(IoPorts::Control, p));
+            assert!(!intercepted(Privilege::Control, p));
         }
         for p in [
             0x00, 0x0f, 0x20, 0x21, 0xa0, 0xa1, 0x40, 0x43, 0x61, 0x60, 0x64, 0x70, 0x71, 0x80,
@@ -117,7 +110,7 @@ mod tests {
             0xcf8, 0xcf9, 0xcfc, 0xcff, 0x8900,
         ] {
             assert!(bit(&map, p), "{p:#x} should exit");
-            assert!(intercepted(IoPorts::Control, p));
+            assert!(intercepted(Privilege::Control, p));
         }
         // Exactly the listed ports, nothing else.
         let listed: usize = DOM0_INTERCEPTED.iter().map(|r| r.clone().count()).sum();

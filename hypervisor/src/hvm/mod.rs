@@ -427,14 +427,6 @@ impl Privilege {
             Privilege::Unprivileged
         }
     }
-
-    /// Which I/O ports exit.
-    pub fn ports(self) -> ioperm::IoPorts {
-        match self {
-            Privilege::Control => ioperm::IoPorts::Control,
-            Privilege::Unprivileged => ioperm::IoPorts::InterceptAll,
-        }
-    }
 }
 
 /// Why a backend could not start or create a vCPU.

@@ -32,7 +32,7 @@ pub struct Svm {
     caps: Caps,
     /// I/O permission map (12 KiB, all set: every port exits).
     iopm: u64,
-    /// The control domain's I/O permission map (`hvm::ioperm::IoPorts::Control`).
+    /// The control domain's I/O permission map (`hvm::ioperm`, `Privilege::Control`).
     iopm_control: u64,
     /// MSR permission map (8 KiB).
     msrpm: u64,
@@ -113,7 +113,7 @@ impl Svm {
         let control = unsafe {
             core::slice::from_raw_parts_mut(phys::to_virt(iopm_control).cast::<u8>(), 3 * 4096)
         };
-        crate::hvm::ioperm::fill(control, crate::hvm::ioperm::IoPorts::Control);
+        crate::hvm::ioperm::fill(control, crate::hvm::Privilege::Control);
         fill(msrpm, 2 * 4096, 0xff);
         for msr in PASSTHROUGH_MSRS {
             allow_msr(msrpm, msr);
@@ -156,9 +156,9 @@ impl Backend for Svm {
         Ok(SvmVcpu::new(
             vmcb,
             ext,
-            match privilege.ports() {
-                crate::hvm::ioperm::IoPorts::InterceptAll => self.iopm,
-                crate::hvm::ioperm::IoPorts::Control => self.iopm_control,
+            match privilege {
+                crate::hvm::Privilege::Unprivileged => self.iopm,
+                crate::hvm::Privilege::Control => self.iopm_control,
             },
             self.msrpm,
             self.max_asid,

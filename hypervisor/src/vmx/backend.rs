@@ -125,7 +125,7 @@ impl Backend for Vmx {
         let io = unsafe {
             core::slice::from_raw_parts_mut(phys::to_virt(region + 4096).cast::<u8>(), 2 * 4096)
         };
-        crate::hvm::ioperm::fill(io, privilege.ports());
+        crate::hvm::ioperm::fill(io, privilege);
         let (entry, rbx) = match start {
             VcpuStart::Pvh(e) => (e, e.rbx),
             VcpuStart::WaitForSipi => (PvhEntry { rip: 0, rbx: 0 }, 0),

@@ -206,44 +206,22 @@ fn down<B: Backend>(cx: &mut Cx<'_, B>, id: u32) -> Result<Reply, Errno> {
     }
     // The scheduler lock, then the parked context (the lock order): a parked vCPU cannot
     // be picked meanwhile.
-    let running_elsewhere = {
+    {
         let mut sched = cx.hv.sched.lock();
         let parked = target.ctx.lock();
         let was_down = target.flags.fetch_or(vflags::DOWN, Ordering::SeqCst) & vflags::DOWN != 0;
-        let mut elsewhere = false;
         if !was_down {
             let now = crate::time::now().1;
             sched.sleep(target.sref(), now);
             if parked.is_some() {
                 target.runstate.lock().set(runstate::OFFLINE, now);
-            } else {
-                // Running on another CPU: that CPU reschedules at once, sees the flag and
-                // parks it offline.
-                let cpu = target.cpu.load(Ordering::SeqCst);
-                if cpu != crate::domain::NO_CPU {
-                    crate::arch::x86::smp::poke(cpu, crate::arch::x86::percpu::softirq::SCHEDULE);
-                    elsewhere = true;
-                }
             }
-        }
-        elsewhere
-    };
-    if running_elsewhere {
-        // As Xen (vcpu_sleep_sync): the call returns once the vCPU runs no more, so the
-        // caller never sees a vCPU that is down still running. No lock is held; calls
-        // from other CPUs are served meanwhile (one may be the target's CPU asking this
-        // one for a TLB shootdown). Bounded: a CPU that does not answer in 1 s is
-        // reported and the call returns (the flag still stops the vCPU there).
-        let deadline = crate::time::now().1 + 1_000_000_000;
-        while target.cpu.load(Ordering::SeqCst) != crate::domain::NO_CPU {
-            crate::arch::x86::smp::serve_calls();
-            if crate::time::now().1 > deadline {
-                log::warn!("d{}v{id}: still running 1 s after VCPUOP_down", cx.dom.id);
-                break;
-            }
-            core::hint::spin_loop();
         }
     }
+    // Running on another CPU: that CPU reschedules, sees the flag and parks it offline;
+    // the call returns once it has, so the caller never sees a vCPU that is down still
+    // running (the wait `Hv::pause` does, as Xen's vcpu_sleep_sync).
+    cx.hv.vcpu_descheduled(target);
     Ok(Reply::Value(0))
 }
 
