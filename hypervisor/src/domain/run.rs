@@ -871,5 +871,31 @@ fn crash<B: Backend>(cx: &mut Cx<'_, B>, what: core::fmt::Arguments<'_>) -> Flow
         "  instruction bytes at RIP ({source}): {}",
         bytes.trim_end()
     );
+    if s.efer & crate::hvm::crcheck::EFER_LMA != 0 && s.cr2 != 0 {
+        report_walk(cx, s.cr3, s.cr2);
+    }
     Flow::Out(Outcome::End(DomainEnd::Crashed))
+}
+
+/// Logs the guest's own page walk of `gva` (its CR2: where its last page fault was) as the
+/// hypervisor reads it now: each entry with the host frame behind its table. A walk that
+/// succeeds here although the guest faulted there points at a stale translation; one that
+/// fails shows which table holds what.
+fn report_walk<B: Backend>(cx: &Cx<'_, B>, cr3: u64, gva: u64) {
+    let (steps, n) = guest_walk::trace_long(cr3, gva, &cx.dom.mem);
+    for step in steps.iter().take(n).flatten() {
+        let table = step.entry_gpa & !0xfff;
+        let host = cx.dom.mem.ram_frame(table);
+        match step.entry {
+            Some(e) => log::error!(
+                "  walk of CR2: L{} entry at gpa {:#x} (host frame {host:#x?}) = {e:#018x}",
+                step.level,
+                step.entry_gpa
+            ),
+            None => log::error!(
+                "  walk of CR2: L{} table at gpa {table:#x} is not RAM",
+                step.level
+            ),
+        }
+    }
 }

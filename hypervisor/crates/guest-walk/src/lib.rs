@@ -98,6 +98,40 @@ fn walk_64(mut table: u64, gva: u64, levels: u32, mem: &impl GuestPhysRead) -> O
     Some(table | (gva & 0xfff))
 }
 
+/// One step of a long-mode walk, for diagnostics: the entry's guest-physical address and
+/// its value (None if that address is not guest RAM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkStep {
+    pub level: u32,
+    pub entry_gpa: u64,
+    pub entry: Option<u64>,
+}
+
+/// The entries a 4-level walk of `gva` reads, top first, up to and including the one that
+/// ends it (not present, a large page, outside guest RAM, or the 4 KiB leaf). For a crash
+/// report: shows where a walk the guest's CPU failed goes wrong in memory.
+pub fn trace_long(cr3: u64, gva: u64, mem: &impl GuestPhysRead) -> ([Option<WalkStep>; 4], usize) {
+    let mut out = [None; 4];
+    let mut table = cr3 & ADDR_52;
+    for (i, level) in (1..=4u32).rev().enumerate() {
+        let shift = 12 + 9 * (level - 1);
+        let entry_gpa = table + ((gva >> shift) & 0x1ff) * 8;
+        let entry = mem.read_u64(entry_gpa);
+        out[i] = Some(WalkStep {
+            level,
+            entry_gpa,
+            entry,
+        });
+        match entry {
+            Some(e) if e & PRESENT != 0 && !(level > 1 && level < 4 && e & LARGE != 0) => {
+                table = e & ADDR_52;
+            }
+            _ => return (out, i + 1),
+        }
+    }
+    (out, 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +227,31 @@ mod tests {
         mem.0.insert(0x5000 + 0x301 * 4, 0x6000 | 3);
         mem.0.insert(0x6000 + 2 * 4, 0x9000 | 3);
         assert_eq!(translate(&legacy, 0xc040_2abc, &mem), Some(0x9abc));
+    }
+
+    #[test]
+    fn trace_stops_where_the_walk_ends() {
+        let mut mem = Mem::default();
+        let va: u64 = 0xffff_8000_1234_5678;
+        let (l4, l3) = ((va >> 39) & 511, (va >> 30) & 511);
+        mem.0.insert(0x1000 + l4 * 8, 0x2000 | 3);
+        let (steps, n) = trace_long(0x1000, va, &mem);
+        assert_eq!(n, 2, "the zero L3 entry ends it");
+        assert_eq!(
+            steps[1],
+            Some(WalkStep {
+                level: 3,
+                entry_gpa: 0x2000 + l3 * 8,
+                entry: Some(0)
+            })
+        );
+        mem.0.insert(0x2000 + l3 * 8, 0x4000_0000 | 0x83);
+        assert_eq!(trace_long(0x1000, va, &mem).1, 2, "a 1 GiB page ends it");
+        mem.0.insert(0x2000 + l3 * 8, 0x3000 | 3);
+        mem.0
+            .insert(0x3000 + ((va >> 21) & 511) * 8, 0x2000_0000 | 3);
+        let (steps, n) = trace_long(0x1000, va, &mem);
+        assert_eq!(n, 4, "the leaf is read from outside memory");
+        assert_eq!(steps[3].unwrap().entry, None);
     }
 }
