@@ -301,6 +301,7 @@ fn assemble<B: Backend>(
             poll_deadline: 0,
             exits: 0,
             exits_by_kind: [0; crate::hvm::Exit::KINDS],
+            trace: super::ExitTrace::default(),
         };
         // The boot vCPU starts at the PVH entry; the others are offline until a SIPI.
         let (flags, state) = if matches!(start, VcpuStart::Pvh(_)) {

@@ -269,6 +269,39 @@ pub struct VcpuCtx<B: Backend> {
     /// VM exits taken, and per kind (`Exit::kind`).
     pub exits: u64,
     pub exits_by_kind: [u64; crate::hvm::Exit::KINDS],
+    /// The last exits, for a crash report.
+    pub trace: ExitTrace,
+}
+
+/// One exit of [`ExitTrace`].
+#[derive(Clone, Copy, Debug)]
+pub struct TracedExit {
+    pub exit: crate::hvm::Exit,
+    /// The event injected at the entry this exit ended (raw, see [`crate::hvm::TraceState`]).
+    pub injected: u64,
+    pub state: crate::hvm::TraceState,
+}
+
+/// The last [`ExitTrace::LEN`] exits of a vCPU: what a crash report shows of how the guest
+/// got there. Written by the vCPU's own CPU only.
+#[derive(Default)]
+pub struct ExitTrace {
+    ring: [Option<TracedExit>; ExitTrace::LEN],
+    next: usize,
+}
+
+impl ExitTrace {
+    pub const LEN: usize = 8;
+
+    pub fn record(&mut self, e: TracedExit) {
+        self.ring[self.next] = Some(e);
+        self.next = (self.next + 1) % Self::LEN;
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &TracedExit> {
+        (0..Self::LEN).filter_map(move |i| self.ring[(self.next + i) % Self::LEN].as_ref())
+    }
 }
 
 /// What other vCPUs and domains change under the domain lock.

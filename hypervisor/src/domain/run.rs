@@ -84,7 +84,13 @@ pub fn run_vcpu<B: Backend>(
         }
         prepare_entry(&mut cx, slice_end);
         crate::sync::assert_none_held();
+        let injected = cx.v.hw.trace_state().injecting;
         let exit = cx.v.hw.run();
+        cx.v.trace.record(super::TracedExit {
+            exit,
+            injected,
+            state: cx.v.hw.trace_state(),
+        });
         cx.v.exits += 1;
         cx.v.exits_by_kind[exit.kind()] += 1;
         crate::schedule::stats::exit(dom.is_control(), exit.kind());
@@ -873,6 +879,15 @@ fn crash<B: Backend>(cx: &mut Cx<'_, B>, what: core::fmt::Arguments<'_>) -> Flow
     );
     if s.efer & crate::hvm::crcheck::EFER_LMA != 0 && s.cr2 != 0 {
         report_walk(cx, s.cr3, s.cr2);
+    }
+    for t in cx.v.trace.iter() {
+        log::error!(
+            "  exit trace: {:?} at RIP {:#x}; injected {:#x}, delivering {:#x}",
+            t.exit,
+            t.state.rip,
+            t.injected,
+            t.state.delivering
+        );
     }
     Flow::Out(Outcome::End(DomainEnd::Crashed))
 }

@@ -231,6 +231,14 @@ pub struct ControlState {
     pub cpl: u8,
 }
 
+/// See [`Vcpu::trace_state`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceState {
+    pub rip: u64,
+    pub injecting: u64,
+    pub delivering: u64,
+}
+
 /// What an instruction emulator needs beyond [`ControlState`]: the segment bases (ES, CS,
 /// SS, DS, FS, GS, in the hardware's order) and the code segment's L and D/B bits.
 #[derive(Clone, Copy, Debug, Default)]
@@ -340,6 +348,11 @@ pub trait Vcpu {
     fn regs(&mut self) -> &mut GuestRegs;
     /// Control state for diagnostics and guest-virtual address walks.
     fn control_state(&self) -> ControlState;
+    /// For the exit trace of a crash report: RIP, the event to be injected at the next
+    /// entry, and the event the CPU was delivering when it last exited (raw: SVM
+    /// EVENTINJ/EXITINTINFO, VMX entry interruption / IDT-vectoring information; bit 31
+    /// valid, bits 10:8 type, 7:0 vector).
+    fn trace_state(&self) -> TraceState;
     /// Moves RIP past the instruction that caused the last exit.
     fn skip_instruction(&mut self);
     /// Queues an event for injection at the next entry.

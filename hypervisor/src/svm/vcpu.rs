@@ -785,6 +785,14 @@ impl Vcpu for SvmVcpu {
         &mut self.regs
     }
 
+    fn trace_state(&self) -> crate::hvm::TraceState {
+        crate::hvm::TraceState {
+            rip: self.vmcb.read64(save::RIP),
+            injecting: self.vmcb.read64(ctl::EVENTINJ) & 0xffff_ffff,
+            delivering: self.vmcb.read64(ctl::EXITINTINFO) & 0xffff_ffff,
+        }
+    }
+
     fn control_state(&self) -> ControlState {
         let cs = self.vmcb.segment(save::CS);
         ControlState {

@@ -518,6 +518,15 @@ impl Vcpu for VmxVcpu {
         &mut self.regs
     }
 
+    fn trace_state(&self) -> crate::hvm::TraceState {
+        self.make_current();
+        crate::hvm::TraceState {
+            rip: vmcs::get(Field::GUEST_RIP),
+            injecting: vmcs::get(Field::ENTRY_INTERRUPTION_INFO),
+            delivering: vmcs::get(Field::IDT_VECTORING_INFO),
+        }
+    }
+
     fn control_state(&self) -> ControlState {
         self.make_current();
         let (cr0, cr4) = self.visible_crs();
