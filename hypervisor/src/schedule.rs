@@ -226,14 +226,14 @@ impl<B: Backend> Hv<B> {
         }
         let now = time::now().1;
         v.runstate.lock().set(runstate::RUNNABLE, now);
-        self.sched_wake(v, now);
+        self.sched_wake(v, dom.is_control(), now);
     }
 
-    /// Tells the scheduler `v` is runnable and acts on its answer: reschedule now, or by
+    /// Tells the scheduler `v` (of the control domain or not) is runnable and acts on its answer: reschedule now, or by
     /// the time the rate limit allows.
-    fn sched_wake(&self, v: &Vcpu<B>, now: u64) {
+    fn sched_wake(&self, v: &Vcpu<B>, control: bool, now: u64) {
         let mut s = self.sched.lock();
-        stats::wake(v.domid == 0);
+        stats::wake(control);
         let cpu = s.wake(v.sref(), now);
         let held = self.act_on(&mut s, cpu);
         stats::event(match (cpu, held) {

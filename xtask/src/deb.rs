@@ -99,11 +99,7 @@ pub fn links() -> Vec<(String, String)> {
 /// `modules-load.d` list: off Xen the Xen drivers refuse to load (-ENODEV) and
 /// systemd-modules-load.service would fail at every boot of the plain kernel.
 fn modules_service() -> String {
-    let modules: Vec<&str> = initramfs::XEN_MODULES
-        .iter()
-        .chain(initramfs::IO_MODULES)
-        .copied()
-        .collect();
+    let modules = initramfs::dom0_modules();
     let path = util::repo_root().join("packaging/deb/ferrovisor-modules.service");
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -32,11 +32,12 @@ const SHELLRC: &str = "tests/linux/shellrc";
 const FVTEST: &str = "tests/linux/fvtest";
 const PVIO_TEST: &str = "tests/linux/pvio-test";
 
-/// Xen driver modules packed into the initramfs (module names as `modinfo`
-/// prints them, `-` and `_` alike), with their dependencies. The Debian 6.1
-/// kernel builds these as modules (docs: xen-pvh-abi.md §0). `/init` loads
-/// all of them, in the order written to `/etc/xen-modules`, when it runs on
-/// Xen; the back- and front-ends are harmless without their xenstore nodes.
+/// Xen driver modules both dom0's and the example domU's initramfs pack (module names as
+/// `modinfo` prints them, `-` and `_` alike), with their dependencies: the device files
+/// and the frontends. The Debian 6.1 kernel builds these as modules (docs:
+/// xen-pvh-abi.md §0). `/init` loads all it finds, in the order written to
+/// `/etc/xen-modules`, when it runs on Xen; the frontends are harmless without their
+/// xenstore nodes.
 pub const XEN_MODULES: &[&str] = &[
     "xen-evtchn",
     "xen-privcmd",
@@ -45,30 +46,30 @@ pub const XEN_MODULES: &[&str] = &[
     "xen-gntalloc",
     "xen-blkfront",
     "xen-netfront",
-    "xen-blkback",
-    "xen-netback",
 ];
 
-/// What the PV block and network devices need around the Xen drivers: loop devices
+/// The backends, which only dom0 loads.
+pub const XEN_BACKENDS: &[&str] = &["xen-blkback", "xen-netback"];
+
+/// What dom0's PV block and network backends need around the Xen drivers: loop devices
 /// (dom0 backs `file:` disks with them), the bridge (`xenbr0`), and ext4 with the
 /// crc32c its checksums use (the crypto API finds it once loaded, without modprobe).
 pub const IO_MODULES: &[&str] = &["loop", "bridge", "ext4", "crc32c_generic"];
 
-/// What the example domU's initramfs loads instead (`/init` loads every module packed):
-/// the Xen device files and the frontends, and ext4 for the PV I/O tests' file system;
-/// no backends, loop devices or bridge, which only dom0 uses (loading them took about
-/// 0.4 s of each domU boot under QEMU TCG).
-pub const DOMU_MODULES: &[&str] = &[
-    "xen-evtchn",
-    "xen-privcmd",
-    "xenfs",
-    "xen-gntdev",
-    "xen-gntalloc",
-    "xen-blkfront",
-    "xen-netfront",
-    "ext4",
-    "crc32c_generic",
-];
+/// What the example domU loads besides [`XEN_MODULES`]: ext4 for the PV I/O tests' file
+/// system; no backends, loop devices or bridge, which only dom0 uses (loading them took
+/// about 0.4 s of each domU boot under QEMU TCG).
+pub const DOMU_IO_MODULES: &[&str] = &["ext4", "crc32c_generic"];
+
+/// dom0's modules, in load order: [`XEN_MODULES`], [`XEN_BACKENDS`], [`IO_MODULES`].
+pub fn dom0_modules() -> Vec<&'static str> {
+    XEN_MODULES
+        .iter()
+        .chain(XEN_BACKENDS)
+        .chain(IO_MODULES)
+        .copied()
+        .collect()
+}
 
 /// Debian programs both images carry, with the shared libraries they load (as `ldd`
 /// resolves them on this machine, at the same paths): `iperf3` for the network tests
@@ -542,18 +543,18 @@ fn contents(
 
 /// Writes `output` (gzip) unless an identical archive is already there.
 pub fn build(version: &str, modules_dir: &Path, extras: &[Extra], output: &Path) -> Result<Built> {
-    let wanted: Vec<&str> = XEN_MODULES.iter().chain(IO_MODULES).copied().collect();
-    build_with(version, modules_dir, &wanted, extras, output)
+    build_with(version, modules_dir, &dom0_modules(), extras, output)
 }
 
-/// [`build`] for the example domU: its modules are [`DOMU_MODULES`].
+/// [`build`] for the example domU: its modules are [`XEN_MODULES`] and [`DOMU_IO_MODULES`].
 pub fn build_domu(
     version: &str,
     modules_dir: &Path,
     extras: &[Extra],
     output: &Path,
 ) -> Result<Built> {
-    build_with(version, modules_dir, DOMU_MODULES, extras, output)
+    let wanted: Vec<&str> = XEN_MODULES.iter().chain(DOMU_IO_MODULES).copied().collect();
+    build_with(version, modules_dir, &wanted, extras, output)
 }
 
 fn build_with(

@@ -26,6 +26,11 @@ pub const DEBUG_EXIT_DEVICE: &str = "isa-debug-exit,iobase=0xf4,iosize=0x04";
 pub enum Accel {
     /// Emulation (`-cpu max`: AMD SVM with nested paging, no VMX).
     Tcg,
+    /// Emulation as [`Accel::Tcg`], with every vCPU on one host thread in turn (QEMU's
+    /// round-robin TCG): a vCPU is stopped at any instruction for as long as the others
+    /// run, which turns races and emulator quirks that multi-threaded TCG hits once in
+    /// many runs into ones hit in most.
+    TcgOneThread,
     /// Hardware virtualization; needs nested virtualization on the host.
     Kvm,
 }
@@ -46,6 +51,7 @@ impl Accel {
     fn name(self) -> &'static str {
         match self {
             Accel::Tcg => "tcg",
+            Accel::TcgOneThread => "tcg,thread=single",
             Accel::Kvm => "kvm",
         }
     }
@@ -53,7 +59,7 @@ impl Accel {
     /// The CPU model: everything the accelerator offers.
     pub fn default_cpu(self) -> &'static str {
         match self {
-            Accel::Tcg => "max",
+            Accel::Tcg | Accel::TcgOneThread => "max",
             Accel::Kvm => "host",
         }
     }

@@ -106,6 +106,7 @@ impl CrPolicy {
 impl CrPolicy {
     /// The policy for this machine's guests: their CPUID as `cpuid::guest_cpuid` shapes
     /// it from the host's, and the host's MAXPHYADDR (nested paging gives guests the same).
+    #[cfg(target_os = "none")]
     pub fn for_guests() -> Self {
         use super::cpuid::{guest_cpuid, CpuidContext};
         let ctx = CpuidContext {
@@ -115,17 +116,7 @@ impl CrPolicy {
             cr4: 0,
         };
         let leaf = |l: u32| {
-            let max = core::arch::x86_64::__cpuid(l & 0x8000_0000).eax;
-            let r = if l <= max {
-                core::arch::x86_64::__cpuid_count(l, 0)
-            } else {
-                core::arch::x86_64::CpuidResult {
-                    eax: 0,
-                    ebx: 0,
-                    ecx: 0,
-                    edx: 0,
-                }
-            };
+            let r = crate::arch::x86::cpu::cpuid_guarded(l, 0);
             let host = CpuidResult {
                 eax: r.eax,
                 ebx: r.ebx,

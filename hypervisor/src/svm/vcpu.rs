@@ -9,6 +9,16 @@
 //! `Exit::ExternalInterrupt`. An NMI exit needs nothing: the NMI is held while GIF = 0
 //! and delivered to the host's NMI handler (which counts it) at STGI.
 //!
+//! Guest interrupts: an external interrupt goes in as a virtual interrupt (V_IRQ with its
+//! vector), never as an EVENTINJ of type INTR. QEMU 7.2 TCG delivers an injected INTR
+//! inside VMRUN but leaves its vector as the CPU's pending exception; a kick of that
+//! vCPU thread before its next exception or exit delivers the vector a second time, at
+//! whatever instruction the guest is on, even with interrupts off (seen as Linux taking
+//! its upcall vector again on the first instruction of its own handler, before SWAPGS:
+//! dom0 then faulted on every per-CPU access). The generic code injects only when the
+//! guest can take an interrupt, so the V_IRQ is taken at once; it counts as queued until
+//! an exit finds it taken.
+//!
 //! XCR0: the guest's value is loaded right before VMRUN and read back right after the
 //! exit (then the host's is restored), because QEMU 7.2 TCG ignores the XSETBV intercept:
 //! there the guest's XSETBV takes effect without an exit.
@@ -119,6 +129,9 @@ pub struct SvmVcpu {
     /// The VINTR window is wanted for an interrupt, and for a held NMI.
     irq_window: bool,
     nmi_window: bool,
+    /// A V_IRQ carries an interrupt to deliver (not a window request); while it waits,
+    /// no other interrupt is injected and window requests wait for it to be taken.
+    virq_queued: bool,
     /// Which CR4/EFER bits the guest's CPUID offers, and its MAXPHYADDR.
     policy: CrPolicy,
     /// TLB_CONTROL can flush one ASID (3, 7) rather than all (1).
@@ -197,6 +210,7 @@ impl SvmVcpu {
             nmi: NmiBlocking::None,
             irq_window: false,
             nmi_window: false,
+            virq_queued: false,
             policy: CrPolicy::for_guests(),
             flush_by_asid: svm_features & (1 << 6) != 0,
             debugctl: 0,
@@ -298,6 +312,12 @@ impl SvmVcpu {
     /// for what wants it: an interrupt, or an NMI held by a shadow or an injection, or by
     /// an IRET about to run with IF clear.
     fn update_vintr(&mut self) {
+        if self.virq_queued {
+            // The V_IRQ is an interrupt on its way (a VINTR intercept would turn it into
+            // an exit): the window is programmed once an exit finds it taken.
+            self.set_misc1(MISC1_VINTR, false);
+            return;
+        }
         let for_nmi = self.nmi_window
             && match self.nmi {
                 NmiBlocking::None => true,
@@ -313,12 +333,38 @@ impl SvmVcpu {
         }
     }
 
-    /// The event the CPU was delivering when the exit happened must be delivered again.
+    /// The event the CPU was delivering when the exit happened must be delivered again:
+    /// an external interrupt (one of our V_IRQs) through a V_IRQ again, anything else
+    /// through EVENTINJ. Then, if the queued V_IRQ has been taken, the interrupt window
+    /// can be programmed again.
     fn requeue_interrupted_event(&mut self) {
         let info = self.vmcb.read64(ctl::EXITINTINFO);
-        if info & EVENT_VALID != 0 && self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0 {
-            self.vmcb.write64(ctl::EVENTINJ, info);
+        if info & EVENT_VALID != 0 {
+            if info & (7 << 8) == 0 {
+                self.queue_virq(info as u8);
+            } else if self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0 {
+                self.vmcb.write64(ctl::EVENTINJ, info);
+            }
         }
+        if self.virq_queued && self.vmcb.read64(ctl::V_INTR) & V_IRQ == 0 {
+            self.virq_queued = false;
+            self.update_vintr();
+        }
+    }
+
+    /// Queues external interrupt `vector` as a V_IRQ (see the module documentation): the
+    /// guest takes it as soon as its IF allows, whatever the TPR (V_IGN_TPR).
+    fn queue_virq(&mut self, vector: u8) {
+        self.virq_queued = true;
+        self.set_misc1(MISC1_VINTR, false);
+        let vintr = self.vmcb.read64(ctl::V_INTR);
+        // Bits 0..31: V_TPR, V_IRQ, V_INTR_PRIO (19:16), V_IGN_TPR, V_INTR_MASKING;
+        // bits 32..39: the vector.
+        let keep = vintr & (V_INTR_MASKING | 0xff);
+        self.vmcb.write64(
+            ctl::V_INTR,
+            keep | V_IRQ | 0xf << 16 | V_IGN_TPR | u64::from(vector) << 32,
+        );
     }
 
     fn decode(&mut self) -> Exit {
@@ -788,7 +834,11 @@ impl Vcpu for SvmVcpu {
     fn trace_state(&self) -> crate::hvm::TraceState {
         crate::hvm::TraceState {
             rip: self.vmcb.read64(save::RIP),
-            injecting: self.vmcb.read64(ctl::EVENTINJ) & 0xffff_ffff,
+            injecting: match self.vmcb.read64(ctl::EVENTINJ) {
+                e if e & EVENT_VALID != 0 => e & 0xffff_ffff,
+                _ if self.virq_queued => (self.vmcb.read64(ctl::V_INTR) >> 32 & 0xff) | EVENT_VALID,
+                _ => 0,
+            },
             delivering: self.vmcb.read64(ctl::EXITINTINFO) & 0xffff_ffff,
         }
     }
@@ -822,7 +872,10 @@ impl Vcpu for SvmVcpu {
 
     fn inject(&mut self, event: Event) {
         let v = match event {
-            Event::Interrupt(vector) => u64::from(vector) | EVENT_VALID,
+            Event::Interrupt(vector) => {
+                self.queue_virq(vector);
+                return;
+            }
             Event::Nmi => {
                 self.nmi = NmiBlocking::Handler;
                 self.set_misc1(MISC1_IRET, true);
@@ -842,7 +895,8 @@ impl Vcpu for SvmVcpu {
     }
 
     fn interrupts_enabled(&self) -> bool {
-        self.vmcb.read64(save::RFLAGS) & (1 << 9) != 0
+        !self.virq_queued
+            && self.vmcb.read64(save::RFLAGS) & (1 << 9) != 0
             && self.vmcb.read64(ctl::INTERRUPT_SHADOW) & 1 == 0
             && self.vmcb.read64(ctl::EVENTINJ) & EVENT_VALID == 0
     }
@@ -998,6 +1052,7 @@ impl Vcpu for SvmVcpu {
         self.nmi = NmiBlocking::None;
         self.irq_window = false;
         self.nmi_window = false;
+        self.virq_queued = false;
         v.write64(ctl::V_INTR, V_INTR_MASKING | V_IGN_TPR);
         self.regs = GuestRegs {
             rdx: u64::from(core::arch::x86_64::__cpuid_count(1, 0).eax),

@@ -179,28 +179,29 @@ const SIGNATURE_NAMES: [&str; SIGNATURE_WORDS] = [
     "physical/linear address sizes (CPUID.0x80000008:EAX)",
 ];
 
+/// CPUID `leaf`/`sub` of this CPU; a leaf above the highest one offered in its range
+/// (basic or extended) reads as zeros, since what a CPU reports for it depends on the
+/// vendor (Intel answers with the highest basic leaf).
+pub fn cpuid_guarded(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
+    let max = core::arch::x86_64::__cpuid(leaf & 0x8000_0000).eax;
+    if leaf <= max {
+        core::arch::x86_64::__cpuid_count(leaf, sub)
+    } else {
+        core::arch::x86_64::CpuidResult {
+            eax: 0,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+        }
+    }
+}
+
 impl Signature {
     /// The signature of the CPU this runs on.
     pub fn current() -> Signature {
         let c = |leaf: u32, sub: u32| core::arch::x86_64::__cpuid_count(leaf, sub);
-        let max = c(0, 0).eax;
-        let max_ext = c(0x8000_0000, 0).eax;
-        // A leaf above the highest one offered reads as zeros (what it would report
-        // otherwise depends on the vendor: Intel answers with the highest basic leaf).
-        let below = |top: u32, leaf: u32, sub: u32| {
-            if top >= leaf {
-                c(leaf, sub)
-            } else {
-                core::arch::x86_64::CpuidResult {
-                    eax: 0,
-                    ebx: 0,
-                    ecx: 0,
-                    edx: 0,
-                }
-            }
-        };
-        let std = |leaf: u32, sub: u32| below(max, leaf, sub);
-        let ext = |leaf: u32| below(max_ext, leaf, 0);
+        let std = cpuid_guarded;
+        let ext = |leaf: u32| cpuid_guarded(leaf, 0);
         let (v, l1, l7, ld, e1, ea, e8) = (
             c(0, 0),
             std(1, 0),
