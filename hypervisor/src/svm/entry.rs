@@ -11,7 +11,11 @@
 //!
 //! IF is set inside the CLGI window right before VMRUN (GIF = 0 still holds every
 //! interrupt off), because with V_INTR_MASKING the host IF saved by VMRUN is what lets a
-//! physical interrupt end the guest. After the exit IF is cleared again before STGI, so
+//! physical interrupt end the guest. A NOP after the STI takes its one-instruction
+//! interrupt shadow: QEMU 7.2 TCG clears the shadow only at the end of an ordinary
+//! instruction, not after VMRUN, so with VMRUN in the shadow the guest's first instruction
+//! ran with interrupts inhibited and a virtual interrupt (V_IRQ) queued for it was not
+//! taken before it (a guest resuming after `sti; hlt` at a `cli` never took it). After the exit IF is cleared again before STGI, so
 //! the interrupt stays pending until the backend takes it (`irq::take_pending`).
 #![allow(unsafe_code)]
 
@@ -66,6 +70,7 @@ svm_enter:
     mov rdi, [rdi + 40]
     vmload rax
     sti
+    nop                      /* the STI shadow ends here, in the host (see above) */
     vmrun rax
     vmsave rax
     mov rax, [rsp]           /* guest register block */
