@@ -116,7 +116,15 @@ pub struct Options {
     /// `maxcpus=N`: start at most N physical CPUs, the boot CPU included (default: every
     /// CPU the firmware lists, up to the per-CPU table's size).
     pub maxcpus: Option<u32>,
+    /// `sched_ratelimit_us=N` (Xen's option): the least time a vCPU runs before a woken
+    /// vCPU may preempt it, in µs; 0 turns the limit off (default 1000, as Xen).
+    pub sched_ratelimit_us: u32,
 }
+
+/// Xen's default for `sched_ratelimit_us` and its bounds (XEN_SYSCTL_SCHED_RATELIMIT_MIN
+/// and _MAX); 0 is also accepted and turns the rate limit off.
+pub const SCHED_RATELIMIT_US_DEFAULT: u32 = 1000;
+const SCHED_RATELIMIT_US_RANGE: core::ops::RangeInclusive<u32> = 100..=500_000;
 
 impl Default for Options {
     fn default() -> Self {
@@ -134,6 +142,7 @@ impl Default for Options {
             dom0_max_vcpus: 1,
             dom0_cpus: 0,
             maxcpus: None,
+            sched_ratelimit_us: SCHED_RATELIMIT_US_DEFAULT,
         }
     }
 }
@@ -201,6 +210,7 @@ const OPTION_NAMES: &[&str] = &[
     "dom0_max_vcpus",
     "dom0_cpus",
     "maxcpus",
+    "sched_ratelimit_us",
 ];
 
 /// Parses a command line. Never fails: problems become diagnostics.
@@ -279,6 +289,14 @@ fn apply<'a>(out: &mut Parsed<'a>, name: &'a str, value: Option<&'a str>) {
             "a CPU count from 1 to 4096",
             |v: &str| v.parse::<u32>().ok().filter(|n| (1..=4096).contains(n)),
             |o: &mut Options, v| o.maxcpus = Some(v)
+        ),
+        "sched_ratelimit_us" => valued!(
+            "0 (off) or microseconds from 100 to 500000",
+            |v: &str| v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n == 0 || SCHED_RATELIMIT_US_RANGE.contains(n)),
+            |o: &mut Options, v| o.sched_ratelimit_us = v
         ),
         "on_idle" => valued!(
             "halt or poweroff",
@@ -558,7 +576,7 @@ mod tests {
     #[test]
     fn parses_every_option() {
         let p =
-            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm dom0_max_vcpus=2 maxcpus=3");
+            parse("loglvl=debug console=com1,e9 dom0_mem=512M noreboot on_idle=poweroff hvm=svm dom0_max_vcpus=2 maxcpus=3 sched_ratelimit_us=5000");
         assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
         assert_eq!(
             p.options,
@@ -576,8 +594,36 @@ mod tests {
                 dom0_max_vcpus: 2,
                 dom0_cpus: 0,
                 maxcpus: Some(3),
+                sched_ratelimit_us: 5000,
             }
         );
+    }
+
+    #[test]
+    fn sched_ratelimit_bounds() {
+        let value = |s| parse(s).options.sched_ratelimit_us;
+        assert_eq!(value(""), 1000);
+        assert_eq!(value("sched_ratelimit_us=0"), 0);
+        assert_eq!(value("sched_ratelimit_us=100"), 100);
+        assert_eq!(value("sched_ratelimit_us=500000"), 500_000);
+        for bad in ["99", "500001", "-1", "1ms", ""] {
+            let p = parse_owned(alloc::format!("sched_ratelimit_us={bad}"));
+            assert_eq!(p.0, 1000, "{bad}");
+            assert!(p.1, "{bad}: no diagnostic");
+        }
+    }
+
+    /// The rate limit parsed from `line` and whether it drew a BadValue diagnostic.
+    fn parse_owned(line: alloc::string::String) -> (u32, bool) {
+        let p = parse(&line);
+        let bad = matches!(
+            p.diagnostics[..],
+            [Diagnostic::BadValue {
+                name: "sched_ratelimit_us",
+                ..
+            }]
+        );
+        (p.options.sched_ratelimit_us, bad)
     }
 
     #[test]

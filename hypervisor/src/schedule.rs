@@ -78,8 +78,12 @@ impl<B: Backend> Hv<B> {
     /// The hypervisor instance, scheduling on every CPU that passed the boot check.
     pub fn new(backend: B, options: Options) -> Self {
         let cpus = sched::CpuMask(smp::usable_mask());
-        let policy = sched::Credit2::with_runqueues(sched::Config::default(), &[cpus])
-            .unwrap_or_else(|_| sched::Credit2::new(1, sched::Config::default()));
+        let cfg = sched::Config {
+            ratelimit: u64::from(options.sched_ratelimit_us) * 1000,
+            ..sched::Config::default()
+        };
+        let policy = sched::Credit2::with_runqueues(cfg, &[cpus])
+            .unwrap_or_else(|_| sched::Credit2::new(1, cfg));
         Hv {
             backend,
             domains: DomainTable::new(),
