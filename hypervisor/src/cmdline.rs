@@ -123,7 +123,7 @@ pub struct Options {
 
 /// Xen's default for `sched_ratelimit_us` and its bounds (XEN_SYSCTL_SCHED_RATELIMIT_MIN
 /// and _MAX); 0 is also accepted and turns the rate limit off.
-pub const SCHED_RATELIMIT_US_DEFAULT: u32 = 1000;
+const SCHED_RATELIMIT_US_DEFAULT: u32 = 1000;
 const SCHED_RATELIMIT_US_RANGE: core::ops::RangeInclusive<u32> = 100..=500_000;
 
 impl Default for Options {
@@ -607,23 +607,21 @@ mod tests {
         assert_eq!(value("sched_ratelimit_us=100"), 100);
         assert_eq!(value("sched_ratelimit_us=500000"), 500_000);
         for bad in ["99", "500001", "-1", "1ms", ""] {
-            let p = parse_owned(alloc::format!("sched_ratelimit_us={bad}"));
-            assert_eq!(p.0, 1000, "{bad}");
-            assert!(p.1, "{bad}: no diagnostic");
+            let line = alloc::format!("sched_ratelimit_us={bad}");
+            let p = parse(&line);
+            assert_eq!(p.options.sched_ratelimit_us, 1000, "{bad}");
+            assert!(
+                matches!(
+                    p.diagnostics[..],
+                    [Diagnostic::BadValue {
+                        name: "sched_ratelimit_us",
+                        ..
+                    }]
+                ),
+                "{bad}: {:?}",
+                p.diagnostics
+            );
         }
-    }
-
-    /// The rate limit parsed from `line` and whether it drew a BadValue diagnostic.
-    fn parse_owned(line: alloc::string::String) -> (u32, bool) {
-        let p = parse(&line);
-        let bad = matches!(
-            p.diagnostics[..],
-            [Diagnostic::BadValue {
-                name: "sched_ratelimit_us",
-                ..
-            }]
-        );
-        (p.options.sched_ratelimit_us, bad)
     }
 
     #[test]

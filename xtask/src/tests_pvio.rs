@@ -142,9 +142,10 @@ pub fn net() -> Test {
 pub fn net_one_thread() -> Test {
     let mut t = net();
     t.name = "qemu-tcg/pvio/net-one-thread";
-    if let Emulator::Qemu { accel, .. } = &mut t.emulator {
-        *accel = crate::qemu::Accel::TcgOneThread;
-    }
+    let Emulator::Qemu { accel, .. } = &mut t.emulator else {
+        unreachable!("pvio/net boots QEMU");
+    };
+    *accel = crate::qemu::Accel::TcgOneThread;
     t
 }
 
