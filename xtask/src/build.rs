@@ -92,6 +92,7 @@ pub const ARTIFACTS: &[Artifact] = &[
     GUEST_HOSTILE_CPU,
     GUEST_BALLOON,
     GUEST_SMP,
+    GUEST_HELD_REGS,
     GUEST_GRANT_SHOOTDOWN,
     GUEST_DOM0_IDE,
 ];
@@ -170,6 +171,7 @@ pub const GUEST_HOSTILE_HCALL: Artifact = guest("guest-hostile-hcall");
 pub const GUEST_HOSTILE_CPU: Artifact = guest("guest-hostile-cpu");
 pub const GUEST_BALLOON: Artifact = guest("guest-balloon");
 pub const GUEST_SMP: Artifact = guest("guest-smp-guest");
+pub const GUEST_HELD_REGS: Artifact = guest("guest-held-regs");
 pub const GUEST_GRANT_SHOOTDOWN: Artifact = guest("guest-grant-shootdown");
 
 /// Where cargo leaves an artifact's binary.

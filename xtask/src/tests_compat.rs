@@ -27,6 +27,10 @@
 //!   `VCPUOP_up`), checks Xen's error codes for bad contexts, double initialise and unknown
 //!   vCPUs, sends event-channel IPIs between its vCPUs (`bind_ipi`, `bind_vcpu`) and takes
 //!   the APs down (`VCPUOP_down`, `is_up`); it counts every step itself.
+//! * `compat/held-regs`: two vCPUs of one domain on one CPU each take page faults at
+//!   their own addresses and set their own DR0-DR3 and DR6; each handler waits until the
+//!   other vCPU has run (by yield, then by host preemption) before it reads them and CR2
+//!   back. The guest compares every value itself (on VMX the VMCS holds none of them).
 //! * `grant/shootdown` (issue 11): domain 2 (2 vCPUs) maps a page of domain 1 fifty times
 //!   while its vCPU 1 keeps writing through the same guest-physical address; after each
 //!   unmap domain 1 checks that no write issued after the unmap returned reached its page
@@ -178,6 +182,13 @@ fn hello_elf32() -> Result<PathBuf> {
     util::write_fixture(name, &bytes)
 }
 
+const HELD_REGS_PASSED: &[&str] = &[
+    r"^\(d0\) held-regs: yield: 2 vCPUs x \d+ #PFs on one CPU, the other vCPU ran in \d+ of \d+ handler waits; CR2, DR0-DR3 and DR6 read back as set in all$",
+    r"^\(d0\) held-regs: preemption: 2 vCPUs x \d+ #PFs on one CPU, the other vCPU ran in \d+ of \d+ handler waits; CR2, DR0-DR3 and DR6 read back as set in all$",
+    r"^\(d0\) guest held-regs: PASS",
+    r"^ferrovisor: power off, exit code 0",
+];
+
 /// A backend's test prefix, emulator, hypervisor command line and timeout.
 type Backend = (&'static str, fn() -> Emulator, &'static str, u64);
 
@@ -251,6 +262,17 @@ pub fn all() -> Vec<Test> {
                 .module(ModuleSpec::built(&build::GUEST_SMP).args("smp-guest"))
                 .cpus(2)
                 .expect(SMP_PASSED)
+                .timeout_secs(timeout),
+        );
+        // Two vCPUs on one CPU: the point is that they take turns on it.
+        tests.push(
+            Test::new(name("held-regs"), emulator())
+                .cmdline(Box::leak(
+                    format!("{console} dom0_max_vcpus=2").into_boxed_str(),
+                ))
+                .module(ModuleSpec::built(&build::GUEST_HELD_REGS).args("held-regs"))
+                .cpus(1)
+                .expect(HELD_REGS_PASSED)
                 .timeout_secs(timeout),
         );
         tests.push(grant_shootdown(

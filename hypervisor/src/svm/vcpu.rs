@@ -27,6 +27,7 @@
 use super::entry;
 use super::vmcb::{ctl, exit, save, Segment, Vmcb};
 use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::held::{Held, HeldRegs};
 use crate::arch::x86::{irq, percpu, spec, xcr};
 use crate::hvm::asid::TlbTag;
 use crate::hvm::crcheck::{self, CrPolicy, CrState};
@@ -107,6 +108,8 @@ pub struct SvmVcpu {
     asid: Option<TlbTag>,
     /// Extended state (x87/SSE/AVX...) while not loaded.
     ext: ExtState,
+    /// DR0-DR3 while not loaded (the VMCB holds DR6, DR7 and CR2).
+    held: HeldRegs,
     /// The guest's XCR0.
     xcr0: u64,
     /// Loaded on this CPU (between `load` and `put`).
@@ -198,6 +201,7 @@ impl SvmVcpu {
             max_asid,
             asid: None,
             ext,
+            held: HeldRegs::default(),
             xcr0: 1,
             loaded: false,
             waiting_for_sipi: false,
@@ -689,6 +693,7 @@ impl Vcpu for SvmVcpu {
         }
         self.asid = Some(a.tag);
         self.ext.restore();
+        self.held.restore(Held::Dr0To3);
         self.host_tsc_aux = crate::arch::x86::regs::rdmsr(MSR_TSC_AUX);
         self.host_debugctl = crate::arch::x86::regs::rdmsr(msr::DEBUGCTL);
         if self.host_tsc_aux != self.tsc_aux {
@@ -707,6 +712,7 @@ impl Vcpu for SvmVcpu {
                 unsafe { crate::arch::x86::regs::wrmsr(MSR_TSC_AUX, self.host_tsc_aux) };
             }
             self.ext.save();
+            self.held.save(Held::Dr0To3);
             self.loaded = false;
         }
     }
@@ -1062,8 +1068,10 @@ impl Vcpu for SvmVcpu {
         self.vmcb.write64(save::DBGCTL, 0);
         self.xcr0 = 1;
         self.ext.reset();
+        self.held = HeldRegs::default();
         if self.loaded {
             self.ext.restore();
+            self.held.restore(Held::Dr0To3);
         }
         self.waiting_for_sipi = false;
     }

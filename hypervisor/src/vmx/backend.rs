@@ -155,6 +155,7 @@ impl Backend for Vmx {
             external_vector: None,
             tag: None,
             ext,
+            held: crate::arch::x86::held::HeldRegs::default(),
             cpu: percpu::this().index,
             loaded: false,
             ran_on: 0,

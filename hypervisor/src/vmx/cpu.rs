@@ -44,15 +44,7 @@ pub fn read_cr4() -> u64 {
     v
 }
 
-/// Reads CR2 (after a VM exit it still holds the guest's value).
-pub fn read_cr2() -> u64 {
-    let v: u64;
-    // SAFETY: as for `read_cr0`.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Sets DR6 (the guest's: debug registers are not switched, the hypervisor uses none) to
+/// Sets DR6 (the guest's, switched by `held`; the hypervisor uses none) to
 /// report an intercepted #DB before it is reflected.
 pub fn write_dr6(value: u64) {
     // SAFETY: DR6 is a status register; writing it changes no mapping, control flow or

@@ -25,6 +25,7 @@ use super::msr::GuestMsrs;
 use super::setup::Pages;
 use super::vmcs;
 use crate::arch::x86::fpu::ExtState;
+use crate::arch::x86::held::{self, Held, HeldRegs};
 use crate::arch::x86::{irq, percpu, spec, xcr};
 use crate::hvm::asid::TlbTag;
 use crate::hvm::{ControlState, EmulationState, Event, Exit, GuestRegs, Vcpu};
@@ -73,6 +74,8 @@ pub struct VmxVcpu {
     pub(super) tag: Option<TlbTag>,
     /// Extended state (x87/SSE/AVX...) while not loaded.
     pub(super) ext: ExtState,
+    /// DR0-DR3, DR6 and CR2 while not loaded (the VMCS holds none of them).
+    pub(super) held: HeldRegs,
     /// Index of the CPU whose host state the VMCS holds and where it was last current
     /// (u32::MAX: VMCLEARed, host state to be written at the next `load`).
     pub(super) cpu: u32,
@@ -422,6 +425,7 @@ impl Vcpu for VmxVcpu {
             self.tag = Some(a.tag);
         }
         self.ext.restore();
+        self.held.restore(Held::Dr0To3Dr6Cr2);
         self.loaded = true;
     }
 
@@ -430,6 +434,7 @@ impl Vcpu for VmxVcpu {
             self.msrs
                 .save_if_loaded(self.vmcs, self.platform.xss_supported != 0);
             self.ext.save();
+            self.held.save(Held::Dr0To3Dr6Cr2);
             self.loaded = false;
         }
     }
@@ -535,7 +540,11 @@ impl Vcpu for VmxVcpu {
             rsp: vmcs::get(Field::GUEST_RSP),
             rflags: vmcs::get(Field::GUEST_RFLAGS),
             cr0,
-            cr2: cpu::read_cr2(),
+            cr2: if self.loaded {
+                held::read_cr2()
+            } else {
+                self.held.cr2
+            },
             cr3: vmcs::get(Field::GUEST_CR3),
             cr4,
             efer: self.modes.efer,
@@ -655,8 +664,10 @@ impl Vcpu for VmxVcpu {
         };
         self.xcr0 = 1;
         self.ext.reset();
+        self.held = HeldRegs::default();
         if self.loaded {
             self.ext.restore();
+            self.held.restore(Held::Dr0To3Dr6Cr2);
         }
         self.waiting_for_sipi = false;
     }

@@ -5,6 +5,7 @@ pub mod cr4;
 pub mod exceptions;
 pub mod fpu;
 pub mod gdt;
+pub mod held;
 pub mod ioapic;
 pub mod irq;
 pub mod lapic;

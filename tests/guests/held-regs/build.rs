@@ -1,0 +1,1 @@
+include!("../../guest-rt/guest-build.rs");
