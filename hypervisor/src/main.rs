@@ -24,6 +24,7 @@ mod arch;
 pub mod cmdline;
 #[cfg(target_os = "none")]
 mod console;
+mod debugkeys;
 #[cfg(target_os = "none")]
 mod domain;
 pub mod hvm;

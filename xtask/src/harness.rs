@@ -481,6 +481,22 @@ fn launch(test: &Test, ctx: &RunContext, work: &Path, tx: &Sender<Event>) -> Res
 }
 
 /// Runs one test to its verdict.
+/// How long the hypervisor's answer to a debug key may take to arrive.
+const DEBUG_KEY_DRAIN: Duration = Duration::from_secs(5);
+
+/// What to type on the console to run hypervisor debug key `key`: Ctrl-A three times
+/// switches the input to the hypervisor, three more give it back. On QEMU's multiplexed
+/// `mon:stdio` console, Ctrl-A is QEMU's own escape and goes to the guest doubled.
+fn debug_key_bytes(test: &Test, key: u8) -> Vec<u8> {
+    let mux = matches!(test.emulator, Emulator::Qemu { .. })
+        && matches!(qemu::serial_for(&test.send), qemu::Serial::MonitorStdio);
+    let switch: &[u8] = if mux { b"\x01\x01" } else { b"\x01" };
+    let mut v = switch.repeat(3);
+    v.push(key);
+    v.extend(switch.repeat(3));
+    v
+}
+
 pub fn run_test(test: &Test, ctx: &RunContext) -> Result<Report> {
     let start = Instant::now();
     let work = util::xtask_dir().join("tests").join(test.name);
@@ -595,7 +611,10 @@ fn watch(
     emu_log: &mut impl Write,
     start: Instant,
 ) -> Result<Run> {
-    let deadline = start + test.timeout;
+    let mut deadline = start + test.timeout;
+    // Set when the test timed out and the hypervisor was asked for its state: the
+    // verdict, kept while its answer drains.
+    let mut timed_out_at: Option<bool> = None;
     let mut run = Run {
         console: Vec::new(),
         emulator_lines: Vec::new(),
@@ -630,9 +649,29 @@ fn watch(
         if now >= deadline {
             // A run that already ended (or failed on a forbidden line) is
             // only draining; that is not a timeout.
-            run.timed_out = run.status.is_none()
-                && checker.forbidden.is_none()
-                && checker.value_failures().is_empty();
+            let timed_out = timed_out_at.unwrap_or_else(|| {
+                run.status.is_none()
+                    && checker.forbidden.is_none()
+                    && checker.value_failures().is_empty()
+            });
+            if timed_out && timed_out_at.is_none() {
+                // Ask the hypervisor what its domains are doing (debug key 'q', see
+                // hypervisor/src/debugkeys.rs), so the log shows where a guest hangs.
+                timed_out_at = Some(true);
+                if let Some(input) = launched.input.as_mut() {
+                    let keys = debug_key_bytes(test, b'q');
+                    if input.write_all(&keys).and_then(|()| input.flush()).is_ok() {
+                        writeln!(
+                            emu_log,
+                            "[xtask] timed out: sent debug key 'q' for the hypervisor's state"
+                        )?;
+                        deadline = now + DEBUG_KEY_DRAIN;
+                        stop_at = None;
+                        continue;
+                    }
+                }
+            }
+            run.timed_out = timed_out;
             break;
         }
         if stop_at.is_some_and(|s| now >= s) {

@@ -395,9 +395,19 @@ pub fn all() -> Vec<Test> {
     tests.push(
         shell_checks(with_sends(shell, SHELL_SENDS), date_matches_host).exit(Exit::WhenExpected),
     );
+    // First the debug keys (hypervisor/src/debugkeys.rs): three Ctrl-As give the console
+    // input to the hypervisor, `q` dumps its domains, three more give the input back.
+    // dom0 must then get the next command whole, and a lone Ctrl-A as a character of
+    // its own (`read` counts 3 characters in "a^Ab").
     tests.push(
         dom0_boot("qemu-tcg/dom0-poweroff", qemu(), QEMU_CMDLINE, QEMU_TIMEOUT)
-            .send(r"dom0: shell ready", "poweroff -f\n")
+            .send(
+                r"dom0: shell ready",
+                "\x01\x01\x01q\x01\x01\x01read -r x; echo KEYS=${#x}\n",
+            )
+            .send(r"echo KEYS=\$\{#x\}\r?\n", "a\x01b\n")
+            .expect(&[d0!(r"KEYS=3\r?$")])
+            .send(r"KEYS=\d+\r?\n", "poweroff -f\n")
             .expect(POWEROFF_EXPECT),
     );
     tests.push(crash_test(

@@ -136,8 +136,14 @@ pub fn poll_input<B: Backend>(hv: &Hv<B>) -> bool {
     };
     let mut got = false;
     while let Some(b) = crate::console::read_byte() {
-        let _ = INPUT.lock().try_push(b);
-        got = true;
+        if let Some((ctrl_a, byte)) = crate::debugkeys::filter(hv, b) {
+            let mut input = INPUT.lock();
+            for _ in 0..ctrl_a {
+                let _ = input.try_push(0x01);
+            }
+            let _ = input.try_push(byte);
+            got = true;
+        }
     }
     if got {
         super::events::raise_virq(hv, &dom0, xen_abi::xen::VIRQ_CONSOLE, 0);
