@@ -31,6 +31,7 @@ const SHELLRC: &str = "tests/linux/shellrc";
 /// names a test) and dom0's (typed by the harness).
 const FVTEST: &str = "tests/linux/fvtest";
 const PVIO_TEST: &str = "tests/linux/pvio-test";
+const MEASURE: &str = "tests/linux/measure.sh";
 
 /// Xen driver modules both dom0's and the example domU's initramfs pack (module names as
 /// `modinfo` prints them, `-` and `_` alike), with their dependencies: the device files
@@ -491,7 +492,19 @@ fn contents(
     };
     let mut cpio = Cpio::default();
     for dir in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "etc",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib/ferrovisor",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc",
         "mnt",
     ] {
         cpio.dir(dir);
@@ -502,6 +515,7 @@ fn contents(
     cpio.file("etc/shellrc", 0o644, read(SHELLRC)?);
     cpio.file("usr/sbin/fvtest", 0o755, read(FVTEST)?);
     cpio.file("usr/sbin/pvio-test", 0o755, read(PVIO_TEST)?);
+    cpio.file("usr/lib/ferrovisor/measure.sh", 0o644, read(MEASURE)?);
 
     let busybox = std::fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX}"))?;
     if has_interpreter(&busybox) {
