@@ -184,6 +184,25 @@ pub struct GuestMemory<F: Format> {
 /// new place, and the table path to the new place.
 const OVERLAY_FRAMES_NEEDED: u64 = 16;
 
+/// The frame source for changes to a live p2m. Tables come from the allocator; a table
+/// that an unmap empties is unlinked but only *retired*: until the domain's vCPUs are
+/// synchronised, another CPU may still hold it in its paging-structure caches or be in the
+/// middle of a walk through it (under QEMU's multi-threaded TCG, a vCPU thread can sit
+/// mid-walk for milliseconds), and a reused frame read as a p2m table maps arbitrary host
+/// memory into the guest. [`GuestMemory::free_retired`], which
+/// `Domain::p2m_changed` calls after that synchronisation, frees them.
+struct P2mFrames<'a>(&'a mut crate::mm::frame::FrameAllocator<'static>, Vec<u64>);
+
+impl pagetable::FrameSource for P2mFrames<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        TableFrames(&mut *self.0).alloc_table()
+    }
+
+    fn free_table(&mut self, table: u64) {
+        self.1.push(table);
+    }
+}
+
 struct P2m<F: Format> {
     table: PageTable<F>,
     /// Extra hypervisor-owned frames mapped into the guest (shared_info, ...), as
@@ -203,6 +222,8 @@ struct P2m<F: Format> {
     max_mapped_gfn: u64,
     /// Whether RAM may be mapped with 2 MiB pages.
     large_pages: bool,
+    /// Tables an unmap emptied and unlinked, not yet freed ([`P2mFrames`]).
+    retired: Vec<u64>,
 }
 
 /// Pages per 2 MiB slot.
@@ -314,6 +335,7 @@ impl<F: Format> GuestMemory<F> {
                     pages: 0,
                     max_mapped_gfn: 0,
                     large_pages,
+                    retired: Vec::new(),
                 },
             ),
         })
@@ -408,7 +430,7 @@ impl<F: Format> GuestMemory<F> {
     /// Runs `f` on the p2m with the frame allocator (lock order: p2m, then frames).
     fn with_p2m<R>(
         &self,
-        f: impl FnOnce(&mut P2m<F>, &mut DirectMap, &mut TableFrames<'_>) -> Result<R, MapError>,
+        f: impl FnOnce(&mut P2m<F>, &mut DirectMap, &mut P2mFrames<'_>) -> Result<R, MapError>,
     ) -> Result<R, MemoryError> {
         let mut p2m = self.p2m.lock();
         let mut guard = phys::FRAMES.lock();
@@ -418,10 +440,30 @@ impl<F: Format> GuestMemory<F> {
         // The allocator is locked throughout, so the change in free frames is exactly
         // what the p2m's tables took or gave back.
         let before = frames.free_frames();
-        let r = f(&mut p2m, &mut DirectMap, &mut TableFrames(frames));
-        let after = frames.free_frames();
+        let mut a = P2mFrames(frames, Vec::new());
+        let r = f(&mut p2m, &mut DirectMap, &mut a);
+        let after = a.0.free_frames();
         p2m.tables = (p2m.tables + before).saturating_sub(after);
+        p2m.retired.append(&mut a.1);
         Ok(r?)
+    }
+
+    /// Frees the p2m tables unmaps retired ([`P2mFrames`]). Only once no CPU can still
+    /// walk them: after every vCPU of the domain was synchronised (`Domain::p2m_changed`)
+    /// or when none runs any more.
+    pub fn free_retired(&self) {
+        let mut p2m = self.p2m.lock();
+        if p2m.retired.is_empty() {
+            return;
+        }
+        let retired = core::mem::take(&mut p2m.retired);
+        if let Some(frames) = phys::FRAMES.lock().as_mut() {
+            let mut a = TableFrames(frames);
+            for &t in &retired {
+                pagetable::FrameSource::free_table(&mut a, t);
+            }
+        }
+        p2m.tables = p2m.tables.saturating_sub(retired.len() as u64);
     }
 
     /// Root of the p2m, for the backend (EPTP / nCR3).
@@ -606,9 +648,10 @@ impl<F: Format> GuestMemory<F> {
         let mut guard = phys::FRAMES.lock();
         let frames = guard.as_mut().ok_or(PopulateError::OutOfMemory)?;
         let before = frames.free_frames();
-        let mut a = TableFrames(frames);
+        let mut a = P2mFrames(frames, Vec::new());
         let r = populate_locked(&mut p2m, &mut a, gpa, count, limit);
         let after = a.0.free_frames();
+        p2m.retired.append(&mut a.1);
         // RAM frames are the domain's; the rest of the change is tables and page lists.
         let ram = if r.is_ok() { count } else { 0 };
         p2m.tables = (p2m.tables + before).saturating_sub(after + ram);
@@ -943,7 +986,7 @@ impl<F: Format> GuestMemory<F> {
 /// vCPUs are not running this hypercall's changes until it returns).
 fn populate_locked<F: Format>(
     p2m: &mut P2m<F>,
-    a: &mut TableFrames<'_>,
+    a: &mut P2mFrames<'_>,
     gpa: u64,
     count: u64,
     limit: u64,
@@ -1082,7 +1125,7 @@ fn populate_locked<F: Format>(
 }
 
 /// A zeroed frame inside the direct map for a page list.
-fn alloc_list_frame(a: &mut TableFrames<'_>) -> Option<crate::mm::frame::Frame> {
+fn alloc_list_frame(a: &mut P2mFrames<'_>) -> Option<crate::mm::frame::Frame> {
     let frame = a.0.alloc().ok()?;
     if frame.addr() + FRAME_SIZE > phys::mapped_limit() {
         let _ = a.0.free(frame);
@@ -1093,7 +1136,7 @@ fn alloc_list_frame(a: &mut TableFrames<'_>) -> Option<crate::mm::frame::Frame> 
 }
 
 /// Frees the page list of `slot` if no page is left in it.
-fn drop_empty_list<F: Format>(p2m: &mut P2m<F>, a: &mut TableFrames<'_>, slot: u64) {
+fn drop_empty_list<F: Format>(p2m: &mut P2m<F>, a: &mut P2mFrames<'_>, slot: u64) {
     if let Some(Chunk::Split(list)) = p2m.chunks.get(&slot) {
         if list.present == 0 {
             let frame = list.frame;
@@ -1119,7 +1162,7 @@ fn ram_host_addr(chunks: &BTreeMap<u64, Chunk>, gpa: u64) -> Option<u64> {
 fn unmap_overlay<F: Format>(
     p2m: &mut P2m<F>,
     m: &mut DirectMap,
-    a: &mut TableFrames<'_>,
+    a: &mut P2mFrames<'_>,
     gpa: u64,
     ram: Option<u64>,
 ) -> Result<(), MapError> {
@@ -1143,7 +1186,7 @@ fn unmap_overlay<F: Format>(
 fn unmap_page<F: Format>(
     p2m: &mut PageTable<F>,
     mem: &mut DirectMap,
-    alloc: &mut TableFrames<'_>,
+    alloc: &mut P2mFrames<'_>,
     gpa: u64,
 ) -> Result<(), MapError> {
     match p2m.unmap(mem, alloc, gpa, PageSize::Size4K) {
@@ -1168,8 +1211,13 @@ impl<F: Format> Drop for GuestMemory<F> {
     fn drop(&mut self) {
         let root = self.root;
         let p2m = core::mem::replace(&mut self.p2m.get_mut().table, PageTable::from_root(root));
+        let retired = core::mem::take(&mut self.p2m.get_mut().retired);
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
-            p2m.destroy(&mut DirectMap, &mut TableFrames(frames));
+            let mut a = TableFrames(frames);
+            for t in retired {
+                pagetable::FrameSource::free_table(&mut a, t);
+            }
+            p2m.destroy(&mut DirectMap, &mut a);
         }
         // Frames still mapped by other domains stay until their last unmap.
         for chunk in core::mem::take(&mut self.p2m.get_mut().chunks).into_values() {

@@ -467,7 +467,8 @@ impl<B: Backend> Domain<B> {
     }
 
     /// Asks every vCPU to flush its nested TLB before it next enters the guest, and
-    /// returns only when none can still use a translation the p2m lost before this call:
+    /// returns only when none can still use a translation the p2m lost before this call
+    /// (then frees the p2m tables the change emptied, `GuestMemory::free_retired`):
     /// each other CPU running one of its vCPUs is made to leave guest mode (a cross-CPU
     /// call it answers in host context), and enters again only after flushing. The caller
     /// holds no lock (the other CPU may be waiting for one).
@@ -487,6 +488,8 @@ impl<B: Backend> Domain<B> {
             done |= 1 << c;
             crate::arch::x86::smp::sync_with(c);
         }
+        // No CPU can walk the tables the change unlinked any more.
+        self.mem.free_retired();
     }
 
     /// The domain's life-cycle state.
