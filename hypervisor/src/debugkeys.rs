@@ -191,12 +191,7 @@ mod keys {
                 cx.exits
             );
             for t in cx.trace.iter() {
-                log::info!(
-                    "      exit {:?} at RIP {:#x}; injected {:#x}",
-                    t.exit,
-                    t.state.rip,
-                    t.injected
-                );
+                log::info!("      exit {t}");
             }
         }
     }

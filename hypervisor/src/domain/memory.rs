@@ -458,10 +458,7 @@ impl<F: Format> GuestMemory<F> {
         }
         let retired = core::mem::take(&mut p2m.retired);
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
-            let mut a = TableFrames(frames);
-            for &t in &retired {
-                pagetable::FrameSource::free_table(&mut a, t);
-            }
+            free_tables(&mut TableFrames(frames), &retired);
         }
         p2m.tables = p2m.tables.saturating_sub(retired.len() as u64);
     }
@@ -1124,6 +1121,13 @@ fn populate_locked<F: Format>(
     Ok(())
 }
 
+/// Gives retired p2m tables ([`P2mFrames`]) back to the allocator.
+fn free_tables(a: &mut TableFrames<'_>, tables: &[u64]) {
+    for &t in tables {
+        pagetable::FrameSource::free_table(a, t);
+    }
+}
+
 /// A zeroed frame inside the direct map for a page list.
 fn alloc_list_frame(a: &mut P2mFrames<'_>) -> Option<crate::mm::frame::Frame> {
     let frame = a.0.alloc().ok()?;
@@ -1214,9 +1218,7 @@ impl<F: Format> Drop for GuestMemory<F> {
         let retired = core::mem::take(&mut self.p2m.get_mut().retired);
         if let Some(frames) = phys::FRAMES.lock().as_mut() {
             let mut a = TableFrames(frames);
-            for t in retired {
-                pagetable::FrameSource::free_table(&mut a, t);
-            }
+            free_tables(&mut a, &retired);
             p2m.destroy(&mut DirectMap, &mut a);
         }
         // Frames still mapped by other domains stay until their last unmap.

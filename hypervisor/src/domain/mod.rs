@@ -290,6 +290,18 @@ pub struct ExitTrace {
     next: usize,
 }
 
+impl core::fmt::Display for TracedExit {
+    /// The exit, where it happened, what was injected at the entry before and what was
+    /// being delivered when it came (the crash report's and the `q` debug key's line).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:?} at RIP {:#x}; injected {:#x}, delivering {:#x}",
+            self.exit, self.state.rip, self.injected, self.state.delivering
+        )
+    }
+}
+
 impl ExitTrace {
     pub const LEN: usize = 8;
 

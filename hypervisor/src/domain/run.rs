@@ -881,13 +881,7 @@ fn crash<B: Backend>(cx: &mut Cx<'_, B>, what: core::fmt::Arguments<'_>) -> Flow
         report_walk(cx, s.cr3, s.cr2);
     }
     for t in cx.v.trace.iter() {
-        log::error!(
-            "  exit trace: {:?} at RIP {:#x}; injected {:#x}, delivering {:#x}",
-            t.exit,
-            t.state.rip,
-            t.injected,
-            t.state.delivering
-        );
+        log::error!("  exit trace: {t}");
     }
     Flow::Out(Outcome::End(DomainEnd::Crashed))
 }
