@@ -483,6 +483,25 @@ mod check {
     }
 
     #[test]
+    fn a_userspace_segfault_is_forbidden() {
+        let forbidden = |line: &str| {
+            DOM0_FORBID
+                .iter()
+                .any(|p| Regex::new(p).unwrap().is_match(line))
+        };
+        // The lines of the CI run of be41603 (bochs/dom0-2vcpus, CR2 not switched).
+        assert!(forbidden(
+            "(d0) [   97.865544] sh[138]: segfault at 427700 ip 0000000000529f7f sp 00007fffd49a0380 error 7 in busybox[401000+184000]"
+        ));
+        assert!(forbidden(
+            "(d0) [   96.714968] exe[136]: segfault at 7f97e0a56000 ip 0000000000436a85 sp 00007ffd6d555850 error 4"
+        ));
+        // The shell's own report of it, or the word in a command, is not the kernel's.
+        assert!(!forbidden("(d0) Segmentation fault"));
+        assert!(!forbidden("(d0) dom0# echo segfault at home"));
+    }
+
+    #[test]
     fn number_checks() {
         assert!(date_matches_host(1000.0, 1004.0).is_ok());
         assert!(date_matches_host(1000.0, 1010.0).is_err());
