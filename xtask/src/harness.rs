@@ -1426,4 +1426,19 @@ mod unit {
         );
         assert_eq!(power_off_code("nothing"), None);
     }
+
+    #[test]
+    fn debug_keys_are_typed_for_the_console_in_use() {
+        let plain = Test::new("x", Emulator::qemu_tcg(crate::spec::QemuBoot::Kernel));
+        assert_eq!(debug_key_bytes(&plain, b'q'), b"\x01\x01\x01q\x01\x01\x01");
+        // QEMU's mon:stdio (a test that sends Ctrl-A c) takes Ctrl-A itself: doubled.
+        let mux = plain.clone().send("x", "\x01c");
+        assert_eq!(
+            debug_key_bytes(&mux, b'q'),
+            b"\x01\x01\x01\x01\x01\x01q\x01\x01\x01\x01\x01\x01"
+        );
+        // Bochs's COM1 is a socket: no escape character.
+        let bochs = Test::new("x", Emulator::Bochs).send("x", "\x01c");
+        assert_eq!(debug_key_bytes(&bochs, b'q'), b"\x01\x01\x01q\x01\x01\x01");
+    }
 }
