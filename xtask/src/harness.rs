@@ -36,8 +36,10 @@ const GRACE_AFTER_FORBID: Duration = Duration::from_secs(2);
 
 /// Console output that fails every test, even one that opts out of the default forbid
 /// list: the guest runtime's tag for text it had to send to port 0xE9 (a failed
-/// `console_io`, no Xen CPUID signature, a nested failure; see `guest-rt`'s `console.rs`).
-pub const ALWAYS_FORBID: &[&str] = &[r"guest-rt/e9:"];
+/// `console_io`, no Xen CPUID signature, a nested failure; see `guest-rt`'s `console.rs`);
+/// and the hypervisor refusing to free a frame (`mm::phys::released`: a double free or a
+/// frame of its own, a bug whichever guest led to it).
+pub const ALWAYS_FORBID: &[&str] = &[r"guest-rt/e9:", r"frame release refused at "];
 
 /// The hypervisor's power-off code in console text, if it printed the line.
 pub fn power_off_code(text: &str) -> Option<u32> {

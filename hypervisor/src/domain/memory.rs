@@ -593,7 +593,7 @@ impl<F: Format> GuestMemory<F> {
             if let Some(frame) = empty {
                 p2m.chunks.remove(&slot);
                 if let Some(f) = crate::mm::frame::Frame::from_addr(frame) {
-                    let _ = a.0.free(f);
+                    phys::released(a.0.free(f));
                 }
             }
             p2m.pages -= 1;
@@ -1001,7 +1001,7 @@ fn populate_locked<F: Format>(
             };
             let host = run.addr();
             if host + CHUNK > limit.min(phys::mapped_limit()) {
-                let _ = a.0.free_contiguous(run, SLOT_PAGES);
+                phys::released(a.0.free_contiguous(run, SLOT_PAGES));
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             }
@@ -1020,7 +1020,7 @@ fn populate_locked<F: Format>(
                 .is_err()
             {
                 let _ = p2m.table.unmap_range(m, a, at, CHUNK);
-                let _ = a.0.free_contiguous(run, SLOT_PAGES);
+                phys::released(a.0.free_contiguous(run, SLOT_PAGES));
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             }
@@ -1046,7 +1046,7 @@ fn populate_locked<F: Format>(
         let host = match a.0.alloc() {
             Ok(f) if f.addr() + FRAME_SIZE <= limit.min(phys::mapped_limit()) => f.addr(),
             Ok(f) => {
-                let _ = a.0.free(f);
+                phys::released(a.0.free(f));
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             }
@@ -1072,7 +1072,7 @@ fn populate_locked<F: Format>(
                     let _ = p2m.table.unmap(&mut DirectMap, a, at, PageSize::Size4K);
                 }
                 if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
-                    let _ = a.0.free(f);
+                    phys::released(a.0.free(f));
                 }
                 drop_empty_list(p2m, a, slot);
                 fail = Some(PopulateError::OutOfMemory);
@@ -1090,7 +1090,7 @@ fn populate_locked<F: Format>(
             match p2m.chunks.get_mut(&slot) {
                 Some(Chunk::Whole(host)) => {
                     if let Some(f) = crate::mm::frame::Frame::from_addr(*host) {
-                        let _ = a.0.free_contiguous(f, SLOT_PAGES);
+                        phys::released(a.0.free_contiguous(f, SLOT_PAGES));
                     }
                     p2m.chunks.remove(&slot);
                 }
@@ -1098,7 +1098,7 @@ fn populate_locked<F: Format>(
                     let host = list.get(at / FRAME_SIZE);
                     list.set(at / FRAME_SIZE, 0);
                     if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
-                        let _ = a.0.free(f);
+                        phys::released(a.0.free(f));
                     }
                     drop_empty_list(p2m, a, slot);
                 }
@@ -1132,7 +1132,7 @@ fn free_tables(a: &mut TableFrames<'_>, tables: &[u64]) {
 fn alloc_list_frame(a: &mut P2mFrames<'_>) -> Option<crate::mm::frame::Frame> {
     let frame = a.0.alloc().ok()?;
     if frame.addr() + FRAME_SIZE > phys::mapped_limit() {
-        let _ = a.0.free(frame);
+        phys::released(a.0.free(frame));
         return None;
     }
     phys::zero_frame(frame.addr());
@@ -1146,7 +1146,7 @@ fn drop_empty_list<F: Format>(p2m: &mut P2m<F>, a: &mut P2mFrames<'_>, slot: u64
             let frame = list.frame;
             p2m.chunks.remove(&slot);
             if let Some(f) = crate::mm::frame::Frame::from_addr(frame) {
-                let _ = a.0.free(f);
+                phys::released(a.0.free(f));
             }
         }
     }

@@ -184,6 +184,9 @@ pub enum FrameError {
     },
     /// A zero-length or zero-alignment request.
     BadRequest,
+    /// The frame is one of the hypervisor's own for good (its page tables, heap, bitmap:
+    /// [`FrameAllocator::pin_allocated`]); whoever frees it holds a wrong address.
+    Pinned { addr: u64 },
 }
 
 impl fmt::Display for FrameError {
@@ -193,6 +196,9 @@ impl fmt::Display for FrameError {
                 write!(f, "out of physical memory ({requested} frame(s) requested)")
             }
             FrameError::DoubleFree { addr } => write!(f, "double free of frame {addr:#x}"),
+            FrameError::Pinned { addr } => {
+                write!(f, "frame {addr:#x} belongs to the hypervisor for good")
+            }
             FrameError::NotManaged { addr } => {
                 write!(f, "frame {addr:#x} is not managed by the allocator")
             }
@@ -230,6 +236,9 @@ pub struct FrameAllocator<'a> {
     free: u64,
     /// Word to start the next single-frame search at; every word below it is all zero.
     hint: usize,
+    /// Frames below this address that were allocated when [`Self::pin_allocated`] ran
+    /// are never freed.
+    pinned_below: u64,
 }
 
 impl<'a> FrameAllocator<'a> {
@@ -265,6 +274,7 @@ impl<'a> FrameAllocator<'a> {
             total: bit,
             free: 0,
             hint: 0,
+            pinned_below: 0,
         };
         for b in 0..bit {
             alloc.set_bit(b, true);
@@ -326,11 +336,15 @@ impl<'a> FrameAllocator<'a> {
         Err(FrameError::OutOfMemory { requested: count })
     }
 
-    /// Returns a frame. Freeing a free frame or one we do not manage is an error.
+    /// Returns a frame. Freeing a free frame, a pinned one or one we do not manage is an
+    /// error, and the frame stays as it was.
     pub fn free(&mut self, frame: Frame) -> Result<(), FrameError> {
         let bit = self
             .bit_of_frame(frame.addr())
             .ok_or(FrameError::NotManaged { addr: frame.addr() })?;
+        if frame.addr() < self.pinned_below {
+            return Err(FrameError::Pinned { addr: frame.addr() });
+        }
         if self.bit(bit) {
             return Err(FrameError::DoubleFree { addr: frame.addr() });
         }
@@ -365,6 +379,29 @@ impl<'a> FrameAllocator<'a> {
             addr += FRAME_SIZE;
         }
         changed
+    }
+
+    /// Pins every frame below the lowest free one: allocated at boot (the hypervisor's page
+    /// tables, its heap), they are never freed, and [`Self::free`] refuses them. Allocation
+    /// is lowest-first, so before anything is freed that is everything allocated so far.
+    /// Returns the address below which frames are pinned.
+    pub fn pin_allocated(&mut self) -> u64 {
+        let first_free = self
+            .spans
+            .iter()
+            .find_map(|s| {
+                (0..s.frames)
+                    .find(|&i| self.bit(s.first_bit + i))
+                    .map(|i| (s.first_frame + i) * FRAME_SIZE)
+            })
+            .or_else(|| {
+                self.spans
+                    .last()
+                    .map(|s| (s.first_frame + s.frames) * FRAME_SIZE)
+            })
+            .unwrap_or(0);
+        self.pinned_below = first_free;
+        first_free
     }
 
     /// Whether `frame` is managed and currently allocated.
@@ -553,6 +590,30 @@ mod tests {
         assert_eq!(
             a.free(never),
             Err(FrameError::DoubleFree { addr: 0x10_7000 })
+        );
+    }
+
+    #[test]
+    fn pinned_frames_are_never_freed() {
+        let ranges = [
+            PhysRange::new(0x10_0000, 0x10_3000),
+            PhysRange::new(0x30_0000, 0x30_4000),
+        ];
+        let (mut bits, _) = allocator(&ranges);
+        let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
+        let boot: Vec<Frame> = (0..4).map(|_| a.alloc().unwrap()).collect();
+        assert_eq!(boot[3].addr(), 0x30_0000, "the first span is used up");
+        assert_eq!(a.pin_allocated(), 0x30_1000);
+        let later = a.alloc().unwrap();
+        for f in &boot {
+            assert_eq!(a.free(*f), Err(FrameError::Pinned { addr: f.addr() }));
+        }
+        assert_eq!(a.free_frames(), 2, "a refused free changes nothing");
+        a.free(later).unwrap();
+        assert_eq!(
+            a.alloc().unwrap(),
+            later,
+            "frames above the pin come and go"
         );
     }
 

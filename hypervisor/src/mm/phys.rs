@@ -211,6 +211,18 @@ impl pagetable::PhysMem for DirectMap {
     }
 }
 
+/// Reports a frame release the allocator refused (a double free, a pinned or an unmanaged
+/// frame): a hypervisor bug, whose frame stays as it was rather than go back to the pool.
+/// Checked builds stop there.
+#[track_caller]
+pub fn released(r: Result<(), super::frame::FrameError>) {
+    if let Err(e) = r {
+        let at = core::panic::Location::caller();
+        log::error!("frame release refused at {at}: {e}");
+        debug_assert!(false, "frame release refused: {e}");
+    }
+}
+
 /// Hands page-table frames from the global allocator to the `pagetable` engine.
 pub struct TableFrames<'a>(pub &'a mut FrameAllocator<'static>);
 
@@ -219,7 +231,7 @@ impl pagetable::FrameSource for TableFrames<'_> {
         let frame = self.0.alloc().ok()?;
         if frame.addr() + FRAME_SIZE > mapped_limit() {
             // Not reachable yet through the direct map: give it back and report exhaustion.
-            let _ = self.0.free(frame);
+            released(self.0.free(frame));
             return None;
         }
         zero_frame(frame.addr());
@@ -228,9 +240,7 @@ impl pagetable::FrameSource for TableFrames<'_> {
 
     fn free_table(&mut self, table: u64) {
         if let Some(frame) = super::frame::Frame::from_addr(table) {
-            if let Err(e) = self.0.free(frame) {
-                log::error!("page-table frame release failed: {e}");
-            }
+            released(self.0.free(frame));
         }
     }
 }
@@ -257,12 +267,11 @@ pub fn alloc_unscrubbed(count: u64, align: u64) -> Option<u64> {
 
 /// Returns frames obtained from [`alloc_zeroed`]. A double free is a hypervisor bug and is
 /// reported, not ignored.
+#[track_caller]
 pub fn free_frames(first: u64, count: u64) {
     let mut guard = FRAMES.lock();
     if let (Some(frames), Some(f)) = (guard.as_mut(), super::frame::Frame::from_addr(first)) {
-        if let Err(e) = frames.free_contiguous(f, count) {
-            log::error!("frame release failed: {e}");
-        }
+        released(frames.free_contiguous(f, count));
     }
 }
 
