@@ -167,6 +167,52 @@ static FERROVISOR_DOM0: Setup = Setup {
     command: None,
     not_on_bochs: None,
 };
+/// One PV I/O figure: the domU's value and dom0's reference, both read from the line
+/// `pvio-test bench` prints in `setup`'s run.
+const fn pvio(
+    setup: &'static Setup,
+    name: &'static str,
+    (subject, reference, what): (Metric, Metric, &'static str),
+    note: &'static str,
+) -> Figure {
+    Figure {
+        name,
+        subject: Some(Source::Median(setup, subject)),
+        reference: Some((Source::Median(setup, reference), what)),
+        pending: "",
+        note,
+    }
+}
+
+type PvioPair = (Metric, Metric, &'static str);
+const PVIO_READ: PvioPair = (
+    Metric::Rate(r"domu_read_kbs=(\d+)", "KiB/s"),
+    Metric::Rate(r"dom0_read_kbs=(\d+)", "KiB/s"),
+    "dom0 on the backing loop device",
+);
+const PVIO_WRITE: PvioPair = (
+    Metric::Rate(r"domu_write_kbs=(\d+)", "KiB/s"),
+    Metric::Rate(r"dom0_write_kbs=(\d+)", "KiB/s"),
+    "dom0 on the backing loop device",
+);
+const PVIO_LOOPBACK: Metric = Metric::Rate(r"dom0_loopback_mbps=([\d.]+)", "Mbit/s");
+const PVIO_TO_DOM0: PvioPair = (
+    Metric::Rate(r"domu_to_dom0_mbps=([\d.]+)", "Mbit/s"),
+    PVIO_LOOPBACK,
+    "dom0 loopback",
+);
+const PVIO_FROM_DOM0: PvioPair = (
+    Metric::Rate(r"dom0_to_domu_mbps=([\d.]+)", "Mbit/s"),
+    PVIO_LOOPBACK,
+    "dom0 loopback",
+);
+const PVIO_PING: PvioPair = (
+    Metric::Nanos(r"domu_ping_ns=(\d+)"),
+    Metric::Nanos(r"dom0_ping_ns=(\d+)"),
+    "dom0 loopback",
+);
+const PVIO_2_NOTE: &str = "QEMU only; dom0 on CPU 0, the domU on CPU 1";
+
 /// `pvio-test bench`'s line: a domU's block and network figures next to dom0's own on
 /// the same loop device and its own loopback (tests/linux/pvio-test).
 /// Ends the run even when a value is missing (the figure then says so).
@@ -177,6 +223,17 @@ static FERROVISOR_PVIO: Setup = Setup {
     qemu_timeout_s: 600,
     boot: boot_ferrovisor_dom0,
     command: Some((r"dom0: shell ready", "pvio-test bench\n")),
+    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
+};
+/// As [`FERROVISOR_PVIO`] on a machine with two CPUs: dom0 pinned to CPU 0
+/// (`dom0_cpus=0`), the domU to CPU 1 (`cpus="1"`), so that neither waits for the
+/// other's time slice and no I/O request needs a domain switch.
+static FERROVISOR_PVIO_2: Setup = Setup {
+    name: "ferrovisor + dom0 + PV I/O domU, 2 CPUs",
+    until: PVIO_LINE,
+    qemu_timeout_s: 600,
+    boot: boot_ferrovisor_dom0_2cpus,
+    command: Some((r"dom0: shell ready", "pvio-test bench 1\n")),
     not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
 };
 /// The same boots as [`FERROVISOR_DOM0`] and [`LINUX_BARE`], timed to `/init`'s first line:
@@ -413,84 +470,58 @@ pub static FIGURES: &[Figure] = &[
     // PV I/O: a domU through blkfront/netfront and dom0's blkback/netback, against
     // dom0 doing the same on the loop device that backs the domU's disk, and on its
     // own loopback interface (Xen 4.17 measured 0.15 / 0.33 and 147 / 237 Mbit/s, 4-6
-    // ms ping on this machine kind).
-    Figure {
-        name: "block read, O_DIRECT 1 MiB (xvda)",
-        subject: Some(Source::Median(
-            &FERROVISOR_PVIO,
-            Metric::Rate(r"domu_read_kbs=(\d+)", "KiB/s"),
-        )),
-        reference: Some((
-            Source::Median(
-                &FERROVISOR_PVIO,
-                Metric::Rate(r"dom0_read_kbs=(\d+)", "KiB/s"),
-            ),
-            "dom0 on the backing loop device",
-        )),
-        pending: "",
-        note: "",
-    },
-    Figure {
-        name: "block write, O_DIRECT 1 MiB (xvda)",
-        subject: Some(Source::Median(
-            &FERROVISOR_PVIO,
-            Metric::Rate(r"domu_write_kbs=(\d+)", "KiB/s"),
-        )),
-        reference: Some((
-            Source::Median(
-                &FERROVISOR_PVIO,
-                Metric::Rate(r"dom0_write_kbs=(\d+)", "KiB/s"),
-            ),
-            "dom0 on the backing loop device",
-        )),
-        pending: "",
-        note: "",
-    },
-    Figure {
-        name: "iperf3 domU -> dom0",
-        subject: Some(Source::Median(
-            &FERROVISOR_PVIO,
-            Metric::Rate(r"domu_to_dom0_mbps=([\d.]+)", "Mbit/s"),
-        )),
-        reference: Some((
-            Source::Median(
-                &FERROVISOR_PVIO,
-                Metric::Rate(r"dom0_loopback_mbps=([\d.]+)", "Mbit/s"),
-            ),
-            "dom0 loopback",
-        )),
-        pending: "",
-        note: "",
-    },
-    Figure {
-        name: "iperf3 dom0 -> domU",
-        subject: Some(Source::Median(
-            &FERROVISOR_PVIO,
-            Metric::Rate(r"dom0_to_domu_mbps=([\d.]+)", "Mbit/s"),
-        )),
-        reference: Some((
-            Source::Median(
-                &FERROVISOR_PVIO,
-                Metric::Rate(r"dom0_loopback_mbps=([\d.]+)", "Mbit/s"),
-            ),
-            "dom0 loopback",
-        )),
-        pending: "",
-        note: "",
-    },
-    Figure {
-        name: "ping round trip domU -> dom0",
-        subject: Some(Source::Median(
-            &FERROVISOR_PVIO,
-            Metric::Nanos(r"domu_ping_ns=(\d+)"),
-        )),
-        reference: Some((
-            Source::Median(&FERROVISOR_PVIO, Metric::Nanos(r"dom0_ping_ns=(\d+)")),
-            "dom0 loopback",
-        )),
-        pending: "",
-        note: "",
-    },
+    // ms ping on this machine kind). First with dom0 and the domU sharing one CPU, then
+    // each on a CPU of its own.
+    pvio(
+        &FERROVISOR_PVIO,
+        "block read, O_DIRECT 1 MiB (xvda)",
+        PVIO_READ,
+        "",
+    ),
+    pvio(
+        &FERROVISOR_PVIO,
+        "block write, O_DIRECT 1 MiB (xvda)",
+        PVIO_WRITE,
+        "",
+    ),
+    pvio(&FERROVISOR_PVIO, "iperf3 domU -> dom0", PVIO_TO_DOM0, ""),
+    pvio(&FERROVISOR_PVIO, "iperf3 dom0 -> domU", PVIO_FROM_DOM0, ""),
+    pvio(
+        &FERROVISOR_PVIO,
+        "ping round trip domU -> dom0",
+        PVIO_PING,
+        "",
+    ),
+    pvio(
+        &FERROVISOR_PVIO_2,
+        "block read, 2 CPUs",
+        PVIO_READ,
+        PVIO_2_NOTE,
+    ),
+    pvio(
+        &FERROVISOR_PVIO_2,
+        "block write, 2 CPUs",
+        PVIO_WRITE,
+        PVIO_2_NOTE,
+    ),
+    pvio(
+        &FERROVISOR_PVIO_2,
+        "iperf3 domU -> dom0, 2 CPUs",
+        PVIO_TO_DOM0,
+        PVIO_2_NOTE,
+    ),
+    pvio(
+        &FERROVISOR_PVIO_2,
+        "iperf3 dom0 -> domU, 2 CPUs",
+        PVIO_FROM_DOM0,
+        PVIO_2_NOTE,
+    ),
+    pvio(
+        &FERROVISOR_PVIO_2,
+        "ping round trip, 2 CPUs",
+        PVIO_PING,
+        PVIO_2_NOTE,
+    ),
     // Issue 11: an event between domains on two CPUs (ping pinned to CPU 0, pong to CPU
     // 1: each send wakes the other CPU by IPI) against the same pair sharing one CPU.
     Figure {
@@ -670,6 +701,13 @@ fn start_ferrovisor_cpus(
 fn boot_ferrovisor_dom0(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
     let modules = linux::assets()?.boot_modules();
     start_ferrovisor(emu, ctx, dir, DOM0_CMDLINE, modules, 1024)
+}
+
+/// dom0 on CPU 0 of a two-CPU machine (QEMU only).
+fn boot_ferrovisor_dom0_2cpus(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
+    let modules = linux::assets()?.boot_modules();
+    let cmdline = format!("{DOM0_CMDLINE} dom0_cpus=0");
+    start_ferrovisor_cpus(emu, ctx, dir, &cmdline, modules, 1024, 2)
 }
 
 /// The kernel without hypervisor, as `dom0-baseline` boots it: QEMU
@@ -1521,6 +1559,7 @@ mod tests {
                 FERROVISOR_CREATE.name,
                 DOMU_BARE.name,
                 FERROVISOR_PVIO.name,
+                FERROVISOR_PVIO_2.name,
                 FERROVISOR_PINGPONG_SMP.name,
                 FERROVISOR_BURN_2.name,
                 FERROVISOR_BURN_1.name,
