@@ -118,7 +118,7 @@ fn scenario(prefix: &str, emulator: Emulator, cmdline: &'static str, slow: u64) 
 
 /// Checks of the copy and maptrack scenarios (keep in step with the guests).
 const COPY_GRANTER_CHECKS: u32 = 8;
-const COPIER_CHECKS: u32 = 29;
+const COPIER_CHECKS: u32 = 32;
 const MAPTRACK_GRANTER_CHECKS: u32 = 4;
 const MAPTRACK_MAPPER_CHECKS: u32 = 8;
 

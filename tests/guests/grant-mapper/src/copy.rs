@@ -1,7 +1,8 @@
 //! `role=copy`: the copying side of the copy test (with `grant-granter mode=copy`; the
 //! refs and pages are described there).
 //!
-//! Copies gref to gmfn (a full page of ref 8, and odd offsets and lengths), gmfn to gref
+//! Copies gref to gmfn (a full page of ref 8, odd offsets and lengths, sides aligned
+//! differently), within a page of its own overlapping both ways (as memmove), gmfn to gref
 //! (a page of its own into ref 9), gref to gref (ref 8 into ref 9, same granter), a ref
 //! onto itself (overlapping) and zero bytes, checking the data by checksum; then the
 //! statuses of bad ops (`bad_gntref`, `general_error` for a read-only destination grant
@@ -103,6 +104,51 @@ pub fn run(run: &mut Run, granter: u16, x: impl Fn(u64) -> u64) -> TestResult {
             && checksum(L.gpa(), 3001) == checksum_of(3001, |_| 0)
             && checksum(L.gpa() + 3078, 4096 - 3078) == checksum_of(4096 - 3078, |_| 0),
         "gref to gmfn at odd offsets: exactly those 77 bytes arrive",
+    )?;
+
+    // Sides aligned differently (2 and 5 bytes past a word: netback's usual case), into a
+    // zeroed page: exactly those bytes arrive.
+    for i in 0..512 {
+        write_word(L.gpa(), i, 0);
+    }
+    let r = copy(gref(8, 5), own(&L, 2), 1234);
+    let want = checksum_of(1234, |i| pattern_byte(proto::S_PATTERN, 5 + i));
+    run.check(
+        r.is_ok()
+            && checksum(L.gpa() + 2, 1234) == want
+            && checksum(L.gpa(), 2) == checksum_of(2, |_| 0)
+            && checksum(L.gpa() + 1236, 4096 - 1236) == checksum_of(4096 - 1236, |_| 0),
+        "gref to gmfn, sides 3 bytes apart in alignment: exactly those 1234 bytes arrive",
+    )?;
+    // Overlapping copies within one page of its own, as memmove: up by 3 (the destination
+    // inside the source), then down by 7 (the destination below it).
+    for i in 0..512 {
+        write_word(L.gpa(), i, proto::C_PATTERN | i as u64);
+    }
+    let orig = |i: usize| pattern_byte(proto::C_PATTERN, i);
+    let up = |i: usize| {
+        if (103..603).contains(&i) {
+            orig(i - 3)
+        } else {
+            orig(i)
+        }
+    };
+    let r = copy(own(&L, 100), own(&L, 103), 500);
+    run.check(
+        r.is_ok() && checksum(L.gpa(), 4096) == checksum_of(4096, up),
+        "an overlapping copy upwards within a page moves the bytes as memmove",
+    )?;
+    let down = |i: usize| {
+        if (93..593).contains(&i) {
+            up(i + 7)
+        } else {
+            up(i)
+        }
+    };
+    let r = copy(own(&L, 100), own(&L, 93), 500);
+    run.check(
+        r.is_ok() && checksum(L.gpa(), 4096) == checksum_of(4096, down),
+        "an overlapping copy downwards within a page moves the bytes as memmove",
     )?;
 
     // gmfn -> gref (the whole page), then gref -> gref (S's first half into D's second).
