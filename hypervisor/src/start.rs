@@ -102,8 +102,9 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     crate::mm::frametable::global::init(phys::mapped_limit());
     // The page tables, heap and frame table just built are the hypervisor's for good.
     if let Some(frames) = phys::FRAMES.lock().as_mut() {
-        let below = frames.pin_allocated();
-        log::debug!("mm: frames below {below:#x} pinned");
+        for r in frames.pin_allocated() {
+            log::debug!("mm: frames {:#x}-{:#x} pinned", r.start, r.end);
+        }
     }
 
     let tb = time::init();

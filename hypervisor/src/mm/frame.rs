@@ -236,10 +236,12 @@ pub struct FrameAllocator<'a> {
     free: u64,
     /// Word to start the next single-frame search at; every word below it is all zero.
     hint: usize,
-    /// Frames below this address that were allocated when [`Self::pin_allocated`] ran
-    /// are never freed.
-    pinned_below: u64,
+    /// Runs of frames allocated when [`Self::pin_allocated`] ran: never freed.
+    pinned: ArrayVec<PhysRange, MAX_PINNED>,
 }
+
+/// Most runs of frames [`FrameAllocator::pin_allocated`] pins (boot allocates a handful).
+pub const MAX_PINNED: usize = 16;
 
 impl<'a> FrameAllocator<'a> {
     /// An allocator with every frame of `ranges` free. `ranges` must be sorted and disjoint
@@ -274,7 +276,7 @@ impl<'a> FrameAllocator<'a> {
             total: bit,
             free: 0,
             hint: 0,
-            pinned_below: 0,
+            pinned: ArrayVec::new(),
         };
         for b in 0..bit {
             alloc.set_bit(b, true);
@@ -342,7 +344,11 @@ impl<'a> FrameAllocator<'a> {
         let bit = self
             .bit_of_frame(frame.addr())
             .ok_or(FrameError::NotManaged { addr: frame.addr() })?;
-        if frame.addr() < self.pinned_below {
+        if self
+            .pinned
+            .iter()
+            .any(|r| (r.start..r.end).contains(&frame.addr()))
+        {
             return Err(FrameError::Pinned { addr: frame.addr() });
         }
         if self.bit(bit) {
@@ -381,27 +387,29 @@ impl<'a> FrameAllocator<'a> {
         changed
     }
 
-    /// Pins every frame below the lowest free one: allocated at boot (the hypervisor's page
-    /// tables, its heap), they are never freed, and [`Self::free`] refuses them. Allocation
-    /// is lowest-first, so before anything is freed that is everything allocated so far.
-    /// Returns the address below which frames are pinned.
-    pub fn pin_allocated(&mut self) -> u64 {
-        let first_free = self
-            .spans
-            .iter()
-            .find_map(|s| {
-                (0..s.frames)
-                    .find(|&i| self.bit(s.first_bit + i))
-                    .map(|i| (s.first_frame + i) * FRAME_SIZE)
-            })
-            .or_else(|| {
-                self.spans
-                    .last()
-                    .map(|s| (s.first_frame + s.frames) * FRAME_SIZE)
-            })
-            .unwrap_or(0);
-        self.pinned_below = first_free;
-        first_free
+    /// Pins every frame allocated so far (at boot: the hypervisor's page tables, heap and
+    /// frame table, which are never freed): [`Self::free`] refuses them from now on.
+    /// Returns the runs pinned; past [`MAX_PINNED`] runs, the highest stay unpinned.
+    pub fn pin_allocated(&mut self) -> &[PhysRange] {
+        self.pinned.clear();
+        for s in &self.spans {
+            let mut run: Option<u64> = None;
+            for i in 0..=s.frames {
+                let used = i < s.frames && !self.bit(s.first_bit + i);
+                let addr = (s.first_frame + i) * FRAME_SIZE;
+                match (run, used) {
+                    (None, true) => run = Some(addr),
+                    (Some(start), false) => {
+                        run = None;
+                        if self.pinned.try_push(PhysRange::new(start, addr)).is_err() {
+                            return &self.pinned;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        &self.pinned
     }
 
     /// Whether `frame` is managed and currently allocated.
@@ -603,12 +611,24 @@ mod tests {
         let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
         let boot: Vec<Frame> = (0..4).map(|_| a.alloc().unwrap()).collect();
         assert_eq!(boot[3].addr(), 0x30_0000, "the first span is used up");
-        assert_eq!(a.pin_allocated(), 0x30_1000);
+        // A run that is not at the bottom (as the heap, above the image, is).
+        let heap = a.alloc_contiguous(2, 2).unwrap();
+        assert_eq!(heap.addr(), 0x30_2000);
+        assert_eq!(
+            a.pin_allocated(),
+            [
+                PhysRange::new(0x10_0000, 0x10_3000),
+                PhysRange::new(0x30_0000, 0x30_1000),
+                PhysRange::new(0x30_2000, 0x30_4000),
+            ]
+        );
         let later = a.alloc().unwrap();
+        assert_eq!(later.addr(), 0x30_1000);
+        assert_eq!(a.free(heap), Err(FrameError::Pinned { addr: heap.addr() }));
         for f in &boot {
             assert_eq!(a.free(*f), Err(FrameError::Pinned { addr: f.addr() }));
         }
-        assert_eq!(a.free_frames(), 2, "a refused free changes nothing");
+        assert_eq!(a.free_frames(), 0, "a refused free changes nothing");
         a.free(later).unwrap();
         assert_eq!(
             a.alloc().unwrap(),
