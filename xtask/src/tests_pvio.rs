@@ -68,9 +68,15 @@ fn all_three(text: &str) -> Result<(), String> {
 }
 
 /// Typed before a `pvio-test` run: the host's free memory in KiB, as dom0 reads it
-/// (`xl info --kib`), into `$k0`.
-const KIB_BASELINE: &str =
-    "kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; k0=$(kib); ";
+/// (`xl info --kib`), into `$k0`, once it has held still for a second (up to 10 s). Right
+/// after an earlier domU's destruction, a page of it that dom0's xenstored or xenconsoled
+/// still maps comes back only at their unmap: read before that, the baseline would be a
+/// frame short and the check after the run would see one frame too many come back.
+const KIB_BASELINE: &str = concat!(
+    "kib() { xl info --kib | awk '/^free_memory/ { print $3 }'; }; ",
+    "k0=$(kib); i=0; while [ $i -lt 10 ]; do sleep 1; k1=$(kib); ",
+    "[ \"$k1\" = \"$k0\" ] && break; k0=$k1; i=$((i+1)); done; "
+);
 
 /// Typed after a `pvio-test` run whose domUs are gone: waits (up to 20 s) until the free
 /// memory is back to `$k0`, then prints `dom0: <NAME>_FREE_KIB=<before>,<now>` and the
