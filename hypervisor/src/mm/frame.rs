@@ -394,8 +394,20 @@ impl<'a> FrameAllocator<'a> {
         self.pinned.clear();
         for s in &self.spans {
             let mut run: Option<u64> = None;
-            for i in 0..=s.frames {
-                let used = i < s.frames && !self.bit(s.first_bit + i);
+            let mut i = 0;
+            while i <= s.frames {
+                let bit = s.first_bit + i;
+                // Outside a run, a whole word of free frames is skipped at once (most of
+                // memory, at boot).
+                if run.is_none()
+                    && bit % 64 == 0
+                    && i + 64 <= s.frames
+                    && self.bitmap[(bit / 64) as usize] == u64::MAX
+                {
+                    i += 64;
+                    continue;
+                }
+                let used = i < s.frames && !self.bit(bit);
                 let addr = (s.first_frame + i) * FRAME_SIZE;
                 match (run, used) {
                     (None, true) => run = Some(addr),
@@ -407,6 +419,7 @@ impl<'a> FrameAllocator<'a> {
                     }
                     _ => {}
                 }
+                i += 1;
             }
         }
         &self.pinned
@@ -634,6 +647,31 @@ mod tests {
             a.alloc().unwrap(),
             later,
             "frames above the pin come and go"
+        );
+    }
+
+    #[test]
+    fn pinning_finds_runs_past_whole_free_words() {
+        // A span that starts mid-word (its first bit is not word aligned) and is long enough
+        // for whole free words between the runs.
+        let ranges = [
+            PhysRange::new(0x10_0000, 0x10_5000),
+            PhysRange::new(0x100_0000, 0x100_0000 + 1000 * FRAME_SIZE),
+        ];
+        let (mut bits, _) = allocator(&ranges);
+        let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
+        for _ in 0..130 {
+            a.alloc().unwrap();
+        }
+        let far = a.alloc_contiguous(5, 512).unwrap();
+        assert_eq!(far.addr(), 0x100_0000 + 512 * FRAME_SIZE);
+        assert_eq!(
+            a.pin_allocated(),
+            [
+                PhysRange::new(0x10_0000, 0x10_5000),
+                PhysRange::new(0x100_0000, 0x100_0000 + 125 * FRAME_SIZE),
+                PhysRange::new(far.addr(), far.addr() + 5 * FRAME_SIZE),
+            ]
         );
     }
 
