@@ -1358,6 +1358,17 @@ mod unit {
     }
 
     #[test]
+    fn refused_frame_release_always_fails() {
+        // The line `mm::phys::released` prints, in a test with no forbid list of its own.
+        let mut c = Checker::new(&[r"PASS"], &[]).unwrap();
+        c.line("(E) frame release refused at hypervisor/src/domain/memory.rs:596:21: frame 0x10c000 belongs to the hypervisor for good");
+        assert_eq!(c.forbidden.as_ref().unwrap().1, "frame release refused at ");
+        let mut c = Checker::new(&[], &[]).unwrap();
+        c.line("(I) domain 1 (bn) destroyed: 32779 frames returned");
+        assert!(c.forbidden.is_none());
+    }
+
+    #[test]
     fn value_checks() {
         use crate::spec::{Check, ValueCheck};
         let near = |v: f64, now: f64| {
