@@ -37,9 +37,14 @@ const GRACE_AFTER_FORBID: Duration = Duration::from_secs(2);
 /// Console output that fails every test, even one that opts out of the default forbid
 /// list: the guest runtime's tag for text it had to send to port 0xE9 (a failed
 /// `console_io`, no Xen CPUID signature, a nested failure; see `guest-rt`'s `console.rs`);
-/// and the hypervisor refusing to free a frame (`mm::phys::released`: a double free or a
-/// frame of its own, a bug whichever guest led to it).
-pub const ALWAYS_FORBID: &[&str] = &[r"guest-rt/e9:", r"frame release refused at "];
+/// and the hypervisor's frame bookkeeping finding a bug, whichever guest led to it: a
+/// refused free (`mm::phys::released`: a double free or a frame of its own) or a frame
+/// handed to a domain while in use (`mm::frametable::global::set_owned`).
+pub const ALWAYS_FORBID: &[&str] = &[
+    r"guest-rt/e9:",
+    r"frame release refused at ",
+    r"frame 0x[0-9a-f]+ handed out while in use",
+];
 
 /// The hypervisor's power-off code in console text, if it printed the line.
 pub fn power_off_code(text: &str) -> Option<u32> {
@@ -1363,6 +1368,9 @@ mod unit {
         let mut c = Checker::new(&[r"PASS"], &[]).unwrap();
         c.line("(E) frame release refused at hypervisor/src/domain/memory.rs:596:21: frame 0x10c000 belongs to the hypervisor for good");
         assert_eq!(c.forbidden.as_ref().unwrap().1, "frame release refused at ");
+        let mut c = Checker::new(&[], &[]).unwrap();
+        c.line("(E) frame 0x2b392000 handed out while in use (frame-table word 0x80000000)");
+        assert!(c.forbidden.is_some());
         let mut c = Checker::new(&[], &[]).unwrap();
         c.line("(I) domain 1 (bn) destroyed: 32779 frames returned");
         assert!(c.forbidden.is_none());

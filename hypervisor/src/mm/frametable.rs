@@ -42,8 +42,17 @@ impl<'a> FrameRefs<'a> {
     /// Marks a newly allocated frame as its domain's; false if the frame is not covered or
     /// its word was not clear (a bookkeeping bug: the frame is then never granted).
     pub fn set_owned(&self, pa: u64) -> bool {
-        self.word(pa)
-            .is_some_and(|w| w.compare_exchange(0, OWNED, SeqCst, SeqCst).is_ok())
+        self.claim(pa).is_ok()
+    }
+
+    /// [`Self::set_owned`], saying why not: `Err(None)` for a frame the table does not
+    /// cover, `Err(Some(word))` for one that already has an owner or references. A frame
+    /// fresh from the allocator has neither, so the second is a frame handed out twice.
+    pub fn claim(&self, pa: u64) -> Result<(), Option<u32>> {
+        let w = self.word(pa).ok_or(None)?;
+        w.compare_exchange(0, OWNED, SeqCst, SeqCst)
+            .map(|_| ())
+            .map_err(Some)
     }
 
     /// Takes a reference on an owned frame (a new mapping of a live domain's page); false
@@ -148,9 +157,17 @@ pub mod global {
         ORPHANS.load(core::sync::atomic::Ordering::Relaxed)
     }
 
-    /// See [`FrameRefs::set_owned`].
+    /// See [`FrameRefs::set_owned`]. A frame that already had an owner or references (the
+    /// allocator handed it out twice) is reported.
     pub fn set_owned(pa: u64) -> bool {
-        table().is_some_and(|t| t.set_owned(pa))
+        match table().map(|t| t.claim(pa)) {
+            Some(Ok(())) => true,
+            Some(Err(Some(word))) => {
+                log::error!("frame {pa:#x} handed out while in use (frame-table word {word:#x})");
+                false
+            }
+            _ => false,
+        }
     }
 
     /// See [`FrameRefs::get_owned`].
@@ -230,7 +247,9 @@ mod tests {
         let t = FrameRefs::new(&w);
         assert!(t.set_owned(0x1000) && t.set_owned(0x2000));
         assert!(!t.set_owned(0x1000), "already owned");
+        assert_eq!(t.claim(0x1000), Err(Some(OWNED)), "says what holds it");
         assert!(!t.set_owned(0x9000), "outside the table");
+        assert_eq!(t.claim(0x9000), Err(None));
         assert!(t.get_owned(0x1000));
         assert!(!t.get_owned(0x3000), "never owned");
         assert_eq!(t.refs(0x1000), 1);
