@@ -26,6 +26,10 @@ static HOST_CPUS: Once<smp::HostCpus> = Once::new();
 /// The firmware's memory map (the AP trampoline must lie in usable RAM).
 static MEMORY_MAP: Once<arrayvec::ArrayVec<ferrovisor_boot::MemoryRegion, 128>> = Once::new();
 
+/// Most memory held for dom0 at boot (`mm::dom0ram`): `dom0_mem=` up to the whole
+/// 4 GiB below the MMIO hole (dom0's RAM is identity-mapped there).
+const DOM0_HOLD_CAP: u64 = 0xf000_0000;
+
 /// Below this, memory is left to firmware structures and the AP start-up trampoline
 /// (`arch::x86::smp::TRAMPOLINE`).
 const LOW_MEMORY_END: u64 = 0x10_0000;
@@ -38,7 +42,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     exceptions::init();
     pic::mask_all();
 
-    let boot = match BootInfo::parse(magic, u64::from(info_addr), &phys::BootMemory) {
+    let mut boot = match BootInfo::parse(magic, u64::from(info_addr), &phys::BootMemory) {
         Ok(b) => b,
         Err(e) => fatal(format_args!("cannot use the boot information: {e}")),
     };
@@ -55,6 +59,7 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     if parsed.dropped > 0 {
         warn!("cmdline: {} more problems not shown", parsed.dropped);
     }
+    drop(parsed);
 
     let image = image_layout();
     log::debug!(
@@ -70,6 +75,19 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     HOST_CPUS.call_once(|| enumerate_cpus(&boot, &options));
     MEMORY_MAP.call_once(|| boot.memory_map.iter().copied().collect());
     init_frames(&boot);
+    if !boot.modules.is_empty() {
+        // dom0's RAM, held before anything else allocates (`mm::dom0ram`), leaving boot
+        // what it needs meanwhile: the heap and frame table, copies of the modules, and
+        // the decompressed kernel (xz and gzip kernels inflate about eightfold).
+        let modules: u64 = boot.modules.iter().map(|m| m.len).sum();
+        let kernel = boot.modules[0].len;
+        let boot_needs = (96 << 20) + modules + 10 * kernel;
+        let bytes = options.dom0_mem.unwrap_or(u64::MAX);
+        if let Some(frames) = phys::FRAMES.lock().as_mut() {
+            let spare = (frames.free_frames() * FRAME_SIZE).saturating_sub(boot_needs);
+            crate::mm::dom0ram::hold(frames, bytes.min(spare).min(DOM0_HOLD_CAP));
+        }
+    }
     let mut frames_guard = phys::FRAMES.lock();
     let Some(frames) = frames_guard.as_mut() else {
         fatal(format_args!("frame allocator missing"))
@@ -96,13 +114,23 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         "mm: {} of {} frames free ({} MiB)",
         frames.free_frames(),
         frames.total_frames(),
-        frames.free_frames() * FRAME_SIZE >> 20
+        (frames.free_frames() * FRAME_SIZE) >> 20
     );
     drop(frames_guard);
+    let moved = crate::mm::dom0ram::relocate_modules(&mut boot);
+    if moved > 0 {
+        info!(
+            "dom0 RAM: {} MiB held from {:#x} up, {moved} boot module(s) moved above it",
+            (crate::mm::dom0ram::held_frames() * FRAME_SIZE) >> 20,
+            crate::mm::dom0ram::WINDOW_START
+        );
+    }
     crate::mm::frametable::global::init(phys::mapped_limit());
-    // The page tables, heap and frame table just built are the hypervisor's for good.
+    // The page tables, heap and frame table just built are the hypervisor's for good
+    // (and so are the modules' copies); dom0's held RAM is not.
+    let held = crate::mm::dom0ram::runs();
     if let Some(frames) = phys::FRAMES.lock().as_mut() {
-        for r in frames.pin_allocated() {
+        for r in frames.pin_allocated(&held) {
             log::debug!("mm: frames {:#x}-{:#x} pinned", r.start, r.end);
         }
     }
@@ -223,16 +251,20 @@ fn init_frames(boot: &BootInfo) {
     let mut reserved = arrayvec::ArrayVec::<PhysRange, 24>::new();
     reserved.push(PhysRange::new(0, LOW_MEMORY_END));
     reserved.push(image);
-    for m in &boot.modules {
-        let _ = reserved.try_push(PhysRange::new(m.start, m.end()));
-    }
+    // The modules' frames are managed (in use until dom0 is built: `dom0ram` moves them
+    // and hands their frames to dom0), but the bitmap must not land on them.
     let (ranges, dropped) = frame::usable_ranges(&boot.memory_map, &reserved);
     if dropped > 0 {
         warn!("mm: {dropped} usable ranges dropped (too many)");
     }
+    let mut off_limits = reserved.clone();
+    for m in &boot.modules {
+        let _ = off_limits.try_push(PhysRange::new(m.start, m.end()));
+    }
+    let (bitmap_ranges, _) = frame::usable_ranges(&boot.memory_map, &off_limits);
     let words = frame::bitmap_words(&ranges);
     let bytes = words as u64 * 8;
-    let Some(place) = frame::place_bitmap(&ranges, bytes, phys::mapped_limit()) else {
+    let Some(place) = frame::place_bitmap(&bitmap_ranges, bytes, phys::mapped_limit()) else {
         fatal(format_args!(
             "no room below 4 GiB for the {bytes}-byte frame bitmap"
         ));
@@ -247,6 +279,9 @@ fn init_frames(boot: &BootInfo) {
         Err(e) => fatal(format_args!("frame allocator: {e}")),
     };
     alloc.reserve(place);
+    for m in &boot.modules {
+        alloc.reserve(PhysRange::new(m.start, m.end()));
+    }
     let usable: u64 = boot
         .memory_map
         .iter()
@@ -273,8 +308,15 @@ fn default_dom0_mem(domus: u64) -> u64 {
     let free = phys::FRAMES
         .lock()
         .as_ref()
-        .map_or(0, |f| f.free_frames() * FRAME_SIZE);
-    free.saturating_sub(RESERVE).saturating_sub(domus).min(CAP) & !((2 << 20) - 1)
+        .map_or(0, |f| f.free_frames() * FRAME_SIZE)
+        + crate::mm::dom0ram::held_frames() * FRAME_SIZE;
+    let mut bytes = free.saturating_sub(RESERVE).saturating_sub(domus).min(CAP);
+    let held = crate::mm::dom0ram::held_frames() * FRAME_SIZE;
+    if held > 0 {
+        // No more than is at the host's addresses for it.
+        bytes = bytes.min(held + crate::domain::memory::CHUNK);
+    }
+    bytes & !((2 << 20) - 1)
 }
 
 /// One domain to build from the boot modules: a kernel module and the plain modules
@@ -498,9 +540,24 @@ fn build_one<B: Backend>(
         initial: domid == 0 && plan.domu.is_none(),
         vcpus,
         params,
+        identity: MEMORY_MAP
+            .get()
+            .filter(|_| domid == 0 && plan.domu.is_none())
+            .map(|map| crate::domain::build::Identity {
+                take: crate::mm::dom0ram::take,
+                release: crate::mm::dom0ram::release,
+                host_map: map,
+            }),
     };
     let building = time::now().1;
-    let dom = match build(&hv.backend, &cfg) {
+    let built = build(&hv.backend, &cfg);
+    // What dom0 did not take of its held RAM (all of it, if dom0 is not a Linux dom0
+    // or could not be built) goes back before any other domain is built.
+    let back = crate::mm::dom0ram::release();
+    if back > 0 {
+        log::debug!("dom0 RAM: {back} held frames freed");
+    }
+    let dom = match built {
         Ok(d) => d,
         Err(e) => {
             log::error!("domain {domid} ({name}): cannot build: {e}");
@@ -515,7 +572,7 @@ fn build_one<B: Backend>(
         "domain {} ({}): {} MiB, {} backend, {}starting",
         dom.id,
         dom.name,
-        dom.mem.ram_size() >> 20,
+        (dom.mem.host_frames() * FRAME_SIZE) >> 20,
         B::NAME,
         if dom.is_control() {
             "privileged (dom0), "

@@ -1016,7 +1016,12 @@ fn skip_reason(opts: &SuiteOptions, test: &Test) -> Option<&'static str> {
         Some("--skip-bochs")
     } else if opts.skip_dom0 && test.dom0 {
         Some("--skip-dom0")
-    } else if test.opt_in && opts.filter.as_deref() != Some(test.name) {
+    } else if test.opt_in
+        && !opts
+            .filter
+            .as_deref()
+            .is_some_and(|f| f.split(',').any(|p| p == test.name))
+    {
         Some("opt-in: runs only with --filter naming it in full")
     } else {
         None
@@ -1030,7 +1035,7 @@ fn selection(opts: &SuiteOptions) -> Vec<(Test, bool)> {
         .filter(|t| {
             opts.filter
                 .as_ref()
-                .is_none_or(|f| t.name.contains(f.as_str()))
+                .is_none_or(|f| f.split(',').any(|p| t.name.contains(p)))
         })
         .map(|t| {
             let skip = skip_reason(opts, &t).is_some();

@@ -54,8 +54,9 @@ pub const XEN_BACKENDS: &[&str] = &["xen-blkback", "xen-netback"];
 
 /// What dom0's PV block and network backends need around the Xen drivers: loop devices
 /// (dom0 backs `file:` disks with them), the bridge (`xenbr0`), and ext4 with the
-/// crc32c its checksums use (the crypto API finds it once loaded, without modprobe).
-pub const IO_MODULES: &[&str] = &["loop", "bridge", "ext4", "crc32c_generic"];
+/// crc32c its checksums use (the crypto API finds it once loaded, without modprobe);
+/// and the SATA (AHCI) disk driver, for a host disk dom0 drives itself by DMA with MSI.
+pub const IO_MODULES: &[&str] = &["loop", "bridge", "ext4", "crc32c_generic", "ahci", "sd_mod"];
 
 /// What the example domU loads besides [`XEN_MODULES`]: ext4 for the PV I/O tests' file
 /// system; no backends, loop devices or bridge, which only dom0 uses (loading them took

@@ -166,7 +166,8 @@ enum Command {
     },
     /// Run every test: host unit tests, the build, and the emulator tests.
     Test {
-        /// Run only emulator tests whose name contains this text.
+        /// Run only emulator tests whose name contains this text (several texts:
+        /// comma-separated; an opt-in test runs only when named in full).
         #[arg(long)]
         filter: Option<String>,
         /// Skip the Bochs tests (slow).

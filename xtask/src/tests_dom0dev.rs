@@ -178,10 +178,142 @@ fn prepare_linux() -> anyhow::Result<PathBuf> {
     Ok(crate::linux::assets()?.vmlinuz.clone())
 }
 
+/// The AHCI test's disk (8 MiB of the same pseudo-random stream).
+fn ahci_image_path() -> PathBuf {
+    crate::util::xtask_dir().join("dom0-ahci.img")
+}
+
+const AHCI_MIB: usize = 8;
+
+fn ahci_image() -> Vec<u8> {
+    let mut img = image();
+    while img.len() < AHCI_MIB << 20 {
+        let more: Vec<u8> = img.iter().map(|b| b.rotate_left(3) ^ 0x5a).collect();
+        img.extend(more);
+    }
+    img.truncate(AHCI_MIB << 20);
+    img
+}
+
+/// Writes the AHCI test's disk, then names dom0's kernel.
+fn prepare_ahci() -> anyhow::Result<PathBuf> {
+    let path = ahci_image_path();
+    crate::util::create_parent(&path)?;
+    std::fs::write(&path, ahci_image())?;
+    Ok(crate::linux::assets()?.vmlinuz.clone())
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    format!("{:x}", md5::compute(bytes))
+}
+
+/// dom0 read the whole disk by DMA: its MD5 is the image's.
+fn ahci_read_matches(value: &str) -> Result<(), String> {
+    let want = md5_hex(&ahci_image());
+    if value == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "dom0 read a disk with MD5 {value}, the image's is {want}"
+        ))
+    }
+}
+
+/// dom0 copied the disk's first 2 MiB to 6 MiB by DMA in both directions, and read the
+/// copy back: the MD5 it read back is that of the first 2 MiB.
+fn ahci_copy_matches(value: &str) -> Result<(), String> {
+    let want = md5_hex(&ahci_image()[..2 << 20]);
+    if value == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "dom0 read back {value} from its copy at 6 MiB, expected {want}"
+        ))
+    }
+}
+
+/// After QEMU: the image holds dom0's copy at 6 MiB and nothing else changed.
+fn ahci_image_written() -> Result<(), String> {
+    let now = std::fs::read(ahci_image_path()).map_err(|e| format!("reading the image: {e}"))?;
+    let mut want = ahci_image();
+    let first: Vec<u8> = want[..2 << 20].to_vec();
+    want[6 << 20..8 << 20].copy_from_slice(&first);
+    if now.len() != want.len() {
+        return Err(format!(
+            "the image is {} bytes, expected {}",
+            now.len(),
+            want.len()
+        ));
+    }
+    if now[6 << 20..] != want[6 << 20..] {
+        return Err("the image does not hold dom0's copy at 6 MiB".into());
+    }
+    if now != want {
+        return Err("the image changed outside dom0's copy".into());
+    }
+    Ok(())
+}
+
+/// The Debian dom0 drives an AHCI (SATA) disk itself: Linux's `ahci` driver with an MSI
+/// (mediated by vPCI) and bus-master DMA into dom0's identity-mapped RAM. It reads the
+/// whole disk with O_DIRECT (the device writes dom0's pages), copies its first 2 MiB to
+/// 6 MiB with O_DIRECT (the device reads them), reads the copy back, and counts the
+/// ahci MSIs Linux took.
+fn linux_ahci_dma() -> Test {
+    let mut t = dom0_boot(
+        "qemu-tcg/pci/dom0-ahci-dma",
+        Emulator::qemu_tcg(QemuBoot::Kernel),
+        QEMU_CMDLINE,
+        QEMU_TIMEOUT,
+    )
+    .qemu_args(&[
+        "-device",
+        "ahci,id=ahci",
+        "-drive",
+        Box::leak(
+            format!(
+                "file={},format=raw,if=none,id=ahcidisk",
+                ahci_image_path().display()
+            )
+            .into_boxed_str(),
+        ),
+        "-device",
+        "ide-hd,drive=ahcidisk,bus=ahci.0",
+    ]);
+    t.modules[0] = ModuleSpec::prepared(prepare_ahci).args(crate::tests_pci::KERNEL_CMDLINE);
+    t = t
+        .send(
+            r"dom0: shell ready",
+            "for i in $(seq 100); do [ -b /dev/sda ] && break; sleep 0.1; done; \
+             echo AHCI_READ=x$(dd if=/dev/sda bs=1M iflag=direct 2>/dev/null | md5sum | cut -d ' ' -f 1)\n",
+        )
+        .send(
+            r"AHCI_READ=x\w*\r?\n",
+            "dd if=/dev/sda of=/dev/sda bs=1M count=2 seek=6 iflag=direct oflag=direct 2>/dev/null; \
+             echo AHCI_COPY=x$(dd if=/dev/sda bs=1M skip=6 count=2 iflag=direct 2>/dev/null | md5sum | cut -d ' ' -f 1) \
+             AHCI_MSI=x$(grep -i 'PCI-MSI.*ahci' /proc/interrupts | \
+             awk '{ n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break; print n }')\n",
+        );
+    t.expect_text(d0!(r"AHCI_READ=x(\w*)\r?$"), ahci_read_matches)
+        .expect_text(
+            d0!(r"AHCI_COPY=x(\w*) AHCI_MSI=x\d+\r?$"),
+            ahci_copy_matches,
+        )
+        .expect_text(d0!(r"AHCI_COPY=x\w* AHCI_MSI=x(\d*)\r?$"), |v| {
+            match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(()),
+                _ => Err(format!("dom0 counted {v:?} ahci MSIs, expected some")),
+            }
+        })
+        .after(ahci_image_written)
+        .exit(Exit::WhenExpected)
+}
+
 pub fn all() -> Vec<Test> {
     let drive = drive_arg(&image_path());
     vec![
         linux_ioapic_ports(),
+        linux_ahci_dma(),
         Test::new(
             "qemu-tcg/pci/dom0-ide-pio",
             Emulator::qemu_tcg(QemuBoot::Kernel),

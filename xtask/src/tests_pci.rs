@@ -30,7 +30,7 @@ macro_rules! d0 {
 }
 
 /// dom0's kernel command line: the usual one plus `pci=noacpi` (see the module docs).
-const KERNEL_CMDLINE: &str = "console=hvc0 earlyprintk=xen clocksource=xen pci=noacpi";
+pub(crate) const KERNEL_CMDLINE: &str = "console=hvc0 earlyprintk=xen clocksource=xen pci=noacpi";
 
 /// The shell steps: (when, what to type). Values are printed as `NAME=x<value>` so the
 /// echo of the typed command (`NAME=x$(...`) cannot match a value pattern.

@@ -4,7 +4,7 @@
 //! `hvm_start_info` at [`START_INFO_GPA`], the module list after it, the memory map at
 //! [`MEMMAP_GPA`], the command line at [`CMDLINE_GPA`].
 
-use super::memory::{GuestFault, GuestMemory, MemoryError, Scrub};
+use super::memory::{GuestFault, GuestMemory, MemoryError, Scrub, CHUNK};
 use super::{
     runstate, vflags, DomId, DomState, Domain, Life, Runstate, SchedParams, Vcpu, VcpuCtx,
     VcpuTimer,
@@ -46,6 +46,22 @@ const ACPI_GPA: u64 = 0xe_0000;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 const E820_NVS: u32 = 4;
+
+/// A domain's e820 map: (start, length, type), sorted.
+pub type E820 = arrayvec::ArrayVec<(u64, u64, u32), 64>;
+
+/// How the initial domain's RAM is laid out on the host's addresses when it is a Linux
+/// dom0 (`GuestMemory::new_identity`).
+pub struct Identity<'a> {
+    /// Takes that many bytes of held host frames for the domain (`mm::dom0ram::take`).
+    pub take: fn(u64) -> crate::mm::dom0ram::Runs,
+    /// Frees the held frames (`mm::dom0ram::release`): the domain is not a Linux dom0
+    /// and is built on any frames.
+    pub release: fn() -> u64,
+    /// The host's memory map: every host region the domain does not get as RAM is
+    /// reserved in its e820, so it never places anything (a BAR, a grant mapping) there.
+    pub host_map: &'a [ferrovisor_boot::MemoryRegion],
+}
 
 /// Why a domain could not be built. Nothing of it is left behind on error.
 #[derive(Debug)]
@@ -130,6 +146,8 @@ pub struct PvhConfig<'a> {
     /// vCPUs: vCPU 0 starts at the kernel's PVH entry, the others wait for an INIT/SIPI.
     pub vcpus: u32,
     pub params: SchedParams,
+    /// For the initial domain: its RAM on the host's addresses, if it becomes dom0.
+    pub identity: Option<Identity<'a>>,
 }
 
 /// Builds a domain ready to run its first instruction, paused once (the caller unpauses
@@ -152,9 +170,34 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
     } else {
         Scrub::All
     };
-    let mem = GuestMemory::<B::P2m>::new(cfg.memory_bytes, backend.caps().p2m_2m, scrub)
-        .map_err(BuildError::Memory)?;
+    let large = backend.caps().p2m_2m;
+    let identity = cfg.identity.as_ref().filter(|_| privileged);
+    if let (Some(id), None) = (&cfg.identity, identity) {
+        (id.release)();
+    }
+    let mem = match identity {
+        Some(id) => {
+            let want = cfg.memory_bytes.saturating_sub(CHUNK);
+            let runs = (id.take)(want);
+            let got: u64 = runs.iter().map(|r| r.len()).sum();
+            if got < want {
+                log::warn!(
+                    "domain {}: {} MiB of RAM at the host's addresses, not the {} MiB asked                      (the rest was needed at boot or is not there)",
+                    cfg.domid,
+                    (got + CHUNK) >> 20,
+                    cfg.memory_bytes >> 20
+                );
+            }
+            GuestMemory::<B::P2m>::new_identity(&runs, large)
+        }
+        None => GuestMemory::<B::P2m>::new(cfg.memory_bytes, large, scrub),
+    }
+    .map_err(BuildError::Memory)?;
     let ram = mem.ram_size();
+    let e820: E820 = match identity {
+        Some(id) => identity_map(&mem.ram_runs(), id.host_map),
+        None => memory_map(ram).into_iter().collect(),
+    };
 
     pvh_loader::load_segments(&image, |paddr, bytes, zero_len| {
         let len = bytes.len() as u64 + zero_len;
@@ -187,7 +230,7 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
     let modules_at = image.highest_paddr_end.div_ceil(4096) * 4096;
     let placed = place_modules(&mem, cfg.modules, modules_at, ram)?;
     let rsdp = write_acpi(&mem, cfg.vcpus, privileged)?;
-    write_start_info(&mem, cfg.cmdline, ram, flags, &placed, rsdp).map_err(BuildError::Fault)?;
+    write_start_info(&mem, cfg.cmdline, &e820, flags, &placed, rsdp).map_err(BuildError::Fault)?;
     let entry = PvhEntry {
         rip: image.entry,
         rbx: START_INFO_GPA as u32,
@@ -199,7 +242,16 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         params: cfg.params,
         privileged,
         managed: false,
-        max_mem: ram,
+        // Identity-mapped RAM has holes: the most it may hold is what it was given.
+        max_mem: if identity.is_some() {
+            e820.iter()
+                .filter(|e| e.2 == E820_RAM)
+                .map(|e| e.1)
+                .sum::<u64>()
+                + (CHUNK - LEGACY_HOLE.0)
+        } else {
+            ram
+        },
         max_grant_frames: super::MAX_GRANT_FRAMES as u32,
         max_maptrack_frames: crate::xen::grant_table::DEFAULT_MAPTRACK_FRAMES,
         max_port: if privileged {
@@ -208,7 +260,6 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
             DOMU_MAX_PORT
         },
     };
-    let e820 = memory_map(ram).into_iter().collect();
     assemble(backend, mem, &spec, Some(entry), e820)
 }
 
@@ -277,7 +328,7 @@ fn assemble<B: Backend>(
     mem: GuestMemory<B::P2m>,
     spec: &DomainSpec<'_>,
     entry: Option<PvhEntry>,
-    e820: arrayvec::ArrayVec<(u64, u64, u32), 8>,
+    e820: E820,
 ) -> Result<Domain<B>, BuildError> {
     let now = crate::time::now().1;
     let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
@@ -434,6 +485,43 @@ fn memory_map(ram: u64) -> [(u64, u64, u32); 4] {
     ]
 }
 
+/// The e820 map of a dom0 with identity-mapped RAM (`ram`: its RAM runs, the first
+/// below 2 MiB): the low 640 KiB as RAM, the legacy hole and the ACPI tables as in
+/// [`memory_map`], the rest of its first 2 MiB reserved (those frames are not the host's
+/// at these addresses, so no device may be pointed there), its identity-mapped RAM, and
+/// every other region of the host's map reserved (host RAM it does not own included).
+fn identity_map(ram: &[(u64, u64)], host: &[ferrovisor_boot::MemoryRegion]) -> E820 {
+    let mut map = E820::new();
+    let low = memory_map(CHUNK);
+    map.extend(low[..3].iter().copied());
+    map.push((LEGACY_HOLE.1, CHUNK - LEGACY_HOLE.1, E820_RESERVED));
+    for &(start, end) in ram.iter().filter(|r| r.0 >= CHUNK) {
+        let _ = map.try_push((start, end - start, E820_RAM));
+    }
+    for h in host {
+        // The parts of this host region outside what is listed so far.
+        let mut pieces: arrayvec::ArrayVec<(u64, u64), 64> = arrayvec::ArrayVec::new();
+        pieces.push((h.start.max(CHUNK), h.end()));
+        for &(s, len, _) in map.iter() {
+            let e = s + len;
+            let mut next = arrayvec::ArrayVec::<(u64, u64), 64>::new();
+            for (a, b) in pieces {
+                for p in [(a, b.min(s)), (a.max(e), b)] {
+                    if p.0 < p.1 {
+                        let _ = next.try_push(p);
+                    }
+                }
+            }
+            pieces = next;
+        }
+        for (a, b) in pieces {
+            let _ = map.try_push((a, b - a, E820_RESERVED));
+        }
+    }
+    map.sort_unstable_by_key(|e| e.0);
+    map
+}
+
 /// Builds the guest's ACPI tables (RSDP, XSDT, hardware-reduced FADT, DSDT, MADT) at
 /// [`ACPI_GPA`]; returns the RSDP's address. The control domain's MADT also lists its
 /// virtual I/O APICs (the host's) and the host's interrupt source overrides.
@@ -474,7 +562,7 @@ fn write_acpi<F: pagetable::Format>(
 fn write_start_info<F: pagetable::Format>(
     mem: &GuestMemory<F>,
     cmdline: &str,
-    ram: u64,
+    map: &E820,
     flags: u32,
     modules: &[HvmModlistEntry],
     rsdp: u64,
@@ -482,7 +570,6 @@ fn write_start_info<F: pagetable::Format>(
     for (i, m) in modules.iter().enumerate() {
         mem.write_obj(MODLIST_GPA + i as u64 * 32, m)?;
     }
-    let map = memory_map(ram);
     for (i, (addr, size, kind)) in map.iter().enumerate() {
         let e = HvmMemmapTableEntry {
             addr: *addr,

@@ -96,6 +96,24 @@ pub fn eoi<B: Backend>(dom: &Domain<B>, vector: u8) {
 /// fired. Any CPU, host context, no lock held.
 pub fn poll<B: Backend>(hv: &Hv<B>) {
     ioapic::apply();
+    crate::arch::x86::msi::take_pending(|m| {
+        let Some(dom) = hv.control_domain() else {
+            return;
+        };
+        // Fixed and lowest-priority delivery of a vector 16..255; other modes (SMI, NMI,
+        // INIT, ExtINT) are not given.
+        if m.delivery() > 1 || m.vector() < 16 {
+            log::debug!("d{}: MSI {m:x?} not deliverable; dropped", dom.id);
+            return;
+        }
+        let d = Delivery {
+            vector: m.vector(),
+            dest: m.dest(),
+            logical: m.logical(),
+            lowest_priority: m.delivery() == 1,
+        };
+        deliver(hv, &dom, d);
+    });
     let Some(pending) = ioapic::take_pending() else {
         return;
     };

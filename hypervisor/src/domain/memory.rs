@@ -222,6 +222,9 @@ struct P2m<F: Format> {
     max_mapped_gfn: u64,
     /// Whether RAM may be mapped with 2 MiB pages.
     large_pages: bool,
+    /// RAM above the first 2 MiB is identity-mapped (gfn == mfn, [`GuestMemory::new_identity`]),
+    /// and pages the domain populates later are too.
+    identity: bool,
     /// Tables an unmap emptied and unlinked, not yet freed ([`P2mFrames`]).
     retired: Vec<u64>,
 }
@@ -293,6 +296,18 @@ pub enum PopulateError {
     OutOfMemory,
 }
 
+/// Where the frames of new RAM pages come from ([`populate_locked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Any free frames below host address `limit`, zeroed.
+    Any { limit: u64 },
+    /// The free frame at the page's own address (gfn == mfn), zeroed.
+    Identity,
+    /// The frame at the page's own address, already allocated to the caller (held for
+    /// this domain), not zeroed.
+    Held,
+}
+
 /// Whether RAM is zeroed before a domain gets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scrub {
@@ -319,6 +334,109 @@ impl<F: Format> GuestMemory<F> {
         Ok(mem)
     }
 
+    /// The control domain's memory laid out on the host's own (Xen on Arm builds a dom0
+    /// without an IOMMU the same way): the first 2 MiB are any frames, as [`Self::new`]
+    /// gives them (the legacy area, boot data), and then the host frames of `runs`, each
+    /// mapped at its own address (gfn == mfn), so that the addresses the domain programs
+    /// into a device for DMA are the host's. The frames of `runs` (at or above 2 MiB,
+    /// sorted) are the caller's, allocated and held for this: they become the domain's,
+    /// or are freed on failure. They are not zeroed (`Scrub::FirstChunk`). Pages the
+    /// domain populates later are mapped the same way.
+    pub fn new_identity(
+        runs: &[crate::mm::frame::PhysRange],
+        large_pages: bool,
+    ) -> Result<Self, MemoryError> {
+        let mut taken = 0;
+        let r = Self::identity_runs(runs, large_pages, &mut taken);
+        // Frames of `runs` the domain did not take are still ours: give them back (a
+        // failed extent gave back its own already).
+        let mut seen = 0;
+        let mut guard = phys::FRAMES.lock();
+        if let Some(a) = guard.as_mut() {
+            for run in runs {
+                let mut at = run.start;
+                while at < run.end {
+                    if let Some(f) = crate::mm::frame::Frame::from_addr(at) {
+                        if seen >= taken && a.is_allocated(f) {
+                            phys::released(a.free(f));
+                        }
+                    }
+                    seen += 1;
+                    at += FRAME_SIZE;
+                }
+            }
+        }
+        drop(guard);
+        r
+    }
+
+    fn identity_runs(
+        runs: &[crate::mm::frame::PhysRange],
+        large_pages: bool,
+        taken: &mut u64,
+    ) -> Result<Self, MemoryError> {
+        let requested = runs.iter().map(|r| r.len()).sum::<u64>() + CHUNK;
+        let oom = MemoryError::OutOfMemory { requested };
+        let mem = Self::empty(large_pages)?;
+        mem.populate_scrub(CHUNK, u64::MAX, Scrub::FirstChunk)?;
+        for r in runs {
+            if r.start < CHUNK || r.end > RAM_BELOW_HOLE || r.start % FRAME_SIZE != 0 {
+                return Err(oom);
+            }
+            // Slot by slot, so the p2m can use large pages for whole ones.
+            let mut at = r.start;
+            while at < r.end {
+                let slot_end = (at / CHUNK + 1) * CHUNK;
+                let n = (r.end.min(slot_end) - at) / FRAME_SIZE;
+                let mut p2m = mem.p2m.lock();
+                let mut guard = phys::FRAMES.lock();
+                let frames = guard.as_mut().ok_or(oom)?;
+                let before = frames.free_frames();
+                let mut a = P2mFrames(frames, Vec::new());
+                let done = populate_locked(&mut p2m, &mut a, at, n, Source::Held);
+                let after = a.0.free_frames();
+                p2m.retired.append(&mut a.1);
+                done.map_err(|_| oom)?;
+                *taken += n;
+                p2m.tables = (p2m.tables + before).saturating_sub(after);
+                at += n * FRAME_SIZE;
+            }
+        }
+        let mut p2m = mem.p2m.lock();
+        p2m.identity = true;
+        p2m.span = p2m.chunks.keys().next_back().map_or(0, |s| s + 1);
+        drop(p2m);
+        Ok(mem)
+    }
+
+    /// Whether RAM is laid out on the host's addresses ([`Self::new_identity`]).
+    pub fn is_identity(&self) -> bool {
+        self.p2m.lock().identity
+    }
+
+    /// The domain's RAM as runs of guest-physical addresses `[start, end)`, in order.
+    pub fn ram_runs(&self) -> Vec<(u64, u64)> {
+        let p2m = self.p2m.lock();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (&slot, chunk) in &p2m.chunks {
+            for i in 0..SLOT_PAGES {
+                let gpa = slot * CHUNK + i * FRAME_SIZE;
+                let present = match chunk {
+                    Chunk::Whole(_) => true,
+                    Chunk::Split(l) => l.get(i) != 0,
+                };
+                if !present || p2m.overlays.iter().any(|&(g, _)| g == gpa) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(r) if r.1 == gpa => r.1 += FRAME_SIZE,
+                    _ => runs.push((gpa, gpa + FRAME_SIZE)),
+                }
+            }
+        }
+        runs
+    }
+
     /// Guest memory without RAM (a p2m root only), to be given RAM by [`Self::populate`].
     pub fn empty(large_pages: bool) -> Result<Self, MemoryError> {
         let table = Self::new_p2m()?;
@@ -335,6 +453,7 @@ impl<F: Format> GuestMemory<F> {
                     pages: 0,
                     max_mapped_gfn: 0,
                     large_pages,
+                    identity: false,
                     retired: Vec::new(),
                 },
             ),
@@ -646,7 +765,12 @@ impl<F: Format> GuestMemory<F> {
         let frames = guard.as_mut().ok_or(PopulateError::OutOfMemory)?;
         let before = frames.free_frames();
         let mut a = P2mFrames(frames, Vec::new());
-        let r = populate_locked(&mut p2m, &mut a, gpa, count, limit);
+        let src = if p2m.identity {
+            Source::Identity
+        } else {
+            Source::Any { limit }
+        };
+        let r = populate_locked(&mut p2m, &mut a, gpa, count, src);
         let after = a.0.free_frames();
         p2m.retired.append(&mut a.1);
         // RAM frames are the domain's; the rest of the change is tables and page lists.
@@ -986,8 +1110,13 @@ fn populate_locked<F: Format>(
     a: &mut P2mFrames<'_>,
     gpa: u64,
     count: u64,
-    limit: u64,
+    src: Source,
 ) -> Result<(), PopulateError> {
+    let limit = match src {
+        Source::Any { limit } => limit.min(phys::mapped_limit()),
+        Source::Identity | Source::Held => phys::mapped_limit(),
+    };
+    let zero = src != Source::Held;
     let mut done = 0u64;
     let mut added: Vec<(u64, u64)> = Vec::new();
     let mut fail = None;
@@ -995,18 +1124,35 @@ fn populate_locked<F: Format>(
         let at = gpa + done * FRAME_SIZE;
         let slot = at / CHUNK;
         if at % CHUNK == 0 && count - done >= SLOT_PAGES && !p2m.chunks.contains_key(&slot) {
-            let Ok(run) = a.0.alloc_contiguous(SLOT_PAGES, SLOT_PAGES) else {
+            let run = match src {
+                Source::Any { .. } => a.0.alloc_contiguous(SLOT_PAGES, SLOT_PAGES).ok(),
+                Source::Identity => take_identity(a, at, SLOT_PAGES),
+                Source::Held => crate::mm::frame::Frame::from_addr(at),
+            };
+            let Some(run) = run else {
+                if src == Source::Identity {
+                    // Some frame of the slot is not free: page by page, below.
+                    fail = take_page(p2m, a, at, slot, src, limit, zero).err();
+                    if fail.is_some() {
+                        break;
+                    }
+                    added.push((at, 1));
+                    done += 1;
+                    continue;
+                }
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             };
             let host = run.addr();
-            if host + CHUNK > limit.min(phys::mapped_limit()) {
+            if host + CHUNK > limit {
                 phys::released(a.0.free_contiguous(run, SLOT_PAGES));
                 fail = Some(PopulateError::OutOfMemory);
                 break;
             }
-            for i in 0..SLOT_PAGES {
-                phys::zero_frame(host + i * FRAME_SIZE);
+            if zero {
+                for i in 0..SLOT_PAGES {
+                    phys::zero_frame(host + i * FRAME_SIZE);
+                }
             }
             let max = if p2m.large_pages {
                 PageSize::Size2M
@@ -1030,54 +1176,9 @@ fn populate_locked<F: Format>(
             continue;
         }
         // One page, into the slot's page list (created on first use).
-        if !p2m.chunks.contains_key(&slot) {
-            let Some(frame) = alloc_list_frame(a) else {
-                fail = Some(PopulateError::OutOfMemory);
-                break;
-            };
-            p2m.chunks.insert(
-                slot,
-                Chunk::Split(PageList {
-                    frame: frame.addr(),
-                    present: 0,
-                }),
-            );
-        }
-        let host = match a.0.alloc() {
-            Ok(f) if f.addr() + FRAME_SIZE <= limit.min(phys::mapped_limit()) => f.addr(),
-            Ok(f) => {
-                phys::released(a.0.free(f));
-                fail = Some(PopulateError::OutOfMemory);
-                break;
-            }
-            Err(_) => {
-                fail = Some(PopulateError::OutOfMemory);
-                break;
-            }
-        };
-        phys::zero_frame(host);
-        let mapped = p2m.table.map(
-            &mut DirectMap,
-            a,
-            at,
-            host,
-            PageSize::Size4K,
-            Perm::RWX,
-            MemType::WriteBack,
-        );
-        match (mapped, p2m.chunks.get_mut(&slot)) {
-            (Ok(()), Some(Chunk::Split(list))) => list.set(at / FRAME_SIZE, host),
-            (r, _) => {
-                if r.is_ok() {
-                    let _ = p2m.table.unmap(&mut DirectMap, a, at, PageSize::Size4K);
-                }
-                if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
-                    phys::released(a.0.free(f));
-                }
-                drop_empty_list(p2m, a, slot);
-                fail = Some(PopulateError::OutOfMemory);
-                break;
-            }
+        if let Err(e) = take_page(p2m, a, at, slot, src, limit, zero) {
+            fail = Some(e);
+            break;
         }
         added.push((at, 1));
         done += 1;
@@ -1126,6 +1227,87 @@ fn free_tables(a: &mut TableFrames<'_>, tables: &[u64]) {
     for &t in tables {
         pagetable::FrameSource::free_table(a, t);
     }
+}
+
+/// Adds the single page `at` (in 2 MiB slot `slot`) to the slot's page list, its frame
+/// from `src` below `limit`, zeroed if `zero`. On failure nothing of it stays.
+fn take_page<F: Format>(
+    p2m: &mut P2m<F>,
+    a: &mut P2mFrames<'_>,
+    at: u64,
+    slot: u64,
+    src: Source,
+    limit: u64,
+    zero: bool,
+) -> Result<(), PopulateError> {
+    if let alloc::collections::btree_map::Entry::Vacant(e) = p2m.chunks.entry(slot) {
+        let frame = alloc_list_frame(a).ok_or(PopulateError::OutOfMemory)?;
+        e.insert(Chunk::Split(PageList {
+            frame: frame.addr(),
+            present: 0,
+        }));
+    }
+    let frame = match src {
+        Source::Any { .. } => a.0.alloc().ok(),
+        Source::Identity => take_identity(a, at, 1),
+        Source::Held => crate::mm::frame::Frame::from_addr(at),
+    };
+    let host = match frame {
+        Some(f) if f.addr() + FRAME_SIZE <= limit => f.addr(),
+        other => {
+            if let Some(f) = other {
+                phys::released(a.0.free(f));
+            }
+            drop_empty_list(p2m, a, slot);
+            return Err(PopulateError::OutOfMemory);
+        }
+    };
+    if zero {
+        phys::zero_frame(host);
+    }
+    let mapped = p2m.table.map(
+        &mut DirectMap,
+        a,
+        at,
+        host,
+        PageSize::Size4K,
+        Perm::RWX,
+        MemType::WriteBack,
+    );
+    match (mapped, p2m.chunks.get_mut(&slot)) {
+        (Ok(()), Some(Chunk::Split(list))) => {
+            list.set(at / FRAME_SIZE, host);
+            Ok(())
+        }
+        (r, _) => {
+            if r.is_ok() {
+                let _ = p2m.table.unmap(&mut DirectMap, a, at, PageSize::Size4K);
+            }
+            if let Some(f) = crate::mm::frame::Frame::from_addr(host) {
+                phys::released(a.0.free(f));
+            }
+            drop_empty_list(p2m, a, slot);
+            Err(PopulateError::OutOfMemory)
+        }
+    }
+}
+
+/// Takes the `count` frames from host address `at` from the allocator if every one of
+/// them is free; otherwise takes none.
+fn take_identity(a: &mut P2mFrames<'_>, at: u64, count: u64) -> Option<crate::mm::frame::Frame> {
+    use crate::mm::frame::Frame;
+    for i in 0..count {
+        let f = Frame::from_addr(at + i * FRAME_SIZE)?;
+        if a.0.take(f).is_err() {
+            for j in 0..i {
+                if let Some(f) = Frame::from_addr(at + j * FRAME_SIZE) {
+                    phys::released(a.0.free(f));
+                }
+            }
+            return None;
+        }
+    }
+    Frame::from_addr(at)
 }
 
 /// A zeroed frame inside the direct map for a page list.

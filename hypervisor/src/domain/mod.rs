@@ -426,7 +426,7 @@ pub struct Domain<B: Backend> {
     pub params: SchedParams,
     /// The memory map the guest was given: (start, length, e820 type). Set at build
     /// time, or by the toolstack before the domain first runs.
-    pub e820: Lock<arrayvec::ArrayVec<(u64, u64, u32), 8>>,
+    pub e820: Lock<build::E820>,
     /// Created through the toolstack interface: when it ends it stays (shut down) until
     /// the toolstack destroys it, as in Xen. Boot-time domUs are destroyed when they end.
     pub managed: bool,

@@ -242,6 +242,8 @@ pub struct FrameAllocator<'a> {
 
 /// Most runs of frames [`FrameAllocator::pin_allocated`] pins (boot allocates a handful).
 pub const MAX_PINNED: usize = 16;
+/// Most runs [`FrameAllocator::hold_from`] returns.
+pub const MAX_HELD_RUNS: usize = 32;
 
 impl<'a> FrameAllocator<'a> {
     /// An allocator with every frame of `ranges` free. `ranges` must be sorted and disjoint
@@ -338,6 +340,19 @@ impl<'a> FrameAllocator<'a> {
         Err(FrameError::OutOfMemory { requested: count })
     }
 
+    /// Allocates the frame at `frame` itself, if it is managed and free.
+    pub fn take(&mut self, frame: Frame) -> Result<(), FrameError> {
+        let bit = self
+            .bit_of_frame(frame.addr())
+            .ok_or(FrameError::NotManaged { addr: frame.addr() })?;
+        if !self.bit(bit) {
+            return Err(FrameError::OutOfMemory { requested: 1 });
+        }
+        self.set_bit(bit, false);
+        self.free -= 1;
+        Ok(())
+    }
+
     /// Returns a frame. Freeing a free frame, a pinned one or one we do not manage is an
     /// error, and the frame stays as it was.
     pub fn free(&mut self, frame: Frame) -> Result<(), FrameError> {
@@ -387,10 +402,49 @@ impl<'a> FrameAllocator<'a> {
         changed
     }
 
+    /// Takes the free frames from `from` upwards until `count` frames are taken (or the
+    /// managed memory ends), marking them in use, and returns them as runs (sorted, each
+    /// the frames of one span that were free side by side). For memory held back at boot
+    /// for a later owner (dom0's identity-mapped RAM) while boot allocates above it.
+    /// Past [`MAX_HELD_RUNS`] runs it stops early.
+    pub fn hold_from(&mut self, from: u64, count: u64) -> ArrayVec<PhysRange, MAX_HELD_RUNS> {
+        let mut runs: ArrayVec<PhysRange, MAX_HELD_RUNS> = ArrayVec::new();
+        let mut taken = 0;
+        for s in 0..self.spans.len() {
+            let span = self.spans[s];
+            for i in 0..span.frames {
+                if taken == count {
+                    return runs;
+                }
+                let addr = (span.first_frame + i) * FRAME_SIZE;
+                let bit = span.first_bit + i;
+                if addr < from || !self.bit(bit) {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(r) if r.end == addr => r.end += FRAME_SIZE,
+                    _ => {
+                        if runs
+                            .try_push(PhysRange::new(addr, addr + FRAME_SIZE))
+                            .is_err()
+                        {
+                            return runs;
+                        }
+                    }
+                }
+                self.set_bit(bit, false);
+                self.free -= 1;
+                taken += 1;
+            }
+        }
+        runs
+    }
+
     /// Pins every frame allocated so far (at boot: the hypervisor's page tables, heap and
-    /// frame table, which are never freed): [`Self::free`] refuses them from now on.
+    /// frame table, which are never freed) except those in `except` (memory held for a
+    /// later owner): [`Self::free`] refuses them from now on.
     /// Returns the runs pinned; past [`MAX_PINNED`] runs, the highest stay unpinned.
-    pub fn pin_allocated(&mut self) -> &[PhysRange] {
+    pub fn pin_allocated(&mut self, except: &[PhysRange]) -> &[PhysRange] {
         self.pinned.clear();
         for s in &self.spans {
             let mut run: Option<u64> = None;
@@ -407,8 +461,10 @@ impl<'a> FrameAllocator<'a> {
                     i += 64;
                     continue;
                 }
-                let used = i < s.frames && !self.bit(bit);
                 let addr = (s.first_frame + i) * FRAME_SIZE;
+                let used = i < s.frames
+                    && !self.bit(bit)
+                    && !except.iter().any(|r| (r.start..r.end).contains(&addr));
                 match (run, used) {
                     (None, true) => run = Some(addr),
                     (Some(start), false) => {
@@ -468,6 +524,68 @@ impl<'a> FrameAllocator<'a> {
 mod tests {
     use super::*;
     use std::{vec, vec::Vec};
+
+    #[test]
+    fn hold_from_takes_free_frames_upwards_in_runs() {
+        let ranges = [
+            PhysRange::new(0x10_0000, 0x20_0000),
+            PhysRange::new(0x30_0000, 0x40_0000),
+        ];
+        let mut bits = vec![0u64; bitmap_words(&ranges)];
+        let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
+        // Something allocated at 0x100000 and 0x180000 before the hold.
+        a.reserve(PhysRange::new(0x10_0000, 0x10_1000));
+        a.reserve(PhysRange::new(0x18_0000, 0x18_2000));
+        let free = a.free_frames();
+        let runs = a.hold_from(0x10_0000, 0x90);
+        assert_eq!(
+            runs.as_slice(),
+            &[
+                PhysRange::new(0x10_1000, 0x18_0000),
+                PhysRange::new(0x18_2000, 0x19_3000)
+            ]
+        );
+        assert_eq!(a.free_frames(), free - 0x90);
+        // Held frames are in use; the next allocation comes from above them.
+        assert_eq!(a.alloc().unwrap().addr(), 0x19_3000);
+        // Not pinned when excepted; freed one by one afterwards.
+        let pinned: Vec<PhysRange> = a.pin_allocated(&runs).to_vec();
+        assert!(pinned
+            .iter()
+            .all(|p| runs.iter().all(|r| p.end <= r.start || p.start >= r.end)));
+        a.free(Frame(0x10_1000)).unwrap();
+        // A hold across the gap between spans, and one asking for more than there is.
+        let runs = a.hold_from(0x1f_f000, 3);
+        assert_eq!(
+            runs.as_slice(),
+            &[
+                PhysRange::new(0x1f_f000, 0x20_0000),
+                PhysRange::new(0x30_0000, 0x30_2000)
+            ]
+        );
+        let left = a.free_frames();
+        let runs = a.hold_from(0, u64::MAX);
+        assert_eq!(runs.iter().map(|r| r.len() / FRAME_SIZE).sum::<u64>(), left);
+        assert_eq!(a.free_frames(), 0);
+    }
+
+    #[test]
+    fn take_allocates_that_frame_only_if_free() {
+        let ranges = [PhysRange::new(0x10_0000, 0x20_0000)];
+        let mut bits = vec![0u64; bitmap_words(&ranges)];
+        let mut a = FrameAllocator::new(&ranges, &mut bits).unwrap();
+        a.take(Frame(0x15_0000)).unwrap();
+        assert!(a.is_allocated(Frame(0x15_0000)));
+        assert_eq!(
+            a.take(Frame(0x15_0000)),
+            Err(FrameError::OutOfMemory { requested: 1 })
+        );
+        assert_eq!(
+            a.take(Frame(0x20_0000)),
+            Err(FrameError::NotManaged { addr: 0x20_0000 })
+        );
+        assert_eq!(a.alloc().unwrap().addr(), 0x10_0000);
+    }
 
     const MIB: u64 = 1 << 20;
 
@@ -628,7 +746,7 @@ mod tests {
         let heap = a.alloc_contiguous(2, 2).unwrap();
         assert_eq!(heap.addr(), 0x30_2000);
         assert_eq!(
-            a.pin_allocated(),
+            a.pin_allocated(&[]),
             [
                 PhysRange::new(0x10_0000, 0x10_3000),
                 PhysRange::new(0x30_0000, 0x30_1000),
@@ -666,7 +784,7 @@ mod tests {
         let far = a.alloc_contiguous(5, 512).unwrap();
         assert_eq!(far.addr(), 0x100_0000 + 512 * FRAME_SIZE);
         assert_eq!(
-            a.pin_allocated(),
+            a.pin_allocated(&[]),
             [
                 PhysRange::new(0x10_0000, 0x10_5000),
                 PhysRange::new(0x100_0000, 0x100_0000 + 125 * FRAME_SIZE),

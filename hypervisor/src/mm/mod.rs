@@ -3,6 +3,8 @@
 //! `frame` is plain Rust and host-tested; the rest touches real memory and exists only in
 //! the bare-metal build.
 
+#[cfg(target_os = "none")]
+pub mod dom0ram;
 pub mod frame;
 pub mod frametable;
 #[cfg(target_os = "none")]

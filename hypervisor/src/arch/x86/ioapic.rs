@@ -25,8 +25,9 @@ use spin::Once;
 
 /// Host vector of GSI n: `VECTOR_BASE + n`, for GSIs below [`MAX_GSIS`].
 pub const VECTOR_BASE: u8 = 0x40;
-/// GSIs that can be given to dom0 (vectors 0x40..0xef; 0xf0 and up are the hypervisor's).
-pub const MAX_GSIS: usize = 0xb0;
+/// GSIs that can be given to dom0 (vectors 0x40..0xcf; 0xd0..0xef are MSI vectors,
+/// `super::msi`, and 0xf0 and up the hypervisor's).
+pub const MAX_GSIS: usize = 0x90;
 const WORDS: usize = MAX_GSIS.div_ceil(64);
 
 const RTE_MASKED: u64 = 1 << 16;

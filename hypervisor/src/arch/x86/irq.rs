@@ -58,6 +58,7 @@ fn handle(vector: u8) {
             percpu::raise_softirq(softirq::CALL_FUNCTION);
         }
         v if super::ioapic::owns_vector(v) => super::ioapic::interrupt(v),
+        v if super::msi::owns_vector(v) => super::msi::interrupt(v),
         _ => {
             // A vector nothing programs: acknowledge it so the APIC does not stay blocked.
             lapic::eoi();

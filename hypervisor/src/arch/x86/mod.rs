@@ -9,6 +9,7 @@ pub mod held;
 pub mod ioapic;
 pub mod irq;
 pub mod lapic;
+pub mod msi;
 pub mod pci;
 pub mod percpu;
 pub mod pic;

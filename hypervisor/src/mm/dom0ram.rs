@@ -1,0 +1,178 @@
+//! dom0's RAM held at boot, so that dom0 can have it at the host's own addresses.
+//!
+//! There is no IOMMU: a device dom0 drives reads and writes host memory at the addresses
+//! dom0 programs into it. So dom0's RAM above its first 2 MiB is identity-mapped (gfn ==
+//! mfn, `GuestMemory::new_identity`), as Xen on Arm lays out a dom0 without an SMMU. A
+//! Linux PVH kernel loads at a fixed address (16 MiB), so the low memory must still be
+//! free when dom0 is built; left alone, boot would fill it first (the allocator is
+//! lowest-first) and the boot loader's modules sit there too.
+//!
+//! Right after the allocator exists, [`hold`] takes the free frames from 2 MiB up for
+//! dom0 (so the hypervisor's own page tables, heap and frame table come from above them),
+//! [`relocate_modules`] copies the boot modules above them and adds the frames they left
+//! to the window, dom0's builder [`take`]s what it needs, and [`release`] frees the rest
+//! before any other domain is built. All of it runs on the boot CPU before any domain
+//! runs, so nothing else allocates meanwhile.
+
+use super::frame::{Frame, FrameAllocator, PhysRange, FRAME_SIZE, MAX_HELD_RUNS};
+use super::phys;
+use arrayvec::ArrayVec;
+use ferrovisor_boot::BootInfo;
+use spin::Mutex;
+
+/// dom0's window starts here: the first 2 MiB of dom0's RAM are not identity-mapped.
+pub const WINDOW_START: u64 = 2 << 20;
+
+/// Most runs the window keeps (held runs and the frames the modules left).
+pub const MAX_RUNS: usize = MAX_HELD_RUNS + 16;
+
+/// Runs of frames held for dom0: allocated, owned by nobody yet. Sorted, disjoint.
+pub type Runs = ArrayVec<PhysRange, MAX_RUNS>;
+
+static WINDOW: Mutex<Runs> = Mutex::new(ArrayVec::new_const());
+
+/// Holds free frames from [`WINDOW_START`] up for dom0 until `bytes` are held.
+pub fn hold(frames: &mut FrameAllocator<'_>, bytes: u64) {
+    let runs = frames.hold_from(WINDOW_START, bytes / FRAME_SIZE);
+    let mut w = WINDOW.lock();
+    for r in runs {
+        let _ = w.try_push(r);
+    }
+}
+
+/// The runs held now (for pinning everything else).
+pub fn runs() -> Runs {
+    WINDOW.lock().clone()
+}
+
+/// Frames held now.
+pub fn held_frames() -> u64 {
+    WINDOW.lock().iter().map(|r| r.len() / FRAME_SIZE).sum()
+}
+
+/// Copies each boot module that lies (partly) at or above [`WINDOW_START`] and below the
+/// window's end to fresh frames above the window, updates `boot` to the copy, and adds
+/// the frames it occupied to the window. Returns how many modules moved; a module that
+/// cannot be copied (no room) stays where it is.
+pub fn relocate_modules(boot: &mut BootInfo) -> usize {
+    let Some(end) = WINDOW.lock().last().map(|r| r.end) else {
+        return 0;
+    };
+    let mut moved = 0;
+    let mut freed: ArrayVec<PhysRange, 16> = ArrayVec::new();
+    for m in boot.modules.iter_mut() {
+        if m.end() <= WINDOW_START || m.start >= end || m.len == 0 {
+            continue;
+        }
+        let count = m.len.div_ceil(FRAME_SIZE);
+        let Some(to) = phys::alloc_unscrubbed(count, 1) else {
+            log::warn!(
+                "dom0 RAM: no room to move the module at {:#x} ({} KiB); dom0 has a hole there",
+                m.start,
+                m.len >> 10
+            );
+            continue;
+        };
+        let mut done = 0;
+        while done < m.len {
+            let (src, dst) = (m.start + done, to + done);
+            let n = (FRAME_SIZE - src % FRAME_SIZE)
+                .min(FRAME_SIZE - dst % FRAME_SIZE)
+                .min(m.len - done);
+            phys::copy_in_frames(dst, src, n as usize);
+            done += n;
+        }
+        // Whole frames the module alone covered (it was page-aligned by the loader at its
+        // start; a frame shared with the next module is kept until that one moves too).
+        let old = PhysRange::new(
+            m.start.max(WINDOW_START),
+            m.end().div_ceil(FRAME_SIZE) * FRAME_SIZE,
+        );
+        let _ = freed.try_push(old);
+        m.start = to;
+        moved += 1;
+    }
+    // Frames that several modules shared count once; frames some unmoved module still
+    // covers are not added.
+    let mut w = WINDOW.lock();
+    let guard = phys::FRAMES.lock();
+    let Some(a) = guard.as_ref() else {
+        return moved;
+    };
+    for r in freed {
+        let mut at = r.start & !(FRAME_SIZE - 1);
+        while at < r.end {
+            let still_used = boot
+                .modules
+                .iter()
+                .any(|m| m.start < at + FRAME_SIZE && m.end() > at);
+            let already = w.iter().any(|x| x.start <= at && at < x.end);
+            let ours = Frame::from_addr(at).is_some_and(|f| a.is_allocated(f));
+            if ours && !still_used && !already && at >= WINDOW_START {
+                add_frame(&mut w, at);
+            }
+            at += FRAME_SIZE;
+        }
+    }
+    moved
+}
+
+/// Adds one frame to `w`, keeping it sorted and merged.
+fn add_frame(w: &mut Runs, at: u64) {
+    let i = w.partition_point(|r| r.end <= at);
+    if i > 0 && w[i - 1].end == at {
+        w[i - 1].end += FRAME_SIZE;
+        if i < w.len() && w[i].start == at + FRAME_SIZE {
+            let next = w.remove(i);
+            w[i - 1].end = next.end;
+        }
+    } else if i < w.len() && w[i].start == at + FRAME_SIZE {
+        w[i].start = at;
+    } else if w
+        .try_insert(i, PhysRange::new(at, at + FRAME_SIZE))
+        .is_err()
+    {
+        log::warn!("dom0 RAM: window full; frame {at:#x} stays with the hypervisor");
+    }
+}
+
+/// Takes the lowest `bytes` of the window for dom0's identity-mapped RAM (the caller
+/// owns the frames from now on). Returns fewer if the window is smaller.
+pub fn take(bytes: u64) -> Runs {
+    let mut left = bytes / FRAME_SIZE;
+    let mut w = WINDOW.lock();
+    let mut out = Runs::new();
+    while left > 0 && !w.is_empty() {
+        let r = &mut w[0];
+        let n = (r.len() / FRAME_SIZE).min(left);
+        out.push(PhysRange::new(r.start, r.start + n * FRAME_SIZE));
+        r.start += n * FRAME_SIZE;
+        left -= n;
+        if r.is_empty() {
+            w.remove(0);
+        }
+    }
+    out
+}
+
+/// Frees what is left of the window (dom0 is built, or is not a Linux dom0 that wants
+/// identity-mapped RAM). Returns the frames freed.
+pub fn release() -> u64 {
+    let runs = core::mem::take(&mut *WINDOW.lock());
+    let mut n = 0;
+    let mut guard = phys::FRAMES.lock();
+    let Some(a) = guard.as_mut() else {
+        return 0;
+    };
+    for r in runs {
+        let mut at = r.start;
+        while at < r.end {
+            if let Some(f) = Frame::from_addr(at) {
+                phys::released(a.free(f));
+                n += 1;
+            }
+            at += FRAME_SIZE;
+        }
+    }
+    n
+}
