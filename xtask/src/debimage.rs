@@ -15,7 +15,7 @@
 //!    into it.
 //! 3. The image's own files are written: fstab by UUID, hostname, a machine ID, GRUB's
 //!    settings (serial terminal, `GRUB_DEFAULT=saved`, one-second menu, `console=ttyS0` for
-//!    the plain kernel and, for the hypervisor's entry, `libata.dma=0 pci=noacpi` instead, see
+//!    the plain kernel and, for the hypervisor's entry, `pci=noacpi` instead, see
 //!    [`GRUB_TEST_CFG`]), and root autologin on the serial consoles `ttyS0` (plain Linux)
 //!    and `hvc0` (dom0 under the hypervisor).
 //! 4. With `/dev`, `/proc` and `/sys` bound into it, the image's own `grub-install`
@@ -81,10 +81,11 @@ const GRUBENV_SIZE: usize = 1024;
 
 /// GRUB settings of the test image, `/etc/default/grub.d/zz-ferrovisor-image.cfg` (read
 /// after the package's `ferrovisor.cfg`). The plain entries get `console=ttyS0`; the
-/// ferrovisor entries replace that by `libata.dma=0` (the disk is a PIIX IDE disk, and
-/// dom0 drives it by PIO: no DMA remapping yet) and `pci=noacpi` (the hypervisor's ACPI
-/// tables for dom0 name no PCI root bridge yet, so Linux scans bus 0 itself only so),
-/// keeping the package's `GRUB_CMDLINE_LINUX_FERROVISOR` (`console=hvc0 earlyprintk=xen`).
+/// ferrovisor entries replace that by `pci=noacpi` (the hypervisor's ACPI tables for dom0
+/// name no PCI root bridge yet, so Linux scans bus 0 itself only so), keeping the
+/// package's `GRUB_CMDLINE_LINUX_FERROVISOR` (`console=hvc0 earlyprintk=xen`). The disk is
+/// on an AHCI controller, which dom0 drives itself (MSI, DMA into its identity-mapped
+/// RAM).
 pub const GRUB_TEST_CFG: &str = "\
 # Written by `cargo xtask debimage`: the test image's GRUB settings.
 GRUB_DEFAULT=saved
@@ -96,7 +97,7 @@ GRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"
 GRUB_CMDLINE_LINUX_DEFAULT=\"\"
 GRUB_DISABLE_OS_PROBER=true
 GRUB_CMDLINE_FERROVISOR=\"console=com1 dom0_mem=768M\"
-GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0 pci=noacpi\"
+GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"pci=noacpi\"
 ";
 
 /// The memory the test machine needs (QEMU `-m`, MiB): dom0 gets 768 MiB of it, the
@@ -743,7 +744,8 @@ pub fn cmd(output: Option<PathBuf>) -> Result<()> {
     );
     println!(
         "boot it: qemu-system-x86_64 -accel tcg -cpu max -m {MACHINE_MIB} -display none \
-         -serial mon:stdio -drive file={},format=raw,if=ide",
+         -serial mon:stdio -drive file={},format=raw,if=none,id=disk0 -device ahci,id=ahci \
+         -device ide-hd,drive=disk0,bus=ahci.0,bootindex=1",
         path.display()
     );
     println!(
@@ -799,7 +801,7 @@ mod tests {
             "GRUB_DEFAULT=saved",
             "GRUB_TERMINAL=serial",
             "GRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"",
-            "GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"libata.dma=0 pci=noacpi\"",
+            "GRUB_CMDLINE_LINUX_FERROVISOR_REPLACE=\"pci=noacpi\"",
         ] {
             assert!(GRUB_TEST_CFG.lines().any(|l| l == line), "{line}");
         }

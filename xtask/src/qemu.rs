@@ -151,8 +151,8 @@ pub enum Boot<'a> {
     },
     /// A CD image (file name inside `boot_dir`).
     Iso(&'a str),
-    /// A raw hard disk image on the IDE controller, booted by its own boot loader; the
-    /// machine may reboot (no `-no-reboot`).
+    /// A raw hard disk image on an AHCI (SATA) controller, booted by its own boot loader;
+    /// the machine may reboot (no `-no-reboot`).
     Disk(&'a Path),
 }
 
@@ -230,8 +230,13 @@ pub fn command(config: &Config) -> Command {
         Boot::Disk(disk) => {
             let mut drive = std::ffi::OsString::from("file=");
             drive.push(disk.as_os_str());
-            drive.push(",format=raw,if=ide");
-            cmd.arg("-drive").arg(drive).args(["-boot", "c"]);
+            drive.push(",format=raw,if=none,id=disk0");
+            cmd.arg("-drive").arg(drive).args([
+                "-device",
+                "ahci,id=ahci",
+                "-device",
+                "ide-hd,drive=disk0,bus=ahci.0,bootindex=1",
+            ]);
         }
     }
     cmd.args(config.extra_args);

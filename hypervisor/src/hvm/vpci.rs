@@ -243,6 +243,10 @@ struct Device {
     denied: ArrayVec<(u16, u16), 4>,
     /// The MSI capability, mediated.
     msi: Option<Msi>,
+    /// Capability-list pointer bytes dom0 reads with another value: (register, value).
+    /// The list skips MSI-X, which is not mediated (a driver finding it would set it up,
+    /// and the writes would do nothing), so drivers fall back to MSI or INTx.
+    pointers: ArrayVec<(u8, u8), 4>,
     /// Header type other than 0 and 1: no writes to 0x10..0x3F.
     other_header: bool,
 }
@@ -340,8 +344,17 @@ impl State {
     /// A read: the device's registers, but the MSI capability's control, address and
     /// data as dom0 wrote them.
     fn read(&self, cfg: &mut impl ConfigSpace, bdf: Bdf, reg: u8, size: u8) -> u32 {
-        let value = cfg.read(bdf, reg, size);
-        let Some(msi) = self.devices.get(&bdf).and_then(|d| d.msi) else {
+        let mut value = cfg.read(bdf, reg, size);
+        let Some(dev) = self.devices.get(&bdf) else {
+            return value;
+        };
+        for &(at, v) in &dev.pointers {
+            if let Some(i) = at.checked_sub(reg).filter(|&i| i < size) {
+                let shift = 8 * u32::from(i);
+                value = (value & !(0xff << shift)) | (u32::from(v) << shift);
+            }
+        }
+        let Some(msi) = dev.msi else {
             return value;
         };
         let mut out = value;
@@ -658,6 +671,7 @@ fn probe(cfg: &mut impl ConfigSpace, bdf: Bdf) -> Device {
         bars: ArrayVec::new(),
         denied: ArrayVec::new(),
         msi: None,
+        pointers: ArrayVec::new(),
         other_header: header > 1,
     };
     let command = cfg.read(bdf, COMMAND, 2);
@@ -718,6 +732,8 @@ fn probe(cfg: &mut impl ConfigSpace, bdf: Bdf) -> Device {
     }
     if header <= 1 && cfg.read(bdf, STATUS, 2) & STATUS_CAP_LIST != 0 {
         let mut ptr = (cfg.read(bdf, CAP_PTR, 1) & 0xfc) as u8;
+        // Where the pointer to the current capability is read from.
+        let mut pointer_at = CAP_PTR;
         // A list longer than configuration space can hold is a loop.
         for _ in 0..48 {
             if ptr < 0x40 {
@@ -725,6 +741,16 @@ fn probe(cfg: &mut impl ConfigSpace, bdf: Bdf) -> Device {
             }
             let id = cfg.read(bdf, ptr, 1);
             let next = (cfg.read(bdf, ptr + 1, 1) & 0xfc) as u8;
+            if id == CAP_MSIX {
+                match dev.pointers.iter_mut().find(|p| p.0 == pointer_at) {
+                    Some(p) => p.1 = next,
+                    None => {
+                        let _ = dev.pointers.try_push((pointer_at, next));
+                    }
+                }
+            } else {
+                pointer_at = ptr + 1;
+            }
             let len = match id {
                 CAP_MSI if dev.msi.is_none() && ptr <= 0xe8 => {
                     let control = cfg.read(bdf, ptr + 2, 2);
@@ -1228,7 +1254,8 @@ mod tests {
         // dom0 reads back what it wrote, and one vector capable only.
         assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x44, 4), 0xfee0_1000);
         assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x4c, 2), 0x4041);
-        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x40, 4), 0x0181_6005);
+        // (and the list ends after MSI: the MSI-X capability at 0x60 is left out).
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x40, 4), 0x0181_0005);
         assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x4c, 4), 0x4041);
         // A new destination while on: the target follows, the device is unchanged.
         cfg_write(&mut st, &mut f, &mut p, 0x44, 4, 0xfee0_2000);
@@ -1262,10 +1289,27 @@ mod tests {
     }
 
     #[test]
-    fn msix_stays_read_only() {
+    fn msix_stays_read_only_and_out_of_the_list() {
         let (mut st, mut f, mut p) = msi_device();
+        // MSI at 0x40 -> MSI-X at 0x60 -> a vendor capability at 0x70 -> MSI-X at 0x80.
+        f.set(0x60, 4, 0x0000_7011);
+        f.set(0x70, 4, 0x0000_8009);
+        f.set(0x80, 4, 0x0000_0011);
         cfg_write(&mut st, &mut f, &mut p, 0x62, 2, 0x8000);
-        assert_eq!(f.get(0x60, 4), 0x11);
+        assert_eq!(f.get(0x60, 4), 0x7011);
+        // The list as dom0 walks it: MSI, then the vendor capability, then its end.
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, CAP_PTR, 1), 0x40);
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x41, 1), 0x70);
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x40, 4) & 0xff00, 0x7000);
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x70, 2), 0x0009);
+        // MSI-X first in the list: the list starts after it.
+        let (mut st, mut f, mut p) = msi_device();
+        f.set(CAP_PTR, 1, 0x60);
+        f.set(0x60, 4, 0x0000_4011);
+        f.set(0x40, 4, 0x0180_0005);
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, CAP_PTR, 1), 0x40);
+        assert_eq!(cfg_read(&mut st, &mut f, &mut p, 0x41, 1), 0x00);
+        let (mut st, mut f, mut p) = msi_device();
         // Beyond both capabilities writes pass.
         cfg_write(&mut st, &mut f, &mut p, 0x6c, 1, 0x7);
         assert_eq!(f.get(0x6c, 1), 0x7);
