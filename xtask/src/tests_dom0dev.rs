@@ -305,6 +305,10 @@ fn linux_ahci_dma() -> Test {
                 _ => Err(format!("dom0 counted {v:?} ahci MSIs, expected some")),
             }
         })
+        // Linux registers each function with PHYSDEVOP_pci_device_add.
+        .forbid(&[d0!(
+            r".*Failed to add - passthrough or MSI/MSI-X might fail"
+        )])
         .after(ahci_image_written)
         .exit(Exit::WhenExpected)
 }

@@ -42,13 +42,9 @@ const LEGACY_HOLE: (u64, u64) = (0xa_0000, 0x10_0000);
 /// The ACPI tables live in the upper part of the hole, where the legacy RSDP scan looks
 /// too; reported as ACPI NVS so the guest never reuses it.
 const ACPI_GPA: u64 = 0xe_0000;
-/// E820 types.
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
-const E820_NVS: u32 = 4;
+use crate::mm::e820::{NVS as E820_NVS, RAM as E820_RAM, RESERVED as E820_RESERVED};
 
-/// A domain's e820 map: (start, length, type), sorted.
-pub type E820 = arrayvec::ArrayVec<(u64, u64, u32), 64>;
+pub use crate::mm::e820::E820;
 
 /// How the initial domain's RAM is laid out on the host's addresses when it is a Linux
 /// dom0 (`GuestMemory::new_identity`).
@@ -171,28 +167,50 @@ pub fn build<B: Backend>(backend: &B, cfg: &PvhConfig<'_>) -> Result<Domain<B>, 
         Scrub::All
     };
     let large = backend.caps().p2m_2m;
-    let identity = cfg.identity.as_ref().filter(|_| privileged);
-    if let (Some(id), None) = (&cfg.identity, identity) {
-        (id.release)();
-    }
-    let mem = match identity {
-        Some(id) => {
-            let want = cfg.memory_bytes.saturating_sub(CHUNK);
-            let runs = (id.take)(want);
-            let got: u64 = runs.iter().map(|r| r.len()).sum();
+    // RAM at the host's addresses for a dom0, if its kernel loads where that RAM is (a
+    // Linux kernel loads at 16 MiB; a test guest may load where the hypervisor sits).
+    let mut identity = None;
+    if let Some(id) = cfg.identity.as_ref().filter(|_| privileged) {
+        let want = cfg.memory_bytes.saturating_sub(CHUNK);
+        let runs = (id.take)(want);
+        let got: u64 = runs.iter().map(|r| r.len()).sum();
+        // The kernel, and the modules placed right after it.
+        let modules: u64 = cfg
+            .modules
+            .iter()
+            .map(|m| (m.bytes.len() as u64).div_ceil(4096) * 4096)
+            .sum();
+        let hi = image.highest_paddr_end.div_ceil(4096) * 4096 + modules;
+        let lo = image.lowest_paddr.max(CHUNK).min(hi);
+        if lo < hi && !covers(&runs, lo, hi) {
+            crate::mm::dom0ram::free_runs(&runs);
+            log::warn!(
+                "domain {}: its kernel and modules load at {lo:#x}-{hi:#x}, which is not free host RAM: \
+                 its RAM is not at the host's addresses, and its devices get no DMA",
+                cfg.domid
+            );
+        } else {
             if got < want {
                 log::warn!(
-                    "domain {}: {} MiB of RAM at the host's addresses, not the {} MiB asked                      (the rest was needed at boot or is not there)",
+                    "domain {}: {} MiB of RAM at the host's addresses, not the {} MiB asked \
+                     (the rest was needed at boot or is not there)",
                     cfg.domid,
                     (got + CHUNK) >> 20,
                     cfg.memory_bytes >> 20
                 );
             }
-            GuestMemory::<B::P2m>::new_identity(&runs, large)
+            identity = Some((id, runs));
         }
+    }
+    if let (Some(id), None) = (&cfg.identity, &identity) {
+        (id.release)();
+    }
+    let mem = match &identity {
+        Some((_, runs)) => GuestMemory::<B::P2m>::new_identity(runs, large),
         None => GuestMemory::<B::P2m>::new(cfg.memory_bytes, large, scrub),
     }
     .map_err(BuildError::Memory)?;
+    let identity = identity.map(|(id, _)| id);
     let ram = mem.ram_size();
     let e820: E820 = match identity {
         Some(id) => identity_map(&mem.ram_runs(), id.host_map),
@@ -485,6 +503,17 @@ fn memory_map(ram: u64) -> [(u64, u64, u32); 4] {
     ]
 }
 
+/// Whether `runs` (sorted, disjoint) cover `[lo, hi)` without a gap.
+fn covers(runs: &[crate::mm::frame::PhysRange], lo: u64, hi: u64) -> bool {
+    let mut at = lo;
+    for r in runs {
+        if r.start <= at && at < r.end {
+            at = r.end;
+        }
+    }
+    at >= hi
+}
+
 /// The e820 map of a dom0 with identity-mapped RAM (`ram`: its RAM runs, the first
 /// below 2 MiB): the low 640 KiB as RAM, the legacy hole and the ACPI tables as in
 /// [`memory_map`], the rest of its first 2 MiB reserved (those frames are not the host's
@@ -498,27 +527,7 @@ fn identity_map(ram: &[(u64, u64)], host: &[ferrovisor_boot::MemoryRegion]) -> E
     for &(start, end) in ram.iter().filter(|r| r.0 >= CHUNK) {
         let _ = map.try_push((start, end - start, E820_RAM));
     }
-    for h in host {
-        // The parts of this host region outside what is listed so far.
-        let mut pieces: arrayvec::ArrayVec<(u64, u64), 64> = arrayvec::ArrayVec::new();
-        pieces.push((h.start.max(CHUNK), h.end()));
-        for &(s, len, _) in map.iter() {
-            let e = s + len;
-            let mut next = arrayvec::ArrayVec::<(u64, u64), 64>::new();
-            for (a, b) in pieces {
-                for p in [(a, b.min(s)), (a.max(e), b)] {
-                    if p.0 < p.1 {
-                        let _ = next.try_push(p);
-                    }
-                }
-            }
-            pieces = next;
-        }
-        for (a, b) in pieces {
-            let _ = map.try_push((a, b - a, E820_RESERVED));
-        }
-    }
-    map.sort_unstable_by_key(|e| e.0);
+    crate::mm::e820::reserve_uncovered(&mut map, host, CHUNK);
     map
 }
 

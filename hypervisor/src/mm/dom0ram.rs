@@ -159,6 +159,11 @@ pub fn take(bytes: u64) -> Runs {
 /// identity-mapped RAM). Returns the frames freed.
 pub fn release() -> u64 {
     let runs = core::mem::take(&mut *WINDOW.lock());
+    free_runs(&runs)
+}
+
+/// Frees runs [`take`] gave out and their taker did not use.
+pub fn free_runs(runs: &[PhysRange]) -> u64 {
     let mut n = 0;
     let mut guard = phys::FRAMES.lock();
     let Some(a) = guard.as_mut() else {

@@ -5,6 +5,7 @@
 
 #[cfg(target_os = "none")]
 pub mod dom0ram;
+pub mod e820;
 pub mod frame;
 pub mod frametable;
 #[cfg(target_os = "none")]

@@ -11,6 +11,7 @@ pub mod grant_table;
 pub mod guest_access;
 pub mod hvm;
 pub mod memory;
+pub mod physdev;
 pub mod platform;
 pub mod sched;
 pub mod shared_info;
@@ -115,6 +116,7 @@ pub fn dispatch<B: Backend>(cx: &mut Cx<'_, B>, call: Call) -> (u64, Reply) {
         nr::HYPERVISOR_HVM_OP => hvm::hvm_op(cx, a[0], a[1]),
         nr::HYPERVISOR_EVENT_CHANNEL_OP => events::event_channel_op(cx, a[0], a[1]),
         nr::HYPERVISOR_GRANT_TABLE_OP => grant_table::grant_table_op(cx, a[0], a[1], a[2]),
+        nr::HYPERVISOR_PHYSDEV_OP => physdev::physdev_op(cx, a[0], a[1]),
         xen_abi::fvctl::HYPERVISOR_FVCTL => fvctl::fvctl(cx, a[0]),
         _ => Err(Errno::ENOSYS),
     };
