@@ -123,7 +123,7 @@ pub fn guest_text(id: u16, text: &str) {
         if !c.at_line_start {
             c.emit("\n");
         }
-        let _ = write!(PrefixWriter(&mut *c), "(d{id}) ");
+        let _ = write!(PrefixWriter(&mut c), "(d{id}) ");
         c.guest_line = Some(id);
     }
     c.emit(text);
@@ -137,7 +137,7 @@ pub fn guest_newline(id: u16) {
         if !c.at_line_start {
             c.emit("\n");
         }
-        let _ = write!(PrefixWriter(&mut *c), "(d{id})");
+        let _ = write!(PrefixWriter(&mut c), "(d{id})");
     }
     c.guest_line = None;
     c.emit("\n");

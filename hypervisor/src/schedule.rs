@@ -59,6 +59,9 @@ struct Grave {
     frames: u64,
 }
 
+/// One CPU's vCPU wake-ups, earliest first: (deadline ns, domid, vcpu).
+type TimerHeap = BinaryHeap<Reverse<(u64, DomId, u32)>>;
+
 /// What every CPU shares.
 pub struct Hv<B: Backend> {
     pub backend: B,
@@ -66,7 +69,7 @@ pub struct Hv<B: Backend> {
     pub sched: Lock<sched::Credit2>,
     /// Per CPU, (deadline ns, domid, vcpu): when to wake a blocked vCPU. Entries go stale
     /// when a vCPU re-arms; `Vcpu::next_timer` tells which are current.
-    timers: Vec<Lock<BinaryHeap<Reverse<(u64, DomId, u32)>>>>,
+    timers: Vec<Lock<TimerHeap>>,
     graves: Lock<Vec<Grave>>,
     /// Free frames plus the frames held by domains that are not boot-time domUs, taken
     /// before the first domU was built: once every domU is gone, the same sum must hold.
@@ -479,7 +482,7 @@ impl<B: Backend> Hv<B> {
         self.graves.lock().push(Grave {
             freed: dom.freed.0.clone(),
             id: dom.id,
-            name: dom.name.clone(),
+            name: dom.name,
             frames,
         });
     }

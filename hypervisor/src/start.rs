@@ -361,7 +361,8 @@ fn plan_domains(boot: &BootInfo) -> alloc::vec::Vec<DomainPlan<'_>> {
                 }),
                 _ if skipping => {}
                 Some(p) => {
-                    if p.modules.try_push(m).is_err() {
+                    let full = p.modules.try_push(m).is_err();
+                    if full {
                         warn!("domain {name}: more than 8 modules; the rest are ignored");
                     }
                 }

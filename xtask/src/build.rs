@@ -221,6 +221,33 @@ pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> 
     Ok(paths)
 }
 
+/// Lints everything in [`ARTIFACTS`] for its own target: the hypervisor and the test
+/// guests are bare-metal, and most of the hypervisor is compiled only there, out of
+/// reach of `cargo clippy --workspace` on the host (`cargo clippy --target T -p ... --
+/// -D warnings` per target).
+pub fn clippy_targets() -> Result<()> {
+    let mut targets: Vec<&str> = ARTIFACTS.iter().map(|a| a.target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let mut cmd = util::cargo();
+        cmd.arg("clippy");
+        let mut packages: Vec<&str> = ARTIFACTS
+            .iter()
+            .filter(|a| a.target == target)
+            .map(|a| a.package)
+            .collect();
+        packages.sort_unstable();
+        packages.dedup();
+        for package in packages {
+            cmd.args(["-p", package]);
+        }
+        cmd.args(["--target", target, "--", "-D", "warnings"]);
+        util::run_visible(&mut cmd)?;
+    }
+    Ok(())
+}
+
 /// Builds everything in [`ARTIFACTS`].
 pub fn all(profile: Profile) -> Result<Vec<PathBuf>> {
     let artifacts: Vec<&Artifact> = ARTIFACTS.iter().collect();

@@ -1134,6 +1134,21 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<ExitCode> {
                 failed.push("clippy".into());
             }
         }
+        println!("lints: cargo clippy --target x86_64-unknown-none -p <hypervisor and guests> -- -D warnings");
+        let t = Instant::now();
+        match build::clippy_targets() {
+            Ok(()) => {
+                println!("clippy (bare metal) ... ok ({})", secs(t.elapsed()));
+                passed += 1;
+            }
+            Err(e) => {
+                println!(
+                    "clippy (bare metal) ... FAILED ({}): {e:#}",
+                    secs(t.elapsed())
+                );
+                failed.push("clippy (bare metal)".into());
+            }
+        }
         match crate::unsafe_map::check() {
             Ok(()) => {
                 println!("unsafe map (code vs docs/design.md) ... ok");

@@ -748,7 +748,7 @@ impl<F: Format> GuestMemory<F> {
             .checked_mul(FRAME_SIZE)
             .ok_or(PopulateError::BadAddress)?;
         let bytes = count * FRAME_SIZE;
-        if gfn % count != 0 || gpa.checked_add(bytes).is_none_or(|e| e > MAX_GPA) {
+        if !gfn.is_multiple_of(count) || gpa.checked_add(bytes).is_none_or(|e| e > MAX_GPA) {
             return Err(PopulateError::BadAddress);
         }
         let mut p2m = self.p2m.lock();
@@ -902,7 +902,7 @@ impl<F: Format> GuestMemory<F> {
     /// the range is device memory, not host RAM.
     pub fn map_mmio(&self, gpa: u64, len: u64) -> Result<u64, MmioP2mError> {
         let end = gpa.checked_add(len).ok_or(MmioP2mError::BadRange)?;
-        if gpa % FRAME_SIZE != 0 || len % FRAME_SIZE != 0 || end > MAX_GPA {
+        if !gpa.is_multiple_of(FRAME_SIZE) || !len.is_multiple_of(FRAME_SIZE) || end > MAX_GPA {
             return Err(MmioP2mError::BadRange);
         }
         let r = self.with_p2m(|p2m, m, a| {
@@ -966,14 +966,15 @@ impl<F: Format> GuestMemory<F> {
         let r = self.with_p2m(|p2m, m, a| {
             let mut removed = 0u64;
             for page in (start..end).step_by(FRAME_SIZE as usize) {
-                match p2m.table.translate(&DirectMap, page) {
-                    Some(t) if is_mmio_identity(t, page) && !keep(page) => {
-                        // Only 4 KiB MMIO leaves exist, so this never splits (allocates).
-                        if p2m.table.unmap(m, a, page, PageSize::Size4K).is_ok() {
-                            removed += 1;
-                        }
-                    }
-                    _ => {}
+                let Some(t) = p2m.table.translate(&DirectMap, page) else {
+                    continue;
+                };
+                // Only 4 KiB MMIO leaves exist, so this never splits (allocates).
+                if is_mmio_identity(t, page)
+                    && !keep(page)
+                    && p2m.table.unmap(m, a, page, PageSize::Size4K).is_ok()
+                {
+                    removed += 1;
                 }
             }
             Ok(removed)
@@ -1058,7 +1059,7 @@ impl<F: Format> GuestMemory<F> {
     /// loop a guest flipping bits could stretch); returns the old value. Fails if `gpa` is
     /// unaligned or not writable.
     pub fn fetch_or_u64(&self, gpa: u64, bits: u64) -> Result<u64, GuestFault> {
-        if gpa % 8 != 0 {
+        if !gpa.is_multiple_of(8) {
             return Err(GuestFault { gpa });
         }
         let (host, _hold) = self.host_addr(gpa, true)?;
@@ -1079,7 +1080,7 @@ impl<F: Format> GuestMemory<F> {
         gpa: u64,
         f: impl FnOnce(&core::sync::atomic::AtomicU32) -> R,
     ) -> Result<R, GuestFault> {
-        if gpa % 4 != 0 {
+        if !gpa.is_multiple_of(4) {
             return Err(GuestFault { gpa });
         }
         let (host, _hold) = self.host_addr(gpa, true)?;
@@ -1123,7 +1124,8 @@ fn populate_locked<F: Format>(
     while done < count {
         let at = gpa + done * FRAME_SIZE;
         let slot = at / CHUNK;
-        if at % CHUNK == 0 && count - done >= SLOT_PAGES && !p2m.chunks.contains_key(&slot) {
+        if at.is_multiple_of(CHUNK) && count - done >= SLOT_PAGES && !p2m.chunks.contains_key(&slot)
+        {
             let run = match src {
                 Source::Any { .. } => a.0.alloc_contiguous(SLOT_PAGES, SLOT_PAGES).ok(),
                 Source::Identity => take_identity(a, at, SLOT_PAGES),

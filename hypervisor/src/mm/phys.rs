@@ -34,7 +34,7 @@ pub fn to_virt(pa: u64) -> *mut u8 {
 /// Fills a frame with zeros.
 pub fn zero_frame(pa: u64) {
     assert!(
-        pa % FRAME_SIZE == 0 && pa + FRAME_SIZE <= mapped_limit(),
+        pa.is_multiple_of(FRAME_SIZE) && pa + FRAME_SIZE <= mapped_limit(),
         "zero_frame({pa:#x}) outside the direct map"
     );
     // SAFETY: the frame lies inside the direct map (checked above), is 4 KiB aligned, and
@@ -195,7 +195,7 @@ pub struct DirectMap;
 impl DirectMap {
     fn entry_ptr(table: u64, index: usize) -> *mut u64 {
         assert!(
-            table % FRAME_SIZE == 0
+            table.is_multiple_of(FRAME_SIZE)
                 && table + FRAME_SIZE <= mapped_limit()
                 && index < pagetable::ENTRIES
         );
@@ -306,6 +306,11 @@ impl FrameBuf {
         (self.count * FRAME_SIZE) as usize
     }
 
+    /// Whether it holds no bytes (never: `new` allocates at least one frame).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// The contents.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the frames were allocated for this buffer alone, lie inside the direct
@@ -331,7 +336,7 @@ impl Drop for FrameBuf {
 /// hypervisor bookkeeping frame).
 pub fn read_u64(pa: u64) -> u64 {
     assert!(
-        pa % 8 == 0 && pa + 8 <= mapped_limit(),
+        pa.is_multiple_of(8) && pa + 8 <= mapped_limit(),
         "read_u64({pa:#x}) outside the direct map"
     );
     // SAFETY: 8-aligned, inside the direct map (checked above), in a frame the caller owns
@@ -342,7 +347,7 @@ pub fn read_u64(pa: u64) -> u64 {
 /// Writes the u64 at the 8-aligned physical address `pa` of a frame the caller owns.
 pub fn write_u64(pa: u64, v: u64) {
     assert!(
-        pa % 8 == 0 && pa + 8 <= mapped_limit(),
+        pa.is_multiple_of(8) && pa + 8 <= mapped_limit(),
         "write_u64({pa:#x}) outside the direct map"
     );
     // SAFETY: as in `read_u64`; the caller owns the frame, so no one else accesses it.

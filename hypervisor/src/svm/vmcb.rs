@@ -129,7 +129,7 @@ pub struct Vmcb {
 impl Vmcb {
     /// Wraps a zeroed, page-aligned frame the caller owns for the VMCB's lifetime.
     pub fn new(pa: u64) -> Vmcb {
-        assert!(pa % 4096 == 0);
+        assert!(pa.is_multiple_of(4096));
         Vmcb { pa }
     }
 
@@ -139,7 +139,7 @@ impl Vmcb {
     }
 
     fn ptr(&self, off: usize, size: usize) -> *mut u8 {
-        assert!(off + size <= 4096 && off % size == 0);
+        assert!(off + size <= 4096 && off.is_multiple_of(size));
         phys::to_virt(self.pa + off as u64)
     }
 

@@ -223,7 +223,7 @@ fn create<B: Backend>(cx: &mut Cx<'_, B>, op: &mut FvCtl) -> Result<u64, Errno> 
     let valid = (1..=max_vcpus).contains(&c.max_vcpus)
         && c.flags == FVCTL_CREATE_FLAGS
         && c.max_mem_kib > 0
-        && c.max_mem_kib % 4 == 0
+        && c.max_mem_kib.is_multiple_of(4)
         && c.max_mem_kib <= total_kib
         && (1..=crate::domain::MAX_GRANT_FRAMES as u32).contains(&c.max_grant_frames)
         && (1..=MAX_MAPTRACK_FRAMES).contains(&c.max_maptrack_frames)

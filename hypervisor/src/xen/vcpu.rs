@@ -81,7 +81,7 @@ pub fn vcpu_op<B: Backend>(
             let size = core::mem::size_of::<VcpuInfo>() as u64;
             // The area must lie in one page (offset + size within it) and be 8-aligned
             // (its event words are updated with locked 8-byte operations).
-            if u64::from(r.offset) > 4096 - size || r.offset % 8 != 0 {
+            if u64::from(r.offset) > 4096 - size || !r.offset.is_multiple_of(8) {
                 return Err(Errno::EINVAL);
             }
             let gpa = r
