@@ -83,10 +83,12 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
         let kernel = boot.modules[0].len;
         let boot_needs = (96 << 20) + modules + 10 * kernel;
         let bytes = options.dom0_mem.unwrap_or(u64::MAX);
-        if let Some(frames) = phys::FRAMES.lock().as_mut() {
-            let spare = (frames.free_frames() * FRAME_SIZE).saturating_sub(boot_needs);
-            crate::mm::dom0ram::hold(frames, bytes.min(spare).min(DOM0_HOLD_CAP));
-        }
+        let free = phys::FRAMES
+            .lock()
+            .as_ref()
+            .map_or(0, |f| f.free_frames() * FRAME_SIZE);
+        let spare = free.saturating_sub(boot_needs);
+        crate::mm::dom0ram::hold(bytes.min(spare).min(DOM0_HOLD_CAP));
     }
     let mut frames_guard = phys::FRAMES.lock();
     let Some(frames) = frames_guard.as_mut() else {
@@ -305,13 +307,15 @@ fn init_frames(boot: &BootInfo) {
 fn default_dom0_mem(domus: u64) -> u64 {
     const RESERVE: u64 = 64 << 20;
     const CAP: u64 = 1 << 30;
+    let held = crate::mm::dom0ram::held_frames() * FRAME_SIZE;
     let free = phys::FRAMES
         .lock()
         .as_ref()
-        .map_or(0, |f| f.free_frames() * FRAME_SIZE)
-        + crate::mm::dom0ram::held_frames() * FRAME_SIZE;
-    let mut bytes = free.saturating_sub(RESERVE).saturating_sub(domus).min(CAP);
-    let held = crate::mm::dom0ram::held_frames() * FRAME_SIZE;
+        .map_or(0, |f| f.free_frames() * FRAME_SIZE);
+    let mut bytes = (free + held)
+        .saturating_sub(RESERVE)
+        .saturating_sub(domus)
+        .min(CAP);
     if held > 0 {
         // No more than is at the host's addresses for it.
         bytes = bytes.min(held + crate::domain::memory::CHUNK);

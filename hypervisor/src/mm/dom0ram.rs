@@ -12,9 +12,10 @@
 //! [`relocate_modules`] copies the boot modules above them and adds the frames they left
 //! to the window, dom0's builder [`take`]s what it needs, and [`release`] frees the rest
 //! before any other domain is built. All of it runs on the boot CPU before any domain
-//! runs, so nothing else allocates meanwhile.
+//! runs, so nothing else allocates meanwhile. The window's lock (a plain spin lock,
+//! boot-time only) is never held together with the frame allocator's.
 
-use super::frame::{Frame, FrameAllocator, PhysRange, FRAME_SIZE, MAX_HELD_RUNS};
+use super::frame::{Frame, PhysRange, FRAME_SIZE, MAX_HELD_RUNS};
 use super::phys;
 use arrayvec::ArrayVec;
 use ferrovisor_boot::BootInfo;
@@ -32,8 +33,14 @@ pub type Runs = ArrayVec<PhysRange, MAX_RUNS>;
 static WINDOW: Mutex<Runs> = Mutex::new(ArrayVec::new_const());
 
 /// Holds free frames from [`WINDOW_START`] up for dom0 until `bytes` are held.
-pub fn hold(frames: &mut FrameAllocator<'_>, bytes: u64) {
-    let runs = frames.hold_from(WINDOW_START, bytes / FRAME_SIZE);
+pub fn hold(bytes: u64) {
+    let Some(runs) = phys::FRAMES
+        .lock()
+        .as_mut()
+        .map(|a| a.hold_from(WINDOW_START, bytes / FRAME_SIZE))
+    else {
+        return;
+    };
     let mut w = WINDOW.lock();
     for r in runs {
         let _ = w.try_push(r);
@@ -94,65 +101,39 @@ pub fn relocate_modules(boot: &mut BootInfo) -> usize {
     }
     // Frames that several modules shared count once; frames some unmoved module still
     // covers are not added.
-    let mut w = WINDOW.lock();
-    let guard = phys::FRAMES.lock();
-    let Some(a) = guard.as_ref() else {
-        return moved;
-    };
-    for r in freed {
-        let mut at = r.start & !(FRAME_SIZE - 1);
-        while at < r.end {
-            let still_used = boot
-                .modules
-                .iter()
-                .any(|m| m.start < at + FRAME_SIZE && m.end() > at);
-            let already = w.iter().any(|x| x.start <= at && at < x.end);
-            let ours = Frame::from_addr(at).is_some_and(|f| a.is_allocated(f));
-            if ours && !still_used && !already && at >= WINDOW_START {
-                add_frame(&mut w, at);
+    // (The frame allocator's lock and the window's are never held together.)
+    let mut frames = alloc::vec::Vec::new();
+    if let Some(a) = phys::FRAMES.lock().as_ref() {
+        for r in freed {
+            let mut at = r.start & !(FRAME_SIZE - 1);
+            while at < r.end {
+                let still_used = boot
+                    .modules
+                    .iter()
+                    .any(|m| m.start < at + FRAME_SIZE && m.end() > at);
+                let ours = Frame::from_addr(at).is_some_and(|f| a.is_allocated(f));
+                if ours && !still_used && at >= WINDOW_START {
+                    frames.push(at);
+                }
+                at += FRAME_SIZE;
             }
-            at += FRAME_SIZE;
+        }
+    }
+    let mut w = WINDOW.lock();
+    for at in frames {
+        // A frame two modules shared is listed twice: added once.
+        let already = w.iter().any(|x| x.start <= at && at < x.end);
+        if !already && !super::frame::insert_frame(&mut w, at) {
+            log::warn!("dom0 RAM: window full; frame {at:#x} stays with the hypervisor");
         }
     }
     moved
 }
 
-/// Adds one frame to `w`, keeping it sorted and merged.
-fn add_frame(w: &mut Runs, at: u64) {
-    let i = w.partition_point(|r| r.end <= at);
-    if i > 0 && w[i - 1].end == at {
-        w[i - 1].end += FRAME_SIZE;
-        if i < w.len() && w[i].start == at + FRAME_SIZE {
-            let next = w.remove(i);
-            w[i - 1].end = next.end;
-        }
-    } else if i < w.len() && w[i].start == at + FRAME_SIZE {
-        w[i].start = at;
-    } else if w
-        .try_insert(i, PhysRange::new(at, at + FRAME_SIZE))
-        .is_err()
-    {
-        log::warn!("dom0 RAM: window full; frame {at:#x} stays with the hypervisor");
-    }
-}
-
 /// Takes the lowest `bytes` of the window for dom0's identity-mapped RAM (the caller
 /// owns the frames from now on). Returns fewer if the window is smaller.
 pub fn take(bytes: u64) -> Runs {
-    let mut left = bytes / FRAME_SIZE;
-    let mut w = WINDOW.lock();
-    let mut out = Runs::new();
-    while left > 0 && !w.is_empty() {
-        let r = &mut w[0];
-        let n = (r.len() / FRAME_SIZE).min(left);
-        out.push(PhysRange::new(r.start, r.start + n * FRAME_SIZE));
-        r.start += n * FRAME_SIZE;
-        left -= n;
-        if r.is_empty() {
-            w.remove(0);
-        }
-    }
-    out
+    super::frame::take_lowest(&mut WINDOW.lock(), bytes / FRAME_SIZE)
 }
 
 /// Frees what is left of the window (dom0 is built, or is not a Linux dom0 that wants

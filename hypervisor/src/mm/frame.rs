@@ -168,6 +168,55 @@ pub fn place_bitmap(ranges: &[PhysRange], bytes: u64, limit: u64) -> Option<Phys
         .map(|r| PhysRange::new(r.start, r.start + len))
 }
 
+/// Adds the frame at `at` to `runs` (sorted, disjoint), merging it with its neighbours.
+/// Returns false (and changes nothing) if `runs` is full or already holds the frame.
+pub fn insert_frame<const N: usize>(runs: &mut ArrayVec<PhysRange, N>, at: u64) -> bool {
+    let i = runs.partition_point(|r| r.end <= at);
+    if i < runs.len() && runs[i].start <= at {
+        return false;
+    }
+    let joins_left = i > 0 && runs[i - 1].end == at;
+    let joins_right = i < runs.len() && runs[i].start == at + FRAME_SIZE;
+    match (joins_left, joins_right) {
+        (true, true) => {
+            runs[i - 1].end = runs[i].end;
+            runs.remove(i);
+        }
+        (true, false) => runs[i - 1].end += FRAME_SIZE,
+        (false, true) => runs[i].start = at,
+        (false, false) => {
+            if runs
+                .try_insert(i, PhysRange::new(at, at + FRAME_SIZE))
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Takes the lowest `frames` frames of `runs` (sorted, disjoint) out of it, as runs;
+/// fewer if `runs` holds fewer.
+pub fn take_lowest<const N: usize>(
+    runs: &mut ArrayVec<PhysRange, N>,
+    frames: u64,
+) -> ArrayVec<PhysRange, N> {
+    let mut left = frames;
+    let mut out = ArrayVec::new();
+    while left > 0 && !runs.is_empty() {
+        let r = &mut runs[0];
+        let n = (r.len() / FRAME_SIZE).min(left);
+        out.push(PhysRange::new(r.start, r.start + n * FRAME_SIZE));
+        r.start += n * FRAME_SIZE;
+        left -= n;
+        if r.is_empty() {
+            runs.remove(0);
+        }
+    }
+    out
+}
+
 /// Why an allocation or free failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -567,6 +616,45 @@ mod tests {
         let runs = a.hold_from(0, u64::MAX);
         assert_eq!(runs.iter().map(|r| r.len() / FRAME_SIZE).sum::<u64>(), left);
         assert_eq!(a.free_frames(), 0);
+    }
+
+    #[test]
+    fn runs_take_frames_in_order_and_merge() {
+        let mut w: ArrayVec<PhysRange, 4> = ArrayVec::new();
+        assert!(insert_frame(&mut w, 0x5000));
+        assert!(insert_frame(&mut w, 0x3000));
+        assert!(insert_frame(&mut w, 0x4000)); // joins both
+        assert_eq!(w.as_slice(), &[PhysRange::new(0x3000, 0x6000)]);
+        assert!(!insert_frame(&mut w, 0x4000), "already there");
+        assert!(insert_frame(&mut w, 0x9000));
+        assert!(insert_frame(&mut w, 0x8000)); // joins the right one
+        assert!(insert_frame(&mut w, 0x6000)); // joins the left one
+        assert!(insert_frame(&mut w, 0x1000));
+        assert!(insert_frame(&mut w, 0xc000));
+        assert!(!insert_frame(&mut w, 0xe000), "full");
+        assert!(insert_frame(&mut w, 0xd000), "full, but it merges");
+        assert_eq!(
+            w.as_slice(),
+            &[
+                PhysRange::new(0x1000, 0x2000),
+                PhysRange::new(0x3000, 0x7000),
+                PhysRange::new(0x8000, 0xa000),
+                PhysRange::new(0xc000, 0xe000),
+            ][..],
+            "{w:?}"
+        );
+        let got = take_lowest(&mut w, 3);
+        assert_eq!(
+            got.as_slice(),
+            &[
+                PhysRange::new(0x1000, 0x2000),
+                PhysRange::new(0x3000, 0x5000)
+            ]
+        );
+        assert_eq!(w[0], PhysRange::new(0x5000, 0x7000));
+        let rest = take_lowest(&mut w, 100);
+        assert_eq!(rest.iter().map(|r| r.len()).sum::<u64>(), 6 * FRAME_SIZE);
+        assert!(w.is_empty());
     }
 
     #[test]
