@@ -182,36 +182,45 @@ pub fn output_path(artifact: &Artifact, profile: Profile) -> PathBuf {
         .join(artifact.bin)
 }
 
-/// Builds a set of artifacts: one cargo invocation per target triple, so
-/// cargo can share work between packages of the same target.
-pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> {
+/// Runs `cargo <subcommand> -p <package>... --target <target>` once per target triple of
+/// `artifacts` (so cargo shares work between the packages of one target), with `args`
+/// after the subcommand and `trailing` at the end.
+fn per_target(
+    artifacts: &[&Artifact],
+    subcommand: &str,
+    args: &[&str],
+    trailing: &[&str],
+) -> Result<()> {
     let mut targets: Vec<&str> = artifacts.iter().map(|a| a.target).collect();
     targets.sort_unstable();
     targets.dedup();
     for target in targets {
         let mut cmd = util::cargo();
-        cmd.arg("build");
-        match profile {
-            Profile::Release => {
-                cmd.arg("--release");
-            }
-            Profile::Checked => {
-                cmd.args(["--profile", "checked"]);
-            }
-            Profile::Debug => {}
-        }
+        cmd.arg(subcommand).args(args);
         let mut packages: Vec<&str> = artifacts
             .iter()
             .filter(|a| a.target == target)
             .map(|a| a.package)
             .collect();
+        packages.sort_unstable();
         packages.dedup();
         for package in packages {
             cmd.args(["-p", package]);
         }
-        cmd.args(["--target", target]);
+        cmd.args(["--target", target]).args(trailing);
         util::run_visible(&mut cmd)?;
     }
+    Ok(())
+}
+
+/// Builds a set of artifacts: one cargo invocation per target triple.
+pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> {
+    let profile_args: &[&str] = match profile {
+        Profile::Release => &["--release"],
+        Profile::Checked => &["--profile", "checked"],
+        Profile::Debug => &[],
+    };
+    per_target(artifacts, "build", profile_args, &[])?;
     let paths: Vec<PathBuf> = artifacts.iter().map(|a| output_path(a, profile)).collect();
     for path in &paths {
         if !path.is_file() {
@@ -226,26 +235,8 @@ pub fn build(artifacts: &[&Artifact], profile: Profile) -> Result<Vec<PathBuf>> 
 /// reach of `cargo clippy --workspace` on the host (`cargo clippy --target T -p ... --
 /// -D warnings` per target).
 pub fn clippy_targets() -> Result<()> {
-    let mut targets: Vec<&str> = ARTIFACTS.iter().map(|a| a.target).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    for target in targets {
-        let mut cmd = util::cargo();
-        cmd.arg("clippy");
-        let mut packages: Vec<&str> = ARTIFACTS
-            .iter()
-            .filter(|a| a.target == target)
-            .map(|a| a.package)
-            .collect();
-        packages.sort_unstable();
-        packages.dedup();
-        for package in packages {
-            cmd.args(["-p", package]);
-        }
-        cmd.args(["--target", target, "--", "-D", "warnings"]);
-        util::run_visible(&mut cmd)?;
-    }
-    Ok(())
+    let artifacts: Vec<&Artifact> = ARTIFACTS.iter().collect();
+    per_target(&artifacts, "clippy", &[], &["--", "-D", "warnings"])
 }
 
 /// Builds everything in [`ARTIFACTS`].

@@ -67,11 +67,16 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Writes a test's disk image afresh (tests may run at the same time: each has its own).
+fn write_image(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    crate::util::create_parent(path)?;
+    std::fs::write(path, contents)?;
+    Ok(())
+}
+
 /// Writes a fresh image, then names the guest to boot.
 fn prepare() -> anyhow::Result<PathBuf> {
-    let path = image_path();
-    crate::util::create_parent(&path)?;
-    std::fs::write(&path, image())?;
+    write_image(&image_path(), &image())?;
     Ok(build::output_path(&build::GUEST_DOM0_IDE, Profile::Release))
 }
 
@@ -97,11 +102,15 @@ fn edge_count(value: &str) -> Result<(), String> {
     }
 }
 
-/// After QEMU: the block at LBA 4000 is the guest's, the rest is the original image.
-fn image_written() -> Result<(), String> {
-    let now = std::fs::read(image_path()).map_err(|e| format!("reading the image: {e}"))?;
-    let mut want = image();
-    want[WRITE_LBA * 512..(WRITE_LBA + 1) * 512].copy_from_slice(&block());
+/// After QEMU: the image at `path` is `want`, and `region` of it (what dom0 wrote,
+/// `what`) in particular.
+fn image_is(
+    path: &std::path::Path,
+    want: &[u8],
+    region: std::ops::Range<usize>,
+    what: &str,
+) -> Result<(), String> {
+    let now = std::fs::read(path).map_err(|e| format!("reading the image: {e}"))?;
     if now.len() != want.len() {
         return Err(format!(
             "the image is {} bytes, expected {}",
@@ -109,15 +118,21 @@ fn image_written() -> Result<(), String> {
             want.len()
         ));
     }
-    if now[WRITE_LBA * 512..(WRITE_LBA + 1) * 512] != want[WRITE_LBA * 512..(WRITE_LBA + 1) * 512] {
-        return Err(format!(
-            "the image does not hold dom0's block at LBA {WRITE_LBA}"
-        ));
+    if now[region.clone()] != want[region] {
+        return Err(format!("the image does not hold {what}"));
     }
     if now != want {
-        return Err("the image changed outside dom0's block".into());
+        return Err(format!("the image changed outside {what}"));
     }
     Ok(())
+}
+
+/// After QEMU: the block at LBA 4000 is the guest's, the rest is the original image.
+fn image_written() -> Result<(), String> {
+    let region = WRITE_LBA * 512..(WRITE_LBA + 1) * 512;
+    let mut want = image();
+    want[region.clone()].copy_from_slice(&block());
+    image_is(&image_path(), &want, region, "dom0's block at LBA 4000")
 }
 
 /// A pattern for a line dom0 printed (optional `(d0) ` prefix), as in `tests_dom0`.
@@ -172,9 +187,7 @@ fn linux_image_path() -> PathBuf {
 
 /// Writes the Linux test's disk, then names dom0's kernel.
 fn prepare_linux() -> anyhow::Result<PathBuf> {
-    let path = linux_image_path();
-    crate::util::create_parent(&path)?;
-    std::fs::write(&path, image())?;
+    write_image(&linux_image_path(), &image())?;
     Ok(crate::linux::assets()?.vmlinuz.clone())
 }
 
@@ -197,9 +210,7 @@ fn ahci_image() -> Vec<u8> {
 
 /// Writes the AHCI test's disk, then names dom0's kernel.
 fn prepare_ahci() -> anyhow::Result<PathBuf> {
-    let path = ahci_image_path();
-    crate::util::create_parent(&path)?;
-    std::fs::write(&path, ahci_image())?;
+    write_image(&ahci_image_path(), &ahci_image())?;
     Ok(crate::linux::assets()?.vmlinuz.clone())
 }
 
@@ -234,24 +245,14 @@ fn ahci_copy_matches(value: &str) -> Result<(), String> {
 
 /// After QEMU: the image holds dom0's copy at 6 MiB and nothing else changed.
 fn ahci_image_written() -> Result<(), String> {
-    let now = std::fs::read(ahci_image_path()).map_err(|e| format!("reading the image: {e}"))?;
     let mut want = ahci_image();
-    let first: Vec<u8> = want[..2 << 20].to_vec();
-    want[6 << 20..8 << 20].copy_from_slice(&first);
-    if now.len() != want.len() {
-        return Err(format!(
-            "the image is {} bytes, expected {}",
-            now.len(),
-            want.len()
-        ));
-    }
-    if now[6 << 20..] != want[6 << 20..] {
-        return Err("the image does not hold dom0's copy at 6 MiB".into());
-    }
-    if now != want {
-        return Err("the image changed outside dom0's copy".into());
-    }
-    Ok(())
+    want.copy_within(..2 << 20, 6 << 20);
+    image_is(
+        &ahci_image_path(),
+        &want,
+        6 << 20..8 << 20,
+        "dom0's copy at 6 MiB",
+    )
 }
 
 /// The Debian dom0 drives an AHCI (SATA) disk itself: Linux's `ahci` driver with an MSI
@@ -357,5 +358,26 @@ mod tests {
         // FNV-1a 64 of "a" (the published test vector).
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert!(edge_count("8193").is_ok() && edge_count("8192").is_err());
+    }
+
+    #[test]
+    fn image_check_tells_the_region_from_the_rest() {
+        let path = std::env::temp_dir().join(format!("xtask-image-is-{}", std::process::id()));
+        let want = vec![1u8, 2, 3, 4];
+        std::fs::write(&path, [1u8, 2, 3, 4]).unwrap();
+        assert!(image_is(&path, &want, 1..2, "x").is_ok());
+        std::fs::write(&path, [1u8, 9, 3, 4]).unwrap();
+        assert_eq!(
+            image_is(&path, &want, 1..2, "x"),
+            Err("the image does not hold x".into())
+        );
+        std::fs::write(&path, [1u8, 2, 3, 9]).unwrap();
+        assert_eq!(
+            image_is(&path, &want, 1..2, "x"),
+            Err("the image changed outside x".into())
+        );
+        std::fs::write(&path, [1u8, 2, 3]).unwrap();
+        assert!(image_is(&path, &want, 1..2, "x").is_err());
+        let _ = std::fs::remove_file(&path);
     }
 }

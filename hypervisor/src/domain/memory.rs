@@ -348,25 +348,23 @@ impl<F: Format> GuestMemory<F> {
     ) -> Result<Self, MemoryError> {
         let mut taken = 0;
         let r = Self::identity_runs(runs, large_pages, &mut taken);
-        // Frames of `runs` the domain did not take are still ours: give them back (a
-        // failed extent gave back its own already).
-        let mut seen = 0;
-        let mut guard = phys::FRAMES.lock();
-        if let Some(a) = guard.as_mut() {
-            for run in runs {
-                let mut at = run.start;
-                while at < run.end {
-                    if let Some(f) = crate::mm::frame::Frame::from_addr(at) {
-                        if seen >= taken && a.is_allocated(f) {
-                            phys::released(a.free(f));
+        if r.is_err() {
+            // Frames of `runs` past those the domain took are still ours: give them back
+            // (a failed extent gave back its own already).
+            let mut seen = 0;
+            if let Some(a) = phys::FRAMES.lock().as_mut() {
+                for run in runs {
+                    for at in (run.start..run.end).step_by(FRAME_SIZE as usize) {
+                        if let Some(f) = crate::mm::frame::Frame::from_addr(at) {
+                            if seen >= taken && a.is_allocated(f) {
+                                phys::released(a.free(f));
+                            }
                         }
+                        seen += 1;
                     }
-                    seen += 1;
-                    at += FRAME_SIZE;
                 }
             }
         }
-        drop(guard);
         r
     }
 
@@ -388,17 +386,8 @@ impl<F: Format> GuestMemory<F> {
             while at < r.end {
                 let slot_end = (at / CHUNK + 1) * CHUNK;
                 let n = (r.end.min(slot_end) - at) / FRAME_SIZE;
-                let mut p2m = mem.p2m.lock();
-                let mut guard = phys::FRAMES.lock();
-                let frames = guard.as_mut().ok_or(oom)?;
-                let before = frames.free_frames();
-                let mut a = P2mFrames(frames, Vec::new());
-                let done = populate_locked(&mut p2m, &mut a, at, n, Source::Held);
-                let after = a.0.free_frames();
-                p2m.retired.append(&mut a.1);
-                done.map_err(|_| oom)?;
+                populate_counted(&mut mem.p2m.lock(), at, n, Source::Held).map_err(|_| oom)?;
                 *taken += n;
-                p2m.tables = (p2m.tables + before).saturating_sub(after);
                 at += n * FRAME_SIZE;
             }
         }
@@ -761,22 +750,12 @@ impl<F: Format> GuestMemory<F> {
                 return Err(PopulateError::Occupied);
             }
         }
-        let mut guard = phys::FRAMES.lock();
-        let frames = guard.as_mut().ok_or(PopulateError::OutOfMemory)?;
-        let before = frames.free_frames();
-        let mut a = P2mFrames(frames, Vec::new());
         let src = if p2m.identity {
             Source::Identity
         } else {
             Source::Any { limit }
         };
-        let r = populate_locked(&mut p2m, &mut a, gpa, count, src);
-        let after = a.0.free_frames();
-        p2m.retired.append(&mut a.1);
-        // RAM frames are the domain's; the rest of the change is tables and page lists.
-        let ram = if r.is_ok() { count } else { 0 };
-        p2m.tables = (p2m.tables + before).saturating_sub(after + ram);
-        r
+        populate_counted(&mut p2m, gpa, count, src)
     }
 
     /// Host-physical address backing `gpa`, if the p2m allows `perm` there. For a page
@@ -1099,6 +1078,31 @@ impl<F: Format> GuestMemory<F> {
     ) -> Result<(), GuestFault> {
         self.write(gpa, v.as_bytes())
     }
+}
+
+/// [`populate_locked`] with the frame allocator locked (lock order: p2m, then frames),
+/// keeping the p2m's count of its own frames: the change in free frames is its tables
+/// and page lists, plus the RAM frames taken from the free pool (all but held ones).
+fn populate_counted<F: Format>(
+    p2m: &mut P2m<F>,
+    gpa: u64,
+    count: u64,
+    src: Source,
+) -> Result<(), PopulateError> {
+    let mut guard = phys::FRAMES.lock();
+    let frames = guard.as_mut().ok_or(PopulateError::OutOfMemory)?;
+    let before = frames.free_frames();
+    let mut a = P2mFrames(frames, Vec::new());
+    let r = populate_locked(p2m, &mut a, gpa, count, src);
+    let after = a.0.free_frames();
+    p2m.retired.append(&mut a.1);
+    let ram = if r.is_ok() && src != Source::Held {
+        count
+    } else {
+        0
+    };
+    p2m.tables = (p2m.tables + before).saturating_sub(after + ram);
+    r
 }
 
 /// The part of [`GuestMemory::populate_extent`] under the p2m and frame-allocator locks:

@@ -401,9 +401,9 @@ impl State {
         let d = msi.data_at();
         for i in 0..size {
             let byte = (value >> (8 * u32::from(i))) as u8;
+            // The capability starts on a dword and its length is a multiple of 4, so an
+            // access (inside one dword) that reaches it lies wholly inside it.
             let Some(o) = (reg + i).checked_sub(msi.pos).filter(|&o| o < msi.len()) else {
-                // Outside the capability: as any other register.
-                cfg.write(bdf, reg + i, 1, u32::from(byte));
                 continue;
             };
             let set = |w: u32, at: u8| (w & !(0xff << (8 * at))) | (u32::from(byte) << (8 * at));

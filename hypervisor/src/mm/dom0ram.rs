@@ -72,6 +72,10 @@ pub fn relocate_modules(boot: &mut BootInfo) -> usize {
             continue;
         }
         let count = m.len.div_ceil(FRAME_SIZE);
+        let Some(bytes) = ferrovisor_boot::PhysRead::bytes(&phys::BootMemory, m.start, m.len)
+        else {
+            continue;
+        };
         let Some(to) = phys::alloc_unscrubbed(count, 1) else {
             log::warn!(
                 "dom0 RAM: no room to move the module at {:#x} ({} KiB); dom0 has a hole there",
@@ -80,15 +84,8 @@ pub fn relocate_modules(boot: &mut BootInfo) -> usize {
             );
             continue;
         };
-        let mut done = 0;
-        while done < m.len {
-            let (src, dst) = (m.start + done, to + done);
-            let n = (FRAME_SIZE - src % FRAME_SIZE)
-                .min(FRAME_SIZE - dst % FRAME_SIZE)
-                .min(m.len - done);
-            phys::copy_in_frames(dst, src, n as usize);
-            done += n;
-        }
+        // Fresh frames above the window: the copy never overlaps the module.
+        phys::write_bytes(to, bytes);
         // Whole frames the module alone covered (it was page-aligned by the loader at its
         // start; a frame shared with the next module is kept until that one moves too).
         let old = PhysRange::new(
