@@ -112,6 +112,17 @@ extern "C" fn ferrovisor_main(magic: u32, info_addr: u32) -> ! {
     // The instruction decoder builds its tables on first use: do it now, not on a
     // guest's first MMIO exit.
     x86_emu::warm_up();
+    let strings = crate::arch::x86::strings::measure();
+    info!(
+        "CPU: rep movsb copies 64 KiB in {} cycles, rep movsq in {}: fast-string hints {} guests",
+        strings.movsb_cycles,
+        strings.movsq_cycles,
+        if strings.fast {
+            "passed on to"
+        } else {
+            "hidden from"
+        }
+    );
     info!(
         "mm: {} of {} frames free ({} MiB)",
         frames.free_frames(),

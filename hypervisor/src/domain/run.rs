@@ -313,6 +313,7 @@ fn cpuid<B: Backend>(cx: &mut Cx<'_, B>) {
         domid: cx.dom.id,
         vcpus: cx.dom.vcpus.len() as u32,
         cr4: cx.v.hw.control_state().cr4,
+        fast_strings: crate::arch::x86::strings::fast(),
     };
     let mut r = guest_cpuid(leaf, subleaf, host, &ctx);
     if leaf == 0xd && subleaf == 0 {

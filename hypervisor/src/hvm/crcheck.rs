@@ -114,6 +114,7 @@ impl CrPolicy {
             domid: 0,
             vcpus: 1,
             cr4: 0,
+            fast_strings: crate::arch::x86::strings::fast(),
         };
         let leaf = |l: u32| {
             let r = crate::arch::x86::cpu::cpuid_guarded(l, 0);

@@ -19,5 +19,6 @@ pub mod regs;
 pub mod rtc;
 pub mod smp;
 pub mod spec;
+pub mod strings;
 pub mod tsc;
 pub mod xcr;
