@@ -595,6 +595,14 @@ fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
 /// [`start_qemu`] with `cpus` CPUs.
 fn start_qemu_cpus(dir: &Path, boot: qemu::Boot, cpus: u32) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
+    let port = if crate::profile::ENABLED.load(std::sync::atomic::Ordering::SeqCst) {
+        Some(crate::profile::free_port()?)
+    } else {
+        None
+    };
+    let extra: Vec<String> = port
+        .map(|p| vec!["-gdb".to_string(), format!("tcp:127.0.0.1:{p}")])
+        .unwrap_or_default();
     let mut cmd = qemu::command(&qemu::Config {
         accel: qemu::Accel::Tcg,
         cpu: None,
@@ -603,9 +611,13 @@ fn start_qemu_cpus(dir: &Path, boot: qemu::Boot, cpus: u32) -> Result<Session> {
         serial: qemu::Serial::Stdio,
         boot_dir: dir,
         boot,
-        extra_args: &[],
+        extra_args: &extra,
     });
-    Session::stdio(&mut cmd, dir)
+    let session = Session::stdio(&mut cmd, dir)?;
+    if let Some(port) = port {
+        crate::profile::start(port, dir);
+    }
+    Ok(session)
 }
 
 /// A GRUB ISO in `dir` with `kernel` loaded by `loader`.
@@ -914,6 +926,7 @@ fn run_once(emu: Emu, setup: &Setup, ctx: &Ctx, dir: &Path) -> Result<(Sample, S
     let found = session.wait_for(setup.until, Duration::from_secs(timeout));
     let secs = session.start.elapsed().as_secs_f64();
     session.stop();
+    crate::profile::finish(dir, &ctx.hypervisor)?;
     let groups = found.map_err(|e| {
         anyhow::anyhow!(
             "{e:#} (console: {})",
@@ -1156,6 +1169,8 @@ pub struct Options {
     pub filter: Option<String>,
     /// Boot this ELF instead of building the hypervisor.
     pub kernel: Option<PathBuf>,
+    /// Sample every vCPU through QEMU's gdbstub (`profile.rs`).
+    pub profile: bool,
 }
 
 /// Whether `--filter` selects the figure `name`: it contains one of the filter's
@@ -1176,6 +1191,7 @@ pub fn run(opts: &Options) -> Result<ExitCode> {
         bail!("no figure matches --filter");
     }
     prereq::ensure(&[prereq::Need::RustTargets])?;
+    crate::profile::ENABLED.store(opts.profile, std::sync::atomic::Ordering::SeqCst);
     let hypervisor = match &opts.kernel {
         Some(path) => path.clone(),
         None => build::hypervisor(Profile::Release)?,

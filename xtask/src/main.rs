@@ -22,6 +22,7 @@ mod initramfs;
 mod linux;
 mod prereq;
 mod process;
+mod profile;
 mod qemu;
 mod spec;
 mod tests;
@@ -235,6 +236,11 @@ enum Command {
         /// Boot this ELF instead of building the hypervisor.
         #[arg(long, value_name = "ELF")]
         kernel: Option<PathBuf>,
+        /// Sample every CPU (hypervisor and guests) through QEMU's gdbstub about 60
+        /// times a second; each run writes profile.md next to its console log. Linux
+        /// symbols come from FERROVISOR_KALLSYMS (an nm-style list). Slows the runs.
+        #[arg(long)]
+        profile: bool,
     },
     /// Install (as root) or list the host packages and Rust targets every
     /// command needs.
@@ -464,12 +470,14 @@ fn run(command: Command) -> Result<ExitCode> {
             skip_qemu,
             filter,
             kernel,
+            profile,
         } => bench::run(&bench::Options {
             runs,
             skip_bochs,
             skip_qemu,
             filter,
             kernel,
+            profile,
         }),
         Command::Fuzz {
             target,
