@@ -382,26 +382,15 @@ fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<(ModuleFil
 
 /// Whether an ELF64 executable asks for a dynamic loader (has PT_INTERP).
 fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
+    let at = |o: usize, width| crate::util::le_field(elf, o, width);
     if elf.get(..5) != Some(b"\x7fELF\x02") {
         return false;
     }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (at(0x20, 8), at(0x36, 2), at(0x38, 2))
     else {
         return false;
     };
-    (0..phnum).any(|i| u32_at(phoff as usize + i * phentsize) == Some(3))
+    (0..phnum).any(|i| at(phoff + i * phentsize, 4) == Some(3))
 }
 
 // ---------------------------------------------------------------------------

@@ -276,30 +276,25 @@ impl Symbols {
 
     /// From an ELF64 file's `.symtab` (function symbols).
     pub fn from_elf(elf: &[u8]) -> Result<Symbols> {
-        let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-        let u32_at = |o: usize| {
-            elf.get(o..o + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        };
-        let u64_at = |o: usize| {
-            elf.get(o..o + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        };
+        let u16_at = |o| crate::util::le_field(elf, o, 2);
+        let u32_at = |o| crate::util::le_field(elf, o, 4);
+        let u64_at = |o| crate::util::le_field(elf, o, 8);
         if elf.get(..5) != Some(b"\x7fELF\x02") {
             bail!("not an ELF64 file");
         }
         let bad = || anyhow::anyhow!("truncated ELF");
-        let shoff = u64_at(0x28).ok_or_else(bad)? as usize;
-        let shentsize = u16_at(0x3a).ok_or_else(bad)? as usize;
-        let shnum = u16_at(0x3c).ok_or_else(bad)? as usize;
-        let section = |i: usize| -> Option<(u32, usize, usize, u32, usize)> {
+        let shoff = u64_at(0x28).ok_or_else(bad)?;
+        let shentsize = u16_at(0x3a).ok_or_else(bad)?;
+        let shnum = u16_at(0x3c).ok_or_else(bad)?;
+        // A section header's type, file offset, size, link and entry size.
+        let section = |i: usize| -> Option<(usize, usize, usize, usize, usize)> {
             let o = shoff + i * shentsize;
             Some((
-                u32_at(o + 4)?,             // type
-                u64_at(o + 0x18)? as usize, // offset
-                u64_at(o + 0x20)? as usize, // size
-                u32_at(o + 0x28)?,          // link
-                u64_at(o + 0x38)? as usize, // entry size
+                u32_at(o + 4)?,
+                u64_at(o + 0x18)?,
+                u64_at(o + 0x20)?,
+                u32_at(o + 0x28)?,
+                u64_at(o + 0x38)?,
             ))
         };
         let mut v = Vec::new();
@@ -307,7 +302,7 @@ impl Symbols {
             let Some((2, off, size, link, entsize)) = section(i) else {
                 continue; // SHT_SYMTAB only
             };
-            let (_, stroff, strsize, _, _) = section(link as usize).ok_or_else(bad)?;
+            let (_, stroff, strsize, _, _) = section(link).ok_or_else(bad)?;
             let strtab = elf.get(stroff..stroff + strsize).ok_or_else(bad)?;
             for s in (off..off + size).step_by(entsize.max(24)) {
                 let (Some(name), Some(info), Some(value)) =
@@ -318,9 +313,12 @@ impl Symbols {
                 if info & 0xf != 2 || value == 0 {
                     continue; // STT_FUNC only
                 }
-                let name = strtab.get(name as usize..).unwrap_or_default();
+                let name = strtab.get(name..).unwrap_or_default();
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                v.push((value, demangle(&String::from_utf8_lossy(&name[..end]))));
+                v.push((
+                    value as u64,
+                    demangle(&String::from_utf8_lossy(&name[..end])),
+                ));
             }
         }
         v.sort();

@@ -271,15 +271,9 @@ fn initramfs_as_kernel() -> Result<PathBuf> {
 /// Renames the owner of every `Xen` ELF note in the PT_NOTE segments to
 /// `Xxx`; returns how many notes it changed.
 fn rename_xen_notes(elf: &mut [u8]) -> Result<usize> {
-    fn u16_at(b: &[u8], o: usize) -> Option<usize> {
-        Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?) as usize)
-    }
-    fn u32_at(b: &[u8], o: usize) -> Option<usize> {
-        Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?) as usize)
-    }
-    fn u64_at(b: &[u8], o: usize) -> Option<usize> {
-        Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?) as usize)
-    }
+    let u16_at = |b: &[u8], o| crate::util::le_field(b, o, 2);
+    let u32_at = |b: &[u8], o| crate::util::le_field(b, o, 4);
+    let u64_at = |b: &[u8], o| crate::util::le_field(b, o, 8);
     if elf.get(..5) != Some(b"\x7fELF\x02") {
         bail!("not an ELF64 file");
     }

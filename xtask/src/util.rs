@@ -147,6 +147,13 @@ pub fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The little-endian unsigned field of `width` bytes (2, 4 or 8) at `offset` in `bytes`, as
+/// ELF headers store theirs; `None` if it runs past the end.
+pub fn le_field(bytes: &[u8], offset: usize, width: usize) -> Option<usize> {
+    let b = bytes.get(offset..offset.checked_add(width)?)?;
+    Some(b.iter().rev().fold(0, |v, &x| v << 8 | usize::from(x)))
+}
+
 /// Creates the parent directory of a file about to be written.
 pub fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -158,6 +165,16 @@ pub fn create_parent(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn le_fields() {
+        let b = [0x34, 0x12, 0x78, 0x56, 0, 0, 0, 0x80, 9];
+        assert_eq!(super::le_field(&b, 0, 2), Some(0x1234));
+        assert_eq!(super::le_field(&b, 0, 4), Some(0x5678_1234));
+        assert_eq!(super::le_field(&b, 0, 8), Some(0x8000_0000_5678_1234));
+        assert_eq!(super::le_field(&b, 8, 2), None, "past the end");
+        assert_eq!(super::le_field(&b, usize::MAX, 2), None, "offset overflow");
+    }
+
     use super::*;
 
     #[test]
