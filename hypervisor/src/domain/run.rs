@@ -18,7 +18,8 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use log::{debug, warn};
 
-/// General-protection fault, injected for refused MSR and XCR accesses.
+/// General-protection fault, injected for refused MSR and XCR accesses and for cache
+/// flushes outside ring 0.
 const GP: Event = Event::Exception {
     vector: 13,
     error_code: Some(0),
@@ -238,6 +239,10 @@ fn handle<B: Backend>(cx: &mut Cx<'_, B>, exit: Exit) -> Flow {
                 cx.v.hw.skip_instruction();
             }
         }
+        // INVD and WBINVD are privileged: the CPU checks CPL before the intercept, but an
+        // emulator may not (QEMU 10 TCG lets ring 3 reach the WBINVD intercept), so the
+        // check is made here too.
+        Exit::CacheFlush if cx.v.hw.control_state().cpl != 0 => cx.v.hw.inject(GP),
         Exit::CacheFlush => cx.v.hw.skip_instruction(),
         Exit::ExternalInterrupt | Exit::InterruptWindow | Exit::NmiWindow | Exit::SliceExpired => {}
         Exit::NestedPageFault { gpa, access, gla } => {

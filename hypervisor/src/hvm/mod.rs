@@ -351,7 +351,8 @@ pub trait Vcpu {
     /// For the exit trace of a crash report: RIP, the event to be injected at the next
     /// entry, and the event the CPU was delivering when it last exited (raw: SVM
     /// EVENTINJ/EXITINTINFO, VMX entry interruption / IDT-vectoring information; bit 31
-    /// valid, bits 10:8 type, 7:0 vector).
+    /// valid, bit 11 error code valid, bits 10:8 type, 7:0 vector, and the error code in
+    /// bits 63:32 as SVM has it).
     fn trace_state(&self) -> TraceState;
     /// Moves RIP past the instruction that caused the last exit.
     fn skip_instruction(&mut self);

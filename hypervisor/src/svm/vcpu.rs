@@ -841,11 +841,11 @@ impl Vcpu for SvmVcpu {
         crate::hvm::TraceState {
             rip: self.vmcb.read64(save::RIP),
             injecting: match self.vmcb.read64(ctl::EVENTINJ) {
-                e if e & EVENT_VALID != 0 => e & 0xffff_ffff,
+                e if e & EVENT_VALID != 0 => e,
                 _ if self.virq_queued => (self.vmcb.read64(ctl::V_INTR) >> 32 & 0xff) | EVENT_VALID,
                 _ => 0,
             },
-            delivering: self.vmcb.read64(ctl::EXITINTINFO) & 0xffff_ffff,
+            delivering: self.vmcb.read64(ctl::EXITINTINFO),
         }
     }
 

@@ -88,6 +88,17 @@ pub struct VmxVcpu {
     pub(super) waiting_for_sipi: bool,
 }
 
+/// An interruption-information field with its error code (read from `code` when bit 11
+/// says there is one) in bits 63:32, as SVM's EVENTINJ and EXITINTINFO hold it. The
+/// current VMCS must be this vCPU's.
+fn with_error_code(info: u64, code: Field) -> u64 {
+    if info & 1 << 31 != 0 && info & 1 << 11 != 0 {
+        info & 0xffff_ffff | vmcs::get(code) << 32
+    } else {
+        info
+    }
+}
+
 /// VMCLEARs VMCS `vmcs` on this CPU (its data is written back, its launch state clear)
 /// and notes that this CPU has no current VMCS if it was that one.
 fn clear_here(vmcs: u64) -> Result<(), crate::hvm::BackendError> {
@@ -527,8 +538,14 @@ impl Vcpu for VmxVcpu {
         self.make_current();
         crate::hvm::TraceState {
             rip: vmcs::get(Field::GUEST_RIP),
-            injecting: vmcs::get(Field::ENTRY_INTERRUPTION_INFO),
-            delivering: vmcs::get(Field::IDT_VECTORING_INFO),
+            injecting: with_error_code(
+                vmcs::get(Field::ENTRY_INTERRUPTION_INFO),
+                Field::ENTRY_EXCEPTION_ERROR_CODE,
+            ),
+            delivering: with_error_code(
+                vmcs::get(Field::IDT_VECTORING_INFO),
+                Field::IDT_VECTORING_ERROR_CODE,
+            ),
         }
     }
 
