@@ -740,7 +740,7 @@ fn boot_domu_bare(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {
     let assets = linux::assets()?;
     let initramfs = assets.initramfs.with_file_name("domu-initramfs.cpio.gz");
     prereq::ensure(&[prereq::Need::Qemu])?;
-    let mut cmd = std::process::Command::new("qemu-system-x86_64");
+    let mut cmd = crate::qemu_build::command();
     cmd.current_dir(dir)
         .args(["-accel", "tcg", "-cpu", "max", "-m", "128M"])
         .args(["-display", "none", "-nic", "none", "-no-reboot"])

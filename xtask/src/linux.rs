@@ -625,7 +625,7 @@ fn spawn_sink(mut reader: impl Read + Send + 'static, path: PathBuf) {
 /// The kernel and initramfs on bare QEMU TCG (`-kernel`, no BIOS or GRUB).
 pub fn start_qemu(a: &Dom0Assets, dir: &Path) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Qemu])?;
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = crate::qemu_build::command();
     cmd.current_dir(dir)
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1G"])
         .args(["-display", "none", "-nic", "none", "-no-reboot"])

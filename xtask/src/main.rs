@@ -24,6 +24,7 @@ mod prereq;
 mod process;
 mod profile;
 mod qemu;
+mod qemu_build;
 mod spec;
 mod tests;
 mod tests_compat;

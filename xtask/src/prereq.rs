@@ -194,8 +194,17 @@ impl Probe {
     }
 }
 
-/// Makes sure everything in `needs` is present, installing it as root.
+/// Makes sure everything in `needs` is present, installing it as root; for QEMU also
+/// the fixed build the tests run (`qemu_build`).
 pub fn ensure(needs: &[Need]) -> Result<()> {
+    ensure_packages(needs)?;
+    if needs.contains(&Need::Qemu) {
+        crate::qemu_build::ensure()?;
+    }
+    Ok(())
+}
+
+fn ensure_packages(needs: &[Need]) -> Result<()> {
     let mut packages: Vec<&str> = REQUIREMENTS
         .iter()
         .filter(|r| needs.contains(&r.need) && !r.probe.present())
@@ -263,11 +272,27 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
     Ok(())
 }
 
-/// `apt-get update` (once per run) and `apt-get install`.
-fn apt_install(packages: &[&str]) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static UPDATED: AtomicBool = AtomicBool::new(false);
-    if !UPDATED.swap(true, Ordering::SeqCst) {
+static APT_UPDATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the next [`apt_install`] run `apt-get update` (after a source was added).
+pub fn apt_lists_stale() {
+    APT_UPDATED.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// This machine's Debian codename (`VERSION_CODENAME` in /etc/os-release), if any.
+pub fn debian_codename() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// `apt-get update` (once per run, and again after [`apt_lists_stale`]) and `apt-get
+/// install`.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
         util::run_visible(Command::new("apt-get").args(["update", "-q"]))?;
     }
     let mut cmd = Command::new("apt-get");

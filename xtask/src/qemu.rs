@@ -200,7 +200,7 @@ fn initrd_arg(modules: &[Module]) -> String {
 
 /// Builds the QEMU command.
 pub fn command(config: &Config) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = crate::qemu_build::command();
     cmd.current_dir(config.boot_dir);
     cmd.args(["-accel", config.accel.name()])
         .args(["-cpu", config.cpu.unwrap_or(config.accel.default_cpu())]);
