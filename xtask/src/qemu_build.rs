@@ -25,7 +25,10 @@ use crate::util;
 /// Set to use the system's `qemu-system-x86_64` (unfixed) instead of the build.
 pub const SYSTEM_QEMU_ENV: &str = "FERROVISOR_SYSTEM_QEMU";
 
-/// What the fix replaces, and with what (the file moved from `sysemu` to `system` in 9.1).
+/// What the fix replaces, and with what (the directory is `sysemu` in 7.2, `system` in
+/// later QEMUs). CPU 0's own updates of its `hflags2` stay plain: another thread's atomic
+/// update never stores a stale value over them, and what CPU 0 could still overwrite is
+/// only a concurrent IGNNE change (the legacy FPU-error pin, which nothing here uses).
 const FIX: &[(&str, &str)] = &[
     (
         "env->hflags2 &= ~HF2_IGNNE_MASK;",
