@@ -85,12 +85,16 @@ fn use_system() -> bool {
     std::env::var_os(SYSTEM_QEMU_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Whether the fixed build is there, built with the current [`FIX`] (its stamp).
+fn built() -> bool {
+    binary_path().exists() && std::fs::read_to_string(stamp_path()).is_ok_and(|s| s.trim() == STAMP)
+}
+
 /// A command running the fixed build once [`ensure`] has made it (pointed at the firmware
 /// the system's QEMU packages install), else the system's `qemu-system-x86_64`.
 pub fn command() -> Command {
-    let built = binary_path();
-    if !use_system() && built.exists() && stamp_ok() {
-        let mut cmd = Command::new(built);
+    if !use_system() && built() {
+        let mut cmd = Command::new(binary_path());
         for dir in FIRMWARE_DIRS {
             cmd.args(["-L", dir]);
         }
@@ -100,13 +104,9 @@ pub fn command() -> Command {
     }
 }
 
-fn stamp_ok() -> bool {
-    std::fs::read_to_string(stamp_path()).is_ok_and(|s| s.trim() == STAMP)
-}
-
 /// Builds the fixed QEMU unless it is there (or the system's is asked for).
 pub fn ensure() -> Result<()> {
-    if use_system() || (binary_path().exists() && stamp_ok()) {
+    if use_system() || built() {
         return Ok(());
     }
     if !crate::process::is_root() {
