@@ -1173,8 +1173,23 @@ pub struct Options {
     pub profile: bool,
 }
 
-/// Whether `--filter` selects the figure `name`: it contains one of the filter's
-/// comma-separated parts (empty parts are ignored).
+/// The figures `--filter` selects: the one whose whole name it is (names may contain a
+/// comma), else those whose name contains one of its comma-separated parts.
+fn chosen(filter: Option<&str>) -> Vec<&'static Figure> {
+    let Some(filter) = filter else {
+        return FIGURES.iter().collect();
+    };
+    match FIGURES.iter().find(|f| f.name == filter.trim()) {
+        Some(f) => vec![f],
+        None => FIGURES
+            .iter()
+            .filter(|f| selected(filter, f.name))
+            .collect(),
+    }
+}
+
+/// Whether the figure `name` contains one of the comma-separated parts of `filter`
+/// (empty parts are ignored).
 pub fn selected(filter: &str, name: &str) -> bool {
     filter
         .split(',')
@@ -1183,10 +1198,7 @@ pub fn selected(filter: &str, name: &str) -> bool {
 }
 
 pub fn run(opts: &Options) -> Result<ExitCode> {
-    let figures: Vec<&'static Figure> = FIGURES
-        .iter()
-        .filter(|f| opts.filter.as_ref().is_none_or(|s| selected(s, f.name)))
-        .collect();
+    let figures = chosen(opts.filter.as_deref());
     if figures.is_empty() {
         bail!("no figure matches --filter");
     }
@@ -1534,6 +1546,12 @@ mod tests {
             ]
         );
         assert!(!selected(",", "hypercall round trip"));
+        let one: Vec<&str> = chosen(Some("block write, 2 CPUs"))
+            .iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(one, ["block write, 2 CPUs"]);
+        assert!(chosen(Some("block write, 2")).len() > 1);
     }
 
     #[test]

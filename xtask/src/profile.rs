@@ -125,7 +125,13 @@ fn sample(port: u16, out: &Path, stop: &AtomicBool) -> Result<usize> {
     let mut one = |stub: &mut Stub, file: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
         stub.interrupt()?;
         if threads.is_empty() {
-            threads = thread_ids(&stub.request("qfThreadInfo")?);
+            // The list comes in parts (QEMU gives one CPU per answer): qfThreadInfo, then
+            // qsThreadInfo until the answer `l` (end of list).
+            let mut answer = stub.request("qfThreadInfo")?;
+            while answer.starts_with('m') {
+                threads.extend(thread_ids(&answer));
+                answer = stub.request("qsThreadInfo")?;
+            }
         }
         let t = t0.elapsed().as_secs_f64();
         for (i, id) in threads.iter().enumerate() {

@@ -426,6 +426,7 @@ fn assemble<B: Backend>(
         flush_gen: AtomicU64::new(0),
         pause_count: AtomicU32::new(1),
         hypercalls: AtomicU64::new(0),
+        log_limit: Default::default(),
         st: Lock::new(
             Level::DomainState,
             DomState {

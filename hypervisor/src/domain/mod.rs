@@ -443,10 +443,58 @@ pub struct Domain<B: Backend> {
     pub pause_count: AtomicU32,
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: AtomicU64,
+    /// Bounds the debug messages this domain's own actions cause ([`guest_debug!`]).
+    pub log_limit: GuestLogLimit,
     pub st: Lock<DomState>,
     /// Raised when the domain's memory is back (the last field, so it drops last).
     pub freed: FreedSignal,
 }
+
+/// Messages a guest's own actions cause (an ignored port, a refused MSR) at most
+/// [`GuestLogLimit::PER_SECOND`] a second per domain, so that a guest repeating such an
+/// action cannot flood the console (each line costs the CPU that prints it the time its
+/// serial port takes); how many were left out is said with the next one let through.
+#[derive(Default)]
+pub struct GuestLogLimit {
+    /// The second (since boot) the count is for.
+    second: AtomicU64,
+    count: AtomicU32,
+    dropped: AtomicU32,
+}
+
+impl GuestLogLimit {
+    pub const PER_SECOND: u32 = 10;
+
+    /// Whether one more message may be printed now. Approximate when CPUs race at a
+    /// second's turn: a few messages more or less, never a flood.
+    pub fn allow(&self, dom: DomId) -> bool {
+        let second = crate::time::now().1 / 1_000_000_000;
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.count.store(0, Ordering::Relaxed);
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) >= Self::PER_SECOND {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped != 0 {
+            log::debug!("d{dom}: {dropped} messages like the next one left out");
+        }
+        true
+    }
+}
+
+/// `log::debug!` for a message that domain `$dom`'s own actions cause, bounded by its
+/// [`GuestLogLimit`].
+macro_rules! guest_debug {
+    ($dom:expr, $($arg:tt)+) => {{
+        let dom = &$dom;
+        if log::log_enabled!(log::Level::Debug) && dom.log_limit.allow(dom.id) {
+            log::debug!($($arg)+);
+        }
+    }};
+}
+pub(crate) use guest_debug;
 
 /// A flag raised when it is dropped: the last field of [`Domain`], so the flag goes up
 /// only after every frame the domain held went back (the `Arc`'s strong count reaches 0

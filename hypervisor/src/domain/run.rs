@@ -6,7 +6,7 @@
 //! one vCPU for one slice and says why it stopped; the scheduler loop
 //! ([`crate::schedule`]) decides what runs next.
 
-use super::{vflags, Domain, DomainEnd, Vcpu, VcpuCtx};
+use super::{guest_debug, vflags, Domain, DomainEnd, Vcpu, VcpuCtx};
 use crate::hvm::cpuid::{guest_cpuid, CpuidContext, CpuidResult};
 use crate::hvm::msr::{self, MsrRead, MsrWrite};
 use crate::hvm::vlapic::{ApicEffect, LogicalId, Vlapic};
@@ -481,7 +481,8 @@ fn port_io<B: Backend>(cx: &mut Cx<'_, B>, io: IoAccess) {
             regs.rax &= 0xffff_ffff;
         }
     }
-    debug!(
+    guest_debug!(
+        cx.dom,
         "d{}: port {:#x} {} ignored",
         cx.dom.id,
         io.port,
@@ -647,7 +648,7 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
                 _ => match msr::read(index) {
                     MsrRead::Value(v) => v,
                     MsrRead::Fault => {
-                        debug!("d{}: rdmsr {index:#x} refused", cx.dom.id);
+                        guest_debug!(cx.dom, "d{}: rdmsr {index:#x} refused", cx.dom.id);
                         return false;
                     }
                 },
@@ -678,7 +679,11 @@ fn msr_access<B: Backend>(cx: &mut Cx<'_, B>, write: bool) -> bool {
             true
         }
         MsrWrite::Fault => {
-            debug!("d{}: wrmsr {index:#x} <- {value:#x} refused", cx.dom.id);
+            guest_debug!(
+                cx.dom,
+                "d{}: wrmsr {index:#x} <- {value:#x} refused",
+                cx.dom.id
+            );
             false
         }
     }
@@ -763,7 +768,12 @@ pub(super) fn apic_effect<B: Backend>(cx: &mut Cx<'_, B>, effect: ApicEffect) {
 /// none.
 fn send_nmi<B: Backend>(cx: &Cx<'_, B>, t: &Vcpu<B>) {
     if t.has(vflags::DOWN) {
-        log::debug!("d{}: NMI to offline vCPU {} dropped", cx.dom.id, t.id);
+        guest_debug!(
+            cx.dom,
+            "d{}: NMI to offline vCPU {} dropped",
+            cx.dom.id,
+            t.id
+        );
         return;
     }
     t.set_flag(vflags::NMI);
