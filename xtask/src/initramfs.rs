@@ -390,7 +390,12 @@ fn has_interpreter(elf: &[u8]) -> bool {
     else {
         return false;
     };
-    (0..phnum).any(|i| at(phoff + i * phentsize, 4) == Some(3))
+    (0..phnum).any(|i| {
+        i.checked_mul(phentsize)
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(|o| at(o, 4))
+            == Some(3)
+    })
 }
 
 // ---------------------------------------------------------------------------

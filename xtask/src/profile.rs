@@ -293,14 +293,16 @@ impl Symbols {
         let shentsize = u16_at(0x3a).ok_or_else(bad)?;
         let shnum = u16_at(0x3c).ok_or_else(bad)?;
         // A section header's type, file offset, size, link and entry size.
+        // Offsets come from the file: every sum is checked (None: a malformed file).
         let section = |i: usize| -> Option<(usize, usize, usize, usize, usize)> {
-            let o = shoff + i * shentsize;
+            let o = shoff.checked_add(i.checked_mul(shentsize)?)?;
+            let field = |d: usize| o.checked_add(d);
             Some((
-                u32_at(o + 4)?,
-                u64_at(o + 0x18)?,
-                u64_at(o + 0x20)?,
-                u32_at(o + 0x28)?,
-                u64_at(o + 0x38)?,
+                u32_at(field(4)?)?,
+                u64_at(field(0x18)?)?,
+                u64_at(field(0x20)?)?,
+                u32_at(field(0x28)?)?,
+                u64_at(field(0x38)?)?,
             ))
         };
         let mut v = Vec::new();
@@ -309,11 +311,16 @@ impl Symbols {
                 continue; // SHT_SYMTAB only
             };
             let (_, stroff, strsize, _, _) = section(link).ok_or_else(bad)?;
-            let strtab = elf.get(stroff..stroff + strsize).ok_or_else(bad)?;
-            for s in (off..off + size).step_by(entsize.max(24)) {
-                let (Some(name), Some(info), Some(value)) =
-                    (u32_at(s), elf.get(s + 4), u64_at(s + 8))
-                else {
+            let strtab = elf
+                .get(stroff..stroff.checked_add(strsize).ok_or_else(bad)?)
+                .ok_or_else(bad)?;
+            let end = off.checked_add(size).ok_or_else(bad)?;
+            for s in (off..end).step_by(entsize.max(24)) {
+                let (Some(name), Some(info), Some(value)) = (
+                    u32_at(s),
+                    s.checked_add(4).and_then(|o| elf.get(o)),
+                    s.checked_add(8).and_then(u64_at),
+                ) else {
                     break;
                 };
                 if info & 0xf != 2 || value == 0 {

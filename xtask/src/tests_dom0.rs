@@ -282,15 +282,18 @@ fn rename_xen_notes(elf: &mut [u8]) -> Result<usize> {
     let phentsize = u16_at(elf, 0x36).ok_or_else(bad)?;
     let phnum = u16_at(elf, 0x38).ok_or_else(bad)?;
     let mut renamed = 0;
+    // Offsets come from the file: every sum is checked (an overflow is a malformed file).
+    let add = |a: usize, b: usize| a.checked_add(b).ok_or_else(bad);
     for i in 0..phnum {
-        let ph = phoff + i * phentsize;
+        let ph = add(phoff, i.checked_mul(phentsize).ok_or_else(bad)?)?;
         if u32_at(elf, ph).ok_or_else(bad)? != 4 {
             continue; // not PT_NOTE
         }
-        let offset = u64_at(elf, ph + 0x08).ok_or_else(bad)?;
-        let size = u64_at(elf, ph + 0x20).ok_or_else(bad)?;
+        let offset = u64_at(elf, add(ph, 0x08)?).ok_or_else(bad)?;
+        let size = u64_at(elf, add(ph, 0x20)?).ok_or_else(bad)?;
+        let end = add(offset, size)?;
         let mut at = offset;
-        while at + 12 <= offset + size {
+        while add(at, 12)? <= end {
             let namesz = u32_at(elf, at).ok_or_else(bad)?;
             let descsz = u32_at(elf, at + 4).ok_or_else(bad)?;
             let name = at + 12;
@@ -298,7 +301,10 @@ fn rename_xen_notes(elf: &mut [u8]) -> Result<usize> {
                 elf[name..name + 3].copy_from_slice(b"Xxx");
                 renamed += 1;
             }
-            at = name + namesz.next_multiple_of(4) + descsz.next_multiple_of(4);
+            at = add(
+                add(name, namesz.next_multiple_of(4))?,
+                descsz.next_multiple_of(4),
+            )?;
         }
     }
     Ok(renamed)
@@ -524,5 +530,13 @@ mod check {
         assert_eq!(rename_xen_notes(&mut elf).unwrap(), 1);
         assert_eq!(&elf[0xac..0xb0], b"Xxx\0");
         assert_eq!(rename_xen_notes(&mut elf).unwrap(), 0);
+        // Offsets whose sums overflow are a malformed file, not a panic.
+        let mut huge = elf.clone();
+        huge[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
+        assert!(rename_xen_notes(&mut huge).is_err());
+        let mut huge = elf;
+        huge[0x60..0x68].copy_from_slice(&u64::MAX.to_le_bytes()); // p_filesz
+        assert!(rename_xen_notes(&mut huge).is_err());
     }
 }
