@@ -105,6 +105,37 @@ pub const GP0: Event = Event::Exception {
     error_code: Some(0),
 };
 
+/// Bit 31 of the exit-reason field: the exit is a failed VM entry.
+pub const ENTRY_FAILED: u32 = 1 << 31;
+
+/// Bits of the interruption-information fields: VM-entry, VM-exit and IDT-vectoring
+/// (SDM 25.8.3, 27.2.2, 27.2.4).
+pub mod intr_info {
+    /// The field holds an event.
+    pub const VALID: u32 = 1 << 31;
+    /// The event delivers an error code (held in the matching error-code field).
+    pub const DELIVER_ERROR_CODE: u32 = 1 << 11;
+    /// VM-exit field only: the event's IRET unblocked NMIs (with virtual NMIs).
+    pub const NMI_UNBLOCKED_BY_IRET: u32 = 1 << 12;
+    /// What an exit's event keeps when it is entered again: valid, error-code bit, type
+    /// and vector.
+    pub const REINJECT: u32 = 0x8000_0fff;
+    /// Event types (bits 10:8): an NMI, a hardware exception.
+    pub const TYPE_NMI: u32 = 2;
+    pub const TYPE_HARDWARE_EXCEPTION: u32 = 3;
+
+    /// The event's type (bits 10:8).
+    pub const fn kind(info: u32) -> u32 {
+        (info >> 8) & 7
+    }
+
+    /// Types 4-6 (software interrupt, privileged and other software exceptions) take the
+    /// instruction length on entry.
+    pub const fn is_software(info: u32) -> bool {
+        matches!(kind(info), 4..=6)
+    }
+}
+
 /// Exceptions the backend intercepts (exception bitmap): #DB (1) and #AC (17), whose
 /// unintercepted recursive delivery can hold a CPU in microcode for ever (XSA-156), and
 /// #MC (18), which is logged.
@@ -114,17 +145,19 @@ pub const EXCEPTION_BITMAP: u32 = 1 << 1 | 1 << 17 | 1 << 18;
 pub fn classify(raw: &RawExit) -> Action {
     let basic = raw.reason as u16;
     let q = raw.qualification;
-    if raw.reason & (1 << 31) != 0 {
+    if raw.reason & ENTRY_FAILED != 0 {
         return Action::Report(Exit::EntryFailed {
             reason: entry_failure_name(basic, q),
             detail: q,
         });
     }
     let exit = match basic {
-        reason::EXCEPTION_OR_NMI if (raw.interruption_info >> 8) & 7 == 2 => {
+        reason::EXCEPTION_OR_NMI
+            if intr_info::kind(raw.interruption_info) == intr_info::TYPE_NMI =>
+        {
             return Action::HostNmi
         }
-        reason::EXCEPTION_OR_NMI if raw.interruption_info & (1 << 31) != 0 => {
+        reason::EXCEPTION_OR_NMI if raw.interruption_info & intr_info::VALID != 0 => {
             return match raw.interruption_info as u8 {
                 18 => Action::MachineCheck,
                 1 => Action::Reflect {
@@ -332,19 +365,25 @@ pub fn interruption_info(event: Event) -> (u32, Option<u32>) {
 /// [`interruption_info`] for a guest in protected mode or not: in real mode (CR0.PE
 /// clear) exceptions push no error code, and VM entry fails if one is to be delivered.
 pub fn interruption_info_in_mode(event: Event, protected: bool) -> (u32, Option<u32>) {
-    const VALID: u32 = 1 << 31;
-    const DELIVER_ERROR: u32 = 1 << 11;
+    use intr_info::{DELIVER_ERROR_CODE, TYPE_HARDWARE_EXCEPTION, TYPE_NMI, VALID};
     match event {
         Event::Interrupt(v) => (VALID | u32::from(v), None),
-        Event::Nmi | Event::Exception { vector: 2, .. } => (VALID | 2 << 8 | 2, None),
+        Event::Nmi | Event::Exception { vector: 2, .. } => (VALID | TYPE_NMI << 8 | 2, None),
         Event::Exception { vector, error_code } => {
             let code = if protected && has_error_code(vector) {
                 Some(error_code.unwrap_or(0))
             } else {
                 None
             };
-            let deliver = if code.is_some() { DELIVER_ERROR } else { 0 };
-            (VALID | deliver | 3 << 8 | u32::from(vector), code)
+            let deliver = if code.is_some() {
+                DELIVER_ERROR_CODE
+            } else {
+                0
+            };
+            (
+                VALID | deliver | TYPE_HARDWARE_EXCEPTION << 8 | u32::from(vector),
+                code,
+            )
         }
     }
 }

@@ -17,7 +17,7 @@
 
 use super::controls::{pin, proc, Controls};
 use super::cpu::{self, rdtsc};
-use super::decode::{self, Action, RawExit};
+use super::decode::{self, intr_info, Action, RawExit};
 use super::entry::{self, Entered};
 use super::fields::{Field, Seg};
 use super::modes::{Fixed, Modes};
@@ -92,7 +92,8 @@ pub struct VmxVcpu {
 /// says there is one) in bits 63:32, as SVM's EVENTINJ and EXITINTINFO hold it. The
 /// current VMCS must be this vCPU's.
 fn with_error_code(info: u64, code: Field) -> u64 {
-    if info & 1 << 31 != 0 && info & 1 << 11 != 0 {
+    let has_code = u64::from(intr_info::VALID | intr_info::DELIVER_ERROR_CODE);
+    if info & has_code == has_code {
         info & 0xffff_ffff | vmcs::get(code) << 32
     } else {
         info
@@ -295,16 +296,18 @@ impl VmxVcpu {
     /// unblocking due to IRET"); the IRET is executed again (or the fault delivered), so
     /// the blocking it had not yet lifted is put back.
     fn restore_nmi_blocking(raw: &RawExit) {
-        const UNBLOCKED_BY_IRET: u32 = 1 << 12;
         let unblocked = match raw.reason as u16 {
             decode::reason::EXCEPTION_OR_NMI => {
-                raw.interruption_info & (1 << 31) != 0
-                    && raw.interruption_info & UNBLOCKED_BY_IRET != 0
+                raw.interruption_info & intr_info::VALID != 0
+                    && raw.interruption_info & intr_info::NMI_UNBLOCKED_BY_IRET != 0
             }
-            decode::reason::EPT_VIOLATION => raw.qualification & u64::from(UNBLOCKED_BY_IRET) != 0,
+            // The EPT-violation qualification has the same bit at the same place.
+            decode::reason::EPT_VIOLATION => {
+                raw.qualification & u64::from(intr_info::NMI_UNBLOCKED_BY_IRET) != 0
+            }
             _ => false,
         };
-        if unblocked && vmcs::get(Field::IDT_VECTORING_INFO) & (1 << 31) == 0 {
+        if unblocked && vmcs::get(Field::IDT_VECTORING_INFO) & u64::from(intr_info::VALID) == 0 {
             let state = vmcs::get(Field::GUEST_INTERRUPTIBILITY);
             vmcs::set(Field::GUEST_INTERRUPTIBILITY, state | 8);
         }
@@ -312,18 +315,21 @@ impl VmxVcpu {
 
     /// An exit during event delivery: queue the event again (SDM 28.2.4, 27.2.3).
     fn requeue_vectoring() {
-        let info = vmcs::get(Field::IDT_VECTORING_INFO);
-        if info & (1 << 31) == 0 {
+        let info = vmcs::get(Field::IDT_VECTORING_INFO) as u32;
+        if info & intr_info::VALID == 0 {
             return;
         }
-        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, info & 0x8000_0fff);
-        if info & (1 << 11) != 0 {
+        vmcs::set(
+            Field::ENTRY_INTERRUPTION_INFO,
+            (info & intr_info::REINJECT).into(),
+        );
+        if info & intr_info::DELIVER_ERROR_CODE != 0 {
             vmcs::set(
                 Field::ENTRY_EXCEPTION_ERROR_CODE,
                 vmcs::get(Field::IDT_VECTORING_ERROR_CODE),
             );
         }
-        if matches!((info >> 8) & 7, 4..=6) {
+        if intr_info::is_software(info) {
             vmcs::set(
                 Field::ENTRY_INSTRUCTION_LENGTH,
                 vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
@@ -334,19 +340,22 @@ impl VmxVcpu {
     /// Delivers an intercepted exception to the guest as the CPU would have: same vector,
     /// type and error code; a privileged software exception (ICEBP) with its length.
     fn reflect(info: u32) {
-        if vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) != 0 {
+        if vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & u64::from(intr_info::VALID) != 0 {
             // An event interrupted by this exception is being requeued: the CPU will
             // raise the exception again when it delivers it.
             return;
         }
-        vmcs::set(Field::ENTRY_INTERRUPTION_INFO, (info & 0x8000_0fff).into());
-        if info & (1 << 11) != 0 {
+        vmcs::set(
+            Field::ENTRY_INTERRUPTION_INFO,
+            (info & intr_info::REINJECT).into(),
+        );
+        if info & intr_info::DELIVER_ERROR_CODE != 0 {
             vmcs::set(
                 Field::ENTRY_EXCEPTION_ERROR_CODE,
                 vmcs::get(Field::EXIT_INTERRUPTION_ERROR_CODE),
             );
         }
-        if matches!((info >> 8) & 7, 4..=6) {
+        if intr_info::is_software(info) {
             vmcs::set(
                 Field::ENTRY_INSTRUCTION_LENGTH,
                 vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
@@ -475,7 +484,7 @@ impl Vcpu for VmxVcpu {
                 return Self::entry_failed(entered);
             }
             let raw = Self::read_exit();
-            if raw.reason & (1 << 31) == 0 {
+            if raw.reason & decode::ENTRY_FAILED == 0 {
                 self.launched = true;
                 Self::requeue_vectoring();
                 if self.controls.pin & pin::VIRTUAL_NMIS != 0 {
@@ -486,7 +495,7 @@ impl Vcpu for VmxVcpu {
                 Action::Report(Exit::ExternalInterrupt) => {
                     // Acknowledged by the exit: handle it now, as the IDT stub would.
                     self.external_vector = None;
-                    if raw.interruption_info & (1 << 31) != 0 {
+                    if raw.interruption_info & intr_info::VALID != 0 {
                         let vector = raw.interruption_info as u8;
                         self.external_vector = Some(vector);
                         irq::dispatch(vector);
@@ -603,7 +612,7 @@ impl Vcpu for VmxVcpu {
         self.make_current();
         vmcs::get(Field::GUEST_RFLAGS) & (1 << 9) != 0
             && vmcs::get(Field::GUEST_INTERRUPTIBILITY) & 3 == 0
-            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) == 0
+            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & u64::from(intr_info::VALID) == 0
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
@@ -615,7 +624,7 @@ impl Vcpu for VmxVcpu {
         // Blocking by STI (0), MOV SS (1) or NMI (3); without virtual NMIs the CPU does
         // not track the last one and NMIs may nest.
         vmcs::get(Field::GUEST_INTERRUPTIBILITY) & (1 | 2 | 8) == 0
-            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & (1 << 31) == 0
+            && vmcs::get(Field::ENTRY_INTERRUPTION_INFO) & u64::from(intr_info::VALID) == 0
     }
 
     fn request_nmi_window(&mut self, on: bool) {
