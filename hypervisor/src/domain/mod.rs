@@ -478,7 +478,10 @@ impl GuestLogLimit {
         }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped != 0 {
-            log::debug!("d{dom}: {dropped} messages like the next one left out");
+            log::debug!(
+                "d{dom}: {dropped} guest-caused messages left out (at most {} a second)",
+                Self::PER_SECOND
+            );
         }
         true
     }
