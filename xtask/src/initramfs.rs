@@ -382,19 +382,10 @@ fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<(ModuleFil
 
 /// Whether an ELF64 executable asks for a dynamic loader (has PT_INTERP).
 fn has_interpreter(elf: &[u8]) -> bool {
-    let at = |o: usize, width| crate::util::le_field(elf, o, width);
-    if elf.get(..5) != Some(b"\x7fELF\x02") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (at(0x20, 8), at(0x36, 2), at(0x38, 2))
-    else {
-        return false;
-    };
-    (0..phnum).any(|i| {
-        i.checked_mul(phentsize)
-            .and_then(|o| o.checked_add(phoff))
-            .and_then(|o| at(o, 4))
-            == Some(3)
+    crate::util::elf64_program_headers(elf).is_some_and(|headers| {
+        headers
+            .into_iter()
+            .any(|ph| ph.and_then(|o| crate::util::le_field(elf, o, 4)) == Some(3))
     })
 }
 

@@ -271,21 +271,18 @@ fn initramfs_as_kernel() -> Result<PathBuf> {
 /// Renames the owner of every `Xen` ELF note in the PT_NOTE segments to
 /// `Xxx`; returns how many notes it changed.
 fn rename_xen_notes(elf: &mut [u8]) -> Result<usize> {
-    let u16_at = |b: &[u8], o| crate::util::le_field(b, o, 2);
     let u32_at = |b: &[u8], o| crate::util::le_field(b, o, 4);
     let u64_at = |b: &[u8], o| crate::util::le_field(b, o, 8);
     if elf.get(..5) != Some(b"\x7fELF\x02") {
         bail!("not an ELF64 file");
     }
     let bad = || anyhow::anyhow!("malformed ELF");
-    let phoff = u64_at(elf, 0x20).ok_or_else(bad)?;
-    let phentsize = u16_at(elf, 0x36).ok_or_else(bad)?;
-    let phnum = u16_at(elf, 0x38).ok_or_else(bad)?;
+    let headers = crate::util::elf64_program_headers(elf).ok_or_else(bad)?;
     let mut renamed = 0;
     // Offsets come from the file: every sum is checked (an overflow is a malformed file).
     let add = |a: usize, b: usize| a.checked_add(b).ok_or_else(bad);
-    for i in 0..phnum {
-        let ph = add(phoff, i.checked_mul(phentsize).ok_or_else(bad)?)?;
+    for ph in headers {
+        let ph = ph.ok_or_else(bad)?;
         if u32_at(elf, ph).ok_or_else(bad)? != 4 {
             continue; // not PT_NOTE
         }

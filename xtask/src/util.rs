@@ -154,6 +154,25 @@ pub fn le_field(bytes: &[u8], offset: usize, width: usize) -> Option<usize> {
     Some(b.iter().rev().fold(0, |v, &x| v << 8 | usize::from(x)))
 }
 
+/// The file offsets of an ELF64 file's program headers (e_phoff + i × e_phentsize, for i
+/// below e_phnum), each `None` where that sum overflows; `None` for a file that is not
+/// ELF64 or whose header is cut short.
+pub fn elf64_program_headers(elf: &[u8]) -> Option<Vec<Option<usize>>> {
+    if elf.get(..5) != Some(b"\x7fELF\x02") {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (
+        le_field(elf, 0x20, 8)?,
+        le_field(elf, 0x36, 2)?,
+        le_field(elf, 0x38, 2)?,
+    );
+    Some(
+        (0..phnum)
+            .map(|i| i.checked_mul(phentsize)?.checked_add(phoff))
+            .collect(),
+    )
+}
+
 /// Creates the parent directory of a file about to be written.
 pub fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -173,6 +192,31 @@ mod tests {
         assert_eq!(super::le_field(&b, 0, 8), Some(0x8000_0000_5678_1234));
         assert_eq!(super::le_field(&b, 8, 2), None, "past the end");
         assert_eq!(super::le_field(&b, usize::MAX, 2), None, "offset overflow");
+    }
+
+    #[test]
+    fn elf64_program_header_offsets() {
+        let mut elf = vec![0u8; 0x40];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+        assert_eq!(
+            super::elf64_program_headers(&elf),
+            Some(vec![Some(0x40), Some(0x40 + 56)])
+        );
+        elf[0x20..0x28].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
+        assert_eq!(
+            super::elf64_program_headers(&elf),
+            Some(vec![Some(usize::MAX - 10), None]),
+            "an overflowing offset is None"
+        );
+        assert_eq!(super::elf64_program_headers(b"\x7fELF\x01"), None);
+        assert_eq!(
+            super::elf64_program_headers(&elf[..0x30]),
+            None,
+            "header cut short"
+        );
     }
 
     use super::*;
