@@ -316,18 +316,20 @@ impl VmxVcpu {
     /// An exit during event delivery: queue the event again (SDM 28.2.4, 27.2.3).
     fn requeue_vectoring() {
         let info = vmcs::get(Field::IDT_VECTORING_INFO) as u32;
-        if info & intr_info::VALID == 0 {
-            return;
+        if info & intr_info::VALID != 0 {
+            Self::enter_again(info, Field::IDT_VECTORING_ERROR_CODE);
         }
+    }
+
+    /// Makes the next VM entry deliver the event an exit reported in `info` (vector, type,
+    /// error code from the field `error_code`, a software event's instruction length).
+    fn enter_again(info: u32, error_code: Field) {
         vmcs::set(
             Field::ENTRY_INTERRUPTION_INFO,
             (info & intr_info::REINJECT).into(),
         );
         if info & intr_info::DELIVER_ERROR_CODE != 0 {
-            vmcs::set(
-                Field::ENTRY_EXCEPTION_ERROR_CODE,
-                vmcs::get(Field::IDT_VECTORING_ERROR_CODE),
-            );
+            vmcs::set(Field::ENTRY_EXCEPTION_ERROR_CODE, vmcs::get(error_code));
         }
         if intr_info::is_software(info) {
             vmcs::set(
@@ -345,22 +347,7 @@ impl VmxVcpu {
             // raise the exception again when it delivers it.
             return;
         }
-        vmcs::set(
-            Field::ENTRY_INTERRUPTION_INFO,
-            (info & intr_info::REINJECT).into(),
-        );
-        if info & intr_info::DELIVER_ERROR_CODE != 0 {
-            vmcs::set(
-                Field::ENTRY_EXCEPTION_ERROR_CODE,
-                vmcs::get(Field::EXIT_INTERRUPTION_ERROR_CODE),
-            );
-        }
-        if intr_info::is_software(info) {
-            vmcs::set(
-                Field::ENTRY_INSTRUCTION_LENGTH,
-                vmcs::get(Field::EXIT_INSTRUCTION_LENGTH),
-            );
-        }
+        Self::enter_again(info, Field::EXIT_INTERRUPTION_ERROR_CODE);
     }
 
     fn entry_failed(entered: Entered) -> Exit {
