@@ -524,6 +524,107 @@ mod tests {
         assert!(text.contains("guest user space"), "{text}");
     }
 
+    /// A gdbstub that answers as QEMU's does: the thread list in parts (one CPU per
+    /// answer, then `l`), registers and stack memory per thread; it hangs up after
+    /// `stops` interrupts, as QEMU does when the machine ends.
+    fn fake_stub(listener: std::net::TcpListener, stops: usize) -> Vec<String> {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut seen = Vec::new();
+        let (mut buf, mut current, mut interrupts) = (Vec::new(), String::new(), 0);
+        let mut chunk = [0u8; 4096];
+        loop {
+            // Interrupts come bare (0x03), requests framed; acks (`+`) are skipped.
+            while let Some(at) = buf.iter().position(|&b| b == 3 || b == b'$') {
+                if buf[at] == 3 {
+                    buf.drain(..=at);
+                    interrupts += 1;
+                    if interrupts > stops {
+                        return seen;
+                    }
+                    s.write_all(&frame("T05thread:01;")).unwrap();
+                    continue;
+                }
+                let Some((req, used)) = unframe(&buf) else {
+                    break;
+                };
+                buf.drain(..used);
+                let reply = match req.as_str() {
+                    "QStartNoAckMode" | "D" => "OK".to_string(),
+                    "qfThreadInfo" => "m1".to_string(),
+                    "qsThreadInfo" if !seen.iter().any(|r| r == "qsThreadInfo") => "m2".to_string(),
+                    "qsThreadInfo" => "l".to_string(),
+                    "c" => String::new(),
+                    "g" => {
+                        // RSP (word 7) and RIP (word 16) differ per thread.
+                        let t: u64 = current.parse().unwrap();
+                        (0..17u64)
+                            .map(|w| match w {
+                                7 => 0x8000 * t,
+                                16 => 0xffff_ffff_8100_0000 + t,
+                                _ => 0,
+                            })
+                            .flat_map(u64::to_le_bytes)
+                            .map(|b| format!("{b:02x}"))
+                            .collect()
+                    }
+                    r if r.starts_with("Hg") => {
+                        current = r[2..].to_string();
+                        "OK".to_string()
+                    }
+                    r if r.starts_with('m') => {
+                        // One return address in the kernel's range, one outside it.
+                        let words = [0xffff_ffff_8100_1000_u64, 0x1234];
+                        (0..STACK_WORDS)
+                            .flat_map(|i| words.get(i).copied().unwrap_or(0).to_le_bytes())
+                            .map(|b| format!("{b:02x}"))
+                            .collect()
+                    }
+                    _ => String::new(),
+                };
+                seen.push(req.clone());
+                if req != "c" {
+                    s.write_all(&frame(&reply)).unwrap();
+                }
+            }
+            let n = s.read(&mut chunk).unwrap();
+            if n == 0 {
+                return seen;
+            }
+            buf.extend(chunk[..n].iter().filter(|&&b| b != b'+'));
+        }
+    }
+
+    #[test]
+    fn sampler_reads_every_cpu_of_a_thread_list_in_parts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stub = std::thread::spawn(move || fake_stub(listener, 3));
+        let out = std::env::temp_dir().join(format!("fv-profile-{}.samples", std::process::id()));
+        let n = sample(port, &out, &AtomicBool::new(false)).unwrap();
+        let seen = stub.join().unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(n, 6, "two CPUs on each of three stops:\n{text}");
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        for (i, l) in lines.iter().enumerate() {
+            let cpu = i % 2;
+            assert_eq!(l[1], cpu.to_string(), "{text}");
+            assert_eq!(l[2], format!("ffffffff8100000{}", cpu + 1), "{text}");
+            assert_eq!(
+                &l[3..],
+                ["ffffffff81001000"],
+                "only kernel-range callers: {text}"
+            );
+        }
+        // The list was read once, in its parts, before the first registers.
+        let list: Vec<&str> = seen
+            .iter()
+            .map(String::as_str)
+            .filter(|r| r.starts_with("q"))
+            .collect();
+        assert_eq!(list, ["qfThreadInfo", "qsThreadInfo", "qsThreadInfo"]);
+    }
+
     #[test]
     fn hypervisor_symbols_from_its_elf() {
         // The xtask binary itself is an ELF64 with a symbol table on Linux hosts.
