@@ -28,6 +28,7 @@ mod debugkeys;
 #[cfg(target_os = "none")]
 mod domain;
 pub mod hvm;
+pub mod loglimit;
 pub mod mm;
 #[cfg(target_os = "none")]
 mod schedule;

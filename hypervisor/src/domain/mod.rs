@@ -444,56 +444,30 @@ pub struct Domain<B: Backend> {
     /// Hypercalls made, for accounting and diagnostics.
     pub hypercalls: AtomicU64,
     /// Bounds the debug messages this domain's own actions cause ([`guest_debug!`]).
-    pub log_limit: GuestLogLimit,
+    pub log_limit: crate::loglimit::LogLimit,
     pub st: Lock<DomState>,
     /// Raised when the domain's memory is back (the last field, so it drops last).
     pub freed: FreedSignal,
 }
 
-/// Messages a guest's own actions cause (an ignored port, a refused MSR) at most
-/// [`GuestLogLimit::PER_SECOND`] a second per domain, so that a guest repeating such an
-/// action cannot flood the console (each line costs the CPU that prints it the time its
-/// serial port takes); how many were left out is said with the next one let through.
-#[derive(Default)]
-pub struct GuestLogLimit {
-    /// The second (since boot) the count is for.
-    second: AtomicU64,
-    count: AtomicU32,
-    dropped: AtomicU32,
-}
-
-impl GuestLogLimit {
-    pub const PER_SECOND: u32 = 10;
-
-    /// Whether one more message may be printed now. Approximate when CPUs race at a
-    /// second's turn: a few messages more or less, never a flood.
-    pub fn allow(&self, dom: DomId) -> bool {
-        let second = crate::time::now().1 / 1_000_000_000;
-        if self.second.swap(second, Ordering::Relaxed) != second {
-            self.count.store(0, Ordering::Relaxed);
-        }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= Self::PER_SECOND {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped != 0 {
-            log::debug!(
-                "d{dom}: {dropped} guest-caused messages left out (at most {} a second)",
-                Self::PER_SECOND
-            );
-        }
-        true
-    }
-}
-
-/// `log::debug!` for a message that domain `$dom`'s own actions cause, bounded by its
-/// [`GuestLogLimit`].
+/// `log::debug!` for a message that domain `$dom`'s own actions cause, at most
+/// [`crate::loglimit::LogLimit::PER_SECOND`] a second per domain (its `log_limit`); the next message let
+/// through after some were left out says how many.
 macro_rules! guest_debug {
     ($dom:expr, $($arg:tt)+) => {{
         let dom = &$dom;
-        if log::log_enabled!(log::Level::Debug) && dom.log_limit.allow(dom.id) {
-            log::debug!($($arg)+);
+        if log::log_enabled!(log::Level::Debug) {
+            let second = crate::time::now().1 / 1_000_000_000;
+            if let Some(dropped) = dom.log_limit.allow(second) {
+                if dropped != 0 {
+                    log::debug!(
+                        "d{}: {dropped} guest-caused messages left out (at most {} a second)",
+                        dom.id,
+                        crate::loglimit::LogLimit::PER_SECOND
+                    );
+                }
+                log::debug!($($arg)+);
+            }
         }
     }};
 }
