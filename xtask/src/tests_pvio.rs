@@ -212,8 +212,19 @@ fn every_queue_used(text: &str, queues: usize) -> Result<(), String> {
 /// and checked by the domU and by dom0, every queue's interrupts, device events taken on
 /// the second vCPU where Linux bound some of them, nothing left behind.
 pub fn multi_queue() -> Test {
+    multi_queue_named("qemu-tcg/pvio/multi-queue")
+}
+
+/// [`multi_queue`] against the hypervisor built with debug assertions and overflow
+/// checks (`Profile::Checked`): the lock order and every `debug_assert!` checked while two
+/// CPUs run two SMP Linux domains that share rings, grants and events.
+pub fn multi_queue_checked() -> Test {
+    multi_queue_named("qemu-tcg/checked/pvio-multi-queue").hypervisor(Profile::Checked)
+}
+
+fn multi_queue_named(name: &'static str) -> Test {
     crate::tests_dom0::dom0_boot(
-        "qemu-tcg/pvio/multi-queue",
+        name,
         Emulator::qemu_tcg(QemuBoot::Kernel),
         leak_concat(CMDLINE, " dom0_max_vcpus=2"),
         900,
@@ -401,6 +412,7 @@ pub fn all() -> Vec<Test> {
         net_one_thread(),
         hotplug(),
         multi_queue(),
+        multi_queue_checked(),
         hostile(),
         hostile_checked(),
     ]
