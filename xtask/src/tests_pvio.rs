@@ -106,7 +106,12 @@ fn same_kib(text: &str) -> Result<(), String> {
 }
 
 fn boot(name: &'static str, timeout: u64) -> Test {
-    crate::tests_dom0::dom0_boot(name, Emulator::qemu_tcg(QemuBoot::Kernel), CMDLINE, timeout)
+    boot_with(name, CMDLINE, timeout)
+}
+
+/// [`boot`] with another hypervisor command line.
+fn boot_with(name: &'static str, cmdline: &'static str, timeout: u64) -> Test {
+    crate::tests_dom0::dom0_boot(name, Emulator::qemu_tcg(QemuBoot::Kernel), cmdline, timeout)
         .memory_mib(MEMORY_MIB)
         .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
         .expect_group(&[r"dom0: bridge xenbr0 up"])
@@ -223,32 +228,24 @@ pub fn multi_queue_checked() -> Test {
 }
 
 fn multi_queue_named(name: &'static str) -> Test {
-    crate::tests_dom0::dom0_boot(
-        name,
-        Emulator::qemu_tcg(QemuBoot::Kernel),
-        leak_concat(CMDLINE, " dom0_max_vcpus=2"),
-        900,
-    )
-    .memory_mib(MEMORY_MIB)
-    .cpus(2)
-    .expect_group(&[r"dom0: toolstack ready: xenstored and xenconsoled running"])
-    .expect_group(&[r"dom0: bridge xenbr0 up"])
-    .send(r"dom0: shell ready", "pvio-test mq\n")
-    .expect_value(
-        d0!(r"MQ_NEGOTIATED=(\S+)$"),
-        "blk-queues:2,ring-order:2,ring-refs:8,net-queues:2,net-queue-dirs:2",
-    )
-    .expect_text(d0!(r"MQ_SUMS_A=(\S+)$"), same_md5s)
-    .expect_text(d0!(r"MQ_SUMS_B=(\S+)$"), same_md5s)
-    .expect_text(d0!(r"MQ_IRQS=(\S+)$"), |t| every_queue_used(t, 2))
-    .expect_text(d0!(r"MQ_CPU1=(\S+)$"), |t| match t.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(()),
-        _ => Err("the domU's second vCPU took none of its devices' events".into()),
-    })
-    .expect_text(d0!(r"MQ_LEFT=(\S+)$"), all_zero)
-    .expect_text(d0!(r"MQ_FREE_MIB=(\S+)$"), same_free)
-    .send(r"MQ_FREE_MIB=\S+\r?\n", "poweroff -f\n")
-    .expect(crate::tests_dom0::POWEROFF_EXPECT)
+    boot_with(name, leak_concat(CMDLINE, " dom0_max_vcpus=2"), 900)
+        .cpus(2)
+        .send(r"dom0: shell ready", "pvio-test mq\n")
+        .expect_value(
+            d0!(r"MQ_NEGOTIATED=(\S+)$"),
+            "blk-queues:2,ring-order:2,ring-refs:8,net-queues:2,net-queue-dirs:2",
+        )
+        .expect_text(d0!(r"MQ_SUMS_A=(\S+)$"), same_md5s)
+        .expect_text(d0!(r"MQ_SUMS_B=(\S+)$"), same_md5s)
+        .expect_text(d0!(r"MQ_IRQS=(\S+)$"), |t| every_queue_used(t, 2))
+        .expect_text(d0!(r"MQ_CPU1=(\S+)$"), |t| match t.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(()),
+            _ => Err("the domU's second vCPU took none of its devices' events".into()),
+        })
+        .expect_text(d0!(r"MQ_LEFT=(\S+)$"), all_zero)
+        .expect_text(d0!(r"MQ_FREE_MIB=(\S+)$"), same_free)
+        .send(r"MQ_FREE_MIB=\S+\r?\n", "poweroff -f\n")
+        .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }
 
 /// A domU acting as a hostile frontend (dom0-tools/hostile-front, fvtest `hostile`):

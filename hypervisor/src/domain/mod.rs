@@ -451,8 +451,8 @@ pub struct Domain<B: Backend> {
 }
 
 /// `log::debug!` for a message that domain `$dom`'s own actions cause, at most
-/// [`crate::loglimit::LogLimit::PER_SECOND`] a second per domain (its `log_limit`); the next message let
-/// through after some were left out says how many.
+/// [`crate::loglimit::LogLimit::PER_SECOND`] a second per domain (its `log_limit`); the
+/// next message let through after some were left out says how many.
 macro_rules! guest_debug {
     ($dom:expr, $($arg:tt)+) => {{
         let dom = &$dom;
