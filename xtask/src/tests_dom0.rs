@@ -512,11 +512,7 @@ mod check {
     #[test]
     fn xen_notes_renamed() {
         // A minimal ELF64 with one PT_NOTE holding one "Xen" note, type 18.
-        let mut elf = vec![0u8; 0x100];
-        elf[..5].copy_from_slice(b"\x7fELF\x02");
-        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
-        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let mut elf = crate::util::testing::elf64_header(0x100, 0x40, 1);
         elf[0x40..0x44].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
         elf[0x48..0x50].copy_from_slice(&0xa0u64.to_le_bytes()); // p_offset
         elf[0x60..0x68].copy_from_slice(&20u64.to_le_bytes()); // p_filesz

@@ -369,6 +369,17 @@ pub(crate) fn ratio_within(heavy: u64, light: u64, want: f64, tol: f64) -> Resul
     }
 }
 
+/// `BASELINE,NOW` (KiB), the host's free memory as a Linux dom0 test prints it: back to
+/// the last KiB, so every frame came back.
+pub(crate) fn same_kib(v: &str) -> Result<(), String> {
+    match v.split_once(',') {
+        Some((a, b)) if !a.is_empty() && a == b => Ok(()),
+        _ => Err(format!(
+            "free memory (baseline,now KiB) {v}: not back to the baseline"
+        )),
+    }
+}
+
 /// One cpu-burn domU capped at 25 % of a CPU beside an idle domain 0: 25 +- 5 %.
 fn cap(s: &Scale) -> Test {
     let window = format!("from_ms={} secs={}", s.burn_from_ms, s.burn_secs);

@@ -17,6 +17,7 @@ macro_rules! d0 {
 
 use crate::build::Profile;
 use crate::spec::{Emulator, QemuBoot, Test};
+use crate::tests_multi::same_kib;
 
 /// dom0 with 512 MiB; room for two 128 MiB domUs beside it.
 const CMDLINE: &str = crate::tests_dom0::QEMU_CMDLINE;
@@ -95,14 +96,6 @@ macro_rules! kib_check {
 
 fn leak_concat(a: &str, b: &str) -> &'static str {
     crate::tests_multi::leak(format!("{a}{b}"))
-}
-
-/// `before,after` free memory in KiB: equal, to the last frame.
-fn same_kib(text: &str) -> Result<(), String> {
-    match text.split_once(',') {
-        Some((a, b)) if !a.is_empty() && a == b => Ok(()),
-        _ => Err("free memory (KiB) differs before and after: a frame is still held".into()),
-    }
 }
 
 fn boot(name: &'static str, timeout: u64) -> Test {

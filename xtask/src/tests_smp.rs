@@ -9,7 +9,9 @@
 use crate::build;
 use crate::image::Loader;
 use crate::spec::{Check, Emulator, ModuleSpec, QemuBoot, Test, ValueCheck};
-use crate::tests_multi::{built_copy, burner_group, leak, line, ratio_within, reaper_group};
+use crate::tests_multi::{
+    built_copy, burner_group, leak, line, ratio_within, reaper_group, same_kib,
+};
 
 /// The hello guest's own lines: it ran, and passed its checks.
 const HELLO: &[&str] = &[
@@ -198,10 +200,7 @@ fn xl_two_by_two() -> Test {
         "xl destroy example; echo DESTROY=$?; back DESTROY\n",
     )
     .expect_value(d0!(r"DESTROY=(\d+)$"), "0")
-    .expect_text(
-        d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"),
-        crate::tests_toolstack::same_kib,
-    )
+    .expect_text(d0!(r"FREE_KIB_DESTROY=(\d+,\d+)$"), same_kib)
     .send(r"FREE_KIB_DESTROY=\S*\r?\n", "poweroff -f\n")
     .expect(crate::tests_dom0::POWEROFF_EXPECT)
 }

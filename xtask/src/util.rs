@@ -173,6 +173,22 @@ pub fn elf64_program_headers(elf: &[u8]) -> Option<Vec<Option<usize>>> {
     )
 }
 
+/// Hand-built inputs for the unit tests here and in other modules.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A zeroed ELF64 file of `len` bytes whose header says only where its program headers
+    /// are: `phnum` of them, 56 bytes each (ELF64's size), from `phoff`. The tests fill in
+    /// the program headers and what they point at themselves.
+    pub(crate) fn elf64_header(len: usize, phoff: u64, phnum: u16) -> Vec<u8> {
+        let mut elf = vec![0u8; len];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x20..0x28].copy_from_slice(&phoff.to_le_bytes()); // e_phoff
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[0x38..0x3a].copy_from_slice(&phnum.to_le_bytes()); // e_phnum
+        elf
+    }
+}
+
 /// Creates the parent directory of a file about to be written.
 pub fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -196,11 +212,7 @@ mod tests {
 
     #[test]
     fn elf64_program_header_offsets() {
-        let mut elf = vec![0u8; 0x40];
-        elf[..5].copy_from_slice(b"\x7fELF\x02");
-        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes()); // e_phoff
-        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
-        elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+        let mut elf = super::testing::elf64_header(0x40, 0x40, 2);
         assert_eq!(
             super::elf64_program_headers(&elf),
             Some(vec![Some(0x40), Some(0x40 + 56)])
