@@ -81,6 +81,8 @@ pub enum Metric {
     /// Capture group 1 of this regex on the `until` line, a throughput in this unit
     /// (higher is better: the ratio is ferrovisor's share of the reference).
     Rate(&'static str, &'static str),
+    /// A ratio of two numbers on the same line ([`Source::Ratio`]); not read by itself.
+    Ratio,
 }
 
 /// Where one side of a figure comes from.
@@ -95,6 +97,13 @@ pub enum Source {
         a: Metric,
         b: Metric,
     },
+    /// The median over a setup's runs of `a / b`, both read from the same run's line: a
+    /// domU's figure as a share of dom0's own, measured side by side.
+    Ratio {
+        setup: &'static Setup,
+        a: Metric,
+        b: Metric,
+    },
 }
 
 impl Source {
@@ -102,12 +111,15 @@ impl Source {
     fn metric(self) -> Metric {
         match self {
             Source::Median(_, m) | Source::HalfDifference { a: m, .. } => m,
+            Source::Ratio { .. } => Metric::Ratio,
         }
     }
 
     fn setup(self) -> &'static Setup {
         match self {
-            Source::Median(s, _) | Source::HalfDifference { setup: s, .. } => s,
+            Source::Median(s, _)
+            | Source::HalfDifference { setup: s, .. }
+            | Source::Ratio { setup: s, .. } => s,
         }
     }
 
@@ -118,6 +130,7 @@ impl Source {
             Source::HalfDifference { a, b, .. } => {
                 half_difference(value(a, sample)?, value(b, sample)?)
             }
+            Source::Ratio { a, b, .. } => ratio(value(a, sample)?, value(b, sample)?),
         }
     }
 
@@ -140,6 +153,11 @@ impl Source {
 /// `(a − b) / 2`; `None` unless `a > b` (a negative cost is noise, not a figure).
 pub fn half_difference(a: f64, b: f64) -> Option<f64> {
     (a > b).then(|| (a - b) / 2.0)
+}
+
+/// `a / b`; `None` unless `b > 0`.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
 }
 
 /// A row of the table.
@@ -179,6 +197,52 @@ const fn pvio(
         name,
         subject: Some(Source::Median(setup, subject)),
         reference: Some((Source::Median(setup, reference), what)),
+        pending: "",
+        note,
+    }
+}
+
+/// A block figure against Xen 4.17 running the same bench (`xen`): the domU's share of
+/// dom0's own on each hypervisor ([`Source::Ratio`]).
+const fn share_vs_xen(
+    ours: &'static Setup,
+    xen: &'static Setup,
+    name: &'static str,
+    (domu, dom0, _): PvioPair,
+    note: &'static str,
+) -> Figure {
+    Figure {
+        name,
+        subject: Some(Source::Ratio {
+            setup: ours,
+            a: domu,
+            b: dom0,
+        }),
+        reference: Some((
+            Source::Ratio {
+                setup: xen,
+                a: domu,
+                b: dom0,
+            },
+            "Xen 4.17",
+        )),
+        pending: "",
+        note,
+    }
+}
+
+/// A network figure against Xen 4.17 running the same bench (`xen`): the domU's own.
+const fn vs_xen(
+    ours: &'static Setup,
+    xen: &'static Setup,
+    name: &'static str,
+    (domu, _, _): PvioPair,
+    note: &'static str,
+) -> Figure {
+    Figure {
+        name,
+        subject: Some(Source::Median(ours, domu)),
+        reference: Some((Source::Median(xen, domu), "Xen 4.17")),
         pending: "",
         note,
     }
@@ -233,6 +297,25 @@ static FERROVISOR_PVIO_2: Setup = Setup {
     until: PVIO_LINE,
     qemu_timeout_s: 600,
     boot: boot_ferrovisor_dom0_2cpus,
+    command: Some((r"dom0: shell ready", "pvio-test bench 1\n")),
+    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
+};
+/// The references for [`FERROVISOR_PVIO`] and [`FERROVISOR_PVIO_2`]: the same dom0 kernel,
+/// initramfs, domU and `pvio-test bench` on Xen 4.17, with Xen's own toolstack, xenstored,
+/// xenconsoled and hotplug scripts in dom0 ([`linux::xen_dom0_initramfs`]).
+static XEN_PVIO: Setup = Setup {
+    name: "Xen 4.17 + dom0 + PV I/O domU",
+    until: PVIO_LINE,
+    qemu_timeout_s: 900,
+    boot: boot_xen_dom0,
+    command: Some((r"dom0: shell ready", "pvio-test bench\n")),
+    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
+};
+static XEN_PVIO_2: Setup = Setup {
+    name: "Xen 4.17 + dom0 + PV I/O domU, 2 CPUs",
+    until: PVIO_LINE,
+    qemu_timeout_s: 900,
+    boot: boot_xen_dom0_2cpus,
     command: Some((r"dom0: shell ready", "pvio-test bench 1\n")),
     not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
 };
@@ -469,9 +552,8 @@ pub static FIGURES: &[Figure] = &[
     },
     // PV I/O: a domU through blkfront/netfront and dom0's blkback/netback, against
     // dom0 doing the same on the loop device that backs the domU's disk, and on its
-    // own loopback interface (Xen 4.17 measured 0.15 / 0.33 and 147 / 237 Mbit/s, 4-6
-    // ms ping on this machine kind). First with dom0 and the domU sharing one CPU, then
-    // each on a CPU of its own.
+    // own loopback interface. First with dom0 and the domU sharing one CPU, then each on
+    // a CPU of its own; Xen 4.17's figures from the same bench follow.
     pvio(
         &FERROVISOR_PVIO,
         "block read, O_DIRECT 1 MiB (xvda)",
@@ -519,6 +601,80 @@ pub static FIGURES: &[Figure] = &[
     pvio(
         &FERROVISOR_PVIO_2,
         "ping round trip, 2 CPUs",
+        PVIO_PING,
+        PVIO_2_NOTE,
+    ),
+    // The same PV I/O bench on Xen 4.17 (its own toolstack in the same dom0): each block
+    // figure as the domU's share of dom0's own on the loop device, next to Xen's share
+    // measured the same way; the network figures next to Xen's. Issue 10's targets are
+    // twice Xen's block shares and 1.5 times its network throughput.
+    share_vs_xen(
+        &FERROVISOR_PVIO,
+        &XEN_PVIO,
+        "block read vs Xen 4.17",
+        PVIO_READ,
+        "",
+    ),
+    share_vs_xen(
+        &FERROVISOR_PVIO,
+        &XEN_PVIO,
+        "block write vs Xen 4.17",
+        PVIO_WRITE,
+        "",
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO,
+        &XEN_PVIO,
+        "iperf3 domU -> dom0 vs Xen 4.17",
+        PVIO_TO_DOM0,
+        "",
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO,
+        &XEN_PVIO,
+        "iperf3 dom0 -> domU vs Xen 4.17",
+        PVIO_FROM_DOM0,
+        "",
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO,
+        &XEN_PVIO,
+        "ping domU -> dom0 vs Xen 4.17",
+        PVIO_PING,
+        "",
+    ),
+    share_vs_xen(
+        &FERROVISOR_PVIO_2,
+        &XEN_PVIO_2,
+        "block read vs Xen 4.17, 2 CPUs",
+        PVIO_READ,
+        PVIO_2_NOTE,
+    ),
+    share_vs_xen(
+        &FERROVISOR_PVIO_2,
+        &XEN_PVIO_2,
+        "block write vs Xen 4.17, 2 CPUs",
+        PVIO_WRITE,
+        PVIO_2_NOTE,
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO_2,
+        &XEN_PVIO_2,
+        "iperf3 domU -> dom0 vs Xen 4.17, 2 CPUs",
+        PVIO_TO_DOM0,
+        PVIO_2_NOTE,
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO_2,
+        &XEN_PVIO_2,
+        "iperf3 dom0 -> domU vs Xen 4.17, 2 CPUs",
+        PVIO_FROM_DOM0,
+        PVIO_2_NOTE,
+    ),
+    vs_xen(
+        &FERROVISOR_PVIO_2,
+        &XEN_PVIO_2,
+        "ping vs Xen 4.17, 2 CPUs",
         PVIO_PING,
         PVIO_2_NOTE,
     ),
@@ -708,6 +864,49 @@ fn start_ferrovisor_cpus(
             start_bochs(dir, &iso, megs)
         }
     }
+}
+
+/// Xen 4.17 with the Debian dom0 as a PVH dom0 of one vCPU (pinned: on two CPUs it
+/// keeps CPU 0, as ferrovisor's `dom0_cpus=0`), through GRUB `multiboot2` (QEMU only).
+/// What Xen needs under QEMU TCG for a PVH dom0 (docs/test-bed.md): an IOMMU on a q35
+/// machine, and a CPU without RDTSCP, XSAVE and AVX.
+fn start_xen_dom0(emu: Emu, dir: &Path, cpus: u32) -> Result<Session> {
+    if emu != Emu::QemuTcg {
+        bail!("QEMU only");
+    }
+    let a = linux::assets()?;
+    let mut modules = a.boot_modules();
+    modules[1].path = linux::xen_dom0_initramfs()?;
+    iso(
+        dir,
+        &xen::hypervisor()?,
+        xen::LINUX_DOM0_CMDLINE,
+        modules,
+        Loader::Multiboot2,
+    )?;
+    prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
+    let extra: Vec<String> = ["-machine", "q35", "-device", "amd-iommu,intremap=on"]
+        .map(String::from)
+        .to_vec();
+    let mut cmd = qemu::command(&qemu::Config {
+        accel: qemu::Accel::Tcg,
+        cpu: Some(xen::QEMU_CPU),
+        cpus,
+        memory: "1G",
+        serial: qemu::Serial::Stdio,
+        boot_dir: dir,
+        boot: qemu::Boot::Iso("boot.iso"),
+        extra_args: &extra,
+    });
+    Session::stdio(&mut cmd, dir)
+}
+
+fn boot_xen_dom0(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {
+    start_xen_dom0(emu, dir, 1)
+}
+
+fn boot_xen_dom0_2cpus(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {
+    start_xen_dom0(emu, dir, 2)
 }
 
 fn boot_ferrovisor_dom0(emu: Emu, ctx: &Ctx, dir: &Path) -> Result<Session> {
@@ -1040,6 +1239,7 @@ pub fn value(metric: Metric, sample: &Sample) -> Option<f64> {
         Metric::TimeToLine => Some(sample.secs),
         Metric::Nanos(pattern) | Metric::Rate(pattern, _) => capture(pattern, &sample.line),
         Metric::Millis(pattern) => capture(pattern, &sample.line).map(|ms| ms / 1000.0),
+        Metric::Ratio => None,
     }
 }
 
@@ -1062,6 +1262,7 @@ pub fn format_value(metric: Metric, v: f64) -> String {
         Metric::Nanos(_) if v >= 1e3 => format!("{:.2} µs", v / 1e3),
         Metric::Nanos(_) => format!("{v:.0} ns"),
         Metric::Rate(_, unit) => format!("{v:.1} {unit}"),
+        Metric::Ratio => format!("{v:.2}× of dom0"),
     }
 }
 
@@ -1338,6 +1539,67 @@ mod tests {
         assert_eq!(table.lines().count(), 2);
     }
 
+    /// A `pvio-test bench` line with these block figures (KiB/s) and network ones.
+    fn pvio_line(domu: (u32, u32), dom0: (u32, u32), up: u32) -> Sample {
+        sample(
+            1.0,
+            &format!(
+                "pvio-bench: domu_read_kbs={} domu_write_kbs={} dom0_read_kbs={} \
+                 dom0_write_kbs={} domu_to_dom0_mbps={up} dom0_to_domu_mbps=1 \
+                 dom0_loopback_mbps=2 domu_ping_ns=3 dom0_ping_ns=4",
+                domu.0, domu.1, dom0.0, dom0.1
+            ),
+        )
+    }
+
+    /// Block figures against Xen are each run's domU / dom0 share, their median set
+    /// against Xen's; network figures the domU's own against Xen's domU's.
+    #[test]
+    fn pvio_figures_against_xen() {
+        let mut runs = Runs::new();
+        runs.insert(
+            (Emu::QemuTcg, FERROVISOR_PVIO_2.name),
+            Ok(vec![
+                // Shares of 0.5, 0.4 and 0.2: the median share is 0.4, which the
+                // ratio of the medians (400 / 800 = 0.5) is not.
+                pvio_line((500, 400), (1000, 1000), 900),
+                pvio_line((400, 400), (1000, 800), 1000),
+                pvio_line((300, 400), (1500, 400), 800),
+            ]),
+        );
+        runs.insert(
+            (Emu::QemuTcg, XEN_PVIO_2.name),
+            Ok(vec![pvio_line((100, 40), (500, 100), 200)]),
+        );
+        let r = row(fig("block read vs Xen 4.17, 2 CPUs"), Emu::QemuTcg, &runs);
+        assert_eq!(r.ferrovisor, "0.40× of dom0");
+        assert_eq!(r.reference, "0.20× of dom0 (Xen 4.17)");
+        assert_eq!(r.ratio, "2.00×");
+        let r = row(fig("block write vs Xen 4.17, 2 CPUs"), Emu::QemuTcg, &runs);
+        assert_eq!(r.ferrovisor, "0.50× of dom0");
+        assert_eq!(r.reference, "0.40× of dom0 (Xen 4.17)");
+        let r = row(
+            fig("iperf3 domU -> dom0 vs Xen 4.17, 2 CPUs"),
+            Emu::QemuTcg,
+            &runs,
+        );
+        assert_eq!(r.ferrovisor, "900.0 Mbit/s");
+        assert_eq!(r.reference, "200.0 Mbit/s (Xen 4.17)");
+        assert_eq!(r.ratio, "4.50×");
+        // A run without dom0's figure gives no share rather than a division by zero.
+        runs.insert(
+            (Emu::QemuTcg, XEN_PVIO_2.name),
+            Ok(vec![pvio_line((100, 40), (0, 0), 200)]),
+        );
+        let r = row(fig("block read vs Xen 4.17, 2 CPUs"), Emu::QemuTcg, &runs);
+        assert_eq!(
+            r.reference,
+            "no reference (Xen 4.17: no value in the output)"
+        );
+        assert_eq!(r.ratio, "-");
+        assert_eq!(ratio(1.0, 0.0), None);
+    }
+
     /// ping's last line with `loopback=100` (QEMU, 2000 round trips).
     const INTERLEAVED: &str = "(d0) ping: interdomain median 254177 ns, loopback median 179398 ns (interleaved in blocks of 100)";
 
@@ -1594,6 +1856,8 @@ mod tests {
                 DOMU_BARE.name,
                 FERROVISOR_PVIO.name,
                 FERROVISOR_PVIO_2.name,
+                XEN_PVIO.name,
+                XEN_PVIO_2.name,
                 FERROVISOR_PINGPONG_SMP.name,
                 FERROVISOR_BURN_2.name,
                 FERROVISOR_BURN_1.name,

@@ -408,26 +408,34 @@ fn parse_ldd(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Adds `program` and every shared library it loads, at the paths `ldd` prints
-/// (the loader finds them there: Debian's default search path), plus its links.
-fn add_host_program(cpio: &mut Cpio, program: &HostProgram) -> Result<()> {
-    let read = |p: &str| std::fs::read(p).with_context(|| format!("cannot read {p}"));
-    let out = Command::new("ldd")
-        .arg(program.path)
-        .output()
-        .context("cannot run ldd")?;
+/// The shared libraries `program` loads (`ldd`'s paths, the loader's among them), looking
+/// in `dirs` before the build machine's own; an error names any it cannot find.
+pub fn shared_libraries(program: &Path, dirs: &[PathBuf]) -> Result<Vec<String>> {
+    let mut cmd = Command::new("ldd");
+    cmd.arg(program);
+    if !dirs.is_empty() {
+        cmd.env("LD_LIBRARY_PATH", std::env::join_paths(dirs)?);
+    }
+    let out = cmd.output().context("cannot run ldd")?;
     if !out.status.success() {
         bail!(
             "ldd {} failed: {}",
-            program.path,
+            program.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("not found") {
-        bail!("{} misses shared libraries:\n{text}", program.path);
+        bail!("{} misses shared libraries:\n{text}", program.display());
     }
-    for lib in parse_ldd(&text) {
+    Ok(parse_ldd(&text))
+}
+
+/// Adds `program` and every shared library it loads, at the paths `ldd` prints
+/// (the loader finds them there: Debian's default search path), plus its links.
+fn add_host_program(cpio: &mut Cpio, program: &HostProgram) -> Result<()> {
+    let read = |p: &str| std::fs::read(p).with_context(|| format!("cannot read {p}"));
+    for lib in shared_libraries(Path::new(program.path), &[])? {
         cpio.file(&lib, 0o755, read(&lib)?);
     }
     cpio.file(program.at, 0o755, read(program.path)?);

@@ -169,6 +169,24 @@ fn prepare() -> Result<Dom0Assets> {
     })
 }
 
+/// dom0's initramfs for Xen 4.17 itself (the bench's reference): the same archive as
+/// [`Dom0Assets::initramfs`] with Xen's own dom0 userspace in place of ferrovisor's tools
+/// ([`xen::toolstack_extras`]), in `target/dom0/initramfs-xen.cpio.gz`. The same `/init`
+/// starts whichever xenstored and xenconsoled it finds.
+pub fn xen_dom0_initramfs() -> Result<PathBuf> {
+    let a = assets()?;
+    let domu = a.initramfs.with_file_name("domu-initramfs.cpio.gz");
+    let mut extras = dom0_extras(&a.vmlinuz, &domu)?;
+    extras.extend(crate::xen::toolstack_extras()?);
+    let built = initramfs::build(
+        &a.version,
+        &a.modules_dir,
+        &extras,
+        &dom0_dir().join("initramfs-xen.cpio.gz"),
+    )?;
+    Ok(built.path)
+}
+
 /// Where dom0 finds the example domU's kernel and initramfs.
 pub const DOMU_DIR: &str = "usr/lib/ferrovisor";
 /// The example domU configuration, in dom0.
