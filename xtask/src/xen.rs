@@ -137,6 +137,18 @@ const TOOLSTACK_PROGRAMS: &[(&str, &str, &[&str])] = &[
     ("bin/readlink", "bin/readlink", &[]),
 ];
 
+/// Where a shared library `ldd` found goes in the archive: one from a package (under one
+/// of `roots`) where the loader looks by default, `/lib/x86_64-linux-gnu`; one of the
+/// build machine's own (the C library) where it is.
+fn library_member(lib: &Path, roots: &[PathBuf]) -> String {
+    if roots.iter().any(|r| lib.starts_with(r)) {
+        let name = lib.file_name().unwrap_or_default().to_string_lossy();
+        format!("lib/x86_64-linux-gnu/{name}")
+    } else {
+        lib.to_string_lossy().trim_start_matches('/').to_string()
+    }
+}
+
 /// The archive members that turn ferrovisor's dom0 initramfs into one running Xen 4.17's
 /// own dom0 userspace (`linux::xen_dom0_initramfs`): [`TOOLSTACK_PROGRAMS`] with their
 /// shared libraries, the xenstore client under every name ferrovisor's has, xenconsoled
@@ -200,15 +212,7 @@ pub fn toolstack_extras() -> Result<Vec<initramfs::Extra>> {
     for (path, at, links) in programs {
         for lib in initramfs::shared_libraries(&path, &lib_dirs)? {
             let lib = PathBuf::from(lib);
-            // From a package: where the loader looks by default; the build machine's
-            // own (the C library): where they are.
-            let member = if roots.iter().any(|r| lib.starts_with(r)) {
-                let name = lib.file_name().unwrap_or_default().to_string_lossy();
-                format!("lib/x86_64-linux-gnu/{name}")
-            } else {
-                lib.to_string_lossy().trim_start_matches('/').to_string()
-            };
-            libs.insert(member, lib);
+            libs.insert(library_member(&lib, &roots), lib);
         }
         extras.push(file(at, 0o755, read(&path)?, links));
     }
@@ -245,4 +249,43 @@ pub fn toolstack_extras() -> Result<Vec<initramfs::Extra>> {
         Vec::new(),
     ));
     Ok(extras)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libraries_go_where_the_loader_looks() {
+        let roots = [PathBuf::from("/t/xen/toolstack/libyajl2")];
+        let lib = |p: &str| library_member(Path::new(p), &roots);
+        assert_eq!(
+            lib("/t/xen/toolstack/libyajl2/usr/lib/x86_64-linux-gnu/libyajl.so.2"),
+            "lib/x86_64-linux-gnu/libyajl.so.2"
+        );
+        assert_eq!(
+            lib("/lib/x86_64-linux-gnu/libc.so.6"),
+            "lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(
+            lib("/lib64/ld-linux-x86-64.so.2"),
+            "lib64/ld-linux-x86-64.so.2"
+        );
+        // A sibling directory whose name only starts like a root is not inside it.
+        assert_eq!(
+            lib("/t/xen/toolstack/libyajl2-extra/usr/lib/libz.so.1"),
+            "t/xen/toolstack/libyajl2-extra/usr/lib/libz.so.1"
+        );
+    }
+
+    #[test]
+    fn every_program_replaces_or_adds_a_path() {
+        for (from, at, links) in TOOLSTACK_PROGRAMS {
+            assert!(
+                !from.starts_with('/') && !at.starts_with('/'),
+                "{from} {at}"
+            );
+            assert!(links.iter().all(|l| l.starts_with('/')), "{links:?}");
+        }
+    }
 }
