@@ -277,48 +277,62 @@ const PVIO_PING: PvioPair = (
 );
 const PVIO_2_NOTE: &str = "QEMU only; dom0 on CPU 0, the domU on CPU 1";
 
+/// Why the setups that boot a Linux domU are not run on Bochs.
+const LINUX_DOMU_NOT_ON_BOCHS: Option<&str> =
+    Some("not run on Bochs: a Linux domU there takes over 10 minutes");
+
+/// A PV I/O setup: `boot`, then `command` (`pvio-test bench ...`) typed at dom0's shell,
+/// until its [`PVIO_LINE`].
+const fn pvio_setup(
+    name: &'static str,
+    boot: fn(Emu, &Ctx, &Path) -> Result<Session>,
+    command: &'static str,
+    qemu_timeout_s: u64,
+) -> Setup {
+    Setup {
+        name,
+        until: PVIO_LINE,
+        qemu_timeout_s,
+        boot,
+        command: Some((r"dom0: shell ready", command)),
+        not_on_bochs: LINUX_DOMU_NOT_ON_BOCHS,
+    }
+}
+
 /// `pvio-test bench`'s line: a domU's block and network figures next to dom0's own on
 /// the same loop device and its own loopback (tests/linux/pvio-test).
 /// Ends the run even when a value is missing (the figure then says so).
 const PVIO_LINE: &str = r"pvio-bench: domu_read_kbs=\S* .*";
-static FERROVISOR_PVIO: Setup = Setup {
-    name: "ferrovisor + dom0 + PV I/O domU",
-    until: PVIO_LINE,
-    qemu_timeout_s: 600,
-    boot: boot_ferrovisor_dom0,
-    command: Some((r"dom0: shell ready", "pvio-test bench\n")),
-    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
-};
+static FERROVISOR_PVIO: Setup = pvio_setup(
+    "ferrovisor + dom0 + PV I/O domU",
+    boot_ferrovisor_dom0,
+    "pvio-test bench\n",
+    600,
+);
 /// As [`FERROVISOR_PVIO`] on a machine with two CPUs: dom0 pinned to CPU 0
 /// (`dom0_cpus=0`), the domU to CPU 1 (`cpus="1"`), so that neither waits for the
 /// other's time slice and no I/O request needs a domain switch.
-static FERROVISOR_PVIO_2: Setup = Setup {
-    name: "ferrovisor + dom0 + PV I/O domU, 2 CPUs",
-    until: PVIO_LINE,
-    qemu_timeout_s: 600,
-    boot: boot_ferrovisor_dom0_2cpus,
-    command: Some((r"dom0: shell ready", "pvio-test bench 1\n")),
-    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
-};
+static FERROVISOR_PVIO_2: Setup = pvio_setup(
+    "ferrovisor + dom0 + PV I/O domU, 2 CPUs",
+    boot_ferrovisor_dom0_2cpus,
+    "pvio-test bench 1\n",
+    600,
+);
 /// The references for [`FERROVISOR_PVIO`] and [`FERROVISOR_PVIO_2`]: the same dom0 kernel,
 /// initramfs, domU and `pvio-test bench` on Xen 4.17, with Xen's own toolstack, xenstored,
 /// xenconsoled and hotplug scripts in dom0 ([`linux::xen_dom0_initramfs`]).
-static XEN_PVIO: Setup = Setup {
-    name: "Xen 4.17 + dom0 + PV I/O domU",
-    until: PVIO_LINE,
-    qemu_timeout_s: 900,
-    boot: boot_xen_dom0,
-    command: Some((r"dom0: shell ready", "pvio-test bench\n")),
-    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
-};
-static XEN_PVIO_2: Setup = Setup {
-    name: "Xen 4.17 + dom0 + PV I/O domU, 2 CPUs",
-    until: PVIO_LINE,
-    qemu_timeout_s: 900,
-    boot: boot_xen_dom0_2cpus,
-    command: Some((r"dom0: shell ready", "pvio-test bench 1\n")),
-    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
-};
+static XEN_PVIO: Setup = pvio_setup(
+    "Xen 4.17 + dom0 + PV I/O domU",
+    boot_xen_dom0,
+    "pvio-test bench\n",
+    900,
+);
+static XEN_PVIO_2: Setup = pvio_setup(
+    "Xen 4.17 + dom0 + PV I/O domU, 2 CPUs",
+    boot_xen_dom0_2cpus,
+    "pvio-test bench 1\n",
+    900,
+);
 /// The same boots as [`FERROVISOR_DOM0`] and [`LINUX_BARE`], timed to `/init`'s first line:
 /// the kernel booted, before dom0 loads its Xen drivers and brings up its bridge (work the
 /// bare kernel does not do, inside the other pair's figure).
@@ -401,7 +415,7 @@ static FERROVISOR_CREATE: Setup = Setup {
     qemu_timeout_s: 300,
     boot: boot_ferrovisor_dom0,
     command: Some((r"dom0: shell ready", CREATE_BENCH)),
-    not_on_bochs: Some("not run on Bochs: a Linux domU there takes over 10 minutes"),
+    not_on_bochs: LINUX_DOMU_NOT_ON_BOCHS,
 };
 /// The example domU's kernel and initramfs booted by QEMU itself (`-kernel`, 128 MiB as
 /// the domU has), to its shell: the same kernel decompression (in the guest's boot stub
@@ -750,18 +764,31 @@ fn start_qemu(dir: &Path, boot: qemu::Boot) -> Result<Session> {
 
 /// [`start_qemu`] with `cpus` CPUs.
 fn start_qemu_cpus(dir: &Path, boot: qemu::Boot, cpus: u32) -> Result<Session> {
+    start_qemu_machine(dir, boot, cpus, None, &[])
+}
+
+/// [`start_qemu_cpus`] with another CPU model than the tests' (`cpu`) and more machine
+/// arguments (`machine`).
+fn start_qemu_machine(
+    dir: &Path,
+    boot: qemu::Boot,
+    cpus: u32,
+    cpu: Option<&str>,
+    machine: &[&str],
+) -> Result<Session> {
     prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
     let port = if crate::profile::ENABLED.load(std::sync::atomic::Ordering::SeqCst) {
         Some(crate::profile::free_port()?)
     } else {
         None
     };
-    let extra: Vec<String> = port
-        .map(|p| vec!["-gdb".to_string(), format!("tcp:127.0.0.1:{p}")])
-        .unwrap_or_default();
+    let mut extra: Vec<String> = machine.iter().map(|a| a.to_string()).collect();
+    if let Some(p) = port {
+        extra.extend(["-gdb".to_string(), format!("tcp:127.0.0.1:{p}")]);
+    }
     let mut cmd = qemu::command(&qemu::Config {
         accel: qemu::Accel::Tcg,
-        cpu: None,
+        cpu,
         cpus,
         memory: "1G",
         serial: qemu::Serial::Stdio,
@@ -884,21 +911,13 @@ fn start_xen_dom0(emu: Emu, dir: &Path, cpus: u32) -> Result<Session> {
         modules,
         Loader::Multiboot2,
     )?;
-    prereq::ensure(&[prereq::Need::Qemu, prereq::Need::Grub])?;
-    let extra: Vec<String> = ["-machine", "q35", "-device", "amd-iommu,intremap=on"]
-        .map(String::from)
-        .to_vec();
-    let mut cmd = qemu::command(&qemu::Config {
-        accel: qemu::Accel::Tcg,
-        cpu: Some(xen::QEMU_CPU),
+    start_qemu_machine(
+        dir,
+        qemu::Boot::Iso("boot.iso"),
         cpus,
-        memory: "1G",
-        serial: qemu::Serial::Stdio,
-        boot_dir: dir,
-        boot: qemu::Boot::Iso("boot.iso"),
-        extra_args: &extra,
-    });
-    Session::stdio(&mut cmd, dir)
+        Some(xen::QEMU_CPU),
+        &["-machine", "q35", "-device", "amd-iommu,intremap=on"],
+    )
 }
 
 fn boot_xen_dom0(emu: Emu, _ctx: &Ctx, dir: &Path) -> Result<Session> {

@@ -172,8 +172,17 @@ fn prepare() -> Result<Dom0Assets> {
 /// dom0's initramfs for Xen 4.17 itself (the bench's reference): the same archive as
 /// [`Dom0Assets::initramfs`] with Xen's own dom0 userspace in place of ferrovisor's tools
 /// ([`xen::toolstack_extras`]), in `target/dom0/initramfs-xen.cpio.gz`. The same `/init`
-/// starts whichever xenstored and xenconsoled it finds.
+/// starts whichever xenstored and xenconsoled it finds. Built at most once per xtask run,
+/// as [`assets`] (every bench run of Xen boots it).
 pub fn xen_dom0_initramfs() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_xen_dom0_initramfs().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("Xen dom0 initramfs: {e}"))
+}
+
+fn build_xen_dom0_initramfs() -> Result<PathBuf> {
     let a = assets()?;
     let domu = a.initramfs.with_file_name("domu-initramfs.cpio.gz");
     let mut extras = dom0_extras(&a.vmlinuz, &domu)?;
